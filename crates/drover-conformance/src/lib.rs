@@ -1,0 +1,47 @@
+//! The [`Store`](drover_core::Store) conformance suite: every case is written once, here, and
+//! run against every backend through [`conformance_suite!`]. Backend differences belong inside a
+//! case, never in a fork of it.
+//!
+//! Cases pin the time (`now: Some(..)`) so that lease expiry, backoff and scheduled jobs are
+//! tested without sleeping.
+
+pub mod cases;
+
+/// Instantiates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating
+/// to a future of `(DynStore, guard)`: a fresh, migrated store, and anything that must live as
+/// long as the test (a temporary directory, a schema to drop).
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::conformance_suite!(@cases $make;
+            migrate_is_idempotent,
+            insert_then_get_round_trips_every_field,
+            bulk_insert_returns_ids_in_order,
+            unique_key_dedupes_only_while_unfinished,
+            claim_takes_highest_priority_then_oldest,
+            claim_respects_limit_and_queue,
+            scheduled_jobs_wait_until_due,
+            completion_is_fenced_by_the_lease_token,
+            stale_completion_after_rescue_and_reclaim_is_rejected,
+            heartbeat_renews_held_leases_and_reports_lost_ones,
+            failed_attempt_is_retryable_with_backoff_and_recorded,
+            discard_and_cancel_outcomes_are_terminal,
+            hand_back_does_not_consume_an_attempt,
+            rescue_follows_delivery_and_attempts,
+            cancel_pending_running_and_finished_jobs,
+            operator_retry_is_recorded_and_resets_attempts,
+            list_filters_and_counts,
+            enqueue_wakes_subscribers
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                $crate::cases::$case(store.clone()).await;
+                store.close().await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,23 @@
+//! Drover's core: the job model and its states, validation of what comes in, the injected
+//! [`Clock`], the retry policy, and the [`Store`] trait — the one seam between the engine and a
+//! database backend.
+//!
+//! Nothing in this crate talks to a database. Backends (`drover-sqlite`, later
+//! `drover-postgres`) implement [`Store`]; the engine (`drover`) uses only this crate, so it
+//! cannot name a backend type.
+
+pub mod clock;
+pub mod error;
+pub mod job;
+pub mod retry;
+pub mod store;
+pub mod validate;
+
+pub use clock::{Clock, SimulatedClock, SystemClock};
+pub use error::{StoreError, ValidationError};
+pub use job::{
+    AttemptError, ClaimedJob, Delivery, HistoryEntry, JobId, JobRecord, JobState, NewJob,
+};
+pub use retry::RetryPolicy;
+pub use store::*;
+pub use validate::Limits;

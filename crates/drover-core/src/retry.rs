@@ -1,0 +1,76 @@
+//! When a failed attempt runs again: exponential backoff with jitter, capped.
+
+use std::time::Duration;
+
+/// Backoff after failed attempts: `base × 2^(attempt−1)`, capped at `max`, then spread by
+/// ±`jitter` (a fraction) so that a burst of failures does not come back as a burst.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay after the first failed attempt. Default 1 s.
+    pub base: Duration,
+    /// Longest delay. Default 1 h.
+    pub max: Duration,
+    /// Fraction of the delay to spread it by, between 0 and 1. Default 0.2.
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(3600),
+            jitter: 0.2,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `attempt + 1`, after attempt `attempt` (from 1) failed.
+    /// `unit` is a number in `[0, 1)` (random in production, fixed in tests).
+    pub fn delay(&self, attempt: i32, unit: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).clamp(0, 62) as u32;
+        let raw = self
+            .base
+            .checked_mul(1u32.checked_shl(exponent.min(31)).unwrap_or(u32::MAX))
+            .unwrap_or(self.max)
+            .min(self.max);
+        let spread = self.jitter.clamp(0.0, 1.0) * (unit.clamp(0.0, 1.0) * 2.0 - 1.0);
+        raw.mul_f64(1.0 + spread)
+    }
+
+    /// [`RetryPolicy::delay`] with a random jitter.
+    pub fn random_delay(&self, attempt: i32) -> Duration {
+        self.delay(attempt, fastrand::f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delay_doubles_and_caps() {
+        let policy = RetryPolicy {
+            base: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+            jitter: 0.0,
+        };
+        assert_eq!(policy.delay(1, 0.5), Duration::from_secs(2));
+        assert_eq!(policy.delay(2, 0.5), Duration::from_secs(4));
+        assert_eq!(policy.delay(5, 0.5), Duration::from_secs(32));
+        assert_eq!(policy.delay(6, 0.5), Duration::from_secs(60));
+        assert_eq!(policy.delay(500, 0.5), Duration::from_secs(60));
+    }
+
+    #[test]
+    fn jitter_spreads_both_ways() {
+        let policy = RetryPolicy {
+            base: Duration::from_secs(10),
+            max: Duration::from_secs(3600),
+            jitter: 0.2,
+        };
+        assert_eq!(policy.delay(1, 0.0), Duration::from_secs(8));
+        assert_eq!(policy.delay(1, 0.5), Duration::from_secs(10));
+        assert!(policy.delay(1, 0.999) > Duration::from_millis(11_990));
+    }
+}

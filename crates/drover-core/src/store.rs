@@ -1,0 +1,340 @@
+//! The [`Store`] trait: every database operation the engine needs, one method per atomic
+//! operation, named noun-first, each taking one params struct so that adding a field never breaks
+//! a call site.
+//!
+//! This is an internal seam: only backends implement it, and the shared conformance suite
+//! (`drover-conformance`) checks that they all behave alike. Users reach it through the engine.
+//!
+//! Time: every params struct that depends on the time carries `now: Option<Timestamp>`. `None`
+//! means "the database's clock decides" (production); `Some` pins it (tests, simulated clocks).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::error::StoreError;
+use crate::job::{ClaimedJob, JobId, JobRecord, JobState, NewJob};
+
+/// The database seam. See the module documentation.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Short backend name: `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Applies pending schema migrations. Idempotent.
+    async fn migrate(&self) -> Result<MigrateReport, StoreError>;
+
+    /// Inserts jobs in one transaction: all or none. A job whose unique key matches an
+    /// unfinished job is not inserted; its result names the existing job instead.
+    async fn job_insert_many(
+        &self,
+        params: JobInsertParams,
+    ) -> Result<Vec<InsertedJob>, StoreError>;
+
+    /// Makes due scheduled and retryable jobs of the queue available, then claims up to `limit`
+    /// available jobs, highest priority first, then oldest, handing each a fresh lease token.
+    async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError>;
+
+    /// Renews the leases of running jobs. Only leases still held (same id, running, same token)
+    /// are renewed; the answer says which are held and which have a cancel request.
+    async fn job_heartbeat(
+        &self,
+        params: JobHeartbeatParams,
+    ) -> Result<Vec<LeaseStatus>, StoreError>;
+
+    /// Records the outcomes of runs. Each write is fenced by the lease token: an outcome for a
+    /// run that no longer holds its lease is rejected (and reported as such), never recorded.
+    async fn job_finish_many(
+        &self,
+        params: JobFinishParams,
+    ) -> Result<Vec<FinishResult>, StoreError>;
+
+    /// Rescues running jobs whose lease has expired: available again (at-least-once, attempts
+    /// left), or discarded (at-most-once, or no attempts left), with the reason recorded.
+    async fn job_rescue_expired(
+        &self,
+        params: JobRescueParams,
+    ) -> Result<Vec<RescuedJob>, StoreError>;
+
+    /// Cancels a job: a pending job becomes `cancelled`; a running job gets a cancel request
+    /// that its worker acts on.
+    async fn job_cancel(&self, params: JobCancelParams) -> Result<CancelResult, StoreError>;
+
+    /// Operator retry: a finished (or waiting) job becomes available now with a fresh attempt
+    /// budget. Recorded in the job's history.
+    async fn job_retry(&self, params: JobRetryParams) -> Result<JobRecord, StoreError>;
+
+    /// One job with every field.
+    async fn job_get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Jobs matching the filters, newest first.
+    async fn job_list(&self, params: JobListParams) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Of the given running jobs, those with a cancel request. Read-only and cheap: workers ask
+    /// whenever they are woken.
+    async fn job_cancel_requested(&self, ids: Vec<JobId>) -> Result<Vec<JobId>, StoreError>;
+
+    /// Job counts per queue and state.
+    async fn job_count_by_queue(&self) -> Result<Vec<QueueStateCount>, StoreError>;
+
+    /// Wake-ups: the value changes whenever jobs may have become available (an enqueue in this
+    /// process, or in another one when the backend can tell).
+    fn wakeups(&self) -> watch::Receiver<u64>;
+
+    /// Flushes pending writes and closes connections. Later calls fail with
+    /// [`StoreError::Closed`].
+    async fn close(&self);
+}
+
+/// A shared handle to a store.
+pub type DynStore = Arc<dyn Store>;
+
+/// What [`Store::migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MigrateReport {
+    /// Versions applied by this call (empty when the schema was current).
+    pub applied: Vec<u32>,
+    /// The schema version now.
+    pub version: u32,
+}
+
+/// Params of [`Store::job_insert_many`].
+#[derive(Debug, Clone)]
+pub struct JobInsertParams {
+    /// Validated jobs.
+    pub jobs: Vec<NewJob>,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// One result of [`Store::job_insert_many`], in input order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct InsertedJob {
+    /// The new job's id, or the existing job's id for a duplicate unique key.
+    pub id: JobId,
+    /// Its state.
+    pub state: JobState,
+    /// True when a job with the same unique key was unfinished, so nothing was inserted.
+    pub duplicate: bool,
+}
+
+/// Params of [`Store::job_claim`].
+#[derive(Debug, Clone)]
+pub struct JobClaimParams {
+    /// The queue to claim from.
+    pub queue: String,
+    /// Most jobs to claim.
+    pub limit: usize,
+    /// Id of the claiming process; recorded as the lease owner.
+    pub owner: String,
+    /// How long the lease holds without a heartbeat.
+    pub lease: Duration,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// Answer of [`Store::job_claim`].
+#[derive(Debug, Clone, Default)]
+pub struct ClaimResult {
+    /// The claimed jobs, highest priority first, then oldest.
+    pub jobs: Vec<ClaimedJob>,
+    /// When the next scheduled or retryable job of the queue becomes due, if any.
+    pub next_due_at: Option<Timestamp>,
+}
+
+/// A lease presented by its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRef {
+    /// The job.
+    pub id: JobId,
+    /// Token from the claim.
+    pub lease_token: i64,
+}
+
+/// Params of [`Store::job_heartbeat`].
+#[derive(Debug, Clone)]
+pub struct JobHeartbeatParams {
+    /// Leases to renew, each with the step its run has reached.
+    pub leases: Vec<(LeaseRef, Option<String>)>,
+    /// New lease length, from now.
+    pub lease: Duration,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// Answer of [`Store::job_heartbeat`] for one lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// The job.
+    pub id: JobId,
+    /// False when the lease was lost (expired and rescued, or the job changed state).
+    pub held: bool,
+    /// True when an operator asked to cancel the job.
+    pub cancel_requested: bool,
+}
+
+/// What happened in a run, as recorded by [`Store::job_finish_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Succeeded. Terminal.
+    Completed,
+    /// Failed; run again after `delay` (from now). The state becomes `retryable`.
+    Retry {
+        /// What went wrong.
+        error: String,
+        /// Backoff before the next attempt.
+        delay: Duration,
+    },
+    /// Failed for good (attempts exhausted, unknown kind, bad args, interrupted at-most-once).
+    /// Terminal.
+    Discard {
+        /// Why.
+        error: String,
+    },
+    /// Stopped on an operator's cancel request. Terminal.
+    Cancelled {
+        /// What the handler said, if anything.
+        error: Option<String>,
+    },
+    /// Interrupted by a shutdown: available again without consuming the attempt.
+    HandBack {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One outcome, fenced by its run's lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutcome {
+    /// The run's lease.
+    pub lease: LeaseRef,
+    /// The step the run had reached.
+    pub step: Option<String>,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// Params of [`Store::job_finish_many`].
+#[derive(Debug, Clone)]
+pub struct JobFinishParams {
+    /// Outcomes to record.
+    pub outcomes: Vec<JobOutcome>,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// Answer of [`Store::job_finish_many`] for one outcome, in input order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FinishResult {
+    /// The job.
+    pub id: JobId,
+    /// False when the lease no longer held: the outcome was not recorded.
+    pub accepted: bool,
+    /// The job's state after the call (when accepted: the state the outcome led to).
+    pub state: Option<JobState>,
+}
+
+/// Params of [`Store::job_rescue_expired`].
+#[derive(Debug, Clone)]
+pub struct JobRescueParams {
+    /// Most jobs to rescue in one call.
+    pub limit: usize,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// One job handled by [`Store::job_rescue_expired`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RescuedJob {
+    /// The job.
+    pub id: JobId,
+    /// Its state now: `available` or `discarded`.
+    pub state: JobState,
+}
+
+/// Params of [`Store::job_cancel`].
+#[derive(Debug, Clone)]
+pub struct JobCancelParams {
+    /// The job.
+    pub id: JobId,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// Answer of [`Store::job_cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelResult {
+    /// The job was waiting and is now `cancelled`.
+    Cancelled,
+    /// The job is running; its worker was asked to stop.
+    Requested,
+    /// The job had already finished in this state; nothing changed.
+    AlreadyFinished(JobState),
+}
+
+/// Params of [`Store::job_retry`].
+#[derive(Debug, Clone)]
+pub struct JobRetryParams {
+    /// The job.
+    pub id: JobId,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// Params of [`Store::job_list`].
+#[derive(Debug, Clone, Default)]
+pub struct JobListParams {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs in this queue.
+    pub queue: Option<String>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// Only jobs with an id below this one (paging, newest first).
+    pub before_id: Option<JobId>,
+    /// Most jobs to return.
+    pub limit: usize,
+}
+
+/// A count of jobs in one queue and state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueStateCount {
+    /// Queue.
+    pub queue: String,
+    /// State.
+    pub state: JobState,
+    /// Number of jobs.
+    pub count: u64,
+}
+
+/// The wake-up channel a backend feeds and the engine listens to: a counter bumped whenever
+/// jobs may have become available.
+#[derive(Debug, Clone)]
+pub struct Wakeups {
+    tx: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Wakeups {
+    fn default() -> Self {
+        Self {
+            tx: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl Wakeups {
+    /// Wakes every subscriber.
+    pub fn wake(&self) {
+        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later wake-up.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tx.subscribe()
+    }
+}

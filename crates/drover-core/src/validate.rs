@@ -1,0 +1,184 @@
+//! Validation at the edge: everything a caller hands in is checked here, before the store sees
+//! it, so that bad input gets a clear error and changes nothing.
+
+use crate::error::ValidationError;
+use crate::job::NewJob;
+
+/// Longest kind, queue or unique key accepted.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest unique key accepted.
+pub const MAX_UNIQUE_KEY_LEN: usize = 512;
+
+/// Hard limits on what one call may hand in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded args accepted, in bytes. Default 1 MiB.
+    pub max_args_bytes: usize,
+    /// Most jobs accepted in one bulk enqueue call. Default 100,000.
+    pub max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_args_bytes: 1024 * 1024,
+            max_batch: 100_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks every field of a job about to be inserted.
+    pub fn check_job(&self, job: &NewJob) -> Result<(), ValidationError> {
+        check_name("kind", &job.kind)?;
+        check_name("queue", &job.queue)?;
+        if let Some(key) = &job.unique_key {
+            check_unique_key(key)?;
+        }
+        self.check_args(&job.args)?;
+        if !(1..=10_000).contains(&job.max_attempts) {
+            return Err(ValidationError::Range {
+                field: "max_attempts",
+                reason: format!("{} is not between 1 and 10000", job.max_attempts),
+            });
+        }
+        if !(i16::MIN as i32..=i16::MAX as i32).contains(&job.priority) {
+            return Err(ValidationError::Range {
+                field: "priority",
+                reason: format!("{} is not between -32768 and 32767", job.priority),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that `args` is the text of a JSON object within the size limit.
+    pub fn check_args(&self, args: &str) -> Result<(), ValidationError> {
+        if args.len() > self.max_args_bytes {
+            return Err(ValidationError::ArgsTooLarge {
+                size: args.len(),
+                limit: self.max_args_bytes,
+            });
+        }
+        match serde_json::from_str::<serde_json::Value>(args) {
+            Ok(serde_json::Value::Object(_)) => Ok(()),
+            Ok(other) => Err(ValidationError::Args(format!(
+                "must be a JSON object, got {}",
+                json_type_name(&other)
+            ))),
+            Err(err) => Err(ValidationError::Args(format!("not valid JSON: {err}"))),
+        }
+    }
+
+    /// Checks the size of a bulk enqueue batch.
+    pub fn check_batch(&self, size: usize) -> Result<(), ValidationError> {
+        if size > self.max_batch {
+            return Err(ValidationError::BatchTooLarge {
+                size,
+                limit: self.max_batch,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn json_type_name(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Checks a kind or queue name: 1 to 128 characters from `A-Z a-z 0-9 . _ - : /`.
+pub fn check_name(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    let refuse = |reason| {
+        Err(ValidationError::Name {
+            field,
+            value: value.chars().take(80).collect(),
+            reason,
+        })
+    };
+    if value.is_empty() {
+        return refuse("must not be empty");
+    }
+    if value.len() > MAX_NAME_LEN {
+        return refuse("longer than 128 characters");
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'))
+    {
+        return refuse("may contain only letters, digits and . _ - : /");
+    }
+    Ok(())
+}
+
+fn check_unique_key(key: &str) -> Result<(), ValidationError> {
+    let refuse = |reason| {
+        Err(ValidationError::Name {
+            field: "unique_key",
+            value: key.chars().take(80).collect(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return refuse("must not be empty");
+    }
+    if key.len() > MAX_UNIQUE_KEY_LEN {
+        return refuse("longer than 512 bytes");
+    }
+    if key.chars().any(char::is_control) {
+        return refuse("must not contain control characters");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_name("kind", "report.build").is_ok());
+        assert!(check_name("kind", "").is_err());
+        assert!(check_name("kind", "has space").is_err());
+        assert!(check_name("queue", &"q".repeat(129)).is_err());
+        assert!(check_name("queue", "a;drop").is_err());
+    }
+
+    #[test]
+    fn args_must_be_an_object_within_the_limit() {
+        let limits = Limits {
+            max_args_bytes: 16,
+            ..Limits::default()
+        };
+        assert!(limits.check_args(r#"{"a":1}"#).is_ok());
+        assert!(matches!(
+            limits.check_args("[1,2]"),
+            Err(ValidationError::Args(m)) if m.contains("an array")
+        ));
+        assert!(matches!(
+            limits.check_args("{"),
+            Err(ValidationError::Args(_))
+        ));
+        assert!(matches!(
+            limits.check_args(r#"{"a":"0123456789abcdef"}"#),
+            Err(ValidationError::ArgsTooLarge { limit: 16, .. })
+        ));
+    }
+
+    #[test]
+    fn ranges_are_checked() {
+        let mut job = NewJob::new("k", "{}");
+        job.max_attempts = 0;
+        assert!(Limits::default().check_job(&job).is_err());
+        job.max_attempts = 3;
+        job.priority = 40_000;
+        assert!(Limits::default().check_job(&job).is_err());
+        job.priority = -5;
+        assert!(Limits::default().check_job(&job).is_ok());
+    }
+}

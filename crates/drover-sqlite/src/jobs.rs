@@ -1,0 +1,536 @@
+//! The SQL of every job operation. Write functions run inside the writer's transaction; read
+//! functions on a reader connection.
+
+use drover_core::{
+    CancelResult, ClaimResult, ClaimedJob, Delivery, FinishResult, InsertedJob, JobClaimParams,
+    JobHeartbeatParams, JobId, JobListParams, JobOutcome, JobRecord, JobState, LeaseStatus, NewJob,
+    Outcome, QueueStateCount, RescuedJob, StoreError,
+};
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::store::SqlResult;
+use crate::time::{from_text, plus, to_text};
+
+/// States in which a job is unfinished (and holds its unique key).
+const LIVE: &str = "('scheduled', 'available', 'running', 'retryable')";
+
+const RECORD_COLUMNS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, \
+     delivery, unique_key, scheduled_at, created_at, attempted_at, completed_at, lease_owner, \
+     lease_expires_at, cancel_requested_at, step, errors, history";
+
+pub(crate) fn insert_many(
+    conn: &Connection,
+    jobs: &[NewJob],
+    now: Timestamp,
+) -> rusqlite::Result<Vec<InsertedJob>> {
+    let now_text = to_text(now);
+    let mut find_unique = conn.prepare_cached(&format!(
+        "SELECT id, state FROM drover_jobs WHERE unique_key = ?1 AND state IN {LIVE}"
+    ))?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO drover_jobs (queue, kind, args, state, priority, max_attempts, delivery, \
+         unique_key, scheduled_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Some(key) = &job.unique_key {
+            let existing = find_unique
+                .query_row([key], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                })
+                .optional()?;
+            if let Some((id, state)) = existing {
+                out.push(InsertedJob {
+                    id,
+                    state: parse_state(&state)?,
+                    duplicate: true,
+                });
+                continue;
+            }
+        }
+        let (state, scheduled_at) = match job.scheduled_at {
+            Some(at) if at > now => (JobState::Scheduled, to_text(at)),
+            _ => (JobState::Available, now_text.clone()),
+        };
+        insert.execute(params![
+            job.queue,
+            job.kind,
+            job.args,
+            state.as_str(),
+            job.priority,
+            job.max_attempts,
+            job.delivery.as_str(),
+            job.unique_key,
+            scheduled_at,
+            now_text,
+        ])?;
+        out.push(InsertedJob {
+            id: conn.last_insert_rowid(),
+            state,
+            duplicate: false,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn claim(
+    conn: &Connection,
+    params: &JobClaimParams,
+    now: Timestamp,
+) -> rusqlite::Result<ClaimResult> {
+    let now_text = to_text(now);
+    conn.prepare_cached(
+        "UPDATE drover_jobs SET state = 'available' \
+         WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND scheduled_at <= ?2",
+    )?
+    .execute(params![params.queue, now_text])?;
+
+    let mut jobs = Vec::new();
+    if params.limit > 0 {
+        let token = fastrand::i64(1..i64::MAX);
+        let expires = to_text(plus(now, params.lease));
+        let mut claim = conn.prepare_cached(
+            "UPDATE drover_jobs SET state = 'running', attempt = attempt + 1, attempted_at = ?1, \
+                 lease_owner = ?2, lease_token = ?3, lease_expires_at = ?4, step = NULL \
+             WHERE id IN (SELECT id FROM drover_jobs WHERE state = 'available' AND queue = ?5 \
+                          ORDER BY priority DESC, id LIMIT ?6) \
+             RETURNING id, queue, kind, args, attempt, max_attempts, priority, delivery, created_at",
+        )?;
+        let rows = claim.query_map(
+            params![
+                now_text,
+                params.owner,
+                token,
+                expires,
+                params.queue,
+                params.limit as i64
+            ],
+            |row| {
+                Ok(ClaimedJob {
+                    id: row.get(0)?,
+                    queue: row.get(1)?,
+                    kind: row.get(2)?,
+                    args: row.get(3)?,
+                    attempt: row.get(4)?,
+                    max_attempts: row.get(5)?,
+                    priority: row.get(6)?,
+                    delivery: parse_delivery(&row.get::<_, String>(7)?)?,
+                    lease_token: token,
+                    created_at: from_text(&row.get::<_, String>(8)?)?,
+                })
+            },
+        )?;
+        for job in rows {
+            jobs.push(job?);
+        }
+        // RETURNING gives no order guarantee.
+        jobs.sort_by_key(|job| (std::cmp::Reverse(job.priority), job.id));
+    }
+
+    let next_due_at = conn
+        .prepare_cached(
+            "SELECT min(scheduled_at) FROM drover_jobs \
+             WHERE state IN ('scheduled', 'retryable') AND queue = ?1",
+        )?
+        .query_row([&params.queue], |row| row.get::<_, Option<String>>(0))?
+        .map(|text| from_text(&text))
+        .transpose()?;
+    Ok(ClaimResult { jobs, next_due_at })
+}
+
+pub(crate) fn heartbeat(
+    conn: &Connection,
+    params: &JobHeartbeatParams,
+    now: Timestamp,
+) -> rusqlite::Result<Vec<LeaseStatus>> {
+    let expires = to_text(plus(now, params.lease));
+    let mut renew = conn.prepare_cached(
+        "UPDATE drover_jobs SET lease_expires_at = ?1, step = coalesce(?2, step) \
+         WHERE id = ?3 AND state = 'running' AND lease_token = ?4 \
+         RETURNING cancel_requested_at IS NOT NULL",
+    )?;
+    let mut out = Vec::with_capacity(params.leases.len());
+    for (lease, step) in &params.leases {
+        let cancel: Option<bool> = renew
+            .query_row(params![expires, step, lease.id, lease.lease_token], |row| {
+                row.get(0)
+            })
+            .optional()?;
+        out.push(LeaseStatus {
+            id: lease.id,
+            held: cancel.is_some(),
+            cancel_requested: cancel.unwrap_or(false),
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn finish_many(
+    conn: &Connection,
+    outcomes: &[JobOutcome],
+    now: Timestamp,
+) -> rusqlite::Result<Vec<FinishResult>> {
+    let now_text = to_text(now);
+    // Every statement is fenced by (id, running, lease token): a run that lost its lease
+    // changes nothing.
+    const FENCE: &str = "WHERE id = ?1 AND state = 'running' AND lease_token = ?2";
+    const RELEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
+    const ERROR: &str = "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, \
+         'at', ?3, 'step', ?4, 'message', ?5))";
+    let mut out = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let id = outcome.lease.id;
+        let token = outcome.lease.lease_token;
+        let step = &outcome.step;
+        let (changed, state) = match &outcome.outcome {
+            Outcome::Completed => (
+                conn.prepare_cached(&format!(
+                    "UPDATE drover_jobs SET state = 'completed', completed_at = ?3, \
+                     step = coalesce(?4, step), {RELEASE} {FENCE}"
+                ))?
+                .execute(params![id, token, now_text, step])?,
+                JobState::Completed,
+            ),
+            Outcome::Retry { error, delay } => (
+                conn.prepare_cached(&format!(
+                    "UPDATE drover_jobs SET state = 'retryable', scheduled_at = ?6, \
+                     step = coalesce(?4, step), {ERROR}, {RELEASE} {FENCE}"
+                ))?
+                .execute(params![
+                    id,
+                    token,
+                    now_text,
+                    step,
+                    error,
+                    to_text(plus(now, *delay))
+                ])?,
+                JobState::Retryable,
+            ),
+            Outcome::Discard { error } => (
+                conn.prepare_cached(&format!(
+                    "UPDATE drover_jobs SET state = 'discarded', completed_at = ?3, \
+                     step = coalesce(?4, step), {ERROR}, {RELEASE} {FENCE}"
+                ))?
+                .execute(params![id, token, now_text, step, error])?,
+                JobState::Discarded,
+            ),
+            Outcome::Cancelled { error } => (
+                conn.prepare_cached(&format!(
+                    "UPDATE drover_jobs SET state = 'cancelled', completed_at = ?3, \
+                     step = coalesce(?4, step), \
+                     errors = CASE WHEN ?5 IS NULL THEN errors ELSE json_insert(errors, '$[#]', \
+                         json_object('attempt', attempt, 'at', ?3, 'step', ?4, 'message', ?5)) END, \
+                     {RELEASE} {FENCE}"
+                ))?
+                .execute(params![id, token, now_text, step, error])?,
+                JobState::Cancelled,
+            ),
+            Outcome::HandBack { reason } => (
+                conn.prepare_cached(&format!(
+                    "UPDATE drover_jobs SET state = 'available', attempt = attempt - 1, \
+                     scheduled_at = ?3, step = coalesce(?4, step), \
+                     history = json_insert(history, '$[#]', json_object('at', ?3, \
+                         'event', 'handed_back', 'detail', ?5)), \
+                     {RELEASE} {FENCE}"
+                ))?
+                .execute(params![id, token, now_text, step, reason])?,
+                JobState::Available,
+            ),
+        };
+        if changed == 1 {
+            out.push(FinishResult {
+                id,
+                accepted: true,
+                state: Some(state),
+            });
+        } else {
+            let current = current_state(conn, id)?;
+            out.push(FinishResult {
+                id,
+                accepted: false,
+                state: current,
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn rescue_expired(
+    conn: &Connection,
+    limit: usize,
+    now: Timestamp,
+) -> rusqlite::Result<Vec<RescuedJob>> {
+    let now_text = to_text(now);
+    let expired: Vec<(i64, i32, i32, String, bool, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT id, attempt, max_attempts, delivery, cancel_requested_at IS NOT NULL, \
+                    lease_expires_at \
+             FROM drover_jobs WHERE state = 'running' AND lease_expires_at < ?1 \
+             ORDER BY lease_expires_at LIMIT ?2",
+        )?
+        .query_map(params![now_text, limit as i64], |row| {
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = conn.prepare_cached(
+        "UPDATE drover_jobs SET state = ?2, \
+             completed_at = CASE WHEN ?2 = 'available' THEN NULL ELSE ?3 END, \
+             scheduled_at = CASE WHEN ?2 = 'available' THEN ?3 ELSE scheduled_at END, \
+             errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?3, \
+                 'step', step, 'message', ?4)), \
+             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+         WHERE id = ?1 AND state = 'running'",
+    )?;
+    let mut out = Vec::with_capacity(expired.len());
+    for (id, attempt, max_attempts, delivery, cancel_requested, expired_at) in expired {
+        let expired_at = expired_at.unwrap_or_default();
+        let (state, message) = if cancel_requested {
+            (
+                JobState::Cancelled,
+                format!("lease expired at {expired_at} while a cancel was requested"),
+            )
+        } else if delivery == Delivery::AtMostOnce.as_str() {
+            (
+                JobState::Discarded,
+                format!(
+                    "interrupted: lease expired at {expired_at} (the worker died or stalled); \
+                     at-most-once jobs are never run again"
+                ),
+            )
+        } else if attempt >= max_attempts {
+            (
+                JobState::Discarded,
+                format!(
+                    "lease expired at {expired_at} (the worker died or stalled) on the last of \
+                     {max_attempts} attempts"
+                ),
+            )
+        } else {
+            (
+                JobState::Available,
+                format!(
+                    "lease expired at {expired_at} (the worker died or stalled); rescued to run again"
+                ),
+            )
+        };
+        update.execute(params![id, state.as_str(), now_text, message])?;
+        out.push(RescuedJob { id, state });
+    }
+    Ok(out)
+}
+
+pub(crate) fn cancel(
+    conn: &Connection,
+    id: JobId,
+    now: Timestamp,
+) -> Result<CancelResult, StoreError> {
+    let now_text = to_text(now);
+    let state = current_state(conn, id)
+        .sql()?
+        .ok_or(StoreError::NotFound(id))?;
+    match state {
+        JobState::Scheduled | JobState::Available | JobState::Retryable => {
+            conn.prepare_cached(
+                "UPDATE drover_jobs SET state = 'cancelled', completed_at = ?2, \
+                 cancel_requested_at = ?2, \
+                 history = json_insert(history, '$[#]', json_object('at', ?2, \
+                     'event', 'cancelled', 'detail', 'cancelled by an operator before it ran')) \
+                 WHERE id = ?1",
+            )
+            .sql()?
+            .execute(params![id, now_text])
+            .sql()?;
+            Ok(CancelResult::Cancelled)
+        }
+        JobState::Running => {
+            conn.prepare_cached(
+                "UPDATE drover_jobs SET cancel_requested_at = coalesce(cancel_requested_at, ?2), \
+                 history = json_insert(history, '$[#]', json_object('at', ?2, \
+                     'event', 'cancel_requested', 'detail', 'cancel requested while running')) \
+                 WHERE id = ?1",
+            )
+            .sql()?
+            .execute(params![id, now_text])
+            .sql()?;
+            Ok(CancelResult::Requested)
+        }
+        done => Ok(CancelResult::AlreadyFinished(done)),
+    }
+}
+
+pub(crate) fn retry(conn: &Connection, id: JobId, now: Timestamp) -> Result<(), StoreError> {
+    let now_text = to_text(now);
+    let (state, attempt, unique_key): (String, i32, Option<String>) = conn
+        .prepare_cached("SELECT state, attempt, unique_key FROM drover_jobs WHERE id = ?1")
+        .sql()?
+        .query_row([id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .optional()
+        .sql()?
+        .ok_or(StoreError::NotFound(id))?;
+    let state = parse_state(&state).sql()?;
+    if state == JobState::Running {
+        return Err(StoreError::Conflict {
+            id,
+            state: state.to_string(),
+            reason: "a running job cannot be retried; cancel it first".into(),
+        });
+    }
+    if let (Some(key), true) = (&unique_key, state.is_terminal()) {
+        let holder: Option<i64> = conn
+            .prepare_cached(&format!(
+                "SELECT id FROM drover_jobs WHERE unique_key = ?1 AND state IN {LIVE} AND id != ?2"
+            ))
+            .sql()?
+            .query_row(params![key, id], |row| row.get(0))
+            .optional()
+            .sql()?;
+        if let Some(holder) = holder {
+            return Err(StoreError::Conflict {
+                id,
+                state: state.to_string(),
+                reason: format!("unfinished job {holder} holds its unique key {key:?}"),
+            });
+        }
+    }
+    let detail = format!("retried by an operator; was {state} after {attempt} attempt(s)");
+    conn.prepare_cached(
+        "UPDATE drover_jobs SET state = 'available', attempt = 0, scheduled_at = ?2, \
+         completed_at = NULL, cancel_requested_at = NULL, step = NULL, \
+         history = json_insert(history, '$[#]', json_object('at', ?2, \
+             'event', 'operator_retry', 'detail', ?3)) \
+         WHERE id = ?1",
+    )
+    .sql()?
+    .execute(params![id, now_text, detail])
+    .sql()?;
+    Ok(())
+}
+
+pub(crate) fn get(conn: &Connection, id: JobId) -> rusqlite::Result<Option<JobRecord>> {
+    conn.prepare_cached(&format!(
+        "SELECT {RECORD_COLUMNS} FROM drover_jobs WHERE id = ?1"
+    ))?
+    .query_row([id], record)
+    .optional()
+}
+
+pub(crate) fn list(conn: &Connection, params: &JobListParams) -> rusqlite::Result<Vec<JobRecord>> {
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM drover_jobs \
+         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR queue = ?2) \
+           AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR id < ?4) \
+         ORDER BY id DESC LIMIT ?5"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(
+        params![
+            params.state.map(JobState::as_str),
+            params.queue,
+            params.kind,
+            params.before_id,
+            params.limit as i64
+        ],
+        record,
+    )?;
+    rows.collect()
+}
+
+pub(crate) fn cancel_requested(conn: &Connection, ids: &[JobId]) -> rusqlite::Result<Vec<JobId>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT cancel_requested_at IS NOT NULL FROM drover_jobs \
+         WHERE id = ?1 AND state = 'running'",
+    )?;
+    let mut out = Vec::new();
+    for &id in ids {
+        if stmt
+            .query_row([id], |row| row.get::<_, bool>(0))
+            .optional()?
+            .unwrap_or(false)
+        {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn count_by_queue(conn: &Connection) -> rusqlite::Result<Vec<QueueStateCount>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT queue, state, count(*) FROM drover_jobs GROUP BY queue, state ORDER BY queue, state",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok(QueueStateCount {
+            queue: row.get(0)?,
+            state: parse_state(&row.get::<_, String>(1)?)?,
+            count: row.get::<_, i64>(2)? as u64,
+        })
+    })?;
+    rows.collect()
+}
+
+fn current_state(conn: &Connection, id: JobId) -> rusqlite::Result<Option<JobState>> {
+    conn.prepare_cached("SELECT state FROM drover_jobs WHERE id = ?1")?
+        .query_row([id], |row| row.get::<_, String>(0))
+        .optional()?
+        .map(|s| parse_state(&s))
+        .transpose()
+}
+
+fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
+    let opt_ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
+        row.get::<_, Option<String>>(i)?
+            .map(|t| from_text(&t))
+            .transpose()
+    };
+    Ok(JobRecord {
+        id: row.get(0)?,
+        queue: row.get(1)?,
+        kind: row.get(2)?,
+        args: json(&row.get::<_, String>(3)?)?,
+        state: parse_state(&row.get::<_, String>(4)?)?,
+        priority: row.get(5)?,
+        attempt: row.get(6)?,
+        max_attempts: row.get(7)?,
+        delivery: parse_delivery(&row.get::<_, String>(8)?)?,
+        unique_key: row.get(9)?,
+        scheduled_at: from_text(&row.get::<_, String>(10)?)?,
+        created_at: from_text(&row.get::<_, String>(11)?)?,
+        attempted_at: opt_ts(12)?,
+        completed_at: opt_ts(13)?,
+        lease_owner: row.get(14)?,
+        lease_expires_at: opt_ts(15)?,
+        cancel_requested_at: opt_ts(16)?,
+        step: row.get(17)?,
+        errors: json_as(&row.get::<_, String>(18)?)?,
+        history: json_as(&row.get::<_, String>(19)?)?,
+    })
+}
+
+fn conversion_error(err: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
+}
+
+fn parse_state(s: &str) -> rusqlite::Result<JobState> {
+    s.parse()
+        .map_err(|e: String| conversion_error(std::io::Error::other(e)))
+}
+
+fn parse_delivery(s: &str) -> rusqlite::Result<Delivery> {
+    s.parse()
+        .map_err(|e: String| conversion_error(std::io::Error::other(e)))
+}
+
+fn json(text: &str) -> rusqlite::Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(conversion_error)
+}
+
+fn json_as<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(text).map_err(conversion_error)
+}

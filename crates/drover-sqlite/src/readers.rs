@@ -1,0 +1,79 @@
+//! Read connections: a small pool of connections used on blocking threads, so that reads never
+//! queue behind the writer.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use drover_core::StoreError;
+use rusqlite::{Connection, OpenFlags};
+
+use crate::store::map_err;
+
+/// Most idle read connections kept open.
+const MAX_IDLE: usize = 4;
+
+#[derive(Clone)]
+pub(crate) struct Readers {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    busy_timeout: std::time::Duration,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub(crate) fn new(path: PathBuf, busy_timeout: std::time::Duration) -> Readers {
+        Readers {
+            inner: Arc::new(Inner {
+                path,
+                busy_timeout,
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// Runs `read` on a pooled connection on a blocking thread.
+    pub(crate) async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.checkout()?;
+            let result = read(&conn).map_err(map_err);
+            inner.checkin(conn);
+            result
+        })
+        .await
+        .map_err(|err| StoreError::Internal(format!("read task failed: {err}")))?
+    }
+}
+
+impl Inner {
+    fn checkout(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().expect("reader pool poisoned").pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(map_err)?;
+        conn.busy_timeout(self.busy_timeout).map_err(map_err)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(conn)
+    }
+
+    fn checkin(&self, conn: Connection) {
+        let mut idle = self.idle.lock().expect("reader pool poisoned");
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Versioned schema migrations, applied in order inside the writer's transaction. Each version
+//! runs once; the applied versions are rows of `drover_schema`.
+
+use rusqlite::Connection;
+
+/// Migrations, in order. Never edit one that has shipped: add a new one.
+const MIGRATIONS: &[(u32, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE drover_jobs (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue               TEXT    NOT NULL,
+    kind                TEXT    NOT NULL,
+    args                TEXT    NOT NULL,
+    state               TEXT    NOT NULL CHECK (state IN ('scheduled', 'available', 'running',
+                            'retryable', 'completed', 'discarded', 'cancelled')),
+    priority            INTEGER NOT NULL DEFAULT 0,
+    attempt             INTEGER NOT NULL DEFAULT 0,
+    max_attempts        INTEGER NOT NULL CHECK (max_attempts > 0),
+    delivery            TEXT    NOT NULL CHECK (delivery IN ('at-least-once', 'at-most-once')),
+    unique_key          TEXT,
+    scheduled_at        TEXT    NOT NULL,
+    created_at          TEXT    NOT NULL,
+    attempted_at        TEXT,
+    completed_at        TEXT,
+    lease_owner         TEXT,
+    lease_token         INTEGER,
+    lease_expires_at    TEXT,
+    cancel_requested_at TEXT,
+    step                TEXT,
+    errors              TEXT    NOT NULL DEFAULT '[]',
+    history             TEXT    NOT NULL DEFAULT '[]'
+);
+-- The claim reads only this partial index, so finished rows never slow it down.
+CREATE INDEX drover_jobs_fetch ON drover_jobs (queue, priority DESC, id)
+    WHERE state = 'available';
+CREATE INDEX drover_jobs_due ON drover_jobs (queue, scheduled_at)
+    WHERE state IN ('scheduled', 'retryable');
+CREATE INDEX drover_jobs_lease ON drover_jobs (lease_expires_at)
+    WHERE state = 'running';
+CREATE UNIQUE INDEX drover_jobs_unique ON drover_jobs (unique_key)
+    WHERE unique_key IS NOT NULL
+      AND state IN ('scheduled', 'available', 'running', 'retryable');
+"#,
+)];
+
+/// The newest schema version this build knows.
+pub(crate) const LATEST: u32 = 1;
+
+/// Applies what is missing; returns the versions applied.
+pub(crate) fn migrate(conn: &Connection, now: &str) -> rusqlite::Result<Vec<u32>> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS drover_schema (
+             version    INTEGER PRIMARY KEY,
+             applied_at TEXT NOT NULL
+         )",
+    )?;
+    let current: u32 = conn.query_row(
+        "SELECT coalesce(max(version), 0) FROM drover_schema",
+        [],
+        |row| row.get(0),
+    )?;
+    let mut applied = Vec::new();
+    for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        conn.execute_batch(sql)?;
+        conn.execute(
+            "INSERT INTO drover_schema (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![version, now],
+        )?;
+        applied.push(version);
+    }
+    Ok(applied)
+}
+
+/// The schema version of the database (0 when never migrated).
+pub(crate) fn version(conn: &Connection) -> rusqlite::Result<u32> {
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'drover_schema'",
+        [],
+        |row| row.get(0),
+    )?;
+    if !exists {
+        return Ok(0);
+    }
+    conn.query_row(
+        "SELECT coalesce(max(version), 0) FROM drover_schema",
+        [],
+        |row| row.get(0),
+    )
+}

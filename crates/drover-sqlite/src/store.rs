@@ -1,0 +1,325 @@
+//! [`SqliteStore`]: the [`Store`] implementation, wiring the writer, the readers and the wake
+//! file together.
+
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use drover_core::{
+    CancelResult, ClaimResult, FinishResult, InsertedJob, JobCancelParams, JobClaimParams,
+    JobFinishParams, JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobRecord,
+    JobRescueParams, JobRetryParams, LeaseStatus, MigrateReport, QueueStateCount, RescuedJob,
+    Store, StoreError, Wakeups,
+};
+use jiff::Timestamp;
+use rusqlite::Connection;
+use tokio::sync::watch;
+
+use crate::config::{SqliteConfig, Synchronous};
+use crate::readers::Readers;
+use crate::wake::{WakeFile, watch as watch_wake_file};
+use crate::writer::{Writer, is_busy};
+use crate::{jobs, schema, time};
+
+/// A [`Store`] on one SQLite file. See the crate documentation for its design.
+pub struct SqliteStore {
+    config: SqliteConfig,
+    writer: tokio::sync::RwLock<Option<Writer>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    readers: Readers,
+    wakeups: Wakeups,
+    // Held for its Drop: the watch ends with the store.
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.config.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file and starts the writer. Does not migrate:
+    /// call [`Store::migrate`].
+    pub fn open(config: SqliteConfig) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(&config.path).map_err(|err| {
+            StoreError::Unavailable(format!(
+                "cannot open SQLite database {}: {err}",
+                config.path.display()
+            ))
+        })?;
+        conn.busy_timeout(config.busy_timeout).map_err(map_err)?;
+        let journal: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(map_err)?;
+        if !journal.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable(format!(
+                "SQLite refused WAL mode (journal_mode is {journal}); is {} on a network file system?",
+                config.path.display()
+            )));
+        }
+        let synchronous = match config.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+        ))
+        .map_err(map_err)?;
+        conn.set_prepared_statement_cache_capacity(64);
+
+        let wakeups = Wakeups::default();
+        let wake_path = config.wake_path();
+        let wake_file = match WakeFile::open(&wake_path) {
+            Ok(file) => Some(file),
+            Err(err) => {
+                tracing::warn!(path = %wake_path.display(), error = %err,
+                    "cannot open the wake file; other processes will see enqueues only at their next poll");
+                None
+            }
+        };
+        let watcher = if config.watch_wake_file && wake_file.is_some() {
+            match watch_wake_file(&wake_path, wakeups.clone()) {
+                Ok(watcher) => Some(watcher),
+                Err(err) => {
+                    tracing::warn!(error = %err,
+                        "cannot watch the wake file; enqueues by other processes are seen at the next poll");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (writer, thread) = Writer::start(
+            conn,
+            config.write_queue,
+            config.write_wait,
+            config.max_ops_per_commit,
+            wakeups.clone(),
+            wake_file,
+        );
+        Ok(SqliteStore {
+            readers: Readers::new(config.path.clone(), config.busy_timeout),
+            config,
+            writer: tokio::sync::RwLock::new(Some(writer)),
+            thread: Mutex::new(Some(thread)),
+            wakeups,
+            _watcher: watcher,
+        })
+    }
+
+    /// The settings the store was opened with.
+    pub fn config(&self) -> &SqliteConfig {
+        &self.config
+    }
+
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut crate::writer::WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let guard = self.writer.read().await;
+        let writer = guard.as_ref().ok_or(StoreError::Closed)?;
+        writer.write(work).await
+    }
+
+    async fn ensure_migrated(&self) -> Result<(), StoreError> {
+        let version = self.readers.read(|conn| schema::version(conn)).await?;
+        if version < schema::LATEST {
+            return Err(StoreError::Internal(format!(
+                "the database schema is at version {version}, this build needs {}: run `drover migrate`",
+                schema::LATEST
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn now_or_clock(now: Option<Timestamp>) -> Timestamp {
+    now.unwrap_or_else(Timestamp::now)
+}
+
+/// Maps a SQLite error to a store error: lock contention and I/O trouble may pass; the rest is
+/// a bug or corruption.
+pub(crate) fn map_err(err: rusqlite::Error) -> StoreError {
+    if is_busy(&err) {
+        return StoreError::Unavailable(format!("database is locked: {err}"));
+    }
+    match err.sqlite_error_code() {
+        Some(
+            rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::SystemIoFailure
+            | rusqlite::ErrorCode::DiskFull,
+        ) => StoreError::Unavailable(err.to_string()),
+        _ => StoreError::Internal(err.to_string()),
+    }
+}
+
+/// `.sql()` turns a rusqlite result into a store result, so `?` works in functions that
+/// return [`StoreError`].
+pub(crate) trait SqlResult<T> {
+    fn sql(self) -> Result<T, StoreError>;
+}
+
+impl<T> SqlResult<T> for rusqlite::Result<T> {
+    fn sql(self) -> Result<T, StoreError> {
+        self.map_err(map_err)
+    }
+}
+
+fn sql<T>(result: rusqlite::Result<T>) -> Result<T, StoreError> {
+    result.sql()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn migrate(&self) -> Result<MigrateReport, StoreError> {
+        self.write(|cx| {
+            let applied = sql(schema::migrate(cx.conn, &time::to_text(Timestamp::now())))?;
+            Ok(MigrateReport {
+                applied,
+                version: schema::LATEST,
+            })
+        })
+        .await
+    }
+
+    async fn job_insert_many(
+        &self,
+        params: JobInsertParams,
+    ) -> Result<Vec<InsertedJob>, StoreError> {
+        if params.jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |cx| {
+            let inserted = sql(jobs::insert_many(
+                cx.conn,
+                &params.jobs,
+                now_or_clock(params.now),
+            ))?;
+            cx.wake = inserted.iter().any(|job| !job.duplicate);
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError> {
+        self.write(move |cx| sql(jobs::claim(cx.conn, &params, now_or_clock(params.now))))
+            .await
+    }
+
+    async fn job_heartbeat(
+        &self,
+        params: JobHeartbeatParams,
+    ) -> Result<Vec<LeaseStatus>, StoreError> {
+        if params.leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |cx| sql(jobs::heartbeat(cx.conn, &params, now_or_clock(params.now))))
+            .await
+    }
+
+    async fn job_finish_many(
+        &self,
+        params: JobFinishParams,
+    ) -> Result<Vec<FinishResult>, StoreError> {
+        if params.outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |cx| {
+            let results = sql(jobs::finish_many(
+                cx.conn,
+                &params.outcomes,
+                now_or_clock(params.now),
+            ))?;
+            // A retry or a hand-back may have made work available to other workers.
+            cx.wake |= results
+                .iter()
+                .any(|r| r.accepted && r.state == Some(drover_core::JobState::Available));
+            Ok(results)
+        })
+        .await
+    }
+
+    async fn job_rescue_expired(
+        &self,
+        params: JobRescueParams,
+    ) -> Result<Vec<RescuedJob>, StoreError> {
+        self.write(move |cx| {
+            let rescued = sql(jobs::rescue_expired(
+                cx.conn,
+                params.limit,
+                now_or_clock(params.now),
+            ))?;
+            cx.wake |= !rescued.is_empty();
+            Ok(rescued)
+        })
+        .await
+    }
+
+    async fn job_cancel(&self, params: JobCancelParams) -> Result<CancelResult, StoreError> {
+        self.write(move |cx| {
+            let result = jobs::cancel(cx.conn, params.id, now_or_clock(params.now))?;
+            // Workers in other processes check their running jobs for cancel requests on wake-up.
+            cx.wake |= result == CancelResult::Requested;
+            Ok(result)
+        })
+        .await
+    }
+
+    async fn job_retry(&self, params: JobRetryParams) -> Result<JobRecord, StoreError> {
+        let id = params.id;
+        self.write(move |cx| {
+            jobs::retry(cx.conn, params.id, now_or_clock(params.now))?;
+            cx.wake = true;
+            Ok(())
+        })
+        .await?;
+        self.job_get(id).await?.ok_or(StoreError::NotFound(id))
+    }
+
+    async fn job_get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers.read(move |conn| jobs::get(conn, id)).await
+    }
+
+    async fn job_list(&self, params: JobListParams) -> Result<Vec<JobRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers
+            .read(move |conn| jobs::list(conn, &params))
+            .await
+    }
+
+    async fn job_cancel_requested(&self, ids: Vec<JobId>) -> Result<Vec<JobId>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.readers
+            .read(move |conn| jobs::cancel_requested(conn, &ids))
+            .await
+    }
+
+    async fn job_count_by_queue(&self) -> Result<Vec<QueueStateCount>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers.read(jobs::count_by_queue).await
+    }
+
+    fn wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.subscribe()
+    }
+
+    async fn close(&self) {
+        // Dropping the sender lets the writer finish what is queued, then exit.
+        drop(self.writer.write().await.take());
+        let thread = self.thread.lock().expect("writer handle poisoned").take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! The writer thread: the only connection that writes, with group commit.
+//!
+//! Callers send an operation (a closure over the connection) on a bounded channel and await its
+//! answer. The thread takes the first queued operation, then whatever else is already queued (up
+//! to `max_ops_per_commit`), and runs them in one `BEGIN IMMEDIATE` transaction with a savepoint
+//! each: an operation that fails rolls back only its own savepoint. Answers are sent after the
+//! `COMMIT`, so "acknowledged" always means "committed". A failed commit fails every operation of
+//! the batch.
+//!
+//! `BEGIN IMMEDIATE` takes the write lock up front: a deferred transaction that reads and then
+//! writes fails with `SQLITE_BUSY_SNAPSHOT` when another process wrote in between, whatever the
+//! busy timeout (rails/solid_queue#385).
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use drover_core::{StoreError, Wakeups};
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::wake::WakeFile;
+
+/// What an operation may ask of the writer besides its own SQL.
+pub(crate) struct WriteCtx<'c> {
+    pub(crate) conn: &'c Connection,
+    /// Set by operations that may have made jobs available: after the commit, wake workers here
+    /// and in other processes.
+    pub(crate) wake: bool,
+}
+
+trait Operation: Send {
+    /// Runs the SQL; false when it failed (its savepoint is then rolled back).
+    fn apply(&mut self, cx: &mut WriteCtx<'_>) -> bool;
+    /// Sends the answer once the transaction's fate is known.
+    fn answer(self: Box<Self>, commit: Result<(), StoreError>);
+}
+
+struct Op<T, F> {
+    work: Option<F>,
+    result: Option<Result<T, StoreError>>,
+    reply: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> Operation for Op<T, F>
+where
+    T: Send,
+    F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send,
+{
+    fn apply(&mut self, cx: &mut WriteCtx<'_>) -> bool {
+        let work = self.work.take().expect("operation applied twice");
+        let result = catch_unwind(AssertUnwindSafe(|| work(cx))).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(StoreError::Internal(format!(
+                "write operation panicked: {what}"
+            )))
+        });
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(mut self: Box<Self>, commit: Result<(), StoreError>) {
+        let result = match commit {
+            Ok(()) => self.result.take().expect("answer before apply"),
+            Err(err) => Err(err),
+        };
+        // The caller may have gone away; the work is done either way.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The sending side, held by the store.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Box<dyn Operation>>,
+    wait: Duration,
+}
+
+impl Writer {
+    /// Starts the writer thread on `conn`.
+    pub(crate) fn start(
+        conn: Connection,
+        capacity: usize,
+        wait: Duration,
+        max_ops: usize,
+        wakeups: Wakeups,
+        wake_file: Option<WakeFile>,
+    ) -> (Writer, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let thread = std::thread::Builder::new()
+            .name("drover-sqlite-writer".into())
+            .spawn(move || run(conn, rx, max_ops.max(1), wakeups, wake_file))
+            .expect("spawn the SQLite writer thread");
+        (Writer { tx, wait }, thread)
+    }
+
+    /// Runs `work` in the next group commit and returns its result once committed.
+    pub(crate) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let op: Box<dyn Operation> = Box::new(Op {
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        match self.tx.send_timeout(op, self.wait).await {
+            Ok(()) => {}
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                return Err(StoreError::Busy(self.wait));
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => return Err(StoreError::Closed),
+        }
+        answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+}
+
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Box<dyn Operation>>,
+    max_ops: usize,
+    wakeups: Wakeups,
+    wake_file: Option<WakeFile>,
+) {
+    let mut batch: Vec<Box<dyn Operation>> = Vec::with_capacity(max_ops);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max_ops {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut cx = WriteCtx {
+            conn: &conn,
+            wake: false,
+        };
+        let commit = run_batch(&mut cx, &mut batch);
+        let wake = cx.wake && commit.is_ok();
+        if wake {
+            // Wake before answering: a worker in this process starts claiming while the
+            // enqueuer is still being told its job is stored.
+            wakeups.wake();
+            if let Some(file) = &wake_file {
+                file.touch();
+            }
+        }
+        for op in batch.drain(..) {
+            op.answer(commit.clone());
+        }
+    }
+}
+
+fn run_batch(cx: &mut WriteCtx<'_>, batch: &mut [Box<dyn Operation>]) -> Result<(), StoreError> {
+    begin_immediate(cx.conn)?;
+    for op in batch.iter_mut() {
+        let savepoint = cx.conn.execute_batch("SAVEPOINT op");
+        if let Err(err) = savepoint {
+            let _ = cx.conn.execute_batch("ROLLBACK");
+            return Err(crate::store::map_err(err));
+        }
+        let ok = op.apply(cx);
+        let end = if ok {
+            cx.conn.execute_batch("RELEASE op")
+        } else {
+            cx.conn.execute_batch("ROLLBACK TO op; RELEASE op")
+        };
+        if let Err(err) = end {
+            let _ = cx.conn.execute_batch("ROLLBACK");
+            return Err(crate::store::map_err(err));
+        }
+    }
+    if let Err(err) = cx.conn.execute_batch("COMMIT") {
+        tracing::error!(error = %err, "SQLite commit failed; the whole batch is rolled back");
+        let _ = cx.conn.execute_batch("ROLLBACK");
+        return Err(crate::store::map_err(err));
+    }
+    Ok(())
+}
+
+/// Takes the write lock, retrying while another process holds it. Each try already waits for
+/// the busy timeout, so a few tries cover a long lock without spinning.
+fn begin_immediate(conn: &Connection) -> Result<(), StoreError> {
+    let mut tries = 0;
+    loop {
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => return Ok(()),
+            Err(err) if is_busy(&err) && tries < 3 => {
+                tries += 1;
+                tracing::warn!(
+                    tries,
+                    "SQLite database is locked by another process; waiting"
+                );
+                std::thread::sleep(Duration::from_millis(50 * tries));
+            }
+            Err(err) => return Err(crate::store::map_err(err)),
+        }
+    }
+}
+
+pub(crate) fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
