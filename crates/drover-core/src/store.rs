@@ -248,11 +248,15 @@ pub struct JobRescueParams {
 }
 
 /// One job handled by [`Store::job_rescue_expired`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RescuedJob {
     /// The job.
     pub id: JobId,
-    /// Its state now: `available` or `discarded`.
+    /// Its kind.
+    pub kind: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its state now: `available`, `discarded` or `cancelled`.
     pub state: JobState,
 }
 

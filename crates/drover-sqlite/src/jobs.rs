@@ -262,10 +262,11 @@ pub(crate) fn rescue_expired(
     now: Timestamp,
 ) -> rusqlite::Result<Vec<RescuedJob>> {
     let now_text = to_text(now);
-    let expired: Vec<(i64, i32, i32, String, bool, Option<String>)> = conn
+    #[allow(clippy::type_complexity)] // one row of a local query
+    let expired: Vec<(i64, i32, i32, String, bool, Option<String>, String, String)> = conn
         .prepare_cached(
             "SELECT id, attempt, max_attempts, delivery, cancel_requested_at IS NOT NULL, \
-                    lease_expires_at \
+                    lease_expires_at, kind, queue \
              FROM drover_jobs WHERE state = 'running' AND lease_expires_at < ?1 \
              ORDER BY lease_expires_at LIMIT ?2",
         )?
@@ -277,6 +278,8 @@ pub(crate) fn rescue_expired(
                 row.get(3)?,
                 row.get(4)?,
                 row.get(5)?,
+                row.get(6)?,
+                row.get(7)?,
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -290,7 +293,8 @@ pub(crate) fn rescue_expired(
          WHERE id = ?1 AND state = 'running'",
     )?;
     let mut out = Vec::with_capacity(expired.len());
-    for (id, attempt, max_attempts, delivery, cancel_requested, expired_at) in expired {
+    for (id, attempt, max_attempts, delivery, cancel_requested, expired_at, kind, queue) in expired
+    {
         let expired_at = expired_at.unwrap_or_default();
         let (state, message) = if cancel_requested {
             (
@@ -322,7 +326,12 @@ pub(crate) fn rescue_expired(
             )
         };
         update.execute(params![id, state.as_str(), now_text, message])?;
-        out.push(RescuedJob { id, state });
+        out.push(RescuedJob {
+            id,
+            kind,
+            queue,
+            state,
+        });
     }
     Ok(out)
 }

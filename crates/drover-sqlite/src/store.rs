@@ -126,7 +126,7 @@ impl SqliteStore {
     }
 
     async fn ensure_migrated(&self) -> Result<(), StoreError> {
-        let version = self.readers.read(|conn| schema::version(conn)).await?;
+        let version = self.readers.read(schema::version).await?;
         if version < schema::LATEST {
             return Err(StoreError::Internal(format!(
                 "the database schema is at version {version}, this build needs {}: run `drover migrate`",
@@ -238,10 +238,14 @@ impl Store for SqliteStore {
                 &params.outcomes,
                 now_or_clock(params.now),
             ))?;
-            // A retry or a hand-back may have made work available to other workers.
-            cx.wake |= results
-                .iter()
-                .any(|r| r.accepted && r.state == Some(drover_core::JobState::Available));
+            // A hand-back made work available; a retry changed when work is next due.
+            cx.wake |= results.iter().any(|r| {
+                r.accepted
+                    && matches!(
+                        r.state,
+                        Some(drover_core::JobState::Available | drover_core::JobState::Retryable)
+                    )
+            });
             Ok(results)
         })
         .await

@@ -1,0 +1,221 @@
+//! Enqueuing jobs: single or bulk, validated at the edge, acknowledged only once committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_core::{
+    Clock, Delivery, DynStore, InsertedJob, JobInsertParams, Limits, NewJob, ValidationError,
+};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::task::TaskOptions;
+
+/// One job to enqueue. Unset options come from the task's [`TaskOptions`] when the client knows
+/// the kind, else from the defaults of [`NewJob::new`].
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueRequest {
+    /// Task kind.
+    pub kind: String,
+    /// Args: the text of a JSON object.
+    pub args: String,
+    /// Queue.
+    pub queue: Option<String>,
+    /// Priority: higher runs first.
+    pub priority: Option<i32>,
+    /// Attempts before the job is discarded.
+    pub max_attempts: Option<i32>,
+    /// Run at this time.
+    pub run_at: Option<Timestamp>,
+    /// Run after this delay (ignored when `run_at` is set).
+    pub delay: Option<Duration>,
+    /// Uniqueness key.
+    pub unique_key: Option<String>,
+    /// Delivery guarantee.
+    pub delivery: Option<Delivery>,
+}
+
+impl EnqueueRequest {
+    /// A job of `kind` with args serialized from `args` (which must serialize to an object).
+    pub fn new(kind: impl Into<String>, args: &impl Serialize) -> Result<Self, Error> {
+        let args = serde_json::to_string(args)
+            .map_err(|err| ValidationError::Args(format!("cannot serialize args: {err}")))?;
+        Ok(Self::raw(kind, args))
+    }
+
+    /// A job of `kind` with args given as JSON text.
+    pub fn raw(kind: impl Into<String>, args: impl Into<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            args: args.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Sets the priority.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
+    /// Sets the attempts allowed.
+    pub fn max_attempts(mut self, max_attempts: i32) -> Self {
+        self.max_attempts = Some(max_attempts);
+        self
+    }
+
+    /// Runs the job at `at`.
+    pub fn run_at(mut self, at: Timestamp) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Runs the job after `delay`.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Sets the uniqueness key.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Sets the delivery guarantee.
+    pub fn delivery(mut self, delivery: Delivery) -> Self {
+        self.delivery = Some(delivery);
+        self
+    }
+}
+
+/// Enqueues jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    store: DynStore,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+    defaults: Arc<HashMap<String, TaskOptions>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("backend", &self.store.backend())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client on `store`. `defaults` holds per-kind options applied to requests that leave
+    /// them unset.
+    pub fn new(
+        store: DynStore,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        defaults: HashMap<String, TaskOptions>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            limits,
+            defaults: Arc::new(defaults),
+        }
+    }
+
+    /// The store this client writes to.
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// Turns a request into a validated job, applying defaults. Does not store anything.
+    pub fn prepare(&self, request: EnqueueRequest) -> Result<NewJob, ValidationError> {
+        let defaults = self.defaults.get(&request.kind);
+        let mut job = NewJob::new(request.kind, request.args);
+        if let Some(options) = defaults {
+            job.queue = options.queue.clone();
+            job.max_attempts = options.max_attempts;
+            job.delivery = options.delivery;
+        }
+        if let Some(queue) = request.queue {
+            job.queue = queue;
+        }
+        if let Some(priority) = request.priority {
+            job.priority = priority;
+        }
+        if let Some(max_attempts) = request.max_attempts {
+            job.max_attempts = max_attempts;
+        }
+        if let Some(delivery) = request.delivery {
+            job.delivery = delivery;
+        }
+        job.unique_key = request.unique_key;
+        job.scheduled_at =
+            match (request.run_at, request.delay) {
+                (Some(at), _) => Some(at),
+                (None, Some(delay)) => {
+                    let delay = jiff::SignedDuration::try_from(delay).map_err(|_| {
+                        ValidationError::Range {
+                            field: "delay",
+                            reason: "too long".into(),
+                        }
+                    })?;
+                    Some(self.clock.now().checked_add(delay).map_err(|_| {
+                        ValidationError::Range {
+                            field: "delay",
+                            reason: "too long".into(),
+                        }
+                    })?)
+                }
+                (None, None) => None,
+            };
+        self.limits.check_job(&job)?;
+        Ok(job)
+    }
+
+    /// Enqueues one job and returns once it is committed.
+    pub async fn enqueue(&self, request: EnqueueRequest) -> Result<InsertedJob, Error> {
+        let job = self
+            .prepare(request)
+            .map_err(|error| Error::InvalidJob { index: 0, error })?;
+        Ok(self.insert(vec![job]).await?.remove(0))
+    }
+
+    /// Enqueues many jobs in one transaction: every job is validated first, and one bad job
+    /// refuses the whole call with nothing stored.
+    pub async fn enqueue_many(
+        &self,
+        requests: Vec<EnqueueRequest>,
+    ) -> Result<Vec<InsertedJob>, Error> {
+        self.limits.check_batch(requests.len())?;
+        let jobs = requests
+            .into_iter()
+            .enumerate()
+            .map(|(index, request)| {
+                self.prepare(request)
+                    .map_err(|error| Error::InvalidJob { index, error })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.insert(jobs).await
+    }
+
+    /// Inserts jobs already checked by [`Client::prepare`].
+    pub async fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<InsertedJob>, Error> {
+        Ok(self
+            .store
+            .job_insert_many(JobInsertParams {
+                jobs,
+                now: self.clock.store_now(),
+            })
+            .await?)
+    }
+}

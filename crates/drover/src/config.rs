@@ -1,0 +1,98 @@
+//! The engine's settings, with their units and defaults, validated before anything starts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_core::Limits;
+
+use crate::error::Error;
+
+/// Engine settings. Every duration is wall-clock time.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Queues this process works, with their concurrency (jobs run at once). Default
+    /// `default = 10`.
+    pub queues: BTreeMap<String, usize>,
+    /// How long a claim holds without a heartbeat. Default 30 s.
+    pub lease: Duration,
+    /// How often running jobs' leases are renewed. Default a third of the lease.
+    pub heartbeat_interval: Option<Duration>,
+    /// Safety-net poll for work when no wake-up arrives. Default 5 s.
+    pub poll_interval: Duration,
+    /// How often expired leases are looked for. Default a quarter of the lease, at least 1 s.
+    pub rescue_interval: Option<Duration>,
+    /// How long shutdown lets running jobs finish before cancelling them. Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// How long a cancelled run (shutdown, timeout) gets to stop before it is abandoned.
+    /// Default 5 s.
+    pub cancel_grace: Duration,
+    /// Input limits for enqueue.
+    pub limits: Limits,
+    /// Identity of this process in leases; default `host:pid:random`.
+    pub process_id: Option<String>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            queues: BTreeMap::from([("default".to_owned(), 10)]),
+            lease: Duration::from_secs(30),
+            heartbeat_interval: None,
+            poll_interval: Duration::from_secs(5),
+            rescue_interval: None,
+            shutdown_timeout: Duration::from_secs(30),
+            cancel_grace: Duration::from_secs(5),
+            limits: Limits::default(),
+            process_id: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The heartbeat interval in force.
+    pub fn heartbeat_every(&self) -> Duration {
+        self.heartbeat_interval.unwrap_or(self.lease / 3)
+    }
+
+    /// The rescue interval in force.
+    pub fn rescue_every(&self) -> Duration {
+        self.rescue_interval
+            .unwrap_or((self.lease / 4).max(Duration::from_secs(1)))
+    }
+
+    /// Checks the settings; the error names the offending one.
+    pub fn validate(&self) -> Result<(), Error> {
+        for (queue, &concurrency) in &self.queues {
+            drover_core::validate::check_name("queue", queue)?;
+            if !(1..=10_000).contains(&concurrency) {
+                return Err(Error::Config(format!(
+                    "queue {queue:?}: concurrency {concurrency} is not between 1 and 10000"
+                )));
+            }
+        }
+        if self.lease < Duration::from_millis(500) {
+            return Err(Error::Config(format!(
+                "lease {:?} is shorter than 500ms",
+                self.lease
+            )));
+        }
+        if self.heartbeat_every() >= self.lease || self.heartbeat_every().is_zero() {
+            return Err(Error::Config(format!(
+                "heartbeat interval {:?} must be positive and shorter than the lease {:?}",
+                self.heartbeat_every(),
+                self.lease
+            )));
+        }
+        for (name, value) in [
+            ("poll_interval", self.poll_interval),
+            ("rescue_interval", self.rescue_every()),
+        ] {
+            if value < Duration::from_millis(10) {
+                return Err(Error::Config(format!(
+                    "{name} {value:?} is shorter than 10ms"
+                )));
+            }
+        }
+        Ok(())
+    }
+}

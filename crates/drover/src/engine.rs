@@ -1,0 +1,388 @@
+//! Building, starting and stopping an engine.
+//!
+//! # Shutdown
+//!
+//! [`EngineHandle::shutdown`] escalates in steps, each bounded in time:
+//!
+//! ```text
+//!  1. stop claiming ── foremen exit; running jobs continue, leases keep being renewed
+//!  2. wait ─────────── up to `shutdown_timeout` for running jobs to finish and be recorded
+//!  3. cancel ───────── fire every running job's cancellation token (command tasks get SIGTERM),
+//!                      wait up to `cancel_grace`
+//!  4. abandon ──────── abort handlers that ignored the cancellation, wait up to `cancel_grace`
+//!                      for their hand-backs to be recorded
+//!  5. hand back ────── every interrupted run is recorded as handed back: available again
+//!                      without using an attempt (at-most-once: discarded, reason recorded)
+//! ```
+//!
+//! If the database cannot be reached even then, the outcomes are given up: the leases expire and
+//! the rescuer of another process (or of the next start) takes the jobs. Nothing is lost.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_core::{Clock, DynStore, SystemClock};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::builtin;
+use crate::client::Client;
+use crate::completer;
+use crate::config::EngineConfig;
+use crate::error::Error;
+use crate::foreman;
+use crate::heartbeat;
+use crate::hooks::{FnHook, Hook, Hooks, JobEnd};
+use crate::runtime::{Shared, StopReason};
+use crate::services::rescuer::{Rescuer, RescuerConfig};
+use crate::stats::EngineStats;
+use crate::task::{RawTask, Task, TaskOptions, Typed};
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    store: DynStore,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    tasks: HashMap<String, Arc<dyn RawTask>>,
+    hooks: Vec<Arc<dyn Hook>>,
+}
+
+impl EngineBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the clock (a [`drover_core::SimulatedClock`] in tests).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Works `queue` with `concurrency` jobs at once (replacing the default queue list on the
+    /// first call).
+    pub fn queue(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
+        if self.config.queues == EngineConfig::default().queues {
+            self.config.queues.clear();
+        }
+        self.config.queues.insert(queue.into(), concurrency);
+        self
+    }
+
+    /// Registers a typed task.
+    pub fn task<T: Task>(self, task: T) -> Self {
+        self.raw_task(Arc::new(Typed(task)))
+    }
+
+    /// Registers a task that takes the args' JSON text.
+    pub fn raw_task(mut self, task: Arc<dyn RawTask>) -> Self {
+        self.tasks.insert(task.kind().to_owned(), task);
+        self
+    }
+
+    /// Registers the built-in kinds `drover.noop`, `drover.sleep` and `drover.fail`.
+    pub fn builtin_tasks(mut self) -> Self {
+        for task in builtin::all() {
+            self.tasks.insert(task.kind().to_owned(), task);
+        }
+        self
+    }
+
+    /// Runs `hook` whenever a job ends.
+    pub fn hook(mut self, hook: impl Hook) -> Self {
+        self.hooks.push(Arc::new(hook));
+        self
+    }
+
+    /// Runs `f` whenever a job ends.
+    pub fn on_job_end(self, f: impl Fn(&JobEnd) + Send + Sync + 'static) -> Self {
+        self.hook(FnHook(f))
+    }
+
+    /// Validates the configuration and builds the engine.
+    pub fn build(self) -> Result<Engine, Error> {
+        self.config.validate()?;
+        for (kind, task) in &self.tasks {
+            drover_core::validate::check_name("kind", kind)?;
+            drover_core::validate::check_name("queue", &task.options().queue)?;
+        }
+        let process_id = self.config.process_id.clone().unwrap_or_else(process_id);
+        Ok(Engine {
+            store: self.store,
+            clock: self.clock,
+            config: self.config,
+            tasks: self.tasks,
+            hooks: self.hooks,
+            process_id,
+        })
+    }
+}
+
+/// A configured engine, not yet running.
+pub struct Engine {
+    store: DynStore,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    tasks: HashMap<String, Arc<dyn RawTask>>,
+    hooks: Vec<Arc<dyn Hook>>,
+    process_id: String,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("process_id", &self.process_id)
+            .field("queues", &self.config.queues)
+            .field("tasks", &self.tasks.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// A builder on `store` with the default configuration and the system clock.
+    pub fn builder(store: DynStore) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            clock: Arc::new(SystemClock),
+            config: EngineConfig::default(),
+            tasks: HashMap::new(),
+            hooks: Vec::new(),
+        }
+    }
+
+    /// A client that enqueues with this engine's task defaults.
+    pub fn client(&self) -> Client {
+        client_for(&self.store, &self.clock, &self.config, &self.tasks)
+    }
+
+    /// This process's identity in leases.
+    pub fn process_id(&self) -> &str {
+        &self.process_id
+    }
+
+    /// Starts the foremen, the completer, the heartbeat and the rescuer.
+    pub fn start(self) -> EngineHandle {
+        let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            store: self.store,
+            clock: self.clock,
+            config: self.config,
+            tasks: self.tasks,
+            hooks: Hooks::new(self.hooks),
+            process_id: self.process_id,
+            running: Mutex::new(HashMap::new()),
+            outcomes,
+            counters: Default::default(),
+            settled: Default::default(),
+        });
+        let stop_claiming = CancellationToken::new();
+        let stop_services = CancellationToken::new();
+        let abandon = CancellationToken::new();
+        let foremen = shared
+            .config
+            .queues
+            .iter()
+            .map(|(queue, &concurrency)| {
+                tokio::spawn(foreman::run(
+                    shared.clone(),
+                    queue.clone(),
+                    concurrency,
+                    stop_claiming.clone(),
+                ))
+            })
+            .collect();
+        let completer = tokio::spawn(completer::run(shared.clone(), outcomes_rx, abandon.clone()));
+        let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), stop_services.clone()));
+        let rescuer = Rescuer::new(
+            shared.clone(),
+            RescuerConfig {
+                interval: shared.config.rescue_every(),
+                batch: 1000,
+            },
+        );
+        let rescuer = tokio::spawn(rescuer.run(stop_services.clone()));
+        tracing::info!(process = %shared.process_id, queues = ?shared.config.queues,
+            backend = shared.store.backend(), "engine started");
+        EngineHandle {
+            shared,
+            stop_claiming,
+            stop_services,
+            abandon,
+            foremen,
+            services: vec![completer, heartbeat, rescuer],
+        }
+    }
+
+    /// Starts the engine, runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> ShutdownReport {
+        let handle = self.start();
+        signal.await;
+        handle.shutdown().await
+    }
+}
+
+fn client_for(
+    store: &DynStore,
+    clock: &Arc<dyn Clock>,
+    config: &EngineConfig,
+    tasks: &HashMap<String, Arc<dyn RawTask>>,
+) -> Client {
+    let defaults: HashMap<String, TaskOptions> = tasks
+        .iter()
+        .map(|(kind, task)| (kind.clone(), task.options()))
+        .collect();
+    Client::new(store.clone(), clock.clone(), config.limits, defaults)
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShutdownReport {
+    /// Runs still going when `shutdown_timeout` passed, whose cancellation was fired.
+    pub cancelled: usize,
+    /// Of those, runs that ignored the cancellation and were aborted.
+    pub aborted: usize,
+    /// Runs whose outcome could not be recorded (the database was unreachable); their leases
+    /// will expire and they will be rescued.
+    pub unrecorded: usize,
+}
+
+impl ShutdownReport {
+    /// True when every run finished within the timeout.
+    pub fn clean(&self) -> bool {
+        self.cancelled == 0 && self.unrecorded == 0
+    }
+}
+
+/// A running engine.
+pub struct EngineHandle {
+    shared: Arc<Shared>,
+    stop_claiming: CancellationToken,
+    stop_services: CancellationToken,
+    abandon: CancellationToken,
+    foremen: Vec<JoinHandle<()>>,
+    services: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EngineHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineHandle")
+            .field("process_id", &self.shared.process_id)
+            .field("running", &self.running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineHandle {
+    /// A client that enqueues with this engine's task defaults.
+    pub fn client(&self) -> Client {
+        client_for(
+            &self.shared.store,
+            &self.shared.clock,
+            &self.shared.config,
+            &self.shared.tasks,
+        )
+    }
+
+    /// What this engine did so far.
+    pub fn stats(&self) -> EngineStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Runs in progress (claimed and not yet recorded).
+    pub fn running(&self) -> usize {
+        self.shared.running_count()
+    }
+
+    /// This process's identity in leases.
+    pub fn process_id(&self) -> &str {
+        &self.shared.process_id
+    }
+
+    /// Shuts down with the configured `shutdown_timeout`. See the module documentation.
+    pub async fn shutdown(self) -> ShutdownReport {
+        let timeout = self.shared.config.shutdown_timeout;
+        self.shutdown_within(timeout).await
+    }
+
+    /// Shuts down, letting running jobs finish for up to `timeout`.
+    pub async fn shutdown_within(self, timeout: Duration) -> ShutdownReport {
+        let shared = &self.shared;
+        let grace = shared.config.cancel_grace;
+        let mut report = ShutdownReport::default();
+
+        self.stop_claiming.cancel();
+        for foreman in self.foremen {
+            let _ = foreman.await;
+        }
+        tracing::info!(
+            running = shared.running_count(),
+            ?timeout,
+            "stopped claiming; waiting for running jobs"
+        );
+
+        if !wait_idle(shared, timeout).await {
+            report.cancelled = shared.stop_all(StopReason::Shutdown);
+            tracing::warn!(
+                jobs = report.cancelled,
+                ?grace,
+                "shutdown timeout passed; cancelling running jobs"
+            );
+            if !wait_idle(shared, grace).await {
+                report.aborted = shared.running_count();
+                tracing::warn!(
+                    jobs = report.aborted,
+                    "jobs ignored cancellation; aborting them"
+                );
+                shared.abort_all();
+                if !wait_idle(shared, grace).await {
+                    report.unrecorded = shared.running_count();
+                    tracing::error!(
+                        jobs = report.unrecorded,
+                        "could not record the outcome of some jobs; they will be rescued when their lease expires"
+                    );
+                }
+            }
+        }
+        self.abandon.cancel();
+        self.stop_services.cancel();
+        for service in self.services {
+            let _ = service.await;
+        }
+        shared.hooks.tracker.close();
+        let _ = tokio::time::timeout(grace, shared.hooks.tracker.wait()).await;
+        tracing::info!(stats = ?shared.counters.snapshot(), "engine stopped");
+        report
+    }
+}
+
+/// Waits until no run is in progress, for at most `limit`. True when idle.
+async fn wait_idle(shared: &Shared, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let settled = shared.settled.notified();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
+        if shared.running_count() == 0 {
+            return true;
+        }
+        tokio::select! {
+            _ = settled => {}
+            _ = tokio::time::sleep_until(deadline) => return shared.running_count() == 0,
+        }
+    }
+}
+
+/// `host:pid:random`: unique per process, even for processes sharing a host name.
+fn process_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+}

@@ -1,0 +1,25 @@
+//! The engine's error type.
+
+use drover_core::{StoreError, ValidationError};
+
+/// An error from the engine's API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A job handed to enqueue was refused; nothing was stored.
+    #[error("job {index}: {error}")]
+    InvalidJob {
+        /// Position of the job in the call (0 for a single enqueue).
+        index: usize,
+        /// What is wrong with it.
+        error: ValidationError,
+    },
+    /// Input other than a job was refused.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The engine configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,128 @@
+//! The foreman of one queue: claims as many jobs as it has free slots, in one store call, and
+//! hands each to an executor task.
+//!
+//! It sleeps until something can have changed — a wake-up from the store (an enqueue here or
+//! in another process), a slot freed, the due time of the next scheduled job, or the slow
+//! safety-net poll — and never polls in a tight loop. At start it drains the backlog, one batch
+//! of free slots at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_core::{JobClaimParams, StoreError};
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::executor;
+use crate::runtime::Shared;
+use crate::stats::Counters;
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    queue: String,
+    concurrency: usize,
+    stop_claiming: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let slot_freed = Arc::new(Notify::new());
+    let mut wakeups = shared.store.wakeups();
+    wakeups.borrow_and_update();
+    let poll = shared.config.poll_interval;
+    let mut should_claim = true;
+    let mut next_due: Option<tokio::time::Instant> = None;
+    let mut pause = Duration::from_millis(50);
+
+    loop {
+        if stop_claiming.is_cancelled() {
+            break;
+        }
+        let free = slots.available_permits();
+        if should_claim && free > 0 {
+            match claim(&shared, &queue, free).await {
+                Ok(result) => {
+                    pause = Duration::from_millis(50);
+                    let claimed = result.jobs.len();
+                    // A full batch means more may be waiting; otherwise wait for a signal.
+                    should_claim = claimed == free;
+                    next_due = result.next_due_at.map(|at| due_instant(&shared, at));
+                    Counters::add(&shared.counters.claimed, claimed as u64);
+                    for job in result.jobs {
+                        let permit = slots
+                            .clone()
+                            .try_acquire_owned()
+                            .expect("a slot per claimed job");
+                        tokio::spawn(executor::execute(
+                            shared.clone(),
+                            job,
+                            permit,
+                            slot_freed.clone(),
+                        ));
+                    }
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(queue, error = %err, retry_in = ?pause, "claim failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop_claiming.cancelled() => break,
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop_claiming.cancelled() => break,
+            changed = wakeups.changed() => {
+                if changed.is_err() {
+                    // The store is gone; nothing more will come.
+                    break;
+                }
+                should_claim = true;
+            }
+            _ = slot_freed.notified() => {}
+            _ = tokio::time::sleep(poll) => should_claim = true,
+            _ = sleep_until(next_due) => {
+                next_due = None;
+                should_claim = true;
+            }
+        }
+    }
+}
+
+async fn claim(
+    shared: &Shared,
+    queue: &str,
+    limit: usize,
+) -> Result<drover_core::ClaimResult, StoreError> {
+    let call = shared.store.job_claim(JobClaimParams {
+        queue: queue.to_owned(),
+        limit,
+        owner: shared.process_id.clone(),
+        lease: shared.config.lease,
+        now: shared.clock.store_now(),
+    });
+    // Every database call in a background loop has a deadline: a hung connection must not
+    // silently stop fetching.
+    match tokio::time::timeout(shared.config.lease, call).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "claim did not answer within {:?}",
+            shared.config.lease
+        ))),
+    }
+}
+
+fn due_instant(shared: &Shared, at: jiff::Timestamp) -> tokio::time::Instant {
+    let wait = at.duration_since(shared.clock.now());
+    let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
+    // A little after the due time, so the job is due by the database's clock too.
+    tokio::time::Instant::now() + wait + Duration::from_millis(1)
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,113 @@
+//! State shared by the parts of a running engine: the jobs this process is running, and the
+//! channel their outcomes go through.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use drover_core::{Clock, DynStore, JobId, JobOutcome, LeaseRef};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::EngineConfig;
+use crate::hooks::Hooks;
+use crate::stats::Counters;
+use crate::task::RawTask;
+
+/// Why a run's cancellation token fired. The first reason set wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum StopReason {
+    None = 0,
+    Operator = 1,
+    Timeout = 2,
+    Shutdown = 3,
+    LeaseLost = 4,
+}
+
+impl StopReason {
+    fn from_u8(value: u8) -> StopReason {
+        match value {
+            1 => StopReason::Operator,
+            2 => StopReason::Timeout,
+            3 => StopReason::Shutdown,
+            4 => StopReason::LeaseLost,
+            _ => StopReason::None,
+        }
+    }
+}
+
+/// A run in progress, from its claim until its outcome is recorded.
+pub(crate) struct RunningJob {
+    pub(crate) lease: LeaseRef,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) reason: Arc<AtomicU8>,
+    pub(crate) step: Arc<Mutex<Option<String>>>,
+    pub(crate) abort: Option<AbortHandle>,
+}
+
+impl RunningJob {
+    /// Asks the run to stop for `reason` (kept only if no reason was set before).
+    pub(crate) fn stop(&self, reason: StopReason) {
+        let _ = self.reason.compare_exchange(
+            StopReason::None as u8,
+            reason as u8,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.cancel.cancel();
+    }
+}
+
+pub(crate) fn stop_reason(reason: &AtomicU8) -> StopReason {
+    StopReason::from_u8(reason.load(Ordering::Acquire))
+}
+
+/// An outcome on its way to the store, with what the hooks need.
+pub(crate) struct Finished {
+    pub(crate) outcome: JobOutcome,
+    pub(crate) kind: String,
+    pub(crate) queue: String,
+    pub(crate) attempt: i32,
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: DynStore,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: EngineConfig,
+    pub(crate) tasks: HashMap<String, Arc<dyn RawTask>>,
+    pub(crate) hooks: Hooks,
+    pub(crate) process_id: String,
+    pub(crate) running: Mutex<HashMap<JobId, RunningJob>>,
+    pub(crate) outcomes: mpsc::UnboundedSender<Finished>,
+    pub(crate) counters: Counters,
+    /// Notified whenever a run's outcome has been recorded (or abandoned).
+    pub(crate) settled: Notify,
+}
+
+impl Shared {
+    pub(crate) fn running_count(&self) -> usize {
+        self.running.lock().expect("running lock poisoned").len()
+    }
+
+    /// Stops every running job for `reason`; returns how many there were.
+    pub(crate) fn stop_all(&self, reason: StopReason) -> usize {
+        let running = self.running.lock().expect("running lock poisoned");
+        for job in running.values() {
+            job.stop(reason);
+        }
+        running.len()
+    }
+
+    /// Aborts the handler tasks of every running job (they ignored their cancellation).
+    pub(crate) fn abort_all(&self) {
+        let running = self.running.lock().expect("running lock poisoned");
+        for job in running.values() {
+            job.stop(StopReason::Shutdown);
+            if let Some(abort) = &job.abort {
+                abort.abort();
+            }
+        }
+    }
+}

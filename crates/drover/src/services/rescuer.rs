@@ -1,0 +1,85 @@
+//! The rescuer: finds running jobs whose lease expired (their process died or stalled) and makes
+//! them available again, or discards them (at-most-once, or no attempts left), with the reason
+//! recorded. Safe to run in several processes at once: every rescue is a fenced write.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_core::{JobRescueParams, JobState, RescuedJob, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::hooks::JobEnd;
+use crate::runtime::Shared;
+use crate::stats::Counters;
+
+/// Settings of the rescuer.
+#[derive(Debug, Clone, Copy)]
+pub struct RescuerConfig {
+    /// Time between two passes.
+    pub interval: Duration,
+    /// Most jobs rescued in one store call; a pass repeats until fewer come back. Default 1,000.
+    pub batch: usize,
+}
+
+/// The rescuer service.
+pub(crate) struct Rescuer {
+    shared: Arc<Shared>,
+    config: RescuerConfig,
+}
+
+impl Rescuer {
+    pub(crate) fn new(shared: Arc<Shared>, config: RescuerConfig) -> Self {
+        Self { shared, config }
+    }
+
+    /// Runs a pass every interval until `stop` fires.
+    pub(crate) async fn run(self, stop: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = ticker.tick() => {
+                    if let Err(err) = self.run_once().await {
+                        tracing::warn!(error = %err, "rescuer pass failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass: rescues every expired lease. Returns the jobs rescued.
+    pub(crate) async fn run_once(&self) -> Result<Vec<RescuedJob>, StoreError> {
+        let mut all = Vec::new();
+        loop {
+            let call = self.shared.store.job_rescue_expired(JobRescueParams {
+                limit: self.config.batch,
+                now: self.shared.clock.store_now(),
+            });
+            let rescued =
+                tokio::time::timeout(self.config.interval.max(Duration::from_secs(5)), call)
+                    .await
+                    .map_err(|_| StoreError::Unavailable("rescue timed out".into()))??;
+            let n = rescued.len();
+            for job in &rescued {
+                tracing::info!(job = job.id, kind = %job.kind, state = %job.state, "rescued a job whose lease expired");
+                if job.state != JobState::Available {
+                    self.shared.hooks.fire(JobEnd {
+                        id: job.id,
+                        kind: job.kind.clone(),
+                        queue: job.queue.clone(),
+                        state: job.state,
+                        attempt: 0,
+                        error: Some("lease expired".into()),
+                        step: None,
+                    });
+                }
+            }
+            Counters::add(&self.shared.counters.rescued, n as u64);
+            all.extend(rescued);
+            if n < self.config.batch {
+                return Ok(all);
+            }
+        }
+    }
+}

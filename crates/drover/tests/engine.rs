@@ -1,0 +1,474 @@
+//! The engine on a real SQLite file: lifecycle, retries, poison input, cancellation, hooks and
+//! graceful shutdown. Tests wait on signals (hooks, state changes), never on fixed sleeps.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use drover::{
+    Engine, EngineConfig, EngineHandle, EnqueueRequest, JobContext, JobEnd, JobError, Task,
+    TaskOptions,
+};
+use drover_core::{Delivery, DynStore, JobId, JobRecord, JobState, RetryPolicy, Store};
+use drover_sqlite::{SqliteConfig, SqliteStore};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+struct Harness {
+    store: DynStore,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("engine.db"))).unwrap();
+    store.migrate().await.unwrap();
+    Harness {
+        store: Arc::new(store),
+        _dir: dir,
+    }
+}
+
+fn quick_config() -> EngineConfig {
+    EngineConfig {
+        // Long poll: a test that passes proves the wake-up path, not the poll.
+        poll_interval: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(5),
+        cancel_grace: Duration::from_millis(500),
+        ..EngineConfig::default()
+    }
+}
+
+/// Hook events, as a channel the test can wait on.
+fn ends() -> (
+    impl Fn(&JobEnd) + Send + Sync + 'static,
+    mpsc::UnboundedReceiver<JobEnd>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (move |event: &JobEnd| drop(tx.send(event.clone())), rx)
+}
+
+async fn next_end(rx: &mut mpsc::UnboundedReceiver<JobEnd>) -> JobEnd {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("a job ended within 10 s")
+        .expect("hook channel open")
+}
+
+async fn get(store: &DynStore, id: JobId) -> JobRecord {
+    store.job_get(id).await.unwrap().unwrap()
+}
+
+/// Waits until the job satisfies `check`, re-reading it whenever the engine could have moved it.
+async fn wait_for(store: &DynStore, id: JobId, check: impl Fn(&JobRecord) -> bool) -> JobRecord {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let job = get(store, id).await;
+        if check(&job) {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job {id} never got there: {job:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn enqueue(handle: &EngineHandle, request: EnqueueRequest) -> JobId {
+    handle.client().enqueue(request).await.unwrap().id
+}
+
+#[derive(Deserialize)]
+struct FlakyArgs {
+    fail_times: i32,
+}
+
+/// Fails its first `fail_times` attempts, naming the step it failed in.
+struct Flaky;
+
+#[async_trait]
+impl Task for Flaky {
+    const KIND: &'static str = "test.flaky";
+    type Args = FlakyArgs;
+
+    fn options(&self) -> TaskOptions {
+        TaskOptions {
+            max_attempts: 3,
+            retry: RetryPolicy {
+                base: Duration::from_millis(20),
+                max: Duration::from_millis(50),
+                jitter: 0.0,
+            },
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(&self, ctx: JobContext, args: FlakyArgs) -> Result<(), JobError> {
+        ctx.step("fetch");
+        ctx.step("upload");
+        if ctx.attempt() <= args.fail_times {
+            return Err(JobError::failed(format!(
+                "attempt {} failed",
+                ctx.attempt()
+            )));
+        }
+        Ok(())
+    }
+}
+
+struct Panics;
+
+#[async_trait]
+impl Task for Panics {
+    const KIND: &'static str = "test.panics";
+    type Args = serde_json::Value;
+
+    fn options(&self) -> TaskOptions {
+        TaskOptions {
+            max_attempts: 2,
+            retry: RetryPolicy {
+                base: Duration::from_millis(10),
+                max: Duration::from_millis(10),
+                jitter: 0.0,
+            },
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(&self, _ctx: JobContext, _args: serde_json::Value) -> Result<(), JobError> {
+        panic!("handler bug");
+    }
+}
+
+/// Sleeps, ignoring cancellation: a badly behaved handler.
+struct Stubborn;
+
+#[async_trait]
+impl Task for Stubborn {
+    const KIND: &'static str = "test.stubborn";
+    type Args = serde_json::Value;
+
+    async fn run(&self, _ctx: JobContext, _args: serde_json::Value) -> Result<(), JobError> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(())
+    }
+}
+
+struct Slow;
+
+#[async_trait]
+impl Task for Slow {
+    const KIND: &'static str = "test.slow";
+    type Args = serde_json::Value;
+
+    fn options(&self) -> TaskOptions {
+        TaskOptions {
+            timeout: Some(Duration::from_millis(100)),
+            max_attempts: 1,
+            ..TaskOptions::default()
+        }
+    }
+
+    async fn run(&self, ctx: JobContext, _args: serde_json::Value) -> Result<(), JobError> {
+        ctx.step("waiting");
+        ctx.cancellation().cancelled().await;
+        Err(JobError::Cancelled)
+    }
+}
+
+fn engine(h: &Harness, on_end: impl Fn(&JobEnd) + Send + Sync + 'static) -> EngineHandle {
+    Engine::builder(h.store.clone())
+        .config(quick_config())
+        .builtin_tasks()
+        .task(Flaky)
+        .task(Panics)
+        .task(Stubborn)
+        .task(Slow)
+        .on_job_end(on_end)
+        .build()
+        .unwrap()
+        .start()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_and_complete_with_hooks() {
+    let h = harness().await;
+    let (hook, mut rx) = ends();
+    let handle = engine(&h, hook);
+    let id = enqueue(&handle, EnqueueRequest::raw("drover.noop", "{}")).await;
+    let end = next_end(&mut rx).await;
+    assert_eq!((end.id, end.state), (id, JobState::Completed));
+    let job = get(&h.store, id).await;
+    assert_eq!(job.state, JobState::Completed);
+    assert_eq!(job.attempt, 1);
+    assert!(job.completed_at.is_some());
+    assert!(job.lease_owner.is_none());
+    assert!(handle.shutdown().await.clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_retry_with_backoff_and_record_the_step() {
+    let h = harness().await;
+    let (hook, mut rx) = ends();
+    let handle = engine(&h, hook);
+    let recovers = enqueue(
+        &handle,
+        EnqueueRequest::raw("test.flaky", r#"{"fail_times":2}"#),
+    )
+    .await;
+    let end = next_end(&mut rx).await;
+    assert_eq!((end.id, end.state), (recovers, JobState::Completed));
+    let job = get(&h.store, recovers).await;
+    assert_eq!(job.attempt, 3);
+    assert_eq!(job.errors.len(), 2);
+    assert_eq!(job.errors[0].message, "attempt 1 failed");
+    assert_eq!(job.errors[0].step.as_deref(), Some("upload"));
+    assert!(job.errors[1].at >= job.errors[0].at + jiff::SignedDuration::from_millis(20));
+
+    let gives_up = enqueue(
+        &handle,
+        EnqueueRequest::raw("test.flaky", r#"{"fail_times":5}"#),
+    )
+    .await;
+    let end = next_end(&mut rx).await;
+    assert_eq!((end.id, end.state), (gives_up, JobState::Discarded));
+    assert_eq!(end.error.as_deref(), Some("attempt 3 failed"));
+    let job = get(&h.store, gives_up).await;
+    assert_eq!(job.errors.len(), 3, "every attempt recorded");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_input_is_discarded_without_killing_the_worker() {
+    let h = harness().await;
+    let (hook, mut rx) = ends();
+    let handle = engine(&h, hook);
+    let unknown = enqueue(&handle, EnqueueRequest::raw("no.such.kind", "{}")).await;
+    let bad_args = enqueue(
+        &handle,
+        EnqueueRequest::raw("test.flaky", r#"{"fail_times":"many"}"#),
+    )
+    .await;
+    let panics = enqueue(&handle, EnqueueRequest::raw("test.panics", "{}")).await;
+    let mut ended = Vec::new();
+    for _ in 0..3 {
+        ended.push(next_end(&mut rx).await);
+    }
+    ended.sort_by_key(|e| e.id);
+    assert!(ended.iter().all(|e| e.state == JobState::Discarded));
+    assert!(ended[0].error.as_ref().unwrap().contains("unknown kind"));
+    assert!(ended[1].error.as_ref().unwrap().contains("invalid args"));
+    assert!(
+        ended[2]
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("panicked: handler bug")
+    );
+    assert_eq!(get(&h.store, unknown).await.attempt, 1);
+    assert_eq!(
+        get(&h.store, bad_args).await.attempt,
+        1,
+        "bad args are not retried"
+    );
+    assert_eq!(
+        get(&h.store, panics).await.errors.len(),
+        2,
+        "a panic is a failed attempt"
+    );
+
+    // The worker is still alive.
+    let after = enqueue(&handle, EnqueueRequest::raw("drover.noop", "{}")).await;
+    assert_eq!(next_end(&mut rx).await.id, after);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_jobs_run_when_due_not_before() {
+    let h = harness().await;
+    let (hook, mut rx) = ends();
+    let handle = engine(&h, hook);
+    let id = enqueue(
+        &handle,
+        EnqueueRequest::raw("drover.noop", "{}").delay(Duration::from_millis(300)),
+    )
+    .await;
+    assert_eq!(get(&h.store, id).await.state, JobState::Scheduled);
+    let end = next_end(&mut rx).await;
+    assert_eq!(end.id, id);
+    let job = get(&h.store, id).await;
+    assert!(job.attempted_at.unwrap() >= job.scheduled_at);
+    assert!(job.scheduled_at >= job.created_at + jiff::SignedDuration::from_millis(250));
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_keys_return_the_unfinished_job() {
+    let h = harness().await;
+    let (hook, mut rx) = ends();
+    let handle = engine(&h, hook);
+    let client = handle.client();
+    let request = || EnqueueRequest::raw("drover.sleep", r#"{"ms":200}"#).unique_key("nightly");
+    let first = client.enqueue(request()).await.unwrap();
+    let second = client.enqueue(request()).await.unwrap();
+    assert!(!first.duplicate && second.duplicate);
+    assert_eq!(first.id, second.id);
+    assert_eq!(next_end(&mut rx).await.id, first.id);
+    let third = client.enqueue(request()).await.unwrap();
+    assert!(!third.duplicate, "the key is free once the first finished");
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_job_stops_it() {
+    let h = harness().await;
+    let (hook, mut rx) = ends();
+    let handle = engine(&h, hook);
+    let id = enqueue(
+        &handle,
+        EnqueueRequest::raw("drover.sleep", r#"{"ms":60000}"#),
+    )
+    .await;
+    wait_for(&h.store, id, |j| j.state == JobState::Running).await;
+    let result = h
+        .store
+        .job_cancel(drover_core::JobCancelParams { id, now: None })
+        .await
+        .unwrap();
+    assert_eq!(result, drover_core::CancelResult::Requested);
+    let end = next_end(&mut rx).await;
+    assert_eq!((end.id, end.state), (id, JobState::Cancelled));
+    assert_eq!(get(&h.store, id).await.step.as_deref(), Some("sleeping"));
+    assert!(handle.shutdown().await.clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_is_a_failed_attempt() {
+    let h = harness().await;
+    let (hook, mut rx) = ends();
+    let handle = engine(&h, hook);
+    let id = enqueue(&handle, EnqueueRequest::raw("test.slow", "{}")).await;
+    let end = next_end(&mut rx).await;
+    assert_eq!((end.id, end.state), (id, JobState::Discarded));
+    let job = get(&h.store, id).await;
+    assert_eq!(job.errors[0].message, "timed out");
+    assert_eq!(job.errors[0].step.as_deref(), Some("waiting"));
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_short_jobs_finish() {
+    let h = harness().await;
+    let (hook, _rx) = ends();
+    let handle = engine(&h, hook);
+    let id = enqueue(
+        &handle,
+        EnqueueRequest::raw("drover.sleep", r#"{"ms":300}"#),
+    )
+    .await;
+    wait_for(&h.store, id, |j| j.state == JobState::Running).await;
+    let report = handle.shutdown_within(Duration::from_secs(5)).await;
+    assert!(report.clean(), "{report:?}");
+    assert_eq!(get(&h.store, id).await.state, JobState::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_back_long_jobs_without_using_an_attempt() {
+    let h = harness().await;
+    let (hook, _rx) = ends();
+    let handle = engine(&h, hook);
+    let client = handle.client();
+    let cooperative = enqueue(
+        &handle,
+        EnqueueRequest::raw("drover.sleep", r#"{"ms":60000}"#),
+    )
+    .await;
+    let stubborn = enqueue(&handle, EnqueueRequest::raw("test.stubborn", "{}")).await;
+    let once = client
+        .enqueue(
+            EnqueueRequest::raw("drover.sleep", r#"{"ms":60000}"#).delivery(Delivery::AtMostOnce),
+        )
+        .await
+        .unwrap()
+        .id;
+    for id in [cooperative, stubborn, once] {
+        wait_for(&h.store, id, |j| j.state == JobState::Running).await;
+    }
+    let report = handle.shutdown_within(Duration::from_millis(200)).await;
+    assert_eq!(report.cancelled, 3);
+    assert_eq!(report.aborted, 1, "the stubborn handler was aborted");
+    assert_eq!(report.unrecorded, 0);
+    assert!(!report.clean());
+    for id in [cooperative, stubborn] {
+        let job = get(&h.store, id).await;
+        assert_eq!(job.state, JobState::Available, "{job:#?}");
+        assert_eq!(job.attempt, 0, "hand-back does not use an attempt");
+        assert_eq!(job.history.last().unwrap().event, "handed_back");
+    }
+    let job = get(&h.store, once).await;
+    assert_eq!(job.state, JobState::Discarded);
+    assert!(job.errors[0].message.contains("at-most-once"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backlog_is_drained_in_bounded_batches() {
+    let h = harness().await;
+    let client = Engine::builder(h.store.clone())
+        .builtin_tasks()
+        .build()
+        .unwrap()
+        .client();
+    let requests: Vec<_> = (0..2_000)
+        .map(|_| EnqueueRequest::raw("drover.noop", "{}"))
+        .collect();
+    let ids = client.enqueue_many(requests).await.unwrap();
+    let (hook, mut rx) = ends();
+    let handle = Engine::builder(h.store.clone())
+        .config(EngineConfig {
+            queues: [("default".to_owned(), 4)].into(),
+            ..quick_config()
+        })
+        .builtin_tasks()
+        .on_job_end(hook)
+        .build()
+        .unwrap()
+        .start();
+    for _ in 0..ids.len() {
+        next_end(&mut rx).await;
+    }
+    let stats = handle.stats();
+    assert_eq!(stats.completed, 2_000);
+    assert_eq!(stats.claimed, 2_000);
+    let counts = h.store.job_count_by_queue().await.unwrap();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0].state, JobState::Completed);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_nothing_is_stored() {
+    let h = harness().await;
+    let client = Engine::builder(h.store.clone()).build().unwrap().client();
+    let cases = [
+        EnqueueRequest::raw("", "{}"),
+        EnqueueRequest::raw("has space", "{}"),
+        EnqueueRequest::raw("k", "[1]"),
+        EnqueueRequest::raw("k", "{not json"),
+        EnqueueRequest::raw("k", "{}").queue(""),
+        EnqueueRequest::raw("k", "{}").max_attempts(0),
+        EnqueueRequest::raw("k", format!(r#"{{"blob":"{}"}}"#, "x".repeat(1024 * 1024))),
+    ];
+    for request in cases {
+        let err = client.enqueue(request).await.unwrap_err();
+        assert!(matches!(err, drover::Error::InvalidJob { .. }), "{err}");
+    }
+    let batch = vec![
+        EnqueueRequest::raw("k", "{}"),
+        EnqueueRequest::raw("k", "{}"),
+        EnqueueRequest::raw("k", "null"),
+    ];
+    let err = client.enqueue_many(batch).await.unwrap_err();
+    assert!(err.to_string().starts_with("job 2: invalid args"), "{err}");
+    assert!(h.store.job_count_by_queue().await.unwrap().is_empty());
+}
