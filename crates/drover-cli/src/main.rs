@@ -1,1 +1,69 @@
-fn main() {}
+//! `drover`: the Drover job server and its command line.
+//!
+//! Run `drover --help` for the commands. The binary is a thin shell over the `drover` engine:
+//! it reads `drover.toml`, opens the store a database URL names, and maps commands to engine and
+//! store calls.
+
+mod backend;
+mod cli;
+mod commands;
+mod config;
+mod hooks;
+mod output;
+mod process;
+mod setup;
+mod signals;
+mod tasks;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let long_running = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    let filter = EnvFilter::try_from_env("DROVER_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(if long_running { "info" } else { "warn" }));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    let url = backend::database_url(cli.database.as_deref(), &config);
+    match cli.command {
+        Command::Serve(args) | Command::Worker(args) => {
+            return commands::worker::run(&url, &config, &args).await;
+        }
+        Command::Enqueue(args) => commands::enqueue::run(&url, &config, args).await?,
+        Command::Jobs { command } => commands::jobs::run(&url, &config, command).await?,
+        Command::Stats { json } => commands::stats::run(&url, &config, json).await?,
+        Command::Migrate => commands::migrate::run(&url, &config).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -97,47 +97,44 @@ impl EnqueueRequest {
     }
 }
 
-/// Enqueues jobs. Cheap to clone.
+/// Turns requests into validated jobs: applies per-kind defaults and the input limits. Needs no
+/// database, so that bad input is refused before one is opened.
 #[derive(Clone)]
-pub struct Client {
-    store: DynStore,
+pub struct JobDefaults {
     clock: Arc<dyn Clock>,
     limits: Limits,
     defaults: Arc<HashMap<String, TaskOptions>>,
 }
 
-impl std::fmt::Debug for Client {
+impl std::fmt::Debug for JobDefaults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("backend", &self.store.backend())
+        f.debug_struct("JobDefaults")
             .field("limits", &self.limits)
+            .field("kinds", &self.defaults.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
-impl Client {
-    /// A client on `store`. `defaults` holds per-kind options applied to requests that leave
-    /// them unset.
+impl JobDefaults {
+    /// `defaults` holds per-kind options applied to requests that leave them unset.
     pub fn new(
-        store: DynStore,
         clock: Arc<dyn Clock>,
         limits: Limits,
         defaults: HashMap<String, TaskOptions>,
     ) -> Self {
         Self {
-            store,
             clock,
             limits,
             defaults: Arc::new(defaults),
         }
     }
 
-    /// The store this client writes to.
-    pub fn store(&self) -> &DynStore {
-        &self.store
+    /// The input limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
-    /// Turns a request into a validated job, applying defaults. Does not store anything.
+    /// Turns a request into a validated job, applying defaults. Stores nothing.
     pub fn prepare(&self, request: EnqueueRequest) -> Result<NewJob, ValidationError> {
         let defaults = self.defaults.get(&request.kind);
         let mut job = NewJob::new(request.kind, request.args);
@@ -159,27 +156,69 @@ impl Client {
             job.delivery = delivery;
         }
         job.unique_key = request.unique_key;
-        job.scheduled_at =
-            match (request.run_at, request.delay) {
-                (Some(at), _) => Some(at),
-                (None, Some(delay)) => {
-                    let delay = jiff::SignedDuration::try_from(delay).map_err(|_| {
-                        ValidationError::Range {
-                            field: "delay",
-                            reason: "too long".into(),
-                        }
-                    })?;
-                    Some(self.clock.now().checked_add(delay).map_err(|_| {
-                        ValidationError::Range {
-                            field: "delay",
-                            reason: "too long".into(),
-                        }
-                    })?)
-                }
-                (None, None) => None,
-            };
+        let too_long = || ValidationError::Range {
+            field: "delay",
+            reason: "too long".into(),
+        };
+        job.scheduled_at = match (request.run_at, request.delay) {
+            (Some(at), _) => Some(at),
+            (None, Some(delay)) => {
+                let delay = jiff::SignedDuration::try_from(delay).map_err(|_| too_long())?;
+                Some(
+                    self.clock
+                        .now()
+                        .checked_add(delay)
+                        .map_err(|_| too_long())?,
+                )
+            }
+            (None, None) => None,
+        };
         self.limits.check_job(&job)?;
         Ok(job)
+    }
+}
+
+/// Enqueues jobs. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    store: DynStore,
+    defaults: JobDefaults,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("backend", &self.store.backend())
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client on `store`. `defaults` holds per-kind options applied to requests that leave
+    /// them unset.
+    pub fn new(
+        store: DynStore,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+        defaults: HashMap<String, TaskOptions>,
+    ) -> Self {
+        Self::with_defaults(store, JobDefaults::new(clock, limits, defaults))
+    }
+
+    /// A client on `store` with prepared defaults.
+    pub fn with_defaults(store: DynStore, defaults: JobDefaults) -> Self {
+        Self { store, defaults }
+    }
+
+    /// The store this client writes to.
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    /// Turns a request into a validated job, applying defaults. Stores nothing.
+    pub fn prepare(&self, request: EnqueueRequest) -> Result<NewJob, ValidationError> {
+        self.defaults.prepare(request)
     }
 
     /// Enqueues one job and returns once it is committed.
@@ -196,7 +235,7 @@ impl Client {
         &self,
         requests: Vec<EnqueueRequest>,
     ) -> Result<Vec<InsertedJob>, Error> {
-        self.limits.check_batch(requests.len())?;
+        self.defaults.limits.check_batch(requests.len())?;
         let jobs = requests
             .into_iter()
             .enumerate()
@@ -214,7 +253,7 @@ impl Client {
             .store
             .job_insert_many(JobInsertParams {
                 jobs,
-                now: self.clock.store_now(),
+                now: self.defaults.clock.store_now(),
             })
             .await?)
     }

@@ -53,7 +53,7 @@ pub mod services;
 mod stats;
 mod task;
 
-pub use client::{Client, EnqueueRequest};
+pub use client::{Client, EnqueueRequest, JobDefaults};
 pub use config::EngineConfig;
 pub use engine::{Engine, EngineBuilder, EngineHandle, ShutdownReport};
 pub use error::Error;

@@ -1,0 +1,57 @@
+//! Opening the store a database URL names. The binary is the only place that knows backend
+//! types.
+
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use drover_core::DynStore;
+use drover_sqlite::{SqliteConfig, SqliteStore};
+
+use crate::config::Config;
+
+/// The database URL in force: flag or environment, then the config, then the default.
+pub(crate) fn database_url(flag: Option<&str>, config: &Config) -> String {
+    flag.map(str::to_owned)
+        .or_else(|| config.database.url.clone())
+        .unwrap_or_else(|| "sqlite://drover.db".to_owned())
+}
+
+/// Opens and migrates the store. `watch` asks for cross-process wake-ups (workers only).
+pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Result<DynStore> {
+    let store: DynStore = if url.starts_with("sqlite:") {
+        let mut sqlite = SqliteConfig::from_url(url).map_err(anyhow::Error::msg)?;
+        if let Some(sync) = &config.database.synchronous {
+            if !url.contains("synchronous=") {
+                sqlite.synchronous = sync.parse().map_err(anyhow::Error::msg)?;
+            }
+        }
+        sqlite.watch_wake_file = watch;
+        Arc::new(SqliteStore::open(sqlite)?)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        bail!("PostgreSQL is not supported by this build yet; use a sqlite:// URL");
+    } else {
+        bail!(
+            "unsupported database URL {:?}: expected sqlite://PATH",
+            redact(url)
+        );
+    };
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot migrate the database at {}", redact(url)))?;
+    Ok(store)
+}
+
+/// The URL without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,144 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::parse_duration;
+
+/// Drover: a durable background-job engine and job server.
+#[derive(Debug, Parser)]
+#[command(name = "drover", version, about, long_about = None)]
+pub(crate) struct Cli {
+    /// Database URL: sqlite://PATH (default sqlite://drover.db).
+    #[arg(long, global = true, env = "DROVER_DATABASE_URL")]
+    pub(crate) database: Option<String>,
+
+    /// Config file (default ./drover.toml when present).
+    #[arg(long, global = true, env = "DROVER_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run the job server: every queue of the config (default: `default` with 10 workers).
+    Serve(WorkerArgs),
+    /// Run workers for some queues.
+    Worker(WorkerArgs),
+    /// Enqueue one job, or many from a JSONL file.
+    Enqueue(EnqueueArgs),
+    /// List, inspect, retry and cancel jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Job counts per queue and state.
+    Stats {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply pending schema migrations (also done automatically at start).
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Queues to work, comma-separated (default: every queue of the config).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) queues: Vec<String>,
+    /// Jobs run at once per queue (overrides the config).
+    #[arg(long)]
+    pub(crate) concurrency: Option<usize>,
+    /// How long running jobs may finish after SIGTERM before they are cancelled.
+    #[arg(long, value_parser = parse_duration)]
+    pub(crate) shutdown_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EnqueueArgs {
+    /// Task kind, like report.build.
+    #[arg(required_unless_present = "file", conflicts_with = "file")]
+    pub(crate) kind: Option<String>,
+    /// Args as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub(crate) args: String,
+    /// Queue (default: the task's queue, else `default`).
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+    /// Higher runs first (default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) priority: Option<i32>,
+    /// Run after this delay, like 30s or 5m.
+    #[arg(long, value_parser = parse_duration, conflicts_with = "run_at")]
+    pub(crate) delay: Option<Duration>,
+    /// Run at this time (RFC 3339, like 2026-12-01T09:00:00Z).
+    #[arg(long)]
+    pub(crate) run_at: Option<String>,
+    /// Attempts before the job is discarded.
+    #[arg(long)]
+    pub(crate) max_attempts: Option<i32>,
+    /// While a job with this key is unfinished, enqueue returns that job instead.
+    #[arg(long)]
+    pub(crate) unique_key: Option<String>,
+    /// Never run the job again once started (an interrupted run is discarded).
+    #[arg(long)]
+    pub(crate) at_most_once: bool,
+    /// Enqueue every line of this JSONL file (`-` for stdin) in one transaction per 1,000 jobs,
+    /// after checking every line.
+    #[arg(long)]
+    pub(crate) file: Option<PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only jobs in this state.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only jobs in this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Only jobs of this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Most jobs to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every field of a job and every attempt's error.
+    Show {
+        /// Job id.
+        id: i64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a finished job available again (recorded in its history).
+    Retry {
+        /// Job id.
+        id: i64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a waiting job, or ask a running one to stop.
+    Cancel {
+        /// Job id.
+        id: i64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,201 @@
+//! `drover enqueue`: one job from flags, or many from a JSONL file. Every line of a file is
+//! checked before anything is stored; one bad line refuses the file and names each bad line.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use drover::{Client, EnqueueRequest};
+use drover_core::{Delivery, NewJob};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use jiff::Timestamp;
+use serde::Deserialize;
+
+use crate::cli::EnqueueArgs;
+use crate::config::{Config, parse_duration};
+use crate::{backend, setup};
+
+/// Jobs per transaction when enqueuing a file.
+const CHUNK: usize = 1000;
+/// Bad lines listed before the rest are only counted.
+const MAX_REPORTED: usize = 20;
+
+pub(crate) async fn run(url: &str, config: &Config, args: EnqueueArgs) -> anyhow::Result<()> {
+    if let Some(file) = &args.file {
+        return run_file(url, config, file, args.json).await;
+    }
+    let kind = args
+        .kind
+        .clone()
+        .expect("clap requires a kind without --file");
+    let mut request = EnqueueRequest::raw(kind, args.args);
+    request.queue = args.queue;
+    request.priority = args.priority;
+    request.max_attempts = args.max_attempts;
+    request.unique_key = args.unique_key;
+    request.delay = args.delay;
+    if let Some(at) = &args.run_at {
+        request.run_at = Some(parse_time(at).context("--run-at")?);
+    }
+    if args.at_most_once {
+        request.delivery = Some(Delivery::AtMostOnce);
+    }
+    // Validate with a client that has no store yet: bad input never opens the database.
+    let job = prepare(config, request)?;
+    let store = backend::open(url, config, false).await?;
+    let client = setup::client(store.clone(), config);
+    let result = client.insert(vec![job]).await;
+    store.close().await;
+    let inserted = result?.remove(0);
+    if args.json {
+        println!("{}", serde_json::to_string(&inserted)?);
+    } else if inserted.duplicate {
+        println!("{} (already enqueued with this unique key)", inserted.id);
+    } else {
+        println!("{}", inserted.id);
+    }
+    Ok(())
+}
+
+fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
+    text.parse::<Timestamp>().map_err(|err| {
+        anyhow::anyhow!("{text:?} is not an RFC 3339 time like 2026-12-01T09:00:00Z: {err}")
+    })
+}
+
+/// Validates a request with the config's task defaults, without a database.
+fn prepare(config: &Config, request: EnqueueRequest) -> anyhow::Result<NewJob> {
+    Ok(setup::job_defaults(config).prepare(request)?)
+}
+
+/// One line of a JSONL file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    kind: String,
+    #[serde(default)]
+    args: Option<serde_json::Value>,
+    queue: Option<String>,
+    priority: Option<i32>,
+    max_attempts: Option<i32>,
+    delay: Option<String>,
+    run_at: Option<String>,
+    unique_key: Option<String>,
+    delivery: Option<String>,
+}
+
+fn line_request(line: Line) -> anyhow::Result<EnqueueRequest> {
+    let args = match line.args {
+        None => "{}".to_owned(),
+        Some(value) => serde_json::to_string(&value)?,
+    };
+    let mut request = EnqueueRequest::raw(line.kind, args);
+    request.queue = line.queue;
+    request.priority = line.priority;
+    request.max_attempts = line.max_attempts;
+    request.unique_key = line.unique_key;
+    if let Some(delay) = line.delay {
+        request.delay = Some(parse_duration(&delay).map_err(anyhow::Error::msg)?);
+    }
+    if let Some(at) = line.run_at {
+        request.run_at = Some(parse_time(&at)?);
+    }
+    if let Some(delivery) = line.delivery {
+        request.delivery = Some(delivery.parse().map_err(anyhow::Error::msg)?);
+    }
+    Ok(request)
+}
+
+async fn run_file(url: &str, config: &Config, path: &Path, json: bool) -> anyhow::Result<()> {
+    let reader: Box<dyn BufRead> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        ))
+    };
+    let checker = setup::job_defaults(config);
+    let mut jobs = Vec::new();
+    let mut bad = Vec::new();
+    for (index, line) in reader.lines().enumerate() {
+        let number = index + 1;
+        let line = line.with_context(|| format!("cannot read line {number}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let checked = serde_json::from_str::<Line>(&line)
+            .map_err(anyhow::Error::from)
+            .and_then(line_request)
+            .and_then(|request| Ok(checker.prepare(request)?));
+        match checked {
+            Ok(job) => jobs.push(job),
+            Err(err) => bad.push(format!("line {number}: {err}")),
+        }
+    }
+    if !bad.is_empty() {
+        for line in bad.iter().take(MAX_REPORTED) {
+            eprintln!("{line}");
+        }
+        if bad.len() > MAX_REPORTED {
+            eprintln!("... and {} more bad lines", bad.len() - MAX_REPORTED);
+        }
+        bail!(
+            "{} bad line(s) in {}; nothing was enqueued",
+            bad.len(),
+            path.display()
+        );
+    }
+
+    let store = backend::open(url, config, false).await?;
+    let client: Client = setup::client(store.clone(), config);
+    let progress = if std::io::stderr().is_terminal() && !json {
+        ProgressBar::with_draw_target(Some(jobs.len() as u64), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} jobs  {per_sec}  eta {eta}")
+            .expect("valid template"),
+    );
+    let total = jobs.len();
+    let mut ids = Vec::with_capacity(total);
+    let mut duplicates = 0;
+    let mut result = Ok(());
+    for chunk in jobs.chunks(CHUNK) {
+        match client.insert(chunk.to_vec()).await {
+            Ok(inserted) => {
+                duplicates += inserted.iter().filter(|j| j.duplicate).count();
+                ids.extend(inserted.iter().map(|j| j.id));
+                progress.inc(chunk.len() as u64);
+            }
+            Err(err) => {
+                result = Err(anyhow::anyhow!(
+                    "stopped after {} of {total} jobs: {err}",
+                    ids.len()
+                ));
+                break;
+            }
+        }
+    }
+    progress.finish_and_clear();
+    store.close().await;
+    result?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "enqueued": total - duplicates, "duplicates": duplicates, "ids": ids })
+        );
+    } else {
+        println!(
+            "enqueued {} jobs from {}{}",
+            total - duplicates,
+            path.display(),
+            if duplicates > 0 {
+                format!(" ({duplicates} already enqueued with their unique key)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}

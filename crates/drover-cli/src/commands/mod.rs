@@ -1,0 +1,7 @@
+//! One module per subcommand.
+
+pub(crate) mod enqueue;
+pub(crate) mod jobs;
+pub(crate) mod migrate;
+pub(crate) mod stats;
+pub(crate) mod worker;

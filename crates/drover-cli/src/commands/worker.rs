@@ -1,0 +1,52 @@
+//! `drover serve` and `drover worker`: run the engine until SIGINT or SIGTERM, then shut down
+//! gracefully. Exit status 0 when every running job finished in time, 3 when some had to be
+//! cancelled and handed back.
+
+use std::process::ExitCode;
+
+use drover::Engine;
+
+use crate::cli::WorkerArgs;
+use crate::config::Config;
+use crate::{backend, setup, signals};
+
+/// Exit status when shutdown had to cancel running jobs.
+pub(crate) const EXIT_INTERRUPTED: u8 = 3;
+
+pub(crate) async fn run(url: &str, config: &Config, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+    // Everything is validated before the database is touched.
+    let engine_config = setup::engine_config(config, args)?;
+    let store = backend::open(url, config, true).await?;
+    let mut builder = Engine::builder(store.clone())
+        .config(engine_config)
+        .builtin_tasks();
+    for task in setup::command_tasks(config) {
+        builder = builder.raw_task(task);
+    }
+    for hook in setup::command_hooks(config) {
+        builder = builder.hook(hook);
+    }
+    let handle = builder.build()?.start();
+    tracing::info!(database = %backend::redact(url), "drover is running; stop with SIGINT or SIGTERM");
+
+    let signal = signals::first_then_arm_second().await;
+    tracing::info!(
+        signal,
+        running = handle.running(),
+        "shutting down: no new jobs are claimed (send the signal again to exit at once)"
+    );
+    let report = handle.shutdown().await;
+    store.close().await;
+    if report.clean() {
+        tracing::info!("shutdown complete; every running job finished");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        tracing::warn!(
+            cancelled = report.cancelled,
+            aborted = report.aborted,
+            unrecorded = report.unrecorded,
+            "shutdown complete; interrupted jobs were handed back"
+        );
+        Ok(ExitCode::from(EXIT_INTERRUPTED))
+    }
+}

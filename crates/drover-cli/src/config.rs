@@ -1,0 +1,266 @@
+//! `drover.toml`: the standalone server's configuration. Every key is checked at start-up;
+//! an unknown key, a bad duration or a task without a command refuses the start and names the
+//! offending key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use drover_core::{Delivery, JobState};
+use serde::Deserialize;
+
+/// The whole file. Every section is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    #[serde(default)]
+    pub(crate) database: DatabaseSection,
+    #[serde(default)]
+    pub(crate) worker: WorkerSection,
+    /// Queue name → concurrency.
+    #[serde(default)]
+    pub(crate) queues: BTreeMap<String, usize>,
+    #[serde(default)]
+    pub(crate) tasks: BTreeMap<String, TaskSection>,
+    #[serde(default)]
+    pub(crate) hooks: Vec<HookSection>,
+    #[serde(default)]
+    pub(crate) log: LogSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatabaseSection {
+    /// Database URL; `--database` and `DROVER_DATABASE_URL` take precedence.
+    pub(crate) url: Option<String>,
+    /// SQLite durability: `full` (default) or `normal`.
+    pub(crate) synchronous: Option<String>,
+    /// Largest args accepted, in bytes.
+    pub(crate) max_args_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkerSection {
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) shutdown_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) lease: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) heartbeat_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) poll_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) rescue_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) cancel_grace: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TaskSection {
+    /// Program and arguments; the job's args arrive as JSON on stdin.
+    #[serde(default)]
+    pub(crate) command: Vec<String>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) max_attempts: Option<i32>,
+    pub(crate) delivery: Option<String>,
+    pub(crate) queue: Option<String>,
+    /// First retry delay; doubles per attempt.
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) backoff: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) backoff_max: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when a run is cancelled or times out.
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) kill_grace: Option<Duration>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+    pub(crate) cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HookSection {
+    pub(crate) command: Vec<String>,
+    /// States that trigger the hook; all terminal states when absent.
+    pub(crate) on: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LogSection {
+    /// Log job args when a command task starts. Off by default: args carry secrets.
+    #[serde(default)]
+    pub(crate) args: bool,
+}
+
+/// Parses a duration like `30s`, `1m 30s`, `250ms` or `PT30S`.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = text
+        .trim()
+        .parse()
+        .map_err(|err| format!("{text:?} is not a duration like 30s, 5m or 250ms ({err})"))?;
+    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+}
+
+fn duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(de)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+impl Config {
+    /// Loads `path`, or the default `./drover.toml` when present, or an empty config.
+    pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, explicit) = match path {
+            Some(path) => (path.to_owned(), true),
+            None => (PathBuf::from("drover.toml"), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(err) if !explicit && err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default());
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read config {}", path.display()));
+            }
+        };
+        let config: Config = toml::from_str(&text)
+            .map_err(|err| anyhow::anyhow!("invalid config {}: {err}", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("invalid config {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot.
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        if let Some(sync) = &self.database.synchronous {
+            sync.parse::<drover_sqlite::Synchronous>()
+                .map_err(|err| anyhow::anyhow!("database.synchronous: {err}"))?;
+        }
+        for (queue, &concurrency) in &self.queues {
+            drover_core::validate::check_name("queue", queue)
+                .map_err(|err| anyhow::anyhow!("queues.{queue}: {err}"))?;
+            if !(1..=10_000).contains(&concurrency) {
+                bail!("queues.{queue}: concurrency {concurrency} is not between 1 and 10000");
+            }
+        }
+        for (kind, task) in &self.tasks {
+            drover_core::validate::check_name("kind", kind)
+                .map_err(|err| anyhow::anyhow!("tasks.\"{kind}\": {err}"))?;
+            if task.command.is_empty() || task.command[0].is_empty() {
+                bail!(
+                    "tasks.\"{kind}\".command: a task needs a command, like command = [\"python3\", \"job.py\"]"
+                );
+            }
+            if let Some(delivery) = &task.delivery {
+                delivery
+                    .parse::<Delivery>()
+                    .map_err(|err| anyhow::anyhow!("tasks.\"{kind}\".delivery: {err}"))?;
+            }
+            if let Some(n) = task.max_attempts {
+                if !(1..=10_000).contains(&n) {
+                    bail!("tasks.\"{kind}\".max_attempts: {n} is not between 1 and 10000");
+                }
+            }
+            if let Some(queue) = &task.queue {
+                drover_core::validate::check_name("queue", queue)
+                    .map_err(|err| anyhow::anyhow!("tasks.\"{kind}\".queue: {err}"))?;
+            }
+            if task.timeout == Some(Duration::ZERO) {
+                bail!("tasks.\"{kind}\".timeout: must be positive");
+            }
+        }
+        for (i, hook) in self.hooks.iter().enumerate() {
+            if hook.command.is_empty() || hook.command[0].is_empty() {
+                bail!("hooks[{i}].command: a hook needs a command");
+            }
+            for state in hook.on.iter().flatten() {
+                let parsed: JobState = state
+                    .parse()
+                    .map_err(|err| anyhow::anyhow!("hooks[{i}].on: {err}"))?;
+                if !parsed.is_terminal() {
+                    bail!(
+                        "hooks[{i}].on: {state:?} is not a final state; use completed, discarded or cancelled"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_documented_example_parses() {
+        let config = parse(
+            r#"
+            [worker]
+            shutdown_timeout = "30s"
+            lease = "30s"
+            [queues]
+            default = 10
+            [tasks."report.build"]
+            command = ["python3", "build.py"]
+            timeout = "60s"
+            max_attempts = 5
+            delivery = "at-least-once"
+            [[hooks]]
+            command = ["./notify.sh"]
+            on = ["discarded"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.queues["default"], 10);
+        let task = &config.tasks["report.build"];
+        assert_eq!(task.timeout, Some(Duration::from_secs(60)));
+        assert_eq!(config.worker.lease, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn errors_name_the_offending_key() {
+        let err = parse("[worker]\nshutdown_timout = \"30s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("shutdown_timout"), "{err}");
+        let err = parse("[worker]\nlease = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("soon"), "{err}");
+        let err = parse("[tasks.\"a.b\"]\ntimeout = \"5s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tasks.\"a.b\".command"), "{err}");
+        let err = parse("[queues]\ndefault = 0\n").unwrap_err().to_string();
+        assert!(err.contains("queues.default"), "{err}");
+        let err = parse("[[hooks]]\ncommand = [\"x\"]\non = [\"running\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hooks[0].on"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("five").is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! From `drover.toml` to the engine's parts: its settings, the command tasks, the hooks, and a
+//! client that applies each task's defaults.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover::{Client, EngineConfig, JobDefaults, RawTask, TaskOptions};
+use drover_core::{DynStore, JobState, Limits, RetryPolicy, SystemClock};
+
+use crate::cli::WorkerArgs;
+use crate::config::Config;
+use crate::hooks::CommandHook;
+use crate::tasks::command::CommandTask;
+
+/// Concurrency of a queue that the config names without a concurrency.
+const DEFAULT_CONCURRENCY: usize = 10;
+
+pub(crate) fn limits(config: &Config) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(max) = config.database.max_args_bytes {
+        limits.max_args_bytes = max;
+    }
+    limits
+}
+
+/// The engine settings for `serve` or `worker`.
+pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Result<EngineConfig> {
+    let mut queues: BTreeMap<String, usize> = if config.queues.is_empty() {
+        BTreeMap::from([("default".to_owned(), DEFAULT_CONCURRENCY)])
+    } else {
+        config.queues.clone()
+    };
+    // A task's queue must be worked, or its jobs would wait forever.
+    for (kind, task) in &config.tasks {
+        if let Some(queue) = &task.queue {
+            if !queues.contains_key(queue) {
+                tracing::info!(
+                    queue,
+                    kind,
+                    concurrency = DEFAULT_CONCURRENCY,
+                    "working the queue of task {kind}, which [queues] does not list"
+                );
+                queues.insert(queue.clone(), DEFAULT_CONCURRENCY);
+            }
+        }
+    }
+    if !args.queues.is_empty() {
+        queues = args
+            .queues
+            .iter()
+            .map(|queue| {
+                drover_core::validate::check_name("queue", queue)?;
+                Ok((
+                    queue.clone(),
+                    queues.get(queue).copied().unwrap_or(DEFAULT_CONCURRENCY),
+                ))
+            })
+            .collect::<Result<_, drover_core::ValidationError>>()
+            .map_err(|err| anyhow::anyhow!("--queues: {err}"))?;
+    }
+    if let Some(concurrency) = args.concurrency {
+        for value in queues.values_mut() {
+            *value = concurrency;
+        }
+    }
+    let worker = &config.worker;
+    let defaults = EngineConfig::default();
+    let engine = EngineConfig {
+        queues,
+        lease: worker.lease.unwrap_or(defaults.lease),
+        heartbeat_interval: worker.heartbeat_interval,
+        poll_interval: worker.poll_interval.unwrap_or(defaults.poll_interval),
+        rescue_interval: worker.rescue_interval,
+        shutdown_timeout: args
+            .shutdown_timeout
+            .or(worker.shutdown_timeout)
+            .unwrap_or(defaults.shutdown_timeout),
+        cancel_grace: worker.cancel_grace.unwrap_or(Duration::from_secs(10)),
+        limits: limits(config),
+        process_id: None,
+    };
+    engine.validate()?;
+    Ok(engine)
+}
+
+fn task_options(config: &Config) -> HashMap<String, TaskOptions> {
+    config
+        .tasks
+        .iter()
+        .map(|(kind, task)| {
+            let defaults = TaskOptions::default();
+            let retry = RetryPolicy {
+                base: task.backoff.unwrap_or(defaults.retry.base),
+                max: task.backoff_max.unwrap_or(defaults.retry.max),
+                ..defaults.retry
+            };
+            let options = TaskOptions {
+                queue: task.queue.clone().unwrap_or(defaults.queue),
+                max_attempts: task.max_attempts.unwrap_or(defaults.max_attempts),
+                timeout: task.timeout,
+                retry,
+                delivery: task
+                    .delivery
+                    .as_deref()
+                    .map(|d| d.parse().expect("validated at load"))
+                    .unwrap_or(defaults.delivery),
+            };
+            (kind.clone(), options)
+        })
+        .collect()
+}
+
+/// The command tasks declared in the config.
+pub(crate) fn command_tasks(config: &Config) -> Vec<Arc<dyn RawTask>> {
+    let options = task_options(config);
+    config
+        .tasks
+        .iter()
+        .map(|(kind, task)| {
+            Arc::new(CommandTask {
+                kind: kind.clone(),
+                argv: task.command.clone(),
+                env: task.env.clone(),
+                cwd: task.cwd.clone(),
+                options: options[kind].clone(),
+                kill_grace: task.kill_grace.unwrap_or(Duration::from_secs(5)),
+                log_args: config.log.args,
+            }) as Arc<dyn RawTask>
+        })
+        .collect()
+}
+
+/// The hooks declared in the config.
+pub(crate) fn command_hooks(config: &Config) -> Vec<CommandHook> {
+    config
+        .hooks
+        .iter()
+        .map(|hook| CommandHook {
+            argv: hook.command.clone(),
+            on: match &hook.on {
+                Some(states) => states
+                    .iter()
+                    .map(|s| s.parse().expect("validated at load"))
+                    .collect(),
+                None => vec![
+                    JobState::Completed,
+                    JobState::Discarded,
+                    JobState::Cancelled,
+                ],
+            },
+            timeout: hook.timeout.unwrap_or(Duration::from_secs(30)),
+        })
+        .collect()
+}
+
+/// Validation and the config's task defaults, without a database.
+pub(crate) fn job_defaults(config: &Config) -> JobDefaults {
+    JobDefaults::new(Arc::new(SystemClock), limits(config), task_options(config))
+}
+
+/// A client that applies the config's task defaults.
+pub(crate) fn client(store: DynStore, config: &Config) -> Client {
+    Client::with_defaults(store, job_defaults(config))
+}

@@ -1,0 +1,3 @@
+//! Tasks of the standalone server, declared in `drover.toml`.
+
+pub(crate) mod command;
