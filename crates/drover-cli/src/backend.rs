@@ -20,10 +20,10 @@ pub(crate) fn database_url(flag: Option<&str>, config: &Config) -> String {
 pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Result<DynStore> {
     let store: DynStore = if url.starts_with("sqlite:") {
         let mut sqlite = SqliteConfig::from_url(url).map_err(anyhow::Error::msg)?;
-        if let Some(sync) = &config.database.synchronous {
-            if !url.contains("synchronous=") {
-                sqlite.synchronous = sync.parse().map_err(anyhow::Error::msg)?;
-            }
+        if let Some(sync) = &config.database.synchronous
+            && !url.contains("synchronous=")
+        {
+            sqlite.synchronous = sync.parse().map_err(anyhow::Error::msg)?;
         }
         sqlite.watch_wake_file = watch;
         Arc::new(SqliteStore::open(sqlite)?)

@@ -165,10 +165,10 @@ impl Config {
                     .parse::<Delivery>()
                     .map_err(|err| anyhow::anyhow!("tasks.\"{kind}\".delivery: {err}"))?;
             }
-            if let Some(n) = task.max_attempts {
-                if !(1..=10_000).contains(&n) {
-                    bail!("tasks.\"{kind}\".max_attempts: {n} is not between 1 and 10000");
-                }
+            if let Some(n) = task.max_attempts
+                && !(1..=10_000).contains(&n)
+            {
+                bail!("tasks.\"{kind}\".max_attempts: {n} is not between 1 and 10000");
             }
             if let Some(queue) = &task.queue {
                 drover_core::validate::check_name("queue", queue)

@@ -33,16 +33,16 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
     };
     // A task's queue must be worked, or its jobs would wait forever.
     for (kind, task) in &config.tasks {
-        if let Some(queue) = &task.queue {
-            if !queues.contains_key(queue) {
-                tracing::info!(
-                    queue,
-                    kind,
-                    concurrency = DEFAULT_CONCURRENCY,
-                    "working the queue of task {kind}, which [queues] does not list"
-                );
-                queues.insert(queue.clone(), DEFAULT_CONCURRENCY);
-            }
+        if let Some(queue) = &task.queue
+            && !queues.contains_key(queue)
+        {
+            tracing::info!(
+                queue,
+                kind,
+                concurrency = DEFAULT_CONCURRENCY,
+                "working the queue of task {kind}, which [queues] does not list"
+            );
+            queues.insert(queue.clone(), DEFAULT_CONCURRENCY);
         }
     }
     if !args.queues.is_empty() {
