@@ -1,0 +1,163 @@
+//! Helpers for tests that run the real `drover` binary against a real SQLite file.
+
+#![allow(dead_code)] // each test binary uses a different subset
+#![allow(unreachable_pub)] // `pub` so that every test binary can use these helpers
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// A directory with a database and a config, and the binary pointed at them.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new(config: &str) -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::write(dir.path().join("drover.toml"), config).expect("write config");
+        Env { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("DROVER_DATABASE_URL", format!("sqlite://{}", self.path("drover.db").display()))
+            .env("DROVER_CONFIG", self.path("drover.toml"))
+            .env("DROVER_LOG", "info")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run drover")
+    }
+
+    /// Runs, asserts success, returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "drover {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs, asserts failure, returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "drover {args:?} should have failed; stdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    pub fn enqueue(&self, args: &[&str]) -> i64 {
+        let mut all = vec!["enqueue"];
+        all.extend_from_slice(args);
+        all.push("--json");
+        let out: Value = serde_json::from_str(&self.ok(&all)).unwrap();
+        out["id"].as_i64().unwrap()
+    }
+
+    pub fn job(&self, id: i64) -> Value {
+        serde_json::from_str(&self.ok(&["jobs", "show", &id.to_string(), "--json"])).unwrap()
+    }
+
+    pub fn stats(&self) -> Value {
+        serde_json::from_str(&self.ok(&["stats", "--json"])).unwrap()
+    }
+
+    /// Waits until the job satisfies `check`, re-reading it every 50 ms, for at most `limit`.
+    pub fn wait_job(&self, id: i64, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let job = self.job(id);
+            if check(&job) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} never got there: {job:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts `drover worker` (or `serve`) with its log in `<name>.log`, and waits until it runs.
+    pub fn spawn(&self, name: &str, args: &[&str]) -> Worker {
+        let log = self.path(&format!("{name}.log"));
+        let child = self
+            .cmd(args)
+            .stdout(Stdio::from(fs::File::create(self.path(&format!("{name}.out"))).unwrap()))
+            .stderr(Stdio::from(fs::File::create(&log).unwrap()))
+            .spawn()
+            .expect("spawn drover");
+        let worker = Worker { child, log };
+        worker.wait_log("drover is running", Duration::from_secs(20));
+        worker
+    }
+}
+
+/// A running `drover` process. Killed when dropped.
+pub struct Worker {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Worker {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal drover");
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `text`.
+    pub fn wait_log(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "log never said {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "drover did not exit:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

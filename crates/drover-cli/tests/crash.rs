@@ -1,0 +1,139 @@
+//! Crash behaviour with real processes: SIGKILL mid-job, SIGSTOP past the lease, SIGTERM with
+//! short and long jobs, and cross-process wake-ups.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Env;
+use nix::sys::signal::Signal;
+
+/// Short leases so that rescue happens within a test; a long poll so that only wake-ups can
+/// explain a quick start.
+const FAST_LEASE: &str = r#"
+[worker]
+lease = "1s"
+rescue_interval = "200ms"
+poll_interval = "60s"
+shutdown_timeout = "500ms"
+cancel_grace = "500ms"
+"#;
+
+const T: Duration = Duration::from_secs(20);
+
+fn state(job: &serde_json::Value) -> &str {
+    job["state"].as_str().unwrap()
+}
+
+#[test]
+fn a_job_of_a_killed_worker_runs_again_after_its_lease_expires() {
+    let env = Env::new(FAST_LEASE);
+    let mut first = env.spawn("first", &["worker"]);
+    let id = env.enqueue(&["drover.sleep", "--args", r#"{"ms":1500}"#]);
+    env.wait_job(id, T, |j| state(j) == "running");
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(T);
+    assert_eq!(state(&env.job(id)), "running", "nobody has rescued it yet");
+
+    let _second = env.spawn("second", &["worker"]);
+    let job = env.wait_job(id, T, |j| state(j) == "completed");
+    assert_eq!(job["attempt"], 2, "{job:#}");
+    let errors = job["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0]["attempt"], 1);
+    assert!(errors[0]["message"].as_str().unwrap().contains("lease expired"));
+}
+
+#[test]
+fn an_at_most_once_job_of_a_killed_worker_is_discarded_not_rerun() {
+    let env = Env::new(FAST_LEASE);
+    let mut first = env.spawn("first", &["worker"]);
+    let id = env.enqueue(&["drover.sleep", "--args", r#"{"ms":1500}"#, "--at-most-once"]);
+    env.wait_job(id, T, |j| state(j) == "running");
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(T);
+
+    let _second = env.spawn("second", &["worker"]);
+    let job = env.wait_job(id, T, |j| state(j) == "discarded");
+    assert_eq!(job["attempt"], 1, "never run again: {job:#}");
+    assert!(job["errors"][0]["message"].as_str().unwrap().contains("interrupted"));
+}
+
+#[test]
+fn a_stale_completion_after_sigstop_past_the_lease_is_rejected() {
+    let env = Env::new(FAST_LEASE);
+    let stalled = env.spawn("stalled", &["worker"]);
+    let id = env.enqueue(&["drover.sleep", "--args", r#"{"ms":1500}"#]);
+    env.wait_job(id, T, |j| state(j) == "running");
+    stalled.signal(Signal::SIGSTOP);
+
+    let rescuer = env.spawn("rescuer", &["worker"]);
+    // The other worker rescues the job once the lease expires and runs it as attempt 2.
+    let job = env.wait_job(id, T, |j| state(j) == "running" && j["attempt"] == 2);
+    let owner = job["lease_owner"].as_str().unwrap().to_owned();
+    assert!(owner.contains(&rescuer.child.id().to_string()), "{job:#}");
+
+    // The stalled worker wakes up with its 1.5 s sleep long over and tries to record its run.
+    stalled.signal(Signal::SIGCONT);
+    stalled.wait_log("outcome refused", T);
+    let job = env.wait_job(id, T, |j| state(j) == "completed");
+    assert_eq!(job["attempt"], 2);
+    assert!(job["completed_at"].as_str().unwrap() > job["attempted_at"].as_str().unwrap());
+    assert_eq!(job["errors"].as_array().unwrap().len(), 1, "{job:#}");
+    assert!(rescuer.log().contains("rescued a job whose lease expired"));
+}
+
+#[test]
+fn sigterm_lets_a_short_job_finish_and_exits_zero() {
+    let env = Env::new(
+        r#"
+[worker]
+shutdown_timeout = "10s"
+"#,
+    );
+    let mut worker = env.spawn("worker", &["worker"]);
+    let id = env.enqueue(&["drover.sleep", "--args", r#"{"ms":700}"#]);
+    env.wait_job(id, T, |j| state(j) == "running");
+    worker.signal(Signal::SIGTERM);
+    let status = worker.wait_exit(T);
+    assert_eq!(status.code(), Some(0), "{}", worker.log());
+    assert_eq!(state(&env.job(id)), "completed");
+}
+
+#[test]
+fn sigterm_hands_back_a_job_longer_than_the_timeout_and_exits_non_zero() {
+    let env = Env::new(FAST_LEASE);
+    let mut worker = env.spawn("worker", &["worker", "--shutdown-timeout", "300ms"]);
+    let id = env.enqueue(&["drover.sleep", "--args", r#"{"ms":60000}"#]);
+    env.wait_job(id, T, |j| state(j) == "running");
+    worker.signal(Signal::SIGTERM);
+    let status = worker.wait_exit(T);
+    assert_eq!(status.code(), Some(3), "{}", worker.log());
+    let job = env.job(id);
+    assert_eq!(state(&job), "available", "{job:#}");
+    assert_eq!(job["attempt"], 0, "the hand-back did not use an attempt");
+    assert_eq!(job["history"][0]["event"], "handed_back");
+}
+
+#[test]
+fn an_enqueue_from_another_process_wakes_a_running_worker() {
+    // The poll is 60 s: only the file-system wake-up can start the job in time.
+    let env = Env::new(FAST_LEASE);
+    let _worker = env.spawn("worker", &["worker"]);
+    for _ in 0..3 {
+        let id = env.enqueue(&["drover.noop"]);
+        env.wait_job(id, Duration::from_secs(10), |j| state(j) == "completed");
+    }
+}
+
+#[test]
+fn cancelling_from_another_process_stops_a_running_job() {
+    let env = Env::new(FAST_LEASE);
+    let _worker = env.spawn("worker", &["worker"]);
+    let id = env.enqueue(&["drover.sleep", "--args", r#"{"ms":60000}"#]);
+    env.wait_job(id, T, |j| state(j) == "running");
+    let out = env.ok(&["jobs", "cancel", &id.to_string()]);
+    assert!(out.contains("asked to stop"), "{out}");
+    let job = env.wait_job(id, Duration::from_secs(10), |j| state(j) == "cancelled");
+    assert!(job["cancel_requested_at"].is_string());
+}
