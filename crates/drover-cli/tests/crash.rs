@@ -41,7 +41,12 @@ fn a_job_of_a_killed_worker_runs_again_after_its_lease_expires() {
     let errors = job["errors"].as_array().unwrap();
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["attempt"], 1);
-    assert!(errors[0]["message"].as_str().unwrap().contains("lease expired"));
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lease expired")
+    );
 }
 
 #[test]
@@ -56,7 +61,12 @@ fn an_at_most_once_job_of_a_killed_worker_is_discarded_not_rerun() {
     let _second = env.spawn("second", &["worker"]);
     let job = env.wait_job(id, T, |j| state(j) == "discarded");
     assert_eq!(job["attempt"], 1, "never run again: {job:#}");
-    assert!(job["errors"][0]["message"].as_str().unwrap().contains("interrupted"));
+    assert!(
+        job["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted")
+    );
 }
 
 #[test]

@@ -32,7 +32,10 @@ impl Env {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_drover"));
         cmd.args(args)
             .current_dir(self.dir.path())
-            .env("DROVER_DATABASE_URL", format!("sqlite://{}", self.path("drover.db").display()))
+            .env(
+                "DROVER_DATABASE_URL",
+                format!("sqlite://{}", self.path("drover.db").display()),
+            )
             .env("DROVER_CONFIG", self.path("drover.toml"))
             .env("DROVER_LOG", "info")
             .env_remove("RUST_LOG")
@@ -90,7 +93,10 @@ impl Env {
             if check(&job) {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job {id} never got there: {job:#}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} never got there: {job:#}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -100,7 +106,9 @@ impl Env {
         let log = self.path(&format!("{name}.log"));
         let child = self
             .cmd(args)
-            .stdout(Stdio::from(fs::File::create(self.path(&format!("{name}.out"))).unwrap()))
+            .stdout(Stdio::from(
+                fs::File::create(self.path(&format!("{name}.out"))).unwrap(),
+            ))
             .stderr(Stdio::from(fs::File::create(&log).unwrap()))
             .spawn()
             .expect("spawn drover");
@@ -149,7 +157,11 @@ impl Worker {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "drover did not exit:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "drover did not exit:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -1,0 +1,303 @@
+//! The command line as a user meets it: enqueue and inspect, bad input refused with nothing
+//! stored, invalid config refusing the start, command tasks and hooks.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Env;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(20);
+
+fn total(env: &Env) -> u64 {
+    env.stats()["total"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn enqueue_list_show_retry_cancel() {
+    let env = Env::new("");
+    let id = env.enqueue(&[
+        "report.build",
+        "--args",
+        r#"{"format":"pdf"}"#,
+        "--queue",
+        "reports",
+        "--priority",
+        "-3",
+        "--max-attempts",
+        "4",
+        "--unique-key",
+        "r-1",
+    ]);
+    let job = env.job(id);
+    assert_eq!(job["kind"], "report.build");
+    assert_eq!(job["queue"], "reports");
+    assert_eq!(job["priority"], -3);
+    assert_eq!(job["max_attempts"], 4);
+    assert_eq!(job["args"]["format"], "pdf");
+    assert_eq!(job["state"], "available");
+
+    let dup: Value = serde_json::from_str(&env.ok(&[
+        "enqueue",
+        "report.build",
+        "--unique-key",
+        "r-1",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(dup["id"], id);
+    assert_eq!(dup["duplicate"], true);
+
+    let later = env.enqueue(&["drover.noop", "--delay", "1h"]);
+    assert_eq!(env.job(later)["state"], "scheduled");
+    let at = env.enqueue(&["drover.noop", "--run-at", "2099-01-01T00:00:00Z"]);
+    assert_eq!(env.job(at)["scheduled_at"], "2099-01-01T00:00:00Z");
+
+    let list = env.ok(&["jobs", "list", "--queue", "reports"]);
+    assert!(
+        list.contains("report.build") && !list.contains("drover.noop"),
+        "{list}"
+    );
+    let listed: Value =
+        serde_json::from_str(&env.ok(&["jobs", "list", "--json", "--state", "scheduled"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let shown = env.ok(&["jobs", "show", &id.to_string()]);
+    assert!(shown.contains("attempt           0 of 4"), "{shown}");
+
+    assert!(
+        env.ok(&["jobs", "cancel", &id.to_string()])
+            .contains("cancelled")
+    );
+    assert_eq!(env.job(id)["state"], "cancelled");
+    assert!(
+        env.ok(&["jobs", "cancel", &id.to_string()])
+            .contains("already finished")
+    );
+    assert!(
+        env.ok(&["jobs", "retry", &id.to_string()])
+            .contains("available again")
+    );
+    let job = env.job(id);
+    assert_eq!(job["state"], "available");
+    assert_eq!(
+        job["history"].as_array().unwrap().last().unwrap()["event"],
+        "operator_retry"
+    );
+
+    let stats = env.stats();
+    assert_eq!(stats["queues"]["reports"]["available"], 1);
+    assert_eq!(stats["queues"]["default"]["scheduled"], 2);
+    assert!(
+        env.fails(&["jobs", "show", "999"])
+            .contains("no job with id 999")
+    );
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_error_and_nothing_stored() {
+    let env = Env::new("[database]\nmax_args_bytes = 64\n");
+    env.ok(&["migrate"]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["enqueue", "bad kind"], "may contain only"),
+        (
+            &["enqueue", "k", "--args", "[1,2]"],
+            "must be a JSON object, got an array",
+        ),
+        (&["enqueue", "k", "--args", "{oops"], "not valid JSON"),
+        (
+            &[
+                "enqueue",
+                "k",
+                "--args",
+                &format!(r#"{{"a":"{}"}}"#, "x".repeat(100)),
+            ],
+            "over the limit of 64 bytes",
+        ),
+        (&["enqueue", "k", "--queue", ""], "invalid queue"),
+        (&["enqueue", "k", "--max-attempts", "0"], "max_attempts"),
+        (&["enqueue", "k", "--delay", "soon"], "not a duration"),
+        (&["enqueue", "k", "--run-at", "tomorrow"], "RFC 3339"),
+        (&["enqueue", "k", "--priority", "99999"], "priority"),
+        (&["jobs", "list", "--state", "sleeping"], "unknown state"),
+        (&["jobs", "list", "--limit", "0"], "--limit"),
+    ];
+    for (args, expected) in cases {
+        let err = env.fails(args);
+        assert!(
+            err.contains(expected),
+            "drover {args:?}: expected {expected:?} in {err:?}"
+        );
+    }
+    assert_eq!(total(&env), 0, "nothing was stored");
+}
+
+#[test]
+fn a_jsonl_file_is_enqueued_whole_or_not_at_all() {
+    let env = Env::new("");
+    let good: String = (0..2500)
+        .map(|i| format!("{{\"kind\":\"drover.noop\",\"args\":{{\"i\":{i}}}}}\n"))
+        .collect();
+    std::fs::write(env.path("good.jsonl"), &good).unwrap();
+    let out: Value =
+        serde_json::from_str(&env.ok(&["enqueue", "--file", "good.jsonl", "--json"])).unwrap();
+    assert_eq!(out["enqueued"], 2500);
+    assert_eq!(total(&env), 2500);
+
+    let bad = "{\"kind\":\"drover.noop\"}\n{\"kind\":\"\"}\nnot json\n{\"kind\":\"k\",\"args\":[1]}\n{\"kind\":\"k\",\"colour\":1}\n";
+    std::fs::write(env.path("bad.jsonl"), bad).unwrap();
+    let err = env.fails(&["enqueue", "--file", "bad.jsonl"]);
+    for line in ["line 2:", "line 3:", "line 4:", "line 5:"] {
+        assert!(err.contains(line), "{line} missing from {err}");
+    }
+    assert!(!err.contains("line 1:"), "{err}");
+    assert!(
+        err.contains("4 bad line(s)") && err.contains("nothing was enqueued"),
+        "{err}"
+    );
+    assert_eq!(total(&env), 2500, "none of the bad file was stored");
+}
+
+#[test]
+fn an_invalid_config_refuses_to_start_and_names_the_key() {
+    let cases = [
+        ("[worker]\nshutdown_timout = \"5s\"\n", "shutdown_timout"),
+        ("[worker]\nlease = \"forever\"\n", "forever"),
+        (
+            "[tasks.\"report.build\"]\ntimeout = \"60s\"\n",
+            "tasks.\"report.build\".command",
+        ),
+        (
+            "[tasks.\"a\"]\ncommand = [\"true\"]\ndelivery = \"twice\"\n",
+            "delivery",
+        ),
+        ("[queues]\ndefault = 0\n", "queues.default"),
+        ("[database]\nsynchronous = \"off\"\n", "synchronous"),
+    ];
+    for (config, key) in cases {
+        let env = Env::new(config);
+        let err = env.fails(&["serve"]);
+        assert!(
+            err.contains(key),
+            "config {config:?}: {key:?} not in {err:?}"
+        );
+        assert!(
+            !env.path("drover.db").exists(),
+            "the database was not touched"
+        );
+    }
+    let env = Env::new("");
+    let err = env.fails(&["--config", "missing.toml", "stats"]);
+    assert!(err.contains("missing.toml"), "{err}");
+    let err = env.fails(&["--database", "mysql://x", "stats"]);
+    assert!(err.contains("unsupported database URL"), "{err}");
+}
+
+#[test]
+fn command_tasks_get_args_on_stdin_and_their_failures_are_recorded() {
+    let env = Env::new(
+        r#"
+[worker]
+poll_interval = "60s"
+
+[tasks."shell.ok"]
+command = ["sh", "-c", "cat > \"out-$DROVER_JOB_ID.json\"; echo \"$DROVER_JOB_KIND $DROVER_JOB_QUEUE $DROVER_JOB_ATTEMPT\" > \"env-$DROVER_JOB_ID.txt\""]
+
+[tasks."shell.fail"]
+command = ["sh", "-c", "echo 'disk on fire' >&2; exit 7"]
+max_attempts = 2
+backoff = "10ms"
+
+[tasks."shell.slow"]
+command = ["sh", "-c", "sleep 30 & echo $! > child.pid; wait"]
+timeout = "300ms"
+max_attempts = 1
+kill_grace = "200ms"
+
+[[hooks]]
+command = ["sh", "-c", "cat >> hooks.jsonl; echo >> hooks.jsonl"]
+"#,
+    );
+    let _worker = env.spawn("worker", &["worker"]);
+    let ok = env.enqueue(&["shell.ok", "--args", r#"{"n":42}"#]);
+    let fail = env.enqueue(&["shell.fail"]);
+    let slow = env.enqueue(&["shell.slow"]);
+
+    env.wait_job(ok, T, |j| j["state"] == "completed");
+    let stdin: Value = serde_json::from_str(
+        &std::fs::read_to_string(env.path(&format!("out-{ok}.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stdin["n"], 42);
+    let vars = std::fs::read_to_string(env.path(&format!("env-{ok}.txt"))).unwrap();
+    assert_eq!(vars.trim(), "shell.ok default 1");
+
+    let job = env.wait_job(fail, T, |j| j["state"] == "discarded");
+    let errors = job["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0]["message"], "exited with status 7: disk on fire");
+
+    let job = env.wait_job(slow, T, |j| j["state"] == "discarded");
+    assert_eq!(job["errors"][0]["message"], "timed out");
+    // The timeout killed the whole process group, the background `sleep 30` included.
+    let pid: i32 = std::fs::read_to_string(env.path("child.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child {pid} survived the timeout"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Hooks ran once per ended job, with the event on stdin.
+    let deadline = std::time::Instant::now() + T;
+    let events: Vec<Value> = loop {
+        let text = std::fs::read_to_string(env.path("hooks.jsonl")).unwrap_or_default();
+        let events: Vec<Value> = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if events.len() >= 3 || std::time::Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(events.len(), 3, "{events:?}");
+    let ended = |id: i64| events.iter().find(|e| e["id"] == id).unwrap()["state"].clone();
+    assert_eq!(ended(ok), "completed");
+    assert_eq!(ended(fail), "discarded");
+    assert_eq!(ended(slow), "discarded");
+}
+
+#[test]
+fn a_failing_hook_never_changes_the_job() {
+    let env = Env::new("[[hooks]]\ncommand = [\"sh\", \"-c\", \"exit 1\"]\n");
+    let mut worker = env.spawn("worker", &["worker"]);
+    let id = env.enqueue(&["drover.noop"]);
+    env.wait_job(id, T, |j| j["state"] == "completed");
+    worker.wait_log("job-end hook failed", T);
+    assert_eq!(env.job(id)["state"], "completed");
+    worker.signal(Signal::SIGTERM);
+    assert_eq!(worker.wait_exit(T).code(), Some(0));
+}
+
+#[test]
+fn migrate_is_idempotent() {
+    let env = Env::new("");
+    let first = env.ok(&["migrate"]);
+    let second = env.ok(&["migrate"]);
+    assert!(first.contains("schema version 1"), "{first}");
+    assert_eq!(first, second);
+}
