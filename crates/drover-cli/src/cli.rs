@@ -44,6 +44,49 @@ pub(crate) enum Command {
     },
     /// Apply pending schema migrations (also done automatically at start).
     Migrate,
+    /// Measure enqueue, drain and latency on a fresh database, as the peers are measured.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Jobs for the bulk-enqueue and drain measures.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) jobs: usize,
+    /// Jobs for the single-enqueue measure.
+    #[arg(long, default_value_t = 5_000)]
+    pub(crate) single_jobs: usize,
+    /// Worker concurrency for the drain and latency measures.
+    #[arg(long, default_value_t = 10)]
+    pub(crate) concurrency: usize,
+    /// Concurrent producers for the concurrent single-enqueue measure.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) producers: usize,
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    pub(crate) scenario: Scenario,
+    /// Repeat every measure this many times and report the median.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) runs: usize,
+    /// Jobs in the latency measure, enqueued one at a time.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) latency_jobs: usize,
+    /// Gap between two enqueues of the latency measure.
+    #[arg(long, value_parser = parse_duration, default_value = "5ms")]
+    pub(crate) latency_gap: Duration,
+    /// Print one JSON object per measure.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// A benchmark scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Scenario {
+    EnqueueBulk,
+    EnqueueSingle,
+    Drain,
+    Latency,
+    All,
 }
 
 #[derive(Debug, Args)]

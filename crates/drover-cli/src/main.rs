@@ -64,6 +64,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Jobs { command } => commands::jobs::run(&url, &config, command).await?,
         Command::Stats { json } => commands::stats::run(&url, &config, json).await?,
         Command::Migrate => commands::migrate::run(&url, &config).await?,
+        Command::Bench(args) => {
+            commands::bench::run(cli.database.as_deref(), &config, args).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,493 @@
+//! `drover bench`: measures Drover the way `shared/peers` measures the peer queues, so that the
+//! figures compare side by side: no-op jobs, producer and worker in one process, a fresh
+//! database for every run, the median of several runs.
+//!
+//! - `enqueue_bulk`: N jobs, 1,000 per call (one transaction each).
+//! - `enqueue_single`: one job per call, one producer in sequence (the peers' method), and again
+//!   with P concurrent producers (what group commit is for).
+//! - `drain`: N jobs enqueued first; the clock runs from starting the engine until the last job
+//!   is completed in the database.
+//! - `latency`: an idle worker; jobs enqueued one at a time, one every gap; from just before the
+//!   enqueue call to the moment the handler starts. `latency_cross` does the same through a
+//!   second, independent store on the same file, so the wake-up crosses the file system as it
+//!   does between processes.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use drover::{Client, Engine, EngineConfig, EnqueueRequest, JobContext, JobError, RawTask};
+use drover_core::{DynStore, JobId, NewJob};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::cli::{BenchArgs, Scenario};
+use crate::config::Config;
+use crate::{backend, output};
+
+const QUEUE: &str = "bench";
+const BULK_CHUNK: usize = 1000;
+
+/// One measure's result, the median of its runs.
+#[derive(Debug, Clone, Serialize)]
+struct Measure {
+    system: &'static str,
+    version: &'static str,
+    backend: String,
+    measure: &'static str,
+    n: usize,
+    concurrency: usize,
+    producers: usize,
+    runs: usize,
+    secs: f64,
+    jobs_per_sec: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_ms: Option<f64>,
+    /// Every run's jobs/s (or p50 for latency), to show the spread.
+    all: Vec<f64>,
+}
+
+/// One run of one measure.
+struct Run {
+    n: usize,
+    secs: f64,
+    latencies_ms: Vec<f64>,
+}
+
+pub(crate) async fn run(
+    database: Option<&str>,
+    config: &Config,
+    args: BenchArgs,
+) -> anyhow::Result<()> {
+    if args.runs == 0 || args.jobs == 0 || args.concurrency == 0 || args.producers == 0 {
+        anyhow::bail!("--runs, --jobs, --concurrency and --producers must be positive");
+    }
+    let target = Target::new(database)?;
+    let progress = if std::io::stderr().is_terminal() && !args.json {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    progress
+        .set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"));
+    progress.enable_steady_tick(Duration::from_millis(120));
+
+    let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
+    let mut results = Vec::new();
+    let mut measure = |name: &'static str, producers: usize, runs: Vec<Run>| {
+        let m = summarize(&target, name, &args, producers, runs);
+        if args.json {
+            println!("{}", serde_json::to_string(&m).expect("serializable"));
+        }
+        results.push(m);
+    };
+
+    if wants(Scenario::EnqueueBulk) {
+        let mut runs = Vec::new();
+        for i in 0..args.runs {
+            progress.set_message(format!("enqueue_bulk run {}/{}", i + 1, args.runs));
+            let store = target.fresh(config).await?;
+            runs.push(enqueue_bulk(&store, args.jobs).await?);
+            store.close().await;
+        }
+        measure("enqueue_bulk", 1, runs);
+    }
+    if wants(Scenario::EnqueueSingle) {
+        for producers in [1, args.producers] {
+            let mut runs = Vec::new();
+            for i in 0..args.runs {
+                progress.set_message(format!(
+                    "enqueue_single ({producers} producers) run {}/{}",
+                    i + 1,
+                    args.runs
+                ));
+                let store = target.fresh(config).await?;
+                runs.push(enqueue_single(&store, args.single_jobs, producers).await?);
+                store.close().await;
+            }
+            measure("enqueue_single", producers, runs);
+            if producers == args.producers {
+                break;
+            }
+        }
+    }
+    if wants(Scenario::Drain) {
+        let mut runs = Vec::new();
+        for i in 0..args.runs {
+            progress.set_message(format!("drain run {}/{}", i + 1, args.runs));
+            let store = target.fresh(config).await?;
+            runs.push(drain(&store, args.jobs, args.concurrency).await?);
+            store.close().await;
+        }
+        measure("drain", 1, runs);
+    }
+    if wants(Scenario::Latency) {
+        for cross in [false, true] {
+            let mut runs = Vec::new();
+            for i in 0..args.runs {
+                progress.set_message(format!("latency run {}/{}", i + 1, args.runs));
+                let store = target.fresh(config).await?;
+                let producer = if cross {
+                    target.second(config).await?
+                } else {
+                    store.clone()
+                };
+                runs.push(latency(&store, &producer, &args).await?);
+                if cross {
+                    producer.close().await;
+                }
+                store.close().await;
+            }
+            measure(if cross { "latency_cross" } else { "latency" }, 1, runs);
+        }
+    }
+    progress.finish_and_clear();
+    if !args.json {
+        print_table(&results);
+    }
+    Ok(())
+}
+
+/// Where the fresh databases go.
+struct Target {
+    dir: tempfile::TempDir,
+    url: Option<String>,
+    counter: std::sync::atomic::AtomicUsize,
+}
+
+impl Target {
+    fn new(database: Option<&str>) -> anyhow::Result<Target> {
+        if let Some(url) = database
+            && !url.starts_with("sqlite:")
+        {
+            anyhow::bail!("drover bench supports sqlite:// databases in this build");
+        }
+        Ok(Target {
+            dir: tempfile::Builder::new().prefix("drover-bench-").tempdir()?,
+            url: database.map(str::to_owned),
+            counter: Default::default(),
+        })
+    }
+
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    /// The URL of the `n`th fresh database: a new file in the temporary directory, or, with
+    /// `--database sqlite://DIR/NAME.db`, a new file beside the named one (so the disk under
+    /// test is the user's choice).
+    fn url(&self, n: usize) -> String {
+        match &self.url {
+            None => format!("sqlite://{}/bench-{n}.db", self.dir.path().display()),
+            Some(url) => {
+                let rest = url.trim_start_matches("sqlite://");
+                let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+                let query = if query.is_empty() {
+                    String::new()
+                } else {
+                    format!("?{query}")
+                };
+                format!("sqlite://{path}.bench-{n}{query}")
+            }
+        }
+    }
+
+    /// A fresh, migrated database.
+    async fn fresh(&self, config: &Config) -> anyhow::Result<DynStore> {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        backend::open(&self.url(n), config, true).await
+    }
+
+    /// A second, independent store on the newest fresh database.
+    async fn second(&self, config: &Config) -> anyhow::Result<DynStore> {
+        let n = self.counter.load(std::sync::atomic::Ordering::Relaxed) - 1;
+        backend::open(&self.url(n), config, false).await
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        // Files beside a user-named database are removed too.
+        if let Some(url) = &self.url {
+            let path = url.trim_start_matches("sqlite://");
+            let path = path.split('?').next().unwrap_or(path);
+            for n in 0..self.counter.load(std::sync::atomic::Ordering::Relaxed) {
+                for suffix in ["", "-wal", "-shm", "-wake"] {
+                    let _ = std::fs::remove_file(format!("{path}.bench-{n}{suffix}"));
+                }
+            }
+        }
+    }
+}
+
+fn noop_jobs(n: usize) -> Vec<NewJob> {
+    (0..n)
+        .map(|i| {
+            let mut job = NewJob::new("drover.noop", format!(r#"{{"i":{i}}}"#));
+            job.queue = QUEUE.into();
+            job
+        })
+        .collect()
+}
+
+fn client(store: &DynStore) -> Client {
+    Client::new(
+        store.clone(),
+        Arc::new(drover_core::SystemClock),
+        Default::default(),
+        HashMap::new(),
+    )
+}
+
+async fn enqueue_bulk(store: &DynStore, n: usize) -> anyhow::Result<Run> {
+    let client = client(store);
+    let jobs = noop_jobs(n);
+    let start = Instant::now();
+    for chunk in jobs.chunks(BULK_CHUNK) {
+        client.insert(chunk.to_vec()).await?;
+    }
+    Ok(Run {
+        n,
+        secs: start.elapsed().as_secs_f64(),
+        latencies_ms: Vec::new(),
+    })
+}
+
+async fn enqueue_single(store: &DynStore, n: usize, producers: usize) -> anyhow::Result<Run> {
+    let client = client(store);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let client = client.clone();
+        let share = n / producers + usize::from(p < n % producers);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..share {
+                let request =
+                    EnqueueRequest::raw("drover.noop", format!(r#"{{"i":{i}}}"#)).queue(QUEUE);
+                client.enqueue(request).await?;
+            }
+            Ok::<_, drover::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(Run {
+        n,
+        secs: start.elapsed().as_secs_f64(),
+        latencies_ms: Vec::new(),
+    })
+}
+
+fn bench_engine(
+    store: &DynStore,
+    concurrency: usize,
+    task: Arc<dyn RawTask>,
+) -> anyhow::Result<Engine> {
+    Ok(Engine::builder(store.clone())
+        .config(EngineConfig {
+            queues: [(QUEUE.to_owned(), concurrency)].into(),
+            // Only wake-ups may explain a quick start.
+            poll_interval: Duration::from_secs(60),
+            ..EngineConfig::default()
+        })
+        .builtin_tasks()
+        .raw_task(task)
+        .build()?)
+}
+
+async fn drain(store: &DynStore, n: usize, concurrency: usize) -> anyhow::Result<Run> {
+    let client = client(store);
+    for chunk in noop_jobs(n).chunks(BULK_CHUNK) {
+        client.insert(chunk.to_vec()).await?;
+    }
+    let engine = bench_engine(store, concurrency, Arc::new(drover::builtin::Noop))?;
+    let start = Instant::now();
+    let handle = engine.start();
+    // The engine counts a completion once the store has committed it.
+    while handle.stats().completed < n as u64 {
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    handle.shutdown().await;
+    Ok(Run {
+        n,
+        secs,
+        latencies_ms: Vec::new(),
+    })
+}
+
+/// Reports the moment each job's handler starts.
+struct Stamp(mpsc::UnboundedSender<(JobId, Instant)>);
+
+#[async_trait]
+impl RawTask for Stamp {
+    fn kind(&self) -> &str {
+        "bench.stamp"
+    }
+
+    async fn run_raw(&self, ctx: JobContext, _args: String) -> Result<(), JobError> {
+        let _ = self.0.send((ctx.id(), Instant::now()));
+        Ok(())
+    }
+}
+
+async fn latency(store: &DynStore, producer: &DynStore, args: &BenchArgs) -> anyhow::Result<Run> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let handle = bench_engine(store, args.concurrency, Arc::new(Stamp(tx)))?.start();
+    let client = client(producer);
+    // Let the engine settle into its idle wait.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut sent = HashMap::new();
+    let start = Instant::now();
+    for _ in 0..args.latency_jobs {
+        let before = Instant::now();
+        let job = client
+            .enqueue(EnqueueRequest::raw("bench.stamp", "{}").queue(QUEUE))
+            .await?;
+        sent.insert(job.id, before);
+        tokio::time::sleep(args.latency_gap).await;
+    }
+    let mut latencies = Vec::with_capacity(args.latency_jobs);
+    while latencies.len() < args.latency_jobs {
+        let (id, started) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("a latency job did not start within 30 s"))?
+            .ok_or_else(|| anyhow::anyhow!("engine stopped"))?;
+        let before = sent[&id];
+        latencies.push(started.duration_since(before).as_secs_f64() * 1000.0);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    handle.shutdown().await;
+    Ok(Run {
+        n: args.latency_jobs,
+        secs,
+        latencies_ms: latencies,
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn summarize(
+    target: &Target,
+    name: &'static str,
+    args: &BenchArgs,
+    producers: usize,
+    runs: Vec<Run>,
+) -> Measure {
+    let n = runs[0].n;
+    let mut secs: Vec<f64> = runs.iter().map(|r| r.secs).collect();
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.n as f64 / r.secs).collect();
+    let latency = !runs[0].latencies_ms.is_empty();
+    let (p50, p99, max, all) = if latency {
+        let per_run: Vec<(f64, f64, f64)> = runs
+            .iter()
+            .map(|r| {
+                let mut l = r.latencies_ms.clone();
+                l.sort_by(f64::total_cmp);
+                (
+                    percentile(&l, 50.0),
+                    percentile(&l, 99.0),
+                    *l.last().unwrap(),
+                )
+            })
+            .collect();
+        let mut p50s: Vec<f64> = per_run.iter().map(|r| r.0).collect();
+        let mut p99s: Vec<f64> = per_run.iter().map(|r| r.1).collect();
+        let mut maxes: Vec<f64> = per_run.iter().map(|r| r.2).collect();
+        let all = p50s.clone();
+        (
+            Some(median(&mut p50s)),
+            Some(median(&mut p99s)),
+            Some(median(&mut maxes)),
+            all,
+        )
+    } else {
+        (None, None, None, rates.clone())
+    };
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    Measure {
+        system: "drover",
+        version: env!("CARGO_PKG_VERSION"),
+        backend: target.backend().to_owned(),
+        measure: name,
+        n,
+        concurrency: if matches!(name, "drain" | "latency" | "latency_cross") {
+            args.concurrency
+        } else {
+            1
+        },
+        producers,
+        runs: runs.len(),
+        secs: round(median(&mut secs)),
+        jobs_per_sec: median(&mut rates).round(),
+        p50_ms: p50.map(round),
+        p99_ms: p99.map(round),
+        max_ms: max.map(round),
+        all: all.into_iter().map(round).collect(),
+    }
+}
+
+fn print_table(results: &[Measure]) {
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|m| {
+            vec![
+                m.measure.to_owned(),
+                m.backend.clone(),
+                m.n.to_string(),
+                m.concurrency.to_string(),
+                m.producers.to_string(),
+                format!("{:.0}", m.jobs_per_sec),
+                m.p50_ms
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+                m.p99_ms
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+                m.max_ms
+                    .map(|v| format!("{v:.2}"))
+                    .unwrap_or_else(|| "-".into()),
+                m.runs.to_string(),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "MEASURE",
+            "BACKEND",
+            "N",
+            "CONC",
+            "PRODUCERS",
+            "JOBS/S",
+            "P50 MS",
+            "P99 MS",
+            "MAX MS",
+            "RUNS",
+        ],
+        &rows,
+    );
+    println!("(medians of the runs; latency measures report jobs/s of the paced enqueue only)");
+}
