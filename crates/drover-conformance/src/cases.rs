@@ -655,3 +655,142 @@ pub async fn enqueue_wakes_subscribers(store: DynStore) {
         .expect("woken within 5 s")
         .expect("store alive");
 }
+
+fn elect_params(who: &str, now: Timestamp) -> drover_core::LeaderElectParams {
+    drover_core::LeaderElectParams {
+        name: "default".into(),
+        leader_id: who.into(),
+        ttl: Duration::from_secs(10),
+        now: Some(now),
+    }
+}
+
+/// One term at a time: a second candidate loses while the term is unexpired, wins after it
+/// expires with a higher term, and the old leader can no longer extend its term.
+pub async fn leader_election_grants_one_term_at_a_time(store: DynStore) {
+    let a = store
+        .leader_attempt_elect(elect_params("a", t0()))
+        .await
+        .unwrap()
+        .expect("a is elected");
+    assert_eq!(a.expires_at, at(10));
+    assert!(
+        store
+            .leader_attempt_elect(elect_params("b", at(5)))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let renewed = store
+        .leader_attempt_reelect(drover_core::LeaderReelectParams {
+            name: "default".into(),
+            leader_id: "a".into(),
+            term: a.term,
+            ttl: Duration::from_secs(10),
+            now: Some(at(8)),
+        })
+        .await
+        .unwrap()
+        .expect("a extends its term");
+    assert_eq!(renewed.expires_at, at(18));
+    assert!(
+        store
+            .leader_attempt_elect(elect_params("b", at(17)))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let b = store
+        .leader_attempt_elect(elect_params("b", at(18)))
+        .await
+        .unwrap()
+        .expect("b takes over once a's term expired");
+    assert!(b.term > a.term);
+    let stale = store
+        .leader_attempt_reelect(drover_core::LeaderReelectParams {
+            name: "default".into(),
+            leader_id: "a".into(),
+            term: a.term,
+            ttl: Duration::from_secs(10),
+            now: Some(at(19)),
+        })
+        .await
+        .unwrap();
+    assert!(stale.is_none(), "a lost its term");
+    let leader = store
+        .leader_get("default".into(), Some(at(20)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((leader.leader_id.as_str(), leader.term), ("b", b.term));
+    assert!(
+        store
+            .leader_get("default".into(), Some(at(100)))
+            .await
+            .unwrap()
+            .is_none(),
+        "an expired term shows no leader"
+    );
+}
+
+/// A resignation hands over at once, and only the holder of the term can resign.
+pub async fn leader_resign_hands_over_at_once(store: DynStore) {
+    let a = store
+        .leader_attempt_elect(elect_params("a", t0()))
+        .await
+        .unwrap()
+        .unwrap();
+    let wrong = drover_core::LeaderResignParams {
+        name: "default".into(),
+        leader_id: "b".into(),
+        term: a.term,
+    };
+    assert!(!store.leader_resign(wrong).await.unwrap());
+    let right = drover_core::LeaderResignParams {
+        name: "default".into(),
+        leader_id: "a".into(),
+        term: a.term,
+    };
+    assert!(store.leader_resign(right).await.unwrap());
+    let b = store
+        .leader_attempt_elect(elect_params("b", at(1)))
+        .await
+        .unwrap()
+        .expect("b is elected right after the resignation");
+    assert_eq!(b.term, a.term + 1);
+}
+
+/// Processes register, heartbeat, list, and are pruned when silent.
+pub async fn process_registry_tracks_heartbeats(store: DynStore) {
+    let upsert = |id: &str, now| drover_core::ProcessUpsertParams {
+        id: id.into(),
+        host: "host-1".into(),
+        pid: 42,
+        queues: vec!["default".into(), "mail".into()],
+        version: "0.1.0".into(),
+        now: Some(now),
+    };
+    store.process_upsert(upsert("a", t0())).await.unwrap();
+    store.process_upsert(upsert("b", at(1))).await.unwrap();
+    store.process_upsert(upsert("a", at(30))).await.unwrap();
+    let list = store.process_list().await.unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0].id, "a");
+    assert_eq!(list[0].started_at, t0());
+    assert_eq!(list[0].heartbeat_at, at(30));
+    assert_eq!(
+        list[0].queues,
+        vec!["default".to_owned(), "mail".to_owned()]
+    );
+    assert_eq!(list[0].pid, 42);
+    let pruned = store
+        .process_prune(drover_core::ProcessPruneParams {
+            stale_after: Duration::from_secs(20),
+            now: Some(at(35)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1, "b was silent for 34 s");
+    store.process_delete("a".into()).await.unwrap();
+    assert!(store.process_list().await.unwrap().is_empty());
+}

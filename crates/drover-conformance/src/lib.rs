@@ -31,7 +31,10 @@ macro_rules! conformance_suite {
             cancel_pending_running_and_finished_jobs,
             operator_retry_is_recorded_and_resets_attempts,
             list_filters_and_counts,
-            enqueue_wakes_subscribers
+            enqueue_wakes_subscribers,
+            leader_election_grants_one_term_at_a_time,
+            leader_resign_hands_over_at_once,
+            process_registry_tracks_heartbeats
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

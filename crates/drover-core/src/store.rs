@@ -81,6 +81,44 @@ pub trait Store: Send + Sync + 'static {
     /// Job counts per queue and state.
     async fn job_count_by_queue(&self) -> Result<Vec<QueueStateCount>, StoreError>;
 
+    /// Becomes the leader named `params.name` if nobody holds an unexpired term: takes a new
+    /// term (one more than the last) that expires `ttl` from now. `None` when another process
+    /// leads (an expected outcome, not an error).
+    async fn leader_attempt_elect(
+        &self,
+        params: LeaderElectParams,
+    ) -> Result<Option<LeaderTerm>, StoreError>;
+
+    /// Extends this process's own term, if it still holds it unexpired. `None` when the term
+    /// was lost: the caller must stop acting as leader.
+    async fn leader_attempt_reelect(
+        &self,
+        params: LeaderReelectParams,
+    ) -> Result<Option<LeaderTerm>, StoreError>;
+
+    /// Gives up a term held by this process so that another can take over at once. False when
+    /// the term was no longer held.
+    async fn leader_resign(&self, params: LeaderResignParams) -> Result<bool, StoreError>;
+
+    /// The current leader, if its term has not expired.
+    async fn leader_get(
+        &self,
+        name: String,
+        now: Option<Timestamp>,
+    ) -> Result<Option<LeaderRecord>, StoreError>;
+
+    /// Registers a process, or records its heartbeat.
+    async fn process_upsert(&self, params: ProcessUpsertParams) -> Result<(), StoreError>;
+
+    /// Removes a process from the registry (graceful exit).
+    async fn process_delete(&self, id: String) -> Result<(), StoreError>;
+
+    /// Every registered process, oldest first.
+    async fn process_list(&self) -> Result<Vec<ProcessRecord>, StoreError>;
+
+    /// Removes processes whose last heartbeat is older than `stale_after`. Returns how many.
+    async fn process_prune(&self, params: ProcessPruneParams) -> Result<u64, StoreError>;
+
     /// Wake-ups: the value changes whenever jobs may have become available (an enqueue in this
     /// process, or in another one when the backend can tell).
     fn wakeups(&self) -> watch::Receiver<u64>;
@@ -314,6 +352,116 @@ pub struct QueueStateCount {
     pub state: JobState,
     /// Number of jobs.
     pub count: u64,
+}
+
+/// Params of [`Store::leader_attempt_elect`].
+#[derive(Debug, Clone)]
+pub struct LeaderElectParams {
+    /// Which leadership (one per cluster: `default`).
+    pub name: String,
+    /// The candidate process's id.
+    pub leader_id: String,
+    /// How long the term lasts unless extended.
+    pub ttl: Duration,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// Params of [`Store::leader_attempt_reelect`].
+#[derive(Debug, Clone)]
+pub struct LeaderReelectParams {
+    /// Which leadership.
+    pub name: String,
+    /// The leader process's id.
+    pub leader_id: String,
+    /// The term it holds.
+    pub term: i64,
+    /// New length of the term, from now.
+    pub ttl: Duration,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// Params of [`Store::leader_resign`].
+#[derive(Debug, Clone)]
+pub struct LeaderResignParams {
+    /// Which leadership.
+    pub name: String,
+    /// The leader process's id.
+    pub leader_id: String,
+    /// The term it holds.
+    pub term: i64,
+}
+
+/// A term won or extended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LeaderTerm {
+    /// Increases every time leadership changes hands; leader-only writes check it.
+    pub term: i64,
+    /// When this term began.
+    pub elected_at: Timestamp,
+    /// When it ends unless extended (database clock).
+    pub expires_at: Timestamp,
+}
+
+/// The leader as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaderRecord {
+    /// Which leadership.
+    pub name: String,
+    /// The leader process's id.
+    pub leader_id: String,
+    /// Its term.
+    pub term: i64,
+    /// When the term began.
+    pub elected_at: Timestamp,
+    /// When it ends unless extended.
+    pub expires_at: Timestamp,
+}
+
+/// Params of [`Store::process_upsert`].
+#[derive(Debug, Clone)]
+pub struct ProcessUpsertParams {
+    /// Process id (`host:pid:random`).
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// OS process id.
+    pub pid: u32,
+    /// Queues it works.
+    pub queues: Vec<String>,
+    /// Drover version.
+    pub version: String,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// A registered process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessRecord {
+    /// Process id.
+    pub id: String,
+    /// Host name.
+    pub host: String,
+    /// OS process id.
+    pub pid: u32,
+    /// Queues it works.
+    pub queues: Vec<String>,
+    /// Drover version.
+    pub version: String,
+    /// When it registered.
+    pub started_at: Timestamp,
+    /// Its last heartbeat.
+    pub heartbeat_at: Timestamp,
+}
+
+/// Params of [`Store::process_prune`].
+#[derive(Debug, Clone)]
+pub struct ProcessPruneParams {
+    /// Processes silent for longer than this are removed.
+    pub stale_after: Duration,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
 }
 
 /// The wake-up channel a backend feeds and the engine listens to: a counter bumped whenever

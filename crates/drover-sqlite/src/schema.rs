@@ -4,9 +4,10 @@
 use rusqlite::Connection;
 
 /// Migrations, in order. Never edit one that has shipped: add a new one.
-const MIGRATIONS: &[(u32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE drover_jobs (
     id                  INTEGER PRIMARY KEY AUTOINCREMENT,
     queue               TEXT    NOT NULL,
@@ -42,10 +43,34 @@ CREATE UNIQUE INDEX drover_jobs_unique ON drover_jobs (unique_key)
     WHERE unique_key IS NOT NULL
       AND state IN ('scheduled', 'available', 'running', 'retryable');
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- One row per leadership; the holder renews expires_at, and term grows with every change of
+-- hands so that leader-only writes can check they come from the current term.
+CREATE TABLE drover_leader (
+    name       TEXT    PRIMARY KEY,
+    leader_id  TEXT    NOT NULL,
+    term       INTEGER NOT NULL,
+    elected_at TEXT    NOT NULL,
+    expires_at TEXT    NOT NULL
+);
+CREATE TABLE drover_processes (
+    id           TEXT    PRIMARY KEY,
+    host         TEXT    NOT NULL,
+    pid          INTEGER NOT NULL,
+    queues       TEXT    NOT NULL,
+    version      TEXT    NOT NULL,
+    started_at   TEXT    NOT NULL,
+    heartbeat_at TEXT    NOT NULL
+);
+"#,
+    ),
+];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 1;
+pub(crate) const LATEST: u32 = 2;
 
 /// Applies what is missing; returns the versions applied.
 pub(crate) fn migrate(conn: &Connection, now: &str) -> rusqlite::Result<Vec<u32>> {

@@ -8,8 +8,9 @@ use async_trait::async_trait;
 use drover_core::{
     CancelResult, ClaimResult, FinishResult, InsertedJob, JobCancelParams, JobClaimParams,
     JobFinishParams, JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobRecord,
-    JobRescueParams, JobRetryParams, LeaseStatus, MigrateReport, QueueStateCount, RescuedJob,
-    Store, StoreError, Wakeups,
+    JobRescueParams, JobRetryParams, LeaderElectParams, LeaderRecord, LeaderReelectParams,
+    LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport, ProcessPruneParams, ProcessRecord,
+    ProcessUpsertParams, QueueStateCount, RescuedJob, Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use rusqlite::Connection;
@@ -19,7 +20,7 @@ use crate::config::{SqliteConfig, Synchronous};
 use crate::readers::Readers;
 use crate::wake::{WakeFile, watch as watch_wake_file};
 use crate::writer::{Writer, is_busy};
-use crate::{jobs, schema, time};
+use crate::{cluster, jobs, schema, time};
 
 /// A [`Store`] on one SQLite file. See the crate documentation for its design.
 pub struct SqliteStore {
@@ -312,6 +313,75 @@ impl Store for SqliteStore {
     async fn job_count_by_queue(&self) -> Result<Vec<QueueStateCount>, StoreError> {
         self.ensure_migrated().await?;
         self.readers.read(jobs::count_by_queue).await
+    }
+
+    async fn leader_attempt_elect(
+        &self,
+        params: LeaderElectParams,
+    ) -> Result<Option<LeaderTerm>, StoreError> {
+        self.write(move |cx| sql(cluster::elect(cx.conn, &params, now_or_clock(params.now))))
+            .await
+    }
+
+    async fn leader_attempt_reelect(
+        &self,
+        params: LeaderReelectParams,
+    ) -> Result<Option<LeaderTerm>, StoreError> {
+        self.write(move |cx| sql(cluster::reelect(cx.conn, &params, now_or_clock(params.now))))
+            .await
+    }
+
+    async fn leader_resign(&self, params: LeaderResignParams) -> Result<bool, StoreError> {
+        self.write(move |cx| {
+            let resigned = sql(cluster::resign(cx.conn, &params))?;
+            // Other processes' electors listen to wake-ups: the handover is immediate.
+            cx.wake |= resigned;
+            Ok(resigned)
+        })
+        .await
+    }
+
+    async fn leader_get(
+        &self,
+        name: String,
+        now: Option<Timestamp>,
+    ) -> Result<Option<LeaderRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers
+            .read(move |conn| cluster::leader(conn, &name, now_or_clock(now)))
+            .await
+    }
+
+    async fn process_upsert(&self, params: ProcessUpsertParams) -> Result<(), StoreError> {
+        self.write(move |cx| {
+            sql(cluster::process_upsert(
+                cx.conn,
+                &params,
+                now_or_clock(params.now),
+            ))
+        })
+        .await
+    }
+
+    async fn process_delete(&self, id: String) -> Result<(), StoreError> {
+        self.write(move |cx| sql(cluster::process_delete(cx.conn, &id)))
+            .await
+    }
+
+    async fn process_list(&self) -> Result<Vec<ProcessRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers.read(cluster::process_list).await
+    }
+
+    async fn process_prune(&self, params: ProcessPruneParams) -> Result<u64, StoreError> {
+        self.write(move |cx| {
+            sql(cluster::process_prune(
+                cx.conn,
+                params.stale_after,
+                now_or_clock(params.now),
+            ))
+        })
+        .await
     }
 
     fn wakeups(&self) -> watch::Receiver<u64> {

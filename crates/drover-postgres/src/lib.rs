@@ -1,0 +1,1 @@
+//! Drover's [`Store`](drover_core::Store) on PostgreSQL. (Being written.)
