@@ -55,6 +55,8 @@ pub(crate) struct WorkerSection {
     pub(crate) rescue_interval: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub(crate) cancel_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) leader_ttl: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -77,6 +77,7 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
             .or(worker.shutdown_timeout)
             .unwrap_or(defaults.shutdown_timeout),
         cancel_grace: worker.cancel_grace.unwrap_or(Duration::from_secs(10)),
+        leader_ttl: worker.leader_ttl.unwrap_or(defaults.leader_ttl),
         limits: limits(config),
         process_id: None,
     };

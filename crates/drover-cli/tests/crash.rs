@@ -147,3 +147,31 @@ fn cancelling_from_another_process_stops_a_running_job() {
     let job = env.wait_job(id, Duration::from_secs(10), |j| state(j) == "cancelled");
     assert!(job["cancel_requested_at"].is_string());
 }
+
+#[test]
+fn another_process_leads_within_the_bound_after_the_leader_is_killed() {
+    let env = Env::new(
+        r#"
+[worker]
+leader_ttl = "2s"
+"#,
+    );
+    let mut first = env.spawn("first", &["worker"]);
+    first.wait_log("elected leader", T);
+    let second = env.spawn("second", &["worker"]);
+    let stats = env.stats();
+    let leader = &stats["leader"];
+    assert_eq!(leader["pid"], first.child.id(), "{stats:#}");
+    assert_eq!(stats["processes"].as_array().unwrap().len(), 2, "{stats:#}");
+
+    let killed = std::time::Instant::now();
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(T);
+    second.wait_log("elected leader", Duration::from_secs(15));
+    let took = killed.elapsed();
+    // ttl 2 s plus a retry interval of ttl/5: well under the 15 s bound even with slack.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    let stats = env.stats();
+    assert_eq!(stats["leader"]["pid"], second.child.id(), "{stats:#}");
+    assert!(stats["leader"]["term"].as_i64().unwrap() >= 2);
+}

@@ -26,6 +26,9 @@ pub struct EngineConfig {
     /// How long a cancelled run (shutdown, timeout) gets to stop before it is abandoned.
     /// Default 5 s.
     pub cancel_grace: Duration,
+    /// How long a leader's term lasts unless renewed; another process takes over within about
+    /// this long (plus a fifth) after the leader dies. Default 10 s.
+    pub leader_ttl: Duration,
     /// Input limits for enqueue.
     pub limits: Limits,
     /// Identity of this process in leases; default `host:pid:random`.
@@ -42,6 +45,7 @@ impl Default for EngineConfig {
             rescue_interval: None,
             shutdown_timeout: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(5),
+            leader_ttl: Duration::from_secs(10),
             limits: Limits::default(),
             process_id: None,
         }
@@ -81,6 +85,12 @@ impl EngineConfig {
                 "heartbeat interval {:?} must be positive and shorter than the lease {:?}",
                 self.heartbeat_every(),
                 self.lease
+            )));
+        }
+        if self.leader_ttl < Duration::from_millis(300) {
+            return Err(Error::Config(format!(
+                "leader_ttl {:?} is shorter than 300ms",
+                self.leader_ttl
             )));
         }
         for (name, value) in [

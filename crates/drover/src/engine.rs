@@ -23,8 +23,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use drover_core::LeaderTerm;
 use drover_core::{Clock, DynStore, SystemClock};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +37,9 @@ use crate::error::Error;
 use crate::foreman;
 use crate::heartbeat;
 use crate::hooks::{FnHook, Hook, Hooks, JobEnd};
+use crate::leader::{Elector, LeaderService};
 use crate::runtime::{Shared, StopReason};
+use crate::services::presence::{self, Pruner};
 use crate::services::rescuer::{Rescuer, RescuerConfig};
 use crate::stats::EngineStats;
 use crate::task::{RawTask, Task, TaskOptions, Typed};
@@ -178,6 +181,7 @@ impl Engine {
             outcomes,
             counters: Default::default(),
             settled: Default::default(),
+            health: Default::default(),
         });
         let stop_claiming = CancellationToken::new();
         let stop_services = CancellationToken::new();
@@ -197,14 +201,22 @@ impl Engine {
             .collect();
         let completer = tokio::spawn(completer::run(shared.clone(), outcomes_rx, abandon.clone()));
         let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), stop_services.clone()));
-        let rescuer = Rescuer::new(
-            shared.clone(),
-            RescuerConfig {
-                interval: shared.config.rescue_every(),
-                batch: 1000,
-            },
-        );
-        let rescuer = tokio::spawn(rescuer.run(stop_services.clone()));
+        let presence = tokio::spawn(presence::run(shared.clone(), stop_services.clone()));
+        let leader_services: Vec<Arc<dyn LeaderService>> = vec![
+            Arc::new(Rescuer::new(
+                shared.clone(),
+                RescuerConfig {
+                    interval: shared.config.rescue_every(),
+                    batch: 1000,
+                },
+            )),
+            Arc::new(Pruner {
+                shared: shared.clone(),
+            }),
+        ];
+        let (leader_tx, leader) = watch::channel(None);
+        let elector = Elector::new(shared.clone(), leader_services, leader_tx);
+        let elector = tokio::spawn(elector.run(stop_services.clone()));
         tracing::info!(process = %shared.process_id, queues = ?shared.config.queues,
             backend = shared.store.backend(), "engine started");
         EngineHandle {
@@ -213,7 +225,8 @@ impl Engine {
             stop_services,
             abandon,
             foremen,
-            services: vec![completer, heartbeat, rescuer],
+            services: vec![completer, heartbeat, presence, elector],
+            leader,
         }
     }
 
@@ -265,6 +278,7 @@ pub struct EngineHandle {
     abandon: CancellationToken,
     foremen: Vec<JoinHandle<()>>,
     services: Vec<JoinHandle<()>>,
+    leader: watch::Receiver<Option<LeaderTerm>>,
 }
 
 impl std::fmt::Debug for EngineHandle {
@@ -300,6 +314,21 @@ impl EngineHandle {
     /// This process's identity in leases.
     pub fn process_id(&self) -> &str {
         &self.shared.process_id
+    }
+
+    /// The term this process leads in, if it leads.
+    pub fn leader_term(&self) -> Option<LeaderTerm> {
+        *self.leader.borrow()
+    }
+
+    /// Changes whenever this process gains or loses leadership.
+    pub fn leadership(&self) -> watch::Receiver<Option<LeaderTerm>> {
+        self.leader.clone()
+    }
+
+    /// When each background service last completed a tick successfully.
+    pub fn health(&self) -> std::collections::BTreeMap<&'static str, jiff::Timestamp> {
+        self.shared.health.snapshot()
     }
 
     /// Shuts down with the configured `shutdown_timeout`. See the module documentation.
@@ -373,6 +402,17 @@ async fn wait_idle(shared: &Shared, limit: Duration) -> bool {
             _ = settled => {}
             _ = tokio::time::sleep_until(deadline) => return shared.running_count() == 0,
         }
+    }
+}
+
+/// The host and pid encoded in a process id made by [`process_id`].
+pub(crate) fn host_and_pid(process_id: &str) -> (String, u32) {
+    let mut parts = process_id.rsplitn(3, ':');
+    let _random = parts.next();
+    let pid = parts.next().and_then(|p| p.parse().ok());
+    match (pid, parts.next()) {
+        (Some(pid), Some(host)) => (host.to_owned(), pid),
+        _ => (process_id.to_owned(), std::process::id()),
     }
 }
 

@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     /// Notified whenever a run's outcome has been recorded (or abandoned).
     pub(crate) settled: Notify,
+    /// Last successful tick of each background service.
+    pub(crate) health: crate::health::Health,
 }
 
 impl Shared {

@@ -472,3 +472,63 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
     assert!(err.to_string().starts_with("job 2: invalid args"), "{err}");
     assert!(h.store.job_count_by_queue().await.unwrap().is_empty());
 }
+
+async fn wait_leading(handle: &EngineHandle, leading: bool) {
+    let mut leadership = handle.leadership();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        leadership.wait_for(|term| term.is_some() == leading),
+    )
+    .await
+    .expect("leadership changed in time")
+    .expect("engine alive");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_engine_leads_and_hands_over_on_shutdown() {
+    let h = harness().await;
+    let config = EngineConfig {
+        leader_ttl: Duration::from_secs(2),
+        ..quick_config()
+    };
+    let start = || {
+        Engine::builder(h.store.clone())
+            .config(config.clone())
+            .builtin_tasks()
+            .build()
+            .unwrap()
+            .start()
+    };
+    let first = start();
+    wait_leading(&first, true).await;
+    let second = start();
+    // The second competes but cannot win while the first holds an unexpired term.
+    tokio::time::timeout(Duration::from_millis(1500), async {
+        let mut l = second.leadership();
+        l.wait_for(|t| t.is_some()).await.ok();
+    })
+    .await
+    .expect_err("the second engine must not lead while the first does");
+    let term = first.leader_term().unwrap().term;
+    let leader = h
+        .store
+        .leader_get("default".into(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leader.leader_id, first.process_id());
+    let processes = h.store.process_list().await.unwrap();
+    assert_eq!(processes.len(), 2, "{processes:?}");
+
+    first.shutdown().await;
+    // The resignation wakes the second at once; well within the ttl.
+    tokio::time::timeout(Duration::from_secs(1), async {
+        let mut l = second.leadership();
+        l.wait_for(|t| t.is_some()).await.unwrap();
+    })
+    .await
+    .expect("handed over within a second");
+    assert_eq!(second.leader_term().unwrap().term, term + 1);
+    assert_eq!(h.store.process_list().await.unwrap().len(), 1);
+    second.shutdown().await;
+}

@@ -9,8 +9,20 @@ use crate::config::Config;
 use crate::{backend, output};
 
 #[derive(Serialize)]
+struct Leader {
+    id: String,
+    host: String,
+    pid: Option<u32>,
+    term: i64,
+    elected_at: jiff::Timestamp,
+    expires_at: jiff::Timestamp,
+}
+
+#[derive(Serialize)]
 struct Stats {
     backend: &'static str,
+    leader: Option<Leader>,
+    processes: Vec<drover_core::ProcessRecord>,
     queues: BTreeMap<String, BTreeMap<JobState, u64>>,
     total: BTreeMap<JobState, u64>,
 }
@@ -18,8 +30,27 @@ struct Stats {
 pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Result<()> {
     let store = backend::open(url, config, false).await?;
     let counts = store.job_count_by_queue().await?;
+    let processes = store.process_list().await?;
+    let leader = store
+        .leader_get("default".into(), None)
+        .await?
+        .map(|leader| {
+            let process = processes.iter().find(|p| p.id == leader.leader_id);
+            Leader {
+                host: process
+                    .map(|p| p.host.clone())
+                    .unwrap_or_else(|| leader.leader_id.split(':').next().unwrap_or("").to_owned()),
+                pid: process.map(|p| p.pid),
+                id: leader.leader_id,
+                term: leader.term,
+                elected_at: leader.elected_at,
+                expires_at: leader.expires_at,
+            }
+        });
     let mut stats = Stats {
         backend: store.backend(),
+        leader,
+        processes,
         queues: BTreeMap::new(),
         total: JobState::ALL.iter().map(|&s| (s, 0)).collect(),
     };
@@ -45,5 +76,35 @@ pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Resul
     let mut rows: Vec<Vec<String>> = stats.queues.iter().map(|(q, c)| row(q, c)).collect();
     rows.push(row("(all)", &stats.total));
     output::table(&header, &rows);
+    println!();
+    match &stats.leader {
+        Some(leader) => println!(
+            "leader: {} (term {}, until {})",
+            leader.id,
+            leader.term,
+            output::time(leader.expires_at)
+        ),
+        None => println!("leader: none"),
+    }
+    let rows: Vec<Vec<String>> = stats
+        .processes
+        .iter()
+        .map(|p| {
+            vec![
+                p.id.clone(),
+                p.host.clone(),
+                p.pid.to_string(),
+                p.queues.join(","),
+                output::time(p.started_at),
+                output::time(p.heartbeat_at),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        output::table(
+            &["PROCESS", "HOST", "PID", "QUEUES", "STARTED", "LAST SEEN"],
+            &rows,
+        );
+    }
     Ok(())
 }

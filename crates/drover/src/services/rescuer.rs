@@ -1,6 +1,7 @@
 //! The rescuer: finds running jobs whose lease expired (their process died or stalled) and makes
 //! them available again, or discards them (at-most-once, or no attempts left), with the reason
-//! recorded. Safe to run in several processes at once: every rescue is a fenced write.
+//! recorded. It runs on the leader only, but would be safe in several processes at once: every
+//! rescue is a fenced write.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use drover_core::{JobRescueParams, JobState, RescuedJob, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::hooks::JobEnd;
+use crate::leader::LeaderService;
 use crate::runtime::Shared;
 use crate::stats::Counters;
 
@@ -33,15 +35,16 @@ impl Rescuer {
     }
 
     /// Runs a pass every interval until `stop` fires.
-    pub(crate) async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(&self, stop: CancellationToken) {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = ticker.tick() => {
-                    if let Err(err) = self.run_once().await {
-                        tracing::warn!(error = %err, "rescuer pass failed");
+                    match self.run_once().await {
+                        Ok(_) => self.shared.health.ok("rescuer"),
+                        Err(err) => tracing::warn!(error = %err, "rescuer pass failed"),
                     }
                 }
             }
@@ -81,5 +84,16 @@ impl Rescuer {
                 return Ok(all);
             }
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl LeaderService for Rescuer {
+    fn name(&self) -> &'static str {
+        "rescuer"
+    }
+
+    async fn run(self: Arc<Self>, _term: drover_core::LeaderTerm, stop: CancellationToken) {
+        Rescuer::run(&self, stop).await;
     }
 }
