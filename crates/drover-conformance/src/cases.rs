@@ -794,3 +794,225 @@ pub async fn process_registry_tracks_heartbeats(store: DynStore) {
     store.process_delete("a".into()).await.unwrap();
     assert!(store.process_list().await.unwrap().is_empty());
 }
+
+fn fence(store_leader: &str, term: i64) -> drover_core::LeaderFence {
+    drover_core::LeaderFence {
+        name: "default".into(),
+        leader_id: store_leader.into(),
+        term,
+    }
+}
+
+/// A fire time is enqueued once, however often it is fired, and only by the current term.
+pub async fn cron_fire_records_each_fire_time_once(store: DynStore) {
+    let a = store
+        .leader_attempt_elect(elect_params("a", t0()))
+        .await
+        .unwrap()
+        .unwrap();
+    let states = store
+        .cron_register(drover_core::CronRegisterParams {
+            names: vec!["nightly".into()],
+            now: Some(t0()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].registered_at, t0());
+    assert!(states[0].last_fire_at.is_none());
+    let fire = |fence, fire_at, now| {
+        let store = store.clone();
+        async move {
+            store
+                .cron_fire(drover_core::CronFireParams {
+                    schedule: "nightly".into(),
+                    fire_at,
+                    job: NewJob::new("report.build", r#"{"format":"pdf"}"#),
+                    fence,
+                    now: Some(now),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let first = fire(fence("a", a.term), at(3), at(3)).await;
+    let drover_core::CronFireResult::Fired { job_id } = first else {
+        panic!("first fire must enqueue: {first:?}");
+    };
+    assert_eq!(
+        fire(fence("a", a.term), at(3), at(4)).await,
+        drover_core::CronFireResult::AlreadyFired
+    );
+    let job = get(&store, job_id).await;
+    assert_eq!(job.kind, "report.build");
+    assert_eq!(job.args, serde_json::json!({"format": "pdf"}));
+
+    // Term a expires; b leads. A stale leader can no longer fire, even a new fire time.
+    let b = store
+        .leader_attempt_elect(elect_params("b", at(20)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        fire(fence("a", a.term), at(21), at(21)).await,
+        drover_core::CronFireResult::NotLeader
+    );
+    assert_eq!(
+        fire(fence("b", b.term), at(3), at(21)).await,
+        drover_core::CronFireResult::AlreadyFired,
+        "a new leader does not fire an old fire time again"
+    );
+    assert!(matches!(
+        fire(fence("b", b.term), at(21), at(21)).await,
+        drover_core::CronFireResult::Fired { .. }
+    ));
+    let states = store.cron_states().await.unwrap();
+    assert_eq!(states[0].last_fire_at, Some(at(21)));
+    let jobs = store
+        .job_list(JobListParams {
+            kind: Some("report.build".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2, "two fire times, two jobs");
+
+    // Pruning keeps each schedule's latest fire.
+    let pruned = store
+        .cron_prune(drover_core::CronPruneParams { before: at(1000) })
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    assert_eq!(
+        store.cron_states().await.unwrap()[0].last_fire_at,
+        Some(at(21))
+    );
+}
+
+fn jobs_policy(columns: Vec<String>, cutoff: Timestamp) -> drover_core::ArchiveParams {
+    drover_core::ArchiveParams {
+        table: "drover_jobs".into(),
+        archive_table: "drover_jobs_archive".into(),
+        columns,
+        id_column: "id".into(),
+        age_column: "attempted_at".into(),
+        fallback_column: Some("created_at".into()),
+        cutoff,
+        batch_size: 2,
+        finished_jobs_only: true,
+    }
+}
+
+/// The archiver moves finished rows past the cutoff — by the age column, or by the fallback
+/// where the age column is null — in bounded batches, and every row stays in exactly one table.
+pub async fn archive_moves_finished_rows_past_the_cutoff(store: DynStore) {
+    let columns = store
+        .table_columns("drover_jobs".into())
+        .await
+        .unwrap()
+        .expect("the jobs table exists");
+    assert!(columns.contains(&"id".to_owned()) && columns.contains(&"state".to_owned()));
+    assert_eq!(
+        store
+            .table_columns("drover_jobs_archive".into())
+            .await
+            .unwrap()
+            .unwrap(),
+        columns
+    );
+    assert!(
+        store
+            .table_columns("no_such_table".into())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Five old jobs: three run and completed at 1..3 s, one cancelled before it ran (no
+    // attempted_at: the fallback decides), one still waiting. One recent completed job.
+    let mut waiting = NewJob::new("k", "{}");
+    waiting.scheduled_at = Some(at(100_000));
+    let mut jobs = vec![NewJob::new("k", "{}"); 4];
+    jobs.push(waiting);
+    let old = insert(&store, jobs, t0()).await;
+    for (i, job) in claim(&store, "default", 3, "w", at(1))
+        .await
+        .iter()
+        .enumerate()
+    {
+        finish(&store, job, Outcome::Completed, at(2 + i as i64)).await;
+    }
+    store
+        .job_cancel(JobCancelParams {
+            id: old[3],
+            now: Some(at(5)),
+        })
+        .await
+        .unwrap();
+    let recent = insert_one(&store, NewJob::new("k", "{}"), at(100)).await;
+    let job = claim(&store, "default", 1, "w", at(101)).await.remove(0);
+    assert_eq!(job.id, recent);
+    finish(&store, &job, Outcome::Completed, at(102)).await;
+
+    let policy = jobs_policy(columns.clone(), at(50));
+    assert_eq!(store.archive_pending(policy.clone()).await.unwrap(), 4);
+    let mut moved = Vec::new();
+    loop {
+        let n = store.archive_batch(policy.clone()).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        assert!(n <= 2, "batches are bounded");
+        moved.push(n);
+    }
+    assert_eq!(moved.iter().sum::<u64>(), 4);
+    assert_eq!(store.archive_pending(policy.clone()).await.unwrap(), 0);
+    for id in &old[..4] {
+        assert!(
+            store.job_get(*id).await.unwrap().is_none(),
+            "job {id} archived"
+        );
+    }
+    assert_eq!(
+        get(&store, old[4]).await.state,
+        JobState::Scheduled,
+        "unfinished jobs stay"
+    );
+    assert_eq!(
+        get(&store, recent).await.state,
+        JobState::Completed,
+        "recent jobs stay"
+    );
+    // The archived rows are in the archive table: moving again finds nothing to do, and the
+    // archive has the same columns, so a second archive of the same ids is skipped.
+    let archive_policy = drover_core::ArchiveParams {
+        table: "drover_jobs_archive".into(),
+        archive_table: "drover_jobs_archive".into(),
+        ..jobs_policy(columns, at(50))
+    };
+    assert_eq!(store.archive_pending(archive_policy).await.unwrap(), 4);
+}
+
+/// Names that are not plain identifiers never reach SQL.
+pub async fn archive_refuses_names_that_are_not_identifiers(store: DynStore) {
+    let columns = vec!["id".to_owned()];
+    for table in ["drover_jobs; DROP TABLE drover_jobs", "it's", "a\"b", ""] {
+        let policy = drover_core::ArchiveParams {
+            table: table.into(),
+            ..jobs_policy(columns.clone(), t0())
+        };
+        assert!(matches!(
+            store.archive_batch(policy).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(store.table_columns(table.into()).await.is_err());
+    }
+    assert!(
+        store
+            .table_columns("drover_jobs".into())
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -34,7 +34,10 @@ macro_rules! conformance_suite {
             enqueue_wakes_subscribers,
             leader_election_grants_one_term_at_a_time,
             leader_resign_hands_over_at_once,
-            process_registry_tracks_heartbeats
+            process_registry_tracks_heartbeats,
+            cron_fire_records_each_fire_time_once,
+            archive_moves_finished_rows_past_the_cutoff,
+            archive_refuses_names_that_are_not_identifiers
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {

@@ -119,6 +119,34 @@ pub trait Store: Send + Sync + 'static {
     /// Removes processes whose last heartbeat is older than `stale_after`. Returns how many.
     async fn process_prune(&self, params: ProcessPruneParams) -> Result<u64, StoreError>;
 
+    /// Records that these cron schedules exist (first sight sets their registration time, the
+    /// baseline for missed fire times). Returns the state of every registered schedule.
+    async fn cron_register(&self, params: CronRegisterParams)
+    -> Result<Vec<CronState>, StoreError>;
+
+    /// Every registered schedule with its last fire.
+    async fn cron_states(&self) -> Result<Vec<CronState>, StoreError>;
+
+    /// Fires a schedule: in one transaction, checks that the leader term still holds, records
+    /// (schedule, fire time) — unique — and enqueues the job. A fire time is enqueued once,
+    /// however often this is called for it.
+    async fn cron_fire(&self, params: CronFireParams) -> Result<CronFireResult, StoreError>;
+
+    /// Deletes fire records older than `before`, keeping each schedule's latest.
+    async fn cron_prune(&self, params: CronPruneParams) -> Result<u64, StoreError>;
+
+    /// The columns of a table of this database, or `None` when it does not exist. `table` must
+    /// be a plain identifier (checked by the caller).
+    async fn table_columns(&self, table: String) -> Result<Option<Vec<String>>, StoreError>;
+
+    /// Moves up to `batch_size` rows past the cutoff from the hot table to its archive table in
+    /// one transaction: insert (skipping ids already archived), then delete. Returns the rows
+    /// moved (0 when none are left).
+    async fn archive_batch(&self, params: ArchiveParams) -> Result<u64, StoreError>;
+
+    /// How many rows of the hot table are past the cutoff.
+    async fn archive_pending(&self, params: ArchiveParams) -> Result<u64, StoreError>;
+
     /// Wake-ups: the value changes whenever jobs may have become available (an enqueue in this
     /// process, or in another one when the backend can tell).
     fn wakeups(&self) -> watch::Receiver<u64>;
@@ -462,6 +490,99 @@ pub struct ProcessPruneParams {
     pub stale_after: Duration,
     /// The time; `None` for the database clock.
     pub now: Option<Timestamp>,
+}
+
+/// Params of [`Store::cron_register`].
+#[derive(Debug, Clone)]
+pub struct CronRegisterParams {
+    /// Schedule names.
+    pub names: Vec<String>,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// What the database knows of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CronState {
+    /// Schedule name.
+    pub name: String,
+    /// When the schedule was first seen.
+    pub registered_at: Timestamp,
+    /// Its latest recorded fire time.
+    pub last_fire_at: Option<Timestamp>,
+    /// The job that fire enqueued.
+    pub last_job_id: Option<JobId>,
+}
+
+/// Proof that a write comes from the current leader term.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderFence {
+    /// Which leadership.
+    pub name: String,
+    /// The leader process's id.
+    pub leader_id: String,
+    /// The term it holds.
+    pub term: i64,
+}
+
+/// Params of [`Store::cron_fire`].
+#[derive(Debug, Clone)]
+pub struct CronFireParams {
+    /// Schedule name.
+    pub schedule: String,
+    /// The fire time (as the schedule computes it, not the time of firing).
+    pub fire_at: Timestamp,
+    /// The job to enqueue.
+    pub job: NewJob,
+    /// The term the firing process holds.
+    pub fence: LeaderFence,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// Answer of [`Store::cron_fire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CronFireResult {
+    /// Recorded and enqueued.
+    Fired {
+        /// The job enqueued.
+        job_id: JobId,
+    },
+    /// This fire time was already recorded: nothing done.
+    AlreadyFired,
+    /// The term no longer holds: nothing done.
+    NotLeader,
+}
+
+/// Params of [`Store::cron_prune`].
+#[derive(Debug, Clone)]
+pub struct CronPruneParams {
+    /// Fire records older than this go (each schedule's latest stays).
+    pub before: Timestamp,
+}
+
+/// One retention batch (also used to count what is pending).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveParams {
+    /// Hot table (a plain identifier, checked by the caller).
+    pub table: String,
+    /// Archive table with the same columns.
+    pub archive_table: String,
+    /// Every column, in one order, to copy.
+    pub columns: Vec<String>,
+    /// The unique id column of both tables.
+    pub id_column: String,
+    /// Rows whose age column is older than the cutoff are moved…
+    pub age_column: String,
+    /// …or, where the age column is null, rows whose fallback column is.
+    pub fallback_column: Option<String>,
+    /// The cutoff.
+    pub cutoff: Timestamp,
+    /// Most rows in one batch.
+    pub batch_size: usize,
+    /// Only rows of finished jobs (the built-in policy for Drover's own jobs).
+    pub finished_jobs_only: bool,
 }
 
 /// The wake-up channel a backend feeds and the engine listens to: a counter bumped whenever

@@ -116,6 +116,33 @@ pub fn check_name(field: &'static str, value: &str) -> Result<(), ValidationErro
     Ok(())
 }
 
+/// Checks a table or column name from configuration: a plain identifier (`[A-Za-z_][A-Za-z0-9_]*`,
+/// at most 63 characters), so that it can be quoted safely into SQL.
+pub fn check_identifier(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    let refuse = |reason| {
+        Err(ValidationError::Name {
+            field,
+            value: value.chars().take(80).collect(),
+            reason,
+        })
+    };
+    let mut chars = value.chars();
+    match chars.next() {
+        None => return refuse("must not be empty"),
+        Some(c) if !(c.is_ascii_alphabetic() || c == '_') => {
+            return refuse("must start with a letter or _");
+        }
+        _ => {}
+    }
+    if value.len() > 63 {
+        return refuse("longer than 63 characters");
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return refuse("may contain only letters, digits and _ (a plain identifier)");
+    }
+    Ok(())
+}
+
 fn check_unique_key(key: &str) -> Result<(), ValidationError> {
     let refuse = |reason| {
         Err(ValidationError::Name {
@@ -168,6 +195,18 @@ mod tests {
             limits.check_args(r#"{"a":"0123456789abcdef"}"#),
             Err(ValidationError::ArgsTooLarge { limit: 16, .. })
         ));
+    }
+
+    #[test]
+    fn identifiers_are_plain() {
+        assert!(check_identifier("table", "usage_details").is_ok());
+        assert!(check_identifier("table", "_t1").is_ok());
+        assert!(check_identifier("table", "usage\"; DROP TABLE x; --").is_err());
+        assert!(check_identifier("table", "a;b").is_err());
+        assert!(check_identifier("table", "it's").is_err());
+        assert!(check_identifier("table", "1abc").is_err());
+        assert!(check_identifier("table", "").is_err());
+        assert!(check_identifier("table", "schema.table").is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@
 mod cluster;
 mod config;
 mod jobs;
+mod maintenance;
 mod readers;
 mod schema;
 mod store;

@@ -41,10 +41,22 @@ impl Readers {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.read_with(move |conn| read(conn).map_err(map_err))
+            .await
+    }
+}
+
+impl Readers {
+    /// Like [`Readers::read`], for reads that return store errors of their own.
+    pub(crate) async fn read_with<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let conn = inner.checkout()?;
-            let result = read(&conn).map_err(map_err);
+            let result = read(&conn);
             inner.checkin(conn);
             result
         })

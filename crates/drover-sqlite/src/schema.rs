@@ -67,10 +67,54 @@ CREATE TABLE drover_processes (
 );
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE drover_cron_schedules (
+    name          TEXT PRIMARY KEY,
+    registered_at TEXT NOT NULL
+);
+-- One row per (schedule, fire time), written in the same transaction as the job it enqueued.
+-- Never emptied by the job archiver, so that an archived job cannot make a fire time new again.
+CREATE TABLE drover_cron_fires (
+    schedule TEXT    NOT NULL,
+    fire_at  TEXT    NOT NULL,
+    job_id   INTEGER,
+    fired_at TEXT    NOT NULL,
+    PRIMARY KEY (schedule, fire_at)
+);
+-- Finished jobs move here, out of the hot table.
+CREATE TABLE drover_jobs_archive (
+    id                  INTEGER PRIMARY KEY,
+    queue               TEXT    NOT NULL,
+    kind                TEXT    NOT NULL,
+    args                TEXT    NOT NULL,
+    state               TEXT    NOT NULL,
+    priority            INTEGER NOT NULL,
+    attempt             INTEGER NOT NULL,
+    max_attempts        INTEGER NOT NULL,
+    delivery            TEXT    NOT NULL,
+    unique_key          TEXT,
+    scheduled_at        TEXT    NOT NULL,
+    created_at          TEXT    NOT NULL,
+    attempted_at        TEXT,
+    completed_at        TEXT,
+    lease_owner         TEXT,
+    lease_token         INTEGER,
+    lease_expires_at    TEXT,
+    cancel_requested_at TEXT,
+    step                TEXT,
+    errors              TEXT    NOT NULL,
+    history             TEXT    NOT NULL
+);
+CREATE INDEX drover_jobs_finished ON drover_jobs (completed_at)
+    WHERE state IN ('completed', 'discarded', 'cancelled');
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 2;
+pub(crate) const LATEST: u32 = 3;
 
 /// Applies what is missing; returns the versions applied.
 pub(crate) fn migrate(conn: &Connection, now: &str) -> rusqlite::Result<Vec<u32>> {

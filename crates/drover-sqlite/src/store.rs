@@ -6,7 +6,8 @@ use std::thread::JoinHandle;
 
 use async_trait::async_trait;
 use drover_core::{
-    CancelResult, ClaimResult, FinishResult, InsertedJob, JobCancelParams, JobClaimParams,
+    ArchiveParams, CancelResult, ClaimResult, CronFireParams, CronFireResult, CronPruneParams,
+    CronRegisterParams, CronState, FinishResult, InsertedJob, JobCancelParams, JobClaimParams,
     JobFinishParams, JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobRecord,
     JobRescueParams, JobRetryParams, LeaderElectParams, LeaderRecord, LeaderReelectParams,
     LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport, ProcessPruneParams, ProcessRecord,
@@ -20,7 +21,7 @@ use crate::config::{SqliteConfig, Synchronous};
 use crate::readers::Readers;
 use crate::wake::{WakeFile, watch as watch_wake_file};
 use crate::writer::{Writer, is_busy};
-use crate::{cluster, jobs, schema, time};
+use crate::{cluster, jobs, maintenance, schema, time};
 
 /// A [`Store`] on one SQLite file. See the crate documentation for its design.
 pub struct SqliteStore {
@@ -382,6 +383,59 @@ impl Store for SqliteStore {
             ))
         })
         .await
+    }
+
+    async fn cron_register(
+        &self,
+        params: CronRegisterParams,
+    ) -> Result<Vec<CronState>, StoreError> {
+        self.write(move |cx| {
+            sql(maintenance::cron_register(
+                cx.conn,
+                &params.names,
+                now_or_clock(params.now),
+            ))?;
+            sql(maintenance::cron_states(cx.conn))
+        })
+        .await
+    }
+
+    async fn cron_states(&self) -> Result<Vec<CronState>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers.read(maintenance::cron_states).await
+    }
+
+    async fn cron_fire(&self, params: CronFireParams) -> Result<CronFireResult, StoreError> {
+        self.write(move |cx| {
+            let result = maintenance::cron_fire(cx.conn, &params, now_or_clock(params.now))?;
+            cx.wake |= matches!(result, CronFireResult::Fired { .. });
+            Ok(result)
+        })
+        .await
+    }
+
+    async fn cron_prune(&self, params: CronPruneParams) -> Result<u64, StoreError> {
+        self.write(move |cx| sql(maintenance::cron_prune(cx.conn, params.before)))
+            .await
+    }
+
+    async fn table_columns(&self, table: String) -> Result<Option<Vec<String>>, StoreError> {
+        drover_core::validate::check_identifier("table", &table)?;
+        self.readers
+            .read(move |conn| maintenance::table_columns(conn, &table))
+            .await
+    }
+
+    async fn archive_batch(&self, params: ArchiveParams) -> Result<u64, StoreError> {
+        self.write(move |cx| maintenance::archive_batch(cx.conn, &params))
+            .await
+    }
+
+    async fn archive_pending(&self, params: ArchiveParams) -> Result<u64, StoreError> {
+        let inner = self.readers.clone();
+        inner
+            .read_with(move |conn| maintenance::archive_pending(conn, &params))
+            .await
     }
 
     fn wakeups(&self) -> watch::Receiver<u64> {
