@@ -30,17 +30,21 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::builtin;
-use crate::client::Client;
+use crate::client::{Client, EnqueueRequest, JobDefaults};
 use crate::completer;
 use crate::config::EngineConfig;
+use crate::cron::{CronSchedule, ParsedSchedule};
 use crate::error::Error;
 use crate::foreman;
 use crate::heartbeat;
 use crate::hooks::{FnHook, Hook, Hooks, JobEnd};
 use crate::leader::{Elector, LeaderService};
+use crate::retention::PreparedPolicy;
 use crate::runtime::{Shared, StopReason};
+use crate::services::archiver::Archiver;
 use crate::services::presence::{self, Pruner};
 use crate::services::rescuer::{Rescuer, RescuerConfig};
+use crate::services::scheduler::{CronJob, Scheduler, SchedulerService};
 use crate::stats::EngineStats;
 use crate::task::{RawTask, Task, TaskOptions, Typed};
 
@@ -51,6 +55,8 @@ pub struct EngineBuilder {
     config: EngineConfig,
     tasks: HashMap<String, Arc<dyn RawTask>>,
     hooks: Vec<Arc<dyn Hook>>,
+    cron: Vec<CronSchedule>,
+    retention: Vec<PreparedPolicy>,
 }
 
 impl EngineBuilder {
@@ -106,12 +112,45 @@ impl EngineBuilder {
         self.hook(FnHook(f))
     }
 
-    /// Validates the configuration and builds the engine.
+    /// Adds a cron schedule, fired by the leader.
+    pub fn cron(mut self, schedule: CronSchedule) -> Self {
+        self.cron.push(schedule);
+        self
+    }
+
+    /// Adds a retention policy (checked with [`crate::retention::prepare`]), run by the leader.
+    pub fn retention(mut self, policy: PreparedPolicy) -> Self {
+        self.retention.push(policy);
+        self
+    }
+
+    /// Validates the configuration — settings, task kinds, every cron expression and time zone,
+    /// every cron job — and builds the engine. Nothing starts on an error.
     pub fn build(self) -> Result<Engine, Error> {
         self.config.validate()?;
         for (kind, task) in &self.tasks {
             drover_core::validate::check_name("kind", kind)?;
             drover_core::validate::check_name("queue", &task.options().queue)?;
+        }
+        let defaults = job_defaults(&self.clock, &self.config, &self.tasks);
+        let mut names = std::collections::HashSet::new();
+        let mut cron = Vec::with_capacity(self.cron.len());
+        for schedule in self.cron {
+            if !names.insert(schedule.name.clone()) {
+                return Err(Error::Config(format!(
+                    "cron {:?} is declared twice",
+                    schedule.name
+                )));
+            }
+            let mut request = EnqueueRequest::raw(schedule.kind.clone(), schedule.args.clone());
+            request.queue = schedule.queue.clone();
+            let job = defaults.prepare(request).map_err(|err| {
+                Error::Config(format!("cron {:?}: invalid job: {err}", schedule.name))
+            })?;
+            cron.push(CronJob {
+                schedule: ParsedSchedule::parse(schedule)?,
+                job,
+            });
         }
         let process_id = self.config.process_id.clone().unwrap_or_else(process_id);
         Ok(Engine {
@@ -120,6 +159,8 @@ impl EngineBuilder {
             config: self.config,
             tasks: self.tasks,
             hooks: self.hooks,
+            cron,
+            retention: self.retention,
             process_id,
         })
     }
@@ -132,6 +173,8 @@ pub struct Engine {
     config: EngineConfig,
     tasks: HashMap<String, Arc<dyn RawTask>>,
     hooks: Vec<Arc<dyn Hook>>,
+    cron: Vec<CronJob>,
+    retention: Vec<PreparedPolicy>,
     process_id: String,
 }
 
@@ -154,7 +197,14 @@ impl Engine {
             config: EngineConfig::default(),
             tasks: HashMap::new(),
             hooks: Vec::new(),
+            cron: Vec::new(),
+            retention: Vec::new(),
         }
+    }
+
+    /// The cron schedules, checked.
+    pub fn cron_jobs(&self) -> &[CronJob] {
+        &self.cron
     }
 
     /// A client that enqueues with this engine's task defaults.
@@ -213,6 +263,14 @@ impl Engine {
             Arc::new(Pruner {
                 shared: shared.clone(),
             }),
+            Arc::new(SchedulerService {
+                scheduler: Scheduler::new(shared.store.clone(), shared.clock.clone(), self.cron),
+                shared: shared.clone(),
+            }),
+            Arc::new(Archiver {
+                shared: shared.clone(),
+                policies: self.retention,
+            }),
         ];
         let (leader_tx, leader) = watch::channel(None);
         let elector = Elector::new(shared.clone(), leader_services, leader_tx);
@@ -238,17 +296,25 @@ impl Engine {
     }
 }
 
+fn job_defaults(
+    clock: &Arc<dyn Clock>,
+    config: &EngineConfig,
+    tasks: &HashMap<String, Arc<dyn RawTask>>,
+) -> JobDefaults {
+    let defaults: HashMap<String, TaskOptions> = tasks
+        .iter()
+        .map(|(kind, task)| (kind.clone(), task.options()))
+        .collect();
+    JobDefaults::new(clock.clone(), config.limits, defaults)
+}
+
 fn client_for(
     store: &DynStore,
     clock: &Arc<dyn Clock>,
     config: &EngineConfig,
     tasks: &HashMap<String, Arc<dyn RawTask>>,
 ) -> Client {
-    let defaults: HashMap<String, TaskOptions> = tasks
-        .iter()
-        .map(|(kind, task)| (kind.clone(), task.options()))
-        .collect();
-    Client::new(store.clone(), clock.clone(), config.limits, defaults)
+    Client::with_defaults(store.clone(), job_defaults(clock, config, tasks))
 }
 
 /// How a shutdown went.

@@ -3,5 +3,7 @@
 //! tests call directly. Leader-only services implement `LeaderService` and are started by the
 //! elector (`crate::leader`).
 
+pub(crate) mod archiver;
 pub(crate) mod presence;
 pub mod rescuer;
+pub mod scheduler;

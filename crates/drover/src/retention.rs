@@ -1,0 +1,252 @@
+//! Retention policies: which rows of which table move to its archive table, and when.
+//!
+//! A policy is checked against the database before anything runs: table and column names must
+//! be plain identifiers, both tables must exist, and they must have the same columns (the error
+//! names the columns found on one side only). The cutoff is calendar arithmetic in UTC with the
+//! day clamped: 13 months before 2026-05-07 is 2025-04-07, one month before 2026-03-31 is
+//! 2026-02-28 — never days × 30.
+
+use std::collections::BTreeSet;
+
+use drover_core::{ArchiveParams, DynStore, StoreError, validate};
+use jiff::tz::TimeZone;
+use jiff::{Span, Timestamp, ToSpan};
+
+use crate::cron::{CatchUp, CronSchedule, ParsedSchedule};
+use crate::error::Error;
+
+/// How long rows stay in the hot table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Calendar months.
+    Months(u32),
+    /// Days of 24 hours.
+    Days(u32),
+}
+
+/// A retention policy, as declared.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionPolicy {
+    /// Unique name.
+    pub name: String,
+    /// Hot table.
+    pub table: String,
+    /// Archive table (same columns).
+    pub archive_table: String,
+    /// Unique id column of both tables. Default `id`.
+    pub id_column: String,
+    /// Rows older than the cutoff by this column move…
+    pub age_column: String,
+    /// …or by this one where the age column is null.
+    pub fallback_column: Option<String>,
+    /// How long rows stay.
+    pub keep: Keep,
+    /// Rows per transaction.
+    pub batch_size: usize,
+    /// When the leader runs the policy (cron expression, UTC).
+    pub schedule: String,
+    /// Only finished jobs (the built-in policy for Drover's own table).
+    pub finished_jobs_only: bool,
+}
+
+impl RetentionPolicy {
+    /// The built-in policy: Drover's own finished jobs (completed, discarded, cancelled) move to
+    /// `drover_jobs_archive` 7 days after they finished, checked every 10 minutes.
+    pub fn finished_jobs() -> Self {
+        Self {
+            name: "drover_jobs".into(),
+            table: "drover_jobs".into(),
+            archive_table: "drover_jobs_archive".into(),
+            id_column: "id".into(),
+            age_column: "completed_at".into(),
+            fallback_column: Some("created_at".into()),
+            keep: Keep::Days(7),
+            batch_size: 1000,
+            schedule: "*/10 * * * *".into(),
+            finished_jobs_only: true,
+        }
+    }
+}
+
+/// The cutoff at `now`: rows older than it are moved.
+pub fn cutoff(now: Timestamp, keep: Keep) -> Timestamp {
+    let span: Span = match keep {
+        Keep::Months(n) => (n as i64).months(),
+        Keep::Days(n) => (n as i64 * 24).hours(),
+    };
+    now.to_zoned(TimeZone::UTC)
+        .checked_sub(span)
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::MIN)
+}
+
+/// A policy checked against the database.
+#[derive(Debug, Clone)]
+pub struct PreparedPolicy {
+    /// The declaration.
+    pub policy: RetentionPolicy,
+    /// The columns both tables share, in the hot table's order.
+    pub columns: Vec<String>,
+    /// When it runs.
+    pub schedule: ParsedSchedule,
+}
+
+impl PreparedPolicy {
+    /// The store parameters of one batch at `now`.
+    pub fn params(&self, now: Timestamp) -> ArchiveParams {
+        let p = &self.policy;
+        ArchiveParams {
+            table: p.table.clone(),
+            archive_table: p.archive_table.clone(),
+            columns: self.columns.clone(),
+            id_column: p.id_column.clone(),
+            age_column: p.age_column.clone(),
+            fallback_column: p.fallback_column.clone(),
+            cutoff: cutoff(now, p.keep),
+            batch_size: p.batch_size,
+            finished_jobs_only: p.finished_jobs_only,
+        }
+    }
+
+    /// Moves every row past the cutoff at `now`, batch after batch; `on_batch` sees each batch's
+    /// row count. Returns the rows moved.
+    pub async fn run(
+        &self,
+        store: &DynStore,
+        now: Timestamp,
+        mut on_batch: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        let params = self.params(now);
+        let mut total = 0;
+        loop {
+            let moved = store.archive_batch(params.clone()).await?;
+            if moved == 0 {
+                return Ok(total);
+            }
+            total += moved;
+            on_batch(moved);
+        }
+    }
+
+    /// Rows past the cutoff at `now`.
+    pub async fn pending(&self, store: &DynStore, now: Timestamp) -> Result<u64, StoreError> {
+        store.archive_pending(self.params(now)).await
+    }
+}
+
+/// Checks a policy against the database. The error names the policy and what is wrong.
+pub async fn prepare(store: &DynStore, policy: RetentionPolicy) -> Result<PreparedPolicy, Error> {
+    let fail = |what: String| Error::Config(format!("retention {:?}: {what}", policy.name));
+    for (field, value) in [
+        ("table", Some(&policy.table)),
+        ("archive_table", Some(&policy.archive_table)),
+        ("id_column", Some(&policy.id_column)),
+        ("age_column", Some(&policy.age_column)),
+        ("fallback_column", policy.fallback_column.as_ref()),
+    ] {
+        if let Some(value) = value {
+            validate::check_identifier(field, value).map_err(|err| fail(err.to_string()))?;
+        }
+    }
+    if policy.table == policy.archive_table {
+        return Err(fail("table and archive_table are the same".into()));
+    }
+    if !(1..=100_000).contains(&policy.batch_size) {
+        return Err(fail(format!(
+            "batch_size {} is not between 1 and 100000",
+            policy.batch_size
+        )));
+    }
+    let columns_of = |table: String| async move {
+        store
+            .table_columns(table.clone())
+            .await
+            .map_err(|err| fail(format!("cannot read the columns of {table}: {err}")))?
+            .ok_or_else(|| fail(format!("table {table} does not exist")))
+    };
+    let hot = columns_of(policy.table.clone()).await?;
+    let archive = columns_of(policy.archive_table.clone()).await?;
+    let hot_set: BTreeSet<_> = hot.iter().collect();
+    let archive_set: BTreeSet<_> = archive.iter().collect();
+    if hot_set != archive_set {
+        let only = |a: &BTreeSet<&String>, b: &BTreeSet<&String>| {
+            a.difference(b)
+                .map(|c| c.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(fail(format!(
+            "{} and {} have different columns: only in {}: [{}]; only in {}: [{}]",
+            policy.table,
+            policy.archive_table,
+            policy.table,
+            only(&hot_set, &archive_set),
+            policy.archive_table,
+            only(&archive_set, &hot_set)
+        )));
+    }
+    for (field, column) in [
+        ("id_column", Some(&policy.id_column)),
+        ("age_column", Some(&policy.age_column)),
+        ("fallback_column", policy.fallback_column.as_ref()),
+    ] {
+        if let Some(column) = column
+            && !hot_set.contains(column)
+        {
+            return Err(fail(format!(
+                "{field} {column} is not a column of {}",
+                policy.table
+            )));
+        }
+    }
+    let schedule = ParsedSchedule::parse(CronSchedule {
+        name: format!("retention.{}", policy.name),
+        expression: policy.schedule.clone(),
+        timezone: None,
+        kind: "drover.retention".into(),
+        args: "{}".into(),
+        queue: None,
+        catch_up: CatchUp::Once,
+    })
+    .map_err(|err| fail(err.to_string()))?;
+    Ok(PreparedPolicy {
+        policy,
+        columns: hot,
+        schedule,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn months_are_calendar_months_with_the_day_clamped() {
+        assert_eq!(
+            cutoff(ts("2026-05-07T10:00:00Z"), Keep::Months(13)),
+            ts("2025-04-07T10:00:00Z")
+        );
+        assert_eq!(
+            cutoff(ts("2026-03-31T00:00:00Z"), Keep::Months(1)),
+            ts("2026-02-28T00:00:00Z")
+        );
+        // Leap years: one month before 2024-03-31 is 2024-02-29; a year before 2024-02-29
+        // is 2023-02-28.
+        assert_eq!(
+            cutoff(ts("2024-03-31T00:00:00Z"), Keep::Months(1)),
+            ts("2024-02-29T00:00:00Z")
+        );
+        assert_eq!(
+            cutoff(ts("2024-02-29T12:00:00Z"), Keep::Months(12)),
+            ts("2023-02-28T12:00:00Z")
+        );
+        assert_eq!(
+            cutoff(ts("2026-05-07T10:00:00Z"), Keep::Days(30)),
+            ts("2026-04-07T10:00:00Z")
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! The cron scheduler (leader-only): at each fire time, records (schedule, fire time) and
+//! enqueues its job in one transaction fenced by the leader term, so that a fire time is
+//! enqueued exactly once — across restarts, leader changes, and two processes that briefly both
+//! believe they lead. Missed fire times follow each schedule's catch-up policy.
+//!
+//! Every tick is stateless: it reads what the database recorded, plans with
+//! [`ParsedSchedule::plan`], and fires. Tests call [`Scheduler::run_once`] with a pinned time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_core::{
+    Clock, CronFireParams, CronFireResult, CronPruneParams, CronRegisterParams, DynStore,
+    LeaderFence, LeaderTerm, NewJob, StoreError,
+};
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::cron::ParsedSchedule;
+use crate::leader::{LEADERSHIP, LeaderService};
+use crate::runtime::Shared;
+
+/// Longest the scheduler sleeps before looking again (so a clock step is noticed).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Fire records older than this are pruned (each schedule's latest is always kept).
+const KEEP_FIRES: SignedDuration = SignedDuration::from_hours(24 * 31);
+
+/// A schedule with the job it enqueues, checked at start-up.
+#[derive(Debug, Clone)]
+pub struct CronJob {
+    /// The schedule.
+    pub schedule: ParsedSchedule,
+    /// The job to enqueue at each fire time (validated).
+    pub job: NewJob,
+}
+
+/// One fire time handled by a tick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FireOutcome {
+    /// Schedule name.
+    pub schedule: String,
+    /// The fire time.
+    pub fire_at: Timestamp,
+    /// What the store did.
+    pub result: CronFireResult,
+}
+
+/// The scheduler. See the module documentation.
+pub struct Scheduler {
+    store: DynStore,
+    clock: Arc<dyn Clock>,
+    jobs: Vec<CronJob>,
+}
+
+impl Scheduler {
+    /// A scheduler for `jobs` on `store`.
+    pub fn new(store: DynStore, clock: Arc<dyn Clock>, jobs: Vec<CronJob>) -> Self {
+        Self { store, clock, jobs }
+    }
+
+    /// Records the schedules in the database (first sight is the baseline for missed times).
+    pub async fn register(&self, now: Option<Timestamp>) -> Result<(), StoreError> {
+        self.store
+            .cron_register(CronRegisterParams {
+                names: self
+                    .jobs
+                    .iter()
+                    .map(|j| j.schedule.schedule.name.clone())
+                    .collect(),
+                now,
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// One tick at `now`: fires every due fire time, fenced by `fence`. Stops at the first
+    /// `NotLeader`.
+    pub async fn run_once(
+        &self,
+        fence: &LeaderFence,
+        now: Timestamp,
+    ) -> Result<Vec<FireOutcome>, StoreError> {
+        let states: HashMap<String, _> = self
+            .store
+            .cron_states()
+            .await?
+            .into_iter()
+            .map(|state| (state.name.clone(), state))
+            .collect();
+        let mut outcomes = Vec::new();
+        for job in &self.jobs {
+            let name = &job.schedule.schedule.name;
+            for fire_at in job.schedule.plan(states.get(name), now) {
+                let result = self
+                    .store
+                    .cron_fire(CronFireParams {
+                        schedule: name.clone(),
+                        fire_at,
+                        job: job.job.clone(),
+                        fence: fence.clone(),
+                        // The database clock decides the term, unless time is simulated.
+                        now: self.clock.store_now().map(|_| now),
+                    })
+                    .await?;
+                outcomes.push(FireOutcome {
+                    schedule: name.clone(),
+                    fire_at,
+                    result,
+                });
+                if result == CronFireResult::NotLeader {
+                    return Ok(outcomes);
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// When the next fire time after `now` comes, over every schedule.
+    pub fn next_fire(&self, now: Timestamp) -> Option<Timestamp> {
+        self.jobs
+            .iter()
+            .filter_map(|job| job.schedule.next_after(now))
+            .min()
+    }
+}
+
+/// The scheduler as a leader service.
+pub(crate) struct SchedulerService {
+    pub(crate) scheduler: Scheduler,
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl LeaderService for SchedulerService {
+    fn name(&self) -> &'static str {
+        "cron scheduler"
+    }
+
+    async fn run(self: Arc<Self>, term: LeaderTerm, stop: CancellationToken) {
+        let scheduler = &self.scheduler;
+        if scheduler.jobs.is_empty() {
+            return;
+        }
+        let fence = LeaderFence {
+            name: LEADERSHIP.into(),
+            leader_id: self.shared.process_id.clone(),
+            term: term.term,
+        };
+        let mut registered = false;
+        let mut last_prune: Option<tokio::time::Instant> = None;
+        loop {
+            let now = scheduler.clock.now();
+            if !registered {
+                match scheduler.register(scheduler.clock.store_now()).await {
+                    Ok(()) => registered = true,
+                    Err(err) => tracing::warn!(error = %err, "cannot register cron schedules yet"),
+                }
+            }
+            if registered {
+                match scheduler.run_once(&fence, now).await {
+                    Ok(outcomes) => {
+                        self.shared.health.ok("cron scheduler");
+                        for outcome in &outcomes {
+                            match outcome.result {
+                                CronFireResult::Fired { job_id } => tracing::info!(
+                                    schedule = %outcome.schedule, fire_at = %outcome.fire_at, job = job_id, "cron fired"),
+                                CronFireResult::AlreadyFired => tracing::debug!(
+                                    schedule = %outcome.schedule, fire_at = %outcome.fire_at, "cron fire time already enqueued"),
+                                CronFireResult::NotLeader => {
+                                    tracing::warn!(
+                                        term = term.term,
+                                        "cron: the leader term no longer holds; not firing"
+                                    );
+                                    stop.cancelled().await;
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "cron tick failed; retrying"),
+                }
+                if last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
+                    last_prune = Some(tokio::time::Instant::now());
+                    let before = now.checked_sub(KEEP_FIRES).unwrap_or(Timestamp::MIN);
+                    if let Err(err) = scheduler.store.cron_prune(CronPruneParams { before }).await {
+                        tracing::debug!(error = %err, "cron fire pruning failed");
+                    }
+                }
+            }
+            let sleep = if registered {
+                scheduler
+                    .next_fire(scheduler.clock.now())
+                    .map(|next| {
+                        Duration::try_from(next.duration_since(scheduler.clock.now()))
+                            .unwrap_or(Duration::ZERO)
+                    })
+                    .unwrap_or(MAX_SLEEP)
+                    .min(MAX_SLEEP)
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                // A hair after the fire time, so it is due by the database's clock too.
+                _ = tokio::time::sleep(sleep + Duration::from_millis(5)) => {}
+            }
+        }
+    }
+}
