@@ -42,6 +42,16 @@ pub(crate) enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cron schedules of the config.
+    Cron {
+        #[command(subcommand)]
+        command: CronCommand,
+    },
+    /// The retention archiver: moves old rows from hot tables to their archive tables.
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
     /// Apply pending schema migrations (also done automatically at start).
     Migrate,
     /// Measure enqueue, drain and latency on a fresh database, as the peers are measured.
@@ -138,6 +148,29 @@ pub(crate) struct EnqueueArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CronCommand {
+    /// Each schedule, its last fire and its next fire time.
+    List {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ArchiveCommand {
+    /// Run the retention policies now (the leader also runs them on their schedules).
+    Run {
+        /// Only this policy (`drover_jobs` is Drover's own finished jobs).
+        #[arg(long)]
+        policy: Option<String>,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -26,7 +26,54 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) hooks: Vec<HookSection>,
     #[serde(default)]
+    pub(crate) cron: Vec<CronSection>,
+    #[serde(default)]
+    pub(crate) retention: Vec<RetentionSection>,
+    #[serde(default)]
+    pub(crate) jobs_archive: JobsArchiveSection,
+    #[serde(default)]
     pub(crate) log: LogSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CronSection {
+    pub(crate) name: String,
+    /// Five or six fields.
+    pub(crate) schedule: String,
+    pub(crate) kind: String,
+    pub(crate) args: Option<serde_json::Value>,
+    pub(crate) queue: Option<String>,
+    /// IANA time zone; UTC when absent.
+    pub(crate) timezone: Option<String>,
+    /// once | skip | all
+    pub(crate) catch_up: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RetentionSection {
+    pub(crate) name: String,
+    pub(crate) table: String,
+    pub(crate) archive_table: String,
+    pub(crate) id_column: Option<String>,
+    pub(crate) age_column: String,
+    pub(crate) fallback_column: Option<String>,
+    pub(crate) months: Option<u32>,
+    pub(crate) days: Option<u32>,
+    pub(crate) batch_size: Option<usize>,
+    pub(crate) schedule: Option<String>,
+}
+
+/// The built-in policy that moves Drover's own finished jobs to `drover_jobs_archive`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobsArchiveSection {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) months: Option<u32>,
+    pub(crate) days: Option<u32>,
+    pub(crate) batch_size: Option<usize>,
+    pub(crate) schedule: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +227,26 @@ impl Config {
                 bail!("tasks.\"{kind}\".timeout: must be positive");
             }
         }
+        let mut cron_names = std::collections::HashSet::new();
+        for (i, cron) in self.cron.iter().enumerate() {
+            if !cron_names.insert(&cron.name) {
+                bail!("cron[{i}]: the name {:?} is used twice", cron.name);
+            }
+            crate::setup::cron_schedule(cron).map_err(|err| anyhow::anyhow!("cron[{i}]: {err}"))?;
+        }
+        let mut retention_names = std::collections::HashSet::new();
+        for (i, policy) in self.retention.iter().enumerate() {
+            if !retention_names.insert(&policy.name) || policy.name == "drover_jobs" {
+                bail!(
+                    "retention[{i}]: the name {:?} is already taken",
+                    policy.name
+                );
+            }
+            crate::setup::retention_policy(policy)
+                .map_err(|err| anyhow::anyhow!("retention[{i}] ({}): {err}", policy.name))?;
+        }
+        crate::setup::jobs_archive_policy(&self.jobs_archive)
+            .map_err(|err| anyhow::anyhow!("jobs_archive: {err}"))?;
         for (i, hook) in self.hooks.iter().enumerate() {
             if hook.command.is_empty() || hook.command[0].is_empty() {
                 bail!("hooks[{i}].command: a hook needs a command");

@@ -63,6 +63,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Enqueue(args) => commands::enqueue::run(&url, &config, args).await?,
         Command::Jobs { command } => commands::jobs::run(&url, &config, command).await?,
         Command::Stats { json } => commands::stats::run(&url, &config, json).await?,
+        Command::Cron { command } => commands::cron::run(&url, &config, command).await?,
+        Command::Archive { command } => commands::archive::run(&url, &config, command).await?,
         Command::Migrate => commands::migrate::run(&url, &config).await?,
         Command::Bench(args) => {
             commands::bench::run(cli.database.as_deref(), &config, args).await?

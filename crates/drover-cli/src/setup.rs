@@ -9,9 +9,11 @@ use drover::{Client, EngineConfig, JobDefaults, RawTask, TaskOptions};
 use drover_core::{DynStore, JobState, Limits, RetryPolicy, SystemClock};
 
 use crate::cli::WorkerArgs;
-use crate::config::Config;
+use crate::config::{Config, CronSection, JobsArchiveSection, RetentionSection};
 use crate::hooks::CommandHook;
 use crate::tasks::command::CommandTask;
+use drover::cron::{CatchUp, CronSchedule, ParsedSchedule};
+use drover::retention::{Keep, PreparedPolicy, RetentionPolicy};
 
 /// Concurrency of a queue that the config names without a concurrency.
 const DEFAULT_CONCURRENCY: usize = 10;
@@ -163,4 +165,141 @@ pub(crate) fn job_defaults(config: &Config) -> JobDefaults {
 /// A client that applies the config's task defaults.
 pub(crate) fn client(store: DynStore, config: &Config) -> Client {
     Client::with_defaults(store, job_defaults(config))
+}
+
+/// A `[[cron]]` entry as the engine's schedule, with its expression and time zone checked.
+pub(crate) fn cron_schedule(section: &CronSection) -> anyhow::Result<CronSchedule> {
+    let args = match &section.args {
+        None => "{}".to_owned(),
+        Some(value @ serde_json::Value::Object(_)) => serde_json::to_string(value)?,
+        Some(_) => anyhow::bail!("args must be a table, like args = {{ format = \"pdf\" }}"),
+    };
+    let schedule = CronSchedule {
+        name: section.name.clone(),
+        expression: section.schedule.clone(),
+        timezone: section.timezone.clone(),
+        kind: section.kind.clone(),
+        args,
+        queue: section.queue.clone(),
+        catch_up: match &section.catch_up {
+            Some(policy) => policy.parse().map_err(anyhow::Error::msg)?,
+            None => CatchUp::Once,
+        },
+    };
+    drover_core::validate::check_name("kind", &schedule.kind)?;
+    ParsedSchedule::parse(schedule.clone())?;
+    Ok(schedule)
+}
+
+fn keep(months: Option<u32>, days: Option<u32>, default: Option<Keep>) -> anyhow::Result<Keep> {
+    match (months, days, default) {
+        (Some(_), Some(_), _) => anyhow::bail!("set months or days, not both"),
+        (Some(0), None, _) | (None, Some(0), _) => anyhow::bail!("the retention must be positive"),
+        (Some(m), None, _) => Ok(Keep::Months(m)),
+        (None, Some(d), _) => Ok(Keep::Days(d)),
+        (None, None, Some(keep)) => Ok(keep),
+        (None, None, None) => anyhow::bail!("set months = N or days = N"),
+    }
+}
+
+/// A `[[retention]]` entry as the engine's policy (identifiers checked; the tables are checked
+/// against the database at start).
+pub(crate) fn retention_policy(section: &RetentionSection) -> anyhow::Result<RetentionPolicy> {
+    let policy = RetentionPolicy {
+        name: section.name.clone(),
+        table: section.table.clone(),
+        archive_table: section.archive_table.clone(),
+        id_column: section.id_column.clone().unwrap_or_else(|| "id".into()),
+        age_column: section.age_column.clone(),
+        fallback_column: section.fallback_column.clone(),
+        keep: keep(section.months, section.days, None)?,
+        batch_size: section.batch_size.unwrap_or(1000),
+        schedule: section
+            .schedule
+            .clone()
+            .unwrap_or_else(|| "0 * * * *".into()),
+        finished_jobs_only: false,
+    };
+    check_policy_offline(&policy)?;
+    Ok(policy)
+}
+
+/// The built-in policy for Drover's own finished jobs, unless disabled.
+pub(crate) fn jobs_archive_policy(
+    section: &JobsArchiveSection,
+) -> anyhow::Result<Option<RetentionPolicy>> {
+    if section.enabled == Some(false) {
+        return Ok(None);
+    }
+    let defaults = RetentionPolicy::finished_jobs();
+    let policy = RetentionPolicy {
+        keep: keep(section.months, section.days, Some(defaults.keep))?,
+        batch_size: section.batch_size.unwrap_or(defaults.batch_size),
+        schedule: section
+            .schedule
+            .clone()
+            .unwrap_or(defaults.schedule.clone()),
+        ..defaults
+    };
+    check_policy_offline(&policy)?;
+    Ok(Some(policy))
+}
+
+/// What can be checked without the database: names, batch size, schedule.
+fn check_policy_offline(policy: &RetentionPolicy) -> anyhow::Result<()> {
+    for (field, value) in [
+        ("table", Some(&policy.table)),
+        ("archive_table", Some(&policy.archive_table)),
+        ("id_column", Some(&policy.id_column)),
+        ("age_column", Some(&policy.age_column)),
+        ("fallback_column", policy.fallback_column.as_ref()),
+    ] {
+        if let Some(value) = value {
+            drover_core::validate::check_identifier(field, value)?;
+        }
+    }
+    if !(1..=100_000).contains(&policy.batch_size) {
+        anyhow::bail!(
+            "batch_size {} is not between 1 and 100000",
+            policy.batch_size
+        );
+    }
+    ParsedSchedule::parse(CronSchedule {
+        name: format!("retention.{}", policy.name),
+        expression: policy.schedule.clone(),
+        timezone: None,
+        kind: "drover.retention".into(),
+        args: "{}".into(),
+        queue: None,
+        catch_up: CatchUp::Once,
+    })?;
+    Ok(())
+}
+
+/// Every retention policy of the config: the built-in one first.
+pub(crate) fn retention_policies(config: &Config) -> anyhow::Result<Vec<RetentionPolicy>> {
+    let mut policies: Vec<RetentionPolicy> = jobs_archive_policy(&config.jobs_archive)?
+        .into_iter()
+        .collect();
+    for section in &config.retention {
+        policies.push(retention_policy(section)?);
+    }
+    Ok(policies)
+}
+
+/// Checks every policy against the database; the first problem refuses the start.
+pub(crate) async fn prepare_retention(
+    store: &DynStore,
+    config: &Config,
+) -> anyhow::Result<Vec<PreparedPolicy>> {
+    let mut prepared = Vec::new();
+    for policy in retention_policies(config)? {
+        prepared.push(drover::retention::prepare(store, policy).await?);
+    }
+    Ok(prepared)
+}
+
+/// The config's cron schedules.
+pub(crate) fn cron_schedules(config: &Config) -> anyhow::Result<Vec<CronSchedule>> {
+    config.cron.iter().map(cron_schedule).collect()
 }

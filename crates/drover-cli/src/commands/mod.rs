@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
+pub(crate) mod archive;
 pub(crate) mod bench;
+pub(crate) mod cron;
 pub(crate) mod enqueue;
 pub(crate) mod jobs;
 pub(crate) mod migrate;

@@ -17,9 +17,17 @@ pub(crate) async fn run(url: &str, config: &Config, args: &WorkerArgs) -> anyhow
     // Everything is validated before the database is touched.
     let engine_config = setup::engine_config(config, args)?;
     let store = backend::open(url, config, true).await?;
+    // The archiver refuses to start on tables it cannot archive safely.
+    let retention = setup::prepare_retention(&store, config).await?;
     let mut builder = Engine::builder(store.clone())
         .config(engine_config)
         .builtin_tasks();
+    for schedule in setup::cron_schedules(config)? {
+        builder = builder.cron(schedule);
+    }
+    for policy in retention {
+        builder = builder.retention(policy);
+    }
     for task in setup::command_tasks(config) {
         builder = builder.raw_task(task);
     }

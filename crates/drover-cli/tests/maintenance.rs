@@ -1,0 +1,285 @@
+//! Cron and the retention archiver through the real binary on a real SQLite file: schedules
+//! validated at start, each fire time enqueued once while leaders are killed, rows conserved
+//! when the archiver is killed mid-run, and unsafe or mismatched tables refused.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::Env;
+use nix::sys::signal::Signal;
+use rusqlite::Connection;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(30);
+
+fn db(env: &Env) -> Connection {
+    let conn = Connection::open(env.path("drover.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+#[test]
+fn a_bad_schedule_refuses_the_start_naming_it() {
+    let cases = [
+        (
+            "[[cron]]\nname = \"nightly-report\"\nschedule = \"0 3 * *\"\nkind = \"report.build\"\n",
+            "nightly-report",
+        ),
+        (
+            "[[cron]]\nname = \"nightly-report\"\nschedule = \"0 3 * * *\"\nkind = \"report.build\"\ntimezone = \"Europe/Atlantis\"\n",
+            "Europe/Atlantis",
+        ),
+        (
+            "[[cron]]\nname = \"x\"\nschedule = \"0 3 * * *\"\nkind = \"k\"\ncatch_up = \"sometimes\"\n",
+            "sometimes",
+        ),
+        (
+            "[[cron]]\nname = \"x\"\nschedule = \"0 3 * * *\"\nkind = \"k\"\nargs = 5\n",
+            "args",
+        ),
+    ];
+    for (config, expected) in cases {
+        let env = Env::new(config);
+        let err = env.fails(&["serve"]);
+        assert!(err.contains(expected), "{config}: {err}");
+        assert!(err.contains("cron"), "{err}");
+        assert!(!env.path("drover.db").exists());
+    }
+}
+
+#[test]
+fn cron_list_shows_last_and_next_fire() {
+    let env = Env::new(
+        "[[cron]]\nname = \"nightly\"\nschedule = \"0 3 * * *\"\nkind = \"report.build\"\ntimezone = \"Europe/Berlin\"\nargs = { format = \"pdf\" }\n",
+    );
+    let rows: Value = serde_json::from_str(&env.ok(&["cron", "list", "--json"])).unwrap();
+    let row = &rows[0];
+    assert_eq!(row["name"], "nightly");
+    assert_eq!(row["timezone"], "Europe/Berlin");
+    assert!(row["last_fire_at"].is_null());
+    let next: jiff::Timestamp = row["next_fire_at"].as_str().unwrap().parse().unwrap();
+    let berlin = next.to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").unwrap());
+    assert_eq!((berlin.hour(), berlin.minute()), (3, 0));
+    assert!(env.ok(&["cron", "list"]).contains("nightly"));
+}
+
+#[test]
+fn each_fire_time_is_enqueued_once_while_leaders_are_killed() {
+    let env = Env::new(
+        r#"
+[worker]
+leader_ttl = "1s"
+
+[[cron]]
+name = "tick"
+schedule = "* * * * * *"
+kind = "drover.noop"
+catch_up = "all"
+"#,
+    );
+    let mut workers = vec![env.spawn("w0", &["worker"]), env.spawn("w1", &["worker"])];
+    let mut spawned = 2;
+    // Kill whoever leads, three times, letting the survivors take over.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(2500));
+        let stats = env.stats();
+        let Some(pid) = stats["leader"]["pid"].as_u64() else {
+            continue;
+        };
+        if let Some(i) = workers.iter().position(|w| w.child.id() as u64 == pid) {
+            let mut leader = workers.remove(i);
+            leader.signal(Signal::SIGKILL);
+            leader.wait_exit(T);
+            workers.push(env.spawn(&format!("w{spawned}"), &["worker"]));
+            spawned += 1;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    for worker in &workers {
+        worker.signal(Signal::SIGTERM);
+    }
+    for worker in &mut workers {
+        worker.wait_exit(T);
+    }
+
+    let conn = db(&env);
+    let fires: Vec<(String, Option<i64>)> = conn
+        .prepare("SELECT fire_at, job_id FROM drover_cron_fires WHERE schedule = 'tick' ORDER BY fire_at")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(fires.len() >= 8, "fired {} times", fires.len());
+    let jobs: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM drover_jobs WHERE kind = 'drover.noop'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(jobs as usize, fires.len(), "one job per fire time, no more");
+    let distinct: BTreeSet<_> = fires.iter().filter_map(|f| f.1).collect();
+    assert_eq!(distinct.len(), fires.len(), "every fire has its own job");
+    // No second between the first and the last fire is missing (catch_up = all).
+    let times: Vec<jiff::Timestamp> = fires.iter().map(|f| f.0.parse().unwrap()).collect();
+    for pair in times.windows(2) {
+        assert_eq!(
+            pair[1].duration_since(pair[0]),
+            jiff::SignedDuration::from_secs(1),
+            "gap between {} and {}",
+            pair[0],
+            pair[1]
+        );
+    }
+}
+
+const USAGE_TABLES: &str = "
+CREATE TABLE usage_details (id INTEGER PRIMARY KEY, account TEXT NOT NULL,
+    completed_at TEXT, created_at TEXT NOT NULL);
+CREATE INDEX usage_completed ON usage_details (completed_at);
+CREATE INDEX usage_created ON usage_details (created_at);
+CREATE TABLE usage_details_archive (id INTEGER PRIMARY KEY, account TEXT NOT NULL,
+    completed_at TEXT, created_at TEXT NOT NULL);
+";
+
+const USAGE_POLICY: &str = r#"
+[jobs_archive]
+enabled = false
+
+[[retention]]
+name = "usage"
+table = "usage_details"
+archive_table = "usage_details_archive"
+age_column = "completed_at"
+fallback_column = "created_at"
+months = 13
+batch_size = 1000
+schedule = "0 2 * * *"
+"#;
+
+fn counts(conn: &Connection) -> (i64, i64, i64) {
+    let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    (
+        count("SELECT count(*) FROM usage_details"),
+        count("SELECT count(*) FROM usage_details_archive"),
+        count("SELECT count(*) FROM usage_details h JOIN usage_details_archive a USING (id)"),
+    )
+}
+
+#[test]
+fn archive_run_moves_old_rows_including_legacy_ones_by_the_fallback() {
+    let env = Env::new(USAGE_POLICY);
+    env.ok(&["migrate"]);
+    let conn = db(&env);
+    conn.execute_batch(USAGE_TABLES).unwrap();
+    // 13 months before now: rows from 2020 go, rows from the future stay; a legacy row with no
+    // completed_at goes by its created_at; an open row with a recent created_at stays.
+    conn.execute_batch(
+        "INSERT INTO usage_details VALUES
+           (1, 'a', '2020-01-31T10:00:00.000000Z', '2020-01-01T00:00:00.000000Z'),
+           (2, 'a', '2020-02-29T10:00:00Z',        '2020-01-01T00:00:00Z'),
+           (3, 'b', NULL,                          '2019-06-01T00:00:00Z'),
+           (4, 'b', NULL,                          '2999-01-01T00:00:00Z'),
+           (5, 'c', '2999-01-01T00:00:00Z',        '2020-01-01T00:00:00Z');",
+    )
+    .unwrap();
+    let out: Value = serde_json::from_str(&env.ok(&["archive", "run", "--json"])).unwrap();
+    assert_eq!(out[0]["policy"], "usage");
+    assert_eq!(out[0]["rows"], 3);
+    let left: Vec<i64> = conn
+        .prepare("SELECT id FROM usage_details ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(left, vec![4, 5]);
+    assert_eq!(counts(&conn), (2, 3, 0));
+    // Idempotent.
+    let again: Value = serde_json::from_str(&env.ok(&["archive", "run", "--json"])).unwrap();
+    assert_eq!(again[0]["rows"], 0);
+    let err = env.fails(&["archive", "run", "--policy", "nope"]);
+    assert!(err.contains("usage"), "{err}");
+}
+
+#[test]
+fn rows_are_conserved_when_the_archiver_is_killed_mid_run() {
+    let env = Env::new(&USAGE_POLICY.replace("batch_size = 1000", "batch_size = 500"));
+    env.ok(&["migrate"]);
+    let conn = db(&env);
+    conn.execute_batch(USAGE_TABLES).unwrap();
+    conn.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000)
+         INSERT INTO usage_details SELECT i, 'acct', '2020-01-01T00:00:00.000000Z',
+             '2020-01-01T00:00:00.000000Z' FROM n;",
+    )
+    .unwrap();
+    let mut interrupted_mid_run = 0;
+    for delay_ms in [150, 400, 900] {
+        let mut child = env
+            .cmd(&["archive", "run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            Signal::SIGKILL,
+        );
+        child.wait().unwrap();
+        let (hot, archive, both) = counts(&conn);
+        assert_eq!(
+            hot + archive,
+            200_000,
+            "killed after {delay_ms} ms: rows lost or doubled"
+        );
+        assert_eq!(both, 0, "no row is in both tables");
+        if archive > 0 && hot > 0 {
+            interrupted_mid_run += 1;
+        }
+    }
+    assert!(
+        interrupted_mid_run > 0,
+        "no kill landed in the middle of a run"
+    );
+    let out: Value = serde_json::from_str(&env.ok(&["archive", "run", "--json"])).unwrap();
+    let (hot, archive, both) = counts(&conn);
+    assert_eq!((hot, archive, both), (0, 200_000, 0));
+    assert!(out[0]["rows"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn mismatched_or_unsafe_tables_are_refused() {
+    let env = Env::new(USAGE_POLICY);
+    env.ok(&["migrate"]);
+    let conn = db(&env);
+    conn.execute_batch(
+        "CREATE TABLE usage_details (id INTEGER PRIMARY KEY, account TEXT, region TEXT,
+             completed_at TEXT, created_at TEXT);
+         CREATE TABLE usage_details_archive (id INTEGER PRIMARY KEY, account TEXT,
+             completed_at TEXT, created_at TEXT, note TEXT);",
+    )
+    .unwrap();
+    let err = env.fails(&["serve"]);
+    assert!(err.contains("region") && err.contains("note"), "{err}");
+    let err = env.fails(&["archive", "run"]);
+    assert!(err.contains("different columns"), "{err}");
+
+    for table in ["usage\\\"details", "usage; DROP TABLE drover_jobs", "it's"] {
+        let env = Env::new(
+            &USAGE_POLICY.replace("table = \"usage_details\"", &format!("table = \"{table}\"")),
+        );
+        let err = env.fails(&["serve"]);
+        assert!(
+            err.contains("plain identifier") || err.contains("must start"),
+            "{table}: {err}"
+        );
+    }
+    let env = Env::new(USAGE_POLICY);
+    let err = env.fails(&["serve"]);
+    assert!(err.contains("does not exist"), "{err}");
+}
