@@ -87,6 +87,9 @@ pub(crate) struct BenchArgs {
     /// Print one JSON object per measure.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Draw drain throughput over time and the latency distribution into this SVG file.
+    #[arg(long)]
+    pub(crate) plot: Option<PathBuf>,
 }
 
 /// A benchmark scenario.

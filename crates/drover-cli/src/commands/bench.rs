@@ -25,6 +25,8 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::cli::{BenchArgs, Scenario};
+
+mod plot;
 use crate::config::Config;
 use crate::{backend, output};
 
@@ -59,6 +61,8 @@ struct Run {
     n: usize,
     secs: f64,
     latencies_ms: Vec<f64>,
+    /// (seconds since start, jobs completed) samples, for the drain plot.
+    timeline: Vec<(f64, u64)>,
 }
 
 pub(crate) async fn run(
@@ -81,7 +85,20 @@ pub(crate) async fn run(
 
     let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
     let mut results = Vec::new();
+    let mut throughput_lines = Vec::new();
+    let mut latency_lines = Vec::new();
     let mut measure = |name: &'static str, producers: usize, runs: Vec<Run>| {
+        for (i, run) in runs.iter().enumerate() {
+            if run.timeline.len() > 1 {
+                throughput_lines.push(plot::throughput(
+                    format!("{name} run {}", i + 1),
+                    &run.timeline,
+                ));
+            }
+        }
+        if let Some(run) = median_latency_run(&runs) {
+            latency_lines.push(plot::cdf(name.to_owned(), &run.latencies_ms));
+        }
         let m = summarize(&target, name, &args, producers, runs);
         if args.json {
             println!("{}", serde_json::to_string(&m).expect("serializable"));
@@ -152,7 +169,39 @@ pub(crate) async fn run(
     if !args.json {
         print_table(&results);
     }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "drover {} on {} ({} jobs, concurrency {})",
+            env!("CARGO_PKG_VERSION"),
+            target.backend(),
+            args.jobs,
+            args.concurrency
+        );
+        std::fs::write(
+            path,
+            plot::render(&title, &throughput_lines, &latency_lines),
+        )
+        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
+        if !args.json {
+            println!("plot written to {}", path.display());
+        }
+    }
     Ok(())
+}
+
+/// The latency run with the median p50, to draw.
+fn median_latency_run(runs: &[Run]) -> Option<&Run> {
+    let mut with_latency: Vec<&Run> = runs.iter().filter(|r| !r.latencies_ms.is_empty()).collect();
+    if with_latency.is_empty() {
+        return None;
+    }
+    let p50 = |r: &Run| {
+        let mut l = r.latencies_ms.clone();
+        l.sort_by(f64::total_cmp);
+        percentile(&l, 50.0)
+    };
+    with_latency.sort_by(|a, b| p50(a).total_cmp(&p50(b)));
+    Some(with_latency[with_latency.len() / 2])
 }
 
 /// Where the fresh databases go.
@@ -259,6 +308,7 @@ async fn enqueue_bulk(store: &DynStore, n: usize) -> anyhow::Result<Run> {
         n,
         secs: start.elapsed().as_secs_f64(),
         latencies_ms: Vec::new(),
+        timeline: Vec::new(),
     })
 }
 
@@ -285,6 +335,7 @@ async fn enqueue_single(store: &DynStore, n: usize, producers: usize) -> anyhow:
         n,
         secs: start.elapsed().as_secs_f64(),
         latencies_ms: Vec::new(),
+        timeline: Vec::new(),
     })
 }
 
@@ -313,16 +364,28 @@ async fn drain(store: &DynStore, n: usize, concurrency: usize) -> anyhow::Result
     let engine = bench_engine(store, concurrency, Arc::new(drover::builtin::Noop))?;
     let start = Instant::now();
     let handle = engine.start();
+    let mut timeline = vec![(0.0, 0)];
+    let mut next_sample = Duration::from_millis(50);
     // The engine counts a completion once the store has committed it.
-    while handle.stats().completed < n as u64 {
+    loop {
+        let completed = handle.stats().completed;
+        if completed >= n as u64 {
+            break;
+        }
+        if start.elapsed() >= next_sample {
+            timeline.push((start.elapsed().as_secs_f64(), completed));
+            next_sample += Duration::from_millis(50);
+        }
         tokio::time::sleep(Duration::from_micros(500)).await;
     }
     let secs = start.elapsed().as_secs_f64();
+    timeline.push((secs, n as u64));
     handle.shutdown().await;
     Ok(Run {
         n,
         secs,
         latencies_ms: Vec::new(),
+        timeline,
     })
 }
 
@@ -372,6 +435,7 @@ async fn latency(store: &DynStore, producer: &DynStore, args: &BenchArgs) -> any
         n: args.latency_jobs,
         secs,
         latencies_ms: latencies,
+        timeline: Vec::new(),
     })
 }
 

@@ -1,0 +1,210 @@
+//! `drover bench --plot out.svg`: drain throughput over time and the enqueue→start latency
+//! distribution, drawn as a self-contained SVG (no plotting library: two line charts).
+
+use std::fmt::Write;
+
+/// A named line.
+pub(super) struct Series {
+    pub(super) label: String,
+    pub(super) points: Vec<(f64, f64)>,
+}
+
+/// Throughput over time (jobs/s per sampling interval) from `(secs, completed)` samples.
+pub(super) fn throughput(label: String, timeline: &[(f64, u64)]) -> Series {
+    let points = timeline
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0)
+        .map(|w| {
+            let rate = (w[1].1 - w[0].1) as f64 / (w[1].0 - w[0].0);
+            ((w[0].0 + w[1].0) / 2.0, rate)
+        })
+        .collect();
+    Series { label, points }
+}
+
+/// The cumulative distribution of latencies: (milliseconds, percent of jobs at or below).
+pub(super) fn cdf(label: String, latencies_ms: &[f64]) -> Series {
+    let mut sorted = latencies_ms.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len() as f64;
+    let points = sorted
+        .iter()
+        .enumerate()
+        .map(|(i, ms)| (*ms, (i + 1) as f64 / n * 100.0))
+        .collect();
+    Series { label, points }
+}
+
+const COLOURS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
+const W: f64 = 640.0;
+const H: f64 = 300.0;
+const LEFT: f64 = 70.0;
+const RIGHT: f64 = 20.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 45.0;
+
+/// Both charts, one above the other.
+pub(super) fn render(title: &str, throughput: &[Series], latency: &[Series]) -> String {
+    let mut svg = String::new();
+    let height = 2.0 * H + 30.0;
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = write!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = write!(
+        svg,
+        r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>"#,
+        W / 2.0,
+        escape(title)
+    );
+    chart(
+        &mut svg,
+        0.0,
+        "drain: jobs/s over time",
+        "seconds",
+        "jobs/s",
+        throughput,
+    );
+    chart(
+        &mut svg,
+        H + 30.0,
+        "enqueue → start latency (cumulative)",
+        "milliseconds",
+        "% of jobs",
+        latency,
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn chart(svg: &mut String, y0: f64, title: &str, x_label: &str, y_label: &str, series: &[Series]) {
+    let (x_max, y_max) = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .fold((0.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
+    let x_max = nice(x_max);
+    let y_max = nice(y_max);
+    let plot_w = W - LEFT - RIGHT;
+    let plot_h = H - TOP - BOTTOM;
+    let px = |x: f64| LEFT + x / x_max * plot_w;
+    let py = |y: f64| y0 + TOP + plot_h - y / y_max * plot_h;
+    let _ = write!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
+        W / 2.0,
+        y0 + TOP - 12.0,
+        escape(title)
+    );
+    for i in 0..=4 {
+        let fx = x_max * i as f64 / 4.0;
+        let fy = y_max * i as f64 / 4.0;
+        let _ = write!(
+            svg,
+            r##"<line x1="{x}" y1="{top}" x2="{x}" y2="{bottom}" stroke="#eee"/><text x="{x}" y="{label}" text-anchor="middle">{v}</text>"##,
+            x = px(fx),
+            top = y0 + TOP,
+            bottom = y0 + TOP + plot_h,
+            label = y0 + TOP + plot_h + 16.0,
+            v = short(fx)
+        );
+        let _ = write!(
+            svg,
+            r##"<line x1="{left}" y1="{y}" x2="{right}" y2="{y}" stroke="#eee"/><text x="{lx}" y="{ty}" text-anchor="end">{v}</text>"##,
+            left = LEFT,
+            right = LEFT + plot_w,
+            y = py(fy),
+            lx = LEFT - 6.0,
+            ty = py(fy) + 4.0,
+            v = short(fy)
+        );
+    }
+    let _ = write!(
+        svg,
+        r#"<rect x="{LEFT}" y="{}" width="{plot_w}" height="{plot_h}" fill="none" stroke="black"/>"#,
+        y0 + TOP
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="{}" y="{}" text-anchor="middle">{x_label}</text>"#,
+        LEFT + plot_w / 2.0,
+        y0 + H - 8.0
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="14" y="{y}" text-anchor="middle" transform="rotate(-90 14 {y})">{y_label}</text>"#,
+        y = y0 + TOP + plot_h / 2.0
+    );
+    for (i, s) in series.iter().enumerate() {
+        let colour = COLOURS[i % COLOURS.len()];
+        let points: Vec<String> = s
+            .points
+            .iter()
+            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
+            points.join(" ")
+        );
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" fill="{colour}">{}</text>"#,
+            LEFT + 10.0,
+            y0 + TOP + 16.0 + 14.0 * i as f64,
+            escape(&s.label)
+        );
+    }
+}
+
+/// A round upper bound for an axis.
+fn nice(max: f64) -> f64 {
+    if max <= 0.0 {
+        return 1.0;
+    }
+    let magnitude = 10f64.powf(max.log10().floor());
+    for step in [1.0, 2.0, 2.5, 5.0, 10.0] {
+        if step * magnitude >= max {
+            return step * magnitude;
+        }
+    }
+    10.0 * magnitude
+}
+
+fn short(v: f64) -> String {
+    if v >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_both_charts_with_their_series() {
+        let t = throughput("run 1".into(), &[(0.0, 0), (0.5, 1000), (1.0, 3000)]);
+        assert_eq!(t.points, vec![(0.25, 2000.0), (0.75, 4000.0)]);
+        let l = cdf("latency".into(), &[2.0, 1.0, 3.0, 4.0]);
+        assert_eq!(l.points[0], (1.0, 25.0));
+        assert_eq!(l.points[3], (4.0, 100.0));
+        let svg = render("drover <bench>", &[t], &[l]);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert_eq!(svg.matches("<polyline").count(), 2);
+        assert!(svg.contains("drover &lt;bench&gt;"));
+        assert_eq!(nice(37_000.0), 50_000.0);
+        assert_eq!(nice(0.8), 1.0);
+    }
+}
