@@ -1,0 +1,623 @@
+//! The SQL of every job operation but the insert (see `insert.rs`). Write functions run inside
+//! the store's transaction; reads on a pooled connection.
+//!
+//! Every write about a running job is fenced by `id`, `state = 'running'` and the lease token
+//! (RELIABILITY.md rule 1), and every statement that picks rows to change locks them with
+//! `FOR UPDATE SKIP LOCKED`: concurrent claimers, rescuers and completers pass each other by
+//! instead of queueing behind each other's row locks (or deadlocking).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use drover_core::{
+    CancelResult, ClaimResult, ClaimedJob, Delivery, FinishResult, JobClaimParams,
+    JobHeartbeatParams, JobId, JobListParams, JobOutcome, JobRecord, JobState, LeaseStatus,
+    Outcome, QueueStateCount, RescuedJob, StoreError,
+};
+use jiff::Timestamp;
+use tokio_postgres::Row;
+use tokio_postgres::types::Json;
+
+use crate::error::DbError;
+use crate::session::Db;
+use crate::time::{clock, micros, utc_text};
+
+/// Makes the queue's due scheduled and retryable jobs available, and says when the next one
+/// that is not due yet will be. Rows locked by a concurrent claim are skipped: that claim is
+/// promoting them.
+pub(crate) const PROMOTE: &str = "WITH promoted AS ( \
+         UPDATE drover_jobs SET state = 'available' \
+         WHERE id = ANY(ARRAY( \
+             SELECT id FROM drover_jobs \
+             WHERE state IN ('scheduled', 'retryable') AND queue = $1 \
+               AND scheduled_at <= coalesce($2::timestamptz, now()) \
+             FOR UPDATE SKIP LOCKED)) \
+         RETURNING 1) \
+     SELECT (SELECT count(*) FROM promoted), \
+            (SELECT min(scheduled_at) FROM drover_jobs \
+             WHERE state IN ('scheduled', 'retryable') AND queue = $1 \
+               AND scheduled_at > coalesce($2::timestamptz, now()))";
+
+/// The claim's choice of jobs: the queue's available jobs, highest priority first, then oldest,
+/// read from the partial index `drover_jobs_fetch`, skipping rows another claim has locked.
+macro_rules! claim_pick {
+    () => {
+        "SELECT id FROM drover_jobs WHERE state = 'available' AND queue = $1 \
+         ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED"
+    };
+}
+
+/// The inner `SELECT` of [`CLAIM`], on its own (for `EXPLAIN`).
+#[cfg(test)]
+pub(crate) const CLAIM_PICK: &str = claim_pick!();
+
+/// Claims the picked jobs. `= ANY(ARRAY(subquery))` rather than `IN (subquery)`: the array is
+/// computed once, before the update, so the locking subquery can never be re-run by the plan.
+pub(crate) const CLAIM: &str = concat!(
+    "UPDATE drover_jobs SET state = 'running', attempt = attempt + 1, attempted_at = c.now, \
+         lease_owner = $3, lease_token = $4, \
+         lease_expires_at = c.now + $5::bigint * interval '1 microsecond', step = NULL \
+     FROM ",
+    clock!("$6"),
+    " WHERE id = ANY(ARRAY(",
+    claim_pick!(),
+    ")) RETURNING id, queue, kind, args::text, attempt, max_attempts, priority, delivery, \
+       created_at"
+);
+
+pub(crate) async fn claim(db: &Db<'_>, params: &JobClaimParams) -> Result<ClaimResult, DbError> {
+    let row = db.query_one(PROMOTE, &[&params.queue, &params.now]).await?;
+    let next_due_at: Option<Timestamp> = row.get(1);
+
+    let mut jobs = Vec::new();
+    if params.limit > 0 {
+        let token = fastrand::i64(1..i64::MAX);
+        let limit = i64::try_from(params.limit).unwrap_or(i64::MAX);
+        let rows = db
+            .query(
+                CLAIM,
+                &[
+                    &params.queue,
+                    &limit,
+                    &params.owner,
+                    &token,
+                    &micros(params.lease),
+                    &params.now,
+                ],
+            )
+            .await?;
+        for row in rows {
+            jobs.push(ClaimedJob {
+                id: row.get(0),
+                queue: row.get(1),
+                kind: row.get(2),
+                args: row.get(3),
+                attempt: row.get(4),
+                max_attempts: row.get(5),
+                priority: row.get(6),
+                delivery: parse_delivery(row.get(7))?,
+                lease_token: token,
+                created_at: row.get(8),
+            });
+        }
+        // RETURNING gives no order guarantee.
+        jobs.sort_by_key(|job| (std::cmp::Reverse(job.priority), job.id));
+    }
+    Ok(ClaimResult { jobs, next_due_at })
+}
+
+const HEARTBEAT: &str = concat!(
+    "UPDATE drover_jobs j SET \
+         lease_expires_at = c.now + $4::bigint * interval '1 microsecond', \
+         step = coalesce(h.step, j.step) \
+     FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS h(id, token, step), ",
+    clock!("$5"),
+    " WHERE j.id = h.id AND j.state = 'running' AND j.lease_token = h.token \
+     RETURNING j.id, h.token, j.cancel_requested_at IS NOT NULL"
+);
+
+pub(crate) async fn heartbeat(
+    db: &Db<'_>,
+    params: &JobHeartbeatParams,
+) -> Result<Vec<LeaseStatus>, DbError> {
+    // One row per lease: an UPDATE joined to two rows for the same job would apply one of them
+    // at random. The latest step named wins, as when the leases are renewed one by one.
+    let mut leases: Vec<(i64, i64, Option<Cow<'_, str>>)> = Vec::new();
+    let mut seen: HashMap<(i64, i64), usize> = HashMap::new();
+    for (lease, step) in &params.leases {
+        let step = step.as_deref().map(pg_text);
+        match seen.get(&(lease.id, lease.lease_token)) {
+            Some(&i) => {
+                if step.is_some() {
+                    leases[i].2 = step;
+                }
+            }
+            None => {
+                seen.insert((lease.id, lease.lease_token), leases.len());
+                leases.push((lease.id, lease.lease_token, step));
+            }
+        }
+    }
+    let ids: Vec<i64> = leases.iter().map(|l| l.0).collect();
+    let tokens: Vec<i64> = leases.iter().map(|l| l.1).collect();
+    let steps: Vec<Option<&str>> = leases.iter().map(|l| l.2.as_deref()).collect();
+    let rows = db
+        .query(
+            HEARTBEAT,
+            &[&ids, &tokens, &steps, &micros(params.lease), &params.now],
+        )
+        .await?;
+    let held: HashMap<(i64, i64), bool> = rows
+        .iter()
+        .map(|row| ((row.get(0), row.get(1)), row.get(2)))
+        .collect();
+    Ok(params
+        .leases
+        .iter()
+        .map(|(lease, _)| {
+            let cancel = held.get(&(lease.id, lease.lease_token));
+            LeaseStatus {
+                id: lease.id,
+                held: cancel.is_some(),
+                cancel_requested: cancel.copied().unwrap_or(false),
+            }
+        })
+        .collect())
+}
+
+/// Records outcomes, all kinds in one statement. The fence is in the `WHERE`; the final
+/// `SELECT` reports, for each outcome, the state it led to, or (rejected) the job's state as the
+/// statement found it.
+const FINISH: &str = concat!(
+    "WITH o AS ( \
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+                              $6::bigint[]) \
+             WITH ORDINALITY AS o(id, token, outcome, step, message, delay_us, ord)), \
+     upd AS ( \
+         UPDATE drover_jobs j SET \
+             state = CASE o.outcome WHEN 'completed' THEN 'completed' \
+                 WHEN 'retry' THEN 'retryable' WHEN 'discard' THEN 'discarded' \
+                 WHEN 'cancelled' THEN 'cancelled' ELSE 'available' END, \
+             completed_at = CASE WHEN o.outcome IN ('completed', 'discard', 'cancelled') \
+                 THEN c.now ELSE j.completed_at END, \
+             scheduled_at = CASE o.outcome \
+                 WHEN 'retry' THEN c.now + o.delay_us * interval '1 microsecond' \
+                 WHEN 'hand_back' THEN c.now ELSE j.scheduled_at END, \
+             attempt = CASE WHEN o.outcome = 'hand_back' THEN j.attempt - 1 ELSE j.attempt END, \
+             step = coalesce(o.step, j.step), \
+             errors = CASE WHEN o.outcome IN ('retry', 'discard') \
+                     OR (o.outcome = 'cancelled' AND o.message IS NOT NULL) \
+                 THEN j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, \
+                     'at', c.now_text, 'step', o.step, 'message', o.message)) \
+                 ELSE j.errors END, \
+             history = CASE WHEN o.outcome = 'hand_back' \
+                 THEN j.history || jsonb_build_array(jsonb_build_object('at', c.now_text, \
+                     'event', 'handed_back', 'detail', o.message)) \
+                 ELSE j.history END, \
+             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+         FROM o, ",
+    clock!("$7"),
+    " WHERE j.id = o.id AND j.state = 'running' AND j.lease_token = o.token \
+         RETURNING o.ord, j.state, j.queue) \
+     SELECT o.ord, u.state, cur.state, u.queue \
+     FROM o LEFT JOIN upd u ON u.ord = o.ord LEFT JOIN drover_jobs cur ON cur.id = o.id \
+     ORDER BY o.ord"
+);
+
+/// What [`finish_many`] did, and the queues it made work available in.
+pub(crate) struct Finished {
+    pub(crate) results: Vec<FinishResult>,
+    pub(crate) woken_queues: Vec<String>,
+}
+
+pub(crate) async fn finish_many(
+    db: &Db<'_>,
+    outcomes: &[JobOutcome],
+    now: Option<Timestamp>,
+) -> Result<Finished, DbError> {
+    // One row per lease, the first outcome presented for it: a repeat can only be rejected, as
+    // when outcomes are recorded one by one.
+    let mut first: HashMap<(i64, i64), usize> = HashMap::new();
+    let mut sent: Vec<usize> = Vec::new();
+    for (index, outcome) in outcomes.iter().enumerate() {
+        let key = (outcome.lease.id, outcome.lease.lease_token);
+        if !first.contains_key(&key) {
+            first.insert(key, index);
+            sent.push(index);
+        }
+    }
+    let mut ids = Vec::with_capacity(sent.len());
+    let mut tokens = Vec::with_capacity(sent.len());
+    let mut kinds = Vec::with_capacity(sent.len());
+    let mut steps: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(sent.len());
+    let mut messages: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(sent.len());
+    let mut delays: Vec<i64> = Vec::with_capacity(sent.len());
+    for &index in &sent {
+        let outcome = &outcomes[index];
+        ids.push(outcome.lease.id);
+        tokens.push(outcome.lease.lease_token);
+        steps.push(outcome.step.as_deref().map(pg_text));
+        let (kind, message, delay) = match &outcome.outcome {
+            Outcome::Completed => ("completed", None, 0),
+            Outcome::Retry { error, delay } => ("retry", Some(error.as_str()), micros(*delay)),
+            Outcome::Discard { error } => ("discard", Some(error.as_str()), 0),
+            Outcome::Cancelled { error } => ("cancelled", error.as_deref(), 0),
+            Outcome::HandBack { reason } => ("hand_back", Some(reason.as_str()), 0),
+        };
+        kinds.push(kind);
+        messages.push(message.map(pg_text));
+        delays.push(delay);
+    }
+    let steps: Vec<Option<&str>> = steps.iter().map(|s| s.as_deref()).collect();
+    let messages: Vec<Option<&str>> = messages.iter().map(|s| s.as_deref()).collect();
+    let rows = db
+        .query(
+            FINISH,
+            &[&ids, &tokens, &kinds, &steps, &messages, &delays, &now],
+        )
+        .await?;
+
+    // Rows come in the order outcomes were sent (ORDER BY o.ord).
+    let mut found: HashMap<i64, Option<JobState>> = HashMap::new();
+    let mut accepted: HashMap<usize, JobState> = HashMap::new();
+    let mut accepted_by_id: HashMap<i64, (usize, JobState)> = HashMap::new();
+    let mut woken_queues = Vec::new();
+    for (row, &index) in rows.iter().zip(&sent) {
+        let id = outcomes[index].lease.id;
+        let old_state = row.get::<_, Option<&str>>(2).map(parse_state).transpose()?;
+        found.insert(id, old_state);
+        if let Some(new_state) = row.get::<_, Option<&str>>(1) {
+            let new_state = parse_state(new_state)?;
+            if matches!(new_state, JobState::Available | JobState::Retryable) {
+                woken_queues.push(row.get::<_, String>(3));
+            }
+            accepted.insert(index, new_state);
+            accepted_by_id.insert(id, (index, new_state));
+        }
+    }
+    let results = outcomes
+        .iter()
+        .enumerate()
+        .map(|(index, outcome)| {
+            let id = outcome.lease.id;
+            if let Some(&state) = accepted.get(&index) {
+                return FinishResult {
+                    id,
+                    accepted: true,
+                    state: Some(state),
+                };
+            }
+            // Rejected: the job's state after the outcomes presented before this one, as if
+            // they had been recorded one by one.
+            let state = match accepted_by_id.get(&id) {
+                Some(&(before, after)) if before < index => Some(after),
+                _ => found.get(&id).copied().flatten(),
+            };
+            FinishResult {
+                id,
+                accepted: false,
+                state,
+            }
+        })
+        .collect();
+    Ok(Finished {
+        results,
+        woken_queues,
+    })
+}
+
+/// Rescues expired leases, oldest first. The decision (available again, discarded, cancelled)
+/// and its message are made from the row as locked, in SQL, so one statement does it all.
+const RESCUE: &str = concat!(
+    "WITH expired AS ( \
+         SELECT id, lease_expires_at, attempt, max_attempts, delivery, \
+                cancel_requested_at IS NOT NULL AS cancel_requested, ",
+    utc_text!("lease_expires_at"),
+    " AS expired_text \
+         FROM drover_jobs \
+         WHERE state = 'running' AND lease_expires_at < coalesce($1::timestamptz, now()) \
+         ORDER BY lease_expires_at LIMIT $2 \
+         FOR UPDATE SKIP LOCKED), \
+     decided AS ( \
+         SELECT id, lease_expires_at, \
+             CASE WHEN cancel_requested THEN 'cancelled' \
+                  WHEN delivery = 'at-most-once' THEN 'discarded' \
+                  WHEN attempt >= max_attempts THEN 'discarded' \
+                  ELSE 'available' END AS new_state, \
+             CASE WHEN cancel_requested THEN \
+                      'lease expired at ' || expired_text || ' while a cancel was requested' \
+                  WHEN delivery = 'at-most-once' THEN \
+                      'interrupted: lease expired at ' || expired_text \
+                      || ' (the worker died or stalled); at-most-once jobs are never run again' \
+                  WHEN attempt >= max_attempts THEN \
+                      'lease expired at ' || expired_text \
+                      || ' (the worker died or stalled) on the last of ' || max_attempts \
+                      || ' attempts' \
+                  ELSE 'lease expired at ' || expired_text \
+                      || ' (the worker died or stalled); rescued to run again' END AS message \
+         FROM expired) \
+     UPDATE drover_jobs j SET state = d.new_state, \
+         completed_at = CASE WHEN d.new_state = 'available' THEN NULL ELSE c.now END, \
+         scheduled_at = CASE WHEN d.new_state = 'available' THEN c.now ELSE j.scheduled_at END, \
+         errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, \
+             'at', c.now_text, 'step', j.step, 'message', d.message)), \
+         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+     FROM decided d, ",
+    clock!("$1"),
+    " WHERE j.id = d.id AND j.state = 'running' \
+     RETURNING j.id, j.kind, j.queue, j.state, d.lease_expires_at"
+);
+
+pub(crate) async fn rescue_expired(
+    db: &Db<'_>,
+    limit: usize,
+    now: Option<Timestamp>,
+) -> Result<Vec<RescuedJob>, DbError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = db.query(RESCUE, &[&now, &limit]).await?;
+    let mut rescued: Vec<(Timestamp, RescuedJob)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        rescued.push((
+            row.get(4),
+            RescuedJob {
+                id: row.get(0),
+                kind: row.get(1),
+                queue: row.get(2),
+                state: parse_state(row.get(3))?,
+            },
+        ));
+    }
+    rescued.sort_by_key(|(expired, job)| (*expired, job.id));
+    Ok(rescued.into_iter().map(|(_, job)| job).collect())
+}
+
+/// What [`cancel`] did, and the job's queue (to wake its workers).
+pub(crate) struct Cancelled {
+    pub(crate) result: CancelResult,
+    pub(crate) queue: String,
+}
+
+pub(crate) async fn cancel(
+    db: &Db<'_>,
+    id: JobId,
+    now: Option<Timestamp>,
+) -> Result<Cancelled, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT state, queue FROM drover_jobs WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+    let state = parse_state(row.get(0))?;
+    let queue: String = row.get(1);
+    let result = match state {
+        JobState::Scheduled | JobState::Available | JobState::Retryable => {
+            db.execute(
+                concat!(
+                    "UPDATE drover_jobs SET state = 'cancelled', completed_at = c.now, \
+                         cancel_requested_at = c.now, \
+                         history = history || jsonb_build_array(jsonb_build_object( \
+                             'at', c.now_text, 'event', 'cancelled', \
+                             'detail', 'cancelled by an operator before it ran')) \
+                     FROM ",
+                    clock!("$2"),
+                    " WHERE id = $1"
+                ),
+                &[&id, &now],
+            )
+            .await?;
+            CancelResult::Cancelled
+        }
+        JobState::Running => {
+            db.execute(
+                concat!(
+                    "UPDATE drover_jobs SET \
+                         cancel_requested_at = coalesce(cancel_requested_at, c.now), \
+                         history = history || jsonb_build_array(jsonb_build_object( \
+                             'at', c.now_text, 'event', 'cancel_requested', \
+                             'detail', 'cancel requested while running')) \
+                     FROM ",
+                    clock!("$2"),
+                    " WHERE id = $1"
+                ),
+                &[&id, &now],
+            )
+            .await?;
+            CancelResult::Requested
+        }
+        done => CancelResult::AlreadyFinished(done),
+    };
+    Ok(Cancelled { result, queue })
+}
+
+/// Operator retry; returns the job as it is now.
+pub(crate) async fn retry(
+    db: &Db<'_>,
+    id: JobId,
+    now: Option<Timestamp>,
+) -> Result<JobRecord, DbError> {
+    let row = db
+        .query_opt(
+            "SELECT state, attempt, unique_key FROM drover_jobs WHERE id = $1 FOR UPDATE",
+            &[&id],
+        )
+        .await?
+        .ok_or(StoreError::NotFound(id))?;
+    let state = parse_state(row.get(0))?;
+    let attempt: i32 = row.get(1);
+    let unique_key: Option<String> = row.get(2);
+    if state == JobState::Running {
+        return Err(StoreError::Conflict {
+            id,
+            state: state.to_string(),
+            reason: "a running job cannot be retried; cancel it first".into(),
+        }
+        .into());
+    }
+    if let (Some(key), true) = (&unique_key, state.is_terminal()) {
+        let holder = db
+            .query_opt(
+                "SELECT id FROM drover_jobs WHERE unique_key = $1 AND id <> $2 \
+                   AND state IN ('scheduled', 'available', 'running', 'retryable')",
+                &[key, &id],
+            )
+            .await?;
+        if let Some(holder) = holder {
+            let holder: i64 = holder.get(0);
+            return Err(StoreError::Conflict {
+                id,
+                state: state.to_string(),
+                reason: format!("unfinished job {holder} holds its unique key {key:?}"),
+            }
+            .into());
+        }
+    }
+    let detail = format!("retried by an operator; was {state} after {attempt} attempt(s)");
+    let row = db
+        .query_one(
+            &format!(
+                "UPDATE drover_jobs SET state = 'available', attempt = 0, scheduled_at = c.now, \
+                     completed_at = NULL, cancel_requested_at = NULL, step = NULL, \
+                     history = history || jsonb_build_array(jsonb_build_object( \
+                         'at', c.now_text, 'event', 'operator_retry', 'detail', $3::text)) \
+                 FROM {} WHERE id = $1 RETURNING {RECORD_COLUMNS}",
+                clock!("$2")
+            ),
+            &[&id, &now, &detail],
+        )
+        .await
+        .map_err(|err| unique_conflict(err, id, state))?;
+    record(&row)
+}
+
+/// A unique violation while making a job live again: an unfinished job took its key after we
+/// looked (a concurrent insert).
+fn unique_conflict(err: tokio_postgres::Error, id: JobId, state: JobState) -> DbError {
+    if err.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+        return StoreError::Conflict {
+            id,
+            state: state.to_string(),
+            reason: "an unfinished job holds its unique key".into(),
+        }
+        .into();
+    }
+    err.into()
+}
+
+const RECORD_COLUMNS: &str = "drover_jobs.id, queue, kind, args, state, priority, attempt, \
+     max_attempts, delivery, unique_key, scheduled_at, created_at, attempted_at, completed_at, \
+     lease_owner, lease_expires_at, cancel_requested_at, step, errors, history";
+
+pub(crate) async fn get(db: &Db<'_>, id: JobId) -> Result<Option<JobRecord>, DbError> {
+    db.query_opt(
+        &format!("SELECT {RECORD_COLUMNS} FROM drover_jobs WHERE id = $1"),
+        &[&id],
+    )
+    .await?
+    .map(|row| record(&row))
+    .transpose()
+}
+
+pub(crate) async fn list(db: &Db<'_>, params: &JobListParams) -> Result<Vec<JobRecord>, DbError> {
+    let limit = i64::try_from(params.limit).unwrap_or(i64::MAX);
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {RECORD_COLUMNS} FROM drover_jobs \
+                 WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR queue = $2) \
+                   AND ($3::text IS NULL OR kind = $3) AND ($4::bigint IS NULL OR id < $4) \
+                 ORDER BY id DESC LIMIT $5"
+            ),
+            &[
+                &params.state.map(JobState::as_str),
+                &params.queue,
+                &params.kind,
+                &params.before_id,
+                &limit,
+            ],
+        )
+        .await?;
+    rows.iter().map(record).collect()
+}
+
+pub(crate) async fn cancel_requested(db: &Db<'_>, ids: &[JobId]) -> Result<Vec<JobId>, DbError> {
+    let rows = db
+        .query(
+            "SELECT id FROM drover_jobs WHERE id = ANY($1::bigint[]) AND state = 'running' \
+               AND cancel_requested_at IS NOT NULL",
+            &[&ids],
+        )
+        .await?;
+    let requested: std::collections::HashSet<i64> = rows.iter().map(|row| row.get(0)).collect();
+    Ok(ids
+        .iter()
+        .copied()
+        .filter(|id| requested.contains(id))
+        .collect())
+}
+
+pub(crate) async fn count_by_queue(db: &Db<'_>) -> Result<Vec<QueueStateCount>, DbError> {
+    // COLLATE "C": byte order, as SQLite sorts, whatever the database's collation.
+    let rows = db
+        .query(
+            "SELECT queue, state, count(*) FROM drover_jobs GROUP BY queue, state \
+             ORDER BY queue COLLATE \"C\", state COLLATE \"C\"",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(QueueStateCount {
+                queue: row.get(0),
+                state: parse_state(row.get(1))?,
+                count: row.get::<_, i64>(2) as u64,
+            })
+        })
+        .collect()
+}
+
+fn record(row: &Row) -> Result<JobRecord, DbError> {
+    Ok(JobRecord {
+        id: row.get(0),
+        queue: row.get(1),
+        kind: row.get(2),
+        args: row.get(3),
+        state: parse_state(row.get(4))?,
+        priority: row.get(5),
+        attempt: row.get(6),
+        max_attempts: row.get(7),
+        delivery: parse_delivery(row.get(8))?,
+        unique_key: row.get(9),
+        scheduled_at: row.get(10),
+        created_at: row.get(11),
+        attempted_at: row.get(12),
+        completed_at: row.get(13),
+        lease_owner: row.get(14),
+        lease_expires_at: row.get(15),
+        cancel_requested_at: row.get(16),
+        step: row.get(17),
+        errors: row.get::<_, Json<_>>(18).0,
+        history: row.get::<_, Json<_>>(19).0,
+    })
+}
+
+pub(crate) fn parse_state(s: &str) -> Result<JobState, DbError> {
+    s.parse()
+        .map_err(|e: String| StoreError::Internal(format!("corrupt job row: {e}")).into())
+}
+
+fn parse_delivery(s: &str) -> Result<Delivery, DbError> {
+    s.parse()
+        .map_err(|e: String| StoreError::Internal(format!("corrupt job row: {e}")).into())
+}
+
+/// PostgreSQL text cannot hold NUL characters; an error message or step name that has one
+/// (a handler's output can) is stored with U+FFFD in its place rather than refused.
+pub(crate) fn pg_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{fffd}"))
+    } else {
+        Cow::Borrowed(s)
+    }
+}

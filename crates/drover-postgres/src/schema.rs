@@ -1,0 +1,224 @@
+//! Versioned schema migrations. Each version runs once; the applied versions are rows of
+//! `drover_schema`. The whole migration is one transaction holding an advisory lock, so that
+//! processes starting together wait for each other instead of racing on `CREATE TABLE`.
+
+use crate::error::DbError;
+use crate::session::Db;
+
+/// Migrations, in order. Never edit one that has shipped: add a new one.
+const MIGRATIONS: &[(u32, &str)] = &[
+    (
+        1,
+        r#"
+CREATE TABLE drover_jobs (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    queue               text        NOT NULL,
+    kind                text        NOT NULL,
+    args                jsonb       NOT NULL,
+    state               text        NOT NULL CHECK (state IN ('scheduled', 'available', 'running',
+                            'retryable', 'completed', 'discarded', 'cancelled')),
+    priority            integer     NOT NULL DEFAULT 0,
+    attempt             integer     NOT NULL DEFAULT 0,
+    max_attempts        integer     NOT NULL CHECK (max_attempts > 0),
+    delivery            text        NOT NULL CHECK (delivery IN ('at-least-once', 'at-most-once')),
+    unique_key          text,
+    scheduled_at        timestamptz NOT NULL,
+    created_at          timestamptz NOT NULL,
+    attempted_at        timestamptz,
+    completed_at        timestamptz,
+    lease_owner         text,
+    lease_token         bigint,
+    lease_expires_at    timestamptz,
+    cancel_requested_at timestamptz,
+    step                text,
+    errors              jsonb       NOT NULL DEFAULT '[]',
+    history             jsonb       NOT NULL DEFAULT '[]'
+) WITH (
+    -- Every job is updated several times (claimed, finished): leave room on each page so that
+    -- updates stay on the page (HOT when no indexed column changes).
+    fillfactor = 90,
+    -- The hot table churns: vacuum after 1% of it is dead rather than the default 20%, or
+    -- claimed rows leave dead entries at the front of the fetch index and every claim wades
+    -- through them (que-rb/que#243, riverqueue/river#59).
+    autovacuum_vacuum_scale_factor = 0.01,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_insert_scale_factor = 0.01,
+    autovacuum_analyze_scale_factor = 0.02
+);
+-- Partial indexes over live jobs only: finished rows (most of the table) never slow a claim,
+-- a promotion or a rescue down.
+CREATE INDEX drover_jobs_fetch ON drover_jobs (queue, priority DESC, id)
+    WHERE state = 'available';
+CREATE INDEX drover_jobs_due ON drover_jobs (queue, scheduled_at)
+    WHERE state IN ('scheduled', 'retryable');
+CREATE INDEX drover_jobs_lease ON drover_jobs (lease_expires_at)
+    WHERE state = 'running';
+CREATE UNIQUE INDEX drover_jobs_unique ON drover_jobs (unique_key)
+    WHERE unique_key IS NOT NULL
+      AND state IN ('scheduled', 'available', 'running', 'retryable');
+"#,
+    ),
+    (
+        2,
+        r#"
+-- One row per leadership; the holder renews expires_at, and term grows with every change of
+-- hands so that leader-only writes can check they come from the current term.
+CREATE TABLE drover_leader (
+    name       text        PRIMARY KEY,
+    leader_id  text        NOT NULL,
+    term       bigint      NOT NULL,
+    elected_at timestamptz NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE drover_processes (
+    id           text        PRIMARY KEY,
+    host         text        NOT NULL,
+    pid          bigint      NOT NULL,
+    queues       text[]      NOT NULL,
+    version      text        NOT NULL,
+    started_at   timestamptz NOT NULL,
+    heartbeat_at timestamptz NOT NULL
+);
+"#,
+    ),
+    (
+        3,
+        r#"
+CREATE TABLE drover_cron_schedules (
+    name          text        PRIMARY KEY,
+    registered_at timestamptz NOT NULL
+);
+-- One row per (schedule, fire time), written in the same transaction as the job it enqueued.
+-- Never emptied by the job archiver, so that an archived job cannot make a fire time new again.
+CREATE TABLE drover_cron_fires (
+    schedule text        NOT NULL,
+    fire_at  timestamptz NOT NULL,
+    job_id   bigint,
+    fired_at timestamptz NOT NULL,
+    PRIMARY KEY (schedule, fire_at)
+);
+-- Finished jobs move here, out of the hot table: the same columns, in the same order.
+CREATE TABLE drover_jobs_archive (
+    id                  bigint      PRIMARY KEY,
+    queue               text        NOT NULL,
+    kind                text        NOT NULL,
+    args                jsonb       NOT NULL,
+    state               text        NOT NULL,
+    priority            integer     NOT NULL,
+    attempt             integer     NOT NULL,
+    max_attempts        integer     NOT NULL,
+    delivery            text        NOT NULL,
+    unique_key          text,
+    scheduled_at        timestamptz NOT NULL,
+    created_at          timestamptz NOT NULL,
+    attempted_at        timestamptz,
+    completed_at        timestamptz,
+    lease_owner         text,
+    lease_token         bigint,
+    lease_expires_at    timestamptz,
+    cancel_requested_at timestamptz,
+    step                text,
+    errors              jsonb       NOT NULL,
+    history             jsonb       NOT NULL
+);
+CREATE INDEX drover_jobs_finished ON drover_jobs (completed_at)
+    WHERE state IN ('completed', 'discarded', 'cancelled');
+"#,
+    ),
+];
+
+/// The newest schema version this build knows.
+pub(crate) const LATEST: u32 = 3;
+
+/// Applies what is missing, inside the caller's transaction; returns the versions applied.
+pub(crate) async fn migrate(db: &Db<'_>, schema: Option<&str>) -> Result<Vec<u32>, DbError> {
+    // Serializes migrations of this schema across processes until the transaction ends.
+    db.execute(
+        "SELECT pg_advisory_xact_lock($1::bigint)",
+        &[&lock_key(schema.unwrap_or(""))],
+    )
+    .await?;
+    if let Some(schema) = schema {
+        let exists: bool = db
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                &[&schema],
+            )
+            .await?
+            .get(0);
+        if !exists {
+            // A checked plain identifier (config::check_schema). The session's search_path
+            // already names it, and takes effect as soon as it exists.
+            db.batch_execute(&format!("CREATE SCHEMA {schema}")).await?;
+        }
+    }
+    db.batch_execute(
+        "CREATE TABLE IF NOT EXISTS drover_schema (
+             version    integer     PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let current: i32 = db
+        .query_one("SELECT coalesce(max(version), 0) FROM drover_schema", &[])
+        .await?
+        .get(0);
+    let mut applied = Vec::new();
+    for &(version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v as i32 > current) {
+        db.batch_execute(sql).await?;
+        db.execute(
+            "INSERT INTO drover_schema (version) VALUES ($1)",
+            &[&(version as i32)],
+        )
+        .await?;
+        applied.push(version);
+    }
+    Ok(applied)
+}
+
+/// The schema version of the database (0 when never migrated).
+pub(crate) async fn version(db: &Db<'_>) -> Result<u32, DbError> {
+    let row = db
+        .query_one("SELECT to_regclass('drover_schema') IS NOT NULL", &[])
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Ok(0);
+    }
+    let version: i32 = db
+        .query_one("SELECT coalesce(max(version), 0) FROM drover_schema", &[])
+        .await?
+        .get(0);
+    Ok(version as u32)
+}
+
+/// The advisory lock key of a schema's migrations: a fixed tag in the high bits, so that it
+/// does not collide with the application's own advisory locks by accident, and a stable hash
+/// (FNV-1a) of the schema name in the low bits, so that different schemas migrate in parallel.
+fn lock_key(schema: &str) -> i64 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in schema.bytes() {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    (0x6472_6f76_i64 << 32) | i64::from(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_numbered_in_order() {
+        for (i, (version, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version as usize, i + 1);
+        }
+        assert_eq!(MIGRATIONS.last().unwrap().0, LATEST);
+    }
+
+    #[test]
+    fn lock_keys_are_stable_and_distinct() {
+        assert_eq!(lock_key("a"), lock_key("a"));
+        assert_ne!(lock_key("a"), lock_key("b"));
+        assert_eq!(lock_key("") >> 32, 0x6472_6f76);
+    }
+}

@@ -1,0 +1,134 @@
+//! The connection pool, the settings of every pooled session, and [`Db`]: the handle every
+//! query goes through.
+
+use std::time::Duration;
+
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, StatementCache,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
+
+use crate::config::PgConfig;
+
+/// Builds the pool. No connection is opened yet.
+pub(crate) fn pool(
+    config: &PgConfig,
+    pg: tokio_postgres::Config,
+    schema: Option<&str>,
+) -> Result<Pool, String> {
+    let setup = session_setup(config, schema);
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            // A broken connection is noticed by its connection task (is_closed) and replaced;
+            // a test query on every checkout would add a round trip to every operation.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_size.max(1))
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(config.acquire_timeout))
+        .create_timeout(Some(config.connect_timeout))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .post_create(Hook::async_fn(move |client, _metrics| {
+            let setup = setup.clone();
+            Box::pin(async move {
+                client
+                    .batch_execute(&setup)
+                    .await
+                    .map_err(HookError::Backend)
+            })
+        }))
+        .build()
+        .map_err(|err| format!("cannot build the connection pool: {err}"))
+}
+
+/// The `SET` statements every engine session runs once, when it is opened (RELIABILITY.md rule
+/// 8: a stalled statement or an abandoned transaction must not hold locks forever).
+fn session_setup(config: &PgConfig, schema: Option<&str>) -> String {
+    let mut sql = format!(
+        "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {};",
+        millis(config.statement_timeout),
+        millis(config.idle_in_transaction_timeout)
+    );
+    if let Some(schema) = schema {
+        // A checked plain identifier (config::check_schema), so it needs no quoting.
+        sql.push_str(&format!(" SET search_path TO {schema};"));
+    }
+    sql
+}
+
+/// Milliseconds for a timeout setting; 0 would mean "no timeout", so round up to 1.
+fn millis(d: Duration) -> u128 {
+    d.as_millis().max(1)
+}
+
+/// A connection (or the connection of a transaction) and, for pooled connections, its cache of
+/// prepared statements.
+///
+/// Queries take the SQL text and prepare it once per connection: a pooled connection keeps its
+/// statements, so the hot statements are parsed and planned once, not on every call.
+pub(crate) struct Db<'a> {
+    client: &'a tokio_postgres::Client,
+    cache: Option<&'a StatementCache>,
+}
+
+impl<'a> Db<'a> {
+    pub(crate) fn new(
+        client: &'a tokio_postgres::Client,
+        cache: Option<&'a StatementCache>,
+    ) -> Self {
+        Self { client, cache }
+    }
+
+    async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        match self.cache {
+            Some(cache) => cache.prepare(self.client, sql).await,
+            None => self.client.prepare(sql).await,
+        }
+    }
+
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query(&statement, params).await
+    }
+
+    pub(crate) async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_one(&statement, params).await
+    }
+
+    pub(crate) async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.query_opt(&statement, params).await
+    }
+
+    pub(crate) async fn execute(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let statement = self.statement(sql).await?;
+        self.client.execute(&statement, params).await
+    }
+
+    /// Runs statements without parameters (DDL), in the simple protocol.
+    pub(crate) async fn batch_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.client.batch_execute(sql).await
+    }
+}

@@ -1,0 +1,537 @@
+//! [`PgStore`]: the [`Store`] implementation, wiring the pool, the listener and the SQL
+//! modules together.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use drover_core::{
+    ArchiveParams, CancelResult, ClaimResult, CronFireParams, CronFireResult, CronPruneParams,
+    CronRegisterParams, CronState, FinishResult, InsertedJob, JobCancelParams, JobClaimParams,
+    JobFinishParams, JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobRecord,
+    JobRescueParams, JobRetryParams, LeaderElectParams, LeaderRecord, LeaderReelectParams,
+    LeaderResignParams, LeaderTerm, LeaseStatus, Limits, MigrateReport, NewJob, ProcessPruneParams,
+    ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob, Store, StoreError, Wakeups,
+};
+use jiff::Timestamp;
+use tokio::sync::watch;
+
+use crate::config::{PgConfig, redact};
+use crate::error::{DbError, map_pool};
+use crate::insert::InsertSql;
+use crate::listener::{Listener, ListenerSettings};
+use crate::session::{self, Db};
+use crate::{cluster, insert, jobs, maintenance, schema, wake};
+
+/// Tries of a transaction that the server rolled back for a deadlock or a serialization
+/// failure, before the error is handed to the caller (as transient).
+const TRIES: u32 = 5;
+
+/// A [`Store`] on PostgreSQL. See the crate documentation for its design.
+pub struct PgStore {
+    config: PgConfig,
+    schema: Option<String>,
+    channel: String,
+    pool: Pool,
+    wakeups: Wakeups,
+    insert_sql: InsertSql,
+    closed: AtomicBool,
+    /// Set once the schema was found current, so that reads check it only once.
+    schema_current: AtomicBool,
+    listener: Mutex<Option<Listener>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &redact(&self.config.url))
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `$body` in a transaction on a pooled connection, with `$db` bound to a `&Db`, and
+/// evaluates to `Result<T, StoreError>`. `$body` may use `?` on database and store errors.
+///
+/// The transaction is tried again (up to [`TRIES`] times) when the server rolled it back for a
+/// deadlock or a serialization failure: nothing was written. Not after a lost connection: the
+/// commit may have happened, and the caller decides.
+///
+/// A macro rather than a method taking an async closure: the future of such a closure borrows
+/// the transaction for a higher-ranked lifetime, and the compiler cannot yet prove it `Send`.
+macro_rules! in_transaction {
+    ($store:expr, |$db:ident| $body:expr) => {{
+        let store: &PgStore = $store;
+        let mut tries = 0u32;
+        loop {
+            if let Err(err) = store.check_open() {
+                break Err(err);
+            }
+            tries += 1;
+            let mut client = match store.pool.get().await {
+                Ok(client) => client,
+                Err(err) => break Err(map_pool(err)),
+            };
+            let result: Result<_, DbError> = async {
+                let tx = client.transaction().await?;
+                let value = {
+                    let $db = &Db::new(tx.client(), Some(tx.statement_cache.as_ref()));
+                    $body
+                };
+                tx.commit().await?;
+                Ok(value)
+            }
+            .await;
+            match result {
+                Ok(value) => break Ok(value),
+                Err(err) if err.is_retryable() && tries < TRIES => {
+                    store.pause_before_retry(tries, &err).await;
+                }
+                Err(err) => break Err(err.into_store()),
+            }
+        }
+    }};
+}
+
+/// Runs `$body` on a pooled connection outside any explicit transaction, with `$db` bound to a
+/// `&Db`; evaluates to `Result<T, StoreError>`.
+macro_rules! on_connection {
+    ($store:expr, |$db:ident| $body:expr) => {{
+        let store: &PgStore = $store;
+        match store.check_open() {
+            Err(err) => Err(err),
+            Ok(()) => match store.pool.get().await {
+                Err(err) => Err(map_pool(err)),
+                Ok(client) => {
+                    let result: Result<_, DbError> = async {
+                        let $db = &Db::new(&client, Some(client.statement_cache.as_ref()));
+                        Ok($body)
+                    }
+                    .await;
+                    result.map_err(DbError::into_store)
+                }
+            },
+        }
+    }};
+}
+
+impl PgStore {
+    /// Connects: builds the pool, opens a first connection (so that an unreachable server
+    /// fails here, with [`StoreError::Unavailable`], not on first use), and starts the
+    /// listener. Does not migrate: call [`Store::migrate`].
+    pub async fn connect(config: PgConfig) -> Result<PgStore, StoreError> {
+        let (pg, schema) = config.pg_config().map_err(StoreError::Internal)?;
+        let pool =
+            session::pool(&config, pg.clone(), schema.as_deref()).map_err(StoreError::Internal)?;
+        let first = pool.get().await.map_err(|err| match map_pool(err) {
+            StoreError::Unavailable(why) => StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL at {}: {why}",
+                redact(&config.url)
+            )),
+            other => other,
+        })?;
+        drop(first);
+
+        let mut store = PgStore {
+            channel: PgConfig {
+                schema: schema.clone(),
+                ..config.clone()
+            }
+            .channel(),
+            insert_sql: InsertSql::new(schema.as_deref()),
+            schema,
+            pool,
+            wakeups: Wakeups::default(),
+            closed: AtomicBool::new(false),
+            schema_current: AtomicBool::new(false),
+            listener: Mutex::new(None),
+            config,
+        };
+        if store.config.listen {
+            let settings = ListenerSettings {
+                channel: store.channel.clone(),
+                connect_timeout: store.config.connect_timeout,
+                max_backoff: store.config.listener_max_backoff,
+                check_interval: store.config.listener_check_interval,
+            };
+            let (listener, ready) = Listener::start(pg, settings, store.wakeups.clone()).await;
+            if let Err(error) = ready {
+                tracing::warn!(%error,
+                    "the PostgreSQL listener is not listening yet; it keeps trying, and until it \
+                     succeeds enqueues by other processes are noticed only at the next poll");
+            }
+            store.listener = Mutex::new(Some(listener));
+        }
+        Ok(store)
+    }
+
+    /// The settings the store was opened with.
+    pub fn config(&self) -> &PgConfig {
+        &self.config
+    }
+
+    /// How many times the listener has connected and started listening: 1 after a clean
+    /// start, one more after every reconnection; 0 when it never could, or does not run.
+    pub fn listener_connections(&self) -> u64 {
+        self.listener
+            .lock()
+            .expect("listener lock poisoned")
+            .as_ref()
+            .map_or(0, Listener::connections)
+    }
+
+    /// Enqueues jobs inside the caller's own transaction: the jobs exist if and only if that
+    /// transaction commits, and workers are woken (by `NOTIFY`) when it does.
+    ///
+    /// The jobs are validated with the default [`Limits`] first. Table names are qualified
+    /// with the store's schema, so the transaction's `search_path` does not matter. Job times
+    /// are the transaction's start (`now()`). A deadlock is not retried here: the error is
+    /// transient, and the caller retries its whole transaction.
+    ///
+    /// ```no_run
+    /// # async fn example(store: &drover_postgres::PgStore, client: &mut tokio_postgres::Client)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use drover_core::NewJob;
+    ///
+    /// let tx = client.transaction().await?;
+    /// tx.execute("INSERT INTO orders (id) VALUES ($1)", &[&42_i64]).await?;
+    /// store
+    ///     .insert_jobs_in_transaction(&tx, &[NewJob::new("order.confirm", r#"{"order":42}"#)])
+    ///     .await?;
+    /// tx.commit().await?; // the order and its job, or neither
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn insert_jobs_in_transaction(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        jobs: &[NewJob],
+    ) -> Result<Vec<InsertedJob>, StoreError> {
+        let limits = Limits::default();
+        limits.check_batch(jobs.len())?;
+        for job in jobs {
+            limits.check_job(job)?;
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let db = Db::new(tx.client(), None);
+        let work = async {
+            let inserted = insert::insert_many(&db, &self.insert_sql, jobs, None).await?;
+            let payloads = inserted_queues(&inserted, jobs);
+            // Our channel name, spelled in full: the caller's session has no notion of it.
+            wake::notify(&db, &self.channel, &payloads).await?;
+            Ok::<_, DbError>(inserted)
+        };
+        work.await.map_err(DbError::into_store)
+    }
+
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Pauses before a transaction is tried again after a deadlock or a serialization
+    /// failure: a few milliseconds, more each time, at random so that the two sides of a
+    /// deadlock do not collide again.
+    async fn pause_before_retry(&self, tries: u32, err: &DbError) {
+        let pause = Duration::from_millis(fastrand::u64(1..=10 * u64::from(tries)));
+        tracing::debug!(error = ?err, tries, ?pause, "transaction rolled back; trying again");
+        tokio::time::sleep(pause).await;
+    }
+
+    /// Fails with a clear message when the schema is older than this build (SQLite does the
+    /// same); checked once, then remembered.
+    async fn ensure_migrated(&self) -> Result<(), StoreError> {
+        if self.schema_current.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let version = on_connection!(self, |db| schema::version(db).await?)?;
+        if version < schema::LATEST {
+            return Err(StoreError::Internal(format!(
+                "the database schema is at version {version}, this build needs {}: run `drover migrate`",
+                schema::LATEST
+            )));
+        }
+        self.schema_current.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// After a commit that may have made work available: wake this process's workers now (the
+    /// listener hears the notification too, a moment later).
+    fn woke(&self, woke: bool) {
+        if woke {
+            self.wakeups.wake();
+        }
+    }
+}
+
+/// Payloads for the queues where jobs were inserted (duplicates change nothing).
+fn inserted_queues(inserted: &[InsertedJob], jobs: &[NewJob]) -> Vec<String> {
+    wake::payloads(
+        inserted
+            .iter()
+            .zip(jobs)
+            .filter(|(result, _)| !result.duplicate)
+            .map(|(_, job)| job.queue.as_str()),
+    )
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn migrate(&self) -> Result<MigrateReport, StoreError> {
+        let schema = self.schema.as_deref();
+        let applied = in_transaction!(self, |db| schema::migrate(db, schema).await?)?;
+        self.schema_current.store(true, Ordering::Release);
+        Ok(MigrateReport {
+            applied,
+            version: schema::LATEST,
+        })
+    }
+
+    async fn job_insert_many(
+        &self,
+        params: JobInsertParams,
+    ) -> Result<Vec<InsertedJob>, StoreError> {
+        if params.jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (inserted, woke) = in_transaction!(self, |db| {
+            let inserted =
+                insert::insert_many(db, &self.insert_sql, &params.jobs, params.now).await?;
+            let payloads = inserted_queues(&inserted, &params.jobs);
+            wake::notify(db, &self.channel, &payloads).await?;
+            (inserted, !payloads.is_empty())
+        })?;
+        self.woke(woke);
+        Ok(inserted)
+    }
+
+    async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError> {
+        in_transaction!(self, |db| jobs::claim(db, &params).await?)
+    }
+
+    async fn job_heartbeat(
+        &self,
+        params: JobHeartbeatParams,
+    ) -> Result<Vec<LeaseStatus>, StoreError> {
+        if params.leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        in_transaction!(self, |db| jobs::heartbeat(db, &params).await?)
+    }
+
+    async fn job_finish_many(
+        &self,
+        params: JobFinishParams,
+    ) -> Result<Vec<FinishResult>, StoreError> {
+        if params.outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (results, woke) = in_transaction!(self, |db| {
+            let finished = jobs::finish_many(db, &params.outcomes, params.now).await?;
+            // A hand-back made work available; a retry changed when work is next due.
+            let payloads = wake::payloads(finished.woken_queues.iter().map(String::as_str));
+            wake::notify(db, &self.channel, &payloads).await?;
+            (finished.results, !payloads.is_empty())
+        })?;
+        self.woke(woke);
+        Ok(results)
+    }
+
+    async fn job_rescue_expired(
+        &self,
+        params: JobRescueParams,
+    ) -> Result<Vec<RescuedJob>, StoreError> {
+        let rescued = in_transaction!(self, |db| {
+            let rescued = jobs::rescue_expired(db, params.limit, params.now).await?;
+            let payloads = wake::payloads(rescued.iter().map(|job| job.queue.as_str()));
+            wake::notify(db, &self.channel, &payloads).await?;
+            rescued
+        })?;
+        self.woke(!rescued.is_empty());
+        Ok(rescued)
+    }
+
+    async fn job_cancel(&self, params: JobCancelParams) -> Result<CancelResult, StoreError> {
+        let result = in_transaction!(self, |db| {
+            let cancelled = jobs::cancel(db, params.id, params.now).await?;
+            // Workers in other processes check their running jobs for cancel requests on
+            // wake-up.
+            if cancelled.result == CancelResult::Requested {
+                wake::notify(db, &self.channel, &[cancelled.queue]).await?;
+            }
+            cancelled.result
+        })?;
+        self.woke(result == CancelResult::Requested);
+        Ok(result)
+    }
+
+    async fn job_retry(&self, params: JobRetryParams) -> Result<JobRecord, StoreError> {
+        let record = in_transaction!(self, |db| {
+            let record = jobs::retry(db, params.id, params.now).await?;
+            wake::notify(db, &self.channel, std::slice::from_ref(&record.queue)).await?;
+            record
+        })?;
+        self.woke(true);
+        Ok(record)
+    }
+
+    async fn job_get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| jobs::get(db, id).await?)
+    }
+
+    async fn job_list(&self, params: JobListParams) -> Result<Vec<JobRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| jobs::list(db, &params).await?)
+    }
+
+    async fn job_cancel_requested(&self, ids: Vec<JobId>) -> Result<Vec<JobId>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_connection!(self, |db| jobs::cancel_requested(db, &ids).await?)
+    }
+
+    async fn job_count_by_queue(&self) -> Result<Vec<QueueStateCount>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| jobs::count_by_queue(db).await?)
+    }
+
+    async fn leader_attempt_elect(
+        &self,
+        params: LeaderElectParams,
+    ) -> Result<Option<LeaderTerm>, StoreError> {
+        in_transaction!(self, |db| cluster::elect(db, &params).await?)
+    }
+
+    async fn leader_attempt_reelect(
+        &self,
+        params: LeaderReelectParams,
+    ) -> Result<Option<LeaderTerm>, StoreError> {
+        in_transaction!(self, |db| cluster::reelect(db, &params).await?)
+    }
+
+    async fn leader_resign(&self, params: LeaderResignParams) -> Result<bool, StoreError> {
+        let resigned = in_transaction!(self, |db| {
+            let resigned = cluster::resign(db, &params).await?;
+            // Other processes' electors listen to wake-ups: the handover is immediate.
+            if resigned {
+                wake::notify(db, &self.channel, &[wake::LEADER.to_owned()]).await?;
+            }
+            resigned
+        })?;
+        self.woke(resigned);
+        Ok(resigned)
+    }
+
+    async fn leader_get(
+        &self,
+        name: String,
+        now: Option<Timestamp>,
+    ) -> Result<Option<LeaderRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| cluster::leader(db, &name, now).await?)
+    }
+
+    async fn process_upsert(&self, params: ProcessUpsertParams) -> Result<(), StoreError> {
+        in_transaction!(self, |db| cluster::process_upsert(db, &params).await?)
+    }
+
+    async fn process_delete(&self, id: String) -> Result<(), StoreError> {
+        in_transaction!(self, |db| cluster::process_delete(db, &id).await?)
+    }
+
+    async fn process_list(&self) -> Result<Vec<ProcessRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| cluster::process_list(db).await?)
+    }
+
+    async fn process_prune(&self, params: ProcessPruneParams) -> Result<u64, StoreError> {
+        in_transaction!(self, |db| {
+            cluster::process_prune(db, params.stale_after, params.now).await?
+        })
+    }
+
+    async fn cron_register(
+        &self,
+        params: CronRegisterParams,
+    ) -> Result<Vec<CronState>, StoreError> {
+        in_transaction!(self, |db| {
+            maintenance::cron_register(db, &params.names, params.now).await?;
+            maintenance::cron_states(db).await?
+        })
+    }
+
+    async fn cron_states(&self) -> Result<Vec<CronState>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| maintenance::cron_states(db).await?)
+    }
+
+    async fn cron_fire(&self, params: CronFireParams) -> Result<CronFireResult, StoreError> {
+        let result = in_transaction!(self, |db| {
+            let result = maintenance::cron_fire(db, &self.insert_sql, &params).await?;
+            if matches!(result, CronFireResult::Fired { .. }) {
+                wake::notify(db, &self.channel, std::slice::from_ref(&params.job.queue)).await?;
+            }
+            result
+        })?;
+        self.woke(matches!(result, CronFireResult::Fired { .. }));
+        Ok(result)
+    }
+
+    async fn cron_prune(&self, params: CronPruneParams) -> Result<u64, StoreError> {
+        in_transaction!(self, |db| maintenance::cron_prune(db, params.before)
+            .await?)
+    }
+
+    async fn table_columns(&self, table: String) -> Result<Option<Vec<String>>, StoreError> {
+        drover_core::validate::check_identifier("table", &table)?;
+        on_connection!(self, |db| maintenance::table_columns(db, &table).await?)
+    }
+
+    async fn archive_batch(&self, params: ArchiveParams) -> Result<u64, StoreError> {
+        let sql = maintenance::ArchiveSql::new(&params)?;
+        maintenance::check_distinct_tables(&params)?;
+        in_transaction!(self, |db| maintenance::archive_batch(db, &sql, &params)
+            .await?)
+    }
+
+    async fn archive_pending(&self, params: ArchiveParams) -> Result<u64, StoreError> {
+        let sql = maintenance::ArchiveSql::new(&params)?;
+        on_connection!(self, |db| maintenance::archive_pending(db, &sql, &params)
+            .await?)
+    }
+
+    fn wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.subscribe()
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        // Later gets fail with Closed; idle connections are closed now, busy ones when they
+        // come back.
+        self.pool.close();
+        let listener = self.listener.lock().expect("listener lock poisoned").take();
+        if let Some(listener) = listener {
+            listener.stop().await;
+        }
+    }
+}
+
+// Used by tests of this crate that run SQL of their own.
+#[cfg(test)]
+impl PgStore {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(map_pool)
+    }
+}
