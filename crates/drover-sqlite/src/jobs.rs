@@ -12,8 +12,15 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use crate::store::SqlResult;
 use crate::time::{from_text, plus, to_text};
 
-/// States in which a job is unfinished (and holds its unique key).
-const LIVE: &str = "('scheduled', 'available', 'running', 'retryable')";
+/// States in which a job is unfinished (and holds its unique key), word for word as in the
+/// unique index's condition, so that SQLite uses the index.
+pub(crate) const LIVE: &str =
+    "(state = 'scheduled' OR state = 'available' OR state = 'running' OR state = 'retryable')";
+/// States waiting for their time, as in the `drover_jobs_due` index.
+const DUE: &str = "(state = 'scheduled' OR state = 'retryable')";
+/// Terminal states, as in the `drover_jobs_finished` index.
+pub(crate) const FINISHED: &str =
+    "(state = 'completed' OR state = 'discarded' OR state = 'cancelled')";
 
 const RECORD_COLUMNS: &str = "id, queue, kind, args, state, priority, attempt, max_attempts, \
      delivery, unique_key, scheduled_at, created_at, attempted_at, completed_at, lease_owner, \
@@ -26,7 +33,7 @@ pub(crate) fn insert_many(
 ) -> rusqlite::Result<Vec<InsertedJob>> {
     let now_text = to_text(now);
     let mut find_unique = conn.prepare_cached(&format!(
-        "SELECT id, state FROM drover_jobs WHERE unique_key = ?1 AND state IN {LIVE}"
+        "SELECT id, state FROM drover_jobs WHERE unique_key = ?1 AND {LIVE}"
     ))?;
     let mut insert = conn.prepare_cached(
         "INSERT INTO drover_jobs (queue, kind, args, state, priority, max_attempts, delivery, \
@@ -88,10 +95,10 @@ pub(crate) fn claim(
     now: Timestamp,
 ) -> rusqlite::Result<ClaimResult> {
     let now_text = to_text(now);
-    conn.prepare_cached(
+    conn.prepare_cached(&format!(
         "UPDATE drover_jobs SET state = 'available' \
-         WHERE state IN ('scheduled', 'retryable') AND queue = ?1 AND scheduled_at <= ?2",
-    )?
+         WHERE {DUE} AND queue = ?1 AND scheduled_at <= ?2"
+    ))?
     .execute(params![params.queue, now_text])?;
 
     let mut jobs = Vec::new();
@@ -131,10 +138,9 @@ pub(crate) fn claim(
     }
 
     let next_due_at = conn
-        .prepare_cached(
-            "SELECT min(scheduled_at) FROM drover_jobs \
-             WHERE state IN ('scheduled', 'retryable') AND queue = ?1",
-        )?
+        .prepare_cached(&format!(
+            "SELECT min(scheduled_at) FROM drover_jobs WHERE {DUE} AND queue = ?1"
+        ))?
         .query_row([&params.queue], |row| row.get::<_, Option<String>>(0))?
         .map(|text| from_text(&text))
         .transpose()?;
@@ -397,7 +403,7 @@ pub(crate) fn retry(conn: &Connection, id: JobId, now: Timestamp) -> Result<(), 
     if let (Some(key), true) = (&unique_key, state.is_terminal()) {
         let holder: Option<i64> = conn
             .prepare_cached(&format!(
-                "SELECT id FROM drover_jobs WHERE unique_key = ?1 AND state IN {LIVE} AND id != ?2"
+                "SELECT id FROM drover_jobs WHERE unique_key = ?1 AND {LIVE} AND id != ?2"
             ))
             .sql()?
             .query_row(params![key, id], |row| row.get(0))
@@ -577,5 +583,56 @@ mod tests {
         }
         let statement = conn.prepare_cached(CLAIM).unwrap();
         assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
+    }
+
+    /// Writes must not build ephemeral tables (constant `IN` lists in CHECKs and partial-index
+    /// conditions did), and the queries must use their partial indexes.
+    #[test]
+    fn hot_statements_use_their_indexes_and_no_ephemeral_tables() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&conn, "2030-01-01T00:00:00.000000Z").unwrap();
+        let explain = |sql: &str| -> Vec<String> {
+            let n = sql.matches('?').count();
+            let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+            stmt.query_map(
+                rusqlite::params_from_iter(vec![rusqlite::types::Null; n]),
+                |r| r.get::<_, String>(1),
+            )
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        for sql in [
+            "INSERT INTO drover_jobs (queue, kind, args, state, priority, max_attempts, delivery, \
+             unique_key, scheduled_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "UPDATE drover_jobs SET state = 'completed', completed_at = ? \
+             WHERE id = ? AND state = 'running' AND lease_token = ?",
+        ] {
+            assert!(
+                !explain(sql).iter().any(|op| op == "OpenEphemeral"),
+                "{sql}"
+            );
+        }
+        let plan = |sql: String| -> String {
+            let n = sql.matches('?').count();
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            stmt.query_map(
+                rusqlite::params_from_iter(vec![rusqlite::types::Null; n]),
+                |r| r.get::<_, String>(3),
+            )
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("; ")
+        };
+        for (sql, index) in [
+            (format!("SELECT id FROM drover_jobs WHERE {DUE} AND queue = ? AND scheduled_at <= ?"), "drover_jobs_due"),
+            (format!("SELECT id FROM drover_jobs WHERE unique_key = ? AND {LIVE}"), "drover_jobs_unique"),
+            (format!("SELECT id FROM drover_jobs WHERE completed_at < ? AND {FINISHED}"), "drover_jobs_finished"),
+            ("SELECT id FROM drover_jobs WHERE state = 'available' AND queue = ? ORDER BY priority DESC, id".into(), "drover_jobs_fetch"),
+            ("SELECT id FROM drover_jobs WHERE state = 'running' AND lease_expires_at < ?".into(), "drover_jobs_lease"),
+        ] {
+            assert!(plan(sql.clone()).contains(index), "{sql}: {}", plan(sql.clone()));
+        }
     }
 }

@@ -124,9 +124,9 @@ fn due_ids(params: &ArchiveParams) -> Result<String, StoreError> {
     let id = quote("id_column", &params.id_column)?;
     let age = quote("age_column", &params.age_column)?;
     let finished = if params.finished_jobs_only {
-        " AND state IN ('completed', 'discarded', 'cancelled')"
+        format!(" AND {}", crate::jobs::FINISHED)
     } else {
-        ""
+        String::new()
     };
     let mut sql = format!("SELECT {id} FROM {table} WHERE {age} < ?1{finished}");
     if let Some(fallback) = &params.fallback_column {
