@@ -7,7 +7,7 @@
 //! instead of queueing behind each other's row locks (or deadlocking).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use drover_core::{
     CancelResult, ClaimResult, ClaimedJob, Delivery, FinishResult, JobClaimParams,
@@ -106,7 +106,7 @@ pub(crate) async fn claim(db: &Db<'_>, params: &JobClaimParams) -> Result<ClaimR
     Ok(ClaimResult { jobs, next_due_at })
 }
 
-const HEARTBEAT: &str = concat!(
+pub(crate) const HEARTBEAT: &str = concat!(
     "UPDATE drover_jobs j SET \
          lease_expires_at = c.now + $4::bigint * interval '1 microsecond', \
          step = coalesce(h.step, j.step) \
@@ -168,7 +168,7 @@ pub(crate) async fn heartbeat(
 /// Records outcomes, all kinds in one statement. The fence is in the `WHERE`; the final
 /// `SELECT` reports, for each outcome, the state it led to, or (rejected) the job's state as the
 /// statement found it.
-const FINISH: &str = concat!(
+pub(crate) const FINISH: &str = concat!(
     "WITH o AS ( \
          SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
                               $6::bigint[]) \
@@ -217,15 +217,10 @@ pub(crate) async fn finish_many(
 ) -> Result<Finished, DbError> {
     // One row per lease, the first outcome presented for it: a repeat can only be rejected, as
     // when outcomes are recorded one by one.
-    let mut first: HashMap<(i64, i64), usize> = HashMap::new();
-    let mut sent: Vec<usize> = Vec::new();
-    for (index, outcome) in outcomes.iter().enumerate() {
-        let key = (outcome.lease.id, outcome.lease.lease_token);
-        if !first.contains_key(&key) {
-            first.insert(key, index);
-            sent.push(index);
-        }
-    }
+    let mut leases: HashSet<(i64, i64)> = HashSet::new();
+    let sent: Vec<usize> = (0..outcomes.len())
+        .filter(|&i| leases.insert((outcomes[i].lease.id, outcomes[i].lease.lease_token)))
+        .collect();
     let mut ids = Vec::with_capacity(sent.len());
     let mut tokens = Vec::with_capacity(sent.len());
     let mut kinds = Vec::with_capacity(sent.len());
@@ -308,7 +303,7 @@ pub(crate) async fn finish_many(
 
 /// Rescues expired leases, oldest first. The decision (available again, discarded, cancelled)
 /// and its message are made from the row as locked, in SQL, so one statement does it all.
-const RESCUE: &str = concat!(
+pub(crate) const RESCUE: &str = concat!(
     "WITH expired AS ( \
          SELECT id, lease_expires_at, attempt, max_attempts, delivery, \
                 cancel_requested_at IS NOT NULL AS cancel_requested, ",
@@ -549,7 +544,7 @@ pub(crate) async fn cancel_requested(db: &Db<'_>, ids: &[JobId]) -> Result<Vec<J
             &[&ids],
         )
         .await?;
-    let requested: std::collections::HashSet<i64> = rows.iter().map(|row| row.get(0)).collect();
+    let requested: HashSet<i64> = rows.iter().map(|row| row.get(0)).collect();
     Ok(ids
         .iter()
         .copied()

@@ -40,6 +40,8 @@ mod insert;
 mod jobs;
 mod listener;
 mod maintenance;
+#[cfg(test)]
+mod query_plans;
 mod schema;
 mod session;
 mod store;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   connect ──► LISTEN ──► serve: notification → wake
-//!      ▲                     │    every check interval: SELECT 1 (a dead peer is noticed)
+//!      ▲                     │    every check interval: LISTEN again (a dead peer is noticed)
 //!      │                     ▼
 //!      └── backoff ◄── connection lost          stop signal / store dropped ──► exit
 //! ```
@@ -25,7 +25,7 @@ use crate::error::describe;
 /// First pause after a failed connection; it doubles up to the configured maximum.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
-/// How long the periodic `SELECT 1` may take before the connection is deemed dead.
+/// How long the periodic check may take before the connection is deemed dead.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the listener task.
@@ -117,8 +117,11 @@ async fn run(
         match opened {
             Ok(mut session) => {
                 backoff = MIN_BACKOFF;
+                // The count goes up before `start` returns, and after the wake-up of a
+                // reconnection (so a caller that saw the count go up saw that wake-up too).
                 match ready.take() {
                     Some(ready) => {
+                        connections.fetch_add(1, Ordering::AcqRel);
                         let _ = ready.send(Ok(()));
                     }
                     None => {
@@ -126,9 +129,9 @@ async fn run(
                             "PostgreSQL listener reconnected");
                         // Cover the notifications lost while it was down.
                         wakeups.wake();
+                        connections.fetch_add(1, Ordering::AcqRel);
                     }
                 }
-                connections.fetch_add(1, Ordering::AcqRel);
                 match session.serve(&mut stop, settings.check_interval).await {
                     None => return,
                     Some(reason) => tracing::warn!(channel = %settings.channel, %reason,
@@ -160,6 +163,9 @@ struct Session {
     /// Drives the connection: the client's queries, and the notifications, which it turns into
     /// wake-ups. Ends when the connection does.
     driver: JoinHandle<Result<(), tokio_postgres::Error>>,
+    /// `LISTEN <channel>`: also the periodic check. Listening again is a no-op, and it keeps
+    /// the session's last query, as `pg_stat_activity` shows it, a `LISTEN`.
+    listen: String,
 }
 
 impl Drop for Session {
@@ -190,12 +196,16 @@ impl Session {
                 }
             }
         });
-        let session = Session { client, driver };
         // The channel is `drover_wake` or `drover_wake_<checked plain identifier>`.
         let listen = format!("LISTEN {}", settings.channel);
+        let session = Session {
+            client,
+            driver,
+            listen,
+        };
         tokio::time::timeout(
             settings.connect_timeout,
-            session.client.batch_execute(&listen),
+            session.client.batch_execute(&session.listen),
         )
         .await
         .map_err(|_| format!("LISTEN took longer than {:?}", settings.connect_timeout))?
@@ -224,7 +234,7 @@ impl Session {
                     });
                 }
                 _ = checks.tick() => {
-                    match tokio::time::timeout(CHECK_TIMEOUT, self.client.simple_query("SELECT 1"))
+                    match tokio::time::timeout(CHECK_TIMEOUT, self.client.batch_execute(&self.listen))
                         .await
                     {
                         Ok(Ok(_)) => {}

@@ -97,7 +97,10 @@ pub async fn admin() -> Result<tokio_postgres::Client, tokio_postgres::Error> {
 /// A plain connection whose `search_path` is `schema`.
 pub async fn admin_on(schema: &str) -> tokio_postgres::Client {
     let client = admin().await.unwrap_or_else(|err| {
-        panic!("cannot reach the PostgreSQL test server at {}: {err}", test_url())
+        panic!(
+            "cannot reach the PostgreSQL test server at {}: {err}",
+            test_url()
+        )
     });
     client
         .batch_execute(&format!("SET search_path TO {schema}"))

@@ -1,0 +1,171 @@
+//! Tests against the PostgreSQL test server that need the crate's private statements and
+//! sessions: the hot statements read their partial indexes, never the whole table (finished
+//! rows are most of it), and pooled sessions carry their settings.
+//!
+//! The server comes from `DROVER_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); an unreachable server fails the tests.
+
+use drover_core::Store;
+use tokio_postgres::types::ToSql;
+
+use crate::{PgConfig, PgStore, jobs};
+
+fn test_url() -> String {
+    std::env::var("DROVER_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A migrated store on a fresh schema; the caller drops the schema.
+async fn fresh_store() -> (PgStore, String) {
+    let schema = format!("drover_t_{:016x}", fastrand::u64(..));
+    let mut config = PgConfig::from_url(&test_url()).expect("test URL parses");
+    config.schema = Some(schema.clone());
+    config.listen = false;
+    let store = PgStore::connect(config).await.unwrap_or_else(|err| {
+        panic!(
+            "cannot reach the PostgreSQL test server at {} (set DROVER_TEST_POSTGRES_URL): {err}",
+            test_url()
+        )
+    });
+    store.migrate().await.expect("migrate");
+    (store, schema)
+}
+
+async fn drop_schema(store: &PgStore, schema: &str) {
+    let client = store.client().await.expect("connection");
+    client
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .expect("drop schema");
+}
+
+/// A statement to explain: what it is, its SQL, its parameters, and the indexes it may read.
+type Case<'a> = (&'a str, &'a str, Vec<&'a (dyn ToSql + Sync)>, &'a [&'a str]);
+
+/// With 100,000 finished rows and a few live ones, the claim, the promotion, the rescue, the
+/// heartbeat and the completion are planned on indexes, never a sequential scan of the jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
+    let (store, schema) = fresh_store().await;
+    let client = store.client().await.expect("connection");
+    client
+        .batch_execute(
+            "INSERT INTO drover_jobs (queue, kind, args, state, max_attempts, delivery, \
+                 scheduled_at, created_at, attempted_at, completed_at, attempt) \
+             SELECT 'default', 'done', '{}', 'completed', 3, 'at-least-once', \
+                 now() - interval '1 day', now() - interval '1 day', now(), now(), 1 \
+             FROM generate_series(1, 100000); \
+             INSERT INTO drover_jobs (queue, kind, args, state, max_attempts, delivery, \
+                 scheduled_at, created_at) \
+             SELECT 'default', 'live', '{}', CASE WHEN i % 3 = 0 THEN 'scheduled' ELSE 'available' END, \
+                 3, 'at-least-once', now() + (i % 3) * interval '1 hour', now() \
+             FROM generate_series(1, 60) AS i; \
+             INSERT INTO drover_jobs (queue, kind, args, state, max_attempts, delivery, \
+                 scheduled_at, created_at, attempted_at, attempt, lease_owner, lease_token, \
+                 lease_expires_at) \
+             SELECT 'default', 'busy', '{}', 'running', 3, 'at-least-once', now(), now(), now(), \
+                 1, 'w', i, now() + interval '30 seconds' \
+             FROM generate_series(1, 20) AS i; \
+             ANALYZE drover_jobs;",
+        )
+        .await
+        .expect("fill the table");
+
+    let queue = "default";
+    let limit = 10_i64;
+    let none: Option<jiff::Timestamp> = None;
+    let owner = "w";
+    let token = 7_i64;
+    let lease = 30_000_000_i64;
+    let ids: Vec<i64> = vec![100_001, 100_002];
+    let tokens: Vec<i64> = vec![1, 2];
+    let texts: Vec<Option<&str>> = vec![None, None];
+    let kinds: Vec<&str> = vec!["completed", "retry"];
+    let delays: Vec<i64> = vec![0, 1_000_000];
+    // Each statement, and the indexes it may read (any one of them will do).
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "claim (inner select)",
+            jobs::CLAIM_PICK,
+            vec![&queue, &limit],
+            &["drover_jobs_fetch"],
+        ),
+        (
+            "claim",
+            jobs::CLAIM,
+            vec![&queue, &limit, &owner, &token, &lease, &none],
+            &["drover_jobs_fetch"],
+        ),
+        (
+            "promotion",
+            jobs::PROMOTE,
+            vec![&queue, &none],
+            &["drover_jobs_due"],
+        ),
+        (
+            "rescue",
+            jobs::RESCUE,
+            vec![&none, &limit],
+            &["drover_jobs_lease"],
+        ),
+        (
+            "heartbeat",
+            jobs::HEARTBEAT,
+            vec![&ids, &tokens, &texts, &lease, &none],
+            &["drover_jobs_pkey", "drover_jobs_lease"],
+        ),
+        (
+            "completion",
+            jobs::FINISH,
+            vec![&ids, &tokens, &kinds, &texts, &texts, &delays, &none],
+            &["drover_jobs_pkey", "drover_jobs_lease"],
+        ),
+    ];
+    for (what, sql, params, indexes) in cases {
+        let plan: Vec<String> = client
+            .query(&format!("EXPLAIN {sql}"), &params)
+            .await
+            .unwrap_or_else(|err| panic!("EXPLAIN {what}: {err}"))
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        // Shown with --nocapture.
+        eprintln!("{what}:\n{plan}\n");
+        assert!(
+            !plan.contains("Seq Scan on drover_jobs"),
+            "the {what} scans the whole table:\n{plan}"
+        );
+        assert!(
+            indexes.iter().any(|index| plan.contains(index)),
+            "the {what} uses none of {indexes:?}:\n{plan}"
+        );
+    }
+    drop(client);
+    drop_schema(&store, &schema).await;
+    store.close().await;
+}
+
+/// Every pooled session has its timeouts and the schema's search_path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_sessions_carry_their_settings() {
+    let (store, schema) = fresh_store().await;
+    let client = store.client().await.expect("connection");
+    let show = |setting: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(&format!("SHOW {setting}"), &[])
+                .await
+                .expect("show")
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(show("statement_timeout").await, "30s");
+    assert_eq!(show("idle_in_transaction_session_timeout").await, "1min");
+    assert_eq!(show("search_path").await, schema);
+    assert_eq!(show("application_name").await, "drover");
+    drop(client);
+    drop_schema(&store, &schema).await;
+    store.close().await;
+}

@@ -1,0 +1,463 @@
+//! What only the PostgreSQL backend has to prove: batches beyond the parameter limit,
+//! LISTEN/NOTIFY across stores and across a lost connection, enqueue inside the caller's
+//! transaction, concurrent claims and migrations, the database clock, timeouts, and closing.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{SchemaGuard, admin, admin_on, connect, connect_with, eventually, fresh_store};
+use drover_core::{
+    JobClaimParams, JobFinishParams, JobInsertParams, JobOutcome, JobState, LeaseRef, NewJob,
+    Outcome, Store, StoreError,
+};
+use drover_postgres::{PgConfig, PgStore};
+use jiff::Timestamp;
+
+const WAKE_WITHIN: Duration = Duration::from_secs(5);
+
+fn job(i: usize) -> NewJob {
+    NewJob::new("bulk", format!(r#"{{"i":{i}}}"#))
+}
+
+async fn count_jobs(schema: &str) -> i64 {
+    admin_on(schema)
+        .await
+        .query_one("SELECT count(*) FROM drover_jobs", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+/// 70,000 jobs in one call: as scalar parameters that would be 700,000, ten times PostgreSQL's
+/// limit of 65,535 per statement. Ids come back in input order; unique keys dedupe across the
+/// statement chunks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_insert_of_70_000_jobs_in_one_call() {
+    let (store, guard) = fresh_store().await;
+    let mut jobs: Vec<NewJob> = (0..70_000).map(job).collect();
+    jobs[10].unique_key = Some("once".into());
+    jobs[69_990].unique_key = Some("once".into());
+    let inserted = store
+        .job_insert_many(JobInsertParams { jobs, now: None })
+        .await
+        .expect("insert 70,000 jobs");
+    assert_eq!(inserted.len(), 70_000);
+    assert!(inserted[69_990].duplicate);
+    assert_eq!(inserted[69_990].id, inserted[10].id);
+    let fresh: Vec<i64> = inserted
+        .iter()
+        .filter(|job| !job.duplicate)
+        .map(|job| job.id)
+        .collect();
+    assert_eq!(fresh.len(), 69_999);
+    assert!(
+        fresh.windows(2).all(|w| w[0] < w[1]),
+        "ids grow in input order"
+    );
+    assert!(inserted.iter().all(|job| job.state == JobState::Available));
+    assert_eq!(count_jobs(&guard.schema).await, 69_999);
+    let last = store
+        .job_get(inserted[69_999].id)
+        .await
+        .unwrap()
+        .expect("last job");
+    assert_eq!(last.args, serde_json::json!({"i": 69_999}));
+    store.close().await;
+}
+
+/// An insert through one store wakes another store on the same schema (through NOTIFY), and
+/// not a store on another schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insert_wakes_a_second_store_on_the_same_schema() {
+    let (a, guard) = fresh_store().await;
+    let b = connect(&guard.schema).await;
+    let other = common::random_schema();
+    let _other_guard = SchemaGuard {
+        schema: other.clone(),
+    };
+    let c = connect(&other).await;
+    assert_eq!(b.listener_connections(), 1, "b listens once connected");
+
+    let mut b_wakeups = b.wakeups();
+    b_wakeups.borrow_and_update();
+    let mut c_wakeups = c.wakeups();
+    c_wakeups.borrow_and_update();
+    a.job_insert_many(JobInsertParams {
+        jobs: vec![job(1)],
+        now: None,
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(WAKE_WITHIN, b_wakeups.changed())
+        .await
+        .expect("b is woken by a's insert")
+        .expect("b alive");
+    // Both notifications (if c's existed) would be delivered at the same commit.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !c_wakeups.has_changed().unwrap(),
+        "a store on another schema is not woken"
+    );
+    a.close().await;
+    b.close().await;
+    c.close().await;
+}
+
+/// The listener's connection is terminated by the server; it reconnects on its own, and then an
+/// insert from another store wakes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_reconnects_after_its_backend_is_terminated() {
+    let (a, guard) = fresh_store().await;
+    let mut config = common::config(&guard.schema);
+    config.listener_max_backoff = Duration::from_millis(500);
+    let b = connect_with(config).await;
+    assert_eq!(b.listener_connections(), 1);
+
+    // Only this test's listeners: other tests run at the same time.
+    let terminated: i64 = admin()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND query = $1",
+            &[&format!("LISTEN drover_wake_{}", guard.schema)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated >= 1, "the listeners were found and terminated");
+
+    eventually(
+        Duration::from_secs(10),
+        "b's listener reconnects",
+        || async { b.listener_connections() >= 2 },
+    )
+    .await;
+    // From here on, a change can only come from a notification: the reconnection's own
+    // wake-up happened before the count went up.
+    let mut wakeups = b.wakeups();
+    wakeups.borrow_and_update();
+    a.job_insert_many(JobInsertParams {
+        jobs: vec![job(1)],
+        now: None,
+    })
+    .await
+    .unwrap();
+    tokio::time::timeout(WAKE_WITHIN, wakeups.changed())
+        .await
+        .expect("b is woken again after reconnecting")
+        .expect("b alive");
+    a.close().await;
+    b.close().await;
+}
+
+/// Jobs enqueued in the caller's transaction exist if and only if it commits; the caller's
+/// search_path does not matter; workers are woken at the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_in_the_callers_transaction_commits_or_rolls_back_with_it() {
+    let (store, guard) = fresh_store().await;
+    // A plain connection on the default search_path, as a service's own would be.
+    let mut client = admin().await.unwrap();
+    client
+        .batch_execute(
+            "CREATE TEMPORARY TABLE orders (id bigint PRIMARY KEY); SET search_path TO public",
+        )
+        .await
+        .unwrap();
+    let mut wakeups = store.wakeups();
+    wakeups.borrow_and_update();
+
+    let tx = client.transaction().await.unwrap();
+    tx.execute("INSERT INTO orders (id) VALUES (1)", &[])
+        .await
+        .unwrap();
+    let committed = store
+        .insert_jobs_in_transaction(&tx, &[job(1), job(2)])
+        .await
+        .expect("insert in transaction");
+    assert_eq!(committed.len(), 2);
+    assert!(
+        store.job_get(committed[0].id).await.unwrap().is_none(),
+        "invisible before the commit"
+    );
+    tx.commit().await.unwrap();
+    for inserted in &committed {
+        let record = store
+            .job_get(inserted.id)
+            .await
+            .unwrap()
+            .expect("committed");
+        assert_eq!(record.state, JobState::Available);
+    }
+    tokio::time::timeout(WAKE_WITHIN, wakeups.changed())
+        .await
+        .expect("woken by the commit")
+        .expect("alive");
+
+    let tx = client.transaction().await.unwrap();
+    tx.execute("INSERT INTO orders (id) VALUES (2)", &[])
+        .await
+        .unwrap();
+    let rolled_back = store
+        .insert_jobs_in_transaction(&tx, &[job(3)])
+        .await
+        .expect("insert in transaction");
+    tx.rollback().await.unwrap();
+    assert!(store.job_get(rolled_back[0].id).await.unwrap().is_none());
+    assert_eq!(count_jobs(&guard.schema).await, 2);
+
+    // Bad input is refused before anything is written.
+    let tx = client.transaction().await.unwrap();
+    let refused = store
+        .insert_jobs_in_transaction(&tx, &[NewJob::new("k", "[1, 2]")])
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    tx.rollback().await.unwrap();
+    store.close().await;
+}
+
+/// Many workers claiming at once never get the same job: SKIP LOCKED hands each row to one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_never_share_a_job() {
+    let (store, _guard) = fresh_store().await;
+    store
+        .job_insert_many(JobInsertParams {
+            jobs: (0..400).map(job).collect(),
+            now: None,
+        })
+        .await
+        .unwrap();
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..6 {
+        let store = store.clone();
+        workers.spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = store
+                    .job_claim(JobClaimParams {
+                        queue: "default".into(),
+                        limit: 7,
+                        owner: format!("w{w}"),
+                        lease: Duration::from_secs(30),
+                        now: None,
+                    })
+                    .await
+                    .expect("claim")
+                    .jobs;
+                if claimed.is_empty() {
+                    return mine;
+                }
+                let outcomes = claimed
+                    .iter()
+                    .map(|job| JobOutcome {
+                        lease: LeaseRef {
+                            id: job.id,
+                            lease_token: job.lease_token,
+                        },
+                        step: None,
+                        outcome: Outcome::Completed,
+                    })
+                    .collect();
+                let results = store
+                    .job_finish_many(JobFinishParams {
+                        outcomes,
+                        now: None,
+                    })
+                    .await
+                    .expect("finish");
+                assert!(results.iter().all(|r| r.accepted));
+                mine.extend(claimed.iter().map(|job| job.id));
+            }
+        });
+    }
+    let mut seen = HashSet::new();
+    while let Some(ids) = workers.join_next().await {
+        for id in ids.unwrap() {
+            assert!(seen.insert(id), "job {id} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 400);
+    store.close().await;
+}
+
+/// Processes migrating the same new schema at once wait for each other: one applies every
+/// version, the others find nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_apply_each_version_once() {
+    let schema = common::random_schema();
+    let _guard = SchemaGuard {
+        schema: schema.clone(),
+    };
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        let mut config = common::config(&schema);
+        config.listen = false;
+        stores.push(Arc::new(connect_with(config).await));
+    }
+    let mut migrations = tokio::task::JoinSet::new();
+    for store in &stores {
+        let store = store.clone();
+        migrations.spawn(async move { store.migrate().await.expect("migrate") });
+    }
+    let mut applied = Vec::new();
+    while let Some(report) = migrations.join_next().await {
+        applied.extend(report.unwrap().applied);
+    }
+    applied.sort_unstable();
+    assert_eq!(applied, vec![1, 2, 3], "each version applied exactly once");
+    for store in stores {
+        store.close().await;
+    }
+}
+
+/// `now: None` means the database clock: times come from the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_clock_decides_when_now_is_not_pinned() {
+    let (store, _guard) = fresh_store().await;
+    let before = Timestamp::now();
+    let id = store
+        .job_insert_many(JobInsertParams {
+            jobs: vec![job(1)],
+            now: None,
+        })
+        .await
+        .unwrap()[0]
+        .id;
+    let claimed = store
+        .job_claim(JobClaimParams {
+            queue: "default".into(),
+            limit: 1,
+            owner: "w".into(),
+            lease: Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(claimed.len(), 1);
+    let record = store.job_get(id).await.unwrap().unwrap();
+    // The server runs on this machine: its clock agrees with ours within a minute.
+    let skew = jiff::SignedDuration::from_secs(60);
+    assert!(record.created_at > before - skew && record.created_at < before + skew);
+    let attempted = record.attempted_at.expect("attempted");
+    assert_eq!(
+        record.lease_expires_at,
+        Some(attempted + jiff::SignedDuration::from_secs(30))
+    );
+    store.close().await;
+}
+
+/// A statement stuck behind a lock ends at the statement timeout, as a transient error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_blocked_past_its_timeout_is_unavailable() {
+    let schema = common::random_schema();
+    let _guard = SchemaGuard {
+        schema: schema.clone(),
+    };
+    let mut config = common::config(&schema);
+    config.statement_timeout = Duration::from_millis(300);
+    config.listen = false;
+    let store = connect_with(config).await;
+    store.migrate().await.unwrap();
+
+    let mut locker = admin_on(&schema).await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE drover_jobs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let blocked = store.job_get(1).await;
+    assert!(
+        matches!(&blocked, Err(StoreError::Unavailable(why)) if why.contains("statement timeout")),
+        "{blocked:?}"
+    );
+    assert!(blocked.unwrap_err().is_transient());
+    tx.rollback().await.unwrap();
+    assert!(store.job_get(1).await.unwrap().is_none());
+    store.close().await;
+}
+
+/// An unreachable server fails the connect, as a transient error that names the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_fails_the_connect() {
+    let mut config = PgConfig::from_url("postgres://postgres@127.0.0.1:1/test").unwrap();
+    config.connect_timeout = Duration::from_secs(2);
+    let err = PgStore::connect(config)
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(
+        matches!(&err, StoreError::Unavailable(why) if why.contains("127.0.0.1:1")),
+        "{err:?}"
+    );
+}
+
+/// After close, calls fail with Closed and the listener's connection is gone; dropping a store
+/// without closing it stops its listener too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_and_drop_stop_the_store_and_its_listener() {
+    let (store, guard) = fresh_store().await;
+    let listeners = || {
+        let schema = guard.schema.clone();
+        async move {
+            admin()
+                .await
+                .unwrap()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = $1",
+                    &[&format!("LISTEN drover_wake_{schema}")],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    assert_eq!(listeners().await, 1);
+    store.close().await;
+    assert!(matches!(store.job_get(1).await, Err(StoreError::Closed)));
+    assert!(matches!(
+        store
+            .job_insert_many(JobInsertParams {
+                jobs: vec![job(1)],
+                now: None
+            })
+            .await,
+        Err(StoreError::Closed)
+    ));
+    eventually(
+        Duration::from_secs(5),
+        "the listener disconnects",
+        || async { listeners().await == 0 },
+    )
+    .await;
+
+    let dropped = connect(&guard.schema).await;
+    eventually(Duration::from_secs(5), "a new listener", || async {
+        listeners().await == 1
+    })
+    .await;
+    drop(dropped);
+    eventually(
+        Duration::from_secs(5),
+        "the dropped store's listener disconnects",
+        || async { listeners().await == 0 },
+    )
+    .await;
+}
+
+/// Reads before `migrate` name the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_before_migrating_say_to_migrate() {
+    let schema = common::random_schema();
+    let _guard = SchemaGuard {
+        schema: schema.clone(),
+    };
+    let store = connect(&schema).await;
+    let err = store.job_get(1).await.expect_err("not migrated");
+    assert!(err.to_string().contains("drover migrate"), "{err}");
+    store.close().await;
+}
