@@ -69,6 +69,9 @@ pub(crate) struct BenchArgs {
     /// Worker concurrency for the drain and latency measures.
     #[arg(long, default_value_t = 10)]
     pub(crate) concurrency: usize,
+    /// Jobs each worker pool may claim beyond its free slots (the engine's `prefetch`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) prefetch: usize,
     /// Concurrent producers for the concurrent single-enqueue measure.
     #[arg(long, default_value_t = 16)]
     pub(crate) producers: usize,

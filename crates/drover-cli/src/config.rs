@@ -104,6 +104,8 @@ pub(crate) struct WorkerSection {
     pub(crate) cancel_grace: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub(crate) leader_ttl: Option<Duration>,
+    /// Jobs claimed beyond the free slots into a local buffer (default 0).
+    pub(crate) prefetch: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

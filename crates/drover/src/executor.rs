@@ -1,8 +1,8 @@
 //! Runs one claimed job: the handler in its own task (so a panic is a failed attempt, not a dead
 //! worker), under its timeout and cancellation, then turns what happened into an [`Outcome`].
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_core::{ClaimedJob, Delivery, JobOutcome, LeaseRef, Outcome, RetryPolicy};
@@ -10,7 +10,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Finished, RunningJob, Shared, StopReason, stop_reason};
+use crate::runtime::{Finished, RunHandles, Shared, StopReason, stop_reason};
 use crate::task::{JobContext, JobError};
 
 /// How the handler ended.
@@ -19,42 +19,30 @@ enum Ran {
     Panicked(String),
     Abandoned,
     UnknownKind,
+    /// Stopped (cancelled, lease lost, shutdown) before its handler started.
+    NotStarted,
 }
 
-/// Registers the run, executes it, frees the slot, and sends the outcome to the completer.
+/// Executes a registered run, frees the slot, and sends the outcome to the completer.
 pub(crate) async fn execute(
     shared: Arc<Shared>,
     mut job: ClaimedJob,
+    handles: RunHandles,
     permit: OwnedSemaphorePermit,
     slot_freed: Arc<Notify>,
 ) {
-    let cancel = CancellationToken::new();
-    let reason = Arc::new(AtomicU8::new(StopReason::None as u8));
-    let step = Arc::new(Mutex::new(None));
-    shared
-        .running
-        .lock()
-        .expect("running lock poisoned")
-        .insert(
-            job.id,
-            RunningJob {
-                lease: LeaseRef {
-                    id: job.id,
-                    lease_token: job.lease_token,
-                },
-                cancel: cancel.clone(),
-                reason: reason.clone(),
-                step: step.clone(),
-                abort: None,
-            },
-        );
-
+    let RunHandles {
+        cancel,
+        reason,
+        step,
+    } = handles;
     let task = shared.tasks.get(&job.kind).cloned();
     let retry = task
         .as_ref()
         .map(|task| task.options().retry)
         .unwrap_or_default();
     let ran = match task {
+        _ if cancel.is_cancelled() => Ran::NotStarted,
         None => Ran::UnknownKind,
         Some(task) => {
             let timeout = task.options().timeout;
@@ -92,6 +80,19 @@ pub(crate) async fn execute(
 
     let step = step.lock().expect("step lock poisoned").clone();
     let outcome = decide(&job, ran, stop_reason(&reason), &retry);
+    send(&shared, job, step, outcome);
+}
+
+/// Hands back a job claimed into the foreman's buffer that never started (shutdown): available
+/// again without using an attempt, whatever its delivery.
+pub(crate) fn hand_back_unstarted(shared: &Shared, job: ClaimedJob) {
+    let outcome = Outcome::HandBack {
+        reason: "claimed but not started before a worker shutdown; handed back".into(),
+    };
+    send(shared, job, None, outcome);
+}
+
+fn send(shared: &Shared, job: ClaimedJob, step: Option<String>, outcome: Outcome) {
     let _ = shared.outcomes.send(Finished {
         outcome: JobOutcome {
             lease: LeaseRef {
@@ -177,6 +178,11 @@ fn decide(job: &ClaimedJob, ran: Ran, reason: StopReason, retry: &RetryPolicy) -
     if let Ran::Returned(Ok(())) = ran {
         return Outcome::Completed;
     }
+    if let (Ran::NotStarted, StopReason::Shutdown) = (&ran, reason) {
+        return Outcome::HandBack {
+            reason: "stopped by a worker shutdown before it started; handed back".into(),
+        };
+    }
     if let Ran::UnknownKind = ran {
         return Outcome::Discard {
             error: format!(
@@ -212,7 +218,9 @@ fn decide(job: &ClaimedJob, ran: Ran, reason: StopReason, retry: &RetryPolicy) -
             },
             Ran::Panicked(message) => failure(format!("handler panicked: {message}")),
             Ran::Abandoned => failure("the handler was aborted".into()),
-            Ran::Returned(Ok(())) | Ran::UnknownKind => unreachable!("handled above"),
+            Ran::Returned(Ok(())) | Ran::UnknownKind | Ran::NotStarted => {
+                unreachable!("handled above, or stopped only with a reason")
+            }
         },
     }
 }

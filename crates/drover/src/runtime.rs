@@ -64,6 +64,13 @@ pub(crate) fn stop_reason(reason: &AtomicU8) -> StopReason {
     StopReason::from_u8(reason.load(Ordering::Acquire))
 }
 
+/// The parts of a registered run that its executor uses.
+pub(crate) struct RunHandles {
+    pub(crate) cancel: CancellationToken,
+    pub(crate) reason: Arc<AtomicU8>,
+    pub(crate) step: Arc<Mutex<Option<String>>>,
+}
+
 /// An outcome on its way to the store, with what the hooks need.
 pub(crate) struct Finished {
     pub(crate) outcome: JobOutcome,
@@ -89,6 +96,30 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Registers a claimed job from the moment of its claim: from then on its lease is renewed
+    /// and cancel requests reach it, whether it runs at once or waits in the foreman's buffer.
+    pub(crate) fn register(&self, job: &drover_core::ClaimedJob) -> RunHandles {
+        let handles = RunHandles {
+            cancel: CancellationToken::new(),
+            reason: Arc::new(AtomicU8::new(StopReason::None as u8)),
+            step: Arc::new(Mutex::new(None)),
+        };
+        self.running.lock().expect("running lock poisoned").insert(
+            job.id,
+            RunningJob {
+                lease: LeaseRef {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                },
+                cancel: handles.cancel.clone(),
+                reason: handles.reason.clone(),
+                step: handles.step.clone(),
+                abort: None,
+            },
+        );
+        handles
+    }
+
     pub(crate) fn running_count(&self) -> usize {
         self.running.lock().expect("running lock poisoned").len()
     }

@@ -532,3 +532,117 @@ async fn one_engine_leads_and_hands_over_on_shutdown() {
     assert_eq!(h.store.process_list().await.unwrap().len(), 1);
     second.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_reaches_a_prefetched_job() {
+    let h = harness().await;
+    let (hook, mut rx) = ends();
+    let handle = Engine::builder(h.store.clone())
+        .config(EngineConfig {
+            queues: [("default".to_owned(), 1)].into(),
+            prefetch: 4,
+            ..quick_config()
+        })
+        .builtin_tasks()
+        .on_job_end(hook)
+        .build()
+        .unwrap()
+        .start();
+    let client = handle.client();
+    let busy = enqueue(
+        &handle,
+        EnqueueRequest::raw("drover.sleep", r#"{"ms":60000}"#),
+    )
+    .await;
+    wait_for(&h.store, busy, |j| j.state == JobState::Running).await;
+    let waiting = client
+        .enqueue_many(vec![
+            EnqueueRequest::raw("drover.noop", "{}"),
+            EnqueueRequest::raw("drover.noop", "{}").delivery(Delivery::AtMostOnce),
+            EnqueueRequest::raw("drover.noop", "{}"),
+        ])
+        .await
+        .unwrap();
+    // All three are claimed into the buffer (their state is running) but none can start.
+    for job in &waiting {
+        wait_for(&h.store, job.id, |j| j.state == JobState::Running).await;
+    }
+    // A cancel request reaches a buffered job: it ends cancelled without running.
+    h.store
+        .job_cancel(drover_core::JobCancelParams {
+            id: waiting[2].id,
+            now: None,
+        })
+        .await
+        .unwrap();
+    h.store
+        .job_cancel(drover_core::JobCancelParams {
+            id: busy,
+            now: None,
+        })
+        .await
+        .unwrap();
+    // It takes effect when the job would start: once the busy job is cancelled, the buffer
+    // drains — two jobs complete, the cancelled one ends cancelled without running.
+    let mut ended = Vec::new();
+    for _ in 0..4 {
+        ended.push(next_end(&mut rx).await);
+    }
+    ended.sort_by_key(|e| e.id);
+    let states: Vec<_> = ended.iter().map(|e| (e.id, e.state)).collect();
+    assert_eq!(
+        states,
+        vec![
+            (busy, JobState::Cancelled),
+            (waiting[0].id, JobState::Completed),
+            (waiting[1].id, JobState::Completed),
+            (waiting[2].id, JobState::Cancelled),
+        ]
+    );
+    assert!(handle.shutdown().await.clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_jobs_of_a_stopping_worker_do_not_use_an_attempt() {
+    let h = harness().await;
+    let (hook, _rx) = ends();
+    let handle = Engine::builder(h.store.clone())
+        .config(EngineConfig {
+            queues: [("default".to_owned(), 1)].into(),
+            prefetch: 4,
+            ..quick_config()
+        })
+        .builtin_tasks()
+        .on_job_end(hook)
+        .build()
+        .unwrap()
+        .start();
+    let client = handle.client();
+    let busy = enqueue(
+        &handle,
+        EnqueueRequest::raw("drover.sleep", r#"{"ms":60000}"#),
+    )
+    .await;
+    wait_for(&h.store, busy, |j| j.state == JobState::Running).await;
+    let waiting = client
+        .enqueue_many(vec![
+            EnqueueRequest::raw("drover.noop", "{}"),
+            EnqueueRequest::raw("drover.noop", "{}").delivery(Delivery::AtMostOnce),
+        ])
+        .await
+        .unwrap();
+    for job in &waiting {
+        wait_for(&h.store, job.id, |j| j.state == JobState::Running).await;
+    }
+    let report = handle.shutdown_within(Duration::from_millis(100)).await;
+    assert_eq!(
+        report.cancelled, 1,
+        "only the running job was cancelled: {report:?}"
+    );
+    for job in &waiting {
+        let record = get(&h.store, job.id).await;
+        assert_eq!(record.state, JobState::Available, "{record:#?}");
+        assert_eq!(record.attempt, 0);
+        assert_eq!(record.history.last().unwrap().event, "handed_back");
+    }
+}

@@ -43,6 +43,7 @@ struct Measure {
     n: usize,
     concurrency: usize,
     producers: usize,
+    prefetch: usize,
     runs: usize,
     secs: f64,
     jobs_per_sec: f64,
@@ -140,7 +141,7 @@ pub(crate) async fn run(
         for i in 0..args.runs {
             progress.set_message(format!("drain run {}/{}", i + 1, args.runs));
             let store = target.fresh(config).await?;
-            runs.push(drain(&store, args.jobs, args.concurrency).await?);
+            runs.push(drain(&store, args.jobs, args.concurrency, args.prefetch).await?);
             store.close().await;
         }
         measure("drain", 1, runs);
@@ -342,11 +343,13 @@ async fn enqueue_single(store: &DynStore, n: usize, producers: usize) -> anyhow:
 fn bench_engine(
     store: &DynStore,
     concurrency: usize,
+    prefetch: usize,
     task: Arc<dyn RawTask>,
 ) -> anyhow::Result<Engine> {
     Ok(Engine::builder(store.clone())
         .config(EngineConfig {
             queues: [(QUEUE.to_owned(), concurrency)].into(),
+            prefetch,
             // Only wake-ups may explain a quick start.
             poll_interval: Duration::from_secs(60),
             ..EngineConfig::default()
@@ -356,12 +359,22 @@ fn bench_engine(
         .build()?)
 }
 
-async fn drain(store: &DynStore, n: usize, concurrency: usize) -> anyhow::Result<Run> {
+async fn drain(
+    store: &DynStore,
+    n: usize,
+    concurrency: usize,
+    prefetch: usize,
+) -> anyhow::Result<Run> {
     let client = client(store);
     for chunk in noop_jobs(n).chunks(BULK_CHUNK) {
         client.insert(chunk.to_vec()).await?;
     }
-    let engine = bench_engine(store, concurrency, Arc::new(drover::builtin::Noop))?;
+    let engine = bench_engine(
+        store,
+        concurrency,
+        prefetch,
+        Arc::new(drover::builtin::Noop),
+    )?;
     let start = Instant::now();
     let handle = engine.start();
     let mut timeline = vec![(0.0, 0)];
@@ -406,7 +419,7 @@ impl RawTask for Stamp {
 
 async fn latency(store: &DynStore, producer: &DynStore, args: &BenchArgs) -> anyhow::Result<Run> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let handle = bench_engine(store, args.concurrency, Arc::new(Stamp(tx)))?.start();
+    let handle = bench_engine(store, args.concurrency, args.prefetch, Arc::new(Stamp(tx)))?.start();
     let client = client(producer);
     // Let the engine settle into its idle wait.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -504,6 +517,11 @@ fn summarize(
             1
         },
         producers,
+        prefetch: if matches!(name, "drain" | "latency" | "latency_cross") {
+            args.prefetch
+        } else {
+            0
+        },
         runs: runs.len(),
         secs: round(median(&mut secs)),
         jobs_per_sec: median(&mut rates).round(),
