@@ -39,9 +39,9 @@ mod error;
 mod insert;
 mod jobs;
 mod listener;
-mod maintenance;
 #[cfg(test)]
-mod query_plans;
+mod live_tests;
+mod maintenance;
 mod schema;
 mod session;
 mod store;

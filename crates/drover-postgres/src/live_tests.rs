@@ -1,6 +1,6 @@
-//! Tests against the PostgreSQL test server that need the crate's private statements and
-//! sessions: the hot statements read their partial indexes, never the whole table (finished
-//! rows are most of it), and pooled sessions carry their settings.
+//! Tests against the PostgreSQL test server that need the crate's internals: the hot statements
+//! read their partial indexes, never the whole table (finished rows are most of it); pooled
+//! sessions carry their settings; real server errors are classified as they should be.
 //!
 //! The server comes from `DROVER_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); an unreachable server fails the tests.
@@ -8,6 +8,7 @@
 use drover_core::Store;
 use tokio_postgres::types::ToSql;
 
+use crate::error::DbError;
 use crate::{PgConfig, PgStore, jobs};
 
 fn test_url() -> String {
@@ -15,11 +16,41 @@ fn test_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
-/// A migrated store on a fresh schema; the caller drops the schema.
-async fn fresh_store() -> (PgStore, String) {
+/// Drops its schema when dropped, even when the test panics.
+struct SchemaGuard(String);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        // The test's runtime may be shutting down: a thread with a runtime of its own drops
+        // the schema, and we wait for it.
+        let schema = self.0.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                let Ok((client, connection)) =
+                    tokio_postgres::connect(&test_url(), tokio_postgres::NoTls).await
+                else {
+                    return;
+                };
+                tokio::spawn(connection);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                    .await;
+            });
+        });
+        let _ = thread.join();
+    }
+}
+
+/// A migrated store on a fresh schema, and the guard that drops the schema.
+async fn fresh_store() -> (PgStore, SchemaGuard) {
     let schema = format!("drover_t_{:016x}", fastrand::u64(..));
+    let guard = SchemaGuard(schema.clone());
     let mut config = PgConfig::from_url(&test_url()).expect("test URL parses");
-    config.schema = Some(schema.clone());
+    config.schema = Some(schema);
     config.listen = false;
     let store = PgStore::connect(config).await.unwrap_or_else(|err| {
         panic!(
@@ -28,15 +59,7 @@ async fn fresh_store() -> (PgStore, String) {
         )
     });
     store.migrate().await.expect("migrate");
-    (store, schema)
-}
-
-async fn drop_schema(store: &PgStore, schema: &str) {
-    let client = store.client().await.expect("connection");
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .expect("drop schema");
+    (store, guard)
 }
 
 /// A statement to explain: what it is, its SQL, its parameters, and the indexes it may read.
@@ -46,7 +69,7 @@ type Case<'a> = (&'a str, &'a str, Vec<&'a (dyn ToSql + Sync)>, &'a [&'a str]);
 /// heartbeat and the completion are planned on indexes, never a sequential scan of the jobs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
-    let (store, schema) = fresh_store().await;
+    let (store, _guard) = fresh_store().await;
     let client = store.client().await.expect("connection");
     client
         .batch_execute(
@@ -142,14 +165,13 @@ async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
         );
     }
     drop(client);
-    drop_schema(&store, &schema).await;
     store.close().await;
 }
 
 /// Every pooled session has its timeouts and the schema's search_path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_sessions_carry_their_settings() {
-    let (store, schema) = fresh_store().await;
+    let (store, guard) = fresh_store().await;
     let client = store.client().await.expect("connection");
     let show = |setting: &'static str| {
         let client = &client;
@@ -163,9 +185,41 @@ async fn pooled_sessions_carry_their_settings() {
     };
     assert_eq!(show("statement_timeout").await, "30s");
     assert_eq!(show("idle_in_transaction_session_timeout").await, "1min");
-    assert_eq!(show("search_path").await, schema);
+    assert_eq!(show("search_path").await, guard.0);
     assert_eq!(show("application_name").await, "drover");
     drop(client);
-    drop_schema(&store, &schema).await;
+    store.close().await;
+}
+
+/// A real deadlock: the transaction that loses is one the store may try again, and the error
+/// that escapes after the last try is transient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_is_retryable_and_transient() {
+    let (store, _guard) = fresh_store().await;
+    let mut one = store.client().await.expect("connection");
+    let mut two = store.client().await.expect("connection");
+    let setup = store.client().await.expect("connection");
+    setup
+        .batch_execute(
+            "INSERT INTO drover_leader (name, leader_id, term, elected_at, expires_at) \
+             VALUES ('a', 'x', 1, now(), now()), ('b', 'x', 1, now(), now())",
+        )
+        .await
+        .expect("rows to lock");
+    let tx_one = one.transaction().await.expect("begin");
+    let tx_two = two.transaction().await.expect("begin");
+    let lock = "UPDATE drover_leader SET term = term + 1 WHERE name = $1";
+    tx_one.execute(lock, &[&"a"]).await.expect("one locks a");
+    tx_two.execute(lock, &[&"b"]).await.expect("two locks b");
+    // Each now waits for the other; the server's deadlock detector ends one of them.
+    let (first, second) =
+        tokio::join!(tx_one.execute(lock, &[&"b"]), tx_two.execute(lock, &[&"a"]));
+    let err = match (first, second) {
+        (Err(err), Ok(_)) | (Ok(_), Err(err)) => DbError::from(err),
+        other => panic!("expected exactly one deadlock victim: {other:?}"),
+    };
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.into_store().is_transient());
+    drop((tx_one, tx_two));
     store.close().await;
 }

@@ -461,3 +461,36 @@ async fn reads_before_migrating_say_to_migrate() {
     assert!(err.to_string().contains("drover migrate"), "{err}");
     store.close().await;
 }
+
+/// Transactions racing to insert the same unique key: one inserts, the others wait for it and
+/// answer with its id (SQLite's single writer never races; here the unique index decides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_of_one_unique_key_insert_it_once() {
+    let (store, guard) = fresh_store().await;
+    let mut inserts = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = store.clone();
+        inserts.spawn(async move {
+            let mut job = job(i);
+            job.unique_key = Some("the-one".into());
+            // Other jobs in the same batch are inserted whatever happens to the unique one.
+            store
+                .job_insert_many(JobInsertParams {
+                    jobs: vec![job, self::job(100 + i)],
+                    now: None,
+                })
+                .await
+                .expect("insert")
+        });
+    }
+    let mut unique = Vec::new();
+    while let Some(results) = inserts.join_next().await {
+        let results = results.unwrap();
+        assert!(!results[1].duplicate);
+        unique.push(results[0]);
+    }
+    assert_eq!(unique.iter().filter(|r| !r.duplicate).count(), 1);
+    assert!(unique.iter().all(|r| r.id == unique[0].id));
+    assert_eq!(count_jobs(&guard.schema).await, 1 + 8);
+    store.close().await;
+}
