@@ -130,9 +130,13 @@ fn run(
 ) {
     let mut batch: Vec<Box<dyn Operation>> = Vec::with_capacity(max_ops);
     let (mut commits, mut ops) = (0u64, 0u64);
+    let mut busy = false;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        gather(&mut rx, &mut batch, max_ops);
+        gather(&mut rx, &mut batch, max_ops, busy);
+        // Company is worth waiting for only under load: a quiet writer commits a lone
+        // operation at once.
+        busy = batch.len() > 1;
         let mut cx = WriteCtx {
             conn: &conn,
             wake: false,
@@ -156,24 +160,24 @@ fn run(
     tracing::debug!(commits, ops, "SQLite writer stopped");
 }
 
-/// How long the writer waits for company when only one operation is queued. Operations come in
-/// pairs under load (a batch of completions and the claim that refills the freed slots are sent
-/// within microseconds of each other); committing them together halves the fsyncs. A lone
-/// operation pays at most this much extra latency, against the ~150 µs of its fsync.
+/// How long a busy writer waits for company when only one operation is queued. Operations come
+/// in pairs under load (a batch of completions and the claim that refills the freed slots are
+/// sent within microseconds of each other); committing them together halves the fsyncs.
 const GATHER_WINDOW: Duration = Duration::from_micros(60);
 
-/// Adds whatever else is queued to the batch, waiting briefly for a second operation.
+/// Adds whatever else is queued to the batch; when `busy`, waits briefly for a second operation.
 fn gather(
     rx: &mut mpsc::Receiver<Box<dyn Operation>>,
     batch: &mut Vec<Box<dyn Operation>>,
     max_ops: usize,
+    busy: bool,
 ) {
     let started = std::time::Instant::now();
     while batch.len() < max_ops {
         match rx.try_recv() {
             Ok(op) => batch.push(op),
             Err(mpsc::error::TryRecvError::Empty)
-                if batch.len() == 1 && started.elapsed() < GATHER_WINDOW =>
+                if busy && batch.len() == 1 && started.elapsed() < GATHER_WINDOW =>
             {
                 std::thread::yield_now();
             }
