@@ -105,6 +105,7 @@ async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
     let texts: Vec<Option<&str>> = vec![None, None];
     let kinds: Vec<&str> = vec!["completed", "retry"];
     let delays: Vec<i64> = vec![0, 1_000_000];
+    let channel = "drover_wake_plan";
     // Each statement, and the indexes it may read (any one of them will do).
     let cases: Vec<Case<'_>> = vec![
         (
@@ -140,7 +141,9 @@ async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
         (
             "completion",
             jobs::FINISH,
-            vec![&ids, &tokens, &kinds, &texts, &texts, &delays, &none],
+            vec![
+                &ids, &tokens, &kinds, &texts, &texts, &delays, &none, &channel,
+            ],
             &["drover_jobs_pkey", "drover_jobs_lease"],
         ),
     ];

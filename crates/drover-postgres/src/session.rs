@@ -84,7 +84,8 @@ impl<'a> Db<'a> {
         Self { client, cache }
     }
 
-    async fn statement(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+    /// The prepared statement for `sql`: from the connection's cache when it has one.
+    pub(crate) async fn prepare(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
         match self.cache {
             Some(cache) => cache.prepare(self.client, sql).await,
             None => self.client.prepare(sql).await,
@@ -96,7 +97,7 @@ impl<'a> Db<'a> {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, tokio_postgres::Error> {
-        let statement = self.statement(sql).await?;
+        let statement = self.prepare(sql).await?;
         self.client.query(&statement, params).await
     }
 
@@ -105,7 +106,7 @@ impl<'a> Db<'a> {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, tokio_postgres::Error> {
-        let statement = self.statement(sql).await?;
+        let statement = self.prepare(sql).await?;
         self.client.query_one(&statement, params).await
     }
 
@@ -114,7 +115,7 @@ impl<'a> Db<'a> {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, tokio_postgres::Error> {
-        let statement = self.statement(sql).await?;
+        let statement = self.prepare(sql).await?;
         self.client.query_opt(&statement, params).await
     }
 
@@ -123,8 +124,13 @@ impl<'a> Db<'a> {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, tokio_postgres::Error> {
-        let statement = self.statement(sql).await?;
+        let statement = self.prepare(sql).await?;
         self.client.execute(&statement, params).await
+    }
+
+    /// The connection, for pipelining prepared statements.
+    pub(crate) fn client(&self) -> &'a tokio_postgres::Client {
+        self.client
     }
 
     /// Runs statements without parameters (DDL), in the simple protocol.

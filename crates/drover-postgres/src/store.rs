@@ -95,24 +95,34 @@ macro_rules! in_transaction {
     }};
 }
 
-/// Runs `$body` on a pooled connection outside any explicit transaction, with `$db` bound to a
-/// `&Db`; evaluates to `Result<T, StoreError>`.
+/// Runs `$body` on a pooled connection outside any explicit transaction (each statement is its
+/// own transaction), with `$db` bound to a `&Db`; evaluates to `Result<T, StoreError>`. Tried
+/// again, like [`in_transaction!`], when a statement was rolled back for a deadlock.
 macro_rules! on_connection {
     ($store:expr, |$db:ident| $body:expr) => {{
         let store: &PgStore = $store;
-        match store.check_open() {
-            Err(err) => Err(err),
-            Ok(()) => match store.pool.get().await {
-                Err(err) => Err(map_pool(err)),
-                Ok(client) => {
-                    let result: Result<_, DbError> = async {
-                        let $db = &Db::new(&client, Some(client.statement_cache.as_ref()));
-                        Ok($body)
-                    }
-                    .await;
-                    result.map_err(DbError::into_store)
+        let mut tries = 0u32;
+        loop {
+            if let Err(err) = store.check_open() {
+                break Err(err);
+            }
+            tries += 1;
+            let client = match store.pool.get().await {
+                Ok(client) => client,
+                Err(err) => break Err(map_pool(err)),
+            };
+            let result: Result<_, DbError> = async {
+                let $db = &Db::new(&client, Some(client.statement_cache.as_ref()));
+                Ok($body)
+            }
+            .await;
+            match result {
+                Ok(value) => break Ok(value),
+                Err(err) if err.is_retryable() && tries < TRIES => {
+                    store.pause_before_retry(tries, &err).await;
                 }
-            },
+                Err(err) => break Err(err.into_store()),
+            }
         }
     }};
 }
@@ -316,7 +326,8 @@ impl Store for PgStore {
     }
 
     async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError> {
-        in_transaction!(self, |db| jobs::claim(db, &params).await?)
+        // A transaction of its own, pipelined (see jobs::claim).
+        on_connection!(self, |db| jobs::claim(db, &params).await?)
     }
 
     async fn job_heartbeat(
@@ -326,7 +337,8 @@ impl Store for PgStore {
         if params.leases.is_empty() {
             return Ok(Vec::new());
         }
-        in_transaction!(self, |db| jobs::heartbeat(db, &params).await?)
+        // One statement: its own transaction.
+        on_connection!(self, |db| jobs::heartbeat(db, &params).await?)
     }
 
     async fn job_finish_many(
@@ -336,15 +348,12 @@ impl Store for PgStore {
         if params.outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let (results, woke) = in_transaction!(self, |db| {
-            let finished = jobs::finish_many(db, &params.outcomes, params.now).await?;
-            // A hand-back made work available; a retry changed when work is next due.
-            let payloads = wake::payloads(finished.woken_queues.iter().map(String::as_str));
-            wake::notify(db, &self.channel, &payloads).await?;
-            (finished.results, !payloads.is_empty())
+        // One statement, notifications included: its own transaction.
+        let finished = on_connection!(self, |db| {
+            jobs::finish_many(db, &self.channel, &params.outcomes, params.now).await?
         })?;
-        self.woke(woke);
-        Ok(results)
+        self.woke(finished.notified);
+        Ok(finished.results)
     }
 
     async fn job_rescue_expired(

@@ -494,3 +494,121 @@ async fn concurrent_inserts_of_one_unique_key_insert_it_once() {
     assert_eq!(count_jobs(&guard.schema).await, 1 + 8);
     store.close().await;
 }
+
+/// A hand-back (work available again) and a cancel request (a worker must look) wake the
+/// workers of other processes, not only those of this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_backs_and_cancel_requests_wake_other_stores() {
+    let (a, guard) = fresh_store().await;
+    let b = connect(&guard.schema).await;
+    a.job_insert_many(JobInsertParams {
+        jobs: vec![job(1), job(2)],
+        now: None,
+    })
+    .await
+    .unwrap();
+    let claimed = a
+        .job_claim(JobClaimParams {
+            queue: "default".into(),
+            limit: 2,
+            owner: "w".into(),
+            lease: Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(claimed.len(), 2);
+
+    let mut wakeups = b.wakeups();
+    wakeups.borrow_and_update();
+    let handed_back = a
+        .job_finish_many(JobFinishParams {
+            outcomes: vec![JobOutcome {
+                lease: LeaseRef {
+                    id: claimed[0].id,
+                    lease_token: claimed[0].lease_token,
+                },
+                step: None,
+                outcome: Outcome::HandBack {
+                    reason: "shutdown".into(),
+                },
+            }],
+            now: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(handed_back[0].state, Some(JobState::Available));
+    tokio::time::timeout(WAKE_WITHIN, wakeups.changed())
+        .await
+        .expect("b is woken by the hand-back")
+        .unwrap();
+
+    wakeups.borrow_and_update();
+    let cancel = a
+        .job_cancel(drover_core::JobCancelParams {
+            id: claimed[1].id,
+            now: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(cancel, drover_core::CancelResult::Requested);
+    tokio::time::timeout(WAKE_WITHIN, wakeups.changed())
+        .await
+        .expect("b is woken by the cancel request")
+        .unwrap();
+    a.close().await;
+    b.close().await;
+}
+
+/// A claim whose pipelined transaction fails midway (here: a statement timeout behind a lock)
+/// reports a transient error and leaves its connection clean for the next operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_claim_leaves_its_connection_clean() {
+    let schema = common::random_schema();
+    let _guard = SchemaGuard {
+        schema: schema.clone(),
+    };
+    let mut config = common::config(&schema);
+    // One connection: the next operation reuses the one the failed claim had.
+    config.pool_size = 1;
+    config.statement_timeout = Duration::from_millis(300);
+    config.listen = false;
+    let store = connect_with(config).await;
+    store.migrate().await.unwrap();
+    store
+        .job_insert_many(JobInsertParams {
+            jobs: vec![job(1)],
+            now: None,
+        })
+        .await
+        .unwrap();
+    let claim = || {
+        store.job_claim(JobClaimParams {
+            queue: "default".into(),
+            limit: 1,
+            owner: "w".into(),
+            lease: Duration::from_secs(30),
+            now: None,
+        })
+    };
+
+    let mut locker = admin_on(&schema).await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute("LOCK TABLE drover_jobs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let failed = claim().await;
+    assert!(
+        matches!(&failed, Err(StoreError::Unavailable(why)) if why.contains("statement timeout")),
+        "{failed:?}"
+    );
+    tx.rollback().await.unwrap();
+
+    let claimed = claim().await.expect("the connection is usable again").jobs;
+    assert_eq!(claimed.len(), 1, "the failed claim took nothing");
+    let record = store.job_get(claimed[0].id).await.unwrap().unwrap();
+    assert_eq!(record.state, JobState::Running);
+    assert_eq!(record.attempt, 1);
+    store.close().await;
+}
