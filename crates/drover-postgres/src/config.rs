@@ -100,15 +100,6 @@ impl PgConfig {
         Ok(config)
     }
 
-    /// The wake-up channel of this schema: stores on different schemas of one database do not
-    /// wake each other.
-    pub(crate) fn channel(&self) -> String {
-        match &self.schema {
-            Some(schema) => format!("{CHANNEL_PREFIX}_{schema}"),
-            None => CHANNEL_PREFIX.to_owned(),
-        }
-    }
-
     /// The `tokio-postgres` settings: the URL (with a `schema` option still in it taken out),
     /// plus the defaults this config supplies when the URL does not.
     pub(crate) fn pg_config(&self) -> Result<(tokio_postgres::Config, Option<String>), String> {
@@ -132,6 +123,15 @@ impl PgConfig {
             pg.connect_timeout(self.connect_timeout);
         }
         Ok((pg, schema))
+    }
+}
+
+/// The wake-up channel of a schema: stores on different schemas of one database do not wake
+/// each other.
+pub(crate) fn channel(schema: Option<&str>) -> String {
+    match schema {
+        Some(schema) => format!("{CHANNEL_PREFIX}_{schema}"),
+        None => CHANNEL_PREFIX.to_owned(),
     }
 }
 
@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(c.url, "postgres://postgres@127.0.0.1:5432/test");
         assert_eq!(c.schema, None);
         assert_eq!(c.pool_size, 8);
-        assert_eq!(c.channel(), "drover_wake");
+        assert_eq!(channel(c.schema.as_deref()), "drover_wake");
 
         let c = PgConfig::from_url(
             "postgresql://u:secret@db/app?sslmode=disable&schema=jobs_1&connect_timeout=3",
@@ -228,7 +228,7 @@ mod tests {
             "postgresql://u:secret@db/app?sslmode=disable&connect_timeout=3"
         );
         assert_eq!(c.schema.as_deref(), Some("jobs_1"));
-        assert_eq!(c.channel(), "drover_wake_jobs_1");
+        assert_eq!(channel(c.schema.as_deref()), "drover_wake_jobs_1");
         assert!(!format!("{c:?}").contains("secret"));
 
         let c = PgConfig::from_url("postgres://h/db?schema=_x").unwrap();

@@ -1,5 +1,9 @@
-//! The SQL of every job operation but the insert (see `insert.rs`). Write functions run inside
-//! the store's transaction; reads on a pooled connection.
+//! The SQL of every job operation but the insert (see `insert.rs`).
+//!
+//! The hot operations take as few round trips as they can, because each waits for the
+//! server: a completion or a heartbeat is one statement (its own transaction), a claim is one
+//! pipelined transaction. The rarer ones (cancel, retry, rescue) run inside the store's
+//! transaction.
 //!
 //! Every write about a running job is fenced by `id`, `state = 'running'` and the lease token
 //! (RELIABILITY.md rule 1), and every statement that picks rows to change locks them with
@@ -120,6 +124,7 @@ pub(crate) async fn claim(db: &Db<'_>, params: &JobClaimParams) -> Result<ClaimR
     Ok(ClaimResult { jobs, next_due_at })
 }
 
+/// Renews the leases still held, and reports which of them have a cancel request.
 pub(crate) const HEARTBEAT: &str = concat!(
     "UPDATE drover_jobs j SET \
          lease_expires_at = c.now + $4::bigint * interval '1 microsecond', \

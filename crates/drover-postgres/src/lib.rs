@@ -6,14 +6,18 @@
 //!   `search_path` when a schema is configured (`?schema=NAME` in the URL).
 //! - **Claims** take up to `limit` jobs in one statement with `FOR UPDATE SKIP LOCKED` on a
 //!   partial index over available jobs: concurrent workers never wait for each other, and
-//!   finished rows never slow a claim. Every later write about a run is fenced by its lease
+//!   finished rows never slow a claim. The claim's transaction (promote due jobs, claim,
+//!   commit) is pipelined: one round trip. Every later write about a run is fenced by its lease
 //!   token.
 //! - **Batches**: inserts and completions send columns as arrays (`unnest`), one statement for
-//!   thousands of rows, far from the 65,535-parameter limit.
+//!   thousands of rows, far from the 65,535-parameter limit. A batch of completions, of any
+//!   outcomes, is one statement.
 //! - **Wake-ups**: a transaction that makes work available sends `pg_notify` with a queue name
 //!   (never job data); a listener task on a connection of its own runs `LISTEN`, bumps the
 //!   store's [`Wakeups`](drover_core::Wakeups), and reconnects with backoff when its connection
-//!   is lost, waking once after each reconnection to cover the gap.
+//!   is lost, waking once after each reconnection to cover the gap. The channel is
+//!   `drover_wake`, or `drover_wake_<schema>` with a schema, so that stores on different
+//!   schemas of one database do not wake each other.
 //! - **Time**: `now: None` in a params struct means the database clock; `Some` pins it.
 //! - **Transactional enqueue**: [`PgStore::insert_jobs_in_transaction`] inserts jobs in the
 //!   caller's own transaction, so that a job exists if and only if that transaction commits.

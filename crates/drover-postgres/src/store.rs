@@ -18,7 +18,7 @@ use drover_core::{
 use jiff::Timestamp;
 use tokio::sync::watch;
 
-use crate::config::{PgConfig, redact};
+use crate::config::{self, PgConfig, redact};
 use crate::error::{DbError, map_pool};
 use crate::insert::InsertSql;
 use crate::listener::{Listener, ListenerSettings};
@@ -145,11 +145,7 @@ impl PgStore {
         drop(first);
 
         let mut store = PgStore {
-            channel: PgConfig {
-                schema: schema.clone(),
-                ..config.clone()
-            }
-            .channel(),
+            channel: config::channel(schema.as_deref()),
             insert_sql: InsertSql::new(schema.as_deref()),
             schema,
             pool,

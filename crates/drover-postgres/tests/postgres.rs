@@ -612,3 +612,79 @@ async fn a_failed_claim_leaves_its_connection_clean() {
     assert_eq!(record.attempt, 1);
     store.close().await;
 }
+
+/// One batch of outcomes answers as if they were recorded one by one (as SQLite does): a
+/// repeated lease is rejected and sees the state the first one led to; a wrong token before the
+/// right one is rejected and sees the job still running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_outcomes_answers_as_if_recorded_one_by_one() {
+    let (store, _guard) = fresh_store().await;
+    store
+        .job_insert_many(JobInsertParams {
+            jobs: vec![job(1), job(2)],
+            now: None,
+        })
+        .await
+        .unwrap();
+    let claimed = store
+        .job_claim(JobClaimParams {
+            queue: "default".into(),
+            limit: 2,
+            owner: "w".into(),
+            lease: Duration::from_secs(30),
+            now: None,
+        })
+        .await
+        .unwrap()
+        .jobs;
+    let lease = |i: usize, token: i64| LeaseRef {
+        id: claimed[i].id,
+        lease_token: token,
+    };
+    let outcome = |lease, outcome| JobOutcome {
+        lease,
+        step: None,
+        outcome,
+    };
+    let discard = || Outcome::Discard {
+        error: "late".into(),
+    };
+    let results = store
+        .job_finish_many(JobFinishParams {
+            outcomes: vec![
+                outcome(lease(0, claimed[0].lease_token), Outcome::Completed),
+                outcome(lease(0, claimed[0].lease_token), discard()),
+                outcome(lease(1, claimed[1].lease_token ^ 1), discard()),
+                outcome(lease(1, claimed[1].lease_token), Outcome::Completed),
+                outcome(
+                    LeaseRef {
+                        id: 999_999,
+                        lease_token: 1,
+                    },
+                    Outcome::Completed,
+                ),
+            ],
+            now: None,
+        })
+        .await
+        .unwrap();
+    let answers: Vec<(bool, Option<JobState>)> =
+        results.iter().map(|r| (r.accepted, r.state)).collect();
+    assert_eq!(
+        answers,
+        vec![
+            (true, Some(JobState::Completed)),
+            (false, Some(JobState::Completed)),
+            (false, Some(JobState::Running)),
+            (true, Some(JobState::Completed)),
+            (false, None),
+        ]
+    );
+    let record = store.job_get(claimed[0].id).await.unwrap().unwrap();
+    assert_eq!(record.state, JobState::Completed);
+    assert!(
+        record.errors.is_empty(),
+        "the rejected discard left no trace"
+    );
+    store.close().await;
+}
