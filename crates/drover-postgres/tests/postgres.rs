@@ -688,3 +688,108 @@ async fn a_batch_of_outcomes_answers_as_if_recorded_one_by_one() {
     );
     store.close().await;
 }
+
+/// The pool's connections are terminated by the server: operations meanwhile fail only with
+/// transient errors, and the store recovers on its own with fresh connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_recovers_after_its_connections_are_terminated() {
+    let schema = common::random_schema();
+    let _guard = SchemaGuard {
+        schema: schema.clone(),
+    };
+    let mut config = common::config(&schema);
+    config.application_name = format!("drover_test_{schema}");
+    let store = connect_with(config).await;
+    store.migrate().await.unwrap();
+    let id = store
+        .job_insert_many(JobInsertParams {
+            jobs: vec![job(1)],
+            now: None,
+        })
+        .await
+        .unwrap()[0]
+        .id;
+
+    let terminated: i64 = admin()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = $1",
+            &[&format!("drover_test_{schema}")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated >= 2, "the pool's and the listener's connections");
+
+    eventually(Duration::from_secs(10), "the store works again", || async {
+        match store.job_get(id).await {
+            Ok(found) => found.is_some(),
+            Err(err) => {
+                assert!(err.is_transient(), "{err:?}");
+                false
+            }
+        }
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "the listener reconnects",
+        || async { store.listener_connections() >= 2 },
+    )
+    .await;
+    store.close().await;
+}
+
+/// A running job with a cancel request whose lease expires is cancelled by the rescue, not run
+/// again, with the reason recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_with_a_cancel_request_is_cancelled() {
+    let (store, _guard) = fresh_store().await;
+    let t0: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+    let at = |secs| t0 + jiff::SignedDuration::from_secs(secs);
+    let id = store
+        .job_insert_many(JobInsertParams {
+            jobs: vec![job(1)],
+            now: Some(t0),
+        })
+        .await
+        .unwrap()[0]
+        .id;
+    store
+        .job_claim(JobClaimParams {
+            queue: "default".into(),
+            limit: 1,
+            owner: "w".into(),
+            lease: Duration::from_secs(30),
+            now: Some(at(1)),
+        })
+        .await
+        .unwrap();
+    store
+        .job_cancel(drover_core::JobCancelParams {
+            id,
+            now: Some(at(2)),
+        })
+        .await
+        .unwrap();
+    let rescued = store
+        .job_rescue_expired(drover_core::JobRescueParams {
+            limit: 10,
+            now: Some(at(40)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 1);
+    assert_eq!(rescued[0].state, JobState::Cancelled);
+    let record = store.job_get(id).await.unwrap().unwrap();
+    assert_eq!(record.state, JobState::Cancelled);
+    assert_eq!(record.completed_at, Some(at(40)));
+    assert_eq!(
+        record.errors[0].message,
+        "lease expired at 2030-01-01T00:00:31.000000Z while a cancel was requested"
+    );
+    assert_eq!(record.errors[0].at, at(40));
+    store.close().await;
+}
