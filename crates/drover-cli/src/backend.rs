@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use drover_core::DynStore;
+use drover_postgres::{PgConfig, PgStore};
 use drover_sqlite::{SqliteConfig, SqliteStore};
 
 use crate::config::Config;
@@ -27,11 +28,11 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
         }
         sqlite.watch_wake_file = watch;
         Arc::new(SqliteStore::open(sqlite)?)
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("PostgreSQL is not supported by this build yet; use a sqlite:// URL");
+    } else if is_postgres(url) {
+        Arc::new(open_postgres(url, watch).await?)
     } else {
         bail!(
-            "unsupported database URL {:?}: expected sqlite://PATH",
+            "unsupported database URL {:?}: expected sqlite://PATH or postgres://USER@HOST/DB",
             redact(url)
         );
     };
@@ -40,6 +41,18 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
         .await
         .with_context(|| format!("cannot migrate the database at {}", redact(url)))?;
     Ok(store)
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub(crate) fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Connects to PostgreSQL (not migrated). `listen` starts the LISTEN connection (workers only).
+pub(crate) async fn open_postgres(url: &str, listen: bool) -> anyhow::Result<PgStore> {
+    let mut config = PgConfig::from_url(url).map_err(anyhow::Error::msg)?;
+    config.listen = listen;
+    Ok(PgStore::connect(config).await?)
 }
 
 /// The URL without its password, for messages.

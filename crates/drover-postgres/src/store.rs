@@ -234,6 +234,23 @@ impl PgStore {
         work.await.map_err(DbError::into_store)
     }
 
+    /// Drops the store's own schema and everything in it (what `drover bench` does with the
+    /// schema it created). Refused when the store has no schema of its own: it never drops
+    /// `public`.
+    pub async fn drop_schema(&self) -> Result<(), StoreError> {
+        let Some(schema) = &self.schema else {
+            return Err(StoreError::Internal(
+                "this store has no schema of its own to drop".into(),
+            ));
+        };
+        let client = self.pool.get().await.map_err(map_pool)?;
+        // The name was checked as a plain identifier when the config was parsed.
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await
+            .map_err(|err| crate::error::map_pg(&err))
+    }
+
     fn check_open(&self) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);

@@ -27,8 +27,11 @@ use tokio::sync::mpsc;
 use crate::cli::{BenchArgs, Scenario};
 
 mod plot;
+mod target;
+
 use crate::config::Config;
-use crate::{backend, output};
+use crate::output;
+use target::Target;
 
 const QUEUE: &str = "bench";
 const BULK_CHUNK: usize = 1000;
@@ -111,9 +114,9 @@ pub(crate) async fn run(
         let mut runs = Vec::new();
         for i in 0..args.runs {
             progress.set_message(format!("enqueue_bulk run {}/{}", i + 1, args.runs));
-            let store = target.fresh(config).await?;
-            runs.push(enqueue_bulk(&store, args.jobs).await?);
-            store.close().await;
+            let fresh = target.fresh(config).await?;
+            runs.push(enqueue_bulk(&fresh.store, args.jobs).await?);
+            fresh.finish().await?;
         }
         measure("enqueue_bulk", 1, runs);
     }
@@ -126,9 +129,9 @@ pub(crate) async fn run(
                     i + 1,
                     args.runs
                 ));
-                let store = target.fresh(config).await?;
-                runs.push(enqueue_single(&store, args.single_jobs, producers).await?);
-                store.close().await;
+                let fresh = target.fresh(config).await?;
+                runs.push(enqueue_single(&fresh.store, args.single_jobs, producers).await?);
+                fresh.finish().await?;
             }
             measure("enqueue_single", producers, runs);
             if producers == args.producers {
@@ -140,9 +143,9 @@ pub(crate) async fn run(
         let mut runs = Vec::new();
         for i in 0..args.runs {
             progress.set_message(format!("drain run {}/{}", i + 1, args.runs));
-            let store = target.fresh(config).await?;
-            runs.push(drain(&store, args.jobs, args.concurrency, args.prefetch).await?);
-            store.close().await;
+            let fresh = target.fresh(config).await?;
+            runs.push(drain(&fresh.store, args.jobs, args.concurrency, args.prefetch).await?);
+            fresh.finish().await?;
         }
         measure("drain", 1, runs);
     }
@@ -151,17 +154,17 @@ pub(crate) async fn run(
             let mut runs = Vec::new();
             for i in 0..args.runs {
                 progress.set_message(format!("latency run {}/{}", i + 1, args.runs));
-                let store = target.fresh(config).await?;
+                let fresh = target.fresh(config).await?;
                 let producer = if cross {
-                    target.second(config).await?
+                    target.second(config, &fresh).await?
                 } else {
-                    store.clone()
+                    fresh.store.clone()
                 };
-                runs.push(latency(&store, &producer, &args).await?);
+                runs.push(latency(&fresh.store, &producer, &args).await?);
                 if cross {
                     producer.close().await;
                 }
-                store.close().await;
+                fresh.finish().await?;
             }
             measure(if cross { "latency_cross" } else { "latency" }, 1, runs);
         }
@@ -203,80 +206,6 @@ fn median_latency_run(runs: &[Run]) -> Option<&Run> {
     };
     with_latency.sort_by(|a, b| p50(a).total_cmp(&p50(b)));
     Some(with_latency[with_latency.len() / 2])
-}
-
-/// Where the fresh databases go.
-struct Target {
-    dir: tempfile::TempDir,
-    url: Option<String>,
-    counter: std::sync::atomic::AtomicUsize,
-}
-
-impl Target {
-    fn new(database: Option<&str>) -> anyhow::Result<Target> {
-        if let Some(url) = database
-            && !url.starts_with("sqlite:")
-        {
-            anyhow::bail!("drover bench supports sqlite:// databases in this build");
-        }
-        Ok(Target {
-            dir: tempfile::Builder::new().prefix("drover-bench-").tempdir()?,
-            url: database.map(str::to_owned),
-            counter: Default::default(),
-        })
-    }
-
-    fn backend(&self) -> &'static str {
-        "sqlite"
-    }
-
-    /// The URL of the `n`th fresh database: a new file in the temporary directory, or, with
-    /// `--database sqlite://DIR/NAME.db`, a new file beside the named one (so the disk under
-    /// test is the user's choice).
-    fn url(&self, n: usize) -> String {
-        match &self.url {
-            None => format!("sqlite://{}/bench-{n}.db", self.dir.path().display()),
-            Some(url) => {
-                let rest = url.trim_start_matches("sqlite://");
-                let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-                let query = if query.is_empty() {
-                    String::new()
-                } else {
-                    format!("?{query}")
-                };
-                format!("sqlite://{path}.bench-{n}{query}")
-            }
-        }
-    }
-
-    /// A fresh, migrated database.
-    async fn fresh(&self, config: &Config) -> anyhow::Result<DynStore> {
-        let n = self
-            .counter
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        backend::open(&self.url(n), config, true).await
-    }
-
-    /// A second, independent store on the newest fresh database.
-    async fn second(&self, config: &Config) -> anyhow::Result<DynStore> {
-        let n = self.counter.load(std::sync::atomic::Ordering::Relaxed) - 1;
-        backend::open(&self.url(n), config, false).await
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        // Files beside a user-named database are removed too.
-        if let Some(url) = &self.url {
-            let path = url.trim_start_matches("sqlite://");
-            let path = path.split('?').next().unwrap_or(path);
-            for n in 0..self.counter.load(std::sync::atomic::Ordering::Relaxed) {
-                for suffix in ["", "-wal", "-shm", "-wake"] {
-                    let _ = std::fs::remove_file(format!("{path}.bench-{n}{suffix}"));
-                }
-            }
-        }
-    }
 }
 
 fn noop_jobs(n: usize) -> Vec<NewJob> {
