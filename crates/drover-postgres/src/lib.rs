@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+mod batch;
 mod cluster;
 mod config;
 mod error;

@@ -1,8 +1,8 @@
 //! [`PgStore`]: the [`Store`] implementation, wiring the pool, the listener and the SQL
 //! modules together.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,8 +16,9 @@ use drover_core::{
     ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob, Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
+use crate::batch::{InsertQueue, Pending};
 use crate::config::{self, PgConfig, redact};
 use crate::error::{DbError, map_pool};
 use crate::insert::InsertSql;
@@ -37,7 +38,8 @@ pub struct PgStore {
     pool: Pool,
     wakeups: Wakeups,
     insert_sql: InsertSql,
-    closed: AtomicBool,
+    writer: InsertWriter,
+    closed: Arc<AtomicBool>,
     /// Set once the schema was found current, so that reads check it only once.
     schema_current: AtomicBool,
     listener: Mutex<Option<Listener>>,
@@ -63,7 +65,8 @@ impl std::fmt::Debug for PgStore {
 /// the transaction for a higher-ranked lifetime, and the compiler cannot yet prove it `Send`.
 macro_rules! in_transaction {
     ($store:expr, |$db:ident| $body:expr) => {{
-        let store: &PgStore = $store;
+        // A PgStore, or the InsertWriter that flushes enqueues in a task of its own.
+        let store = $store;
         let mut tries = 0u32;
         loop {
             if let Err(err) = store.check_open() {
@@ -144,13 +147,26 @@ impl PgStore {
         })?;
         drop(first);
 
+        let channel = config::channel(schema.as_deref());
+        let insert_sql = InsertSql::new(schema.as_deref());
+        let wakeups = Wakeups::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        let writer = InsertWriter {
+            pool: pool.clone(),
+            insert_sql: insert_sql.clone(),
+            channel: channel.clone(),
+            wakeups: wakeups.clone(),
+            closed: closed.clone(),
+            queue: Arc::new(InsertQueue::default()),
+        };
         let mut store = PgStore {
-            channel: config::channel(schema.as_deref()),
-            insert_sql: InsertSql::new(schema.as_deref()),
+            channel,
+            insert_sql,
+            writer,
             schema,
             pool,
-            wakeups: Wakeups::default(),
-            closed: AtomicBool::new(false),
+            wakeups,
+            closed,
             schema_current: AtomicBool::new(false),
             listener: Mutex::new(None),
             config,
@@ -293,6 +309,79 @@ impl PgStore {
     }
 }
 
+/// What a flush of queued enqueues needs, cloned out of the store so that it can run in a task
+/// of its own (see `batch.rs`).
+#[derive(Clone)]
+struct InsertWriter {
+    pool: Pool,
+    insert_sql: InsertSql,
+    channel: String,
+    wakeups: Wakeups,
+    closed: Arc<AtomicBool>,
+    queue: Arc<InsertQueue>,
+}
+
+impl InsertWriter {
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    async fn pause_before_retry(&self, tries: u32, err: &DbError) {
+        let pause = Duration::from_millis(fastrand::u64(1..=10 * u64::from(tries)));
+        tracing::debug!(error = ?err, tries, ?pause, "insert rolled back; trying again");
+        tokio::time::sleep(pause).await;
+    }
+
+    /// Flushes batches until nothing is queued.
+    async fn flush_all(self) {
+        while let Some(batch) = self.queue.take() {
+            self.flush(batch).await;
+        }
+    }
+
+    /// Writes a batch of queued enqueues in one transaction and answers each caller. If the
+    /// batch fails, each caller's jobs are tried alone, so that one caller's trouble is not
+    /// another's.
+    async fn flush(&self, batch: Vec<Pending>) {
+        let now = batch[0].now;
+        if batch.len() > 1 {
+            let jobs: Vec<NewJob> = batch.iter().flat_map(|p| p.jobs.iter().cloned()).collect();
+            if let Ok(mut inserted) = self.insert_now(&jobs, now).await {
+                for pending in batch {
+                    let rest = inserted.split_off(pending.jobs.len());
+                    let _ = pending.reply.send(Ok(inserted));
+                    inserted = rest;
+                }
+                return;
+            }
+        }
+        for pending in batch {
+            let result = self.insert_now(&pending.jobs, pending.now).await;
+            let _ = pending.reply.send(result);
+        }
+    }
+
+    async fn insert_now(
+        &self,
+        jobs: &[NewJob],
+        now: Option<Timestamp>,
+    ) -> Result<Vec<InsertedJob>, StoreError> {
+        let (inserted, woke) = in_transaction!(self, |db| {
+            let inserted = insert::insert_many(db, &self.insert_sql, jobs, now).await?;
+            let payloads = inserted_queues(&inserted, jobs);
+            wake::notify(db, &self.channel, &payloads).await?;
+            (inserted, !payloads.is_empty())
+        })?;
+        if woke {
+            self.wakeups.wake();
+        }
+        Ok(inserted)
+    }
+}
+
 /// Payloads for the queues where jobs were inserted (duplicates change nothing).
 fn inserted_queues(inserted: &[InsertedJob], jobs: &[NewJob]) -> Vec<String> {
     wake::payloads(
@@ -327,15 +416,19 @@ impl Store for PgStore {
         if params.jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let (inserted, woke) = in_transaction!(self, |db| {
-            let inserted =
-                insert::insert_many(db, &self.insert_sql, &params.jobs, params.now).await?;
-            let payloads = inserted_queues(&inserted, &params.jobs);
-            wake::notify(db, &self.channel, &payloads).await?;
-            (inserted, !payloads.is_empty())
-        })?;
-        self.woke(woke);
-        Ok(inserted)
+        self.check_open()?;
+        let (reply, answer) = oneshot::channel();
+        let flush = self.writer.queue.push(Pending {
+            jobs: params.jobs,
+            now: params.now,
+            reply,
+        });
+        if flush {
+            // In a task of its own: a caller that gives up waiting must not strand the
+            // enqueues of the others in its batch.
+            tokio::spawn(self.writer.clone().flush_all());
+        }
+        answer.await.unwrap_or(Err(StoreError::Closed))
     }
 
     async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError> {
