@@ -57,14 +57,5 @@ pub(crate) async fn open_postgres(url: &str, listen: bool) -> anyhow::Result<PgS
 
 /// The URL without its password, for messages.
 pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    drover_postgres::redact(url)
 }

@@ -248,32 +248,7 @@ pub(crate) fn jobs_archive_policy(
 
 /// What can be checked without the database: names, batch size, schedule.
 fn check_policy_offline(policy: &RetentionPolicy) -> anyhow::Result<()> {
-    for (field, value) in [
-        ("table", Some(&policy.table)),
-        ("archive_table", Some(&policy.archive_table)),
-        ("id_column", Some(&policy.id_column)),
-        ("age_column", Some(&policy.age_column)),
-        ("fallback_column", policy.fallback_column.as_ref()),
-    ] {
-        if let Some(value) = value {
-            drover_core::validate::check_identifier(field, value)?;
-        }
-    }
-    if !(1..=100_000).contains(&policy.batch_size) {
-        anyhow::bail!(
-            "batch_size {} is not between 1 and 100000",
-            policy.batch_size
-        );
-    }
-    ParsedSchedule::parse(CronSchedule {
-        name: format!("retention.{}", policy.name),
-        expression: policy.schedule.clone(),
-        timezone: None,
-        kind: "drover.retention".into(),
-        args: "{}".into(),
-        queue: None,
-        catch_up: CatchUp::Once,
-    })?;
+    drover::retention::check(policy)?;
     Ok(())
 }
 

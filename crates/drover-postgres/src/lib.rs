@@ -53,5 +53,5 @@ mod store;
 mod time;
 mod wake;
 
-pub use config::{MAX_SCHEMA_LEN, PgConfig, check_schema};
+pub use config::{MAX_SCHEMA_LEN, PgConfig, check_schema, redact};
 pub use store::PgStore;

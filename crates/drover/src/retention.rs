@@ -134,8 +134,9 @@ impl PreparedPolicy {
     }
 }
 
-/// Checks a policy against the database. The error names the policy and what is wrong.
-pub async fn prepare(store: &DynStore, policy: RetentionPolicy) -> Result<PreparedPolicy, Error> {
+/// Checks what can be checked without the database — names, batch size, schedule — and returns
+/// the parsed schedule. The error names the policy and what is wrong.
+pub fn check(policy: &RetentionPolicy) -> Result<ParsedSchedule, Error> {
     let fail = |what: String| Error::Config(format!("retention {:?}: {what}", policy.name));
     for (field, value) in [
         ("table", Some(&policy.table)),
@@ -157,6 +158,23 @@ pub async fn prepare(store: &DynStore, policy: RetentionPolicy) -> Result<Prepar
             policy.batch_size
         )));
     }
+    ParsedSchedule::parse(CronSchedule {
+        name: format!("retention.{}", policy.name),
+        expression: policy.schedule.clone(),
+        timezone: None,
+        kind: "drover.retention".into(),
+        args: "{}".into(),
+        queue: None,
+        catch_up: CatchUp::Once,
+    })
+    .map_err(|err| fail(err.to_string()))
+}
+
+/// Checks a policy against the database: [`check`], then both tables exist with the same
+/// columns. The error names the policy and what is wrong.
+pub async fn prepare(store: &DynStore, policy: RetentionPolicy) -> Result<PreparedPolicy, Error> {
+    let schedule = check(&policy)?;
+    let fail = |what: String| Error::Config(format!("retention {:?}: {what}", policy.name));
     let columns_of = |table: String| async move {
         store
             .table_columns(table.clone())
@@ -199,16 +217,6 @@ pub async fn prepare(store: &DynStore, policy: RetentionPolicy) -> Result<Prepar
             )));
         }
     }
-    let schedule = ParsedSchedule::parse(CronSchedule {
-        name: format!("retention.{}", policy.name),
-        expression: policy.schedule.clone(),
-        timezone: None,
-        kind: "drover.retention".into(),
-        args: "{}".into(),
-        queue: None,
-        catch_up: CatchUp::Once,
-    })
-    .map_err(|err| fail(err.to_string()))?;
     Ok(PreparedPolicy {
         policy,
         columns: hot,
