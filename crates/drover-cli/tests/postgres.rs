@@ -1,0 +1,254 @@
+//! The real `drover` binary on the real PostgreSQL test server (`DROVER_TEST_POSTGRES_URL`),
+//! each test on a schema of its own: several workers draining one backlog with every job run
+//! exactly once, a worker killed mid-run, the leader killed, and cross-process wake-ups by
+//! LISTEN/NOTIFY. The server restart is in `postgres_restart.rs`.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use pg::{PgEnv, engine_counts};
+
+const T: Duration = Duration::from_secs(30);
+
+fn ids(text: &str) -> BTreeSet<i64> {
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn three_workers_drain_20000_jobs_each_run_exactly_once() {
+    const JOBS: usize = 20_000;
+    let pg = PgEnv::new(
+        r#"
+[worker]
+shutdown_timeout = "10s"
+"#,
+    );
+    let mut workers: Vec<_> = (0..3)
+        .map(|i| pg.spawn(&format!("w{i}"), &["worker"]))
+        .collect();
+    let lines = vec![r#"{"kind":"drover.noop"}"#.to_owned(); JOBS];
+    let started = Instant::now();
+    let enqueued = pg.enqueue_file("jobs.jsonl", &lines);
+    assert_eq!(enqueued.len(), JOBS);
+
+    pg.wait_sql(
+        "SELECT count(*) FROM drover_jobs WHERE state = 'completed'",
+        Duration::from_secs(60),
+        |n| n == JOBS.to_string(),
+    );
+    let drained = started.elapsed();
+
+    // Every job: completed on its first attempt, without an error, and nothing else in the table.
+    let summary = pg.sql(
+        "SELECT count(*), \
+                count(*) FILTER (WHERE state = 'completed' AND attempt = 1 \
+                                   AND errors = '[]'::jsonb AND lease_owner IS NULL), \
+                count(DISTINCT id) \
+         FROM drover_jobs",
+    );
+    assert_eq!(
+        summary,
+        format!("{JOBS}|{JOBS}|{JOBS}"),
+        "total|clean|distinct"
+    );
+    let stats = pg.stats();
+    assert_eq!(stats["total"]["completed"], JOBS, "{stats:#}");
+    assert_eq!(stats["processes"].as_array().unwrap().len(), 3, "{stats:#}");
+
+    // Each process says what it did when it stops: the claims add up to one per job (no job was
+    // claimed twice), every one of them completed, and all three took part.
+    for worker in &workers {
+        worker.signal(Signal::SIGTERM);
+    }
+    let mut claimed = 0;
+    let mut completed = 0;
+    for (i, worker) in workers.iter_mut().enumerate() {
+        let status = worker.wait_exit(T);
+        let log = worker.log();
+        assert_eq!(status.code(), Some(0), "w{i}:\n{log}");
+        let counts = engine_counts(&log);
+        assert!(counts.claimed > 0, "w{i} claimed nothing: {counts:?}");
+        assert_eq!(counts.claimed, counts.completed, "w{i}: {counts:?}");
+        assert_eq!(counts.stale_rejected, 0, "w{i}: {counts:?}");
+        assert_eq!(
+            (
+                counts.rescued,
+                counts.retried,
+                counts.discarded,
+                counts.handed_back
+            ),
+            (0, 0, 0, 0),
+            "w{i}: {counts:?}"
+        );
+        assert!(!log.contains("outcome refused"), "w{i}:\n{log}");
+        claimed += counts.claimed;
+        completed += counts.completed;
+    }
+    assert_eq!(claimed, JOBS as u64, "claims across the three processes");
+    assert_eq!(
+        completed, JOBS as u64,
+        "completions across the three processes"
+    );
+    eprintln!("drained {JOBS} jobs with 3 workers in {drained:?}");
+}
+
+#[test]
+fn jobs_of_a_worker_killed_mid_run_run_again_and_none_is_lost() {
+    const JOBS: usize = 30;
+    let pg = PgEnv::new(
+        r#"
+[worker]
+lease = "1s"
+rescue_interval = "200ms"
+leader_ttl = "2s"
+
+[queues]
+default = 10
+"#,
+    );
+    let mut victim = pg.spawn("victim", &["worker"]);
+    let survivor = pg.spawn("survivor", &["worker"]);
+    let victim_id = pg.process_id(&victim);
+    let survivor_id = pg.process_id(&survivor);
+
+    let lines = vec![r#"{"kind":"drover.sleep","args":{"ms":1500}}"#.to_owned(); JOBS];
+    let all = pg.enqueue_file("jobs.jsonl", &lines);
+    // Both hold running jobs (10 each, 10 wait), none has finished.
+    let running_of = |owner: &str| {
+        format!(
+            "SELECT count(*) FROM drover_jobs WHERE state = 'running' AND lease_owner = '{owner}'"
+        )
+    };
+    pg.wait_sql(&running_of(&victim_id), T, |n| {
+        n.parse::<i64>().unwrap() > 0
+    });
+    pg.wait_sql(&running_of(&survivor_id), T, |n| {
+        n.parse::<i64>().unwrap() > 0
+    });
+
+    victim.signal(Signal::SIGKILL);
+    victim.wait_exit(T);
+    // What the dead process held: its leases stay until they expire and are rescued.
+    let held = ids(&pg.sql(&format!(
+        "SELECT id FROM drover_jobs WHERE state = 'running' AND lease_owner = '{victim_id}'"
+    )));
+    assert!(
+        !held.is_empty(),
+        "the victim held no running job when killed"
+    );
+
+    pg.wait_sql(
+        "SELECT count(*) FROM drover_jobs WHERE state = 'completed'",
+        Duration::from_secs(60),
+        |n| n == JOBS.to_string(),
+    );
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM drover_jobs"),
+        JOBS.to_string(),
+        "nothing added or lost"
+    );
+    for &id in &all {
+        let job = pg.job(id);
+        assert_eq!(job["state"], "completed", "{job:#}");
+        let errors = job["errors"].as_array().unwrap();
+        if held.contains(&id) {
+            assert_eq!(job["attempt"], 2, "a job of the killed worker: {job:#}");
+            assert_eq!(errors.len(), 1, "{job:#}");
+            assert_eq!(errors[0]["attempt"], 1, "{job:#}");
+            let message = errors[0]["message"].as_str().unwrap();
+            assert!(message.contains("lease expired"), "{job:#}");
+        } else {
+            assert_eq!(job["attempt"], 1, "ran more than once: {job:#}");
+            assert!(errors.is_empty(), "{job:#}");
+        }
+    }
+    let log = survivor.log();
+    assert!(log.contains("rescued a job whose lease expired"), "{log}");
+    assert!(!log.contains("outcome refused"), "{log}");
+    let rescues = log.matches("rescued a job whose lease expired").count();
+    assert_eq!(rescues, held.len(), "one rescue per held job:\n{log}");
+}
+
+#[test]
+fn another_process_leads_within_the_bound_after_the_leader_is_killed() {
+    let pg = PgEnv::new(
+        r#"
+[worker]
+leader_ttl = "2s"
+"#,
+    );
+    let mut first = pg.spawn("first", &["worker"]);
+    first.wait_log("elected leader", T);
+    let second = pg.spawn("second", &["worker"]);
+    // A process registers itself (presence) just after it starts: wait for both.
+    let stats = pg::eventually(T, "both processes registered", || {
+        let stats = pg.stats();
+        if stats["processes"].as_array().unwrap().len() == 2 {
+            Ok(stats)
+        } else {
+            Err(format!("{stats:#}"))
+        }
+    });
+    assert_eq!(stats["backend"], "postgres", "{stats:#}");
+    assert_eq!(stats["leader"]["pid"], first.child.id(), "{stats:#}");
+    let term = stats["leader"]["term"].as_i64().unwrap();
+    assert!(!second.log().contains("elected leader"), "{}", second.log());
+
+    let killed = Instant::now();
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(T);
+    let stats = pg::eventually(Duration::from_secs(15), "a new leader", || {
+        let stats = pg.stats();
+        if stats["leader"]["pid"] == second.child.id() {
+            Ok(stats)
+        } else {
+            Err(format!("{stats:#}"))
+        }
+    });
+    let took = killed.elapsed();
+    // ttl 2 s plus a retry interval of ttl/5, plus the time `drover stats` takes to say so.
+    assert!(took < Duration::from_secs(6), "took {took:?}");
+    assert!(
+        stats["leader"]["term"].as_i64().unwrap() > term,
+        "the term grows with the change of hands: {stats:#}"
+    );
+    assert!(second.log().contains("elected leader"), "{}", second.log());
+    eprintln!("new leader after {took:?}");
+}
+
+#[test]
+fn an_enqueue_from_another_process_wakes_an_idle_worker_by_notify() {
+    // The poll is 60 s: only a notification can start the job in time.
+    let pg = PgEnv::new(
+        r#"
+[worker]
+poll_interval = "60s"
+"#,
+    );
+    let worker = pg.spawn("worker", &["worker"]);
+    // Its listener waits on this schema's own channel.
+    let listening = pg.sql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN drover_wake_{}'",
+        pg.schema
+    ));
+    assert_eq!(
+        listening, "1",
+        "one LISTEN connection on the schema's channel"
+    );
+    for _ in 0..3 {
+        let enqueued = Instant::now();
+        let id = pg.enqueue(&["drover.noop"]);
+        let job = pg.wait_job(id, Duration::from_secs(5), |j| j["state"] == "completed");
+        assert_eq!(job["attempt"], 1, "{job:#}");
+        eprintln!("completed {:?} after the enqueue began", enqueued.elapsed());
+    }
+    assert!(!worker.log().contains("WARN"), "{}", worker.log());
+}

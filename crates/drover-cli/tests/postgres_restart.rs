@@ -1,0 +1,168 @@
+//! PostgreSQL restarted under a running `drover worker`. A test binary of its own, with one
+//! test: the restart breaks every connection to the server, so it must not run alongside the
+//! other PostgreSQL tests.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use pg::PgEnv;
+
+const T: Duration = Duration::from_secs(30);
+
+/// The installed PostgreSQL version, as `/etc/postgresql/<version>` names it.
+fn cluster_version() -> String {
+    let mut versions: Vec<String> = std::fs::read_dir("/etc/postgresql")
+        .expect("/etc/postgresql: this test restarts a Debian-style local cluster")
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    versions.sort_by_key(|v| v.parse::<u32>().unwrap_or(0));
+    versions
+        .pop()
+        .expect("no cluster version in /etc/postgresql")
+}
+
+fn pg_ctlcluster(version: &str, args: &[&str]) -> std::process::Output {
+    Command::new("pg_ctlcluster")
+        .arg("--skip-systemctl-redirect")
+        .arg(version)
+        .arg("main")
+        .args(args)
+        .output()
+        .expect("run pg_ctlcluster")
+}
+
+/// Waits, when dropped, until the server accepts connections again (starting it if it stays
+/// down), so that a failed test does not leave it down for the tests that follow.
+struct ServerComesBack {
+    version: String,
+}
+
+impl Drop for ServerComesBack {
+    fn drop(&mut self) {
+        let wait = |limit: Duration| {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if pg::server_ready() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            false
+        };
+        if wait(Duration::from_secs(30)) {
+            return;
+        }
+        eprintln!("PostgreSQL is still down; starting it");
+        let out = pg_ctlcluster(&self.version, &["start"]);
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+        if !wait(Duration::from_secs(60)) {
+            eprintln!("PostgreSQL did not come back; later tests will fail");
+        }
+    }
+}
+
+#[test]
+fn a_worker_survives_a_server_restart_and_every_job_completes() {
+    const JOBS: usize = 40;
+    // A 60 s poll: after the restart only the store's own retries and the reconnected
+    // listener's wake-ups can get the work done in time.
+    let pg = PgEnv::new(
+        r#"
+[worker]
+poll_interval = "60s"
+shutdown_timeout = "10s"
+
+[queues]
+default = 10
+"#,
+    );
+    let version = cluster_version();
+    let mut worker = pg.spawn("worker", &["worker"]);
+    let lines = vec![r#"{"kind":"drover.sleep","args":{"ms":300}}"#.to_owned(); JOBS];
+    let all = pg.enqueue_file("jobs.jsonl", &lines);
+
+    // Restart while jobs run and others wait.
+    let before = pg.wait_sql(
+        "SELECT count(*) FILTER (WHERE state = 'running'), \
+                count(*) FILTER (WHERE state = 'completed') FROM drover_jobs",
+        T,
+        |out| !out.starts_with("0|"),
+    );
+    let completed_before: usize = before.split('|').nth(1).unwrap().parse().unwrap();
+    assert!(
+        completed_before < JOBS,
+        "the restart would come too late: {before}"
+    );
+
+    let back = ServerComesBack { version };
+    let restarted = Instant::now();
+    let out = pg_ctlcluster(&back.version, &["restart", "-m", "immediate"]);
+    assert!(
+        out.status.success(),
+        "pg_ctlcluster restart failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pg::eventually(
+        Duration::from_secs(60),
+        "the server accepts connections",
+        || {
+            if pg::server_ready() {
+                Ok(())
+            } else {
+                Err("pg_isready says no".into())
+            }
+        },
+    );
+    let outage = restarted.elapsed();
+
+    // Every job reaches `completed`: none lost, none stuck.
+    pg.wait_sql(
+        "SELECT count(*) FROM drover_jobs WHERE state = 'completed'",
+        Duration::from_secs(60),
+        |n| n == JOBS.to_string(),
+    );
+    let done = restarted.elapsed();
+    assert_eq!(pg.sql("SELECT count(*) FROM drover_jobs"), JOBS.to_string());
+    // At least once: a second attempt only after its lease expired, said in its errors.
+    let mut reruns = 0;
+    for &id in &all {
+        let job = pg.job(id);
+        assert_eq!(job["state"], "completed", "{job:#}");
+        let errors = job["errors"].as_array().unwrap();
+        match job["attempt"].as_i64().unwrap() {
+            1 => assert!(errors.is_empty(), "{job:#}"),
+            2 => {
+                reruns += 1;
+                assert_eq!(errors.len(), 1, "{job:#}");
+                let message = errors[0]["message"].as_str().unwrap();
+                assert!(message.contains("lease expired"), "{job:#}");
+            }
+            _ => panic!("ran more than twice: {job:#}"),
+        }
+    }
+
+    // The worker is still there, noticed the outage and reconnected.
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker exited:\n{}",
+        worker.log()
+    );
+    worker.wait_log("PostgreSQL listener lost its connection", T);
+    worker.wait_log("PostgreSQL listener reconnected", T);
+    // Its listener works again: an enqueue from another process starts a job at once.
+    let id = pg.enqueue(&["drover.noop"]);
+    pg.wait_job(id, Duration::from_secs(5), |j| j["state"] == "completed");
+
+    worker.signal(Signal::SIGTERM);
+    let status = worker.wait_exit(T);
+    assert_eq!(status.code(), Some(0), "{}", worker.log());
+    eprintln!(
+        "server back after {outage:?}, all {JOBS} jobs completed {done:?} after the restart \
+         began ({completed_before} before it, {reruns} run twice)"
+    );
+}
