@@ -69,6 +69,9 @@ pub(crate) struct BenchArgs {
     /// Worker concurrency for the drain and latency measures.
     #[arg(long, default_value_t = 10)]
     pub(crate) concurrency: usize,
+    /// Worker processes for the drain-processes measure.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) processes: usize,
     /// Jobs each worker pool may claim beyond its free slots (the engine's `prefetch`).
     #[arg(long, default_value_t = 0)]
     pub(crate) prefetch: usize,
@@ -101,6 +104,8 @@ pub(crate) enum Scenario {
     EnqueueBulk,
     EnqueueSingle,
     Drain,
+    /// Drain with several `drover worker` processes on one database.
+    DrainProcesses,
     Latency,
     All,
 }

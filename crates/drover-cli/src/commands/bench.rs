@@ -46,6 +46,7 @@ struct Measure {
     n: usize,
     concurrency: usize,
     producers: usize,
+    processes: usize,
     prefetch: usize,
     runs: usize,
     secs: f64,
@@ -148,6 +149,21 @@ pub(crate) async fn run(
             fresh.finish().await?;
         }
         measure("drain", 1, runs);
+    }
+    if wants(Scenario::DrainProcesses) {
+        let mut runs = Vec::new();
+        for i in 0..args.runs {
+            progress.set_message(format!(
+                "drain with {} processes, run {}/{}",
+                args.processes,
+                i + 1,
+                args.runs
+            ));
+            let fresh = target.fresh(config).await?;
+            runs.push(drain_processes(&fresh, &args).await?);
+            fresh.finish().await?;
+        }
+        measure("drain_processes", args.processes, runs);
     }
     if wants(Scenario::Latency) {
         for cross in [false, true] {
@@ -331,6 +347,79 @@ async fn drain(
     })
 }
 
+/// Drains `--jobs` jobs with `--processes` real `drover worker` processes (this binary), each
+/// with `--concurrency` workers; the clock runs from spawning them until the last job is
+/// completed in the database.
+async fn drain_processes(fresh: &target::Fresh, args: &BenchArgs) -> anyhow::Result<Run> {
+    let client = client(&fresh.store);
+    for chunk in noop_jobs(args.jobs).chunks(BULK_CHUNK) {
+        client.insert(chunk.to_vec()).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("drover.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[worker]\nprefetch = {}\npoll_interval = \"60s\"\n\n[jobs_archive]\nenabled = false\n",
+            args.prefetch
+        ),
+    )?;
+    let exe = std::env::current_exe()?;
+    let start = Instant::now();
+    let mut children = Vec::new();
+    for _ in 0..args.processes {
+        children.push(
+            tokio::process::Command::new(&exe)
+                .args(["worker", "--queues", QUEUE, "--concurrency"])
+                .arg(args.concurrency.to_string())
+                .env("DROVER_DATABASE_URL", &fresh.url)
+                .env("DROVER_CONFIG", &config)
+                .env("DROVER_LOG", "warn")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .spawn()?,
+        );
+    }
+    let mut timeline = vec![(0.0, 0)];
+    let completed = loop {
+        let counts = fresh.store.job_count_by_queue().await?;
+        let done: u64 = counts
+            .iter()
+            .filter(|c| c.state == drover_core::JobState::Completed)
+            .map(|c| c.count)
+            .sum();
+        timeline.push((start.elapsed().as_secs_f64(), done));
+        if done >= args.jobs as u64 {
+            break done;
+        }
+        for child in &mut children {
+            if let Some(status) = child.try_wait()? {
+                anyhow::bail!("a worker process exited early ({status})");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let secs = start.elapsed().as_secs_f64();
+    for child in &children {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for child in &mut children {
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+    }
+    Ok(Run {
+        n: completed as usize,
+        secs,
+        latencies_ms: Vec::new(),
+        timeline,
+    })
+}
+
 /// Reports the moment each job's handler starts.
 struct Stamp(mpsc::UnboundedSender<(JobId, Instant)>);
 
@@ -440,13 +529,28 @@ fn summarize(
         backend: target.backend().to_owned(),
         measure: name,
         n,
-        concurrency: if matches!(name, "drain" | "latency" | "latency_cross") {
+        concurrency: if matches!(
+            name,
+            "drain" | "drain_processes" | "latency" | "latency_cross"
+        ) {
             args.concurrency
         } else {
             1
         },
-        producers,
-        prefetch: if matches!(name, "drain" | "latency" | "latency_cross") {
+        producers: if name == "drain_processes" {
+            1
+        } else {
+            producers
+        },
+        processes: if name == "drain_processes" {
+            producers
+        } else {
+            1
+        },
+        prefetch: if matches!(
+            name,
+            "drain" | "drain_processes" | "latency" | "latency_cross"
+        ) {
             args.prefetch
         } else {
             0
@@ -471,6 +575,7 @@ fn print_table(results: &[Measure]) {
                 m.n.to_string(),
                 m.concurrency.to_string(),
                 m.producers.to_string(),
+                m.processes.to_string(),
                 format!("{:.0}", m.jobs_per_sec),
                 m.p50_ms
                     .map(|v| format!("{v:.2}"))

@@ -31,6 +31,8 @@ pub(super) struct Target {
 /// A fresh database and what it takes to remove it.
 pub(super) struct Fresh {
     pub(super) store: DynStore,
+    /// Its URL, for other processes.
+    pub(super) url: String,
     n: usize,
     pg: Option<Arc<PgStore>>,
 }
@@ -120,12 +122,14 @@ impl Target {
             pg.migrate().await?;
             Ok(Fresh {
                 store: pg.clone(),
+                url,
                 n,
                 pg: Some(pg),
             })
         } else {
             Ok(Fresh {
                 store: backend::open(&url, config, watch).await?,
+                url,
                 n,
                 pg: None,
             })
