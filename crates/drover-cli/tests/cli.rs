@@ -298,6 +298,6 @@ fn migrate_is_idempotent() {
     let env = Env::new("");
     let first = env.ok(&["migrate"]);
     let second = env.ok(&["migrate"]);
-    assert!(first.contains("schema version 1"), "{first}");
+    assert!(first.contains("is at schema version "), "{first}");
     assert_eq!(first, second);
 }

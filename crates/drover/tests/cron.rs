@@ -1,5 +1,5 @@
-//! Cron on a real SQLite file with a simulated clock: fire times enqueued once across a leader
-//! change, and the catch-up policies.
+//! Cron on both backends — a real SQLite file and the real PostgreSQL server — with a simulated
+//! clock: fire times enqueued once across a leader change, and the catch-up policies.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,18 +11,61 @@ use drover_core::{
     Clock, CronFireResult, DynStore, JobListParams, LeaderElectParams, LeaderFence, SimulatedClock,
     Store,
 };
-use drover_sqlite::{SqliteConfig, SqliteStore};
 use jiff::{SignedDuration, Timestamp};
 
 fn ts(text: &str) -> Timestamp {
     text.parse().unwrap()
 }
 
-async fn store(dir: &tempfile::TempDir) -> DynStore {
-    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("cron.db"))).unwrap();
-    store.migrate().await.unwrap();
-    Arc::new(store)
+/// Instantiates each check once per backend.
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = drover_sqlite::SqliteStore::open(
+                        drover_sqlite::SqliteConfig::new(dir.path().join("cron.db")),
+                    )
+                    .unwrap();
+                    drover_core::Store::migrate(&store).await.unwrap();
+                    super::$check(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    let url = std::env::var("DROVER_TEST_POSTGRES_URL")
+                        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+                    let schema = format!("drover_cron_{:016x}", fastrand::u64(..));
+                    let mut config = drover_postgres::PgConfig::from_url(
+                        &format!("{url}?schema={schema}"),
+                    )
+                    .unwrap();
+                    config.listen = false;
+                    let store = std::sync::Arc::new(
+                        drover_postgres::PgStore::connect(config).await.unwrap_or_else(|err| {
+                            panic!("cannot reach the PostgreSQL test server at {url} \
+                                    (set DROVER_TEST_POSTGRES_URL): {err}")
+                        }),
+                    );
+                    drover_core::Store::migrate(store.as_ref()).await.unwrap();
+                    super::$check(store.clone()).await;
+                    store.drop_schema().await.unwrap();
+                }
+            )*
+        }
+    };
 }
+
+on_both_backends!(
+    each_fire_time_is_enqueued_once_across_a_leader_change,
+    missed_fire_times_follow_the_catch_up_policy,
+    a_bad_expression_refuses_to_build,
+);
 
 fn schedule(name: &str, expression: &str, catch_up: CatchUp) -> CronSchedule {
     CronSchedule {
@@ -82,10 +125,7 @@ async fn jobs_of(store: &DynStore, name: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_fire_time_is_enqueued_once_across_a_leader_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
+async fn each_fire_time_is_enqueued_once_across_a_leader_change(store: DynStore) {
     let clock = SimulatedClock::new(ts("2030-01-01T00:00:10Z"));
     let a_scheduler = scheduler(
         &store,
@@ -141,10 +181,7 @@ async fn each_fire_time_is_enqueued_once_across_a_leader_change() {
     assert_eq!(states[0].last_fire_at, Some(ts("2030-01-01T00:02:00Z")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missed_fire_times_follow_the_catch_up_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
+async fn missed_fire_times_follow_the_catch_up_policy(store: DynStore) {
     let clock = SimulatedClock::new(ts("2030-01-01T00:30:00Z"));
     let scheduler = scheduler(
         &store,
@@ -184,10 +221,7 @@ async fn missed_fire_times_follow_the_catch_up_policy() {
     assert_eq!(jobs_of(&store, "all").await.len(), 6);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bad_expression_refuses_to_build() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
+async fn a_bad_expression_refuses_to_build(store: DynStore) {
     let err = Engine::builder(store)
         .cron(schedule("nightly-report", "0 25 * * *", CatchUp::Once))
         .build()
