@@ -9,7 +9,6 @@ use drover::cron::{CatchUp, CronSchedule};
 use drover::services::scheduler::Scheduler;
 use drover_core::{
     Clock, CronFireResult, DynStore, JobListParams, LeaderElectParams, LeaderFence, SimulatedClock,
-    Store,
 };
 use jiff::{SignedDuration, Timestamp};
 
