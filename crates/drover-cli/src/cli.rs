@@ -69,6 +69,9 @@ pub(crate) struct BenchArgs {
     /// Worker concurrency for the drain and latency measures.
     #[arg(long, default_value_t = 10)]
     pub(crate) concurrency: usize,
+    /// Finished jobs to put in the table before the drain measure (how cost grows with history).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) history: usize,
     /// Worker processes for the drain-processes measure.
     #[arg(long, default_value_t = 3)]
     pub(crate) processes: usize,

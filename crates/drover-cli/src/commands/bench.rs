@@ -48,6 +48,8 @@ struct Measure {
     producers: usize,
     processes: usize,
     prefetch: usize,
+    /// Finished jobs in the table during the drain.
+    history: usize,
     runs: usize,
     secs: f64,
     jobs_per_sec: f64,
@@ -145,7 +147,16 @@ pub(crate) async fn run(
         for i in 0..args.runs {
             progress.set_message(format!("drain run {}/{}", i + 1, args.runs));
             let fresh = target.fresh(config).await?;
-            runs.push(drain(&fresh.store, args.jobs, args.concurrency, args.prefetch).await?);
+            runs.push(
+                drain(
+                    &fresh.store,
+                    args.jobs,
+                    args.concurrency,
+                    args.prefetch,
+                    args.history,
+                )
+                .await?,
+            );
             fresh.finish().await?;
         }
         measure("drain", 1, runs);
@@ -309,7 +320,9 @@ async fn drain(
     n: usize,
     concurrency: usize,
     prefetch: usize,
+    history: usize,
 ) -> anyhow::Result<Run> {
+    fill_history(store, history).await?;
     let client = client(store);
     for chunk in noop_jobs(n).chunks(BULK_CHUNK) {
         client.insert(chunk.to_vec()).await?;
@@ -345,6 +358,56 @@ async fn drain(
         latencies_ms: Vec::new(),
         timeline,
     })
+}
+
+/// Puts `n` finished jobs in the table (in another queue), so that the drain measures how the
+/// hot path copes with history: claimed and completed in batches of 10,000 through the store.
+async fn fill_history(store: &DynStore, n: usize) -> anyhow::Result<()> {
+    const CHUNK: usize = 10_000;
+    let client = client(store);
+    let mut left = n;
+    while left > 0 {
+        let batch = left.min(CHUNK);
+        let jobs: Vec<NewJob> = noop_jobs(batch)
+            .into_iter()
+            .map(|mut job| {
+                job.queue = "bench_history".into();
+                job
+            })
+            .collect();
+        for chunk in jobs.chunks(BULK_CHUNK) {
+            client.insert(chunk.to_vec()).await?;
+        }
+        let claimed = store
+            .job_claim(drover_core::JobClaimParams {
+                queue: "bench_history".into(),
+                limit: batch,
+                owner: "bench".into(),
+                lease: Duration::from_secs(600),
+                now: None,
+            })
+            .await?
+            .jobs;
+        let outcomes = claimed
+            .iter()
+            .map(|job| drover_core::JobOutcome {
+                lease: drover_core::LeaseRef {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                },
+                step: None,
+                outcome: drover_core::Outcome::Completed,
+            })
+            .collect();
+        store
+            .job_finish_many(drover_core::JobFinishParams {
+                outcomes,
+                now: None,
+            })
+            .await?;
+        left -= batch;
+    }
+    Ok(())
 }
 
 /// Drains `--jobs` jobs with `--processes` real `drover worker` processes (this binary), each
@@ -547,6 +610,7 @@ fn summarize(
         } else {
             1
         },
+        history: if name == "drain" { args.history } else { 0 },
         prefetch: if matches!(
             name,
             "drain" | "drain_processes" | "latency" | "latency_cross"
