@@ -35,6 +35,7 @@ pub(crate) async fn execute(
         cancel,
         reason,
         step,
+        done,
     } = handles;
     let task = shared.tasks.get(&job.kind).cloned();
     let retry = task
@@ -75,6 +76,7 @@ pub(crate) async fn execute(
             .await
         }
     };
+    done.store(true, std::sync::atomic::Ordering::Release);
     drop(permit);
     slot_freed.notify_one();
 

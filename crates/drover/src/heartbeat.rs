@@ -99,6 +99,11 @@ pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
             continue;
         };
         if !status.held {
+            if job.done.load(std::sync::atomic::Ordering::Acquire) {
+                // The run ended and its outcome is being recorded (often it just was): the
+                // completer reports a refusal if there is one.
+                continue;
+            }
             tracing::warn!(job = status.id, "lease lost; stopping the run");
             job.stop(StopReason::LeaseLost);
         } else if status.cancel_requested {

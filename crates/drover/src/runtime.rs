@@ -2,7 +2,7 @@
 //! channel their outcomes go through.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use drover_core::{Clock, DynStore, JobId, JobOutcome, LeaseRef};
@@ -45,6 +45,8 @@ pub(crate) struct RunningJob {
     pub(crate) reason: Arc<AtomicU8>,
     pub(crate) step: Arc<Mutex<Option<String>>>,
     pub(crate) abort: Option<AbortHandle>,
+    /// Set when the handler has ended and the outcome is on its way to the store.
+    pub(crate) done: Arc<AtomicBool>,
 }
 
 impl RunningJob {
@@ -69,6 +71,7 @@ pub(crate) struct RunHandles {
     pub(crate) cancel: CancellationToken,
     pub(crate) reason: Arc<AtomicU8>,
     pub(crate) step: Arc<Mutex<Option<String>>>,
+    pub(crate) done: Arc<AtomicBool>,
 }
 
 /// An outcome on its way to the store, with what the hooks need.
@@ -103,6 +106,7 @@ impl Shared {
             cancel: CancellationToken::new(),
             reason: Arc::new(AtomicU8::new(StopReason::None as u8)),
             step: Arc::new(Mutex::new(None)),
+            done: Arc::new(AtomicBool::new(false)),
         };
         self.running.lock().expect("running lock poisoned").insert(
             job.id,
@@ -115,6 +119,7 @@ impl Shared {
                 reason: handles.reason.clone(),
                 step: handles.step.clone(),
                 abort: None,
+                done: handles.done.clone(),
             },
         );
         handles
