@@ -268,19 +268,11 @@ impl PgStore {
     }
 
     fn check_open(&self) -> Result<(), StoreError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
-        Ok(())
+        self.writer.check_open()
     }
 
-    /// Pauses before a transaction is tried again after a deadlock or a serialization
-    /// failure: a few milliseconds, more each time, at random so that the two sides of a
-    /// deadlock do not collide again.
     async fn pause_before_retry(&self, tries: u32, err: &DbError) {
-        let pause = Duration::from_millis(fastrand::u64(1..=10 * u64::from(tries)));
-        tracing::debug!(error = ?err, tries, ?pause, "transaction rolled back; trying again");
-        tokio::time::sleep(pause).await;
+        self.writer.pause_before_retry(tries, err).await
     }
 
     /// Fails with a clear message when the schema is older than this build (SQLite does the
@@ -329,9 +321,12 @@ impl InsertWriter {
         Ok(())
     }
 
+    /// Pauses before a transaction is tried again after a deadlock or a serialization
+    /// failure: a few milliseconds, more each time, at random so that the two sides of a
+    /// deadlock do not collide again.
     async fn pause_before_retry(&self, tries: u32, err: &DbError) {
         let pause = Duration::from_millis(fastrand::u64(1..=10 * u64::from(tries)));
-        tracing::debug!(error = ?err, tries, ?pause, "insert rolled back; trying again");
+        tracing::debug!(error = ?err, tries, ?pause, "transaction rolled back; trying again");
         tokio::time::sleep(pause).await;
     }
 
