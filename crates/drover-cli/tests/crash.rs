@@ -175,3 +175,38 @@ leader_ttl = "2s"
     assert_eq!(stats["leader"]["pid"], second.child.id(), "{stats:#}");
     assert!(stats["leader"]["term"].as_i64().unwrap() >= 2);
 }
+
+#[test]
+fn a_locked_sqlite_database_stalls_the_worker_but_loses_nothing() {
+    let env = Env::new("[worker]\npoll_interval = \"60s\"\n");
+    let mut worker = env.spawn("worker", &["worker"]);
+    let id = env.enqueue(&["drover.sleep", "--args", r#"{"ms":300}"#]);
+    env.wait_job(id, T, |j| state(j) == "running");
+    // Another process holds the write lock for longer than the 5 s busy timeout, while the
+    // job finishes and its completion has to wait.
+    let conn = rusqlite::Connection::open(env.path("drover.db")).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::thread::sleep(Duration::from_secs(7));
+    assert_eq!(
+        state(&env.job(id)),
+        "running",
+        "the completion cannot be written while the lock is held"
+    );
+    conn.execute_batch("COMMIT").unwrap();
+    let job = env.wait_job(id, T, |j| state(j) == "completed");
+    assert_eq!(job["attempt"], 1);
+    assert!(
+        worker.child.try_wait().unwrap().is_none(),
+        "the worker kept running"
+    );
+    assert!(
+        worker.log().contains("database is locked"),
+        "{}",
+        worker.log()
+    );
+    // And it still works afterwards.
+    let next = env.enqueue(&["drover.noop"]);
+    env.wait_job(next, T, |j| state(j) == "completed");
+    worker.signal(Signal::SIGTERM);
+    assert_eq!(worker.wait_exit(T).code(), Some(0));
+}

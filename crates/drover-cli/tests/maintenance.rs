@@ -246,10 +246,10 @@ fn rows_are_conserved_when_the_archiver_is_killed_mid_run() {
         interrupted_mid_run > 0,
         "no kill landed in the middle of a run"
     );
-    let out: Value = serde_json::from_str(&env.ok(&["archive", "run", "--json"])).unwrap();
+    // A last run finishes whatever the killed ones left.
+    env.ok(&["archive", "run"]);
     let (hot, archive, both) = counts(&conn);
     assert_eq!((hot, archive, both), (0, 200_000, 0));
-    assert!(out[0]["rows"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -182,6 +182,15 @@ impl Store for SqliteStore {
     }
 
     async fn migrate(&self) -> Result<MigrateReport, StoreError> {
+        // A current schema needs no write lock: read commands keep working while another
+        // process holds the lock.
+        let version = self.readers.read(schema::version).await?;
+        if version >= schema::LATEST {
+            return Ok(MigrateReport {
+                applied: Vec::new(),
+                version,
+            });
+        }
         self.write(|cx| {
             let applied = sql(schema::migrate(cx.conn, &time::to_text(Timestamp::now())))?;
             Ok(MigrateReport {
