@@ -32,6 +32,8 @@ pub struct SqliteStore {
     wakeups: Wakeups,
     // Held for its Drop: the watch ends with the store.
     _watcher: Option<notify::RecommendedWatcher>,
+    /// Set once the schema was found current.
+    schema_current: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -109,6 +111,7 @@ impl SqliteStore {
             thread: Mutex::new(Some(thread)),
             wakeups,
             _watcher: watcher,
+            schema_current: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -127,7 +130,15 @@ impl SqliteStore {
         writer.write(work).await
     }
 
+    /// Fails with a clear message when the schema is older than this build; checked once,
+    /// then remembered, so that reads do not pay for it every time.
     async fn ensure_migrated(&self) -> Result<(), StoreError> {
+        if self
+            .schema_current
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(());
+        }
         let version = self.readers.read(schema::version).await?;
         if version < schema::LATEST {
             return Err(StoreError::Internal(format!(
@@ -135,6 +146,8 @@ impl SqliteStore {
                 schema::LATEST
             )));
         }
+        self.schema_current
+            .store(true, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 }

@@ -533,10 +533,11 @@ async fn one_engine_leads_and_hands_over_on_shutdown() {
     second.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_request_reaches_a_prefetched_job() {
-    let h = harness().await;
-    let (hook, mut rx) = ends();
+/// An engine with one slot and a prefetch buffer of 4, its slot taken by a long job.
+async fn one_busy_slot_with_prefetch(
+    h: &Harness,
+    hook: impl Fn(&JobEnd) + Send + Sync + 'static,
+) -> (EngineHandle, JobId) {
     let handle = Engine::builder(h.store.clone())
         .config(EngineConfig {
             queues: [("default".to_owned(), 1)].into(),
@@ -548,13 +549,21 @@ async fn a_cancel_request_reaches_a_prefetched_job() {
         .build()
         .unwrap()
         .start();
-    let client = handle.client();
     let busy = enqueue(
         &handle,
         EnqueueRequest::raw("drover.sleep", r#"{"ms":60000}"#),
     )
     .await;
     wait_for(&h.store, busy, |j| j.state == JobState::Running).await;
+    (handle, busy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_reaches_a_prefetched_job() {
+    let h = harness().await;
+    let (hook, mut rx) = ends();
+    let (handle, busy) = one_busy_slot_with_prefetch(&h, hook).await;
+    let client = handle.client();
     let waiting = client
         .enqueue_many(vec![
             EnqueueRequest::raw("drover.noop", "{}"),
@@ -606,24 +615,8 @@ async fn a_cancel_request_reaches_a_prefetched_job() {
 async fn buffered_jobs_of_a_stopping_worker_do_not_use_an_attempt() {
     let h = harness().await;
     let (hook, _rx) = ends();
-    let handle = Engine::builder(h.store.clone())
-        .config(EngineConfig {
-            queues: [("default".to_owned(), 1)].into(),
-            prefetch: 4,
-            ..quick_config()
-        })
-        .builtin_tasks()
-        .on_job_end(hook)
-        .build()
-        .unwrap()
-        .start();
+    let (handle, _busy) = one_busy_slot_with_prefetch(&h, hook).await;
     let client = handle.client();
-    let busy = enqueue(
-        &handle,
-        EnqueueRequest::raw("drover.sleep", r#"{"ms":60000}"#),
-    )
-    .await;
-    wait_for(&h.store, busy, |j| j.state == JobState::Running).await;
     let waiting = client
         .enqueue_many(vec![
             EnqueueRequest::raw("drover.noop", "{}"),
