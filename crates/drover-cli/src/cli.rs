@@ -75,9 +75,10 @@ pub(crate) struct BenchArgs {
     /// Worker processes for the drain-processes measure.
     #[arg(long, default_value_t = 3)]
     pub(crate) processes: usize,
-    /// Jobs each worker pool may claim beyond its free slots (the engine's `prefetch`).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) prefetch: usize,
+    /// Most jobs each worker pool may claim beyond its free slots (the engine's `prefetch`;
+    /// default: automatic, up to 50 × concurrency; 0: claim only for free slots).
+    #[arg(long)]
+    pub(crate) prefetch: Option<usize>,
     /// Concurrent producers for the concurrent single-enqueue measure.
     #[arg(long, default_value_t = 16)]
     pub(crate) producers: usize,

@@ -104,7 +104,7 @@ pub(crate) struct WorkerSection {
     pub(crate) cancel_grace: Option<Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub(crate) leader_ttl: Option<Duration>,
-    /// Jobs claimed beyond the free slots into a local buffer (default 0).
+    /// Most jobs claimed beyond the free slots into a local buffer (default: automatic).
     pub(crate) prefetch: Option<usize>,
 }
 

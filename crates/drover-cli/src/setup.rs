@@ -80,7 +80,7 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
             .unwrap_or(defaults.shutdown_timeout),
         cancel_grace: worker.cancel_grace.unwrap_or(Duration::from_secs(10)),
         leader_ttl: worker.leader_ttl.unwrap_or(defaults.leader_ttl),
-        prefetch: worker.prefetch.unwrap_or(defaults.prefetch),
+        prefetch: worker.prefetch.or(defaults.prefetch),
         limits: limits(config),
         process_id: None,
     };

@@ -39,6 +39,17 @@ pub trait Store: Send + Sync + 'static {
     /// available jobs, highest priority first, then oldest, handing each a fresh lease token.
     async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError>;
 
+    /// Parks a claim to be made inside the transaction of the next enqueue through this store
+    /// that makes a job of `params.queue` available now, so that an idle worker's job starts
+    /// after one commit instead of two (the enqueue's, then the claim's). The claim resolves
+    /// after that commit. `None` when the backend cannot do this; the caller then relies on
+    /// [`Store::wakeups`] and [`Store::job_claim`] alone, which it must keep doing anyway (for
+    /// enqueues in other processes, and scheduled jobs coming due).
+    fn job_claim_parked(&self, params: JobClaimParams) -> Option<ParkedClaim> {
+        let _ = params;
+        None
+    }
+
     /// Renews the leases of running jobs. Only leases still held (same id, running, same token)
     /// are renewed; the answer says which are held and which have a cancel request.
     async fn job_heartbeat(
@@ -158,6 +169,55 @@ pub trait Store: Send + Sync + 'static {
 
 /// A shared handle to a store.
 pub type DynStore = Arc<dyn Store>;
+
+/// A claim parked by [`Store::job_claim_parked`], waiting for an enqueue.
+///
+/// Withdraw it rather than dropping it: a claim made just as it is dropped has nobody to run its
+/// jobs, so the backend hands them back (available again, their attempt not used), which
+/// records a hand-back in their history.
+pub struct ParkedClaim {
+    answer: tokio::sync::oneshot::Receiver<Result<ClaimResult, StoreError>>,
+    /// Removes the claim from the backend's waiting list; false when an enqueue already took it.
+    unpark: Option<Box<dyn FnOnce() -> bool + Send>>,
+}
+
+impl ParkedClaim {
+    /// A parked claim answered on `answer`; `unpark` withdraws it from the backend, returning
+    /// false when an enqueue took it first (its answer then arrives on `answer`).
+    pub fn new(
+        answer: tokio::sync::oneshot::Receiver<Result<ClaimResult, StoreError>>,
+        unpark: impl FnOnce() -> bool + Send + 'static,
+    ) -> Self {
+        Self {
+            answer,
+            unpark: Some(Box::new(unpark)),
+        }
+    }
+
+    /// Waits until an enqueue made the claim. Cancel-safe: polling it again keeps waiting.
+    pub async fn made(&mut self) -> Result<ClaimResult, StoreError> {
+        match (&mut self.answer).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Closed),
+        }
+    }
+
+    /// Withdraws the claim. When an enqueue took it first, waits for that claim's answer and
+    /// returns it: its jobs are this caller's to run.
+    pub async fn withdraw(mut self) -> Option<Result<ClaimResult, StoreError>> {
+        let unpark = self.unpark.take().expect("withdrawn once");
+        if unpark() {
+            return None;
+        }
+        Some(self.made().await)
+    }
+}
+
+impl std::fmt::Debug for ParkedClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParkedClaim").finish_non_exhaustive()
+    }
+}
 
 /// What [`Store::migrate`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -17,6 +17,7 @@ mod cluster;
 mod config;
 mod jobs;
 mod maintenance;
+mod parked;
 mod readers;
 mod schema;
 mod store;

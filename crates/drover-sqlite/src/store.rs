@@ -1,7 +1,7 @@
 //! [`SqliteStore`]: the [`Store`] implementation, wiring the writer, the readers and the wake
 //! file together.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -18,6 +18,7 @@ use rusqlite::Connection;
 use tokio::sync::watch;
 
 use crate::config::{SqliteConfig, Synchronous};
+use crate::parked::ParkedClaims;
 use crate::readers::Readers;
 use crate::wake::{WakeFile, watch as watch_wake_file};
 use crate::writer::{Writer, is_busy};
@@ -34,6 +35,8 @@ pub struct SqliteStore {
     _watcher: Option<notify::RecommendedWatcher>,
     /// Set once the schema was found current.
     schema_current: std::sync::atomic::AtomicBool,
+    /// Claims of idle workers waiting for an enqueue.
+    parked: Arc<ParkedClaims>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -96,6 +99,7 @@ impl SqliteStore {
         } else {
             None
         };
+        let parked = Arc::new(ParkedClaims::default());
         let (writer, thread) = Writer::start(
             conn,
             config.write_queue,
@@ -103,8 +107,10 @@ impl SqliteStore {
             config.max_ops_per_commit,
             wakeups.clone(),
             wake_file,
+            parked.clone(),
         );
         Ok(SqliteStore {
+            parked,
             readers: Readers::new(config.path.clone(), config.busy_timeout),
             config,
             writer: tokio::sync::RwLock::new(Some(writer)),
@@ -227,10 +233,21 @@ impl Store for SqliteStore {
                 &params.jobs,
                 now_or_clock(params.now),
             ))?;
-            cx.wake = inserted.iter().any(|job| !job.duplicate);
+            for (job, new) in params.jobs.iter().zip(&inserted) {
+                match (new.duplicate, new.state) {
+                    (true, _) => {}
+                    (false, drover_core::JobState::Available) => cx.made_available(&job.queue),
+                    // A scheduled job changes when work is next due.
+                    (false, _) => cx.wake = true,
+                }
+            }
             Ok(inserted)
         })
         .await
+    }
+
+    fn job_claim_parked(&self, params: JobClaimParams) -> Option<drover_core::ParkedClaim> {
+        Some(self.parked.park(params))
     }
 
     async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError> {
@@ -471,5 +488,7 @@ impl Store for SqliteStore {
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
+        // Nothing will take them now; their workers learn the store is closed.
+        self.parked.clear();
     }
 }

@@ -7,6 +7,9 @@
 //! `COMMIT`, so "acknowledged" always means "committed". A failed commit fails every operation of
 //! the batch.
 //!
+//! Claims parked by idle workers (see [`crate::parked`]) that a batch's enqueues gave work are
+//! made after the batch's operations, before the `COMMIT`, and answered right after it.
+//!
 //! `BEGIN IMMEDIATE` takes the write lock up front: a deferred transaction that reads and then
 //! writes fails with `SQLITE_BUSY_SNAPSHOT` when another process wrote in between, whatever the
 //! busy timeout (rails/solid_queue#385).
@@ -15,10 +18,13 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use drover_core::{StoreError, Wakeups};
+use drover_core::{ClaimResult, JobOutcome, LeaseRef, Outcome, StoreError, Wakeups};
+use jiff::Timestamp;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::jobs;
+use crate::parked::{Parked, ParkedClaims};
 use crate::wake::WakeFile;
 
 /// What an operation may ask of the writer besides its own SQL.
@@ -27,6 +33,23 @@ pub(crate) struct WriteCtx<'c> {
     /// Set by operations that may have made jobs available: after the commit, wake workers here
     /// and in other processes.
     pub(crate) wake: bool,
+    parked: &'c ParkedClaims,
+    /// Parked claims this batch's enqueues gave work, made before the commit.
+    taken: Vec<Parked>,
+}
+
+impl WriteCtx<'_> {
+    /// Records that jobs of `queue` are available now: a claim parked on the queue is made in
+    /// this transaction; without one, workers are woken after the commit.
+    pub(crate) fn made_available(&mut self, queue: &str) {
+        if self.taken.iter().any(|p| p.params.queue == queue) {
+            return;
+        }
+        match self.parked.take(queue) {
+            Some(parked) => self.taken.push(parked),
+            None => self.wake = true,
+        }
+    }
 }
 
 trait Operation: Send {
@@ -89,11 +112,12 @@ impl Writer {
         max_ops: usize,
         wakeups: Wakeups,
         wake_file: Option<WakeFile>,
+        parked: std::sync::Arc<ParkedClaims>,
     ) -> (Writer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let thread = std::thread::Builder::new()
             .name("drover-sqlite-writer".into())
-            .spawn(move || run(conn, rx, max_ops.max(1), wakeups, wake_file))
+            .spawn(move || run(conn, rx, max_ops.max(1), wakeups, wake_file, &parked))
             .expect("spawn the SQLite writer thread");
         (Writer { tx, wait }, thread)
     }
@@ -127,6 +151,7 @@ fn run(
     max_ops: usize,
     wakeups: Wakeups,
     wake_file: Option<WakeFile>,
+    parked: &ParkedClaims,
 ) {
     let mut batch: Vec<Box<dyn Operation>> = Vec::with_capacity(max_ops);
     let (mut commits, mut ops) = (0u64, 0u64);
@@ -140,11 +165,16 @@ fn run(
         let mut cx = WriteCtx {
             conn: &conn,
             wake: false,
+            parked,
+            taken: Vec::new(),
         };
-        let commit = run_batch(&mut cx, &mut batch);
+        let (commit, claims) = run_batch(&mut cx, &mut batch);
         commits += 1;
         ops += batch.len() as u64;
         let wake = cx.wake && commit.is_ok();
+        for (parked, claim) in claims {
+            answer_parked(&conn, parked, commit.clone().and(claim));
+        }
         if wake {
             // Wake before answering: a worker in this process starts claiming while the
             // enqueuer is still being told its job is stored.
@@ -186,15 +216,82 @@ fn gather(
     }
 }
 
-fn run_batch(cx: &mut WriteCtx<'_>, batch: &mut [Box<dyn Operation>]) -> Result<(), StoreError> {
-    begin_immediate(cx.conn)?;
-    let result = apply_all(cx, batch).and_then(|()| exec(cx.conn, "COMMIT"));
+/// A parked claim made in a batch, with its result before the commit.
+type MadeClaim = (Parked, Result<ClaimResult, StoreError>);
+
+fn run_batch(
+    cx: &mut WriteCtx<'_>,
+    batch: &mut [Box<dyn Operation>],
+) -> (Result<(), StoreError>, Vec<MadeClaim>) {
+    if let Err(err) = begin_immediate(cx.conn) {
+        return (Err(err), Vec::new());
+    }
+    let mut claims = Vec::new();
+    let result = apply_all(cx, batch)
+        .and_then(|()| make_parked_claims(cx, &mut claims))
+        .and_then(|()| exec(cx.conn, "COMMIT"));
+    // Claims taken by an operation that failed before they could be made still get an answer.
+    claims.extend(cx.taken.drain(..).map(|p| (p, Ok(ClaimResult::default()))));
     if let Err(err) = result {
         tracing::error!(error = %err, "SQLite transaction failed; the whole batch is rolled back");
         let _ = cx.conn.execute_batch("ROLLBACK");
-        return Err(crate::store::map_err(err));
+        return (Err(crate::store::map_err(err)), claims);
+    }
+    (Ok(()), claims)
+}
+
+/// Makes the parked claims the batch's enqueues took, each in its own savepoint.
+fn make_parked_claims(cx: &mut WriteCtx<'_>, made: &mut Vec<MadeClaim>) -> rusqlite::Result<()> {
+    for parked in std::mem::take(&mut cx.taken) {
+        exec(cx.conn, "SAVEPOINT claim")?;
+        let now = parked.params.now.unwrap_or_else(Timestamp::now);
+        let result = jobs::claim(cx.conn, &parked.params, now);
+        match &result {
+            // A full claim may have left jobs that other workers could take.
+            Ok(claim) => cx.wake |= claim.jobs.len() >= parked.params.limit,
+            Err(_) => exec(cx.conn, "ROLLBACK TO claim")?,
+        }
+        exec(cx.conn, "RELEASE claim")?;
+        made.push((parked, result.map_err(crate::store::map_err)));
     }
     Ok(())
+}
+
+/// Gives a made claim to its worker. A worker that withdrew in the meantime cannot run the
+/// jobs, so they are handed back at once (available again, attempt not used).
+fn answer_parked(conn: &Connection, parked: Parked, result: Result<ClaimResult, StoreError>) {
+    let Err(Ok(unwanted)) = parked.answer.send(result) else {
+        return;
+    };
+    if unwanted.jobs.is_empty() {
+        return;
+    }
+    let outcomes: Vec<JobOutcome> = unwanted
+        .jobs
+        .iter()
+        .map(|job| JobOutcome {
+            lease: LeaseRef {
+                id: job.id,
+                lease_token: job.lease_token,
+            },
+            step: None,
+            outcome: Outcome::HandBack {
+                reason: "claimed for a worker that had stopped waiting; handed back".into(),
+            },
+        })
+        .collect();
+    let handed_back = begin_immediate(conn).and_then(|()| {
+        jobs::finish_many(conn, &outcomes, Timestamp::now())
+            .and_then(|_| exec(conn, "COMMIT"))
+            .map_err(|err| {
+                let _ = conn.execute_batch("ROLLBACK");
+                crate::store::map_err(err)
+            })
+    });
+    if let Err(err) = handed_back {
+        tracing::warn!(error = %err, jobs = outcomes.len(),
+            "cannot hand back jobs claimed for a worker that stopped waiting; the rescuer will take them when their leases expire");
+    }
 }
 
 /// Runs each operation in its own savepoint, so that a failing one rolls back alone.

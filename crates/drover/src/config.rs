@@ -29,9 +29,11 @@ pub struct EngineConfig {
     /// How long a leader's term lasts unless renewed; another process takes over within about
     /// this long (plus a fifth) after the leader dies. Default 10 s.
     pub leader_ttl: Duration,
-    /// Jobs a foreman may claim beyond its free slots, into a local buffer, so that claims come
-    /// in larger batches (faster draining of short jobs). Default 0: claim only for free slots.
-    pub prefetch: usize,
+    /// Most jobs a foreman may claim beyond its free slots, into a local buffer, so that short
+    /// jobs are claimed in large batches. The buffer adapts to the pace: it holds about what the
+    /// workers will start within 25 ms, so slow jobs are claimed only for free slots. `None`
+    /// (default): 50 × the queue's concurrency, at most 1,000. `Some(0)`: no buffer.
+    pub prefetch: Option<usize>,
     /// Input limits for enqueue.
     pub limits: Limits,
     /// Identity of this process in leases; default `host:pid:random`.
@@ -49,7 +51,7 @@ impl Default for EngineConfig {
             shutdown_timeout: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(5),
             leader_ttl: Duration::from_secs(10),
-            prefetch: 0,
+            prefetch: None,
             limits: Limits::default(),
             process_id: None,
         }
@@ -91,11 +93,8 @@ impl EngineConfig {
                 self.lease
             )));
         }
-        if self.prefetch > 10_000 {
-            return Err(Error::Config(format!(
-                "prefetch {} is over 10000",
-                self.prefetch
-            )));
+        if let Some(prefetch) = self.prefetch.filter(|&n| n > 10_000) {
+            return Err(Error::Config(format!("prefetch {prefetch} is over 10000")));
         }
         if self.leader_ttl < Duration::from_millis(300) {
             return Err(Error::Config(format!(

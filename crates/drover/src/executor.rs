@@ -6,10 +6,11 @@ use std::sync::atomic::AtomicU8;
 use std::time::Duration;
 
 use drover_core::{ClaimedJob, Delivery, JobOutcome, LeaseRef, Outcome, RetryPolicy};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
+use crate::foreman::Pool;
 use crate::runtime::{Finished, RunHandles, Shared, StopReason, stop_reason};
 use crate::task::{JobContext, JobError};
 
@@ -29,8 +30,9 @@ pub(crate) async fn execute(
     mut job: ClaimedJob,
     handles: RunHandles,
     permit: OwnedSemaphorePermit,
-    slot_freed: Arc<Notify>,
+    pool: Arc<Pool>,
 ) {
+    let started = std::time::Instant::now();
     let RunHandles {
         cancel,
         reason,
@@ -78,7 +80,8 @@ pub(crate) async fn execute(
     };
     done.store(true, std::sync::atomic::Ordering::Release);
     drop(permit);
-    slot_freed.notify_one();
+    pool.pace.record(started.elapsed());
+    pool.slot_freed.notify_one();
 
     let step = step.lock().expect("step lock poisoned").clone();
     let outcome = decide(&job, ran, stop_reason(&reason), &retry);

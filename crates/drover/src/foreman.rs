@@ -12,21 +12,23 @@
 //! call (which, with group commit, usually shares its transaction with the completions). An idle
 //! foreman claims at once, so this costs no latency on a quiet queue.
 //!
-//! Prefetch (off by default): with `prefetch = N` the foreman also claims up to N jobs beyond
-//! its free slots into a local buffer, so that claims come in larger batches. Buffered jobs hold
-//! leases (renewed by heartbeats) and are handed back unstarted at shutdown; if the process dies
-//! they are rescued like running jobs — an at-most-once job that waited in the buffer is then
-//! discarded although it never ran, which at-most-once allows.
+//! Prefetch: the foreman also claims beyond its free slots into a local buffer, as many jobs as
+//! the workers will start within a few milliseconds at the recent pace (see [`crate::prefetch`]),
+//! so that short jobs are claimed in large batches. Buffered jobs hold leases (renewed by
+//! heartbeats) and are handed back unstarted at shutdown; if the process dies they are rescued
+//! like running jobs — an at-most-once job that waited in the buffer is then discarded although
+//! it never ran, which at-most-once allows.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_core::{ClaimedJob, JobClaimParams, StoreError};
+use drover_core::{ClaimResult, ClaimedJob, JobClaimParams, ParkedClaim, StoreError};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::executor;
+use crate::prefetch::{self, Pace};
 use crate::runtime::{RunHandles, Shared};
 use crate::stats::Counters;
 
@@ -39,19 +41,19 @@ pub(crate) async fn run(
     concurrency: usize,
     stop_claiming: CancellationToken,
 ) {
-    let prefetch = shared.config.prefetch;
+    let max_buffer = prefetch::max_buffer(shared.config.prefetch, concurrency);
     let slots = Arc::new(Semaphore::new(concurrency));
-    let slot_freed = Arc::new(Notify::new());
-    let mut buffer: VecDeque<(ClaimedJob, RunHandles)> = VecDeque::with_capacity(prefetch);
+    let pool = Arc::new(Pool::default());
+    let mut buffer: VecDeque<(ClaimedJob, RunHandles)> = VecDeque::new();
     let mut wakeups = shared.store.wakeups();
     wakeups.borrow_and_update();
     let poll = shared.config.poll_interval;
     let mut should_claim = true;
     let mut next_due: Option<tokio::time::Instant> = None;
     let mut pause = Duration::from_millis(50);
-    let capacity = concurrency + prefetch;
-    let batch_threshold = capacity.div_ceil(2);
     let mut top_up_at: Option<tokio::time::Instant> = None;
+    let mut parked: Option<ParkedClaim> = None;
+    let mut parked_limit = 0;
 
     loop {
         if stop_claiming.is_cancelled() {
@@ -68,12 +70,13 @@ pub(crate) async fn run(
                 job,
                 handles,
                 permit,
-                slot_freed.clone(),
+                pool.clone(),
             ));
         }
         let free = slots.available_permits();
-        let room = free + (prefetch - buffer.len());
-        let batch_ready = room >= batch_threshold
+        let buffer_target = pool.pace.buffer_target(concurrency, max_buffer);
+        let room = free + buffer_target.saturating_sub(buffer.len());
+        let batch_ready = room >= (concurrency + buffer_target).div_ceil(2)
             || free == concurrency
             || top_up_at.is_some_and(|at| at <= tokio::time::Instant::now());
         if should_claim && room > 0 && !batch_ready && top_up_at.is_none() {
@@ -81,29 +84,22 @@ pub(crate) async fn run(
         }
         if should_claim && room > 0 && batch_ready {
             top_up_at = None;
-            match claim(&shared, &queue, room).await {
+            // Never two claims at once: a parked one is withdrawn first, and if an enqueue
+            // took it meanwhile, its jobs are this round's.
+            let claimed = match parked.take() {
+                Some(claim) => match claim.withdraw().await {
+                    Some(Ok(result)) => Ok(result),
+                    _ => claim_now(&shared, &queue, room).await,
+                },
+                None => claim_now(&shared, &queue, room).await,
+            };
+            match claimed {
                 Ok(result) => {
                     pause = Duration::from_millis(50);
-                    let claimed = result.jobs.len();
                     // A full batch means more may be waiting; otherwise wait for a signal.
-                    should_claim = claimed == room;
+                    should_claim = result.jobs.len() >= room;
                     next_due = result.next_due_at.map(|at| due_instant(&shared, at));
-                    Counters::add(&shared.counters.claimed, claimed as u64);
-                    for job in result.jobs {
-                        let handles = shared.register(&job);
-                        match slots.clone().try_acquire_owned() {
-                            Ok(permit) => {
-                                tokio::spawn(executor::execute(
-                                    shared.clone(),
-                                    job,
-                                    handles,
-                                    permit,
-                                    slot_freed.clone(),
-                                ));
-                            }
-                            Err(_) => buffer.push_back((job, handles)),
-                        }
-                    }
+                    start_or_buffer(&shared, result.jobs, &slots, &pool, &mut buffer);
                     continue;
                 }
                 Err(err) => {
@@ -117,8 +113,30 @@ pub(crate) async fn run(
                 }
             }
         }
+        // Nothing known to be claimable: park a claim, so that an enqueue in this process
+        // leases its job to us in its own commit.
+        if !should_claim && room > 0 && parked.is_none() {
+            parked = shared
+                .store
+                .job_claim_parked(claim_params(&shared, &queue, room));
+            parked_limit = room;
+        }
         tokio::select! {
+            biased;
             _ = stop_claiming.cancelled() => break,
+            made = parked_claim(&mut parked) => {
+                parked = None;
+                match made {
+                    Ok(result) => {
+                        should_claim = result.jobs.len() >= parked_limit;
+                        next_due = result.next_due_at.map(|at| due_instant(&shared, at));
+                        start_or_buffer(&shared, result.jobs, &slots, &pool, &mut buffer);
+                    }
+                    // The store closed (the wake-ups end too) or the commit failed: claim
+                    // the ordinary way.
+                    Err(_) => should_claim = true,
+                }
+            }
             changed = wakeups.changed() => {
                 if changed.is_err() {
                     // The store is gone; nothing more will come.
@@ -126,7 +144,7 @@ pub(crate) async fn run(
                 }
                 should_claim = true;
             }
-            _ = slot_freed.notified() => {}
+            _ = pool.slot_freed.notified() => {}
             _ = tokio::time::sleep(poll) => should_claim = true,
             _ = sleep_until(next_due) => {
                 next_due = None;
@@ -135,24 +153,75 @@ pub(crate) async fn run(
             _ = sleep_until(top_up_at) => {}
         }
     }
+    if let Some(Some(Ok(result))) = match parked.take() {
+        Some(claim) => Some(claim.withdraw().await),
+        None => None,
+    } {
+        for job in result.jobs {
+            shared.register(&job);
+            executor::hand_back_unstarted(&shared, job);
+        }
+    }
     // Jobs still in the buffer never started: hand them back without using an attempt.
     for (job, _) in buffer.drain(..) {
         executor::hand_back_unstarted(&shared, job);
     }
 }
 
-async fn claim(
-    shared: &Shared,
-    queue: &str,
-    limit: usize,
-) -> Result<drover_core::ClaimResult, StoreError> {
-    let call = shared.store.job_claim(JobClaimParams {
+/// Runs claimed jobs in free slots; the rest wait in the buffer.
+fn start_or_buffer(
+    shared: &Arc<Shared>,
+    jobs: Vec<ClaimedJob>,
+    slots: &Arc<Semaphore>,
+    pool: &Arc<Pool>,
+    buffer: &mut VecDeque<(ClaimedJob, RunHandles)>,
+) {
+    Counters::add(&shared.counters.claimed, jobs.len() as u64);
+    for job in jobs {
+        let handles = shared.register(&job);
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(executor::execute(
+                    shared.clone(),
+                    job,
+                    handles,
+                    permit,
+                    pool.clone(),
+                ));
+            }
+            Err(_) => buffer.push_back((job, handles)),
+        }
+    }
+}
+
+async fn parked_claim(parked: &mut Option<ParkedClaim>) -> Result<ClaimResult, StoreError> {
+    match parked {
+        Some(claim) => claim.made().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a foreman's executors tell it.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    /// Signalled when a job gives its slot back.
+    pub(crate) slot_freed: Notify,
+    /// How long jobs have been holding their slots.
+    pub(crate) pace: Pace,
+}
+
+fn claim_params(shared: &Shared, queue: &str, limit: usize) -> JobClaimParams {
+    JobClaimParams {
         queue: queue.to_owned(),
         limit,
         owner: shared.process_id.clone(),
         lease: shared.config.lease,
         now: shared.clock.store_now(),
-    });
+    }
+}
+
+async fn claim_now(shared: &Shared, queue: &str, limit: usize) -> Result<ClaimResult, StoreError> {
+    let call = shared.store.job_claim(claim_params(shared, queue, limit));
     // Every database call in a background loop has a deadline: a hung connection must not
     // silently stop fetching.
     match tokio::time::timeout(shared.config.lease, call).await {

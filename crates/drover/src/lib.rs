@@ -51,6 +51,7 @@ mod health;
 mod heartbeat;
 mod hooks;
 mod leader;
+mod prefetch;
 pub mod retention;
 mod runtime;
 pub mod services;

@@ -533,15 +533,17 @@ async fn one_engine_leads_and_hands_over_on_shutdown() {
     second.shutdown().await;
 }
 
-/// An engine with one slot and a prefetch buffer of 4, its slot taken by a long job.
+/// An engine with one slot and a prefetch buffer of at most 4, its slot taken by a long job
+/// after a run of short ones (so the buffer, which follows the pace, is at its maximum).
+/// Returns the job-end events after the short ones.
 async fn one_busy_slot_with_prefetch(
     h: &Harness,
-    hook: impl Fn(&JobEnd) + Send + Sync + 'static,
-) -> (EngineHandle, JobId) {
+) -> (EngineHandle, JobId, mpsc::UnboundedReceiver<JobEnd>) {
+    let (hook, mut rx) = ends();
     let handle = Engine::builder(h.store.clone())
         .config(EngineConfig {
             queues: [("default".to_owned(), 1)].into(),
-            prefetch: 4,
+            prefetch: Some(4),
             ..quick_config()
         })
         .builtin_tasks()
@@ -549,20 +551,26 @@ async fn one_busy_slot_with_prefetch(
         .build()
         .unwrap()
         .start();
+    let short = (0..20)
+        .map(|_| EnqueueRequest::raw("drover.noop", "{}"))
+        .collect();
+    handle.client().enqueue_many(short).await.unwrap();
+    for _ in 0..20 {
+        assert_eq!(next_end(&mut rx).await.state, JobState::Completed);
+    }
     let busy = enqueue(
         &handle,
         EnqueueRequest::raw("drover.sleep", r#"{"ms":60000}"#),
     )
     .await;
     wait_for(&h.store, busy, |j| j.state == JobState::Running).await;
-    (handle, busy)
+    (handle, busy, rx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_request_reaches_a_prefetched_job() {
     let h = harness().await;
-    let (hook, mut rx) = ends();
-    let (handle, busy) = one_busy_slot_with_prefetch(&h, hook).await;
+    let (handle, busy, mut rx) = one_busy_slot_with_prefetch(&h).await;
     let client = handle.client();
     let waiting = client
         .enqueue_many(vec![
@@ -614,8 +622,7 @@ async fn a_cancel_request_reaches_a_prefetched_job() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffered_jobs_of_a_stopping_worker_do_not_use_an_attempt() {
     let h = harness().await;
-    let (hook, _rx) = ends();
-    let (handle, _busy) = one_busy_slot_with_prefetch(&h, hook).await;
+    let (handle, _busy, _rx) = one_busy_slot_with_prefetch(&h).await;
     let client = handle.client();
     let waiting = client
         .enqueue_many(vec![
@@ -638,4 +645,41 @@ async fn buffered_jobs_of_a_stopping_worker_do_not_use_an_attempt() {
         assert_eq!(record.attempt, 0);
         assert_eq!(record.history.last().unwrap().event, "handed_back");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_jobs_are_claimed_only_for_free_slots() {
+    // The default prefetch follows the pace: after jobs of 100 ms, a one-slot pool holds none
+    // in a buffer (25 ms of work is less than one job), so waiting jobs stay available to
+    // other processes instead of queueing behind the running one.
+    let h = harness().await;
+    let (hook, mut rx) = ends();
+    let handle = Engine::builder(h.store.clone())
+        .config(EngineConfig {
+            queues: [("default".to_owned(), 1)].into(),
+            ..quick_config()
+        })
+        .builtin_tasks()
+        .on_job_end(hook)
+        .build()
+        .unwrap()
+        .start();
+    let client = handle.client();
+    let slow = || EnqueueRequest::raw("drover.sleep", r#"{"ms":100}"#);
+    client.enqueue_many(vec![slow(), slow()]).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(next_end(&mut rx).await.state, JobState::Completed);
+    }
+    let running = enqueue(&handle, slow()).await;
+    wait_for(&h.store, running, |j| j.state == JobState::Running).await;
+    let waiting = client.enqueue_many(vec![slow(), slow()]).await.unwrap();
+    // Long enough for a claim into a buffer to have happened, shorter than the running job.
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    for job in &waiting {
+        assert_eq!(get(&h.store, job.id).await.state, JobState::Available);
+    }
+    for _ in 0..3 {
+        assert_eq!(next_end(&mut rx).await.state, JobState::Completed);
+    }
+    assert!(handle.shutdown().await.clean());
 }

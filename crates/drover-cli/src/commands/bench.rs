@@ -47,7 +47,8 @@ struct Measure {
     concurrency: usize,
     producers: usize,
     processes: usize,
-    prefetch: usize,
+    /// The prefetch setting: "auto", or the most jobs buffered ("0": none).
+    prefetch: String,
     /// Finished jobs in the table during the drain.
     history: usize,
     runs: usize,
@@ -299,7 +300,7 @@ async fn enqueue_single(store: &DynStore, n: usize, producers: usize) -> anyhow:
 fn bench_engine(
     store: &DynStore,
     concurrency: usize,
-    prefetch: usize,
+    prefetch: Option<usize>,
     task: Arc<dyn RawTask>,
 ) -> anyhow::Result<Engine> {
     Ok(Engine::builder(store.clone())
@@ -319,7 +320,7 @@ async fn drain(
     store: &DynStore,
     n: usize,
     concurrency: usize,
-    prefetch: usize,
+    prefetch: Option<usize>,
     history: usize,
 ) -> anyhow::Result<Run> {
     fill_history(store, history).await?;
@@ -423,8 +424,10 @@ async fn drain_processes(fresh: &target::Fresh, args: &BenchArgs) -> anyhow::Res
     std::fs::write(
         &config,
         format!(
-            "[worker]\nprefetch = {}\npoll_interval = \"60s\"\n\n[jobs_archive]\nenabled = false\n",
+            "[worker]\n{}poll_interval = \"60s\"\n\n[jobs_archive]\nenabled = false\n",
             args.prefetch
+                .map(|n| format!("prefetch = {n}\n"))
+                .unwrap_or_default()
         ),
     )?;
     let exe = std::env::current_exe()?;
@@ -616,8 +619,9 @@ fn summarize(
             "drain" | "drain_processes" | "latency" | "latency_cross"
         ) {
             args.prefetch
+                .map_or_else(|| "auto".to_owned(), |n| n.to_string())
         } else {
-            0
+            "0".to_owned()
         },
         runs: runs.len(),
         secs: round(median(&mut secs)),

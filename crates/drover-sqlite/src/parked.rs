@@ -1,0 +1,77 @@
+//! Claims parked by idle workers of this process, made inside the transaction of the enqueue
+//! that gives them work.
+//!
+//! An idle worker's job otherwise costs two durable commits before it starts: the enqueue's,
+//! then the worker's claim. With `synchronous=FULL` each is an fsync, and the second one is most
+//! of the enqueue→start latency. A parked claim is run by the writer thread after the batch's
+//! operations and before its `COMMIT`, so the job is inserted and leased in one commit; the
+//! worker gets its jobs as soon as that commit returns.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use drover_core::{ClaimResult, JobClaimParams, ParkedClaim, StoreError};
+use tokio::sync::oneshot;
+
+/// A parked claim, as the writer thread sees it.
+pub(crate) struct Parked {
+    id: u64,
+    pub(crate) params: JobClaimParams,
+    pub(crate) answer: oneshot::Sender<Result<ClaimResult, StoreError>>,
+}
+
+/// The claims waiting for an enqueue.
+#[derive(Default)]
+pub(crate) struct ParkedClaims {
+    waiting: Mutex<Vec<Parked>>,
+    /// Length of `waiting`, so that an enqueue with nobody parked takes no lock.
+    count: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+impl ParkedClaims {
+    /// Parks a claim until an enqueue takes it or it is withdrawn.
+    pub(crate) fn park(self: &Arc<Self>, params: JobClaimParams) -> ParkedClaim {
+        let (answer, receiver) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut waiting = self.lock();
+            waiting.push(Parked { id, params, answer });
+            self.count.store(waiting.len(), Ordering::Release);
+        }
+        let claims = Arc::clone(self);
+        ParkedClaim::new(receiver, move || {
+            let mut waiting = claims.lock();
+            let before = waiting.len();
+            waiting.retain(|parked| parked.id != id);
+            claims.count.store(waiting.len(), Ordering::Release);
+            waiting.len() < before
+        })
+    }
+
+    /// Takes the first claim parked on `queue`, if any.
+    pub(crate) fn take(&self, queue: &str) -> Option<Parked> {
+        if self.count.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut waiting = self.lock();
+        let index = waiting.iter().position(|p| p.params.queue == queue)?;
+        let parked = waiting.remove(index);
+        self.count.store(waiting.len(), Ordering::Release);
+        Some(parked)
+    }
+
+    /// Drops every parked claim: their waiters get [`StoreError::Closed`].
+    pub(crate) fn clear(&self) {
+        let mut waiting = self.lock();
+        waiting.clear();
+        self.count.store(0, Ordering::Release);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
+        // A panic while holding this lock cannot leave the list half-changed.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
