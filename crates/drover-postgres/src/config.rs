@@ -44,6 +44,10 @@ pub struct PgConfig {
     /// `application_name` of the connections, shown in `pg_stat_activity`, unless the URL sets
     /// one. Default `drover`.
     pub application_name: String,
+    /// After this many jobs claimed by this process, vacuum the jobs table (in the background,
+    /// skipped while another vacuum runs), so that a long drain does not slow down on dead
+    /// index entries; see the `vacuum` module. Default 50,000; 0: leave it to autovacuum.
+    pub vacuum_after_claims: u64,
 }
 
 impl fmt::Debug for PgConfig {
@@ -64,6 +68,7 @@ impl fmt::Debug for PgConfig {
             .field("listener_max_backoff", &self.listener_max_backoff)
             .field("listener_check_interval", &self.listener_check_interval)
             .field("application_name", &self.application_name)
+            .field("vacuum_after_claims", &self.vacuum_after_claims)
             .finish()
     }
 }
@@ -83,6 +88,7 @@ impl PgConfig {
             listener_max_backoff: Duration::from_secs(5),
             listener_check_interval: Duration::from_secs(30),
             application_name: "drover".to_owned(),
+            vacuum_after_claims: 50_000,
         }
     }
 

@@ -51,6 +51,7 @@ mod schema;
 mod session;
 mod store;
 mod time;
+mod vacuum;
 mod wake;
 
 pub use config::{MAX_SCHEMA_LEN, PgConfig, check_schema, redact};

@@ -24,6 +24,7 @@ use crate::error::{DbError, map_pool};
 use crate::insert::InsertSql;
 use crate::listener::{Listener, ListenerSettings};
 use crate::session::{self, Db};
+use crate::vacuum::Vacuum;
 use crate::{cluster, insert, jobs, maintenance, schema, wake};
 
 /// Tries of a transaction that the server rolled back for a deadlock or a serialization
@@ -43,6 +44,7 @@ pub struct PgStore {
     /// Set once the schema was found current, so that reads check it only once.
     schema_current: AtomicBool,
     listener: Mutex<Option<Listener>>,
+    vacuum: Arc<Vacuum>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -159,7 +161,14 @@ impl PgStore {
             closed: closed.clone(),
             queue: Arc::new(InsertQueue::default()),
         };
+        let vacuum = Vacuum::new(
+            pg.clone(),
+            schema.as_deref(),
+            config.vacuum_after_claims,
+            config.connect_timeout,
+        );
         let mut store = PgStore {
+            vacuum,
             channel,
             insert_sql,
             writer,
@@ -187,6 +196,12 @@ impl PgStore {
             store.listener = Mutex::new(Some(listener));
         }
         Ok(store)
+    }
+
+    /// How many times this store has vacuumed the jobs table (see
+    /// [`PgConfig::vacuum_after_claims`]).
+    pub fn vacuums(&self) -> u64 {
+        self.vacuum.runs()
     }
 
     /// The settings the store was opened with.
@@ -428,7 +443,9 @@ impl Store for PgStore {
 
     async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError> {
         // A transaction of its own, pipelined (see jobs::claim).
-        on_connection!(self, |db| jobs::claim(db, &params).await?)
+        let claimed = on_connection!(self, |db| jobs::claim(db, &params).await?)?;
+        self.vacuum.claimed(claimed.jobs.len());
+        Ok(claimed)
     }
 
     async fn job_heartbeat(

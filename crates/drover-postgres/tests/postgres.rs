@@ -793,3 +793,52 @@ async fn an_expired_lease_with_a_cancel_request_is_cancelled() {
     assert_eq!(record.errors[0].at, at(40));
     store.close().await;
 }
+
+/// After `vacuum_after_claims` claimed jobs the store vacuums the jobs table on its own (the
+/// dead entries that claims leave in the index of available jobs would otherwise slow every
+/// later claim of a long drain), and the server records the vacuum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_add_up_to_a_vacuum_of_the_jobs_table() {
+    let schema = common::random_schema();
+    let _guard = SchemaGuard {
+        schema: schema.clone(),
+    };
+    let mut config = common::config(&schema);
+    config.vacuum_after_claims = 100;
+    let store = connect_with(config).await;
+    store.migrate().await.unwrap();
+    store
+        .job_insert_many(JobInsertParams {
+            jobs: (0..150).map(job).collect(),
+            now: None,
+        })
+        .await
+        .unwrap();
+    let claim = |limit| JobClaimParams {
+        queue: "default".into(),
+        limit,
+        owner: "w".into(),
+        lease: Duration::from_secs(30),
+        now: None,
+    };
+    assert_eq!(store.job_claim(claim(60)).await.unwrap().jobs.len(), 60);
+    // 60 claimed: not yet.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.vacuums(), 0);
+    assert_eq!(store.job_claim(claim(60)).await.unwrap().jobs.len(), 60);
+    eventually(Duration::from_secs(20), "the store vacuumed", || async {
+        store.vacuums() == 1
+    })
+    .await;
+    let vacuumed: i64 = admin_on(&schema)
+        .await
+        .query_one(
+            "SELECT vacuum_count FROM pg_stat_user_tables \
+             WHERE schemaname = current_schema() AND relname = 'drover_jobs'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(vacuumed, 1);
+}

@@ -18,6 +18,12 @@
 //! heartbeats) and are handed back unstarted at shutdown; if the process dies they are rescued
 //! like running jobs — an at-most-once job that waited in the buffer is then discarded although
 //! it never ran, which at-most-once allows.
+//!
+//! Parked claims: when nothing is known to be claimable, the foreman parks a claim with the
+//! store ([`drover_core::Store::job_claim_parked`]). A backend that supports it (SQLite) makes
+//! that claim inside the transaction of the next enqueue into the queue from this process, so an
+//! idle worker's job starts after one durable commit instead of two. Wake-ups and ordinary
+//! claims still run beside it, for enqueues from other processes and jobs coming due.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -1,0 +1,110 @@
+//! Vacuuming the jobs table while a backlog drains.
+//!
+//! A claim changes a job's state, so its entry in the partial index of available jobs
+//! (`drover_jobs_fetch`) dies, and dead entries stay until a vacuum removes them. New jobs are
+//! appended at the end of that index and claims take from its front, so during a long drain
+//! every claim walks over all the entries claimed before it: measured here, after 500,000
+//! claims the claim's index scan read 4,500 pages and took 16 ms instead of 0.3 ms, and a
+//! 1,000,000-job drain ran at three quarters of the speed of a short one. Autovacuum does not
+//! help in time (it wakes once a minute by default, a server-wide setting).
+//!
+//! So every process counts the jobs it claims and, after
+//! [`vacuum_after_claims`](crate::PgConfig::vacuum_after_claims) of them, runs `VACUUM (SKIP_LOCKED)` on the jobs table from a connection of
+//! its own, in the background. `SKIP_LOCKED` makes it a no-op while another vacuum (another
+//! process's, or autovacuum's) holds the table; a role that does not own the table gets a
+//! warning from the server, not an error.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio_postgres::NoTls;
+
+/// Runs a vacuum of the jobs table after enough claims.
+pub(crate) struct Vacuum {
+    pg: tokio_postgres::Config,
+    /// `VACUUM (SKIP_LOCKED) <schema>.drover_jobs`.
+    sql: String,
+    after_claims: u64,
+    connect_timeout: Duration,
+    claimed: AtomicU64,
+    running: AtomicBool,
+    /// Vacuums run so far.
+    runs: AtomicU64,
+}
+
+impl Vacuum {
+    pub(crate) fn new(
+        pg: tokio_postgres::Config,
+        schema: Option<&str>,
+        after_claims: u64,
+        connect_timeout: Duration,
+    ) -> Arc<Vacuum> {
+        let table = match schema {
+            Some(schema) => format!("\"{}\".drover_jobs", schema.replace('"', "\"\"")),
+            None => "drover_jobs".to_owned(),
+        };
+        Arc::new(Vacuum {
+            pg,
+            sql: format!("VACUUM (SKIP_LOCKED) {table}"),
+            after_claims,
+            connect_timeout,
+            claimed: AtomicU64::new(0),
+            running: AtomicBool::new(false),
+            runs: AtomicU64::new(0),
+        })
+    }
+
+    /// Counts `n` claimed jobs; starts a vacuum in the background when they add up.
+    pub(crate) fn claimed(self: &Arc<Self>, n: usize) {
+        if self.after_claims == 0 || n == 0 {
+            return;
+        }
+        let total = self.claimed.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if total < self.after_claims
+            || self
+                .running
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        self.claimed.store(0, Ordering::Relaxed);
+        let vacuum = Arc::clone(self);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match vacuum.run().await {
+                Ok(()) => {
+                    vacuum.runs.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(took = ?started.elapsed(), "vacuumed the jobs table");
+                }
+                Err(error) => tracing::warn!(%error,
+                    "cannot vacuum the jobs table; claims slow down until autovacuum does"),
+            }
+            vacuum.running.store(false, Ordering::Release);
+        });
+    }
+
+    /// Vacuums finished so far.
+    pub(crate) fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    async fn run(&self) -> Result<(), String> {
+        // A connection of its own: VACUUM cannot run in a transaction, may outlast the pool's
+        // statement timeout, and must not hold a pooled connection for that long.
+        let (client, connection) =
+            tokio::time::timeout(self.connect_timeout, self.pg.connect(NoTls))
+                .await
+                .map_err(|_| "connecting timed out".to_owned())?
+                .map_err(|err| err.to_string())?;
+        let driver = tokio::spawn(connection);
+        let result = client
+            .batch_execute(&self.sql)
+            .await
+            .map_err(|err| err.to_string());
+        drop(client);
+        let _ = driver.await;
+        result
+    }
+}
