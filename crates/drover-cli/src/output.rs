@@ -6,6 +6,11 @@ use jiff::Timestamp;
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
+        assert_eq!(
+            row.len(),
+            header.len(),
+            "a row of {header:?} has the wrong width"
+        );
         for (i, cell) in row.iter().enumerate() {
             widths[i] = widths[i].max(cell.chars().count());
         }

@@ -1,5 +1,5 @@
 //! The command line as a user meets it: enqueue and inspect, bad input refused with nothing
-//! stored, invalid config refusing the start, command tasks and hooks.
+//! stored, invalid config refusing the start, command tasks and hooks, the benchmark's output.
 
 mod common;
 
@@ -300,4 +300,54 @@ fn migrate_is_idempotent() {
     let second = env.ok(&["migrate"]);
     assert!(first.contains("is at schema version "), "{first}");
     assert_eq!(first, second);
+}
+
+#[test]
+fn bench_prints_a_table_a_plot_and_json() {
+    let env = Env::new("");
+    let plot = env.path("bench.svg");
+    let small = [
+        "bench",
+        "--runs",
+        "1",
+        "--jobs",
+        "300",
+        "--single-jobs",
+        "50",
+        "--latency-jobs",
+        "20",
+        "--processes",
+        "2",
+    ];
+    let mut args = small.to_vec();
+    args.extend(["--scenario", "all", "--plot", plot.to_str().unwrap()]);
+    let table = env.ok(&args);
+    for measure in [
+        "enqueue_bulk",
+        "enqueue_single",
+        "drain",
+        "drain_processes",
+        "latency",
+        "latency_cross",
+    ] {
+        assert!(table.contains(measure), "{measure} missing from:\n{table}");
+    }
+    assert!(table.contains("JOBS/S"), "{table}");
+    let svg = std::fs::read_to_string(&plot).expect("the plot was written");
+    assert!(svg.contains("<svg"), "{svg}");
+
+    let mut args = small.to_vec();
+    args.extend(["--json", "--scenario", "drain"]);
+    let json = env.ok(&args);
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{json}");
+    let drain = &lines[0];
+    assert_eq!(drain["system"], "drover");
+    assert_eq!(drain["backend"], "sqlite");
+    assert_eq!(drain["measure"], "drain");
+    assert_eq!(drain["n"], 300);
+    assert!(drain["jobs_per_sec"].as_f64().unwrap() > 0.0);
 }

@@ -665,6 +665,7 @@ fn print_table(results: &[Measure]) {
             "N",
             "CONC",
             "PRODUCERS",
+            "PROCESSES",
             "JOBS/S",
             "P50 MS",
             "P99 MS",
