@@ -65,20 +65,7 @@ pub(crate) async fn run(
         if stop_claiming.is_cancelled() {
             break;
         }
-        // Buffered jobs take freed slots first.
-        while !buffer.is_empty() {
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                break;
-            };
-            let (job, handles) = buffer.pop_front().expect("not empty");
-            tokio::spawn(executor::execute(
-                shared.clone(),
-                job,
-                handles,
-                permit,
-                pool.clone(),
-            ));
-        }
+        start_buffered(&shared, &slots, &pool, &mut buffer);
         let free = slots.available_permits();
         let buffer_target = pool.pace.buffer_target(concurrency, max_buffer);
         let room = free + buffer_target.saturating_sub(buffer.len());
@@ -159,14 +146,11 @@ pub(crate) async fn run(
             _ = sleep_until(top_up_at) => {}
         }
     }
-    if let Some(Some(Ok(result))) = match parked.take() {
-        Some(claim) => Some(claim.withdraw().await),
-        None => None,
-    } {
-        for job in result.jobs {
-            shared.register(&job);
-            executor::hand_back_unstarted(&shared, job);
-        }
+    // A claim an enqueue made just before the stop: its jobs join the buffer's, handed back.
+    if let Some(claim) = parked.take()
+        && let Some(Ok(result)) = claim.withdraw().await
+    {
+        buffer_claimed(&shared, result.jobs, &mut buffer);
     }
     // Jobs still in the buffer never started: hand them back without using an attempt.
     for (job, _) in buffer.drain(..) {
@@ -174,7 +158,7 @@ pub(crate) async fn run(
     }
 }
 
-/// Runs claimed jobs in free slots; the rest wait in the buffer.
+/// Queues claimed jobs behind those already buffered, and starts as many as have free slots.
 fn start_or_buffer(
     shared: &Arc<Shared>,
     jobs: Vec<ClaimedJob>,
@@ -183,20 +167,41 @@ fn start_or_buffer(
     buffer: &mut VecDeque<(ClaimedJob, RunHandles)>,
 ) {
     Counters::add(&shared.counters.claimed, jobs.len() as u64);
-    for job in jobs {
+    buffer_claimed(shared, jobs, buffer);
+    start_buffered(shared, slots, pool, buffer);
+}
+
+/// Registers claimed jobs as this process's runs and queues them in the buffer.
+fn buffer_claimed(
+    shared: &Shared,
+    jobs: Vec<ClaimedJob>,
+    buffer: &mut VecDeque<(ClaimedJob, RunHandles)>,
+) {
+    buffer.extend(jobs.into_iter().map(|job| {
         let handles = shared.register(&job);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                tokio::spawn(executor::execute(
-                    shared.clone(),
-                    job,
-                    handles,
-                    permit,
-                    pool.clone(),
-                ));
-            }
-            Err(_) => buffer.push_back((job, handles)),
-        }
+        (job, handles)
+    }));
+}
+
+/// Starts buffered jobs, oldest claim first, while slots are free.
+fn start_buffered(
+    shared: &Arc<Shared>,
+    slots: &Arc<Semaphore>,
+    pool: &Arc<Pool>,
+    buffer: &mut VecDeque<(ClaimedJob, RunHandles)>,
+) {
+    while !buffer.is_empty() {
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            break;
+        };
+        let (job, handles) = buffer.pop_front().expect("not empty");
+        tokio::spawn(executor::execute(
+            shared.clone(),
+            job,
+            handles,
+            permit,
+            pool.clone(),
+        ));
     }
 }
 

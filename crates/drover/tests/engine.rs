@@ -178,8 +178,17 @@ impl Task for Slow {
 }
 
 fn engine(h: &Harness, on_end: impl Fn(&JobEnd) + Send + Sync + 'static) -> EngineHandle {
+    engine_with(h, quick_config(), on_end)
+}
+
+/// A started engine with these settings, the built-in tasks and this file's tasks.
+fn engine_with(
+    h: &Harness,
+    config: EngineConfig,
+    on_end: impl Fn(&JobEnd) + Send + Sync + 'static,
+) -> EngineHandle {
     Engine::builder(h.store.clone())
-        .config(quick_config())
+        .config(config)
         .builtin_tasks()
         .task(Flaky)
         .task(Panics)
@@ -424,16 +433,14 @@ async fn the_backlog_is_drained_in_bounded_batches() {
         .collect();
     let ids = client.enqueue_many(requests).await.unwrap();
     let (hook, mut rx) = ends();
-    let handle = Engine::builder(h.store.clone())
-        .config(EngineConfig {
+    let handle = engine_with(
+        &h,
+        EngineConfig {
             queues: [("default".to_owned(), 4)].into(),
             ..quick_config()
-        })
-        .builtin_tasks()
-        .on_job_end(hook)
-        .build()
-        .unwrap()
-        .start();
+        },
+        hook,
+    );
     for _ in 0..ids.len() {
         next_end(&mut rx).await;
     }
@@ -540,17 +547,15 @@ async fn one_busy_slot_with_prefetch(
     h: &Harness,
 ) -> (EngineHandle, JobId, mpsc::UnboundedReceiver<JobEnd>) {
     let (hook, mut rx) = ends();
-    let handle = Engine::builder(h.store.clone())
-        .config(EngineConfig {
+    let handle = engine_with(
+        h,
+        EngineConfig {
             queues: [("default".to_owned(), 1)].into(),
             prefetch: Some(4),
             ..quick_config()
-        })
-        .builtin_tasks()
-        .on_job_end(hook)
-        .build()
-        .unwrap()
-        .start();
+        },
+        hook,
+    );
     let short = (0..20)
         .map(|_| EnqueueRequest::raw("drover.noop", "{}"))
         .collect();
@@ -654,16 +659,14 @@ async fn slow_jobs_are_claimed_only_for_free_slots() {
     // other processes instead of queueing behind the running one.
     let h = harness().await;
     let (hook, mut rx) = ends();
-    let handle = Engine::builder(h.store.clone())
-        .config(EngineConfig {
+    let handle = engine_with(
+        &h,
+        EngineConfig {
             queues: [("default".to_owned(), 1)].into(),
             ..quick_config()
-        })
-        .builtin_tasks()
-        .on_job_end(hook)
-        .build()
-        .unwrap()
-        .start();
+        },
+        hook,
+    );
     let client = handle.client();
     let slow = || EnqueueRequest::raw("drover.sleep", r#"{"ms":100}"#);
     client.enqueue_many(vec![slow(), slow()]).await.unwrap();
