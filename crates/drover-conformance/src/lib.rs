@@ -5,6 +5,7 @@
 //! Cases pin the time (`now: Some(..)`) so that lease expiry, backoff and scheduled jobs are
 //! tested without sleeping.
 
+pub mod admin_cases;
 pub mod cases;
 
 /// Instantiates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating
@@ -39,6 +40,23 @@ macro_rules! conformance_suite {
             archive_moves_finished_rows_past_the_cutoff,
             archive_refuses_names_that_are_not_identifiers
         );
+        $crate::conformance_suite!(@admin_cases $make;
+            actions_on_many_jobs_change_only_what_they_apply_to,
+            paused_queues_give_no_jobs_until_resumed,
+            cached_counts_are_refreshed_and_capped,
+            list_filters_by_time_and_args,
+            repeated_outcomes_are_told_apart_from_stale_ones
+        );
+    };
+    (@admin_cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                $crate::admin_cases::$case(store.clone()).await;
+                store.close().await;
+            }
+        )*
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(

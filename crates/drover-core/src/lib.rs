@@ -6,6 +6,7 @@
 //! `drover-postgres`) implement [`Store`]; the engine (`drover`) uses only this crate, so it
 //! cannot name a backend type.
 
+pub mod admin;
 pub mod clock;
 pub mod error;
 pub mod job;
@@ -13,6 +14,10 @@ pub mod retry;
 pub mod store;
 pub mod validate;
 
+pub use admin::{
+    ActResult, JobActParams, JobAction, QueueCountsRefreshParams, QueuePauseParams, QueueRecord,
+    TimeRange, act_refusal, json_contains,
+};
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use error::{StoreError, ValidationError};
 pub use job::{

@@ -16,6 +16,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::admin::{
+    ActResult, JobActParams, QueueCountsRefreshParams, QueuePauseParams, QueueRecord, TimeRange,
+};
 use crate::error::StoreError;
 use crate::job::{ClaimedJob, JobId, JobRecord, JobState, NewJob};
 
@@ -89,8 +92,32 @@ pub trait Store: Send + Sync + 'static {
     /// whenever they are woken.
     async fn job_cancel_requested(&self, ids: Vec<JobId>) -> Result<Vec<JobId>, StoreError>;
 
-    /// Job counts per queue and state.
+    /// Job counts per queue and state, counted now: a full scan, for tests and small tables.
+    /// Everything that runs often reads [`Store::queue_list`] instead.
     async fn job_count_by_queue(&self) -> Result<Vec<QueueStateCount>, StoreError>;
+
+    // --- Operator actions and views (see `drover::admin`) ---
+
+    /// Applies an operator action to each job, in one transaction; each job's result says
+    /// whether it changed and why not (see [`crate::admin::act_refusal`]).
+    async fn job_act_many(&self, params: JobActParams) -> Result<Vec<ActResult>, StoreError>;
+
+    /// Pauses or resumes a queue, for every process: no job of a paused queue is claimed (by
+    /// [`Store::job_claim`], parked claims included); running jobs finish. Resuming wakes the
+    /// workers. Returns the queue as stored.
+    async fn queue_pause(&self, params: QueuePauseParams) -> Result<QueueRecord, StoreError>;
+
+    /// Every queue the database knows (paused, or seen by the last count), by name, with its
+    /// cached counts. Cheap: reads the cache, never the jobs table.
+    async fn queue_list(&self) -> Result<Vec<QueueRecord>, StoreError>;
+
+    /// Counts jobs per queue and state (at most `cap` per state) and the oldest available job
+    /// per queue, and stores the result as the cache [`Store::queue_list`] reads. Run by one
+    /// process at a time (the leader), every few seconds.
+    async fn queue_counts_refresh(
+        &self,
+        params: QueueCountsRefreshParams,
+    ) -> Result<(), StoreError>;
 
     /// Becomes the leader named `params.name` if nobody holds an unexpired term: takes a new
     /// term (one more than the last) that expires `ttl` from now. `None` when another process
@@ -360,6 +387,10 @@ pub struct FinishResult {
     pub id: JobId,
     /// False when the lease no longer held: the outcome was not recorded.
     pub accepted: bool,
+    /// When not accepted: true when this same lease's run had already recorded an outcome (a
+    /// repeated call), false when the lease was lost (a stale run). Lets a remote worker retry a
+    /// completion whose answer it never got.
+    pub recorded_earlier: bool,
     /// The job's state after the call (when accepted: the state the outcome led to).
     pub state: Option<JobState>,
 }
@@ -427,6 +458,13 @@ pub struct JobListParams {
     pub kind: Option<String>,
     /// Only jobs with an id below this one (paging, newest first).
     pub before_id: Option<JobId>,
+    /// Only jobs created in this range.
+    pub created: TimeRange,
+    /// Only jobs finished in this range (terminal states only, when set).
+    pub finished: TimeRange,
+    /// Only jobs whose args contain this JSON value, with PostgreSQL's `@>` meaning: every key of
+    /// an object present with a containing value, every element of an array contained.
+    pub args_contain: Option<serde_json::Value>,
     /// Most jobs to return.
     pub limit: usize,
 }

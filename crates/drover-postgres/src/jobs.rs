@@ -47,6 +47,8 @@ pub(crate) const PROMOTE: &str = "WITH promoted AS ( \
 macro_rules! claim_pick {
     () => {
         "SELECT id FROM drover_jobs WHERE state = 'available' AND queue = $1 \
+           AND NOT EXISTS (SELECT 1 FROM drover_queues \
+                           WHERE name = $1 AND paused_at IS NOT NULL) \
          ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED"
     };
 }
@@ -214,7 +216,7 @@ pub(crate) const FINISH: &str = concat!(
                  THEN j.history || jsonb_build_array(jsonb_build_object('at', c.now_text, \
                      'event', 'handed_back', 'detail', o.message)) \
                  ELSE j.history END, \
-             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+             lease_owner = NULL, lease_expires_at = NULL \
          FROM o, ",
     clock!("$7"),
     " WHERE j.id = o.id AND j.state = 'running' AND j.lease_token = o.token \
@@ -222,7 +224,7 @@ pub(crate) const FINISH: &str = concat!(
      notified AS ( \
          SELECT pg_notify($8, q) FROM (SELECT DISTINCT queue FROM upd \
                                        WHERE state IN ('available', 'retryable')) AS d(q)) \
-     SELECT o.ord, u.state, cur.state, (SELECT count(*) FROM notified) \
+     SELECT o.ord, u.state, cur.state, (SELECT count(*) FROM notified), cur.lease_token \
      FROM o LEFT JOIN upd u ON u.ord = o.ord LEFT JOIN drover_jobs cur ON cur.id = o.id \
      ORDER BY o.ord"
 );
@@ -279,7 +281,10 @@ pub(crate) async fn finish_many(
         .await?;
 
     // Rows come in the order outcomes were sent (ORDER BY o.ord).
+    // The job's state and lease token as the statement found them: the token stays after an
+    // outcome, so a rejected outcome with the job's last token repeats one already recorded.
     let mut found: HashMap<i64, Option<JobState>> = HashMap::new();
+    let mut found_token: HashMap<i64, Option<i64>> = HashMap::new();
     let mut accepted: HashMap<usize, JobState> = HashMap::new();
     let mut accepted_by_id: HashMap<i64, (usize, JobState)> = HashMap::new();
     let notified = rows.first().is_some_and(|row| row.get::<_, i64>(3) > 0);
@@ -287,6 +292,7 @@ pub(crate) async fn finish_many(
         let id = outcomes[index].lease.id;
         let old_state = row.get::<_, Option<&str>>(2).map(parse_state).transpose()?;
         found.insert(id, old_state);
+        found_token.insert(id, row.get::<_, Option<i64>>(4));
         if let Some(new_state) = row.get::<_, Option<&str>>(1) {
             let new_state = parse_state(new_state)?;
             accepted.insert(index, new_state);
@@ -302,18 +308,30 @@ pub(crate) async fn finish_many(
                 return FinishResult {
                     id,
                     accepted: true,
+                    recorded_earlier: false,
                     state: Some(state),
                 };
             }
             // Rejected: the job's state after the outcomes presented before this one, as if
             // they had been recorded one by one.
-            let state = match accepted_by_id.get(&id) {
-                Some(&(before, after)) if before < index => Some(after),
-                _ => found.get(&id).copied().flatten(),
+            let token = outcome.lease.lease_token;
+            let (state, recorded_earlier) = match accepted_by_id.get(&id) {
+                Some(&(before, after)) if before < index => {
+                    (Some(after), outcomes[before].lease.lease_token == token)
+                }
+                _ => {
+                    let state = found.get(&id).copied().flatten();
+                    let same_run = found_token.get(&id).copied().flatten() == Some(token);
+                    (
+                        state,
+                        same_run && state.is_some_and(|s| s != JobState::Running),
+                    )
+                }
             };
             FinishResult {
                 id,
                 accepted: false,
+                recorded_earlier,
                 state,
             }
         })
@@ -535,24 +553,63 @@ pub(crate) async fn get(db: &Db<'_>, id: JobId) -> Result<Option<JobRecord>, DbE
 }
 
 pub(crate) async fn list(db: &Db<'_>, params: &JobListParams) -> Result<Vec<JobRecord>, DbError> {
-    let limit = i64::try_from(params.limit).unwrap_or(i64::MAX);
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {RECORD_COLUMNS} FROM drover_jobs \
-                 WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR queue = $2) \
-                   AND ($3::text IS NULL OR kind = $3) AND ($4::bigint IS NULL OR id < $4) \
-                 ORDER BY id DESC LIMIT $5"
-            ),
-            &[
-                &params.state.map(JobState::as_str),
-                &params.queue,
-                &params.kind,
-                &params.before_id,
-                &limit,
-            ],
-        )
-        .await?;
+    // Only the filters in use are written into the statement, so that the planner sees plain
+    // conditions (and picks `drover_jobs_state` for a state); each shape is prepared once.
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    let mut add = |condition: &str, value: Box<dyn ToSql + Sync + Send>| {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("${}", values.len())));
+    };
+    if let Some(state) = params.state {
+        add("state = ?::text", Box::new(state.as_str()));
+    }
+    if let Some(queue) = &params.queue {
+        add("queue = ?::text", Box::new(queue.clone()));
+    }
+    if let Some(kind) = &params.kind {
+        add("kind = ?::text", Box::new(kind.clone()));
+    }
+    if let Some(id) = params.before_id {
+        add("id < ?::bigint", Box::new(id));
+    }
+    if let Some(from) = params.created.from {
+        add("created_at >= ?::timestamptz", Box::new(from));
+    }
+    if let Some(to) = params.created.to {
+        add("created_at < ?::timestamptz", Box::new(to));
+    }
+    const FINISHED: &str = "state IN ('completed', 'discarded', 'cancelled')";
+    if let Some(from) = params.finished.from {
+        add(
+            &format!("{FINISHED} AND completed_at >= ?::timestamptz"),
+            Box::new(from),
+        );
+    }
+    if let Some(to) = params.finished.to {
+        add(
+            &format!("{FINISHED} AND completed_at < ?::timestamptz"),
+            Box::new(to),
+        );
+    }
+    if let Some(pattern) = &params.args_contain {
+        add("args @> ?::jsonb", Box::new(Json(pattern.clone())));
+    }
+    values.push(Box::new(i64::try_from(params.limit).unwrap_or(i64::MAX)));
+    let limit = values.len();
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM drover_jobs {filter} ORDER BY id DESC LIMIT ${limit}"
+    );
+    let refs: Vec<&(dyn ToSql + Sync)> = values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let rows = db.query(&sql, &refs).await?;
     rows.iter().map(record).collect()
 }
 

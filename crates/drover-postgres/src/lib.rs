@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+mod admin;
 mod batch;
 mod cluster;
 mod config;

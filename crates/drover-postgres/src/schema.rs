@@ -125,10 +125,33 @@ CREATE INDEX drover_jobs_finished ON drover_jobs (completed_at)
     WHERE state IN ('completed', 'discarded', 'cancelled');
 "#,
     ),
+    (
+        4,
+        r#"
+-- A queue's row holds its pause (for every process) and its cached counts' metadata.
+CREATE TABLE drover_queues (
+    name                text PRIMARY KEY,
+    paused_at           timestamptz,
+    oldest_available_at timestamptz,
+    counted_at          timestamptz
+);
+-- Counts per queue and state, written by one process (the leader) every few seconds so that
+-- nobody counts the jobs table per request.
+CREATE TABLE drover_queue_counts (
+    queue     text    NOT NULL,
+    state     text    NOT NULL,
+    count     bigint  NOT NULL,
+    estimated boolean NOT NULL,
+    PRIMARY KEY (queue, state)
+);
+-- Lists by state, newest first, and the capped counts per state.
+CREATE INDEX drover_jobs_state ON drover_jobs (state, id);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 3;
+pub(crate) const LATEST: u32 = 4;
 
 /// Applies what is missing, inside the caller's transaction; returns the versions applied.
 pub(crate) async fn migrate(db: &Db<'_>, schema: Option<&str>) -> Result<Vec<u32>, DbError> {

@@ -25,7 +25,7 @@ use crate::insert::InsertSql;
 use crate::listener::{Listener, ListenerSettings};
 use crate::session::{self, Db};
 use crate::vacuum::Vacuum;
-use crate::{cluster, insert, jobs, maintenance, schema, wake};
+use crate::{admin, cluster, insert, jobs, maintenance, schema, wake};
 
 /// Tries of a transaction that the server rolled back for a deadlock or a serialization
 /// failure, before the error is handed to the caller (as transient).
@@ -532,6 +532,56 @@ impl Store for PgStore {
     async fn job_count_by_queue(&self) -> Result<Vec<QueueStateCount>, StoreError> {
         self.ensure_migrated().await?;
         on_connection!(self, |db| jobs::count_by_queue(db).await?)
+    }
+
+    async fn job_act_many(
+        &self,
+        params: drover_core::JobActParams,
+    ) -> Result<Vec<drover_core::ActResult>, StoreError> {
+        if params.ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let acted = in_transaction!(self, |db| {
+            let acted = admin::act_many(db, &params.ids, params.action, params.now).await?;
+            // Retried jobs are available; cancel requests reach workers on their wake-up.
+            wake::notify(db, &self.channel, &acted.queues).await?;
+            acted
+        })?;
+        self.woke(!acted.queues.is_empty());
+        Ok(acted.results)
+    }
+
+    async fn queue_pause(
+        &self,
+        params: drover_core::QueuePauseParams,
+    ) -> Result<drover_core::QueueRecord, StoreError> {
+        drover_core::validate::check_name("queue", &params.queue)?;
+        let queues = in_transaction!(self, |db| {
+            admin::pause(db, &params.queue, params.paused, params.now).await?;
+            if !params.paused {
+                wake::notify(db, &self.channel, std::slice::from_ref(&params.queue)).await?;
+            }
+            admin::queue_list(db).await?
+        })?;
+        self.woke(!params.paused);
+        Ok(queues
+            .into_iter()
+            .find(|q| q.name == params.queue)
+            .expect("the queue's row was just written"))
+    }
+
+    async fn queue_list(&self) -> Result<Vec<drover_core::QueueRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| admin::queue_list(db).await?)
+    }
+
+    async fn queue_counts_refresh(
+        &self,
+        params: drover_core::QueueCountsRefreshParams,
+    ) -> Result<(), StoreError> {
+        self.ensure_migrated().await?;
+        in_transaction!(self, |db| admin::refresh_counts(db, params.cap, params.now)
+            .await?)
     }
 
     async fn leader_attempt_elect(

@@ -94,6 +94,15 @@ pub(crate) fn claim(
     params: &JobClaimParams,
     now: Timestamp,
 ) -> rusqlite::Result<ClaimResult> {
+    // A paused queue gives nothing; its resume wakes the workers.
+    let paused = conn
+        .prepare_cached("SELECT paused_at IS NOT NULL FROM drover_queues WHERE name = ?1")?
+        .query_row([&params.queue], |row| row.get::<_, bool>(0))
+        .optional()?
+        .unwrap_or(false);
+    if paused {
+        return Ok(ClaimResult::default());
+    }
     let now_text = to_text(now);
     conn.prepare_cached(&format!(
         "UPDATE drover_jobs SET state = 'available' \
@@ -183,7 +192,8 @@ pub(crate) fn finish_many(
     // Every statement is fenced by (id, running, lease token): a run that lost its lease
     // changes nothing.
     const FENCE: &str = "WHERE id = ?1 AND state = 'running' AND lease_token = ?2";
-    const RELEASE: &str = "lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL";
+    // The token stays: a repeated outcome of the same run is then told apart from a stale one.
+    const RELEASE: &str = "lease_owner = NULL, lease_expires_at = NULL";
     const ERROR: &str = "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, \
          'at', ?3, 'step', ?4, 'message', ?5))";
     let mut out = Vec::with_capacity(outcomes.len());
@@ -250,14 +260,23 @@ pub(crate) fn finish_many(
             out.push(FinishResult {
                 id,
                 accepted: true,
+                recorded_earlier: false,
                 state: Some(state),
             });
         } else {
-            let current = current_state(conn, id)?;
+            let current = conn
+                .prepare_cached("SELECT state, lease_token FROM drover_jobs WHERE id = ?1")?
+                .query_row([id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?))
+                })
+                .optional()?;
+            let state = current.as_ref().map(|(s, _)| parse_state(s)).transpose()?;
             out.push(FinishResult {
                 id,
                 accepted: false,
-                state: current,
+                recorded_earlier: state.is_some_and(|s| s != JobState::Running)
+                    && current.and_then(|(_, t)| t) == Some(token),
+                state,
             });
         }
     }
@@ -440,23 +459,61 @@ pub(crate) fn get(conn: &Connection, id: JobId) -> rusqlite::Result<Option<JobRe
 }
 
 pub(crate) fn list(conn: &Connection, params: &JobListParams) -> rusqlite::Result<Vec<JobRecord>> {
+    // Only the filters in use are written into the statement, so that the planner sees plain
+    // equalities (and picks `drover_jobs_state` for a state); each shape is cached on its own.
+    let mut conditions: Vec<String> = Vec::new();
+    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut add = |condition: &str, value: rusqlite::types::Value| {
+        values.push(value);
+        conditions.push(condition.replace('?', &format!("?{}", values.len())));
+    };
+    let text = |s: &str| rusqlite::types::Value::Text(s.to_owned());
+    if let Some(state) = params.state {
+        add("state = ?", text(state.as_str()));
+    }
+    if let Some(queue) = &params.queue {
+        add("queue = ?", text(queue));
+    }
+    if let Some(kind) = &params.kind {
+        add("kind = ?", text(kind));
+    }
+    if let Some(id) = params.before_id {
+        add("id < ?", rusqlite::types::Value::Integer(id));
+    }
+    if let Some(from) = params.created.from {
+        add("created_at >= ?", text(&to_text(from)));
+    }
+    if let Some(to) = params.created.to {
+        add("created_at < ?", text(&to_text(to)));
+    }
+    if let Some(from) = params.finished.from {
+        add(
+            &format!("{FINISHED} AND completed_at >= ?"),
+            text(&to_text(from)),
+        );
+    }
+    if let Some(to) = params.finished.to {
+        add(
+            &format!("{FINISHED} AND completed_at < ?"),
+            text(&to_text(to)),
+        );
+    }
+    if let Some(pattern) = &params.args_contain {
+        // Registered on every reader connection (see readers.rs).
+        add("drover_json_contains(args, ?)", text(&pattern.to_string()));
+    }
+    values.push(rusqlite::types::Value::Integer(params.limit as i64));
+    let limit_param = format!("?{}", values.len());
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
     let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM drover_jobs \
-         WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR queue = ?2) \
-           AND (?3 IS NULL OR kind = ?3) AND (?4 IS NULL OR id < ?4) \
-         ORDER BY id DESC LIMIT ?5"
+        "SELECT {RECORD_COLUMNS} FROM drover_jobs {filter} ORDER BY id DESC LIMIT {limit_param}"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(
-        params![
-            params.state.map(JobState::as_str),
-            params.queue,
-            params.kind,
-            params.before_id,
-            params.limit as i64
-        ],
-        record,
-    )?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(values), record)?;
     rows.collect()
 }
 
@@ -492,7 +549,7 @@ pub(crate) fn count_by_queue(conn: &Connection) -> rusqlite::Result<Vec<QueueSta
     rows.collect()
 }
 
-fn current_state(conn: &Connection, id: JobId) -> rusqlite::Result<Option<JobState>> {
+pub(crate) fn current_state(conn: &Connection, id: JobId) -> rusqlite::Result<Option<JobState>> {
     conn.prepare_cached("SELECT state FROM drover_jobs WHERE id = ?1")?
         .query_row([id], |row| row.get::<_, String>(0))
         .optional()?
@@ -534,7 +591,7 @@ fn conversion_error(err: impl std::error::Error + Send + Sync + 'static) -> rusq
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
 }
 
-fn parse_state(s: &str) -> rusqlite::Result<JobState> {
+pub(crate) fn parse_state(s: &str) -> rusqlite::Result<JobState> {
     s.parse()
         .map_err(|e: String| conversion_error(std::io::Error::other(e)))
 }

@@ -79,6 +79,7 @@ impl Inner {
         .map_err(map_err)?;
         conn.busy_timeout(self.busy_timeout).map_err(map_err)?;
         conn.set_prepared_statement_cache_capacity(32);
+        register_functions(&conn).map_err(map_err)?;
         Ok(conn)
     }
 
@@ -88,4 +89,28 @@ impl Inner {
             idle.push(conn);
         }
     }
+}
+
+/// `drover_json_contains(doc, pattern)`: PostgreSQL's `@>` on JSON text, for the args filter of
+/// job lists. Text that is not JSON contains nothing.
+fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "drover_json_contains",
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let parse = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+                let text = ctx
+                    .get_raw(i)
+                    .as_str_or_null()
+                    .map_err(|err| rusqlite::Error::UserFunctionError(Box::new(err)))?;
+                Ok(text.and_then(|t| serde_json::from_str(t).ok()))
+            };
+            Ok(match (parse(0)?, parse(1)?) {
+                (Some(doc), Some(pattern)) => drover_core::json_contains(&doc, &pattern),
+                _ => false,
+            })
+        },
+    )
 }

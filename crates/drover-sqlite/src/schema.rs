@@ -119,10 +119,33 @@ CREATE INDEX drover_jobs_finished ON drover_jobs (completed_at)
     WHERE (state = 'completed' OR state = 'discarded' OR state = 'cancelled');
 "#,
     ),
+    (
+        4,
+        r#"
+-- A queue's row holds its pause (for every process) and its cached counts' metadata.
+CREATE TABLE drover_queues (
+    name                TEXT PRIMARY KEY,
+    paused_at           TEXT,
+    oldest_available_at TEXT,
+    counted_at          TEXT
+);
+-- Counts per queue and state, written by one process (the leader) every few seconds so that
+-- nobody counts the jobs table per request.
+CREATE TABLE drover_queue_counts (
+    queue     TEXT    NOT NULL,
+    state     TEXT    NOT NULL,
+    count     INTEGER NOT NULL,
+    estimated INTEGER NOT NULL,
+    PRIMARY KEY (queue, state)
+);
+-- Lists by state, newest first, and the capped counts per state.
+CREATE INDEX drover_jobs_state ON drover_jobs (state, id);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 3;
+pub(crate) const LATEST: u32 = 4;
 
 /// Applies what is missing; returns the versions applied.
 pub(crate) fn migrate(conn: &Connection, now: &str) -> rusqlite::Result<Vec<u32>> {

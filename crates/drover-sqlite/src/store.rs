@@ -22,7 +22,7 @@ use crate::parked::ParkedClaims;
 use crate::readers::Readers;
 use crate::wake::{WakeFile, watch as watch_wake_file};
 use crate::writer::{Writer, is_busy};
-use crate::{cluster, jobs, maintenance, schema, time};
+use crate::{admin, cluster, jobs, maintenance, schema, time};
 
 /// A [`Store`] on one SQLite file. See the crate documentation for its design.
 pub struct SqliteStore {
@@ -353,6 +353,70 @@ impl Store for SqliteStore {
     async fn job_count_by_queue(&self) -> Result<Vec<QueueStateCount>, StoreError> {
         self.ensure_migrated().await?;
         self.readers.read(jobs::count_by_queue).await
+    }
+
+    async fn job_act_many(
+        &self,
+        params: drover_core::JobActParams,
+    ) -> Result<Vec<drover_core::ActResult>, StoreError> {
+        if params.ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |cx| {
+            let results = admin::act_many(
+                cx.conn,
+                &params.ids,
+                params.action,
+                now_or_clock(params.now),
+            )?;
+            // Retried jobs are available; cancel requests reach workers on their wake-up.
+            cx.wake |= results.iter().any(|r| r.changed());
+            Ok(results)
+        })
+        .await
+    }
+
+    async fn queue_pause(
+        &self,
+        params: drover_core::QueuePauseParams,
+    ) -> Result<drover_core::QueueRecord, StoreError> {
+        drover_core::validate::check_name("queue", &params.queue)?;
+        let queue = params.queue.clone();
+        self.write(move |cx| {
+            sql(admin::pause(
+                cx.conn,
+                &params.queue,
+                params.paused,
+                now_or_clock(params.now),
+            ))?;
+            cx.wake |= !params.paused;
+            Ok(())
+        })
+        .await?;
+        self.readers
+            .read(move |conn| admin::queue_get(conn, &queue))
+            .await
+    }
+
+    async fn queue_list(&self) -> Result<Vec<drover_core::QueueRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers.read(admin::queue_list).await
+    }
+
+    async fn queue_counts_refresh(
+        &self,
+        params: drover_core::QueueCountsRefreshParams,
+    ) -> Result<(), StoreError> {
+        self.ensure_migrated().await?;
+        // Counted on a reader so that the writer (and every enqueue) never waits for the count.
+        let cap = params.cap;
+        let counted = self
+            .readers
+            .read(move |conn| admin::count(conn, cap))
+            .await?;
+        let now = now_or_clock(params.now);
+        self.write(move |cx| sql(admin::store_counts(cx.conn, &counted, now)))
+            .await
     }
 
     async fn leader_attempt_elect(

@@ -57,6 +57,7 @@ async fn dispatch(store: &dyn Store, command: JobsCommand) -> anyhow::Result<()>
                     kind,
                     before_id: None,
                     limit,
+                    ..Default::default()
                 })
                 .await?;
             if json {

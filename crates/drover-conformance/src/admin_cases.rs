@@ -1,0 +1,292 @@
+//! Cases of the operator's seam: actions on many jobs, queue pause, cached counts, list
+//! filters, and repeated outcomes told apart from stale ones.
+
+use drover_core::{
+    ActResult, DynStore, JobActParams, JobAction, JobListParams, JobState, NewJob, Outcome,
+    QueueCountsRefreshParams, QueuePauseParams, TimeRange,
+};
+use serde_json::json;
+
+use crate::cases::{LEASE, at, claim, finish, get, insert, insert_one, rescue, t0};
+
+fn job(kind: &str, args: serde_json::Value) -> NewJob {
+    NewJob::new(kind, args.to_string())
+}
+
+async fn act(store: &DynStore, ids: Vec<i64>, action: JobAction) -> Vec<ActResult> {
+    store
+        .job_act_many(JobActParams {
+            ids,
+            action,
+            now: Some(at(10)),
+        })
+        .await
+        .expect("act")
+}
+
+/// Retry, cancel and discard apply where they make sense and say why not elsewhere.
+pub async fn actions_on_many_jobs_change_only_what_they_apply_to(store: DynStore) {
+    let ids = insert(
+        &store,
+        vec![
+            job("a", json!({})),
+            job("b", json!({})),
+            job("c", json!({})),
+        ],
+        t0(),
+    )
+    .await;
+    let running = claim(&store, "default", 1, "w", at(1)).await;
+    assert_eq!(running[0].id, ids[0]);
+
+    let discarded = act(&store, vec![ids[0], ids[1], 999_999], JobAction::Discard).await;
+    assert!(matches!(
+        discarded[0],
+        ActResult::Unchanged {
+            state: JobState::Running,
+            ..
+        }
+    ));
+    assert_eq!(
+        discarded[1],
+        ActResult::Changed {
+            state: JobState::Discarded
+        }
+    );
+    assert_eq!(discarded[2], ActResult::NotFound);
+    let record = get(&store, ids[1]).await;
+    assert_eq!(record.state, JobState::Discarded);
+    assert!(record.completed_at.is_some());
+    assert_eq!(record.history.last().unwrap().event, "discarded");
+
+    let retried = act(&store, vec![ids[0], ids[1]], JobAction::Retry).await;
+    assert!(matches!(
+        retried[0],
+        ActResult::Unchanged {
+            state: JobState::Running,
+            ..
+        }
+    ));
+    assert_eq!(
+        retried[1],
+        ActResult::Changed {
+            state: JobState::Available
+        }
+    );
+    assert_eq!(get(&store, ids[1]).await.state, JobState::Available);
+
+    let cancelled = act(&store, vec![ids[0], ids[2]], JobAction::Cancel).await;
+    assert_eq!(cancelled[0], ActResult::CancelRequested);
+    assert_eq!(
+        cancelled[1],
+        ActResult::Changed {
+            state: JobState::Cancelled
+        }
+    );
+    assert!(get(&store, ids[0]).await.cancel_requested_at.is_some());
+    let again = act(&store, vec![ids[2]], JobAction::Cancel).await;
+    assert!(matches!(
+        again[0],
+        ActResult::Unchanged {
+            state: JobState::Cancelled,
+            ..
+        }
+    ));
+    assert!(act(&store, vec![], JobAction::Retry).await.is_empty());
+}
+
+/// A paused queue gives no job to any claim; resuming gives them again, and other queues are
+/// never affected.
+pub async fn paused_queues_give_no_jobs_until_resumed(store: DynStore) {
+    let mut other = job("a", json!({}));
+    other.queue = "other".into();
+    insert(&store, vec![job("a", json!({})), other], t0()).await;
+    let paused = store
+        .queue_pause(QueuePauseParams {
+            queue: "default".into(),
+            paused: true,
+            now: Some(at(1)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(paused.paused_at, Some(at(1)));
+    assert!(claim(&store, "default", 10, "w", at(2)).await.is_empty());
+    assert_eq!(claim(&store, "other", 10, "w", at(2)).await.len(), 1);
+    // A job enqueued while paused waits too.
+    insert_one(&store, job("b", json!({})), at(3)).await;
+    assert!(claim(&store, "default", 10, "w", at(4)).await.is_empty());
+    // A queue can be paused before it has jobs.
+    store
+        .queue_pause(QueuePauseParams {
+            queue: "later".into(),
+            paused: true,
+            now: Some(at(4)),
+        })
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .queue_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, vec!["default".to_string(), "later".to_string()]);
+
+    let mut wakeups = store.wakeups();
+    wakeups.borrow_and_update();
+    let resumed = store
+        .queue_pause(QueuePauseParams {
+            queue: "default".into(),
+            paused: false,
+            now: Some(at(5)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(resumed.paused_at, None);
+    assert!(wakeups.has_changed().unwrap(), "resuming wakes the workers");
+    assert_eq!(claim(&store, "default", 10, "w", at(6)).await.len(), 2);
+    assert!(
+        store
+            .queue_pause(QueuePauseParams {
+                queue: "bad name".into(),
+                paused: true,
+                now: None,
+            })
+            .await
+            .is_err()
+    );
+}
+
+/// The cache holds what a count found, per queue and state, and marks capped counts.
+pub async fn cached_counts_are_refreshed_and_capped(store: DynStore) {
+    assert!(store.queue_list().await.unwrap().is_empty());
+    let mut jobs: Vec<NewJob> = (0..5).map(|_| job("a", json!({}))).collect();
+    let mut mail = job("m", json!({}));
+    mail.queue = "mail".into();
+    jobs.push(mail);
+    insert(&store, jobs, t0()).await;
+    claim(&store, "default", 2, "w", at(1)).await;
+    let refresh = |cap| QueueCountsRefreshParams {
+        cap,
+        now: Some(at(2)),
+    };
+    // Nothing is counted before the first refresh: the cache is what readers see.
+    assert!(store.queue_list().await.unwrap().is_empty());
+    store.queue_counts_refresh(refresh(100)).await.unwrap();
+    let queues = store.queue_list().await.unwrap();
+    assert_eq!(queues.len(), 2);
+    let default = &queues[0];
+    assert_eq!(default.name, "default");
+    assert_eq!(default.count(JobState::Available), 3);
+    assert_eq!(default.count(JobState::Running), 2);
+    assert!(!default.estimated);
+    assert_eq!(default.counted_at, Some(at(2)));
+    assert_eq!(default.oldest_available_at, Some(t0()));
+    assert_eq!(queues[1].count(JobState::Available), 1);
+
+    store.queue_counts_refresh(refresh(2)).await.unwrap();
+    let queues = store.queue_list().await.unwrap();
+    assert!(queues[0].estimated, "3 available is over a cap of 2");
+    let available: u64 = queues.iter().map(|q| q.count(JobState::Available)).sum();
+    assert!(available <= 3);
+    assert_eq!(queues[0].count(JobState::Running), 2);
+}
+
+/// Filters by time range and by args containment, and pages with a cursor.
+pub async fn list_filters_by_time_and_args(store: DynStore) {
+    let a = insert_one(
+        &store,
+        job("k", json!({"user": {"id": 7}, "tags": ["x", "y"]})),
+        t0(),
+    )
+    .await;
+    let b = insert_one(&store, job("k", json!({"user": {"id": 8}})), at(10)).await;
+    let c = insert_one(&store, job("k", json!({"n": 1})), at(20)).await;
+    let list = |params: JobListParams| {
+        let store = store.clone();
+        async move {
+            store
+                .job_list(JobListParams {
+                    limit: 10,
+                    ..params
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|j| j.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let contain = |v: serde_json::Value| JobListParams {
+        args_contain: Some(v),
+        ..Default::default()
+    };
+    assert_eq!(list(contain(json!({"user": {"id": 7}}))).await, vec![a]);
+    assert_eq!(list(contain(json!({"tags": ["y"]}))).await, vec![a]);
+    assert_eq!(list(contain(json!({"user": {}}))).await, vec![b, a]);
+    assert_eq!(list(contain(json!({"n": 1.0}))).await, vec![c]);
+    assert!(list(contain(json!({"user": {"id": 9}}))).await.is_empty());
+    let created = JobListParams {
+        created: TimeRange {
+            from: Some(at(5)),
+            to: Some(at(20)),
+        },
+        ..Default::default()
+    };
+    assert_eq!(list(created).await, vec![b]);
+
+    let running = claim(&store, "default", 1, "w", at(30)).await;
+    finish(&store, &running[0], Outcome::Completed, at(40)).await;
+    let finished = |from, to| JobListParams {
+        finished: TimeRange { from, to },
+        ..Default::default()
+    };
+    assert_eq!(
+        list(finished(Some(at(35)), None)).await,
+        vec![running[0].id]
+    );
+    assert!(list(finished(None, Some(at(35)))).await.is_empty());
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(JobListParams {
+            before_id: cursor,
+            limit: 2,
+            ..Default::default()
+        })
+        .await;
+        let page: Vec<i64> = page.into_iter().take(2).collect();
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().copied();
+        seen.extend(page);
+    }
+    assert_eq!(seen, vec![c, b, a]);
+}
+
+/// The same run's outcome presented twice is told apart from a stale run's.
+pub async fn repeated_outcomes_are_told_apart_from_stale_ones(store: DynStore) {
+    let id = insert_one(&store, job("k", json!({})), t0()).await;
+    let first = claim(&store, "default", 1, "w1", at(1)).await.remove(0);
+    // The lease expires; the rescuer makes the job available; another worker runs it.
+    let expired =
+        at(1) + jiff::SignedDuration::try_from(LEASE).unwrap() + jiff::SignedDuration::from_secs(1);
+    assert_eq!(rescue(&store, expired).await.len(), 1);
+    let second = claim(&store, "default", 1, "w2", expired).await.remove(0);
+    assert_eq!(second.id, id);
+    let done = finish(&store, &second, Outcome::Completed, expired).await;
+    assert!(done.accepted);
+    let repeat = finish(&store, &second, Outcome::Completed, expired).await;
+    assert!(!repeat.accepted);
+    assert!(
+        repeat.recorded_earlier,
+        "the same lease's outcome was recorded before"
+    );
+    let stale = finish(&store, &first, Outcome::Completed, expired).await;
+    assert!(!stale.accepted);
+    assert!(!stale.recorded_earlier, "the first run lost its lease");
+    assert_eq!(stale.state, Some(JobState::Completed));
+}

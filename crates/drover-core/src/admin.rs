@@ -1,0 +1,233 @@
+//! What an operator sees and changes: queues that can be paused, job counts cached so that
+//! reading them costs nothing at ten million rows, the filters of a job list, and actions on
+//! many jobs at once. The engine's `drover::admin` builds on these; the CLI, the HTTP API and the
+//! dashboard go through it.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use crate::job::{JobId, JobState};
+
+/// Params of [`crate::Store::queue_pause`].
+#[derive(Debug, Clone)]
+pub struct QueuePauseParams {
+    /// The queue (need not have jobs yet: a queue can be paused before its first job).
+    pub queue: String,
+    /// True to pause, false to resume.
+    pub paused: bool,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// A queue as the database knows it: whether it is paused, and its cached counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueRecord {
+    /// Queue name.
+    pub name: String,
+    /// When it was paused; `None` while it runs. A paused queue keeps its jobs and no process
+    /// claims from it.
+    pub paused_at: Option<Timestamp>,
+    /// Jobs per state at the last count (states with no job are absent).
+    pub counts: BTreeMap<JobState, u64>,
+    /// True when some count reached the cap: those counts are lower bounds ("at least").
+    pub estimated: bool,
+    /// When the oldest available job of the queue became available, at the last count.
+    pub oldest_available_at: Option<Timestamp>,
+    /// When the counts were taken; `None` when never counted.
+    pub counted_at: Option<Timestamp>,
+}
+
+impl QueueRecord {
+    /// The cached count of one state.
+    pub fn count(&self, state: JobState) -> u64 {
+        self.counts.get(&state).copied().unwrap_or(0)
+    }
+}
+
+/// Params of [`crate::Store::queue_counts_refresh`].
+#[derive(Debug, Clone)]
+pub struct QueueCountsRefreshParams {
+    /// Most jobs counted per state; a state with more is reported at the cap, marked estimated.
+    /// Keeps one refresh bounded however large the table grows.
+    pub cap: u64,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// A range of time; either end may be open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    /// Inclusive start.
+    pub from: Option<Timestamp>,
+    /// Exclusive end.
+    pub to: Option<Timestamp>,
+}
+
+impl TimeRange {
+    /// True when neither end is set.
+    pub fn is_open(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+}
+
+/// What [`crate::Store::job_act_many`] does to each job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobAction {
+    /// A finished or waiting job becomes available now with a fresh attempt budget.
+    Retry,
+    /// A waiting job is cancelled; a running one is asked to stop.
+    Cancel,
+    /// A waiting job is discarded (not run).
+    Discard,
+}
+
+impl JobAction {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobAction::Retry => "retry",
+            JobAction::Cancel => "cancel",
+            JobAction::Discard => "discard",
+        }
+    }
+}
+
+impl std::str::FromStr for JobAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "retry" => Ok(JobAction::Retry),
+            "cancel" => Ok(JobAction::Cancel),
+            "discard" => Ok(JobAction::Discard),
+            other => Err(format!(
+                "unknown action {other:?}: expected retry, cancel or discard"
+            )),
+        }
+    }
+}
+
+/// Params of [`crate::Store::job_act_many`].
+#[derive(Debug, Clone)]
+pub struct JobActParams {
+    /// The jobs (at most a batch: the caller pages through large selections).
+    pub ids: Vec<JobId>,
+    /// What to do.
+    pub action: JobAction,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// What [`crate::Store::job_act_many`] did to one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ActResult {
+    /// The job changed to this state.
+    Changed {
+        /// Its state now.
+        state: JobState,
+    },
+    /// The job is running; its worker was asked to stop it.
+    CancelRequested,
+    /// Nothing changed.
+    Unchanged {
+        /// The job's state.
+        state: JobState,
+        /// Why nothing changed.
+        reason: String,
+    },
+    /// No job with that id.
+    NotFound,
+}
+
+impl ActResult {
+    /// True when the action changed the job (a cancel request counts).
+    pub fn changed(&self) -> bool {
+        matches!(self, ActResult::Changed { .. } | ActResult::CancelRequested)
+    }
+}
+
+/// The reason an action leaves a job in `state` unchanged, or `None` when it applies.
+/// Shared by every backend so that they refuse alike.
+pub fn act_refusal(action: JobAction, state: JobState) -> Option<&'static str> {
+    match (action, state) {
+        (JobAction::Retry, JobState::Running) => {
+            Some("a running job cannot be retried; cancel it first")
+        }
+        (JobAction::Retry, _) => None,
+        (JobAction::Cancel, s) if s.is_terminal() => Some("the job has already finished"),
+        (JobAction::Cancel, _) => None,
+        (JobAction::Discard, JobState::Running) => {
+            Some("a running job cannot be discarded; cancel it instead")
+        }
+        (JobAction::Discard, s) if s.is_terminal() => Some("the job has already finished"),
+        (JobAction::Discard, _) => None,
+    }
+}
+
+/// Whether `doc` contains `pattern`, as PostgreSQL's `jsonb @> jsonb` decides: an object
+/// contains an object whose every key it has with a containing value; an array contains an array
+/// whose every element some element of it contains; scalars contain equal scalars (numbers by
+/// value); and, at the top level only, an array contains a scalar it has as an element.
+pub fn json_contains(doc: &serde_json::Value, pattern: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    if let (Value::Array(items), false) = (doc, pattern.is_array() || pattern.is_object()) {
+        return items.iter().any(|item| contains(item, pattern));
+    }
+    contains(doc, pattern)
+}
+
+fn contains(doc: &serde_json::Value, pattern: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (doc, pattern) {
+        (Value::Object(doc), Value::Object(pattern)) => pattern
+            .iter()
+            .all(|(key, want)| doc.get(key).is_some_and(|have| contains(have, want))),
+        (Value::Array(doc), Value::Array(pattern)) => pattern
+            .iter()
+            .all(|want| doc.iter().any(|have| contains(have, want))),
+        (Value::Number(a), Value::Number(b)) => match (a.as_f64(), b.as_f64()) {
+            (Some(a), Some(b)) => a == b,
+            _ => a == b,
+        },
+        (a, b) => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn containment_follows_postgres() {
+        let doc = json!({"user": {"id": 7, "tags": ["a", "b"]}, "n": 1.0, "list": [1, [2, 3]]});
+        assert!(json_contains(&doc, &json!({})));
+        assert!(json_contains(&doc, &json!({"user": {"id": 7}})));
+        assert!(json_contains(&doc, &json!({"user": {"tags": ["b"]}})));
+        assert!(json_contains(&doc, &json!({"n": 1})));
+        assert!(json_contains(&doc, &json!({"list": [[3]]})));
+        assert!(!json_contains(&doc, &json!({"user": {"id": 8}})));
+        assert!(!json_contains(&doc, &json!({"user": {"tags": ["c"]}})));
+        assert!(!json_contains(&doc, &json!({"missing": null})));
+        assert!(!json_contains(&doc, &json!({"user": 7})));
+        // An array contains a scalar only at the top level.
+        assert!(json_contains(&json!([1, 2]), &json!(2)));
+        assert!(!json_contains(&json!({"a": [1, 2]}), &json!({"a": 2})));
+    }
+
+    #[test]
+    fn actions_parse_and_refuse_what_does_not_apply() {
+        assert_eq!("retry".parse::<JobAction>(), Ok(JobAction::Retry));
+        assert!("kill".parse::<JobAction>().is_err());
+        assert!(act_refusal(JobAction::Retry, JobState::Running).is_some());
+        assert!(act_refusal(JobAction::Retry, JobState::Discarded).is_none());
+        assert!(act_refusal(JobAction::Cancel, JobState::Completed).is_some());
+        assert!(act_refusal(JobAction::Cancel, JobState::Running).is_none());
+        assert!(act_refusal(JobAction::Discard, JobState::Available).is_none());
+        assert!(act_refusal(JobAction::Discard, JobState::Running).is_some());
+    }
+}

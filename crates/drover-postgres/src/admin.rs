@@ -1,0 +1,210 @@
+//! The SQL of operator actions and views: actions on many jobs, queue pause, and the cached
+//! counts.
+
+use std::collections::BTreeMap;
+
+use drover_core::{
+    ActResult, CancelResult, JobAction, JobId, JobState, QueueRecord, StoreError, act_refusal,
+};
+use jiff::Timestamp;
+
+use crate::error::DbError;
+use crate::jobs::{self, parse_state};
+use crate::session::Db;
+use crate::time::clock;
+
+/// What [`act_many`] did, with the queues whose workers should hear of it.
+pub(crate) struct Acted {
+    pub(crate) results: Vec<ActResult>,
+    pub(crate) queues: Vec<String>,
+}
+
+/// Applies `action` to each job inside the store's transaction.
+pub(crate) async fn act_many(
+    db: &Db<'_>,
+    ids: &[JobId],
+    action: JobAction,
+    now: Option<Timestamp>,
+) -> Result<Acted, DbError> {
+    let mut results = Vec::with_capacity(ids.len());
+    let mut queues = std::collections::BTreeSet::new();
+    for &id in ids {
+        let Some(row) = db
+            .query_opt(
+                "SELECT state, queue FROM drover_jobs WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await?
+        else {
+            results.push(ActResult::NotFound);
+            continue;
+        };
+        let state = parse_state(row.get(0))?;
+        let queue: String = row.get(1);
+        if let Some(reason) = act_refusal(action, state) {
+            results.push(ActResult::Unchanged {
+                state,
+                reason: reason.into(),
+            });
+            continue;
+        }
+        let result = match action {
+            JobAction::Retry => match jobs::retry(db, id, now).await {
+                Ok(_) => ActResult::Changed {
+                    state: JobState::Available,
+                },
+                // Refused by the check before the update: nothing was written.
+                Err(DbError::Store(StoreError::Conflict { reason, .. })) => {
+                    ActResult::Unchanged { state, reason }
+                }
+                Err(err) => return Err(err),
+            },
+            JobAction::Cancel => match jobs::cancel(db, id, now).await?.result {
+                CancelResult::Cancelled => ActResult::Changed {
+                    state: JobState::Cancelled,
+                },
+                CancelResult::Requested => ActResult::CancelRequested,
+                CancelResult::AlreadyFinished(state) => ActResult::Unchanged {
+                    state,
+                    reason: "the job has already finished".into(),
+                },
+            },
+            JobAction::Discard => {
+                db.execute(
+                    concat!(
+                        "UPDATE drover_jobs SET state = 'discarded', completed_at = c.now, \
+                             history = history || jsonb_build_array(jsonb_build_object( \
+                                 'at', c.now_text, 'event', 'discarded', \
+                                 'detail', 'discarded by an operator before it ran')) \
+                         FROM ",
+                        clock!("$2"),
+                        " WHERE id = $1 AND state IN ('scheduled', 'available', 'retryable')"
+                    ),
+                    &[&id, &now],
+                )
+                .await?;
+                ActResult::Changed {
+                    state: JobState::Discarded,
+                }
+            }
+        };
+        if result.changed() {
+            queues.insert(queue);
+        }
+        results.push(result);
+    }
+    Ok(Acted {
+        results,
+        queues: queues.into_iter().collect(),
+    })
+}
+
+/// Pauses or resumes `queue`.
+pub(crate) async fn pause(
+    db: &Db<'_>,
+    queue: &str,
+    paused: bool,
+    now: Option<Timestamp>,
+) -> Result<(), DbError> {
+    db.execute(
+        "INSERT INTO drover_queues (name, paused_at) \
+         VALUES ($1, CASE WHEN $2 THEN coalesce($3::timestamptz, now()) END) \
+         ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at",
+        &[&queue, &paused, &now],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Every known queue with its cached counts, by name (byte order, as SQLite sorts).
+pub(crate) async fn queue_list(db: &Db<'_>) -> Result<Vec<QueueRecord>, DbError> {
+    let mut queues: BTreeMap<String, QueueRecord> = BTreeMap::new();
+    for row in db
+        .query(
+            "SELECT name, paused_at, oldest_available_at, counted_at FROM drover_queues",
+            &[],
+        )
+        .await?
+    {
+        let name: String = row.get(0);
+        queues.insert(
+            name.clone(),
+            QueueRecord {
+                name,
+                paused_at: row.get(1),
+                counts: BTreeMap::new(),
+                estimated: false,
+                oldest_available_at: row.get(2),
+                counted_at: row.get(3),
+            },
+        );
+    }
+    for row in db
+        .query(
+            "SELECT queue, state, count, estimated FROM drover_queue_counts",
+            &[],
+        )
+        .await?
+    {
+        if let Some(queue) = queues.get_mut(row.get::<_, &str>(0)) {
+            queue
+                .counts
+                .insert(parse_state(row.get(1))?, row.get::<_, i64>(2) as u64);
+            queue.estimated |= row.get::<_, bool>(3);
+        }
+    }
+    Ok(queues.into_values().collect())
+}
+
+/// Counts at most `cap` jobs per state (each state reads its slice of `drover_jobs_state`, so
+/// the cost is bounded by the cap, not by the table) and the oldest available job per queue, and
+/// stores them as the cache, in the store's transaction.
+pub(crate) async fn refresh_counts(
+    db: &Db<'_>,
+    cap: u64,
+    now: Option<Timestamp>,
+) -> Result<(), DbError> {
+    let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
+    let mut counts: Vec<(String, &'static str, i64, bool)> = Vec::new();
+    for state in JobState::ALL {
+        let rows = db
+            .query(
+                "SELECT queue, count(*) FROM \
+                     (SELECT queue FROM drover_jobs WHERE state = $1::text LIMIT $2) AS s \
+                 GROUP BY queue",
+                &[&state.as_str(), &limit],
+            )
+            .await?;
+        let total: i64 = rows.iter().map(|row| row.get::<_, i64>(1)).sum();
+        let estimated = total as u64 > cap;
+        for row in rows {
+            counts.push((row.get(0), state.as_str(), row.get(1), estimated));
+        }
+    }
+    let queues: Vec<&str> = counts.iter().map(|(q, ..)| q.as_str()).collect();
+    let states: Vec<&str> = counts.iter().map(|(_, s, ..)| *s).collect();
+    let numbers: Vec<i64> = counts.iter().map(|(_, _, n, _)| *n).collect();
+    let estimated: Vec<bool> = counts.iter().map(|(.., e)| *e).collect();
+    db.execute("DELETE FROM drover_queue_counts", &[]).await?;
+    db.execute(
+        "INSERT INTO drover_queue_counts (queue, state, count, estimated) \
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::boolean[])",
+        &[&queues, &states, &numbers, &estimated],
+    )
+    .await?;
+    // Every counted queue gets a row; queues with no jobs left keep theirs (and their pause).
+    db.execute(
+        "INSERT INTO drover_queues (name) \
+         SELECT DISTINCT queue FROM drover_queue_counts ON CONFLICT (name) DO NOTHING",
+        &[],
+    )
+    .await?;
+    db.execute(
+        "UPDATE drover_queues q SET counted_at = coalesce($1::timestamptz, now()), \
+             oldest_available_at = (SELECT min(scheduled_at) FROM drover_jobs \
+                                    WHERE state = 'available' AND queue = q.name)",
+        &[&now],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! The SQL of operator actions and views: actions on many jobs, queue pause, and the cached
+//! counts (counted on a reader, stored by the writer, so the count never holds the write lock).
+
+use std::collections::BTreeMap;
+
+use drover_core::{ActResult, JobAction, JobId, JobState, QueueRecord, StoreError, act_refusal};
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::jobs;
+use crate::store::SqlResult;
+use crate::time::{from_text, to_text};
+
+/// Applies `action` to each job inside the writer's transaction.
+pub(crate) fn act_many(
+    conn: &Connection,
+    ids: &[JobId],
+    action: JobAction,
+    now: Timestamp,
+) -> Result<Vec<ActResult>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let Some(state) = jobs::current_state(conn, id).sql()? else {
+            out.push(ActResult::NotFound);
+            continue;
+        };
+        if let Some(reason) = act_refusal(action, state) {
+            out.push(ActResult::Unchanged {
+                state,
+                reason: reason.into(),
+            });
+            continue;
+        }
+        let result = match action {
+            JobAction::Retry => match jobs::retry(conn, id, now) {
+                Ok(()) => ActResult::Changed {
+                    state: JobState::Available,
+                },
+                // Refused before anything was written (a unique key held by another job).
+                Err(StoreError::Conflict { reason, .. }) => ActResult::Unchanged { state, reason },
+                Err(err) => return Err(err),
+            },
+            JobAction::Cancel => match jobs::cancel(conn, id, now)? {
+                drover_core::CancelResult::Cancelled => ActResult::Changed {
+                    state: JobState::Cancelled,
+                },
+                drover_core::CancelResult::Requested => ActResult::CancelRequested,
+                drover_core::CancelResult::AlreadyFinished(state) => ActResult::Unchanged {
+                    state,
+                    reason: "the job has already finished".into(),
+                },
+            },
+            JobAction::Discard => {
+                discard(conn, id, now).sql()?;
+                ActResult::Changed {
+                    state: JobState::Discarded,
+                }
+            }
+        };
+        out.push(result);
+    }
+    Ok(out)
+}
+
+fn discard(conn: &Connection, id: JobId, now: Timestamp) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE drover_jobs SET state = 'discarded', completed_at = ?2, \
+         history = json_insert(history, '$[#]', json_object('at', ?2, \
+             'event', 'discarded', 'detail', 'discarded by an operator before it ran')) \
+         WHERE id = ?1 AND (state = 'scheduled' OR state = 'available' OR state = 'retryable')",
+    )?
+    .execute(params![id, to_text(now)])?;
+    Ok(())
+}
+
+/// Pauses or resumes `queue`.
+pub(crate) fn pause(
+    conn: &Connection,
+    queue: &str,
+    paused: bool,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO drover_queues (name, paused_at) VALUES (?1, ?2) \
+         ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at",
+    )?
+    .execute(params![queue, paused.then(|| to_text(now))])?;
+    Ok(())
+}
+
+/// Every known queue with its cached counts, by name.
+pub(crate) fn queue_list(conn: &Connection) -> rusqlite::Result<Vec<QueueRecord>> {
+    let opt = |text: Option<String>| text.map(|t| from_text(&t)).transpose();
+    let mut queues: BTreeMap<String, QueueRecord> = BTreeMap::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, paused_at, oldest_available_at, counted_at FROM drover_queues",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok(QueueRecord {
+            name: row.get(0)?,
+            paused_at: opt(row.get(1)?)?,
+            counts: BTreeMap::new(),
+            estimated: false,
+            oldest_available_at: opt(row.get(2)?)?,
+            counted_at: opt(row.get(3)?)?,
+        })
+    })?;
+    for queue in rows {
+        let queue = queue?;
+        queues.insert(queue.name.clone(), queue);
+    }
+    let mut stmt =
+        conn.prepare_cached("SELECT queue, state, count, estimated FROM drover_queue_counts")?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+            row.get::<_, bool>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (name, state, count, estimated) = row?;
+        if let Some(queue) = queues.get_mut(&name) {
+            queue
+                .counts
+                .insert(jobs::parse_state(&state)?, count as u64);
+            queue.estimated |= estimated;
+        }
+    }
+    Ok(queues.into_values().collect())
+}
+
+/// One queue as stored, after a pause or resume.
+pub(crate) fn queue_get(conn: &Connection, queue: &str) -> rusqlite::Result<QueueRecord> {
+    let found = queue_list(conn)?.into_iter().find(|q| q.name == queue);
+    Ok(found.unwrap_or_else(|| QueueRecord {
+        name: queue.to_owned(),
+        paused_at: None,
+        counts: BTreeMap::new(),
+        estimated: false,
+        oldest_available_at: None,
+        counted_at: None,
+    }))
+}
+
+/// A count taken on a reader: per queue, per state (capped), and the oldest available job.
+#[derive(Debug, Default)]
+pub(crate) struct Counted {
+    counts: Vec<(String, JobState, u64, bool)>,
+    oldest: BTreeMap<String, String>,
+}
+
+/// Counts at most `cap` jobs per state. Each state reads its slice of `drover_jobs_state`, so
+/// the cost is bounded by the cap, not by the table.
+pub(crate) fn count(conn: &Connection, cap: u64) -> rusqlite::Result<Counted> {
+    let mut counted = Counted::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT queue, count(*) FROM \
+             (SELECT queue FROM drover_jobs WHERE state = ?1 LIMIT ?2 + 0) \
+         GROUP BY queue",
+    )?;
+    for state in JobState::ALL {
+        let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows: Vec<(String, i64)> = stmt
+            .query_map(params![state.as_str(), limit], |row| {
+                Ok((row.get(0)?, row.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let total: i64 = rows.iter().map(|(_, n)| n).sum();
+        let estimated = total as u64 > cap;
+        for (queue, n) in rows {
+            counted.counts.push((queue, state, n as u64, estimated));
+        }
+    }
+    // The fetch index is ordered by priority; the oldest is the smallest scheduled_at among
+    // available jobs, read per queue from the queues found above.
+    let mut oldest = conn.prepare_cached(
+        "SELECT min(scheduled_at) FROM drover_jobs WHERE state = 'available' AND queue = ?1",
+    )?;
+    let queues: std::collections::BTreeSet<String> = counted
+        .counts
+        .iter()
+        .filter(|(_, state, _, _)| *state == JobState::Available)
+        .map(|(queue, ..)| queue.clone())
+        .collect();
+    for queue in queues {
+        let at: Option<String> = oldest
+            .query_row([&queue], |row| row.get(0))
+            .optional()?
+            .flatten();
+        if let Some(at) = at {
+            counted.oldest.insert(queue, at);
+        }
+    }
+    Ok(counted)
+}
+
+/// Stores a count as the cache, inside the writer's transaction.
+pub(crate) fn store_counts(
+    conn: &Connection,
+    counted: &Counted,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    let now = to_text(now);
+    conn.execute("DELETE FROM drover_queue_counts", [])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO drover_queue_counts (queue, state, count, estimated) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO drover_queues (name, oldest_available_at, counted_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (name) DO UPDATE SET oldest_available_at = excluded.oldest_available_at, \
+             counted_at = excluded.counted_at",
+    )?;
+    let mut seen = std::collections::BTreeSet::new();
+    for (queue, state, count, estimated) in &counted.counts {
+        insert.execute(params![queue, state.as_str(), *count as i64, estimated])?;
+        if seen.insert(queue.clone()) {
+            upsert.execute(params![queue, counted.oldest.get(queue), now])?;
+        }
+    }
+    // Queues with no jobs left keep their row (and pause), with empty counts.
+    conn.prepare_cached(
+        "UPDATE drover_queues SET oldest_available_at = NULL, counted_at = ?1 \
+         WHERE name NOT IN (SELECT queue FROM drover_queue_counts)",
+    )?
+    .execute([now])?;
+    Ok(())
+}
