@@ -36,6 +36,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Queues: their counts, pause and resume (for every process).
+    Queues {
+        #[command(subcommand)]
+        command: QueuesCommand,
+    },
     /// Job counts per queue and state.
     Stats {
         /// Print one JSON document.
@@ -125,6 +130,10 @@ pub(crate) struct WorkerArgs {
     /// How long running jobs may finish after SIGTERM before they are cancelled.
     #[arg(long, value_parser = parse_duration)]
     pub(crate) shutdown_timeout: Option<Duration>,
+    /// Serve the HTTP API, dashboard and /metrics on this address (`serve`: default
+    /// 127.0.0.1:7070 or `[http] listen`; `worker`: only when given). `off` serves nothing.
+    #[arg(long)]
+    pub(crate) listen: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +175,26 @@ pub(crate) struct EnqueueArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub(crate) enum QueuesCommand {
+    /// Each queue with its job counts (from the leader's cached count) and whether it is paused.
+    List {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a queue: its jobs wait and no process claims them; running jobs finish.
+    Pause {
+        /// Queue name.
+        queue: String,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// Queue name.
+        queue: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub(crate) enum CronCommand {
     /// Each schedule, its last fire and its next fire time.
     List {
@@ -192,19 +221,15 @@ pub(crate) enum ArchiveCommand {
 pub(crate) enum JobsCommand {
     /// List jobs, newest first.
     List {
-        /// Only jobs in this state.
+        #[command(flatten)]
+        filter: JobFilterArgs,
+        /// Continue after this job id (the last id of the previous page).
         #[arg(long)]
-        state: Option<String>,
-        /// Only jobs in this queue.
-        #[arg(long)]
-        queue: Option<String>,
-        /// Only jobs of this kind.
-        #[arg(long)]
-        kind: Option<String>,
+        after: Option<i64>,
         /// Most jobs to show.
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// Print one JSON document.
+        /// Print one JSON document (`{"jobs": [...], "next": ID}`).
         #[arg(long)]
         json: bool,
     },
@@ -232,4 +257,54 @@ pub(crate) enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Discard a waiting job (it will not run).
+    Discard {
+        /// Job id.
+        id: i64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Retry, cancel or discard every job matching a filter, in batches.
+    Bulk {
+        /// retry, cancel or discard.
+        action: String,
+        #[command(flatten)]
+        filter: JobFilterArgs,
+        /// Act on every job when no filter is given (refused otherwise, to avoid accidents).
+        #[arg(long)]
+        all: bool,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Filters of a job list or bulk action.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct JobFilterArgs {
+    /// Only jobs in this state.
+    #[arg(long)]
+    pub(crate) state: Option<String>,
+    /// Only jobs in this queue.
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+    /// Only jobs of this kind.
+    #[arg(long)]
+    pub(crate) kind: Option<String>,
+    /// Only jobs created at or after this time (RFC 3339).
+    #[arg(long)]
+    pub(crate) created_after: Option<String>,
+    /// Only jobs created before this time (RFC 3339).
+    #[arg(long)]
+    pub(crate) created_before: Option<String>,
+    /// Only jobs finished at or after this time (RFC 3339).
+    #[arg(long)]
+    pub(crate) finished_after: Option<String>,
+    /// Only jobs finished before this time (RFC 3339).
+    #[arg(long)]
+    pub(crate) finished_before: Option<String>,
+    /// Only jobs whose args contain this JSON object, like '{"user":7}'.
+    #[arg(long)]
+    pub(crate) args: Option<String>,
 }

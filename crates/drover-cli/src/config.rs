@@ -33,6 +33,23 @@ pub(crate) struct Config {
     pub(crate) jobs_archive: JobsArchiveSection,
     #[serde(default)]
     pub(crate) log: LogSection,
+    #[serde(default)]
+    pub(crate) http: HttpSection,
+}
+
+/// The HTTP API, the dashboard and `/metrics`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpSection {
+    /// Address to listen on (`serve` default 127.0.0.1:7070); `--listen` takes precedence.
+    pub(crate) listen: Option<String>,
+    /// Bearer token required on every request but the health probes; `DROVER_TOKEN` takes
+    /// precedence. Required to listen on anything but loopback.
+    pub(crate) token: Option<String>,
+    /// Largest request body accepted, in bytes (default 2 MiB).
+    pub(crate) max_body_bytes: Option<usize>,
+    /// Refuse every state-changing request (enqueue excepted: see the README).
+    pub(crate) read_only: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +123,11 @@ pub(crate) struct WorkerSection {
     pub(crate) leader_ttl: Option<Duration>,
     /// Most jobs claimed beyond the free slots into a local buffer (default: automatic).
     pub(crate) prefetch: Option<usize>,
+    /// How often the leader refreshes the cached job counts (default 5s).
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) counts_interval: Option<Duration>,
+    /// Most jobs counted per state; larger counts are shown as "at least" (default 1,000,000).
+    pub(crate) counts_cap: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,7 @@ mod cli;
 mod commands;
 mod config;
 mod hooks;
+mod http;
 mod output;
 mod process;
 mod setup;
@@ -57,11 +58,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.config.as_deref())?;
     let url = backend::database_url(cli.database.as_deref(), &config);
     match cli.command {
-        Command::Serve(args) | Command::Worker(args) => {
-            return commands::worker::run(&url, &config, &args).await;
-        }
+        Command::Serve(args) => return commands::worker::run(&url, &config, &args, true).await,
+        Command::Worker(args) => return commands::worker::run(&url, &config, &args, false).await,
         Command::Enqueue(args) => commands::enqueue::run(&url, &config, args).await?,
         Command::Jobs { command } => commands::jobs::run(&url, &config, command).await?,
+        Command::Queues { command } => commands::queues::run(&url, &config, command).await?,
         Command::Stats { json } => commands::stats::run(&url, &config, json).await?,
         Command::Cron { command } => commands::cron::run(&url, &config, command).await?,
         Command::Archive { command } => commands::archive::run(&url, &config, command).await?,

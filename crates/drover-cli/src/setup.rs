@@ -83,6 +83,10 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
         prefetch: worker.prefetch.or(defaults.prefetch),
         limits: limits(config),
         process_id: None,
+        counts: drover::services::counter::CounterConfig {
+            interval: worker.counts_interval.unwrap_or(defaults.counts.interval),
+            cap: worker.counts_cap.unwrap_or(defaults.counts.cap),
+        },
     };
     engine.validate()?;
     Ok(engine)
@@ -161,6 +165,15 @@ pub(crate) fn command_hooks(config: &Config) -> Vec<CommandHook> {
 /// Validation and the config's task defaults, without a database.
 pub(crate) fn job_defaults(config: &Config) -> JobDefaults {
     JobDefaults::new(Arc::new(SystemClock), limits(config), task_options(config))
+}
+
+/// The admin seam over `store`, with the config's task defaults and cron schedules.
+pub(crate) fn admin(store: DynStore, config: &Config) -> anyhow::Result<drover::Admin> {
+    Ok(drover::Admin::new(
+        store,
+        job_defaults(config),
+        cron_schedules(config)?,
+    ))
 }
 
 /// A client that applies the config's task defaults.

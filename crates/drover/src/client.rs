@@ -134,6 +134,16 @@ impl JobDefaults {
         &self.limits
     }
 
+    /// The clock that scheduled times are computed from.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The options of a kind this process knows (its tasks), if any.
+    pub fn task_options(&self, kind: &str) -> Option<&TaskOptions> {
+        self.defaults.get(kind)
+    }
+
     /// Turns a request into a validated job, applying defaults. Stores nothing.
     pub fn prepare(&self, request: EnqueueRequest) -> Result<NewJob, ValidationError> {
         let defaults = self.defaults.get(&request.kind);

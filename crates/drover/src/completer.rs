@@ -72,8 +72,16 @@ async fn record(shared: &Shared, batch: &mut Vec<Finished>, abandon: &Cancellati
         }
     };
     let counters = &shared.counters;
-    for (finished, result) in batch.iter().zip(&results) {
+    let held: Vec<Option<std::time::Instant>> = {
+        let running = shared.running.lock().expect("running lock poisoned");
+        batch
+            .iter()
+            .map(|f| running.get(&f.outcome.lease.id).map(|r| r.claimed_at))
+            .collect()
+    };
+    for ((finished, result), claimed_at) in batch.iter().zip(&results).zip(held) {
         if !result.accepted {
+            shared.metrics.refused();
             Counters::add(&counters.stale_rejected, 1);
             tracing::warn!(job = result.id, state = ?result.state,
                 "outcome refused: this run had lost its lease (it was rescued or finished elsewhere)");
@@ -87,6 +95,12 @@ async fn record(shared: &Shared, batch: &mut Vec<Finished>, abandon: &Cancellati
             Outcome::HandBack { .. } => &counters.handed_back,
         };
         Counters::add(counter, 1);
+        shared.metrics.finished(
+            &finished.queue,
+            &finished.kind,
+            &finished.outcome.outcome,
+            claimed_at.map(|at| at.elapsed()).unwrap_or_default(),
+        );
         if let Some(state) = result.state.filter(|s| s.is_terminal()) {
             shared.hooks.fire(JobEnd {
                 id: result.id,

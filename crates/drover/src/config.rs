@@ -38,6 +38,8 @@ pub struct EngineConfig {
     pub limits: Limits,
     /// Identity of this process in leases; default `host:pid:random`.
     pub process_id: Option<String>,
+    /// How often the leader refreshes the cached job counts (and most jobs counted per state).
+    pub counts: crate::services::counter::CounterConfig,
 }
 
 impl Default for EngineConfig {
@@ -54,6 +56,7 @@ impl Default for EngineConfig {
             prefetch: None,
             limits: Limits::default(),
             process_id: None,
+            counts: Default::default(),
         }
     }
 }
@@ -105,12 +108,16 @@ impl EngineConfig {
         for (name, value) in [
             ("poll_interval", self.poll_interval),
             ("rescue_interval", self.rescue_every()),
+            ("counts_interval", self.counts.interval),
         ] {
             if value < Duration::from_millis(10) {
                 return Err(Error::Config(format!(
                     "{name} {value:?} is shorter than 10ms"
                 )));
             }
+        }
+        if self.counts.cap == 0 {
+            return Err(Error::Config("the count cap must be positive".into()));
         }
         Ok(())
     }

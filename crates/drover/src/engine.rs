@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::Admin;
 use crate::builtin;
 use crate::client::{Client, EnqueueRequest, JobDefaults};
 use crate::completer;
@@ -39,9 +40,12 @@ use crate::foreman;
 use crate::heartbeat;
 use crate::hooks::{FnHook, Hook, Hooks, JobEnd};
 use crate::leader::{Elector, LeaderService};
+use crate::metrics::{MeteredStore, Metrics};
+use crate::remote::RemoteWorkers;
 use crate::retention::PreparedPolicy;
 use crate::runtime::{Shared, StopReason};
 use crate::services::archiver::Archiver;
+use crate::services::counter::Counter;
 use crate::services::presence::{self, Pruner};
 use crate::services::rescuer::{Rescuer, RescuerConfig};
 use crate::services::scheduler::{CronJob, Scheduler, SchedulerService};
@@ -57,9 +61,17 @@ pub struct EngineBuilder {
     hooks: Vec<Arc<dyn Hook>>,
     cron: Vec<CronSchedule>,
     retention: Vec<PreparedPolicy>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl EngineBuilder {
+    /// Records metrics in `metrics` (default: a registry of the engine's own, see
+    /// [`EngineHandle::metrics`]).
+    pub fn metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: EngineConfig) -> Self {
         self.config = config;
@@ -153,8 +165,23 @@ impl EngineBuilder {
             });
         }
         let process_id = self.config.process_id.clone().unwrap_or_else(process_id);
+        let metrics = self.metrics.unwrap_or_default();
+        for (queue, kind) in self
+            .tasks
+            .values()
+            .map(|task| (task.options().queue, task.kind().to_owned()))
+            .chain(
+                self.config
+                    .queues
+                    .keys()
+                    .map(|q| (q.clone(), "drover.noop".into())),
+            )
+        {
+            metrics.declare(&queue, &kind);
+        }
         Ok(Engine {
-            store: self.store,
+            store: Arc::new(MeteredStore::new(self.store, metrics.clone())),
+            metrics,
             clock: self.clock,
             config: self.config,
             tasks: self.tasks,
@@ -169,6 +196,7 @@ impl EngineBuilder {
 /// A configured engine, not yet running.
 pub struct Engine {
     store: DynStore,
+    metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     tasks: HashMap<String, Arc<dyn RawTask>>,
@@ -199,6 +227,7 @@ impl Engine {
             hooks: Vec::new(),
             cron: Vec::new(),
             retention: Vec::new(),
+            metrics: None,
         }
     }
 
@@ -232,7 +261,13 @@ impl Engine {
             counters: Default::default(),
             settled: Default::default(),
             health: Default::default(),
+            metrics: self.metrics,
         });
+        let cron_schedules: Vec<CronSchedule> = self
+            .cron
+            .iter()
+            .map(|job| job.schedule.schedule.clone())
+            .collect();
         let stop_claiming = CancellationToken::new();
         let stop_services = CancellationToken::new();
         let abandon = CancellationToken::new();
@@ -263,6 +298,7 @@ impl Engine {
             Arc::new(Pruner {
                 shared: shared.clone(),
             }),
+            Arc::new(Counter::new(shared.clone(), shared.config.counts)),
             Arc::new(SchedulerService {
                 scheduler: Scheduler::new(shared.store.clone(), shared.clock.clone(), self.cron),
                 shared: shared.clone(),
@@ -277,7 +313,21 @@ impl Engine {
         let elector = tokio::spawn(elector.run(stop_services.clone()));
         tracing::info!(process = %shared.process_id, queues = ?shared.config.queues,
             backend = shared.store.backend(), "engine started");
+        let admin = Admin::new(
+            shared.store.clone(),
+            job_defaults(&shared.clock, &shared.config, &shared.tasks),
+            cron_schedules,
+        )
+        .with_metrics(shared.metrics.clone());
+        let remote = RemoteWorkers::new(
+            shared.store.clone(),
+            shared.clock.clone(),
+            shared.config.lease,
+            shared.metrics.clone(),
+        );
         EngineHandle {
+            admin,
+            remote,
             shared,
             stop_claiming,
             stop_services,
@@ -338,6 +388,8 @@ impl ShutdownReport {
 
 /// A running engine.
 pub struct EngineHandle {
+    admin: Admin,
+    remote: RemoteWorkers,
     shared: Arc<Shared>,
     stop_claiming: CancellationToken,
     stop_services: CancellationToken,
@@ -365,6 +417,31 @@ impl EngineHandle {
             &self.shared.config,
             &self.shared.tasks,
         )
+    }
+
+    /// The admin seam over this engine's store, with its task defaults and cron schedules.
+    pub fn admin(&self) -> &Admin {
+        &self.admin
+    }
+
+    /// This engine's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// The protocol for workers in other languages (leases over HTTP), on this engine's store.
+    pub fn remote(&self) -> &RemoteWorkers {
+        &self.remote
+    }
+
+    /// A cheap, cloneable view of this engine's liveness and metrics, for an HTTP server that
+    /// lives beside it.
+    pub fn probe(&self) -> EngineProbe {
+        EngineProbe {
+            shared: self.shared.clone(),
+            leader: self.leader.clone(),
+            remote: self.remote.clone(),
+        }
     }
 
     /// What this engine did so far.
@@ -451,6 +528,62 @@ impl EngineHandle {
         let _ = tokio::time::timeout(grace, shared.hooks.tracker.wait()).await;
         tracing::info!(stats = ?shared.counters.snapshot(), "engine stopped");
         report
+    }
+}
+
+/// Liveness and metrics of a running engine. See [`EngineHandle::probe`].
+#[derive(Clone)]
+pub struct EngineProbe {
+    shared: Arc<Shared>,
+    leader: watch::Receiver<Option<LeaderTerm>>,
+    remote: RemoteWorkers,
+}
+
+impl std::fmt::Debug for EngineProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineProbe")
+            .field("process_id", &self.shared.process_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineProbe {
+    /// When each background service last completed a tick successfully.
+    pub fn health(&self) -> std::collections::BTreeMap<&'static str, jiff::Timestamp> {
+        self.shared.health.snapshot()
+    }
+
+    /// The time by the engine's clock.
+    pub fn now(&self) -> jiff::Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Whether this process leads.
+    pub fn is_leader(&self) -> bool {
+        self.leader.borrow().is_some()
+    }
+
+    /// Runs in progress here: local workers' and remote workers' leases.
+    pub fn busy(&self) -> usize {
+        self.shared.running_count() + self.remote.busy()
+    }
+
+    /// This process's identity.
+    pub fn process_id(&self) -> &str {
+        &self.shared.process_id
+    }
+
+    /// Sets the gauges of the engine's metrics (queue depths from the cached counts, busy runs,
+    /// leadership) and returns them as Prometheus text.
+    pub async fn metrics_text(&self) -> Result<String, Error> {
+        let queues = self.shared.store.queue_list().await?;
+        self.shared.metrics.observe(
+            &queues,
+            self.shared.clock.now(),
+            self.busy(),
+            self.is_leader(),
+        );
+        Ok(self.shared.metrics.encode_text())
     }
 }
 

@@ -19,7 +19,19 @@ pub enum Error {
     /// The engine configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The store failed.
+    /// The store failed (including a missing job and an action that does not apply).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A named thing (a cron schedule, a queue) that does not exist.
+    #[error("no {what} named {name:?}")]
+    UnknownName {
+        /// What was looked for.
+        what: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// A lease presented by a remote worker that it no longer holds: the job was rescued,
+    /// finished by another run, or the token is unknown. Nothing changed.
+    #[error("lease lost: {0}")]
+    LeaseLost(String),
 }

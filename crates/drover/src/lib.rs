@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admin;
 pub mod builtin;
 mod client;
 mod completer;
@@ -51,16 +52,19 @@ mod health;
 mod heartbeat;
 mod hooks;
 mod leader;
+pub mod metrics;
 mod prefetch;
+pub mod remote;
 pub mod retention;
 mod runtime;
 pub mod services;
 mod stats;
 mod task;
 
+pub use admin::Admin;
 pub use client::{Client, EnqueueRequest, JobDefaults};
 pub use config::EngineConfig;
-pub use engine::{Engine, EngineBuilder, EngineHandle, ShutdownReport};
+pub use engine::{Engine, EngineBuilder, EngineHandle, EngineProbe, ShutdownReport};
 pub use error::Error;
 pub use hooks::{Hook, JobEnd};
 pub use stats::EngineStats;

@@ -47,6 +47,8 @@ pub(crate) struct RunningJob {
     pub(crate) abort: Option<AbortHandle>,
     /// Set when the handler has ended and the outcome is on its way to the store.
     pub(crate) done: Arc<AtomicBool>,
+    /// When it was claimed: a run's duration in the metrics is from here to its outcome.
+    pub(crate) claimed_at: std::time::Instant,
 }
 
 impl RunningJob {
@@ -96,6 +98,7 @@ pub(crate) struct Shared {
     pub(crate) settled: Notify,
     /// Last successful tick of each background service.
     pub(crate) health: crate::health::Health,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -120,8 +123,11 @@ impl Shared {
                 step: handles.step.clone(),
                 abort: None,
                 done: handles.done.clone(),
+                claimed_at: std::time::Instant::now(),
             },
         );
+        self.metrics
+            .waited(&job.queue, &job.kind, job.created_at, self.clock.now());
         handles
     }
 

@@ -1,103 +1,88 @@
-//! `drover jobs list|show|retry|cancel`.
+//! `drover jobs list|show|retry|cancel|discard|bulk`, through the admin seam.
 
 use anyhow::Context;
-use drover_core::{
-    CancelResult, JobCancelParams, JobListParams, JobRecord, JobRetryParams, JobState, Store,
-};
+use drover::Admin;
+use drover::admin::{FilterText, JobFilter, MAX_PAGE};
+use drover_core::{ActResult, JobAction, JobRecord, JobState};
 
-use crate::cli::JobsCommand;
+use crate::cli::{JobFilterArgs, JobsCommand};
 use crate::config::Config;
-use crate::{backend, output};
+use crate::{backend, output, setup};
 
-/// Most jobs one list may show.
-const MAX_LIST: usize = 10_000;
+fn filter_text(args: &JobFilterArgs) -> FilterText {
+    FilterText {
+        state: args.state.clone(),
+        queue: args.queue.clone(),
+        kind: args.kind.clone(),
+        created_after: args.created_after.clone(),
+        created_before: args.created_before.clone(),
+        finished_after: args.finished_after.clone(),
+        finished_before: args.finished_before.clone(),
+        args: args.args.clone(),
+    }
+}
+
+/// The filter of a command, parsed, with the error naming the flag.
+fn parse_filter(args: &JobFilterArgs) -> anyhow::Result<JobFilter> {
+    filter_text(args)
+        .parse()
+        .map_err(|err| anyhow::anyhow!("{}", err.to_string().replace('_', "-")))
+}
 
 pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> anyhow::Result<()> {
-    // Check the arguments before touching the database.
-    if let JobsCommand::List {
-        state,
-        queue,
-        kind,
-        limit,
-        ..
-    } = &command
-    {
-        if let Some(state) = state {
-            state.parse::<JobState>().map_err(anyhow::Error::msg)?;
+    // Arguments are checked before the database is touched.
+    match &command {
+        JobsCommand::List { filter, limit, .. } => {
+            parse_filter(filter)?;
+            if !(1..=MAX_PAGE).contains(limit) {
+                anyhow::bail!("--limit {limit} is not between 1 and {MAX_PAGE}");
+            }
         }
-        if let Some(queue) = queue {
-            drover_core::validate::check_name("queue", queue)?;
+        JobsCommand::Bulk {
+            action,
+            filter,
+            all,
+            ..
+        } => {
+            action.parse::<JobAction>().map_err(anyhow::Error::msg)?;
+            parse_filter(filter)?;
+            if filter_text(filter).is_empty() && !all {
+                anyhow::bail!(
+                    "no filter given: pass --state/--queue/--kind/... to choose jobs, or --all to act on every job"
+                );
+            }
         }
-        if let Some(kind) = kind {
-            drover_core::validate::check_name("kind", kind)?;
-        }
-        if !(1..=MAX_LIST).contains(limit) {
-            anyhow::bail!("--limit {limit} is not between 1 and {MAX_LIST}");
-        }
+        _ => {}
     }
     let store = backend::open(url, config, false).await?;
-    let result = dispatch(store.as_ref(), command).await;
+    let admin = setup::admin(store.clone(), config)?;
+    let result = dispatch(&admin, command).await;
     store.close().await;
     result
 }
 
-async fn dispatch(store: &dyn Store, command: JobsCommand) -> anyhow::Result<()> {
+async fn dispatch(admin: &Admin, command: JobsCommand) -> anyhow::Result<()> {
     match command {
         JobsCommand::List {
-            state,
-            queue,
-            kind,
+            filter,
+            after,
             limit,
             json,
         } => {
-            let jobs = store
-                .job_list(JobListParams {
-                    state: state.map(|s| s.parse().expect("checked")),
-                    queue,
-                    kind,
-                    before_id: None,
-                    limit,
-                    ..Default::default()
-                })
-                .await?;
+            let page = admin.jobs(&parse_filter(&filter)?, after, limit).await?;
             if json {
-                return output::json(&jobs);
+                return output::json(&page);
             }
-            let rows: Vec<Vec<String>> = jobs
-                .iter()
-                .map(|job| {
-                    vec![
-                        job.id.to_string(),
-                        job.state.to_string(),
-                        job.queue.clone(),
-                        job.kind.clone(),
-                        format!("{}/{}", job.attempt, job.max_attempts),
-                        output::time(job.created_at),
-                        job.errors
-                            .last()
-                            .map(|e| output::cut(&e.message, 60))
-                            .unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            output::table(
-                &[
-                    "ID",
-                    "STATE",
-                    "QUEUE",
-                    "KIND",
-                    "ATTEMPT",
-                    "CREATED",
-                    "LAST ERROR",
-                ],
-                &rows,
-            );
+            list(&page.jobs);
+            if let Some(next) = page.next {
+                eprintln!("more jobs: add --after {next}");
+            }
             Ok(())
         }
         JobsCommand::Show { id, json } => {
-            let job = store
-                .job_get(id)
-                .await?
+            let job = admin
+                .job(id)
+                .await
                 .with_context(|| format!("no job with id {id}"))?;
             if json {
                 return output::json(&job);
@@ -105,31 +90,89 @@ async fn dispatch(store: &dyn Store, command: JobsCommand) -> anyhow::Result<()>
             show(&job);
             Ok(())
         }
-        JobsCommand::Retry { id, json } => {
-            let job = store.job_retry(JobRetryParams { id, now: None }).await?;
+        JobsCommand::Retry { id, json } => act(admin, id, JobAction::Retry, json).await,
+        JobsCommand::Cancel { id, json } => act(admin, id, JobAction::Cancel, json).await,
+        JobsCommand::Discard { id, json } => act(admin, id, JobAction::Discard, json).await,
+        JobsCommand::Bulk {
+            action,
+            filter,
+            json,
+            ..
+        } => {
+            let action: JobAction = action.parse().map_err(anyhow::Error::msg)?;
+            let report = admin.act_matching(&parse_filter(&filter)?, action).await?;
             if json {
-                return output::json(&job);
+                return output::json(&report);
             }
-            println!("job {id} is available again");
-            Ok(())
-        }
-        JobsCommand::Cancel { id, json } => {
-            let result = store.job_cancel(JobCancelParams { id, now: None }).await?;
-            if json {
-                return output::json(&serde_json::json!({ "id": id, "result": result }));
-            }
-            match result {
-                CancelResult::Cancelled => println!("job {id} cancelled"),
-                CancelResult::Requested => {
-                    println!("job {id} is running; its worker was asked to stop it")
-                }
-                CancelResult::AlreadyFinished(state) => {
-                    println!("job {id} already finished ({state}); nothing changed")
-                }
-            }
+            println!(
+                "{} jobs matched; {} {}, {} left as they were",
+                report.matched,
+                report.changed,
+                past(action),
+                report.unchanged
+            );
             Ok(())
         }
     }
+}
+
+fn past(action: JobAction) -> &'static str {
+    match action {
+        JobAction::Retry => "retried",
+        JobAction::Cancel => "cancelled (or asked to stop)",
+        JobAction::Discard => "discarded",
+    }
+}
+
+async fn act(admin: &Admin, id: i64, action: JobAction, json: bool) -> anyhow::Result<()> {
+    let result = admin.act(id, action).await?;
+    if json {
+        return output::json(&serde_json::json!({ "id": id, "result": result }));
+    }
+    match result {
+        ActResult::Changed {
+            state: JobState::Available,
+        } => println!("job {id} is available again"),
+        ActResult::Changed { state } => println!("job {id} is {state}"),
+        ActResult::CancelRequested => {
+            println!("job {id} is running; its worker was asked to stop it")
+        }
+        ActResult::Unchanged { state, reason } => println!("job {id} is {state}: {reason}"),
+        ActResult::NotFound => anyhow::bail!("no job with id {id}"),
+    }
+    Ok(())
+}
+
+fn list(jobs: &[JobRecord]) {
+    let rows: Vec<Vec<String>> = jobs
+        .iter()
+        .map(|job| {
+            vec![
+                job.id.to_string(),
+                job.state.to_string(),
+                job.queue.clone(),
+                job.kind.clone(),
+                format!("{}/{}", job.attempt, job.max_attempts),
+                output::time(job.created_at),
+                job.errors
+                    .last()
+                    .map(|e| output::cut(&e.message, 60))
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "ID",
+            "STATE",
+            "QUEUE",
+            "KIND",
+            "ATTEMPT",
+            "CREATED",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
 }
 
 fn show(job: &JobRecord) {

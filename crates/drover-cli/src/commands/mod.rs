@@ -6,5 +6,6 @@ pub(crate) mod cron;
 pub(crate) mod enqueue;
 pub(crate) mod jobs;
 pub(crate) mod migrate;
+pub(crate) mod queues;
 pub(crate) mod stats;
 pub(crate) mod worker;

@@ -6,7 +6,7 @@ use drover_core::JobState;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::{backend, output};
+use crate::{backend, output, setup};
 
 #[derive(Serialize)]
 struct Leader {
@@ -29,24 +29,23 @@ struct Stats {
 
 pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Result<()> {
     let store = backend::open(url, config, false).await?;
-    let counts = store.job_count_by_queue().await?;
-    let processes = store.process_list().await?;
-    let leader = store
-        .leader_get("default".into(), None)
-        .await?
-        .map(|leader| {
-            let process = processes.iter().find(|p| p.id == leader.leader_id);
-            Leader {
-                host: process
-                    .map(|p| p.host.clone())
-                    .unwrap_or_else(|| leader.leader_id.split(':').next().unwrap_or("").to_owned()),
-                pid: process.map(|p| p.pid),
-                id: leader.leader_id,
-                term: leader.term,
-                elected_at: leader.elected_at,
-                expires_at: leader.expires_at,
-            }
-        });
+    let admin = setup::admin(store.clone(), config)?;
+    let counts = admin.exact_counts().await?;
+    let cluster = admin.cluster().await?;
+    let processes = cluster.processes;
+    let leader = cluster.leader.map(|leader| {
+        let process = processes.iter().find(|p| p.id == leader.leader_id);
+        Leader {
+            host: process
+                .map(|p| p.host.clone())
+                .unwrap_or_else(|| leader.leader_id.split(':').next().unwrap_or("").to_owned()),
+            pid: process.map(|p| p.pid),
+            id: leader.leader_id,
+            term: leader.term,
+            elected_at: leader.elected_at,
+            expires_at: leader.expires_at,
+        }
+    });
     let mut stats = Stats {
         backend: store.backend(),
         leader,

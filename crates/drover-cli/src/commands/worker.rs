@@ -4,18 +4,34 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use drover::Engine;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::WorkerArgs;
 use crate::config::Config;
+use crate::http::{AppState, HttpSettings};
 use crate::{backend, setup, signals};
 
 /// Exit status when shutdown had to cancel running jobs.
 pub(crate) const EXIT_INTERRUPTED: u8 = 3;
 
-pub(crate) async fn run(url: &str, config: &Config, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
+/// Runs `serve` (`serve_by_default`: the HTTP server listens unless told not to) or `worker`.
+pub(crate) async fn run(
+    url: &str,
+    config: &Config,
+    args: &WorkerArgs,
+    serve_by_default: bool,
+) -> anyhow::Result<ExitCode> {
     // Everything is validated before the database is touched.
     let engine_config = setup::engine_config(config, args)?;
+    let http = HttpSettings::resolve(args.listen.as_deref(), config, serve_by_default)?;
+    // A port in use fails the start before anything runs.
+    let listener = match &http {
+        Some(settings) => Some(settings.bind().await?),
+        None => None,
+    };
     let store = backend::open(url, config, true).await?;
     // The archiver refuses to start on tables it cannot archive safely.
     let retention = setup::prepare_retention(&store, config).await?;
@@ -35,6 +51,30 @@ pub(crate) async fn run(url: &str, config: &Config, args: &WorkerArgs) -> anyhow
         builder = builder.hook(hook);
     }
     let handle = builder.build()?.start();
+    // Long polls end at the first signal; the server itself stays up while running jobs finish,
+    // so that remote workers can still report theirs.
+    let stop_leasing = CancellationToken::new();
+    let stop_server = CancellationToken::new();
+    let server = match (listener, http) {
+        (Some(listener), Some(settings)) => {
+            tracing::info!(listen = %settings.listen, auth = settings.token.is_some(),
+                "serving the HTTP API, the dashboard and /metrics");
+            let state = AppState {
+                admin: handle.admin().clone(),
+                remote: handle.remote().clone(),
+                probe: handle.probe(),
+                settings: Arc::new(settings),
+                stop: stop_leasing.clone(),
+            };
+            let stop = stop_server.clone();
+            Some(tokio::spawn(async move {
+                if let Err(err) = crate::http::serve(listener, state, stop).await {
+                    tracing::error!(error = %err, "the HTTP server failed");
+                }
+            }))
+        }
+        _ => None,
+    };
     tracing::info!(database = %backend::redact(url), "drover is running; stop with SIGINT or SIGTERM");
 
     let signal = signals::first_then_arm_second().await;
@@ -43,7 +83,16 @@ pub(crate) async fn run(url: &str, config: &Config, args: &WorkerArgs) -> anyhow
         running = handle.running(),
         "shutting down: no new jobs are claimed (send the signal again to exit at once)"
     );
+    stop_leasing.cancel();
     let report = handle.shutdown().await;
+    stop_server.cancel();
+    if let Some(server) = server
+        && tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .is_err()
+    {
+        tracing::warn!("HTTP connections still open after 5s; closing them");
+    }
     store.close().await;
     if report.clean() {
         tracing::info!("shutdown complete; every running job finished");

@@ -4,6 +4,7 @@
 //! elector (`crate::leader`).
 
 pub(crate) mod archiver;
+pub mod counter;
 pub(crate) mod presence;
 pub mod rescuer;
 pub mod scheduler;

@@ -1,0 +1,195 @@
+//! One error type for every handler: `{"error": {"code", "message", "field"}}` with a stable
+//! code, and a status that is 4xx for anything the caller can fix. Handlers return
+//! `Result<_, ApiError>` and never format an error body themselves.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use drover_core::{StoreError, ValidationError};
+use serde::Serialize;
+
+/// An error answer.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+    pub(crate) field: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// Stable, machine-readable: `invalid_request`, `invalid_job`, `not_found`, `conflict`,
+    /// `lease_lost`, `payload_too_large`, `unauthorized`, `forbidden`, `read_only`,
+    /// `unavailable`, `busy`, `internal`.
+    code: &'static str,
+    /// For a person.
+    message: String,
+    /// The input field at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: Some(field.into()),
+            ..Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        }
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+                field: self.field,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if matches!(self.code, "busy" | "unavailable") {
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The field a validation error is about.
+fn field_of(error: &ValidationError) -> &'static str {
+    match error {
+        ValidationError::Name { field, .. } | ValidationError::Range { field, .. } => field,
+        ValidationError::Args(_) | ValidationError::ArgsTooLarge { .. } => "args",
+        ValidationError::BatchTooLarge { .. } => "jobs",
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(error: ValidationError) -> Self {
+        let status = match error {
+            ValidationError::ArgsTooLarge { .. } | ValidationError::BatchTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "invalid_request"
+        };
+        Self {
+            field: Some(field_of(&error).to_owned()),
+            ..Self::new(status, code, error.to_string())
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Invalid(error) => error.into(),
+            StoreError::NotFound(_) => Self::not_found(error.to_string()),
+            StoreError::Conflict { .. } => {
+                Self::new(StatusCode::CONFLICT, "conflict", error.to_string())
+            }
+            StoreError::Busy(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", error.to_string())
+            }
+            StoreError::Unavailable(_) | StoreError::Closed => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                error.to_string(),
+            ),
+            StoreError::Internal(_) => {
+                tracing::error!(error = %error, "internal error answering a request");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the server's log",
+                )
+            }
+        }
+    }
+}
+
+impl From<drover::Error> for ApiError {
+    fn from(error: drover::Error) -> Self {
+        match error {
+            drover::Error::InvalidJob { index, error } => {
+                let mut api = ApiError::from(error);
+                if api.code == "invalid_request" {
+                    api.code = "invalid_job";
+                }
+                api.message = format!("job {index}: {}", api.message);
+                api
+            }
+            drover::Error::Invalid(error) => error.into(),
+            drover::Error::Store(error) => error.into(),
+            drover::Error::UnknownName { .. } => Self::not_found(error.to_string()),
+            drover::Error::LeaseLost(message) => {
+                Self::new(StatusCode::CONFLICT, "lease_lost", message)
+            }
+            drover::Error::Config(message) => {
+                tracing::error!(error = %message, "configuration error answering a request");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(
+                status,
+                "payload_too_large",
+                "the request body is over the server's limit ([http] max_body_bytes)",
+            );
+        }
+        let status = if status.is_client_error() {
+            status
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Self {
+            status,
+            ..Self::invalid("body", rejection.body_text())
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::invalid("query", rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::invalid("path", rejection.body_text())
+    }
+}

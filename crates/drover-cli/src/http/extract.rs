@@ -1,0 +1,55 @@
+//! axum's extractors with their rejections turned into [`ApiError`]s, so that a malformed body,
+//! query or path gets the same JSON error as every other bad input.
+
+use axum::extract::FromRequest;
+use axum::extract::FromRequestParts;
+
+use super::ApiError;
+
+/// A JSON body.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub(crate) struct Body<T>(pub(crate) T);
+
+/// A query string.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub(crate) struct Query<T>(pub(crate) T);
+
+/// Path parameters.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub(crate) struct Path<T>(pub(crate) T);
+
+/// A JSON body that may be absent (empty): then `T::default()`.
+pub(crate) struct OptionalBody<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for OptionalBody<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned + Default,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        rejection.status(),
+                        "payload_too_large",
+                        "the request body is over the server's limit",
+                    )
+                } else {
+                    ApiError::invalid("body", rejection.body_text())
+                }
+            })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalBody(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(OptionalBody)
+            .map_err(|err| ApiError::invalid("body", format!("invalid JSON body: {err}")))
+    }
+}

@@ -1,0 +1,144 @@
+//! The HTTP surface of `drover serve`: the JSON API under `/api/v1/`, its OpenAPI document,
+//! `/metrics`, and the health probes. Handlers are thin: each parses its input, calls the admin
+//! seam (`drover::Admin`) or the remote-worker protocol (`drover::remote`), and returns
+//! `Result<Json<T>, ApiError>`. Authentication, the same-origin check, the body limit and the
+//! request metrics are middleware, not per-handler checks.
+
+mod auth;
+mod error;
+mod extract;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use drover::remote::RemoteWorkers;
+use drover::{Admin, EngineProbe};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+pub(crate) use error::ApiError;
+
+/// Where `drover serve` listens unless told otherwise.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Largest request body by default.
+const DEFAULT_MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// The HTTP settings in force, checked.
+#[derive(Clone)]
+pub(crate) struct HttpSettings {
+    pub(crate) listen: SocketAddr,
+    pub(crate) token: Option<String>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) read_only: bool,
+}
+
+impl std::fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never appears in logs.
+        f.debug_struct("HttpSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+impl HttpSettings {
+    /// The settings from `--listen`, the environment and `[http]`; `None` when nothing is to be
+    /// served (`worker` without `--listen`, or `--listen off`). Refuses to listen off loopback
+    /// without a token.
+    pub(crate) fn resolve(
+        flag: Option<&str>,
+        config: &Config,
+        serve_by_default: bool,
+    ) -> anyhow::Result<Option<HttpSettings>> {
+        let listen = match flag.or(config.http.listen.as_deref()) {
+            Some("off") => return Ok(None),
+            Some(listen) => listen.to_owned(),
+            None if serve_by_default => DEFAULT_LISTEN.to_owned(),
+            None => return Ok(None),
+        };
+        let listen: SocketAddr = listen.parse().with_context(|| {
+            format!("--listen {listen:?}: expected an address and port like 127.0.0.1:7070")
+        })?;
+        let token = std::env::var("DROVER_TOKEN")
+            .ok()
+            .or_else(|| config.http.token.clone());
+        if let Some(token) = &token
+            && token.len() < 16
+        {
+            bail!("the API token is shorter than 16 characters; use a long random one");
+        }
+        if token.is_none() && !listen.ip().is_loopback() {
+            bail!(
+                "refusing to listen on {listen} without a token: anyone who can reach it could \
+                 run jobs. Set DROVER_TOKEN (or [http] token), or listen on 127.0.0.1"
+            );
+        }
+        let max_body_bytes = config.http.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+        if max_body_bytes < 1024 {
+            bail!("http.max_body_bytes {max_body_bytes} is under 1024");
+        }
+        Ok(Some(HttpSettings {
+            listen,
+            token,
+            max_body_bytes,
+            read_only: config.http.read_only.unwrap_or(false),
+        }))
+    }
+
+    /// Binds the listener (before the engine starts, so a port in use fails the start).
+    pub(crate) async fn bind(&self) -> anyhow::Result<TcpListener> {
+        TcpListener::bind(self.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", self.listen))
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) admin: Admin,
+    pub(crate) remote: RemoteWorkers,
+    pub(crate) probe: EngineProbe,
+    pub(crate) settings: Arc<HttpSettings>,
+    /// Fires when the server is shutting down: long polls return at once.
+    pub(crate) stop: CancellationToken,
+}
+
+/// The whole application: the API, the OpenAPI document, metrics and probes, with middleware.
+pub(crate) fn router(state: AppState) -> Router {
+    let (api, openapi) = routes::api().split_for_parts();
+    let openapi = Arc::new(openapi);
+    api.merge(routes::openapi_route(openapi))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            routes::record_request,
+        ))
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .fallback(routes::not_found)
+        .with_state(state)
+}
+
+/// Serves until `stop` fires, then finishes the requests in flight.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let app = router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}

@@ -1,0 +1,152 @@
+//! The cluster (leader, processes), cron schedules, health probes and `/metrics`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use drover::admin::{ClusterView, CronView};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::http::error::ErrorBody;
+use crate::http::extract::Path;
+use crate::http::{ApiError, AppState};
+
+/// The leader and every registered process.
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
+    responses((status = 200, description = "Leader and processes", body = Object)))]
+pub(crate) async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterView>, ApiError> {
+    Ok(Json(state.admin.cluster().await?))
+}
+
+/// Each cron schedule: expression, zone, last fire, next five fire times.
+#[utoipa::path(get, path = "/api/v1/cron", tag = "cluster",
+    responses((status = 200, description = "The schedules", body = Vec<Object>)))]
+pub(crate) async fn cron(State(state): State<AppState>) -> Result<Json<Vec<CronView>>, ApiError> {
+    Ok(Json(state.admin.cron().await?))
+}
+
+/// Enqueue a schedule's job now, outside its schedule (its fire times are unaffected).
+#[utoipa::path(post, path = "/api/v1/cron/{name}/run", tag = "cluster",
+    params(("name" = String, Path, description = "Schedule name")),
+    responses(
+        (status = 201, description = "Enqueued", body = Object),
+        (status = 404, description = "No such schedule", body = ErrorBody),
+    ))]
+pub(crate) async fn cron_run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<(StatusCode, Json<drover_core::InsertedJob>), ApiError> {
+    Ok((
+        StatusCode::CREATED,
+        Json(state.admin.cron_run_now(&name).await?),
+    ))
+}
+
+/// A service's last successful tick is stale after this long.
+const STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// What the health probe found.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    /// `ok` or `unhealthy`.
+    status: &'static str,
+    /// Whether a read of the database answered.
+    database: bool,
+    /// Each background service and whether it reported in time.
+    #[schema(value_type = Object)]
+    loops: std::collections::BTreeMap<&'static str, LoopHealth>,
+}
+
+#[derive(Serialize)]
+struct LoopHealth {
+    ok: bool,
+    last_ok: jiff::Timestamp,
+}
+
+/// Liveness: the process answers, every background loop reported in time, and the database is
+/// reachable. Open without a token.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 503, description = "Unhealthy", body = Health),
+    ))]
+pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
+    let now = state.probe.now();
+    let loops: std::collections::BTreeMap<_, _> = state
+        .probe
+        .health()
+        .into_iter()
+        .map(|(name, last_ok)| {
+            let age = now.duration_since(last_ok).unsigned_abs();
+            (
+                name,
+                LoopHealth {
+                    ok: age <= STALE_AFTER,
+                    last_ok,
+                },
+            )
+        })
+        .collect();
+    let database = database_answers(&state).await;
+    let healthy = database && loops.values().all(|l| l.ok);
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = Health {
+        status: if healthy { "ok" } else { "unhealthy" },
+        database,
+        loops,
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn database_answers(state: &AppState) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.admin.cluster()).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Readiness: the database answers and the server is not shutting down. Open without a token.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Ready"),
+        (status = 503, description = "Shutting down, or the database does not answer", body = ErrorBody),
+    ))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if state.stop.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "shutting down",
+        ));
+    }
+    if !database_answers(&state).await {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database does not answer",
+        ));
+    }
+    Ok("ready\n")
+}
+
+/// Prometheus metrics in the text format 0.0.4.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics", content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.probe.metrics_text().await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

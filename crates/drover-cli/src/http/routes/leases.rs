@@ -1,0 +1,234 @@
+//! `/api/v1/leases`: workers in any language. Lease jobs (long-polling), heartbeat them, and
+//! complete, fail or hand them back by their lease token. A stale or unknown token is a 409 and
+//! changes nothing; repeating a call with the same token answers as the first did.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use drover::remote::{Failure, HeartbeatAnswer, LeaseRequest, LeasedJob, Recorded};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::http::error::ErrorBody;
+use crate::http::extract::{Body, OptionalBody, Path};
+use crate::http::{ApiError, AppState};
+
+/// A request for jobs.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LeaseBody {
+    /// Queues to take jobs from, in order of preference.
+    queues: Vec<String>,
+    /// This worker's name (recorded as the lease owner `remote:NAME`).
+    worker: String,
+    /// Most jobs (1 to 1,000; default 1).
+    max: Option<usize>,
+    /// Seconds to wait for work when none is available (0 to 30; default 0).
+    wait: Option<f64>,
+}
+
+/// Jobs leased.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Leased {
+    /// Each with its lease token, args, attempt and lease expiry.
+    #[schema(value_type = Vec<Object>)]
+    jobs: Vec<LeasedJob>,
+}
+
+/// Lease up to `max` jobs, waiting up to `wait` seconds for some (woken by enqueues, not by
+/// polling). 204 when none came.
+#[utoipa::path(post, path = "/api/v1/leases", tag = "leases", request_body = LeaseBody,
+    responses(
+        (status = 200, description = "Jobs, each leased to this worker", body = Leased),
+        (status = 204, description = "No job came within the wait"),
+        (status = 400, description = "A bad request", body = ErrorBody),
+    ))]
+pub(crate) async fn lease(
+    State(state): State<AppState>,
+    Body(body): Body<LeaseBody>,
+) -> Result<Response, ApiError> {
+    if state.stop.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is shutting down; lease from another one",
+        ));
+    }
+    let wait = body.wait.unwrap_or(0.0);
+    if !(0.0..=30.0).contains(&wait) {
+        return Err(ApiError::invalid(
+            "wait",
+            "must be between 0 and 30 seconds",
+        ));
+    }
+    let request = LeaseRequest {
+        queues: body.queues,
+        worker: body.worker,
+        max: body.max.unwrap_or(1),
+        wait: Duration::from_secs_f64(wait),
+    };
+    let jobs = state.remote.lease(request, &state.stop).await?;
+    if jobs.is_empty() {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    Ok(Json(Leased { jobs }).into_response())
+}
+
+/// Optional details of a heartbeat or completion.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StepBody {
+    /// The step the run has reached (recorded; a later failure names it).
+    step: Option<String>,
+}
+
+/// The heartbeat's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Renewed {
+    /// True when an operator asked to cancel: stop, then report with `fail`.
+    cancel_requested: bool,
+    /// When the lease now expires.
+    #[schema(value_type = String)]
+    lease_expires_at: jiff::Timestamp,
+}
+
+impl From<HeartbeatAnswer> for Renewed {
+    fn from(answer: HeartbeatAnswer) -> Self {
+        Renewed {
+            cancel_requested: answer.cancel_requested,
+            lease_expires_at: answer.lease_expires_at,
+        }
+    }
+}
+
+/// Extend a lease.
+#[utoipa::path(post, path = "/api/v1/leases/{token}/heartbeat", tag = "leases",
+    params(("token" = String, Path, description = "The lease token")),
+    request_body(content = StepBody, description = "Optional: the step reached"),
+    responses(
+        (status = 200, description = "Renewed", body = Renewed),
+        (status = 409, description = "The lease is lost (expired and rescued, or finished)", body = ErrorBody),
+    ))]
+pub(crate) async fn heartbeat(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    OptionalBody(body): OptionalBody<StepBody>,
+) -> Result<Json<Renewed>, ApiError> {
+    let step = body.step;
+    Ok(Json(state.remote.heartbeat(&token, step).await?.into()))
+}
+
+/// What was recorded.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Done {
+    /// The job.
+    id: i64,
+    /// Its state now.
+    #[schema(value_type = String)]
+    state: drover_core::JobState,
+    /// True when this call repeated one already recorded.
+    repeated: bool,
+}
+
+impl From<Recorded> for Done {
+    fn from(r: Recorded) -> Self {
+        Done {
+            id: r.id,
+            state: r.state,
+            repeated: r.repeated,
+        }
+    }
+}
+
+/// Record that the run succeeded.
+#[utoipa::path(post, path = "/api/v1/leases/{token}/complete", tag = "leases",
+    params(("token" = String, Path, description = "The lease token")),
+    request_body(content = StepBody, description = "Optional: the last step"),
+    responses(
+        (status = 200, description = "Recorded", body = Done),
+        (status = 409, description = "The lease is lost: not recorded", body = ErrorBody),
+    ))]
+pub(crate) async fn complete(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    OptionalBody(body): OptionalBody<StepBody>,
+) -> Result<Json<Done>, ApiError> {
+    let step = body.step;
+    Ok(Json(state.remote.complete(&token, step).await?.into()))
+}
+
+/// How the run failed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FailBody {
+    /// What went wrong.
+    error: String,
+    /// The step it failed in.
+    step: Option<String>,
+    /// Run again after this many seconds (default: exponential backoff).
+    retry_in: Option<f64>,
+    /// Give up now, whatever attempts are left.
+    #[serde(default)]
+    discard: bool,
+}
+
+/// Record a failed attempt: retried with backoff while attempts are left, else discarded.
+#[utoipa::path(post, path = "/api/v1/leases/{token}/fail", tag = "leases",
+    params(("token" = String, Path, description = "The lease token")),
+    request_body = FailBody,
+    responses(
+        (status = 200, description = "Recorded", body = Done),
+        (status = 409, description = "The lease is lost: not recorded", body = ErrorBody),
+    ))]
+pub(crate) async fn fail(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    Body(body): Body<FailBody>,
+) -> Result<Json<Done>, ApiError> {
+    let retry_in = match body.retry_in {
+        Some(secs) if !(0.0..=1e9).contains(&secs) => {
+            return Err(ApiError::invalid(
+                "retry_in",
+                "must be between 0 and 1e9 seconds",
+            ));
+        }
+        Some(secs) => Some(Duration::from_secs_f64(secs)),
+        None => None,
+    };
+    let failure = Failure {
+        error: body.error,
+        step: body.step,
+        retry_in,
+        discard: body.discard,
+    };
+    Ok(Json(state.remote.fail(&token, failure).await?.into()))
+}
+
+/// Whether the handed-back run had started.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HandBackBody {
+    /// True when the handler had started (an at-most-once job is then discarded, not re-run).
+    #[serde(default)]
+    started: bool,
+}
+
+/// Give a run back unfinished (the worker is stopping): available again, its attempt not used.
+#[utoipa::path(post, path = "/api/v1/leases/{token}/hand-back", tag = "leases",
+    params(("token" = String, Path, description = "The lease token")),
+    request_body(content = HandBackBody, description = "Optional"),
+    responses(
+        (status = 200, description = "Recorded", body = Done),
+        (status = 409, description = "The lease is lost", body = ErrorBody),
+    ))]
+pub(crate) async fn hand_back(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    OptionalBody(body): OptionalBody<HandBackBody>,
+) -> Result<Json<Done>, ApiError> {
+    let started = body.started;
+    Ok(Json(state.remote.hand_back(&token, started).await?.into()))
+}

@@ -1,0 +1,116 @@
+//! The routes, one module per resource. Every route is declared once, with its OpenAPI
+//! description, through `utoipa_axum::routes!`: the document at `/api/openapi.json` is built
+//! from the same declarations as the router, so the two cannot drift.
+
+mod cluster;
+mod jobs;
+mod leases;
+mod queues;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{ApiError, AppState};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Drover",
+        description = "The job server's API: enqueue, inspect and act on jobs, pause queues, \
+                       see the cluster and cron schedules, and work jobs from any language by \
+                       leasing them. Every error is `{\"error\": {\"code\", \"message\", \"field\"}}`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "jobs", description = "Enqueue, list, inspect, retry, cancel and discard jobs"),
+        (name = "queues", description = "Queue depth and pause / resume"),
+        (name = "cluster", description = "The leader, the processes and the cron schedules"),
+        (name = "leases", description = "Workers in any language: lease, heartbeat, complete, fail"),
+        (name = "operations", description = "Health probes and Prometheus metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every API route with its description.
+pub(crate) fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(jobs::enqueue, jobs::list))
+        .routes(routes!(jobs::enqueue_batch))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::act))
+        .routes(routes!(jobs::act_many))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(cluster::cluster))
+        .routes(routes!(cluster::cron))
+        .routes(routes!(cluster::cron_run))
+        .routes(routes!(leases::lease))
+        .routes(routes!(leases::heartbeat))
+        .routes(routes!(leases::complete))
+        .routes(routes!(leases::fail))
+        .routes(routes!(leases::hand_back))
+        .routes(routes!(cluster::healthz))
+        .routes(routes!(cluster::readyz))
+        .routes(routes!(cluster::metrics))
+}
+
+/// `/api/openapi.json`.
+pub(crate) fn openapi_route(doc: Arc<utoipa::openapi::OpenApi>) -> axum::Router<AppState> {
+    axum::Router::new().route(
+        "/api/openapi.json",
+        get(move || {
+            let doc = doc.clone();
+            async move { Json(doc.as_ref().clone()) }
+        }),
+    )
+}
+
+/// Counts every answer by route template and status (never by path, so ids are not labels).
+pub(crate) async fn record_request(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    if let Some(metrics) = state.admin.metrics() {
+        metrics.http_request(&route, response.status().as_u16());
+    }
+    response
+}
+
+pub(crate) async fn not_found(request: Request) -> Response {
+    ApiError::not_found(format!(
+        "no route {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response()
+}

@@ -1,0 +1,112 @@
+//! The cluster (the leader and the registered processes) and the cron schedules.
+
+use drover_core::{CronState, InsertedJob, LeaderRecord, ProcessRecord, StoreError};
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::Admin;
+use crate::client::EnqueueRequest;
+use crate::cron::{CatchUp, ParsedSchedule};
+use crate::error::Error;
+use crate::leader::LEADERSHIP;
+
+/// Who leads and who works.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    /// The leader, while its term holds.
+    pub leader: Option<LeaderRecord>,
+    /// Every registered process, oldest first.
+    pub processes: Vec<ProcessRecord>,
+}
+
+/// A cron schedule with what the database knows of it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CronView {
+    /// Schedule name.
+    pub name: String,
+    /// Its cron expression.
+    pub schedule: String,
+    /// Its time zone (IANA name; UTC when unset).
+    pub timezone: String,
+    /// The kind it enqueues.
+    pub kind: String,
+    /// The queue it enqueues into, when it sets one.
+    pub queue: Option<String>,
+    /// What happens to fire times missed while no leader ran.
+    pub catch_up: CatchUp,
+    /// Its latest recorded fire time.
+    pub last_fire_at: Option<Timestamp>,
+    /// The job that fire enqueued.
+    pub last_job_id: Option<i64>,
+    /// The next fire times (up to five).
+    pub next_fire_at: Vec<Timestamp>,
+}
+
+impl Admin {
+    /// The leader and the registered processes.
+    pub async fn cluster(&self) -> Result<ClusterView, Error> {
+        let leader = self
+            .store()
+            .leader_get(LEADERSHIP.into(), self.clock.store_now())
+            .await?;
+        let processes = self.store().process_list().await?;
+        Ok(ClusterView { leader, processes })
+    }
+
+    /// Each configured schedule, its last fire and its next fire times.
+    pub async fn cron(&self) -> Result<Vec<CronView>, Error> {
+        let states = self.store().cron_states().await?;
+        let now = self.clock.now();
+        self.cron
+            .iter()
+            .map(|schedule| {
+                let parsed = ParsedSchedule::parse(schedule.clone())?;
+                let state: Option<&CronState> = states.iter().find(|s| s.name == schedule.name);
+                let mut next = Vec::new();
+                let mut after = now;
+                while next.len() < 5 {
+                    let Some(at) = parsed.next_after(after) else {
+                        break;
+                    };
+                    next.push(at);
+                    after = at;
+                }
+                Ok(CronView {
+                    name: schedule.name.clone(),
+                    schedule: schedule.expression.clone(),
+                    timezone: schedule.timezone.clone().unwrap_or_else(|| "UTC".into()),
+                    kind: schedule.kind.clone(),
+                    queue: schedule.queue.clone(),
+                    catch_up: schedule.catch_up,
+                    last_fire_at: state.and_then(|s| s.last_fire_at),
+                    last_job_id: state.and_then(|s| s.last_job_id),
+                    next_fire_at: next,
+                })
+            })
+            .collect()
+    }
+
+    /// Enqueues the job of schedule `name` now, outside its schedule. Recorded as an ordinary
+    /// enqueue: the schedule's own fire times are unaffected.
+    pub async fn cron_run_now(&self, name: &str) -> Result<InsertedJob, Error> {
+        let schedule =
+            self.cron
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| Error::UnknownName {
+                    what: "cron schedule",
+                    name: name.to_owned(),
+                })?;
+        let mut request = EnqueueRequest::raw(schedule.kind.clone(), schedule.args.clone());
+        request.queue = schedule.queue.clone();
+        let job = self
+            .defaults
+            .prepare(request)
+            .map_err(|error| Error::InvalidJob { index: 0, error })?;
+        let inserted = self.client().insert(vec![job]).await?;
+        inserted
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Store(StoreError::Internal("insert returned nothing".into())))
+    }
+}

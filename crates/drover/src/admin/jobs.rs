@@ -1,0 +1,299 @@
+//! Jobs: one, a page of a filtered list, and actions on one or on all that match.
+
+use drover_core::{
+    ActResult, JobActParams, JobAction, JobId, JobListParams, JobRecord, JobState, StoreError,
+    TimeRange, ValidationError,
+};
+use serde::Serialize;
+
+use super::Admin;
+use crate::error::Error;
+
+/// Most jobs in one page of a list.
+pub const MAX_PAGE: usize = 1000;
+
+/// Jobs an action on "everything that matches" changes per store call.
+const ACTION_BATCH: usize = 500;
+
+/// Which jobs a list or a bulk action is about. Every field narrows; none set means all jobs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only jobs created in this range.
+    pub created: TimeRange,
+    /// Only jobs finished in this range.
+    pub finished: TimeRange,
+    /// Only jobs whose args contain this JSON value (PostgreSQL's `@>` meaning, on both backends).
+    pub args_contain: Option<serde_json::Value>,
+}
+
+impl JobFilter {
+    /// Checks names and ranges; the error names the field.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if let Some(queue) = &self.queue {
+            drover_core::validate::check_name("queue", queue)?;
+        }
+        if let Some(kind) = &self.kind {
+            drover_core::validate::check_name("kind", kind)?;
+        }
+        for (field, range) in [("created", &self.created), ("finished", &self.finished)] {
+            if let (Some(from), Some(to)) = (range.from, range.to)
+                && from >= to
+            {
+                return Err(ValidationError::Range {
+                    field,
+                    reason: format!("the range is empty: {from} is not before {to}"),
+                });
+            }
+        }
+        if let Some(pattern) = &self.args_contain
+            && !(pattern.is_object() || pattern.is_array())
+        {
+            return Err(ValidationError::Range {
+                field: "args",
+                reason: "the args filter must be a JSON object (or array), like {\"user\": 7}"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn params(&self, before_id: Option<JobId>, limit: usize) -> JobListParams {
+        JobListParams {
+            state: self.state,
+            queue: self.queue.clone(),
+            kind: self.kind.clone(),
+            before_id,
+            created: self.created,
+            finished: self.finished,
+            args_contain: self.args_contain.clone(),
+            limit,
+        }
+    }
+}
+
+/// A filter as text, as it comes from a command line or a query string. Parsed by
+/// [`FilterText::parse`], whose errors name the field.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct FilterText {
+    /// A state name.
+    pub state: Option<String>,
+    /// A queue name.
+    pub queue: Option<String>,
+    /// A kind.
+    pub kind: Option<String>,
+    /// RFC 3339 time.
+    pub created_after: Option<String>,
+    /// RFC 3339 time.
+    pub created_before: Option<String>,
+    /// RFC 3339 time.
+    pub finished_after: Option<String>,
+    /// RFC 3339 time.
+    pub finished_before: Option<String>,
+    /// A JSON object the args must contain.
+    pub args: Option<String>,
+}
+
+impl FilterText {
+    /// True when no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == FilterText::default()
+    }
+
+    /// The filter, checked.
+    pub fn parse(&self) -> Result<JobFilter, ValidationError> {
+        let nonempty =
+            |v: &Option<String>| v.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
+        let time = |field: &'static str,
+                    v: &Option<String>|
+         -> Result<Option<jiff::Timestamp>, ValidationError> {
+            nonempty(v)
+                .map(|text| {
+                    text.parse::<jiff::Timestamp>()
+                        .map_err(|err| ValidationError::Range {
+                            field,
+                            reason: format!(
+                                "{text:?} is not an RFC 3339 time like 2026-12-01T09:00:00Z: {err}"
+                            ),
+                        })
+                })
+                .transpose()
+        };
+        let filter = JobFilter {
+            state: nonempty(&self.state)
+                .map(|s| s.parse::<JobState>())
+                .transpose()
+                .map_err(|reason| ValidationError::Range {
+                    field: "state",
+                    reason,
+                })?,
+            queue: nonempty(&self.queue),
+            kind: nonempty(&self.kind),
+            created: TimeRange {
+                from: time("created_after", &self.created_after)?,
+                to: time("created_before", &self.created_before)?,
+            },
+            finished: TimeRange {
+                from: time("finished_after", &self.finished_after)?,
+                to: time("finished_before", &self.finished_before)?,
+            },
+            args_contain: nonempty(&self.args)
+                .map(|text| {
+                    serde_json::from_str::<serde_json::Value>(&text).map_err(|err| {
+                        ValidationError::Range {
+                            field: "args",
+                            reason: format!("not JSON: {err}"),
+                        }
+                    })
+                })
+                .transpose()?,
+        };
+        filter.validate()?;
+        Ok(filter)
+    }
+}
+
+/// One page of a job list, newest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobPage {
+    /// The jobs.
+    pub jobs: Vec<JobRecord>,
+    /// Pass as `after` to get the next page; `None` on the last page.
+    pub next: Option<JobId>,
+}
+
+/// What an action on every matching job did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BulkReport {
+    /// Jobs that matched the filter.
+    pub matched: u64,
+    /// Jobs the action changed.
+    pub changed: u64,
+    /// Jobs it left as they were (the action does not apply to their state).
+    pub unchanged: u64,
+}
+
+impl Admin {
+    /// One job with every field.
+    pub async fn job(&self, id: JobId) -> Result<JobRecord, Error> {
+        self.store()
+            .job_get(id)
+            .await?
+            .ok_or(Error::Store(StoreError::NotFound(id)))
+    }
+
+    /// A page of the jobs matching `filter`, newest first, after the cursor `after` (the
+    /// `next` of the previous page).
+    pub async fn jobs(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        limit: usize,
+    ) -> Result<JobPage, Error> {
+        filter.validate()?;
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Error::Invalid(ValidationError::Range {
+                field: "limit",
+                reason: format!("{limit} is not between 1 and {MAX_PAGE}"),
+            }));
+        }
+        // One more than asked tells whether a next page exists without a second query.
+        let mut jobs = self
+            .store()
+            .job_list(filter.params(after, limit + 1))
+            .await?;
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|job| job.id)
+        } else {
+            None
+        };
+        Ok(JobPage { jobs, next })
+    }
+
+    /// Applies `action` to one job. A job the action does not apply to is a conflict, with the
+    /// reason.
+    pub async fn act(&self, id: JobId, action: JobAction) -> Result<ActResult, Error> {
+        let result = self.act_on(vec![id], action).await?.remove(0);
+        match result {
+            ActResult::NotFound => Err(Error::Store(StoreError::NotFound(id))),
+            ActResult::Unchanged { state, reason } => Err(Error::Store(StoreError::Conflict {
+                id,
+                state: state.to_string(),
+                reason,
+            })),
+            changed => Ok(changed),
+        }
+    }
+
+    /// Applies `action` to the given jobs (at most [`MAX_PAGE`]); one result per id.
+    pub async fn act_on(
+        &self,
+        ids: Vec<JobId>,
+        action: JobAction,
+    ) -> Result<Vec<ActResult>, Error> {
+        if ids.len() > MAX_PAGE {
+            return Err(Error::Invalid(ValidationError::BatchTooLarge {
+                size: ids.len(),
+                limit: MAX_PAGE,
+            }));
+        }
+        let mut results = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(ACTION_BATCH) {
+            let acted = self
+                .store()
+                .job_act_many(JobActParams {
+                    ids: chunk.to_vec(),
+                    action,
+                    now: self.clock.store_now(),
+                })
+                .await?;
+            results.extend(acted);
+        }
+        Ok(results)
+    }
+
+    /// Applies `action` to every job matching `filter`, in batches (each its own transaction),
+    /// walking the list once from the newest job down, so jobs enqueued meanwhile are left
+    /// alone. Returns how many matched and changed.
+    pub async fn act_matching(
+        &self,
+        filter: &JobFilter,
+        action: JobAction,
+    ) -> Result<BulkReport, Error> {
+        filter.validate()?;
+        let mut report = BulkReport::default();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .store()
+                .job_list(filter.params(cursor, ACTION_BATCH))
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(report);
+            };
+            cursor = Some(last.id);
+            let ids: Vec<JobId> = page.iter().map(|job| job.id).collect();
+            let results = self
+                .store()
+                .job_act_many(JobActParams {
+                    ids,
+                    action,
+                    now: self.clock.store_now(),
+                })
+                .await?;
+            report.matched += results.len() as u64;
+            let changed = results.iter().filter(|r| r.changed()).count() as u64;
+            report.changed += changed;
+            report.unchanged += results.len() as u64 - changed;
+            if page.len() < ACTION_BATCH {
+                return Ok(report);
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The admin seam: everything an operator can see and do, in one place. The CLI, the HTTP API
+//! and the dashboard all go through [`Admin`]; none of them calls the [`Store`] directly.
+//!
+//! Reads are cheap by construction: job lists page by id with a cursor, and counts come from
+//! the cache the leader refreshes (`services::counter`), never from a scan per request. Actions
+//! on "every job matching a filter" run in bounded batches and report what they changed.
+
+mod cluster;
+mod jobs;
+mod queues;
+
+use std::sync::Arc;
+
+use drover_core::{Clock, DynStore, Store};
+
+use crate::client::{Client, JobDefaults};
+use crate::cron::CronSchedule;
+use crate::metrics::Metrics;
+
+pub use cluster::{ClusterView, CronView};
+pub use jobs::{BulkReport, FilterText, JobFilter, JobPage, MAX_PAGE};
+pub use queues::QueueView;
+
+/// The operator's view of one database. Cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    store: DynStore,
+    clock: Arc<dyn Clock>,
+    defaults: JobDefaults,
+    cron: Arc<Vec<CronSchedule>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("backend", &self.store.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// An admin over `store`. `defaults` validates and completes enqueues; `cron` is the
+    /// configured schedules (for their views and "run now").
+    pub fn new(store: DynStore, defaults: JobDefaults, cron: Vec<CronSchedule>) -> Self {
+        Self {
+            store,
+            clock: defaults.clock().clone(),
+            defaults,
+            cron: Arc::new(cron),
+            metrics: None,
+        }
+    }
+
+    /// Records this admin's enqueues and outcomes in `metrics` too.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// A client that enqueues with the same validation and defaults.
+    pub fn client(&self) -> Client {
+        Client::with_defaults(self.store.clone(), self.defaults.clone())
+    }
+
+    /// The metrics this admin records in, if any.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// The store (for the engine's own services, which sit beside the admin).
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    /// The job defaults and limits in force.
+    pub fn defaults(&self) -> &JobDefaults {
+        &self.defaults
+    }
+}

@@ -1,0 +1,460 @@
+//! Prometheus metrics: what the engine did (enqueues, outcomes, durations, rescues, cron fires,
+//! archived rows), what the database holds (queue depth per state, the oldest waiting job), and
+//! how long store operations take.
+//!
+//! Labels are queue and kind (and outcome, state, op) only, never job ids or args, so the number
+//! of series stays bounded. Series of the configured queues and kinds exist from the start, at
+//! zero, so that a rate or an alert has something to work on before the first job.
+//!
+//! Counters and histograms are recorded where the work happens: store operations by
+//! [`MeteredStore`], outcomes by the completer and by remote (HTTP) workers' leases. Gauges are
+//! set from the cached counts just before each scrape ([`Metrics::observe_queues`]).
+
+mod store;
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use drover_core::{JobState, Outcome, QueueRecord};
+use jiff::Timestamp;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+pub use store::MeteredStore;
+
+/// Labels of a job metric.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    /// Queue.
+    pub queue: String,
+    /// Kind.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    queue: String,
+    kind: String,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueStateLabels {
+    queue: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TableLabels {
+    table: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabels {
+    op: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: String,
+    status: u16,
+}
+
+/// The outcome names used as label values.
+const OUTCOMES: [&str; 5] = [
+    "completed",
+    "retried",
+    "discarded",
+    "cancelled",
+    "handed_back",
+];
+
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed => "completed",
+        Outcome::Retry { .. } => "retried",
+        Outcome::Discard { .. } => "discarded",
+        Outcome::Cancelled { .. } => "cancelled",
+        Outcome::HandBack { .. } => "handed_back",
+    }
+}
+
+fn seconds_histogram() -> Histogram {
+    // 1 ms to about 4.7 hours, doubling.
+    Histogram::new(exponential_buckets(0.001, 2.0, 25))
+}
+
+fn fast_histogram() -> Histogram {
+    // 50 µs to about 6.5 s, doubling: store operations.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+/// Every metric of one process.
+pub struct Metrics {
+    registry: Registry,
+    enqueued: Family<JobLabels, Counter>,
+    finished: Family<OutcomeLabels, Counter>,
+    duration: Family<JobLabels, Histogram, fn() -> Histogram>,
+    queue_wait: Family<JobLabels, Histogram, fn() -> Histogram>,
+    queue_jobs: Family<QueueStateLabels, Gauge>,
+    oldest_available: Family<QueueLabels, Gauge<f64, AtomicU64>>,
+    workers_busy: Gauge,
+    leases_expired: Family<JobLabels, Counter>,
+    outcomes_refused: Counter,
+    leader: Gauge,
+    cron_fires: Family<JobLabels, Counter>,
+    archive_rows: Family<TableLabels, Counter>,
+    store_seconds: Family<OpLabels, Histogram, fn() -> Histogram>,
+    http_requests: Family<HttpLabels, Counter>,
+    /// Queues seen by the last [`Metrics::observe_queues`], whose gauges must be reset when a
+    /// queue disappears from the counts.
+    seen_queues: Mutex<Vec<String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every Drover metric, all at zero.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let metrics = Metrics {
+            enqueued: Family::default(),
+            finished: Family::default(),
+            duration: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
+            queue_wait: Family::new_with_constructor(seconds_histogram as fn() -> Histogram),
+            queue_jobs: Family::default(),
+            oldest_available: Family::default(),
+            workers_busy: Gauge::default(),
+            leases_expired: Family::default(),
+            outcomes_refused: Counter::default(),
+            leader: Gauge::default(),
+            cron_fires: Family::default(),
+            archive_rows: Family::default(),
+            store_seconds: Family::new_with_constructor(fast_histogram as fn() -> Histogram),
+            http_requests: Family::default(),
+            seen_queues: Mutex::new(Vec::new()),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "drover_jobs_enqueued",
+            "Jobs enqueued (duplicates of a unique key not counted)",
+            metrics.enqueued.clone(),
+        );
+        r.register(
+            "drover_jobs_finished",
+            "Runs recorded, by outcome",
+            metrics.finished.clone(),
+        );
+        r.register(
+            "drover_job_duration_seconds",
+            "How long a run held its job, from claim to recorded outcome",
+            metrics.duration.clone(),
+        );
+        r.register(
+            "drover_job_queue_wait_seconds",
+            "From enqueue to claim",
+            metrics.queue_wait.clone(),
+        );
+        r.register(
+            "drover_queue_jobs",
+            "Jobs per queue and state, from the leader's cached count",
+            metrics.queue_jobs.clone(),
+        );
+        r.register(
+            "drover_queue_oldest_available_age_seconds",
+            "How long the oldest available job of the queue has waited, at the last count",
+            metrics.oldest_available.clone(),
+        );
+        r.register(
+            "drover_workers_busy",
+            "Runs in progress in this process (local workers and leases of remote workers)",
+            metrics.workers_busy.clone(),
+        );
+        r.register(
+            "drover_leases_expired",
+            "Runs whose lease expired and that the rescuer took back",
+            metrics.leases_expired.clone(),
+        );
+        r.register(
+            "drover_outcomes_refused",
+            "Outcomes refused because the run had lost its lease",
+            metrics.outcomes_refused.clone(),
+        );
+        r.register(
+            "drover_leader",
+            "1 while this process leads, else 0",
+            metrics.leader.clone(),
+        );
+        r.register(
+            "drover_cron_fires",
+            "Cron fire times enqueued by this process",
+            metrics.cron_fires.clone(),
+        );
+        r.register(
+            "drover_archive_rows",
+            "Rows moved to archive tables by this process",
+            metrics.archive_rows.clone(),
+        );
+        r.register(
+            "drover_store_commit_seconds",
+            "Duration of store operations, each its own transaction or part of a group commit",
+            metrics.store_seconds.clone(),
+        );
+        r.register(
+            "drover_http_requests",
+            "HTTP requests answered, by route and status",
+            metrics.http_requests.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Creates the series of a queue and kind at zero, so they exist before the first job.
+    pub fn declare(&self, queue: &str, kind: &str) {
+        let labels = JobLabels {
+            queue: queue.into(),
+            kind: kind.into(),
+        };
+        let _ = self.enqueued.get_or_create(&labels);
+        let _ = self.duration.get_or_create(&labels);
+        let _ = self.queue_wait.get_or_create(&labels);
+        let _ = self.leases_expired.get_or_create(&labels);
+        for outcome in OUTCOMES {
+            let _ = self.finished.get_or_create(&OutcomeLabels {
+                queue: queue.into(),
+                kind: kind.into(),
+                outcome,
+            });
+        }
+        self.declare_queue(queue);
+    }
+
+    fn declare_queue(&self, queue: &str) {
+        for state in JobState::ALL {
+            let _ = self.queue_jobs.get_or_create(&QueueStateLabels {
+                queue: queue.into(),
+                state: state.as_str(),
+            });
+        }
+        let _ = self.oldest_available.get_or_create(&QueueLabels {
+            queue: queue.into(),
+        });
+    }
+
+    pub(crate) fn enqueued(&self, queue: &str, kind: &str) {
+        self.enqueued
+            .get_or_create(&JobLabels {
+                queue: queue.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    /// Records an accepted outcome of a run that held its job for `held`.
+    pub fn finished(&self, queue: &str, kind: &str, outcome: &Outcome, held: Duration) {
+        let labels = JobLabels {
+            queue: queue.into(),
+            kind: kind.into(),
+        };
+        self.finished
+            .get_or_create(&OutcomeLabels {
+                queue: labels.queue.clone(),
+                kind: labels.kind.clone(),
+                outcome: outcome_name(outcome),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&labels)
+            .observe(held.as_secs_f64());
+    }
+
+    /// Records how long a claimed job waited since its enqueue.
+    pub fn waited(&self, queue: &str, kind: &str, created_at: Timestamp, now: Timestamp) {
+        let wait = now.duration_since(created_at).as_secs_f64().max(0.0);
+        self.queue_wait
+            .get_or_create(&JobLabels {
+                queue: queue.into(),
+                kind: kind.into(),
+            })
+            .observe(wait);
+    }
+
+    /// Records an outcome refused for a lost lease.
+    pub fn refused(&self) {
+        self.outcomes_refused.inc();
+    }
+
+    pub(crate) fn lease_expired(&self, queue: &str, kind: &str) {
+        self.leases_expired
+            .get_or_create(&JobLabels {
+                queue: queue.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn cron_fired(&self, queue: &str, kind: &str) {
+        self.cron_fires
+            .get_or_create(&JobLabels {
+                queue: queue.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn archived(&self, table: &str, rows: u64) {
+        self.archive_rows
+            .get_or_create(&TableLabels {
+                table: table.into(),
+            })
+            .inc_by(rows);
+    }
+
+    pub(crate) fn store_op(&self, op: &'static str, took: Duration) {
+        self.store_seconds
+            .get_or_create(&OpLabels { op })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Records an HTTP answer. `route` is the matched route template (`/api/v1/jobs/{id}`),
+    /// never the path itself, so ids never become label values.
+    pub fn http_request(&self, route: &str, status: u16) {
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route: route.into(),
+                status,
+            })
+            .inc();
+    }
+
+    /// Sets the queue gauges from the cached counts, this process's busy runs, and its
+    /// leadership. Called just before a scrape.
+    pub fn observe(&self, queues: &[QueueRecord], now: Timestamp, busy: usize, leader: bool) {
+        let mut seen = self.seen_queues.lock().expect("metrics lock poisoned");
+        // Queues gone from the counts read zero rather than their last value.
+        for gone in seen
+            .iter()
+            .filter(|q| !queues.iter().any(|r| &r.name == *q))
+        {
+            for state in JobState::ALL {
+                self.queue_jobs
+                    .get_or_create(&QueueStateLabels {
+                        queue: gone.clone(),
+                        state: state.as_str(),
+                    })
+                    .set(0);
+            }
+        }
+        seen.clear();
+        for queue in queues {
+            self.declare_queue(&queue.name);
+            for state in JobState::ALL {
+                self.queue_jobs
+                    .get_or_create(&QueueStateLabels {
+                        queue: queue.name.clone(),
+                        state: state.as_str(),
+                    })
+                    .set(queue.count(state) as i64);
+            }
+            let age = queue
+                .oldest_available_at
+                .map(|at| now.duration_since(at).as_secs_f64().max(0.0))
+                .unwrap_or(0.0);
+            self.oldest_available
+                .get_or_create(&QueueLabels {
+                    queue: queue.name.clone(),
+                })
+                .set(age);
+            seen.push(queue.name.clone());
+        }
+        self.workers_busy.set(busy as i64);
+        self.leader.set(i64::from(leader));
+    }
+
+    /// The metrics in the Prometheus text format 0.0.4 (what `promtool check metrics` and every
+    /// scraper read).
+    pub fn encode_text(&self) -> String {
+        prometheus_text(&self.encode_openmetrics())
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// OpenMetrics text to Prometheus text 0.0.4: a counter family is named with its `_total`
+/// suffix (OpenMetrics names it without), and there is no `# EOF`.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(line) => out.push_str(&line),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_with_their_total_suffix_in_prometheus_text() {
+        let metrics = Metrics::new();
+        metrics.declare("default", "mail.send");
+        metrics.enqueued("default", "mail.send");
+        let text = metrics.encode_text();
+        assert!(text.contains("# TYPE drover_jobs_enqueued_total counter"));
+        assert!(
+            text.contains("drover_jobs_enqueued_total{queue=\"default\",kind=\"mail.send\"} 1")
+        );
+        assert!(text.contains("drover_jobs_finished_total{queue=\"default\",kind=\"mail.send\",outcome=\"discarded\"} 0"));
+        assert!(text.contains("# TYPE drover_job_duration_seconds histogram"));
+        assert!(!text.contains("# EOF"));
+        assert!(metrics.encode_openmetrics().ends_with("# EOF\n"));
+    }
+}

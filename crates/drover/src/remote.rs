@@ -1,0 +1,486 @@
+//! Workers in any language: the pull protocol behind the HTTP API's `/api/v1/leases`.
+//!
+//! A remote worker leases jobs (long-polling, woken by the engine's own wake-ups), heartbeats
+//! them, and completes, fails or hands them back by their lease token. The token is the fence,
+//! exactly as for a local worker (RELIABILITY.md rule 1): every write is conditional on the job
+//! still running under that token, so a worker that stalled past its lease, or was killed and
+//! replayed, changes nothing. Repeating the same call with the same token is answered as the
+//! first was (the network may lose an answer); only a lost lease is refused.
+//!
+//! ```text
+//!  lease ──► running ──heartbeat──► running ──complete / fail / hand back──► recorded
+//!              │                                                               ▲
+//!              └── lease not renewed: expires; the rescuer takes the job ──────┘ (token now stale)
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use drover_core::{
+    Clock, Delivery, DynStore, JobClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
+    JobOutcome, JobState, LeaseRef, Outcome, RetryPolicy, StoreError, ValidationError,
+};
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// Longest a lease request may wait for work.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Most jobs one lease request may take.
+pub const MAX_LEASE: usize = 1000;
+
+/// A request for jobs.
+#[derive(Debug, Clone)]
+pub struct LeaseRequest {
+    /// Queues to take jobs from, in order of preference.
+    pub queues: Vec<String>,
+    /// The worker's name, recorded as the lease owner (`remote:NAME`).
+    pub worker: String,
+    /// Most jobs to take.
+    pub max: usize,
+    /// How long to wait for work when none is available.
+    pub wait: Duration,
+}
+
+impl LeaseRequest {
+    /// Checks the request; the error names the field.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        if self.queues.is_empty() {
+            return Err(ValidationError::Range {
+                field: "queues",
+                reason: "name at least one queue".into(),
+            });
+        }
+        for queue in &self.queues {
+            drover_core::validate::check_name("queue", queue)?;
+        }
+        drover_core::validate::check_name("worker", &self.worker)?;
+        if !(1..=MAX_LEASE).contains(&self.max) {
+            return Err(ValidationError::Range {
+                field: "max",
+                reason: format!("{} is not between 1 and {MAX_LEASE}", self.max),
+            });
+        }
+        if self.wait > MAX_WAIT {
+            return Err(ValidationError::Range {
+                field: "wait",
+                reason: format!("{:?} is over the limit of {MAX_WAIT:?}", self.wait),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A job handed to a remote worker.
+#[derive(Debug, Clone, Serialize)]
+pub struct LeasedJob {
+    /// The lease token: every later call about this run names it.
+    pub token: String,
+    /// The job.
+    pub id: JobId,
+    /// Its kind.
+    pub kind: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its args.
+    pub args: serde_json::Value,
+    /// This attempt's number (1 for the first run).
+    pub attempt: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// When the lease expires unless renewed by a heartbeat.
+    pub lease_expires_at: Timestamp,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HeartbeatAnswer {
+    /// True when an operator asked to cancel the job: stop, then report it with `fail`.
+    pub cancel_requested: bool,
+    /// When the lease now expires.
+    pub lease_expires_at: Timestamp,
+}
+
+/// How a run failed.
+#[derive(Debug, Clone, Default)]
+pub struct Failure {
+    /// What went wrong.
+    pub error: String,
+    /// The step it failed in.
+    pub step: Option<String>,
+    /// Run again after this long (default: the retry policy's backoff).
+    pub retry_in: Option<Duration>,
+    /// Give up now, whatever attempts are left.
+    pub discard: bool,
+}
+
+/// What was recorded.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Recorded {
+    /// The job.
+    pub id: JobId,
+    /// Its state now.
+    pub state: JobState,
+    /// True when this call repeated one already recorded (nothing changed this time).
+    pub repeated: bool,
+}
+
+/// What this process knows of a lease it handed out: for metrics and busy counts only. The
+/// database, not this map, decides whether a lease holds.
+struct Held {
+    queue: String,
+    kind: String,
+    attempt: i32,
+    max_attempts: i32,
+    delivery: Delivery,
+    claimed: Instant,
+    expires: Instant,
+}
+
+/// The remote-worker protocol over one store. Cheap to clone.
+#[derive(Clone)]
+pub struct RemoteWorkers {
+    store: DynStore,
+    clock: Arc<dyn Clock>,
+    lease: Duration,
+    retry: RetryPolicy,
+    metrics: Arc<Metrics>,
+    held: Arc<Mutex<HashMap<(JobId, i64), Held>>>,
+}
+
+impl std::fmt::Debug for RemoteWorkers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteWorkers")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a lease token (`ID.TOKEN`).
+pub fn parse_token(token: &str) -> Result<LeaseRef, ValidationError> {
+    let invalid = || ValidationError::Range {
+        field: "token",
+        reason: "not a lease token (expected ID.TOKEN as handed out by a lease)".into(),
+    };
+    let (id, lease_token) = token.split_once('.').ok_or_else(invalid)?;
+    Ok(LeaseRef {
+        id: id.parse().map_err(|_| invalid())?,
+        lease_token: lease_token.parse().map_err(|_| invalid())?,
+    })
+}
+
+fn token_of(lease: &LeaseRef) -> String {
+    format!("{}.{}", lease.id, lease.lease_token)
+}
+
+impl RemoteWorkers {
+    /// The protocol over `store`; leases last `lease` unless renewed.
+    pub fn new(
+        store: DynStore,
+        clock: Arc<dyn Clock>,
+        lease: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            lease,
+            retry: RetryPolicy::default(),
+            metrics,
+            held: Arc::default(),
+        }
+    }
+
+    /// Leases held by remote workers through this process (expired ones not counted).
+    pub fn busy(&self) -> usize {
+        let now = Instant::now();
+        let mut held = self.held.lock().expect("lease map poisoned");
+        held.retain(|_, h| h.expires + self.lease > now);
+        held.values().filter(|h| h.expires > now).count()
+    }
+
+    /// Takes up to `max` jobs, waiting up to `wait` for some to become available. Returns
+    /// empty when none came in time, or when `stop` fires (the server is shutting down).
+    pub async fn lease(
+        &self,
+        request: LeaseRequest,
+        stop: &CancellationToken,
+    ) -> Result<Vec<LeasedJob>, Error> {
+        request.validate()?;
+        let deadline = tokio::time::Instant::now() + request.wait;
+        let owner = format!("remote:{}", request.worker);
+        let mut wakeups = self.store.wakeups();
+        loop {
+            wakeups.borrow_and_update();
+            let jobs = self.claim(&request, &owner).await?;
+            if !jobs.is_empty() {
+                return Ok(jobs);
+            }
+            tokio::select! {
+                changed = wakeups.changed() => {
+                    if changed.is_err() {
+                        return Ok(Vec::new());
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                _ = stop.cancelled() => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn claim(&self, request: &LeaseRequest, owner: &str) -> Result<Vec<LeasedJob>, Error> {
+        let mut out = Vec::new();
+        for queue in &request.queues {
+            let want = request.max - out.len();
+            if want == 0 {
+                break;
+            }
+            let claimed = self
+                .store
+                .job_claim(JobClaimParams {
+                    queue: queue.clone(),
+                    limit: want,
+                    owner: owner.to_owned(),
+                    lease: self.lease,
+                    now: self.clock.store_now(),
+                })
+                .await?;
+            let now = self.clock.now();
+            let expires_at = now
+                .checked_add(jiff::SignedDuration::try_from(self.lease).unwrap_or_default())
+                .unwrap_or(now);
+            let mut held = self.held.lock().expect("lease map poisoned");
+            for job in claimed.jobs {
+                self.metrics
+                    .waited(&job.queue, &job.kind, job.created_at, now);
+                let lease = LeaseRef {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                };
+                held.insert(
+                    (job.id, job.lease_token),
+                    Held {
+                        queue: job.queue.clone(),
+                        kind: job.kind.clone(),
+                        attempt: job.attempt,
+                        max_attempts: job.max_attempts,
+                        delivery: job.delivery,
+                        claimed: Instant::now(),
+                        expires: Instant::now() + self.lease,
+                    },
+                );
+                // Args were checked as a JSON object at enqueue.
+                let args = serde_json::from_str(&job.args).unwrap_or_default();
+                out.push(LeasedJob {
+                    token: token_of(&lease),
+                    id: job.id,
+                    kind: job.kind,
+                    queue: job.queue,
+                    args,
+                    attempt: job.attempt,
+                    max_attempts: job.max_attempts,
+                    lease_expires_at: expires_at,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Renews a lease, recording the step the run has reached.
+    pub async fn heartbeat(
+        &self,
+        token: &str,
+        step: Option<String>,
+    ) -> Result<HeartbeatAnswer, Error> {
+        let lease = parse_token(token)?;
+        let status = self
+            .store
+            .job_heartbeat(JobHeartbeatParams {
+                leases: vec![(lease.clone(), step)],
+                lease: self.lease,
+                now: self.clock.store_now(),
+            })
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Internal("heartbeat returned nothing".into()))?;
+        if !status.held {
+            return Err(Error::LeaseLost(format!(
+                "job {} is no longer running under this lease (it expired and was rescued, or \
+                 the run was already recorded)",
+                lease.id
+            )));
+        }
+        if let Some(held) = self
+            .held
+            .lock()
+            .expect("lease map poisoned")
+            .get_mut(&(lease.id, lease.lease_token))
+        {
+            held.expires = Instant::now() + self.lease;
+        }
+        let now = self.clock.now();
+        Ok(HeartbeatAnswer {
+            cancel_requested: status.cancel_requested,
+            lease_expires_at: now
+                .checked_add(jiff::SignedDuration::try_from(self.lease).unwrap_or_default())
+                .unwrap_or(now),
+        })
+    }
+
+    /// Records that the run succeeded.
+    pub async fn complete(&self, token: &str, step: Option<String>) -> Result<Recorded, Error> {
+        let lease = parse_token(token)?;
+        self.record(lease, step, Outcome::Completed).await
+    }
+
+    /// Records a failed attempt: retried with backoff while attempts are left, else discarded;
+    /// a job whose cancel was requested is recorded as cancelled.
+    pub async fn fail(&self, token: &str, failure: Failure) -> Result<Recorded, Error> {
+        let lease = parse_token(token)?;
+        if failure.error.is_empty() {
+            return Err(Error::Invalid(ValidationError::Range {
+                field: "error",
+                reason: "say what went wrong".into(),
+            }));
+        }
+        let (attempt, max_attempts) = match self.known(&lease) {
+            Some((attempt, max, _)) => (attempt, max),
+            None => {
+                let job = self
+                    .store
+                    .job_get(lease.id)
+                    .await?
+                    .ok_or(StoreError::NotFound(lease.id))?;
+                (job.attempt, job.max_attempts)
+            }
+        };
+        let cancelled = self
+            .store
+            .job_cancel_requested(vec![lease.id])
+            .await?
+            .contains(&lease.id);
+        let outcome = if cancelled {
+            Outcome::Cancelled {
+                error: Some(failure.error),
+            }
+        } else if failure.discard || attempt >= max_attempts {
+            Outcome::Discard {
+                error: failure.error,
+            }
+        } else {
+            Outcome::Retry {
+                error: failure.error,
+                delay: failure
+                    .retry_in
+                    .unwrap_or_else(|| self.retry.random_delay(attempt)),
+            }
+        };
+        self.record(lease, failure.step, outcome).await
+    }
+
+    /// Gives an unfinished run back (the worker is stopping): available again without using the
+    /// attempt. An at-most-once job that had started is discarded instead, as for local workers.
+    pub async fn hand_back(&self, token: &str, started: bool) -> Result<Recorded, Error> {
+        let lease = parse_token(token)?;
+        let at_most_once = self
+            .known(&lease)
+            .is_some_and(|(_, _, delivery)| delivery == Delivery::AtMostOnce);
+        let outcome = if started && at_most_once {
+            Outcome::Discard {
+                error: "interrupted by a remote worker's shutdown; at-most-once jobs are never \
+                        run again"
+                    .into(),
+            }
+        } else {
+            Outcome::HandBack {
+                reason: "handed back by a stopping remote worker".into(),
+            }
+        };
+        self.record(lease, None, outcome).await
+    }
+
+    fn known(&self, lease: &LeaseRef) -> Option<(i32, i32, Delivery)> {
+        self.held
+            .lock()
+            .expect("lease map poisoned")
+            .get(&(lease.id, lease.lease_token))
+            .map(|h| (h.attempt, h.max_attempts, h.delivery))
+    }
+
+    async fn record(
+        &self,
+        lease: LeaseRef,
+        step: Option<String>,
+        outcome: Outcome,
+    ) -> Result<Recorded, Error> {
+        let key = (lease.id, lease.lease_token);
+        let result = self
+            .store
+            .job_finish_many(JobFinishParams {
+                outcomes: vec![JobOutcome {
+                    lease: lease.clone(),
+                    step,
+                    outcome: outcome.clone(),
+                }],
+                now: self.clock.store_now(),
+            })
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Internal("finish returned nothing".into()))?;
+        let held = self.held.lock().expect("lease map poisoned").remove(&key);
+        match (result.accepted, result.state) {
+            (true, Some(state)) => {
+                if let Some(held) = held {
+                    self.metrics.finished(
+                        &held.queue,
+                        &held.kind,
+                        &outcome,
+                        held.claimed.elapsed(),
+                    );
+                }
+                Ok(Recorded {
+                    id: lease.id,
+                    state,
+                    repeated: false,
+                })
+            }
+            (false, Some(state)) if result.recorded_earlier => Ok(Recorded {
+                id: lease.id,
+                state,
+                repeated: true,
+            }),
+            (_, None) => Err(Error::Store(StoreError::NotFound(lease.id))),
+            (false, Some(state)) => {
+                self.metrics.refused();
+                Err(Error::LeaseLost(format!(
+                    "job {} is {state} and no longer held by this lease (it expired and was \
+                     rescued, or another run finished it); the outcome was not recorded",
+                    lease.id
+                )))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_garbage_is_refused() {
+        let lease = LeaseRef {
+            id: 42,
+            lease_token: -7,
+        };
+        assert_eq!(parse_token(&token_of(&lease)).unwrap(), lease);
+        for bad in ["", "42", "42.", ".7", "a.b", "1.2.3"] {
+            assert!(parse_token(bad).is_err(), "{bad:?}");
+        }
+    }
+}
