@@ -67,7 +67,29 @@ fn enqueue_list_show_retry_cancel() {
     );
     let listed: Value =
         serde_json::from_str(&env.ok(&["jobs", "list", "--json", "--state", "scheduled"])).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(listed["jobs"].as_array().unwrap().len(), 2);
+    assert!(listed["next"].is_null(), "one page holds both");
+    // Paging with the cursor walks every job once, newest first.
+    let page: Value =
+        serde_json::from_str(&env.ok(&["jobs", "list", "--json", "--limit", "1"])).unwrap();
+    let next = page["next"].as_i64().expect("more than one job");
+    let rest: Value = serde_json::from_str(&env.ok(&[
+        "jobs",
+        "list",
+        "--json",
+        "--limit",
+        "1000",
+        "--after",
+        &next.to_string(),
+    ]))
+    .unwrap();
+    assert!(
+        rest["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|j| j["id"].as_i64().unwrap() < next)
+    );
     let shown = env.ok(&["jobs", "show", &id.to_string()]);
     assert!(shown.contains("attempt           0 of 4"), "{shown}");
 

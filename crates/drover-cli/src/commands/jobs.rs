@@ -125,7 +125,16 @@ fn past(action: JobAction) -> &'static str {
 }
 
 async fn act(admin: &Admin, id: i64, action: JobAction, json: bool) -> anyhow::Result<()> {
-    let result = admin.act(id, action).await?;
+    let result = admin.act_on(vec![id], action).await?.remove(0);
+    match (&result, action) {
+        (ActResult::NotFound, _) => anyhow::bail!("no job with id {id}"),
+        // Cancelling what already ended is not a mistake: the wish is already true.
+        (ActResult::Unchanged { state, .. }, JobAction::Cancel) if state.is_terminal() => {}
+        (ActResult::Unchanged { state, reason }, _) => {
+            anyhow::bail!("job {id} is {state}: {reason}")
+        }
+        _ => {}
+    }
     if json {
         return output::json(&serde_json::json!({ "id": id, "result": result }));
     }
@@ -137,8 +146,10 @@ async fn act(admin: &Admin, id: i64, action: JobAction, json: bool) -> anyhow::R
         ActResult::CancelRequested => {
             println!("job {id} is running; its worker was asked to stop it")
         }
-        ActResult::Unchanged { state, reason } => println!("job {id} is {state}: {reason}"),
-        ActResult::NotFound => anyhow::bail!("no job with id {id}"),
+        ActResult::Unchanged { state, .. } => {
+            println!("job {id} already finished ({state}); nothing changed")
+        }
+        ActResult::NotFound => unreachable!("refused above"),
     }
     Ok(())
 }
