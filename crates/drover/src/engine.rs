@@ -179,6 +179,12 @@ impl EngineBuilder {
         {
             metrics.declare(&queue, &kind);
         }
+        for job in &cron {
+            metrics.declare(&job.job.queue, &job.job.kind);
+        }
+        for policy in &self.retention {
+            metrics.declare_table(&policy.policy.table);
+        }
         Ok(Engine {
             store: Arc::new(MeteredStore::new(self.store, metrics.clone())),
             metrics,

@@ -94,6 +94,8 @@ pub struct LeasedJob {
     pub max_attempts: i32,
     /// When the lease expires unless renewed by a heartbeat.
     pub lease_expires_at: Timestamp,
+    /// How long a lease (and each renewal) lasts: heartbeat well within it, every third.
+    pub lease_seconds: f64,
 }
 
 /// The answer to a heartbeat.
@@ -284,6 +286,7 @@ impl RemoteWorkers {
                     attempt: job.attempt,
                     max_attempts: job.max_attempts,
                     lease_expires_at: expires_at,
+                    lease_seconds: self.lease.as_secs_f64(),
                 });
             }
         }

@@ -57,8 +57,11 @@ pub(crate) async fn run(
     let stop_server = CancellationToken::new();
     let server = match (listener, http) {
         (Some(listener), Some(settings)) => {
-            tracing::info!(listen = %settings.listen, auth = settings.token.is_some(),
-                "serving the HTTP API, the dashboard and /metrics");
+            let bound = listener.local_addr()?;
+            tracing::info!(
+                auth = settings.token.is_some(),
+                "listening on http://{bound}/ (the API, the dashboard and /metrics)"
+            );
             let state = AppState {
                 admin: handle.admin().clone(),
                 remote: handle.remote().clone(),

@@ -21,7 +21,7 @@ pub(crate) struct Query<T>(pub(crate) T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub(crate) struct Path<T>(pub(crate) T);
 
-/// A JSON body that may be absent (empty): then `T::default()`.
+/// A JSON body that may be absent (empty, or `null`): then `T::default()`.
 pub(crate) struct OptionalBody<T>(pub(crate) T);
 
 impl<S, T> FromRequest<S> for OptionalBody<T>
@@ -45,7 +45,8 @@ where
                     ApiError::invalid("body", rejection.body_text())
                 }
             })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
+        let text = bytes.trim_ascii();
+        if text.is_empty() || text == b"null" {
             return Ok(OptionalBody(T::default()));
         }
         serde_json::from_slice(&bytes)

@@ -12,6 +12,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+pub mod api;
+
 /// A directory with a database and a config, and the binary pointed at them.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -103,9 +105,13 @@ impl Env {
 
     /// Starts `drover worker` (or `serve`) with its log in `<name>.log`, and waits until it runs.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Worker {
+        self.spawn_cmd(name, self.cmd(args))
+    }
+
+    /// Starts a prepared `drover` command like [`Env::spawn`].
+    pub fn spawn_cmd(&self, name: &str, mut cmd: Command) -> Worker {
         let log = self.path(&format!("{name}.log"));
-        let child = self
-            .cmd(args)
+        let child = cmd
             .stdout(Stdio::from(
                 fs::File::create(self.path(&format!("{name}.out"))).unwrap(),
             ))

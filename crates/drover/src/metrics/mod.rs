@@ -242,6 +242,7 @@ impl Metrics {
         let _ = self.duration.get_or_create(&labels);
         let _ = self.queue_wait.get_or_create(&labels);
         let _ = self.leases_expired.get_or_create(&labels);
+        let _ = self.cron_fires.get_or_create(&labels);
         for outcome in OUTCOMES {
             let _ = self.finished.get_or_create(&OutcomeLabels {
                 queue: queue.into(),
@@ -250,6 +251,13 @@ impl Metrics {
             });
         }
         self.declare_queue(queue);
+    }
+
+    /// Creates the archived-rows series of a retention table at zero.
+    pub fn declare_table(&self, table: &str) {
+        let _ = self.archive_rows.get_or_create(&TableLabels {
+            table: table.into(),
+        });
     }
 
     fn declare_queue(&self, queue: &str) {

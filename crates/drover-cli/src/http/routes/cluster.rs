@@ -17,14 +17,18 @@ use crate::http::{ApiError, AppState};
 /// The leader and every registered process.
 #[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
     responses((status = 200, description = "Leader and processes", body = Object)))]
-pub(crate) async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterView>, ApiError> {
+pub(crate) async fn get_cluster(
+    State(state): State<AppState>,
+) -> Result<Json<ClusterView>, ApiError> {
     Ok(Json(state.admin.cluster().await?))
 }
 
 /// Each cron schedule: expression, zone, last fire, next five fire times.
 #[utoipa::path(get, path = "/api/v1/cron", tag = "cluster",
     responses((status = 200, description = "The schedules", body = Vec<Object>)))]
-pub(crate) async fn cron(State(state): State<AppState>) -> Result<Json<Vec<CronView>>, ApiError> {
+pub(crate) async fn list_cron(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<CronView>>, ApiError> {
     Ok(Json(state.admin.cron().await?))
 }
 
@@ -35,7 +39,7 @@ pub(crate) async fn cron(State(state): State<AppState>) -> Result<Json<Vec<CronV
         (status = 201, description = "Enqueued", body = Object),
         (status = 404, description = "No such schedule", body = ErrorBody),
     ))]
-pub(crate) async fn cron_run(
+pub(crate) async fn run_cron(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<drover_core::InsertedJob>), ApiError> {

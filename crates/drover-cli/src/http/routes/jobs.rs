@@ -237,7 +237,7 @@ pub(crate) struct Page {
         (status = 200, description = "A page", body = Page),
         (status = 400, description = "A bad filter", body = ErrorBody),
     ))]
-pub(crate) async fn list(
+pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Page>, ApiError> {
@@ -296,7 +296,7 @@ pub(crate) struct Acted {
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The action does not apply to the job's state", body = ErrorBody),
     ))]
-pub(crate) async fn act(
+pub(crate) async fn act_on_job(
     State(state): State<AppState>,
     Path((id, action)): Path<(JobId, String)>,
 ) -> Result<Json<Acted>, ApiError> {
@@ -351,7 +351,7 @@ impl From<BulkReport> for BulkActed {
         (status = 200, description = "Done", body = BulkActed),
         (status = 400, description = "A bad action or filter", body = ErrorBody),
     ))]
-pub(crate) async fn act_many(
+pub(crate) async fn act_on_jobs(
     State(state): State<AppState>,
     Body(body): Body<ActionBody>,
 ) -> Result<Json<BulkActed>, ApiError> {

@@ -46,7 +46,7 @@ pub(crate) struct Leased {
         (status = 204, description = "No job came within the wait"),
         (status = 400, description = "A bad request", body = ErrorBody),
     ))]
-pub(crate) async fn lease(
+pub(crate) async fn lease_jobs(
     State(state): State<AppState>,
     Body(body): Body<LeaseBody>,
 ) -> Result<Response, ApiError> {

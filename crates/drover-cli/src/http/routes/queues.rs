@@ -13,7 +13,9 @@ use crate::http::{ApiError, AppState};
 /// paused, and how many processes work it.
 #[utoipa::path(get, path = "/api/v1/queues", tag = "queues",
     responses((status = 200, description = "The queues, by name", body = Vec<Object>)))]
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<QueueView>>, ApiError> {
+pub(crate) async fn list_queues(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<QueueView>>, ApiError> {
     Ok(Json(state.admin.queues().await?))
 }
 
@@ -24,7 +26,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Vec<Queue
         (status = 200, description = "The queue, paused", body = Object),
         (status = 400, description = "Not a queue name", body = ErrorBody),
     ))]
-pub(crate) async fn pause(
+pub(crate) async fn pause_queue(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<QueueView>, ApiError> {
@@ -38,7 +40,7 @@ pub(crate) async fn pause(
         (status = 200, description = "The queue, running", body = Object),
         (status = 400, description = "Not a queue name", body = ErrorBody),
     ))]
-pub(crate) async fn resume(
+pub(crate) async fn resume_queue(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<QueueView>, ApiError> {

@@ -1,0 +1,444 @@
+"""A client for the Drover job server, in one file, standard library only (Python 3.8+).
+
+Enqueue from any program::
+
+    from drover import Client
+    client = Client("http://127.0.0.1:7070", token=None)
+    client.enqueue("email.send", {"to": "ada@example.com"}, queue="mail")
+
+Work jobs with the same guarantees as a Rust handler (the lease token fences every write)::
+
+    from drover import Client, Worker
+    worker = Worker(Client("http://127.0.0.1:7070"), queues=["mail"], concurrency=4)
+
+    @worker.task("email.send")
+    def send(args, job):
+        job.step("render")          # a failure records the step it happened in
+        ...                          # raise to fail the attempt (retried with backoff)
+
+    worker.run()                     # until SIGTERM or SIGINT: finish, then hand back
+
+A handler that runs long should look at ``job.cancelled`` (a ``threading.Event``): it is set
+when an operator cancels the job or when the lease was lost, and the handler should stop.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import urllib.parse
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+__all__ = ["Client", "DroverError", "Job", "Worker"]
+
+log = logging.getLogger("drover")
+
+
+class DroverError(Exception):
+    """An error answer of the server, or a failure to reach it.
+
+    ``status`` is the HTTP status (0 when the server could not be reached), ``code`` the stable
+    error code (``invalid_request``, ``not_found``, ``conflict``, ``lease_lost``, …) and
+    ``field`` the input field at fault, when there is one.
+    """
+
+    def __init__(self, status: int, code: str, message: str, field: Optional[str] = None):
+        super().__init__(f"{code}: {message}" + (f" (field {field})" if field else ""))
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+class Client:
+    """The Drover HTTP API. Thread-safe: each thread keeps its own keep-alive connection.
+
+    ``url`` is the server's base URL (``http://host:7070``); ``token`` the bearer token, when the
+    server requires one (default: the ``DROVER_TOKEN`` environment variable).
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:7070", token: Optional[str] = None,
+                 timeout: float = 30.0):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+        self._token = token if token is not None else os.environ.get("DROVER_TOKEN")
+        self._timeout = timeout
+        self._local = threading.local()
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def enqueue(self, kind: str, args: Optional[Dict[str, Any]] = None, *,
+                queue: Optional[str] = None, priority: Optional[int] = None,
+                max_attempts: Optional[int] = None, delay: Optional[float] = None,
+                run_at: Optional[str] = None, unique_key: Optional[str] = None,
+                at_most_once: bool = False) -> Dict[str, Any]:
+        """Enqueues one job; returns ``{"id", "state", "duplicate"}`` once it is committed.
+
+        ``delay`` is in seconds; ``run_at`` an RFC 3339 time; ``unique_key`` makes a second
+        enqueue return the first job while it is unfinished (an idempotency key).
+        """
+        return self._request("POST", "/api/v1/jobs", _job(
+            kind, args, queue=queue, priority=priority, max_attempts=max_attempts,
+            delay=delay, run_at=run_at, unique_key=unique_key, at_most_once=at_most_once))
+
+    def enqueue_many(self, jobs: Iterable[Dict[str, Any]]) -> Dict[str, Any]:
+        """Enqueues up to 10,000 jobs in one transaction, all or nothing.
+
+        Each job is a dict with ``kind`` and optionally ``args`` and the options of
+        :meth:`enqueue`. Returns ``{"jobs": [...], "inserted", "duplicates"}``.
+        """
+        body = [_job(j["kind"], j.get("args"), **{k: v for k, v in j.items()
+                                                   if k not in ("kind", "args")})
+                for j in jobs]
+        return self._request("POST", "/api/v1/jobs/batch", {"jobs": body})
+
+    # -- inspect and act -------------------------------------------------------------------
+
+    def job(self, job_id: int) -> Dict[str, Any]:
+        """One job with every field, its attempts' errors and its history."""
+        return self._request("GET", f"/api/v1/jobs/{int(job_id)}")
+
+    def jobs(self, *, limit: int = 50, after: Optional[int] = None,
+             **filters: Any) -> Dict[str, Any]:
+        """A page of jobs, newest first: ``{"jobs": [...], "next": id_or_None}``.
+
+        Filters: ``state``, ``queue``, ``kind``, ``created_after``, ``created_before``,
+        ``finished_after``, ``finished_before`` (RFC 3339), ``args`` (a dict the args contain).
+        """
+        query = {k: v for k, v in filters.items() if v is not None}
+        if isinstance(query.get("args"), (dict, list)):
+            query["args"] = json.dumps(query["args"])
+        query["limit"] = limit
+        if after is not None:
+            query["after"] = after
+        return self._request("GET", "/api/v1/jobs?" + urllib.parse.urlencode(query))
+
+    def retry(self, job_id: int) -> Dict[str, Any]:
+        """Makes a finished job available again."""
+        return self._request("POST", f"/api/v1/jobs/{int(job_id)}/retry")
+
+    def cancel(self, job_id: int) -> Dict[str, Any]:
+        """Cancels a waiting job, or asks a running one to stop."""
+        return self._request("POST", f"/api/v1/jobs/{int(job_id)}/cancel")
+
+    def discard(self, job_id: int) -> Dict[str, Any]:
+        """Discards a waiting job."""
+        return self._request("POST", f"/api/v1/jobs/{int(job_id)}/discard")
+
+    def queues(self) -> List[Dict[str, Any]]:
+        """Every queue with its counts per state and whether it is paused."""
+        return self._request("GET", "/api/v1/queues")
+
+    def pause(self, queue: str) -> Dict[str, Any]:
+        """Pauses a queue for every process."""
+        return self._request("POST", f"/api/v1/queues/{urllib.parse.quote(queue)}/pause")
+
+    def resume(self, queue: str) -> Dict[str, Any]:
+        """Resumes a paused queue."""
+        return self._request("POST", f"/api/v1/queues/{urllib.parse.quote(queue)}/resume")
+
+    # -- the lease protocol (used by Worker) -------------------------------------------------
+
+    def lease(self, queues: List[str], worker: str, max: int = 1,
+              wait: float = 5.0) -> List[Dict[str, Any]]:
+        """Leases up to ``max`` jobs, waiting up to ``wait`` seconds (at most 30) for some."""
+        answer = self._request("POST", "/api/v1/leases",
+                               {"queues": queues, "worker": worker, "max": max, "wait": wait},
+                               timeout=self._timeout + wait)
+        return answer["jobs"] if answer else []
+
+    def heartbeat(self, token: str, step: Optional[str] = None) -> Dict[str, Any]:
+        """Extends a lease; the answer says whether a cancel was requested."""
+        return self._request("POST", f"/api/v1/leases/{token}/heartbeat", {"step": step},
+                             retry=True)
+
+    def complete(self, token: str, step: Optional[str] = None) -> Dict[str, Any]:
+        """Records that a leased run succeeded."""
+        return self._request("POST", f"/api/v1/leases/{token}/complete", {"step": step},
+                             retry=True)
+
+    def fail(self, token: str, error: str, *, step: Optional[str] = None,
+             retry_in: Optional[float] = None, discard: bool = False) -> Dict[str, Any]:
+        """Records a failed attempt (retried with backoff while attempts are left)."""
+        body = {"error": error, "step": step, "discard": discard}
+        if retry_in is not None:
+            body["retry_in"] = retry_in
+        return self._request("POST", f"/api/v1/leases/{token}/fail", body, retry=True)
+
+    def hand_back(self, token: str, started: bool = False) -> Dict[str, Any]:
+        """Gives a leased run back unfinished; its attempt is not used."""
+        return self._request("POST", f"/api/v1/leases/{token}/hand-back",
+                             {"started": started}, retry=True)
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=timeout)
+            self._local.conn = conn
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+        self._local.conn = None
+
+    def _request(self, method: str, path: str, body: Any = None, *,
+                 timeout: Optional[float] = None, retry: bool = False) -> Any:
+        """One call. Calls that are safe to repeat (every call about a lease token: the server
+        answers a repeat as the first) are retried when the connection fails."""
+        headers = {"Accept": "application/json"}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        attempts = 5 if retry else 2
+        for attempt in range(attempts):
+            conn = self._connection(timeout or self._timeout)
+            try:
+                conn.request(method, self._prefix + path, body=data, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except (ConnectionError, http.client.HTTPException, socket.timeout, OSError) as err:
+                self._drop_connection()
+                # A request on a keep-alive connection the server closed never reached it: one
+                # more try is always safe; more only for calls safe to repeat.
+                if attempt + 1 < attempts and (retry or isinstance(
+                        err, (http.client.RemoteDisconnected, BrokenPipeError,
+                              ConnectionResetError))):
+                    time.sleep(min(0.1 * 2 ** attempt, 2.0))
+                    continue
+                raise DroverError(0, "unreachable", f"{method} {path}: {err}") from err
+            if response.status == 204:
+                return None
+            try:
+                decoded = json.loads(payload) if payload else None
+            except ValueError:
+                decoded = None
+            if 200 <= response.status < 300:
+                return decoded
+            error = (decoded or {}).get("error", {}) if isinstance(decoded, dict) else {}
+            if response.status in (502, 503, 504) and retry and attempt + 1 < attempts:
+                time.sleep(min(0.2 * 2 ** attempt, 2.0))
+                continue
+            raise DroverError(response.status, error.get("code", "http_error"),
+                              error.get("message", payload.decode(errors="replace")[:500]),
+                              error.get("field"))
+        raise AssertionError("unreachable")
+
+
+def _job(kind: str, args: Optional[Dict[str, Any]], *, queue: Optional[str] = None,
+         priority: Optional[int] = None, max_attempts: Optional[int] = None,
+         delay: Optional[float] = None, run_at: Optional[str] = None,
+         unique_key: Optional[str] = None, at_most_once: bool = False) -> Dict[str, Any]:
+    job: Dict[str, Any] = {"kind": kind, "args": {} if args is None else args}
+    for key, value in (("queue", queue), ("priority", priority),
+                       ("max_attempts", max_attempts), ("delay_seconds", delay),
+                       ("run_at", run_at), ("unique_key", unique_key)):
+        if value is not None:
+            job[key] = value
+    if at_most_once:
+        job["delivery"] = "at-most-once"
+    return job
+
+
+class Job:
+    """A leased job, as a handler sees it."""
+
+    def __init__(self, leased: Dict[str, Any]):
+        self.id: int = leased["id"]
+        self.kind: str = leased["kind"]
+        self.queue: str = leased["queue"]
+        self.args: Dict[str, Any] = leased["args"]
+        self.attempt: int = leased["attempt"]
+        self.max_attempts: int = leased["max_attempts"]
+        self.token: str = leased["token"]
+        #: Set when an operator cancelled the job, or the lease was lost: stop soon.
+        self.cancelled = threading.Event()
+        self.lease_lost = False
+        self._step: Optional[str] = None
+        self._lease_seconds = max(0.5, float(leased["lease_seconds"]))
+        self._renew_at = time.monotonic() + self._lease_seconds / 3
+
+    def step(self, name: str) -> None:
+        """Names the step the run has reached; sent with the next heartbeat, and recorded with a
+        failure."""
+        self._step = name
+
+
+Handler = Callable[[Dict[str, Any], Job], Any]
+
+
+class Worker:
+    """Leases jobs of some queues and runs the handler registered for each kind.
+
+    ``concurrency`` jobs run at once, each in a thread of its own; up to ``prefetch`` more are
+    leased ahead, so short jobs do not wait for a round trip each. Leases are renewed by a
+    heartbeat thread at a third of their length. A handler that returns completes its job; one
+    that raises fails the attempt (the server retries it with backoff while attempts are left).
+    A job of an unknown kind is discarded with the reason.
+
+    ``run()`` stops on SIGTERM or SIGINT (or :meth:`stop`): it leases nothing more, lets the
+    running jobs finish, hands back the jobs leased but not started (their attempt is not used),
+    and returns.
+    """
+
+    def __init__(self, client: Client, queues: List[str], *, name: Optional[str] = None,
+                 concurrency: int = 1, prefetch: int = 0, wait: float = 5.0):
+        if concurrency < 1 or prefetch < 0:
+            raise ValueError("concurrency must be at least 1, prefetch at least 0")
+        self.prefetch = prefetch
+        self.client = client
+        self.queues = list(queues)
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.concurrency = concurrency
+        self.wait = wait
+        self._handlers: Dict[str, Handler] = {}
+        self._stopping = threading.Event()
+        self._lock = threading.Condition()
+        self._waiting: List[Job] = []
+        self._running: Dict[int, Job] = {}
+
+    def task(self, kind: str) -> Callable[[Handler], Handler]:
+        """Registers the decorated function ``fn(args, job)`` as the handler of ``kind``."""
+        def register(fn: Handler) -> Handler:
+            self._handlers[kind] = fn
+            return fn
+        return register
+
+    def stop(self) -> None:
+        """Asks :meth:`run` to stop gracefully."""
+        self._stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+
+    def run(self) -> None:
+        """Works until stopped. See the class documentation."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        threads = [threading.Thread(target=self._execute, name=f"drover-{i}", daemon=True)
+                   for i in range(self.concurrency)]
+        beat = threading.Thread(target=self._heartbeats, name="drover-heartbeat", daemon=True)
+        for thread in threads + [beat]:
+            thread.start()
+        try:
+            self._lease_loop()
+        finally:
+            self.stop()
+            for thread in threads:
+                thread.join()
+            self._hand_back_waiting()
+            beat.join()
+
+    def _lease_loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                free = (self.concurrency + self.prefetch
+                        - len(self._waiting) - len(self._running))
+                if free <= 0:
+                    self._lock.wait(timeout=1.0)
+                    continue
+            try:
+                leased = self.client.lease(self.queues, self.name, max=free, wait=self.wait)
+            except DroverError as err:
+                log.warning("cannot lease jobs: %s; retrying", err)
+                self._stopping.wait(1.0)
+                continue
+            with self._lock:
+                self._waiting.extend(Job(j) for j in leased)
+                self._lock.notify_all()
+
+    def _next(self) -> Optional[Job]:
+        with self._lock:
+            while not self._waiting:
+                if self._stopping.is_set():
+                    return None
+                self._lock.wait(timeout=1.0)
+            if self._stopping.is_set():
+                return None
+            job = self._waiting.pop(0)
+            self._running[job.id] = job
+            return job
+
+    def _execute(self) -> None:
+        while True:
+            job = self._next()
+            if job is None:
+                return
+            try:
+                self._run_one(job)
+            finally:
+                with self._lock:
+                    self._running.pop(job.id, None)
+                    self._lock.notify_all()
+
+    def _run_one(self, job: Job) -> None:
+        handler = self._handlers.get(job.kind)
+        try:
+            if handler is None:
+                self.client.fail(job.token, f"unknown kind {job.kind!r}: no handler in worker "
+                                            f"{self.name}", discard=True)
+                return
+            try:
+                handler(job.args, job)
+            except Exception as exc:  # noqa: BLE001 - any failure of a handler is an attempt's
+                if not job.lease_lost:
+                    message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+                    self.client.fail(job.token, message[-4000:], step=job._step)
+                return
+            if not job.lease_lost:
+                self.client.complete(job.token, step=job._step)
+        except DroverError as err:
+            # A lost lease: the job was rescued and runs elsewhere; this run's outcome is void.
+            log.warning("job %s: outcome not recorded: %s", job.id, err)
+
+    def _heartbeats(self) -> None:
+        while not (self._stopping.is_set() and not self._running):
+            with self._lock:
+                due = [j for j in list(self._running.values()) + self._waiting
+                       if j._renew_at <= time.monotonic()]
+            for job in due:
+                try:
+                    answer = self.client.heartbeat(job.token, step=job._step)
+                    job._renew_at = time.monotonic() + job._lease_seconds / 3
+                    if answer.get("cancel_requested"):
+                        job.cancelled.set()
+                except DroverError as err:
+                    if err.status == 409:
+                        job.lease_lost = True
+                        job.cancelled.set()
+                    else:
+                        job._renew_at = time.monotonic() + 1.0
+                        log.warning("job %s: heartbeat failed: %s", job.id, err)
+            time.sleep(0.2)
+
+    def _hand_back_waiting(self) -> None:
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        for job in waiting:
+            try:
+                self.client.hand_back(job.token, started=False)
+            except DroverError as err:
+                log.warning("job %s: could not hand back (its lease will expire): %s",
+                            job.id, err)

@@ -1,0 +1,221 @@
+//! The Python client (`clients/python/drover.py`) against a real `drover serve`: enqueue,
+//! a worker that runs jobs, a worker killed with SIGKILL mid-job whose job runs again after its
+//! lease (the killed attempt's completion, replayed, gets 409), and a graceful stop on SIGTERM.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Env;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+fn scenario() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python/tests/scenario.py")
+}
+
+fn python(args: &[&str]) -> Value {
+    let out = Command::new("python3")
+        .arg(scenario())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 is needed for the client tests");
+    assert!(
+        out.status.success(),
+        "scenario {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap()
+}
+
+/// A Python worker process; killed when dropped.
+struct PyWorker(Child);
+
+impl PyWorker {
+    fn start(url: &str, queue: &str, record: &Path, concurrency: usize) -> PyWorker {
+        Self::start_with(url, queue, record, concurrency, 0)
+    }
+
+    fn start_with(
+        url: &str,
+        queue: &str,
+        record: &Path,
+        concurrency: usize,
+        prefetch: usize,
+    ) -> PyWorker {
+        let child = Command::new("python3")
+            .arg(scenario())
+            .args(["worker", url, queue])
+            .arg(record)
+            .arg(concurrency.to_string())
+            .arg(prefetch.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        PyWorker(child)
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.0.id() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for PyWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+fn eventually<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const CONFIG: &str = "[worker]\nlease = \"2s\"\n";
+
+#[test]
+fn a_python_worker_runs_jobs_enqueued_by_the_python_client() {
+    let env = Env::new(CONFIG);
+    let server = env.serve("serve", &[]);
+    let record = env.path("record.jsonl");
+    let enqueued = python(&["enqueue", &server.url, "py", "20"]);
+    assert_eq!(enqueued["again"]["duplicate"], true);
+    assert_eq!(enqueued["again"]["id"], enqueued["first"]["id"]);
+    assert_eq!(enqueued["rest"]["inserted"], 19);
+    let errors = python(&["errors", &server.url]);
+    let codes: Vec<(u64, &str)> = errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["status"].as_u64().unwrap(), e["code"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            (400, "invalid_job"),
+            (400, "invalid_request"),
+            (404, "not_found"),
+            (400, "invalid_request"),
+            (400, "invalid_job"),
+        ]
+    );
+
+    let _worker = PyWorker::start(&server.url, "py", &record, 4);
+    eventually(Duration::from_secs(60), "20 jobs done", || {
+        let ends = records(&record)
+            .iter()
+            .filter(|r| r["event"] == "end")
+            .count();
+        (ends == 20).then_some(())
+    });
+    let stats = env.stats();
+    eventually(Duration::from_secs(20), "all completed", || {
+        let stats = env.stats();
+        (stats["queues"]["py"]["completed"] == 20).then_some(())
+    });
+    assert_eq!(stats["queues"]["py"]["discarded"], 0);
+}
+
+#[test]
+fn a_killed_python_worker_s_job_runs_again_and_its_stale_completion_is_refused() {
+    let env = Env::new(CONFIG);
+    let server = env.serve("serve", &[]);
+    let record = env.path("record.jsonl");
+    python(&["enqueue", &server.url, "py", "1", "30"]);
+    let victim = PyWorker::start(&server.url, "py", &record, 1);
+    let started = eventually(Duration::from_secs(30), "the job starts", || {
+        records(&record).into_iter().find(|r| r["event"] == "start")
+    });
+    victim.signal(Signal::SIGKILL);
+    drop(victim);
+    let stale = started["token"].as_str().unwrap().to_owned();
+
+    // Short job this time: a second worker finishes the rerun quickly.
+    let id = started["id"].as_i64().unwrap();
+    let second_record = env.path("second.jsonl");
+    let _second = PyWorker::start(&server.url, "py", &second_record, 1);
+    let rerun = eventually(Duration::from_secs(60), "the job runs again", || {
+        records(&second_record)
+            .into_iter()
+            .find(|r| r["event"] == "start")
+    });
+    assert_eq!(rerun["id"].as_i64(), Some(id));
+    assert_eq!(rerun["attempt"], 2, "rerun after the lease expired");
+    let job = env.job(id);
+    assert!(
+        job["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lease expired"),
+        "{job:#}"
+    );
+    let replay = python(&["complete", &server.url, &stale]);
+    assert_eq!(replay["status"], 409, "{replay}");
+    assert_eq!(replay["code"], "lease_lost");
+    let job = env.job(id);
+    assert_ne!(job["state"], "completed", "the replay recorded nothing");
+}
+
+#[test]
+fn sigterm_finishes_the_running_job_and_hands_back_the_rest() {
+    let env = Env::new(CONFIG);
+    let server = env.serve("serve", &[]);
+    let record = env.path("record.jsonl");
+    python(&["enqueue", &server.url, "py", "3", "1.5"]);
+    // One at a time, two more leased ahead: those two are leased but not started.
+    let worker = PyWorker::start_with(&server.url, "py", &record, 1, 2);
+    let started = eventually(Duration::from_secs(30), "a job starts", || {
+        records(&record).into_iter().find(|r| r["event"] == "start")
+    });
+    eventually(Duration::from_secs(20), "all three leased", || {
+        (env.stats()["queues"]["py"]["running"] == 3).then_some(())
+    });
+    worker.signal(Signal::SIGTERM);
+    let mut worker = worker;
+    let status = eventually(Duration::from_secs(30), "the worker exits", || {
+        worker.0.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    let done = records(&record);
+    assert_eq!(done.iter().filter(|r| r["event"] == "start").count(), 1);
+    assert_eq!(
+        done.iter().filter(|r| r["event"] == "end").count(),
+        1,
+        "the running job finished"
+    );
+    let id = started["id"].as_i64().unwrap();
+    assert_eq!(env.job(id)["state"], "completed");
+    let stats = env.stats();
+    assert_eq!(
+        stats["queues"]["py"]["available"], 2,
+        "the unstarted two were handed back"
+    );
+    let waiting: Value =
+        serde_json::from_str(&env.ok(&["jobs", "list", "--json", "--state", "available"])).unwrap();
+    for job in waiting["jobs"].as_array().unwrap() {
+        assert_eq!(job["attempt"], 0, "a hand-back uses no attempt: {job}");
+        assert_eq!(job["history"][0]["event"], "handed_back");
+    }
+}
