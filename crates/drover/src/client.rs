@@ -257,8 +257,16 @@ impl Client {
         self.insert(jobs).await
     }
 
-    /// Inserts jobs already checked by [`Client::prepare`].
+    /// Inserts jobs built by [`Client::prepare`] (or by hand): each is checked against the
+    /// configured limits again, so no path stores a job the edge would refuse.
     pub async fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<InsertedJob>, Error> {
+        self.defaults.limits.check_batch(jobs.len())?;
+        for (index, job) in jobs.iter().enumerate() {
+            self.defaults
+                .limits
+                .check_job(job)
+                .map_err(|error| Error::InvalidJob { index, error })?;
+        }
         Ok(self
             .store
             .job_insert_many(JobInsertParams {
