@@ -126,6 +126,7 @@ pub(crate) fn command_tasks(config: &Config) -> Vec<Arc<dyn RawTask>> {
                 kind: kind.clone(),
                 argv: task.command.clone(),
                 env: task.env.clone(),
+                env_pass: task.env_pass.clone(),
                 cwd: task.cwd.clone(),
                 options: options[kind].clone(),
                 kill_grace: task.kill_grace.unwrap_or(Duration::from_secs(5)),
@@ -154,6 +155,7 @@ pub(crate) fn command_hooks(config: &Config) -> Vec<CommandHook> {
                 ],
             },
             timeout: hook.timeout.unwrap_or(Duration::from_secs(30)),
+            env_pass: hook.env_pass.clone(),
         })
         .collect()
 }

@@ -103,9 +103,13 @@ impl Env {
 
     /// Starts `drover worker` (or `serve`) with its log in `<name>.log`, and waits until it runs.
     pub fn spawn(&self, name: &str, args: &[&str]) -> Worker {
+        self.spawn_cmd(name, self.cmd(args))
+    }
+
+    /// [`Env::spawn`] for a command built with [`Env::cmd`] and changed further.
+    pub fn spawn_cmd(&self, name: &str, mut cmd: Command) -> Worker {
         let log = self.path(&format!("{name}.log"));
-        let child = self
-            .cmd(args)
+        let child = cmd
             .stdout(Stdio::from(
                 fs::File::create(self.path(&format!("{name}.out"))).unwrap(),
             ))
@@ -115,6 +119,23 @@ impl Env {
         let worker = Worker { child, log };
         worker.wait_log("drover is running", Duration::from_secs(20));
         worker
+    }
+}
+
+/// Waits until `path` exists and is not empty, and returns its text.
+pub fn wait_file(path: &std::path::Path, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if !text.is_empty() {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
