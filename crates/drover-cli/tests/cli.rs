@@ -281,6 +281,39 @@ command = ["sh", "-c", "cat >> hooks.jsonl; echo >> hooks.jsonl"]
     assert_eq!(ended(slow), "discarded");
 }
 
+#[test]
+fn database_urls_in_errors_never_show_a_password() {
+    let env = Env::new("");
+    let secret = "hunter2";
+    let sqlite = format!("sqlite://{}", env.path("x.db").display());
+    let cases = [
+        // Unsupported scheme, in userinfo and as an option.
+        format!("mysql://u:{secret}@h/db?password={secret}"),
+        // SQLite: options it does not know.
+        format!("{sqlite}?password={secret}"),
+        format!("{sqlite}?sslpassword={secret}"),
+        // PostgreSQL that cannot be reached (port 1), a bad one (port out of range), a bad option.
+        format!("postgres://u:{secret}@127.0.0.1:1/db?password={secret}&connect_timeout=2"),
+        format!("postgres://u:{secret}@127.0.0.1/db?sslpassword={secret}"),
+        format!("postgres://u:{secret}@127.0.0.1:99999/db"),
+        format!("postgresql://u@127.0.0.1/db?password={secret}&sslmode=sometimes"),
+    ];
+    for url in &cases {
+        for command in [&["migrate"][..], &["stats"], &["worker"]] {
+            let out = env
+                .cmd(command)
+                .env("DROVER_DATABASE_URL", url)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert!(!out.status.success(), "{url} {command:?}: {text}");
+            assert!(!text.contains(secret), "{url} {command:?}: {text}");
+            assert!(!text.is_empty(), "{url} {command:?} said why");
+        }
+    }
+}
+
 /// Every `NAME=` line of an `env` dump.
 fn names(dump: &str) -> Vec<&str> {
     dump.lines()

@@ -225,6 +225,32 @@ leader_ttl = "2s"
 }
 
 #[test]
+fn the_database_url_in_logs_and_output_shows_no_password() {
+    let mut pg = PgEnv::new("");
+    // The test server trusts local connections, so a password is accepted and ignored; it is
+    // given both in the userinfo and as an option.
+    let server = url::Url::parse(&pg.server).unwrap();
+    let mut with = server.clone();
+    with.set_password(Some("hunter2")).unwrap();
+    let join = if with.query().is_some() { '&' } else { '?' };
+    pg.url = format!("{with}{join}schema={}&password=hunter2", pg.schema);
+    let migrated = pg.ok(&["migrate"]);
+    assert!(migrated.contains(":***@"), "{migrated}");
+    assert!(migrated.contains("password=***"), "{migrated}");
+    let worker = pg.spawn("worker", &["worker"]);
+    let id = pg.enqueue(&["drover.noop"]);
+    pg.wait_job(id, T, |j| j["state"] == "completed");
+    let log = worker.log();
+    assert!(
+        log.contains("drover is running") && log.contains(":***@"),
+        "{log}"
+    );
+    for text in [&migrated, &log] {
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
+
+#[test]
 fn an_enqueue_from_another_process_wakes_an_idle_worker_by_notify() {
     // The poll is 60 s: only a notification can start the job in time.
     let pg = PgEnv::new(
