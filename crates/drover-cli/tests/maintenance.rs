@@ -282,4 +282,35 @@ fn mismatched_or_unsafe_tables_are_refused() {
     let env = Env::new(USAGE_POLICY);
     let err = env.fails(&["serve"]);
     assert!(err.contains("does not exist"), "{err}");
+
+    // Drover's own tables belong to the built-in policy: refused before the database is opened.
+    for (key, table) in [
+        ("table", "drover_jobs"),
+        ("archive_table", "drover_cron_fires"),
+    ] {
+        let config = USAGE_POLICY.replace(
+            &format!(
+                "\n{key} = \"{}\"",
+                if key == "table" {
+                    "usage_details"
+                } else {
+                    "usage_details_archive"
+                }
+            ),
+            &format!("\n{key} = \"{table}\""),
+        );
+        assert_ne!(config, USAGE_POLICY);
+        let env = Env::new(&config);
+        for command in ["serve", "worker"] {
+            let err = env.fails(&[command]);
+            assert!(
+                err.contains(&format!("{key} {table}")) && err.contains("drover_*"),
+                "{err}"
+            );
+        }
+        assert!(
+            !env.path("drover.db").exists(),
+            "the database was not touched"
+        );
+    }
 }
