@@ -1,6 +1,7 @@
 //! Running a child process for a command task or hook: input on stdin, the tail of stderr kept
 //! for the error message, and on cancellation SIGTERM to its whole process group, then SIGKILL
-//! after a grace. A run whose future is dropped kills its group, so no child outlives its job.
+//! after a grace. A run whose future is dropped kills its group, so no child outlives its job;
+//! a worker killed outright takes its direct child with it ([`crate::spawner`]).
 //!
 //! A child never inherits the worker's environment: the worker holds the database URL, API
 //! tokens and passwords, and a task is user code. It starts from an empty environment plus
@@ -14,7 +15,8 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+
+use crate::spawner;
 use tokio_util::sync::CancellationToken;
 
 /// Bytes of stderr kept for the error message.
@@ -91,9 +93,8 @@ pub(crate) async fn run(
     cancel: &CancellationToken,
     kill_grace: Duration,
 ) -> std::io::Result<Exit> {
-    let mut command = Command::new(&spec.argv[0]);
+    let mut command = spawner::command(spec.argv);
     command
-        .args(&spec.argv[1..])
         .env_clear()
         .envs(child_env(std::env::vars_os(), spec.pass, spec.env))
         .stdin(Stdio::piped())
@@ -105,7 +106,7 @@ pub(crate) async fn run(
     if let Some(cwd) = spec.cwd {
         command.current_dir(cwd);
     }
-    let mut child = command.spawn().map_err(|err| {
+    let mut child = spawner::spawn(command).await.map_err(|err| {
         std::io::Error::new(
             err.kind(),
             format!("cannot start {:?}: {err}", spec.argv[0]),

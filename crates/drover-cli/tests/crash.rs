@@ -176,6 +176,59 @@ leader_ttl = "2s"
     assert!(stats["leader"]["term"].as_i64().unwrap() >= 2);
 }
 
+/// Whether `pid` is a live process: neither gone nor a zombie (a container's init may never
+/// reap an orphan).
+fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn the_child_of_a_command_task_dies_with_its_sigkilled_worker() {
+    let env = Env::new(&format!(
+        r#"{FAST_LEASE}
+[tasks."shell.long"]
+command = ["sh", "-c", "echo $$ > child.pid.tmp && mv child.pid.tmp child.pid && exec sleep 300"]
+"#
+    ));
+    let mut worker = env.spawn("worker", &["worker"]);
+    let id = env.enqueue(&["shell.long"]);
+    env.wait_job(id, T, |j| state(j) == "running");
+    let pid: i32 = common::wait_file(&env.path("child.pid"), T)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(pid), "the command runs");
+    // It is the worker's own child, not a grandchild through a shell or shim.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: u32 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ppid, worker.child.id(), "{stat}");
+
+    worker.signal(Signal::SIGKILL);
+    worker.wait_exit(T);
+    let deadline = std::time::Instant::now() + T;
+    while alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command {pid} outlived its worker"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_locked_sqlite_database_stalls_the_worker_but_loses_nothing() {
     let env = Env::new("[worker]\npoll_interval = \"60s\"\n");
