@@ -106,6 +106,8 @@ pub(crate) struct WorkerSection {
     pub(crate) leader_ttl: Option<Duration>,
     /// Most jobs claimed beyond the free slots into a local buffer (default: automatic).
     pub(crate) prefetch: Option<usize>,
+    /// Most hooks run at once (default 4).
+    pub(crate) hook_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -19,7 +19,7 @@ const MAX_BATCH: usize = 1024;
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Finished>,
+    mut rx: mpsc::Receiver<Finished>,
     abandon: CancellationToken,
 ) {
     let mut batch: Vec<Finished> = Vec::new();
@@ -88,15 +88,18 @@ async fn record(shared: &Shared, batch: &mut Vec<Finished>, abandon: &Cancellati
         };
         Counters::add(counter, 1);
         if let Some(state) = result.state.filter(|s| s.is_terminal()) {
-            shared.hooks.fire(JobEnd {
-                id: result.id,
-                kind: finished.kind.clone(),
-                queue: finished.queue.clone(),
-                state,
-                attempt: finished.attempt,
-                error: error_of(&finished.outcome.outcome, state),
-                step: finished.outcome.step.clone(),
-            });
+            shared
+                .hooks
+                .fire(JobEnd {
+                    id: result.id,
+                    kind: finished.kind.clone(),
+                    queue: finished.queue.clone(),
+                    state,
+                    attempt: finished.attempt,
+                    error: error_of(&finished.outcome.outcome, state),
+                    step: finished.outcome.step.clone(),
+                })
+                .await;
         }
     }
     settle(shared, batch.drain(..).map(|f| f.outcome.lease.id));

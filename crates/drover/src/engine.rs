@@ -219,13 +219,14 @@ impl Engine {
 
     /// Starts the foremen, the completer, the heartbeat and the rescuer.
     pub fn start(self) -> EngineHandle {
-        let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+        let (outcomes, outcomes_rx) = mpsc::channel(crate::runtime::OUTCOME_QUEUE);
+        let hook_concurrency = self.config.hook_concurrency;
         let shared = Arc::new(Shared {
             store: self.store,
             clock: self.clock,
             config: self.config,
             tasks: self.tasks,
-            hooks: Hooks::new(self.hooks),
+            hooks: Hooks::new(self.hooks, hook_concurrency),
             process_id: self.process_id,
             running: Mutex::new(HashMap::new()),
             outcomes,
@@ -447,8 +448,14 @@ impl EngineHandle {
         for service in self.services {
             let _ = service.await;
         }
-        shared.hooks.tracker.close();
-        let _ = tokio::time::timeout(grace, shared.hooks.tracker.wait()).await;
+        let unhooked = shared.hooks.shutdown(grace).await;
+        if unhooked > 0 {
+            tracing::warn!(
+                jobs = unhooked,
+                ?grace,
+                "stopped before every job-end hook had run"
+            );
+        }
         tracing::info!(stats = ?shared.counters.snapshot(), "engine stopped");
         report
     }

@@ -85,32 +85,35 @@ pub(crate) async fn execute(
 
     let step = step.lock().expect("step lock poisoned").clone();
     let outcome = decide(&job, ran, stop_reason(&reason), &retry);
-    send(&shared, job, step, outcome);
+    send(&shared, job, step, outcome).await;
 }
 
 /// Hands back a job claimed into the foreman's buffer that never started (shutdown): available
 /// again without using an attempt, whatever its delivery.
-pub(crate) fn hand_back_unstarted(shared: &Shared, job: ClaimedJob) {
+pub(crate) async fn hand_back_unstarted(shared: &Shared, job: ClaimedJob) {
     let outcome = Outcome::HandBack {
         reason: "claimed but not started before a worker shutdown; handed back".into(),
     };
-    send(shared, job, None, outcome);
+    send(shared, job, None, outcome).await;
 }
 
-fn send(shared: &Shared, job: ClaimedJob, step: Option<String>, outcome: Outcome) {
-    let _ = shared.outcomes.send(Finished {
-        outcome: JobOutcome {
-            lease: LeaseRef {
-                id: job.id,
-                lease_token: job.lease_token,
+async fn send(shared: &Shared, job: ClaimedJob, step: Option<String>, outcome: Outcome) {
+    let _ = shared
+        .outcomes
+        .send(Finished {
+            outcome: JobOutcome {
+                lease: LeaseRef {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                },
+                step,
+                outcome,
             },
-            step,
-            outcome,
-        },
-        kind: job.kind,
-        queue: job.queue,
-        attempt: job.attempt,
-    });
+            kind: job.kind,
+            queue: job.queue,
+            attempt: job.attempt,
+        })
+        .await;
 }
 
 /// Waits for the handler; on timeout asks it to stop, then abandons it after the grace.

@@ -154,7 +154,7 @@ pub(crate) async fn run(
     }
     // Jobs still in the buffer never started: hand them back without using an attempt.
     for (job, _) in buffer.drain(..) {
-        executor::hand_back_unstarted(&shared, job);
+        executor::hand_back_unstarted(&shared, job).await;
     }
 }
 

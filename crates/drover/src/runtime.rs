@@ -74,6 +74,9 @@ pub(crate) struct RunHandles {
     pub(crate) done: Arc<AtomicBool>,
 }
 
+/// Outcomes waiting for the completer, at most.
+pub(crate) const OUTCOME_QUEUE: usize = 4096;
+
 /// An outcome on its way to the store, with what the hooks need.
 pub(crate) struct Finished {
     pub(crate) outcome: JobOutcome,
@@ -90,7 +93,9 @@ pub(crate) struct Shared {
     pub(crate) hooks: Hooks,
     pub(crate) process_id: String,
     pub(crate) running: Mutex<HashMap<JobId, RunningJob>>,
-    pub(crate) outcomes: mpsc::UnboundedSender<Finished>,
+    /// Bounded ([`OUTCOME_QUEUE`]): when the completer falls behind, executors wait to send,
+    /// their slots stay busy, and claiming slows down.
+    pub(crate) outcomes: mpsc::Sender<Finished>,
     pub(crate) counters: Counters,
     /// Notified whenever a run's outcome has been recorded (or abandoned).
     pub(crate) settled: Notify,

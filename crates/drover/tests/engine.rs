@@ -686,3 +686,80 @@ async fn slow_jobs_are_claimed_only_for_free_slots() {
     }
     assert!(handle.shutdown().await.clean());
 }
+
+/// How many calls of a [`GaugeHook`] run at once, the most seen, and the jobs it saw.
+#[derive(Default)]
+struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    seen: std::sync::Mutex<Vec<JobId>>,
+}
+
+struct GaugeHook(Arc<Gauge>);
+
+#[async_trait]
+impl drover::Hook for GaugeHook {
+    async fn on_job_end(&self, event: &JobEnd) -> Result<(), String> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let gauge = &self.0;
+        let now = gauge.now.fetch_add(1, SeqCst) + 1;
+        gauge.most.fetch_max(now, SeqCst);
+        // Long enough that an unbounded pool would run many at once.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        gauge.seen.lock().unwrap().push(event.id);
+        gauge.now.fetch_sub(1, SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_job_ends_waits_for_the_hook_pool_and_loses_no_hook() {
+    let h = harness().await;
+    let client = Engine::builder(h.store.clone())
+        .builtin_tasks()
+        .build()
+        .unwrap()
+        .client();
+    let n = 3_000;
+    let requests: Vec<_> = (0..n)
+        .map(|_| EnqueueRequest::raw("drover.noop", "{}"))
+        .collect();
+    let mut ids: Vec<JobId> = client
+        .enqueue_many(requests)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let gauge = Arc::new(Gauge::default());
+    let handle = Engine::builder(h.store.clone())
+        .config(EngineConfig {
+            queues: [("default".to_owned(), 50)].into(),
+            hook_concurrency: 3,
+            ..quick_config()
+        })
+        .builtin_tasks()
+        .hook(GaugeHook(gauge.clone()))
+        .build()
+        .unwrap()
+        .start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while gauge.seen.lock().unwrap().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hooks never all ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(handle.shutdown().await.clean());
+    let most = gauge.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        most <= 3,
+        "{most} hooks ran at once, more than the pool's 3"
+    );
+    assert!(most >= 2, "the pool ran hooks side by side ({most})");
+    let mut seen = gauge.seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(seen, ids, "each job's hook ran once");
+}

@@ -67,15 +67,18 @@ impl Rescuer {
             for job in &rescued {
                 tracing::info!(job = job.id, kind = %job.kind, state = %job.state, "rescued a job whose lease expired");
                 if job.state != JobState::Available {
-                    self.shared.hooks.fire(JobEnd {
-                        id: job.id,
-                        kind: job.kind.clone(),
-                        queue: job.queue.clone(),
-                        state: job.state,
-                        attempt: 0,
-                        error: Some("lease expired".into()),
-                        step: None,
-                    });
+                    self.shared
+                        .hooks
+                        .fire(JobEnd {
+                            id: job.id,
+                            kind: job.kind.clone(),
+                            queue: job.queue.clone(),
+                            state: job.state,
+                            attempt: 0,
+                            error: Some("lease expired".into()),
+                            step: None,
+                        })
+                        .await;
                 }
             }
             Counters::add(&self.shared.counters.rescued, n as u64);
