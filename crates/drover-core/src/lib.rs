@@ -19,6 +19,6 @@ pub use error::{StoreError, ValidationError};
 pub use job::{
     AttemptError, ClaimedJob, Delivery, HistoryEntry, JobId, JobRecord, JobState, NewJob,
 };
-pub use retry::RetryPolicy;
+pub use retry::{FailedRun, RetryPolicy, after_failure};
 pub use store::*;
 pub use validate::Limits;

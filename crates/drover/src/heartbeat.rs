@@ -4,16 +4,17 @@
 //! each run's current step). A lease found lost (the run was rescued elsewhere) stops the run;
 //! its outcome will be refused anyway. A cancel request stops the run with reason "operator".
 //! Between heartbeats, a store wake-up triggers a cheap read of cancel requests, so that
-//! `drover jobs cancel` from another process takes effect at once.
+//! `drover jobs cancel` from another process takes effect at once. Only runs that a live task
+//! owns are renewed ([`crate::guard`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_core::JobHeartbeatParams;
+use drover_core::{JobHeartbeatParams, JobId};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Shared, StopReason};
+use crate::runtime::{RunningJob, Shared, StopReason};
 
 /// Least time between two cancel checks triggered by wake-ups.
 const CANCEL_CHECK_GAP: Duration = Duration::from_millis(100);
@@ -64,7 +65,8 @@ async fn sleep_until(at: Option<Instant>) {
 /// Renews every lease held; stops runs whose lease is lost or that have a cancel request.
 pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
     let leases: Vec<_> = {
-        let running = shared.running.lock().expect("running lock poisoned");
+        let mut running = shared.running.lock().expect("running lock poisoned");
+        forget_unowned(shared, &mut running);
         running
             .values()
             // Runs stopped by shutdown keep their lease until their hand-back is recorded.
@@ -109,6 +111,25 @@ pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
         } else if status.cancel_requested {
             job.stop(StopReason::Operator);
         }
+    }
+}
+
+/// Forgets runs that no live task owns (see [`crate::guard`]): their lease is not renewed, so
+/// it expires and the rescuer takes the job, instead of a dead run being kept alive forever.
+fn forget_unowned(shared: &Shared, running: &mut std::collections::HashMap<JobId, RunningJob>) {
+    let before = running.len();
+    running.retain(|id, job| {
+        let owned = job.owner.strong_count() > 0;
+        if !owned {
+            tracing::error!(
+                job = id,
+                "a run has no owner left; letting its lease expire"
+            );
+        }
+        owned
+    });
+    if running.len() < before {
+        shared.settled.notify_waiters();
     }
 }
 

@@ -47,6 +47,7 @@ mod engine;
 mod error;
 mod executor;
 mod foreman;
+mod guard;
 mod health;
 mod heartbeat;
 mod hooks;

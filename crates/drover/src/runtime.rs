@@ -11,6 +11,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EngineConfig;
+use crate::guard::RunGuard;
 use crate::hooks::Hooks;
 use crate::stats::Counters;
 use crate::task::RawTask;
@@ -47,6 +48,8 @@ pub(crate) struct RunningJob {
     pub(crate) abort: Option<AbortHandle>,
     /// Set when the handler has ended and the outcome is on its way to the store.
     pub(crate) done: Arc<AtomicBool>,
+    /// Dead once no task owns the run: its lease is then no longer renewed.
+    pub(crate) owner: std::sync::Weak<()>,
 }
 
 impl RunningJob {
@@ -72,6 +75,7 @@ pub(crate) struct RunHandles {
     pub(crate) reason: Arc<AtomicU8>,
     pub(crate) step: Arc<Mutex<Option<String>>>,
     pub(crate) done: Arc<AtomicBool>,
+    pub(crate) guard: RunGuard,
 }
 
 /// Outcomes waiting for the completer, at most.
@@ -83,6 +87,8 @@ pub(crate) struct Finished {
     pub(crate) kind: String,
     pub(crate) queue: String,
     pub(crate) attempt: i32,
+    /// Ownership of the run (see [`crate::guard`]), held until its outcome is settled.
+    pub(crate) _owner: Arc<()>,
 }
 
 pub(crate) struct Shared {
@@ -107,10 +113,12 @@ impl Shared {
     /// Registers a claimed job from the moment of its claim: from then on its lease is renewed
     /// and cancel requests reach it, whether it runs at once or waits in the foreman's buffer.
     pub(crate) fn register(&self, job: &drover_core::ClaimedJob) -> RunHandles {
+        let step = Arc::new(Mutex::new(None));
         let handles = RunHandles {
             cancel: CancellationToken::new(),
             reason: Arc::new(AtomicU8::new(StopReason::None as u8)),
-            step: Arc::new(Mutex::new(None)),
+            guard: RunGuard::new(self.outcomes.clone(), job, step.clone()),
+            step,
             done: Arc::new(AtomicBool::new(false)),
         };
         self.running.lock().expect("running lock poisoned").insert(
@@ -125,6 +133,7 @@ impl Shared {
                 step: handles.step.clone(),
                 abort: None,
                 done: handles.done.clone(),
+                owner: handles.guard.owner(),
             },
         );
         handles
