@@ -176,6 +176,58 @@ leader_ttl = "2s"
     assert!(stats["leader"]["term"].as_i64().unwrap() >= 2);
 }
 
+#[test]
+fn the_jobs_of_a_stalled_leader_are_reclaimed_by_another_process_within_the_lease() {
+    // A long leader term: the leader keeps it while stopped, so only a rescuer running outside
+    // the leader can reclaim its job in time.
+    let env = Env::new(&FAST_LEASE.replace("[worker]", "[worker]\nleader_ttl = \"60s\""));
+    let leader = env.spawn("leader", &["worker"]);
+    leader.wait_log("elected leader", T);
+    let id = env.enqueue(&["drover.sleep", "--args", r#"{"ms":60000}"#]);
+    let job = env.wait_job(id, T, |j| state(j) == "running");
+    assert!(
+        job["lease_owner"]
+            .as_str()
+            .unwrap()
+            .contains(&leader.child.id().to_string())
+    );
+    let other = env.spawn("other", &["worker"]);
+    let deadline = std::time::Instant::now() + T;
+    while env.stats()["processes"].as_array().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second process never registered"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    leader.signal(Signal::SIGSTOP);
+    let stopped = std::time::Instant::now();
+    // Lease 1 s + rescue interval 200 ms + a margin of 4 s for a loaded machine; the leader term
+    // (60 s) is far longer.
+    let bound = Duration::from_millis(1000 + 200 + 4000);
+    let job = env.wait_job(id, bound + Duration::from_secs(5), |j| {
+        state(j) == "running" && j["attempt"] == 2
+    });
+    let took = stopped.elapsed();
+    assert!(took < bound, "reclaimed after {took:?}, over {bound:?}");
+    assert!(
+        job["lease_owner"]
+            .as_str()
+            .unwrap()
+            .contains(&other.child.id().to_string()),
+        "{job:#}"
+    );
+    let stats = env.stats();
+    assert_eq!(
+        stats["leader"]["pid"],
+        leader.child.id(),
+        "no handover happened: {stats:#}"
+    );
+    assert!(other.log().contains("rescued a job whose lease expired"));
+    leader.signal(Signal::SIGCONT);
+}
+
 /// Whether `pid` is a live process: neither gone nor a zombie (a container's init may never
 /// reap an orphan).
 fn alive(pid: i32) -> bool {

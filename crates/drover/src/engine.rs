@@ -253,14 +253,20 @@ impl Engine {
         let completer = tokio::spawn(completer::run(shared.clone(), outcomes_rx, abandon.clone()));
         let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), stop_services.clone()));
         let presence = tokio::spawn(presence::run(shared.clone(), stop_services.clone()));
+        // The rescuer runs in every process, not only the leader's: its writes are fenced, and
+        // orphans of a stalled leader are reclaimed without waiting for a leader handover.
+        let rescuer = Rescuer::new(
+            shared.clone(),
+            RescuerConfig {
+                interval: shared.config.rescue_every(),
+                batch: 1000,
+            },
+        );
+        let rescuer = tokio::spawn({
+            let stop = stop_services.clone();
+            async move { rescuer.run(stop).await }
+        });
         let leader_services: Vec<Arc<dyn LeaderService>> = vec![
-            Arc::new(Rescuer::new(
-                shared.clone(),
-                RescuerConfig {
-                    interval: shared.config.rescue_every(),
-                    batch: 1000,
-                },
-            )),
             Arc::new(Pruner {
                 shared: shared.clone(),
             }),
@@ -284,7 +290,7 @@ impl Engine {
             stop_services,
             abandon,
             foremen,
-            services: vec![completer, heartbeat, presence, elector],
+            services: vec![completer, heartbeat, presence, rescuer, elector],
             leader,
         }
     }

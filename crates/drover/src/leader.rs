@@ -1,6 +1,6 @@
 //! Leader election: one process per database runs the services that must run once per cluster
-//! (the rescuer, the process pruner, later the cron scheduler, the retention archiver and the
-//! autoscaler tick). Those services are started and stopped here, in one place, so that none of
+//! (the process pruner, the cron scheduler and the retention archiver; the rescuer runs in every
+//! process). Those services are started and stopped here, in one place, so that none of
 //! them knows about leadership.
 //!
 //! ```text
@@ -117,7 +117,7 @@ impl Elector {
         tracing::info!(term = term.term, process = %self.shared.process_id, "elected leader");
         self.status.send_replace(Some(term));
         let services_stop = CancellationToken::new();
-        let tasks: Vec<_> = self
+        let mut tasks: Vec<_> = self
             .services
             .iter()
             .map(|service| {
@@ -159,12 +159,23 @@ impl Elector {
             }
         };
 
-        // Stop acting as leader before anything else.
-        services_stop.cancel();
-        for task in tasks {
-            let _ = task.await;
-        }
+        // Stop acting as leader before anything else, and say so at once: a service stuck in a
+        // hung database call must not keep this process reporting itself leader. Services get
+        // the trust margin to stop; one that does not is aborted (its writes are fenced by the
+        // term anyway).
         self.status.send_replace(None);
+        services_stop.cancel();
+        let stopping = futures_join(tasks.iter_mut());
+        if tokio::time::timeout(margin, stopping).await.is_err() {
+            tracing::warn!(
+                term = term.term,
+                ?margin,
+                "a leader service did not stop in time; aborting it"
+            );
+            for task in &tasks {
+                task.abort();
+            }
+        }
         if !keep_competing {
             let resign = self.shared.store.leader_resign(LeaderResignParams {
                 name: LEADERSHIP.into(),
@@ -180,5 +191,12 @@ impl Elector {
             }
         }
         keep_competing
+    }
+}
+
+/// Waits for every task (their results do not matter here).
+async fn futures_join<'a>(tasks: impl Iterator<Item = &'a mut tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
     }
 }

@@ -1,7 +1,8 @@
 //! The rescuer: finds running jobs whose lease expired (their process died or stalled) and makes
 //! them available again, or discards them (at-most-once, or no attempts left), with the reason
-//! recorded. It runs on the leader only, but would be safe in several processes at once: every
-//! rescue is a fenced write.
+//! recorded. It runs in every process: every rescue is a write fenced by the expired lease, so
+//! two processes rescuing at once rescue each job once, and a stalled or dead leader's orphans
+//! are reclaimed by the others without waiting for a leader handover.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,6 @@ use drover_core::{JobRescueParams, JobState, RescuedJob, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::hooks::JobEnd;
-use crate::leader::LeaderService;
 use crate::runtime::Shared;
 use crate::stats::Counters;
 
@@ -87,16 +87,5 @@ impl Rescuer {
                 return Ok(all);
             }
         }
-    }
-}
-
-#[async_trait::async_trait]
-impl LeaderService for Rescuer {
-    fn name(&self) -> &'static str {
-        "rescuer"
-    }
-
-    async fn run(self: Arc<Self>, _term: drover_core::LeaderTerm, stop: CancellationToken) {
-        Rescuer::run(&self, stop).await;
     }
 }
