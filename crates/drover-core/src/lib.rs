@@ -19,6 +19,8 @@ pub use error::{StoreError, ValidationError};
 pub use job::{
     AttemptError, ClaimedJob, Delivery, HistoryEntry, JobId, JobRecord, JobState, NewJob,
 };
-pub use retry::{FailedRun, RetryPolicy, after_failure};
+pub use retry::{
+    ExpiredRun, FailedRun, RescueDecision, RetryPolicy, after_failure, rescue_decision,
+};
 pub use store::*;
 pub use validate::Limits;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::job::Delivery;
+use crate::job::{Delivery, JobState};
 use crate::store::Outcome;
 
 /// A run that did not succeed, as [`after_failure`] needs it.
@@ -60,6 +60,74 @@ pub struct RetryPolicy {
     pub jitter: f64,
 }
 
+/// A running job whose lease expired, as the rescuer finds it.
+#[derive(Debug, Clone)]
+pub struct ExpiredRun<'a> {
+    /// The attempt that was cut off.
+    pub attempt: i32,
+    /// The job's most attempts.
+    pub max_attempts: i32,
+    /// How the job may be rerun.
+    pub delivery: Delivery,
+    /// Whether an operator asked to cancel the job.
+    pub cancel_requested: bool,
+    /// When the lease expired, as text for the message.
+    pub expired_at: &'a str,
+}
+
+/// What the rescuer does with an expired run: the state it moves to and the error recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RescueDecision {
+    /// `available` (run again at once: the lease's expiry was the wait), `discarded` or
+    /// `cancelled`.
+    pub state: JobState,
+    /// The error recorded for the cut-off attempt.
+    pub message: String,
+}
+
+/// The rescuer's decision for `run`: [`after_failure`] for an interrupted run, so that it is
+/// made in one place for the executor and for both backends' rescue statements, which take
+/// the result as parameters.
+pub fn rescue_decision(run: &ExpiredRun<'_>) -> RescueDecision {
+    let failed = FailedRun {
+        attempt: run.attempt,
+        max_attempts: run.max_attempts,
+        delivery: run.delivery,
+        interrupted: true,
+        cancel_requested: run.cancel_requested,
+        error: "",
+    };
+    let expired = run.expired_at;
+    let (state, message) = match after_failure(&failed, &RetryPolicy::default()) {
+        Outcome::Cancelled { .. } => (
+            JobState::Cancelled,
+            format!("lease expired at {expired} while a cancel was requested"),
+        ),
+        Outcome::Retry { .. } => (
+            JobState::Available,
+            format!(
+                "lease expired at {expired} (the worker died or stalled); rescued to run again"
+            ),
+        ),
+        _ if run.delivery == Delivery::AtMostOnce => (
+            JobState::Discarded,
+            format!(
+                "interrupted: lease expired at {expired} (the worker died or stalled); \
+                 at-most-once jobs are never run again"
+            ),
+        ),
+        _ => (
+            JobState::Discarded,
+            format!(
+                "lease expired at {expired} (the worker died or stalled) on the last of {} \
+                 attempts",
+                run.max_attempts
+            ),
+        ),
+    };
+    RescueDecision { state, message }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -93,6 +161,38 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rescue_decisions_follow_after_failure() {
+        let run = ExpiredRun {
+            attempt: 1,
+            max_attempts: 2,
+            delivery: Delivery::AtLeastOnce,
+            cancel_requested: false,
+            expired_at: "T",
+        };
+        assert_eq!(rescue_decision(&run).state, JobState::Available);
+        let last = ExpiredRun {
+            attempt: 2,
+            ..run.clone()
+        };
+        let decided = rescue_decision(&last);
+        assert_eq!(decided.state, JobState::Discarded);
+        assert!(
+            decided.message.contains("last of 2 attempts"),
+            "{decided:?}"
+        );
+        let once = ExpiredRun {
+            delivery: Delivery::AtMostOnce,
+            ..run.clone()
+        };
+        assert!(rescue_decision(&once).message.contains("at-most-once"));
+        let cancel = ExpiredRun {
+            cancel_requested: true,
+            ..once
+        };
+        assert_eq!(rescue_decision(&cancel).state, JobState::Cancelled);
+    }
 
     #[test]
     fn after_failure_cancels_discards_or_retries() {

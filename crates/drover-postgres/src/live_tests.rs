@@ -128,7 +128,7 @@ async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
         ),
         (
             "rescue",
-            jobs::RESCUE,
+            jobs::RESCUE_EXPIRED,
             vec![&none, &limit],
             &["drover_jobs_lease"],
         ),
