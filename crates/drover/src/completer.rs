@@ -71,6 +71,7 @@ async fn record(shared: &Shared, batch: &mut Vec<Finished>, abandon: &Cancellati
             }
         }
     };
+    shared.health.ok("completer");
     let counters = &shared.counters;
     for (finished, result) in batch.iter().zip(&results) {
         if !result.accepted {

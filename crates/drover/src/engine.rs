@@ -36,6 +36,7 @@ use crate::config::EngineConfig;
 use crate::cron::{CronSchedule, ParsedSchedule};
 use crate::error::Error;
 use crate::foreman;
+use crate::health::HealthReport;
 use crate::heartbeat;
 use crate::hooks::{FnHook, Hook, Hooks, JobEnd};
 use crate::leader::{Elector, LeaderService};
@@ -46,6 +47,7 @@ use crate::services::presence::{self, Pruner};
 use crate::services::rescuer::{Rescuer, RescuerConfig};
 use crate::services::scheduler::{CronJob, Scheduler, SchedulerService};
 use crate::stats::EngineStats;
+use crate::supervise;
 use crate::task::{RawTask, Task, TaskOptions, Typed};
 
 /// Builds an [`Engine`].
@@ -223,7 +225,7 @@ impl Engine {
         let hook_concurrency = self.config.hook_concurrency;
         let shared = Arc::new(Shared {
             store: self.store,
-            clock: self.clock,
+            clock: self.clock.clone(),
             config: self.config,
             tasks: self.tasks,
             hooks: Hooks::new(self.hooks, hook_concurrency),
@@ -232,37 +234,63 @@ impl Engine {
             outcomes,
             counters: Default::default(),
             settled: Default::default(),
-            health: Default::default(),
+            health: crate::health::Health::new(self.clock.clone()),
+            failed: CancellationToken::new(),
+            failure: Mutex::new(None),
         });
         let stop_claiming = CancellationToken::new();
         let stop_services = CancellationToken::new();
         let abandon = CancellationToken::new();
-        let foremen = shared
-            .config
+        let config = &shared.config;
+        let foremen = config
             .queues
             .iter()
             .map(|(queue, &concurrency)| {
-                tokio::spawn(foreman::run(
+                let name = format!("foreman {queue}");
+                shared.health.register(&name, None);
+                let run = foreman::run(
                     shared.clone(),
                     queue.clone(),
                     concurrency,
                     stop_claiming.clone(),
-                ))
+                );
+                supervise::spawn(&shared, name, stop_claiming.clone(), run)
             })
             .collect();
-        let completer = tokio::spawn(completer::run(shared.clone(), outcomes_rx, abandon.clone()));
-        let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), stop_services.clone()));
-        let presence = tokio::spawn(presence::run(shared.clone(), stop_services.clone()));
+        let health = &shared.health;
+        health.register("completer", None);
+        health.register("heartbeat", Some(config.heartbeat_every()));
+        health.register("presence", Some(presence::INTERVAL));
+        health.register("rescuer", Some(config.rescue_every()));
+        health.register("leader election", Some(config.leader_ttl));
+        let completer = supervise::spawn(
+            &shared,
+            "completer".into(),
+            abandon.clone(),
+            completer::run(shared.clone(), outcomes_rx, abandon.clone()),
+        );
+        let heartbeat = supervise::spawn(
+            &shared,
+            "heartbeat".into(),
+            stop_services.clone(),
+            heartbeat::run(shared.clone(), stop_services.clone()),
+        );
+        let presence = supervise::spawn(
+            &shared,
+            "presence".into(),
+            stop_services.clone(),
+            presence::run(shared.clone(), stop_services.clone()),
+        );
         // The rescuer runs in every process, not only the leader's: its writes are fenced, and
         // orphans of a stalled leader are reclaimed without waiting for a leader handover.
         let rescuer = Rescuer::new(
             shared.clone(),
             RescuerConfig {
-                interval: shared.config.rescue_every(),
+                interval: config.rescue_every(),
                 batch: 1000,
             },
         );
-        let rescuer = tokio::spawn({
+        let rescuer = supervise::spawn(&shared, "rescuer".into(), stop_services.clone(), {
             let stop = stop_services.clone();
             async move { rescuer.run(stop).await }
         });
@@ -281,7 +309,12 @@ impl Engine {
         ];
         let (leader_tx, leader) = watch::channel(None);
         let elector = Elector::new(shared.clone(), leader_services, leader_tx);
-        let elector = tokio::spawn(elector.run(stop_services.clone()));
+        let elector = supervise::spawn(
+            &shared,
+            "leader election".into(),
+            stop_services.clone(),
+            elector.run(stop_services.clone()),
+        );
         tracing::info!(process = %shared.process_id, queues = ?shared.config.queues,
             backend = shared.store.backend(), "engine started");
         EngineHandle {
@@ -399,9 +432,22 @@ impl EngineHandle {
         self.leader.clone()
     }
 
-    /// When each background service last completed a tick successfully.
-    pub fn health(&self) -> std::collections::BTreeMap<&'static str, jiff::Timestamp> {
-        self.shared.health.snapshot()
+    /// Every background loop: its last successful tick (by the engine's clock), and whether it
+    /// is ok (running, and ticking as often as it should).
+    pub fn health(&self) -> HealthReport {
+        self.shared.health.report()
+    }
+
+    /// Completes, with what happened, if a background loop ends unasked or panics: the engine
+    /// is then half-alive and should be shut down (`drover worker` exits non-zero).
+    pub async fn failure(&self) -> String {
+        self.shared.failed.cancelled().await;
+        self.shared
+            .failure
+            .lock()
+            .expect("failure lock poisoned")
+            .clone()
+            .unwrap_or_default()
     }
 
     /// Shuts down with the configured `shutdown_timeout`. See the module documentation.

@@ -77,6 +77,7 @@ pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
             .collect()
     };
     if leases.is_empty() {
+        shared.health.ok("heartbeat");
         return;
     }
     let call = shared.store.job_heartbeat(JobHeartbeatParams {
@@ -85,7 +86,10 @@ pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
         now: shared.clock.store_now(),
     });
     let statuses = match tokio::time::timeout(deadline, call).await {
-        Ok(Ok(statuses)) => statuses,
+        Ok(Ok(statuses)) => {
+            shared.health.ok("heartbeat");
+            statuses
+        }
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "heartbeat failed; running jobs continue");
             return;

@@ -31,7 +31,8 @@ use crate::runtime::Shared;
 /// The leadership every engine on one database competes for.
 pub(crate) const LEADERSHIP: &str = "default";
 
-/// A service that runs only on the leader. `run` returns when `stop` fires.
+/// A service that runs only on the leader. `run` returns when `stop` fires, and not before:
+/// a service that ends earlier is taken for a failure ([`crate::supervise`]).
 #[async_trait]
 pub(crate) trait LeaderService: Send + Sync + 'static {
     fn name(&self) -> &'static str;
@@ -99,7 +100,10 @@ impl Elector {
             now: self.shared.clock.store_now(),
         });
         match tokio::time::timeout(self.ttl() / 3, call).await {
-            Ok(Ok(term)) => term,
+            Ok(Ok(term)) => {
+                self.shared.health.ok("leader election");
+                term
+            }
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "leader election attempt failed");
                 None
@@ -122,7 +126,10 @@ impl Elector {
             .iter()
             .map(|service| {
                 tracing::debug!(service = service.name(), "starting leader service");
-                tokio::spawn(service.clone().run(term, services_stop.child_token()))
+                self.shared.health.register(service.name(), None);
+                let stop = services_stop.child_token();
+                let run = service.clone().run(term, stop.clone());
+                crate::supervise::spawn(&self.shared, service.name().into(), stop, run)
             })
             .collect();
 
@@ -144,6 +151,7 @@ impl Elector {
                     });
                     match tokio::time::timeout(ttl / 3, call).await {
                         Ok(Ok(Some(renewed))) => {
+                            self.shared.health.ok("leader election");
                             term = renewed;
                             trusted_until = sent + ttl - margin;
                             self.status.send_replace(Some(term));
@@ -175,6 +183,9 @@ impl Elector {
             for task in &tasks {
                 task.abort();
             }
+        }
+        for service in &self.services {
+            self.shared.health.stopped(service.name());
         }
         if !keep_competing {
             let resign = self.shared.store.leader_resign(LeaderResignParams {

@@ -57,12 +57,14 @@ pub mod retention;
 mod runtime;
 pub mod services;
 mod stats;
+mod supervise;
 mod task;
 
 pub use client::{Client, EnqueueRequest, JobDefaults};
 pub use config::EngineConfig;
 pub use engine::{Engine, EngineBuilder, EngineHandle, ShutdownReport};
 pub use error::Error;
+pub use health::{HealthReport, LoopHealth};
 pub use hooks::{Hook, JobEnd};
 pub use stats::EngineStats;
 pub use task::{JobContext, JobError, RawTask, Task, TaskOptions};

@@ -107,6 +107,10 @@ pub(crate) struct Shared {
     pub(crate) settled: Notify,
     /// Last successful tick of each background service.
     pub(crate) health: crate::health::Health,
+    /// Fired when a background loop stopped unasked ([`crate::supervise`]).
+    pub(crate) failed: CancellationToken,
+    /// The first loop that failed, and how.
+    pub(crate) failure: Mutex<Option<String>>,
 }
 
 impl Shared {

@@ -180,3 +180,88 @@ async fn a_run_whose_executor_panics_outside_the_handler_still_ends() {
     );
     handle.shutdown().await;
 }
+
+/// The system clock until armed; then every reading panics, as a bug in a loop would.
+#[derive(Debug, Default)]
+struct FaultyClock(AtomicBool);
+
+impl drover_core::Clock for FaultyClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+
+    fn store_now(&self) -> Option<jiff::Timestamp> {
+        if self.0.load(Ordering::SeqCst) {
+            panic!("clock bug");
+        }
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_that_panics_fails_the_engine_and_shows_in_health() {
+    let (store, _dir) = store().await;
+    let clock = Arc::new(FaultyClock::default());
+    let handle = Engine::builder(store.clone())
+        .clock(clock.clone())
+        .config(EngineConfig {
+            lease: Duration::from_secs(1),
+            rescue_interval: Some(Duration::from_millis(100)),
+            ..quick_config()
+        })
+        .builtin_tasks()
+        .build()
+        .unwrap()
+        .start();
+    // Every loop is covered, the leader's services once it leads.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let report = handle.health();
+        if report.loops.iter().any(|l| l.name == "cron scheduler")
+            && report
+                .loops
+                .iter()
+                .any(|l| l.name == "rescuer" && l.last_tick.is_some())
+        {
+            break report;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{report:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(report.ok, "{report:#?}");
+    let names: Vec<_> = report.loops.iter().map(|l| l.name.as_str()).collect();
+    for name in [
+        "completer",
+        "foreman default",
+        "heartbeat",
+        "leader election",
+        "presence",
+        "process pruner",
+        "rescuer",
+        "retention archiver",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert!(
+        serde_json::to_string(&report)
+            .unwrap()
+            .contains("\"last_tick\"")
+    );
+
+    clock.0.store(true, Ordering::SeqCst);
+    // The rescuer reads the clock every 100 ms: it panics first or soon.
+    let failure = tokio::time::timeout(Duration::from_secs(20), handle.failure())
+        .await
+        .expect("the engine reports the dead loop");
+    assert!(failure.contains("panicked: clock bug"), "{failure}");
+    let report = handle.health();
+    assert!(!report.ok);
+    let failed = report
+        .loops
+        .iter()
+        .find(|l| l.error.as_deref().is_some_and(|e| e.contains("clock bug")))
+        .unwrap_or_else(|| panic!("{report:#?}"));
+    assert!(!failed.ok);
+    clock.0.store(false, Ordering::SeqCst);
+    handle.shutdown().await;
+}

@@ -156,6 +156,7 @@ impl LeaderService for SchedulerService {
     async fn run(self: Arc<Self>, term: LeaderTerm, stop: CancellationToken) {
         let scheduler = &self.scheduler;
         if scheduler.jobs.is_empty() {
+            stop.cancelled().await;
             return;
         }
         let fence = LeaderFence {
