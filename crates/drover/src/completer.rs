@@ -63,7 +63,7 @@ async fn record(shared: &Shared, batch: &mut Vec<Finished>, abandon: &Cancellati
                     _ = abandon.cancelled() => {
                         tracing::error!(jobs = batch.len(),
                             "shutting down with job outcomes unrecorded; their leases will expire and the rescuer will take them");
-                        settle(shared, batch.drain(..).map(|f| f.outcome.lease.id));
+                        settle(shared, batch.drain(..).map(|f| f.outcome.lease));
                         return false;
                     }
                 }
@@ -103,7 +103,7 @@ async fn record(shared: &Shared, batch: &mut Vec<Finished>, abandon: &Cancellati
                 .await;
         }
     }
-    settle(shared, batch.drain(..).map(|f| f.outcome.lease.id));
+    settle(shared, batch.drain(..).map(|f| f.outcome.lease));
     true
 }
 
@@ -116,11 +116,18 @@ fn error_of(outcome: &Outcome, state: JobState) -> Option<String> {
 }
 
 /// Forgets runs whose outcome is settled and wakes whoever waits for the engine to go idle.
-fn settle(shared: &Shared, ids: impl Iterator<Item = drover_core::JobId>) {
+/// Only the run of that lease: a job rescued from this process and claimed by it again is a
+/// new run under the same id, which a late outcome of the old run must not forget.
+fn settle(shared: &Shared, leases: impl Iterator<Item = drover_core::LeaseRef>) {
     {
         let mut running = shared.running.lock().expect("running lock poisoned");
-        for id in ids {
-            running.remove(&id);
+        for lease in leases {
+            if running
+                .get(&lease.id)
+                .is_some_and(|run| run.lease.lease_token == lease.lease_token)
+            {
+                running.remove(&lease.id);
+            }
         }
     }
     shared.settled.notify_waiters();

@@ -80,6 +80,13 @@ pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
         shared.health.ok("heartbeat");
         return;
     }
+    // The lease each status answers for: by the time the answer comes, this process may have
+    // claimed the same job again (it was rescued from a stall), and that new run must not be
+    // stopped for the old lease.
+    let sent: std::collections::HashMap<JobId, i64> = leases
+        .iter()
+        .map(|(lease, _)| (lease.id, lease.lease_token))
+        .collect();
     let call = shared.store.job_heartbeat(JobHeartbeatParams {
         leases,
         lease: shared.config.lease,
@@ -101,7 +108,10 @@ pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
     };
     let running = shared.running.lock().expect("running lock poisoned");
     for status in statuses {
-        let Some(job) = running.get(&status.id) else {
+        let Some(job) = running
+            .get(&status.id)
+            .filter(|job| sent.get(&status.id) == Some(&job.lease.lease_token))
+        else {
             continue;
         };
         if !status.held {
