@@ -2,8 +2,8 @@
 //! [`Clock`], the retry policy, and the [`Store`] trait — the one seam between the engine and a
 //! database backend.
 //!
-//! Nothing in this crate talks to a database. Backends (`drover-sqlite`, later
-//! `drover-postgres`) implement [`Store`]; the engine (`drover`) uses only this crate, so it
+//! Nothing in this crate talks to a database. Backends (`drover-sqlite`, `drover-postgres`)
+//! implement [`Store`]; the engine (`drover`) uses only this crate, so it
 //! cannot name a backend type.
 
 pub mod clock;

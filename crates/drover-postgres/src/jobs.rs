@@ -6,7 +6,7 @@
 //! transaction.
 //!
 //! Every write about a running job is fenced by `id`, `state = 'running'` and the lease token
-//! (RELIABILITY.md rule 1), and every statement that picks rows to change locks them with
+//! (a late write from a run that lost its lease is refused), and every statement that picks rows to change locks them with
 //! `FOR UPDATE SKIP LOCKED`: concurrent claimers, rescuers and completers pass each other by
 //! instead of queueing behind each other's row locks (or deadlocking).
 
