@@ -6,6 +6,7 @@
 //! tested without sleeping.
 
 pub mod cases;
+pub mod pg_server;
 
 /// Instantiates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating
 /// to a future of `(DynStore, guard)`: a fresh, migrated store, and anything that must live as
