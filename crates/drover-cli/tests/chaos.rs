@@ -54,75 +54,16 @@ max_attempts = 1000
     let mut workers: Vec<Worker> = (0..WORKERS)
         .map(|i| env.spawn(&format!("w{i}"), &["worker"]))
         .collect();
-    let mut spawned = WORKERS;
 
-    // The producer: batches of 100 through `enqueue --file`, each acknowledged with its ids.
     let producing = Arc::new(AtomicBool::new(true));
     let producer = {
-        let dir = env.dir.path().to_owned();
-        let producing = producing.clone();
-        let cmd_env = Env {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let db = env.path("drover.db");
-        let config = env.path("drover.toml");
-        std::thread::spawn(move || {
-            let mut acknowledged = BTreeSet::new();
-            for batch in 0..jobs.div_ceil(100) {
-                let n = (jobs - batch * 100).min(100);
-                let lines: String = (0..n)
-                    .map(|i| {
-                        format!("{{\"kind\":\"chaos.run\",\"args\":{{\"b\":{batch},\"i\":{i}}}}}\n")
-                    })
-                    .collect();
-                let file = dir.join(format!("batch-{batch}.jsonl"));
-                std::fs::write(&file, lines).unwrap();
-                let out = cmd_env
-                    .cmd(&["enqueue", "--file", file.to_str().unwrap(), "--json"])
-                    .env("DROVER_DATABASE_URL", format!("sqlite://{}", db.display()))
-                    .env("DROVER_CONFIG", &config)
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let out: Value = serde_json::from_slice(&out.stdout).unwrap();
-                for id in out["ids"].as_array().unwrap() {
-                    acknowledged.insert(id.as_i64().unwrap());
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            producing.store(false, Ordering::SeqCst);
-            acknowledged
-        })
+        let (dir, producing) = (env.dir.path().to_owned(), producing.clone());
+        std::thread::spawn(move || produce(&dir, jobs, &producing))
     };
 
     // Chaos until the producer is done and a while after, within `chaos_for`.
     let started = Instant::now();
-    let (mut kills, mut stops) = (0usize, 0usize);
-    let mut rng = fastrand::Rng::with_seed(env_number("DROVER_CHAOS_SEED", 7));
-    while started.elapsed() < chaos_for
-        && (producing.load(Ordering::SeqCst) || started.elapsed() < Duration::from_secs(15))
-    {
-        std::thread::sleep(Duration::from_millis(rng.u64(200..600)));
-        let i = rng.usize(..workers.len());
-        if rng.bool() {
-            let mut victim = workers.remove(i);
-            victim.signal(Signal::SIGKILL);
-            victim.wait_exit(Duration::from_secs(20));
-            kills += 1;
-            workers.push(env.spawn(&format!("w{spawned}"), &["worker"]));
-            spawned += 1;
-        } else {
-            // Past the 1 s lease: its runs are rescued, and its late completions refused.
-            workers[i].signal(Signal::SIGSTOP);
-            std::thread::sleep(Duration::from_millis(rng.u64(1200..2500)));
-            workers[i].signal(Signal::SIGCONT);
-            stops += 1;
-        }
-    }
+    let (kills, stops) = chaos(&env, &mut workers, chaos_for, &producing);
     let acknowledged = producer.join().unwrap();
     assert_eq!(acknowledged.len(), jobs, "every enqueue was acknowledged");
     assert!(kills > 0 && stops > 0, "kills {kills}, stops {stops}");
@@ -148,6 +89,90 @@ max_attempts = 1000
         worker.wait_exit(Duration::from_secs(20));
     }
 
+    let extra = check_invariants(&env, &acknowledged, kills + stops);
+    eprintln!(
+        "chaos: {jobs} jobs, {kills} kills, {stops} stops, {extra} extra runs, {:?}",
+        started.elapsed()
+    );
+}
+
+/// Enqueues `jobs` jobs in batches of 100 through `enqueue --file` in `dir` (the test's
+/// directory, whose config and database it uses); returns the acknowledged ids.
+fn produce(dir: &std::path::Path, jobs: usize, producing: &AtomicBool) -> BTreeSet<i64> {
+    let mut acknowledged = BTreeSet::new();
+    for batch in 0..jobs.div_ceil(100) {
+        let n = (jobs - batch * 100).min(100);
+        let lines: String = (0..n)
+            .map(|i| format!("{{\"kind\":\"chaos.run\",\"args\":{{\"b\":{batch},\"i\":{i}}}}}\n"))
+            .collect();
+        let file = dir.join(format!("batch-{batch}.jsonl"));
+        std::fs::write(&file, lines).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["enqueue", "--file", file.to_str().unwrap(), "--json"])
+            .current_dir(dir)
+            .env(
+                "DROVER_DATABASE_URL",
+                format!("sqlite://{}", dir.join("drover.db").display()),
+            )
+            .env("DROVER_CONFIG", dir.join("drover.toml"))
+            .env("DROVER_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out: Value = serde_json::from_slice(&out.stdout).unwrap();
+        for id in out["ids"].as_array().unwrap() {
+            acknowledged.insert(id.as_i64().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    producing.store(false, Ordering::SeqCst);
+    acknowledged
+}
+
+/// SIGKILLs (and restarts) or SIGSTOPs past the lease (then SIGCONTs) a random worker every
+/// few hundred ms, while the producer runs and for at least 15 s, within `chaos_for`.
+/// Returns the kills and the stops.
+fn chaos(
+    env: &Env,
+    workers: &mut Vec<Worker>,
+    chaos_for: Duration,
+    producing: &AtomicBool,
+) -> (usize, usize) {
+    let started = Instant::now();
+    let (mut kills, mut stops) = (0usize, 0usize);
+    let mut spawned = workers.len();
+    let mut rng = fastrand::Rng::with_seed(env_number("DROVER_CHAOS_SEED", 7));
+    while started.elapsed() < chaos_for
+        && (producing.load(Ordering::SeqCst) || started.elapsed() < Duration::from_secs(15))
+    {
+        std::thread::sleep(Duration::from_millis(rng.u64(200..600)));
+        let i = rng.usize(..workers.len());
+        if rng.bool() {
+            let mut victim = workers.remove(i);
+            victim.signal(Signal::SIGKILL);
+            victim.wait_exit(Duration::from_secs(20));
+            kills += 1;
+            workers.push(env.spawn(&format!("w{spawned}"), &["worker"]));
+            spawned += 1;
+        } else {
+            // Past the 1 s lease: its runs are rescued, and its late completions refused.
+            workers[i].signal(Signal::SIGSTOP);
+            std::thread::sleep(Duration::from_millis(rng.u64(1200..2500)));
+            workers[i].signal(Signal::SIGCONT);
+            stops += 1;
+        }
+    }
+    (kills, stops)
+}
+
+/// Checks the invariants on the database and the run log; returns the extra runs.
+fn check_invariants(env: &Env, acknowledged: &BTreeSet<i64>, faults: usize) -> usize {
+    let jobs = acknowledged.len();
     let conn = rusqlite::Connection::open(env.path("drover.db")).unwrap();
     let rows: Vec<(i64, String, i64, i64, i64)> = conn
         .prepare(
@@ -165,7 +190,7 @@ max_attempts = 1000
         .unwrap();
     let ids: BTreeSet<i64> = rows.iter().map(|r| r.0).collect();
     assert_eq!(
-        ids, acknowledged,
+        &ids, acknowledged,
         "the jobs are exactly the acknowledged ones"
     );
     let mut runs: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
@@ -207,14 +232,10 @@ max_attempts = 1000
     // A fault reruns at most what was in flight: a killed or stopped worker's own runs, but a
     // worker stopped while its SQLite writer held the lock also stalls every other worker's
     // heartbeats past the lease, so the bound is what is in flight in the whole cluster.
-    let faults = kills + stops;
     let in_flight = WORKERS * CONCURRENCY;
     assert!(
         extra <= faults * in_flight,
         "{extra} extra runs for {faults} faults × {in_flight} in flight"
     );
-    eprintln!(
-        "chaos: {jobs} jobs, {kills} kills, {stops} stops, {extra} extra runs, {:?}",
-        started.elapsed()
-    );
+    extra
 }

@@ -241,59 +241,8 @@ impl Engine {
         let stop_claiming = CancellationToken::new();
         let stop_services = CancellationToken::new();
         let abandon = CancellationToken::new();
-        let config = &shared.config;
-        let foremen = config
-            .queues
-            .iter()
-            .map(|(queue, &concurrency)| {
-                let name = format!("foreman {queue}");
-                shared.health.register(&name, None);
-                let run = foreman::run(
-                    shared.clone(),
-                    queue.clone(),
-                    concurrency,
-                    stop_claiming.clone(),
-                );
-                supervise::spawn(&shared, name, stop_claiming.clone(), run)
-            })
-            .collect();
-        let health = &shared.health;
-        health.register("completer", None);
-        health.register("heartbeat", Some(config.heartbeat_every()));
-        health.register("presence", Some(presence::INTERVAL));
-        health.register("rescuer", Some(config.rescue_every()));
-        health.register("leader election", Some(config.leader_ttl));
-        let completer = supervise::spawn(
-            &shared,
-            "completer".into(),
-            abandon.clone(),
-            completer::run(shared.clone(), outcomes_rx, abandon.clone()),
-        );
-        let heartbeat = supervise::spawn(
-            &shared,
-            "heartbeat".into(),
-            stop_services.clone(),
-            heartbeat::run(shared.clone(), stop_services.clone()),
-        );
-        let presence = supervise::spawn(
-            &shared,
-            "presence".into(),
-            stop_services.clone(),
-            presence::run(shared.clone(), stop_services.clone()),
-        );
-        // The rescuer runs in every process, not only the leader's: its writes are fenced, and
-        // orphans of a stalled leader are reclaimed without waiting for a leader handover.
-        let rescuer = Rescuer::new(
-            shared.clone(),
-            RescuerConfig {
-                interval: config.rescue_every(),
-                batch: 1000,
-            },
-        );
-        let rescuer = supervise::spawn(&shared, "rescuer".into(), stop_services.clone(), {
-            let stop = stop_services.clone();
-            async move { rescuer.run(stop).await }
-        });
+        let foremen = spawn_foremen(&shared, &stop_claiming);
+        let mut services = spawn_process_loops(&shared, outcomes_rx, &abandon, &stop_services);
         let leader_services: Vec<Arc<dyn LeaderService>> = vec![
             Arc::new(Pruner {
                 shared: shared.clone(),
@@ -315,6 +264,7 @@ impl Engine {
             stop_services.clone(),
             elector.run(stop_services.clone()),
         );
+        services.push(elector);
         tracing::info!(process = %shared.process_id, queues = ?shared.config.queues,
             backend = shared.store.backend(), "engine started");
         EngineHandle {
@@ -323,7 +273,7 @@ impl Engine {
             stop_services,
             abandon,
             foremen,
-            services: vec![completer, heartbeat, presence, rescuer, elector],
+            services,
             leader,
         }
     }
@@ -334,6 +284,74 @@ impl Engine {
         signal.await;
         handle.shutdown().await
     }
+}
+
+/// One supervised foreman per queue.
+fn spawn_foremen(shared: &Arc<Shared>, stop_claiming: &CancellationToken) -> Vec<JoinHandle<()>> {
+    shared
+        .config
+        .queues
+        .iter()
+        .map(|(queue, &concurrency)| {
+            let name = format!("foreman {queue}");
+            shared.health.register(&name, None);
+            let run = foreman::run(
+                shared.clone(),
+                queue.clone(),
+                concurrency,
+                stop_claiming.clone(),
+            );
+            supervise::spawn(shared, name, stop_claiming.clone(), run)
+        })
+        .collect()
+}
+
+/// The loops every process runs, supervised: completer, heartbeat, presence and rescuer.
+fn spawn_process_loops(
+    shared: &Arc<Shared>,
+    outcomes_rx: mpsc::Receiver<crate::runtime::Finished>,
+    abandon: &CancellationToken,
+    stop_services: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let config = &shared.config;
+    let health = &shared.health;
+    health.register("completer", None);
+    health.register("heartbeat", Some(config.heartbeat_every()));
+    health.register("presence", Some(presence::INTERVAL));
+    health.register("rescuer", Some(config.rescue_every()));
+    health.register("leader election", Some(config.leader_ttl));
+    let completer = supervise::spawn(
+        shared,
+        "completer".into(),
+        abandon.clone(),
+        completer::run(shared.clone(), outcomes_rx, abandon.clone()),
+    );
+    let heartbeat = supervise::spawn(
+        shared,
+        "heartbeat".into(),
+        stop_services.clone(),
+        heartbeat::run(shared.clone(), stop_services.clone()),
+    );
+    let presence = supervise::spawn(
+        shared,
+        "presence".into(),
+        stop_services.clone(),
+        presence::run(shared.clone(), stop_services.clone()),
+    );
+    // The rescuer runs in every process, not only the leader's: its writes are fenced, and
+    // orphans of a stalled leader are reclaimed without waiting for a leader handover.
+    let rescuer = Rescuer::new(
+        shared.clone(),
+        RescuerConfig {
+            interval: config.rescue_every(),
+            batch: 1000,
+        },
+    );
+    let rescuer = supervise::spawn(shared, "rescuer".into(), stop_services.clone(), {
+        let stop = stop_services.clone();
+        async move { rescuer.run(stop).await }
+    });
+    vec![completer, heartbeat, presence, rescuer]
 }
 
 fn job_defaults(

@@ -121,7 +121,7 @@ impl Elector {
         tracing::info!(term = term.term, process = %self.shared.process_id, "elected leader");
         self.status.send_replace(Some(term));
         let services_stop = CancellationToken::new();
-        let mut tasks: Vec<_> = self
+        let tasks: Vec<_> = self
             .services
             .iter()
             .map(|service| {
@@ -167,10 +167,24 @@ impl Elector {
             }
         };
 
-        // Stop acting as leader before anything else, and say so at once: a service stuck in a
-        // hung database call must not keep this process reporting itself leader. Services get
-        // the trust margin to stop; one that does not is aborted (its writes are fenced by the
-        // term anyway).
+        self.step_down(term, tasks, &services_stop, margin).await;
+        if !keep_competing {
+            self.resign(term).await;
+        }
+        keep_competing
+    }
+
+    /// Stops acting as leader before anything else, and says so at once: a service stuck in a
+    /// hung database call must not keep this process reporting itself leader. Services get
+    /// the trust `margin` to stop; one that does not is aborted (its writes are fenced by the
+    /// term anyway).
+    async fn step_down(
+        &self,
+        term: LeaderTerm,
+        mut tasks: Vec<tokio::task::JoinHandle<()>>,
+        services_stop: &CancellationToken,
+        margin: Duration,
+    ) {
         self.status.send_replace(None);
         services_stop.cancel();
         let stopping = futures_join(tasks.iter_mut());
@@ -187,21 +201,20 @@ impl Elector {
         for service in &self.services {
             self.shared.health.stopped(service.name());
         }
-        if !keep_competing {
-            let resign = self.shared.store.leader_resign(LeaderResignParams {
-                name: LEADERSHIP.into(),
-                leader_id: self.shared.process_id.clone(),
-                term: term.term,
-            });
-            match tokio::time::timeout(Duration::from_secs(5), resign).await {
-                Ok(Ok(true)) => tracing::info!(term = term.term, "resigned leadership"),
-                Ok(Ok(false)) => {}
-                _ => tracing::warn!(
-                    "could not resign leadership; it passes on when the term expires"
-                ),
-            }
+    }
+
+    /// Gives the term up, so that another process leads at once rather than after the ttl.
+    async fn resign(&self, term: LeaderTerm) {
+        let resign = self.shared.store.leader_resign(LeaderResignParams {
+            name: LEADERSHIP.into(),
+            leader_id: self.shared.process_id.clone(),
+            term: term.term,
+        });
+        match tokio::time::timeout(Duration::from_secs(5), resign).await {
+            Ok(Ok(true)) => tracing::info!(term = term.term, "resigned leadership"),
+            Ok(Ok(false)) => {}
+            _ => tracing::warn!("could not resign leadership; it passes on when the term expires"),
         }
-        keep_competing
     }
 }
 
