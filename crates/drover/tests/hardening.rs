@@ -265,3 +265,58 @@ async fn a_loop_that_panics_fails_the_engine_and_shows_in_health() {
     clock.0.store(false, Ordering::SeqCst);
     handle.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stuck_in_a_hung_call_reports_stepping_down_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.db");
+    let mut config = SqliteConfig::new(&path);
+    // A long busy timeout: a write behind the lock below hangs for 30 s.
+    config.busy_timeout = Duration::from_secs(30);
+    let store = SqliteStore::open(config).unwrap();
+    store.migrate().await.unwrap();
+    let ttl = Duration::from_secs(3);
+    let handle = Engine::builder(Arc::new(store))
+        .config(EngineConfig {
+            leader_ttl: ttl,
+            ..quick_config()
+        })
+        .builtin_tasks()
+        .cron(drover::cron::CronSchedule {
+            name: "every-second".into(),
+            expression: "* * * * * *".into(),
+            timezone: None,
+            kind: "drover.noop".into(),
+            args: "{}".into(),
+            queue: None,
+            catch_up: drover::cron::CatchUp::Skip,
+        })
+        .build()
+        .unwrap()
+        .start();
+    let mut leadership = handle.leadership();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        leadership.wait_for(|t| t.is_some()),
+    )
+    .await
+    .expect("it leads")
+    .unwrap();
+    // Another connection holds the write lock: the reelection and the cron scheduler's next
+    // fire (within a second) both hang behind it.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let locked = tokio::time::Instant::now();
+    // The term is trusted for ttl − ttl/5 after its last renewal; then it must report the
+    // step-down, not wait for the scheduler's hung write (30 s). A margin of 2 s.
+    let bound = ttl + Duration::from_secs(2);
+    let stepped_down = tokio::time::timeout(bound, leadership.wait_for(|t| t.is_none())).await;
+    let took = locked.elapsed();
+    blocker.execute_batch("ROLLBACK").unwrap();
+    assert!(
+        stepped_down.is_ok(),
+        "still reported leader {took:?} after the lock"
+    );
+    assert!(handle.leader_term().is_none());
+    handle.shutdown().await;
+}
