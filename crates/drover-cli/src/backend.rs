@@ -55,7 +55,7 @@ pub(crate) async fn open_postgres(url: &str, listen: bool) -> anyhow::Result<PgS
     Ok(PgStore::connect(config).await?)
 }
 
-/// The URL without its password, for messages.
+/// The URL without its password or secret options, for messages and logs.
 pub(crate) fn redact(url: &str) -> String {
-    drover_postgres::redact(url)
+    drover_core::redact::redact_url(url)
 }

@@ -128,6 +128,8 @@ pub(crate) struct WorkerSection {
     pub(crate) counts_interval: Option<Duration>,
     /// Most jobs counted per state; larger counts are shown as "at least" (default 1,000,000).
     pub(crate) counts_cap: Option<u64>,
+    /// Most hooks run at once (default 4).
+    pub(crate) hook_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,8 +151,12 @@ pub(crate) struct TaskSection {
     /// Time between SIGTERM and SIGKILL when a run is cancelled or times out.
     #[serde(default, deserialize_with = "duration")]
     pub(crate) kill_grace: Option<Duration>,
+    /// Set in the command's environment.
     #[serde(default)]
     pub(crate) env: BTreeMap<String, String>,
+    /// Names of the worker's own variables passed to the command; no other is inherited.
+    #[serde(default)]
+    pub(crate) env_pass: Vec<String>,
     pub(crate) cwd: Option<PathBuf>,
 }
 
@@ -162,6 +168,9 @@ pub(crate) struct HookSection {
     pub(crate) on: Option<Vec<String>>,
     #[serde(default, deserialize_with = "duration")]
     pub(crate) timeout: Option<Duration>,
+    /// Names of the worker's own variables passed to the hook; no other is inherited.
+    #[serde(default)]
+    pub(crate) env_pass: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +188,18 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|err| format!("{text:?} is not a duration like 30s, 5m or 250ms ({err})"))?;
     Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+}
+
+/// An environment variable name as `env_pass` takes it: what a shell could export.
+fn check_env_name(key: &str, name: &str) -> anyhow::Result<()> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        bail!("{key}: {name:?} is not a variable name (letters, digits and _, not first a digit)");
+    }
+    Ok(())
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
@@ -250,6 +271,9 @@ impl Config {
             if task.timeout == Some(Duration::ZERO) {
                 bail!("tasks.\"{kind}\".timeout: must be positive");
             }
+            for name in &task.env_pass {
+                check_env_name(&format!("tasks.\"{kind}\".env_pass"), name)?;
+            }
         }
         let mut cron_names = std::collections::HashSet::new();
         for (i, cron) in self.cron.iter().enumerate() {
@@ -274,6 +298,9 @@ impl Config {
         for (i, hook) in self.hooks.iter().enumerate() {
             if hook.command.is_empty() || hook.command[0].is_empty() {
                 bail!("hooks[{i}].command: a hook needs a command");
+            }
+            for name in &hook.env_pass {
+                check_env_name(&format!("hooks[{i}].env_pass"), name)?;
             }
             for state in hook.on.iter().flatten() {
                 let parsed: JobState = state
@@ -346,6 +373,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("hooks[0].on"), "{err}");
+        let err = parse("[tasks.k]\ncommand = [\"x\"]\nenv_pass = [\"A=B\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tasks.\"k\".env_pass") && err.contains("A=B"),
+            "{err}"
+        );
+        let err = parse("[[hooks]]\ncommand = [\"x\"]\nenv_pass = [\"1X\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hooks[0].env_pass"), "{err}");
     }
 
     #[test]

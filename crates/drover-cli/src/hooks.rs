@@ -1,6 +1,6 @@
 //! Hooks of the standalone server: commands from `[[hooks]]`, run when a job ends with the event
 //! as JSON on stdin and `DROVER_JOB_*` in the environment. A failing hook is logged; the job is
-//! never changed by it.
+//! never changed by it. A hook does not inherit the worker's environment: see [`crate::process`].
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ pub(crate) struct CommandHook {
     pub(crate) argv: Vec<String>,
     pub(crate) on: Vec<JobState>,
     pub(crate) timeout: Duration,
+    pub(crate) env_pass: Vec<String>,
 }
 
 #[async_trait]
@@ -41,6 +42,7 @@ impl Hook for CommandHook {
         let spec = Spec {
             argv: &self.argv,
             env,
+            pass: &self.env_pass,
             cwd: None,
         };
         let result = process::run(spec, &input, &timeout, Duration::from_secs(1)).await;

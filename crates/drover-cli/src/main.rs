@@ -14,6 +14,7 @@ mod output;
 mod process;
 mod setup;
 mod signals;
+mod spawner;
 mod tasks;
 
 use std::process::ExitCode;
@@ -25,6 +26,9 @@ use crate::cli::{Cli, Command};
 use crate::config::Config;
 
 fn main() -> ExitCode {
+    if let Some(code) = spawner::exec_if_asked() {
+        return code;
+    }
     let cli = Cli::parse();
     let long_running = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
     let filter = EnvFilter::try_from_env("DROVER_LOG")

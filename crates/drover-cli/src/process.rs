@@ -1,6 +1,12 @@
 //! Running a child process for a command task or hook: input on stdin, the tail of stderr kept
 //! for the error message, and on cancellation SIGTERM to its whole process group, then SIGKILL
-//! after a grace. A run whose future is dropped kills its group, so no child outlives its job.
+//! after a grace. A run whose future is dropped kills its group, so no child outlives its job;
+//! a worker killed outright takes its direct child with it ([`crate::spawner`]).
+//!
+//! A child never inherits the worker's environment: the worker holds the database URL, API
+//! tokens and passwords, and a task is user code. It starts from an empty environment plus
+//! [`SAFE_BASE`], the variables its config lists in `env_pass`, and what the caller sets
+//! (the task's `env` and `DROVER_JOB_*`).
 
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -9,17 +15,45 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+
+use crate::spawner;
 use tokio_util::sync::CancellationToken;
 
 /// Bytes of stderr kept for the error message.
 const STDERR_TAIL: usize = 2048;
 
+/// Variables a child gets from the worker without asking: what a program needs to find its
+/// tools, its home and its locale. None of them is a credential. `SHELL`, `LOGNAME` and the
+/// like are left out on purpose: a task that needs them says so in `env_pass`.
+const SAFE_BASE: &[&str] = &["PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR"];
+
 /// What to run.
 pub(crate) struct Spec<'a> {
     pub(crate) argv: &'a [String],
+    /// Set in the child after the safe base and `pass`; later entries win.
     pub(crate) env: Vec<(String, String)>,
+    /// Names of the worker's variables passed through as they are (`env_pass`).
+    pub(crate) pass: &'a [String],
     pub(crate) cwd: Option<&'a PathBuf>,
+}
+
+/// The child's whole environment, from the worker's `inherited` variables: the safe base, the
+/// `LC_*` locale variables, the named `pass` ones, then `set`.
+fn child_env(
+    inherited: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    pass: &[String],
+    set: Vec<(String, String)>,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    let mut env: Vec<_> = inherited
+        .filter(|(name, _)| {
+            let name = name.to_string_lossy();
+            SAFE_BASE.contains(&name.as_ref())
+                || name.starts_with("LC_")
+                || pass.iter().any(|p| *p == name)
+        })
+        .collect();
+    env.extend(set.into_iter().map(|(k, v)| (k.into(), v.into())));
+    env
 }
 
 /// How the process ended.
@@ -59,10 +93,10 @@ pub(crate) async fn run(
     cancel: &CancellationToken,
     kill_grace: Duration,
 ) -> std::io::Result<Exit> {
-    let mut command = Command::new(&spec.argv[0]);
+    let mut command = spawner::command(spec.argv);
     command
-        .args(&spec.argv[1..])
-        .envs(spec.env)
+        .env_clear()
+        .envs(child_env(std::env::vars_os(), spec.pass, spec.env))
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
@@ -72,7 +106,7 @@ pub(crate) async fn run(
     if let Some(cwd) = spec.cwd {
         command.current_dir(cwd);
     }
-    let mut child = command.spawn().map_err(|err| {
+    let mut child = spawner::spawn(command).await.map_err(|err| {
         std::io::Error::new(
             err.kind(),
             format!("cannot start {:?}: {err}", spec.argv[0]),
@@ -140,5 +174,41 @@ pub(crate) fn describe(status: ExitStatus, stderr_tail: &str) -> String {
         how
     } else {
         format!("{how}: {stderr_tail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
+    }
+
+    #[test]
+    fn a_child_gets_the_safe_base_what_is_passed_and_what_is_set_and_nothing_else() {
+        let worker = vars(&[
+            ("PATH", "/usr/bin"),
+            ("HOME", "/home/w"),
+            ("LC_ALL", "C.UTF-8"),
+            ("DROVER_DATABASE_URL", "postgres://u:secret@db/x"),
+            ("DROVER_TOKEN", "t0ken"),
+            ("PGPASSWORD", "pw"),
+            ("AWS_REGION", "eu-west-1"),
+            ("AWS_SECRET_ACCESS_KEY", "k"),
+        ]);
+        let env = child_env(
+            worker.into_iter(),
+            &["AWS_REGION".to_owned()],
+            vec![("DROVER_JOB_ID".to_owned(), "7".to_owned())],
+        );
+        let names: Vec<_> = env.iter().map(|(k, _)| k.to_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            ["PATH", "HOME", "LC_ALL", "AWS_REGION", "DROVER_JOB_ID"]
+        );
     }
 }

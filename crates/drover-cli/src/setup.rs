@@ -81,6 +81,7 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
         cancel_grace: worker.cancel_grace.unwrap_or(Duration::from_secs(10)),
         leader_ttl: worker.leader_ttl.unwrap_or(defaults.leader_ttl),
         prefetch: worker.prefetch.or(defaults.prefetch),
+        hook_concurrency: worker.hook_concurrency.unwrap_or(defaults.hook_concurrency),
         limits: limits(config),
         process_id: None,
         counts: drover::services::counter::CounterConfig {
@@ -130,6 +131,7 @@ pub(crate) fn command_tasks(config: &Config) -> Vec<Arc<dyn RawTask>> {
                 kind: kind.clone(),
                 argv: task.command.clone(),
                 env: task.env.clone(),
+                env_pass: task.env_pass.clone(),
                 cwd: task.cwd.clone(),
                 options: options[kind].clone(),
                 kill_grace: task.kill_grace.unwrap_or(Duration::from_secs(5)),
@@ -158,6 +160,7 @@ pub(crate) fn command_hooks(config: &Config) -> Vec<CommandHook> {
                 ],
             },
             timeout: hook.timeout.unwrap_or(Duration::from_secs(30)),
+            env_pass: hook.env_pass.clone(),
         })
         .collect()
 }

@@ -304,6 +304,96 @@ command = ["sh", "-c", "cat >> hooks.jsonl; echo >> hooks.jsonl"]
 }
 
 #[test]
+fn database_urls_in_errors_never_show_a_password() {
+    let env = Env::new("");
+    let secret = "hunter2";
+    let sqlite = format!("sqlite://{}", env.path("x.db").display());
+    let cases = [
+        // Unsupported scheme, in userinfo and as an option.
+        format!("mysql://u:{secret}@h/db?password={secret}"),
+        // SQLite: options it does not know.
+        format!("{sqlite}?password={secret}"),
+        format!("{sqlite}?sslpassword={secret}"),
+        // PostgreSQL that cannot be reached (port 1), a bad one (port out of range), a bad option.
+        format!("postgres://u:{secret}@127.0.0.1:1/db?password={secret}&connect_timeout=2"),
+        format!("postgres://u:{secret}@127.0.0.1/db?sslpassword={secret}"),
+        format!("postgres://u:{secret}@127.0.0.1:99999/db"),
+        format!("postgresql://u@127.0.0.1/db?password={secret}&sslmode=sometimes"),
+    ];
+    for url in &cases {
+        for command in [&["migrate"][..], &["stats"], &["worker"]] {
+            let out = env
+                .cmd(command)
+                .env("DROVER_DATABASE_URL", url)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert!(!out.status.success(), "{url} {command:?}: {text}");
+            assert!(!text.contains(secret), "{url} {command:?}: {text}");
+            assert!(!text.is_empty(), "{url} {command:?} said why");
+        }
+    }
+}
+
+/// Every `NAME=` line of an `env` dump.
+fn names(dump: &str) -> Vec<&str> {
+    dump.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[test]
+fn tasks_and_hooks_get_no_secret_of_the_worker_only_what_is_passed() {
+    let env = Env::new(
+        r#"
+[tasks."env.dump"]
+command = ["sh", "-c", "env > task-env.txt"]
+env = { REPORTS_DIR = "/srv/r" }
+env_pass = ["AWS_REGION"]
+
+[[hooks]]
+command = ["sh", "-c", "env > hook-env.tmp && mv hook-env.tmp hook-env.txt"]
+env_pass = ["HOOK_ONLY"]
+"#,
+    );
+    // `env.cmd` sets DROVER_DATABASE_URL.
+    let url = format!("sqlite://{}", env.path("drover.db").display());
+    let mut cmd = env.cmd(&["worker"]);
+    cmd.env("DROVER_TOKEN", "t0ken-secret")
+        .env("PGPASSWORD", "pg-secret")
+        .env("AWS_SECRET_ACCESS_KEY", "aws-secret")
+        .env("AWS_REGION", "eu-west-1")
+        .env("HOOK_ONLY", "h")
+        .env("LC_TIME", "C");
+    let _worker = env.spawn_cmd("worker", cmd);
+    let id = env.enqueue(&["env.dump"]);
+    env.wait_job(id, T, |j| j["state"] == "completed");
+    let task = std::fs::read_to_string(env.path("task-env.txt")).unwrap();
+    let hook = common::wait_file(&env.path("hook-env.txt"), T);
+    for dump in [&task, &hook] {
+        for secret in [url.as_str(), "t0ken-secret", "pg-secret", "aws-secret"] {
+            assert!(!dump.contains(secret), "{secret} leaked:\n{dump}");
+        }
+        let names = names(dump);
+        for name in ["DROVER_DATABASE_URL", "DROVER_TOKEN", "PGPASSWORD"] {
+            assert!(!names.contains(&name), "{name} leaked:\n{dump}");
+        }
+        assert!(
+            names.contains(&"PATH") && names.contains(&"LC_TIME"),
+            "{dump}"
+        );
+        assert!(names.contains(&"DROVER_JOB_ID"), "{dump}");
+    }
+    assert!(task.contains("AWS_REGION=eu-west-1\n"), "{task}");
+    assert!(task.contains("REPORTS_DIR=/srv/r\n"), "{task}");
+    assert!(!names(&task).contains(&"HOOK_ONLY"), "{task}");
+    assert!(hook.contains("HOOK_ONLY=h\n"), "{hook}");
+    assert!(!names(&hook).contains(&"AWS_REGION"), "{hook}");
+}
+
+#[test]
 fn a_failing_hook_never_changes_the_job() {
     let env = Env::new("[[hooks]]\ncommand = [\"sh\", \"-c\", \"exit 1\"]\n");
     let mut worker = env.spawn("worker", &["worker"]);

@@ -81,22 +81,52 @@ catch_up = "all"
     );
     let mut workers = vec![env.spawn("w0", &["worker"]), env.spawn("w1", &["worker"])];
     let mut spawned = 2;
-    // Kill whoever leads, three times, letting the survivors take over.
-    for _ in 0..3 {
-        std::thread::sleep(Duration::from_millis(2500));
-        let stats = env.stats();
-        let Some(pid) = stats["leader"]["pid"].as_u64() else {
-            continue;
-        };
-        if let Some(i) = workers.iter().position(|w| w.child.id() as u64 == pid) {
-            let mut leader = workers.remove(i);
-            leader.signal(Signal::SIGKILL);
-            leader.wait_exit(T);
-            workers.push(env.spawn(&format!("w{spawned}"), &["worker"]));
-            spawned += 1;
+    let watch = db(&env);
+    let fired = || -> i64 {
+        watch
+            .query_row(
+                "SELECT count(*) FROM drover_cron_fires WHERE schedule = 'tick'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    // Waits until the schedule fired twice more than `since`, under a leader among `workers`;
+    // returns the fire count and the leader's pid.
+    let fired_twice_more = |since: i64, workers: &[common::Worker]| -> (i64, u32) {
+        let deadline = std::time::Instant::now() + T;
+        loop {
+            let now = fired();
+            let leader = env.stats()["leader"]["pid"].as_u64().map(|p| p as u32);
+            if let Some(pid) = leader.filter(|p| workers.iter().any(|w| w.child.id() == *p))
+                && now >= since + 2
+            {
+                return (now, pid);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "cron stalled at {now} fires"
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
+    };
+    // Kill whoever leads, three times, each once cron has been seen firing under it.
+    let mut kills = 0;
+    let mut seen = 0;
+    for _ in 0..3 {
+        let (now, pid) = fired_twice_more(seen, &workers);
+        seen = now;
+        let i = workers.iter().position(|w| w.child.id() == pid).unwrap();
+        let mut leader = workers.remove(i);
+        leader.signal(Signal::SIGKILL);
+        leader.wait_exit(T);
+        kills += 1;
+        workers.push(env.spawn(&format!("w{spawned}"), &["worker"]));
+        spawned += 1;
     }
-    std::thread::sleep(Duration::from_millis(2500));
+    // And the survivors keep firing.
+    fired_twice_more(seen, &workers);
+    assert_eq!(kills, 3, "every kill hit a leader");
     for worker in &workers {
         worker.signal(Signal::SIGTERM);
     }
@@ -217,15 +247,25 @@ fn rows_are_conserved_when_the_archiver_is_killed_mid_run() {
              '2020-01-01T00:00:00.000000Z' FROM n;",
     )
     .unwrap();
+    // Each run is killed once it has been seen moving rows (a positive signal, not a guess at
+    // its timing); a kill counts as mid-run when rows were left on both sides.
     let mut interrupted_mid_run = 0;
-    for delay_ms in [150, 400, 900] {
+    for round in 0..3 {
+        let (_, before, _) = counts(&conn);
         let mut child = env
             .cmd(&["archive", "run"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
+        let deadline = std::time::Instant::now() + T;
+        while counts(&conn).1 <= before && child.try_wait().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the archiver never moved a row"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(child.id() as i32),
             Signal::SIGKILL,
@@ -235,16 +275,16 @@ fn rows_are_conserved_when_the_archiver_is_killed_mid_run() {
         assert_eq!(
             hot + archive,
             200_000,
-            "killed after {delay_ms} ms: rows lost or doubled"
+            "killed in round {round}: rows lost or doubled"
         );
         assert_eq!(both, 0, "no row is in both tables");
-        if archive > 0 && hot > 0 {
+        if archive > before && hot > 0 {
             interrupted_mid_run += 1;
         }
     }
     assert!(
-        interrupted_mid_run > 0,
-        "no kill landed in the middle of a run"
+        interrupted_mid_run >= 2,
+        "only {interrupted_mid_run} of 3 kills landed in the middle of a run"
     );
     // A last run finishes whatever the killed ones left.
     env.ok(&["archive", "run"]);
@@ -282,4 +322,35 @@ fn mismatched_or_unsafe_tables_are_refused() {
     let env = Env::new(USAGE_POLICY);
     let err = env.fails(&["serve"]);
     assert!(err.contains("does not exist"), "{err}");
+
+    // Drover's own tables belong to the built-in policy: refused before the database is opened.
+    for (key, table) in [
+        ("table", "drover_jobs"),
+        ("archive_table", "drover_cron_fires"),
+    ] {
+        let config = USAGE_POLICY.replace(
+            &format!(
+                "\n{key} = \"{}\"",
+                if key == "table" {
+                    "usage_details"
+                } else {
+                    "usage_details_archive"
+                }
+            ),
+            &format!("\n{key} = \"{table}\""),
+        );
+        assert_ne!(config, USAGE_POLICY);
+        let env = Env::new(&config);
+        for command in ["serve", "worker"] {
+            let err = env.fails(&[command]);
+            assert!(
+                err.contains(&format!("{key} {table}")) && err.contains("drover_*"),
+                "{err}"
+            );
+        }
+        assert!(
+            !env.path("drover.db").exists(),
+            "the database was not touched"
+        );
+    }
 }

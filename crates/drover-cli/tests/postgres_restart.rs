@@ -68,6 +68,13 @@ impl Drop for ServerComesBack {
 
 #[test]
 fn a_worker_survives_a_server_restart_and_every_job_completes() {
+    // It restarts the machine's Debian cluster, so it must be the one the tests use, not a
+    // throwaway cluster.
+    assert!(
+        std::env::var(drover_conformance::pg_server::URL_VAR).is_ok(),
+        "this test restarts the local Debian cluster: set {} to it (as .ci/run does)",
+        drover_conformance::pg_server::URL_VAR
+    );
     const JOBS: usize = 40;
     // A 60 s poll: after the restart only the store's own retries and the reconnected
     // listener's wake-ups can get the work done in time.

@@ -7,6 +7,7 @@
 
 pub mod admin_cases;
 pub mod cases;
+pub mod pg_server;
 
 /// Instantiates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating
 /// to a future of `(DynStore, guard)`: a fresh, migrated store, and anything that must live as

@@ -2,14 +2,15 @@
 //! [`Clock`], the retry policy, and the [`Store`] trait — the one seam between the engine and a
 //! database backend.
 //!
-//! Nothing in this crate talks to a database. Backends (`drover-sqlite`, later
-//! `drover-postgres`) implement [`Store`]; the engine (`drover`) uses only this crate, so it
+//! Nothing in this crate talks to a database. Backends (`drover-sqlite`, `drover-postgres`)
+//! implement [`Store`]; the engine (`drover`) uses only this crate, so it
 //! cannot name a backend type.
 
 pub mod admin;
 pub mod clock;
 pub mod error;
 pub mod job;
+pub mod redact;
 pub mod retry;
 pub mod store;
 pub mod validate;
@@ -23,6 +24,8 @@ pub use error::{StoreError, ValidationError};
 pub use job::{
     AttemptError, ClaimedJob, Delivery, HistoryEntry, JobId, JobRecord, JobState, NewJob,
 };
-pub use retry::RetryPolicy;
+pub use retry::{
+    ExpiredRun, FailedRun, RescueDecision, RetryPolicy, after_failure, rescue_decision,
+};
 pub use store::*;
 pub use validate::Limits;

@@ -1,5 +1,5 @@
 //! The SQL of leader election and the process registry. Terms and their expiry follow the
-//! database clock unless the caller pins `now` (RELIABILITY.md rule 3).
+//! database clock unless the caller pins `now`: process clocks disagree, the database is one.
 
 use drover_core::{
     LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm,

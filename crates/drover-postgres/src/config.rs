@@ -199,18 +199,10 @@ pub fn check_schema(name: &str) -> Result<&str, String> {
     Ok(name)
 }
 
-/// The URL without its password, for messages and logs.
+/// The URL without its password (in the userinfo, or as a `password=` or `sslpassword=`
+/// option), for messages and logs: [`drover_core::redact::redact_url`].
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    drover_core::redact::redact_url(url)
 }
 
 #[cfg(test)]
@@ -279,5 +271,9 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact("postgres://u@h/db?sslpassword=k&password=p"),
+            "postgres://u@h/db?sslpassword=***&password=***"
+        );
     }
 }

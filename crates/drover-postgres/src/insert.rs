@@ -2,7 +2,7 @@
 //! caller's transaction (all or none).
 //!
 //! Arrays keep every statement at ten parameters, however many jobs it carries, far from
-//! PostgreSQL's limit of 65,535 parameters per statement (RELIABILITY.md rule 8); chunking keeps
+//! PostgreSQL's limit of 65,535 parameters per statement; chunking keeps
 //! each statement's message and memory bounded.
 //!
 //! Ids are taken from the sequence first, in one round trip, and handed out in input order: the

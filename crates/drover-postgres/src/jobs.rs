@@ -6,7 +6,7 @@
 //! transaction.
 //!
 //! Every write about a running job is fenced by `id`, `state = 'running'` and the lease token
-//! (RELIABILITY.md rule 1), and every statement that picks rows to change locks them with
+//! (a late write from a run that lost its lease is refused), and every statement that picks rows to change locks them with
 //! `FOR UPDATE SKIP LOCKED`: concurrent claimers, rescuers and completers pass each other by
 //! instead of queueing behind each other's row locks (or deadlocking).
 
@@ -14,9 +14,9 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use drover_core::{
-    CancelResult, ClaimResult, ClaimedJob, Delivery, FinishResult, JobClaimParams,
+    CancelResult, ClaimResult, ClaimedJob, Delivery, ExpiredRun, FinishResult, JobClaimParams,
     JobHeartbeatParams, JobId, JobListParams, JobOutcome, JobRecord, JobState, LeaseStatus,
-    Outcome, QueueStateCount, RescuedJob, StoreError,
+    Outcome, QueueStateCount, RescuedJob, StoreError, rescue_decision,
 };
 use jiff::Timestamp;
 use tokio_postgres::Row;
@@ -339,61 +339,75 @@ pub(crate) async fn finish_many(
     Ok(Finished { results, notified })
 }
 
-/// Rescues expired leases, oldest first. The decision (available again, discarded, cancelled)
-/// and its message are made from the row as locked, in SQL, so one statement does it all.
-pub(crate) const RESCUE: &str = concat!(
-    "WITH expired AS ( \
-         SELECT id, lease_expires_at, attempt, max_attempts, delivery, \
-                cancel_requested_at IS NOT NULL AS cancel_requested, ",
+/// Locks expired leases, oldest first, with what the rescue decision needs.
+pub(crate) const RESCUE_EXPIRED: &str = concat!(
+    "SELECT id, attempt, max_attempts, delivery, cancel_requested_at IS NOT NULL, ",
     utc_text!("lease_expires_at"),
-    " AS expired_text \
-         FROM drover_jobs \
-         WHERE state = 'running' AND lease_expires_at < coalesce($1::timestamptz, now()) \
-         ORDER BY lease_expires_at LIMIT $2 \
-         FOR UPDATE SKIP LOCKED), \
-     decided AS ( \
-         SELECT id, lease_expires_at, \
-             CASE WHEN cancel_requested THEN 'cancelled' \
-                  WHEN delivery = 'at-most-once' THEN 'discarded' \
-                  WHEN attempt >= max_attempts THEN 'discarded' \
-                  ELSE 'available' END AS new_state, \
-             CASE WHEN cancel_requested THEN \
-                      'lease expired at ' || expired_text || ' while a cancel was requested' \
-                  WHEN delivery = 'at-most-once' THEN \
-                      'interrupted: lease expired at ' || expired_text \
-                      || ' (the worker died or stalled); at-most-once jobs are never run again' \
-                  WHEN attempt >= max_attempts THEN \
-                      'lease expired at ' || expired_text \
-                      || ' (the worker died or stalled) on the last of ' || max_attempts \
-                      || ' attempts' \
-                  ELSE 'lease expired at ' || expired_text \
-                      || ' (the worker died or stalled); rescued to run again' END AS message \
-         FROM expired) \
-     UPDATE drover_jobs j SET state = d.new_state, \
+    ", lease_expires_at \
+     FROM drover_jobs \
+     WHERE state = 'running' AND lease_expires_at < coalesce($1::timestamptz, now()) \
+     ORDER BY lease_expires_at LIMIT $2 \
+     FOR UPDATE SKIP LOCKED"
+);
+
+/// Applies the rescue decisions made in Rust ([`drover_core::rescue_decision`]): the new
+/// state and the message of each job come in as parameters.
+pub(crate) const RESCUE_APPLY: &str = concat!(
+    "UPDATE drover_jobs j SET state = d.new_state, \
          completed_at = CASE WHEN d.new_state = 'available' THEN NULL ELSE c.now END, \
          scheduled_at = CASE WHEN d.new_state = 'available' THEN c.now ELSE j.scheduled_at END, \
          errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, \
              'at', c.now_text, 'step', j.step, 'message', d.message)), \
          lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
-     FROM decided d, ",
+     FROM unnest($2::bigint[], $3::text[], $4::text[]) AS d(id, new_state, message), ",
     clock!("$1"),
     " WHERE j.id = d.id AND j.state = 'running' \
-     RETURNING j.id, j.kind, j.queue, j.state, d.lease_expires_at"
+     RETURNING j.id, j.kind, j.queue, j.state"
 );
 
+/// Rescues expired leases, oldest first, in the caller's transaction: locks them, decides
+/// each with [`drover_core::rescue_decision`], and applies the decisions.
 pub(crate) async fn rescue_expired(
     db: &Db<'_>,
     limit: usize,
     now: Option<Timestamp>,
 ) -> Result<Vec<RescuedJob>, DbError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = db.query(RESCUE, &[&now, &limit]).await?;
+    let rows = db.query(RESCUE_EXPIRED, &[&now, &limit]).await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut states = Vec::with_capacity(rows.len());
+    let mut messages = Vec::with_capacity(rows.len());
+    let mut expired_at = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id: JobId = row.get(0);
+        let delivery: &str = row.get(3);
+        let expired_text: String = row.get(5);
+        let decision = rescue_decision(&ExpiredRun {
+            attempt: row.get(1),
+            max_attempts: row.get(2),
+            // The column is checked at insert; were it unreadable, never risk a second run.
+            delivery: delivery.parse().unwrap_or(Delivery::AtMostOnce),
+            cancel_requested: row.get(4),
+            expired_at: &expired_text,
+        });
+        ids.push(id);
+        states.push(decision.state.as_str().to_owned());
+        messages.push(decision.message);
+        expired_at.insert(id, row.get::<_, Timestamp>(6));
+    }
+    let rows = db
+        .query(RESCUE_APPLY, &[&now, &ids, &states, &messages])
+        .await?;
     let mut rescued: Vec<(Timestamp, RescuedJob)> = Vec::with_capacity(rows.len());
     for row in rows {
+        let id: JobId = row.get(0);
         rescued.push((
-            row.get(4),
+            expired_at[&id],
             RescuedJob {
-                id: row.get(0),
+                id,
                 kind: row.get(1),
                 queue: row.get(2),
                 state: parse_state(row.get(3))?,

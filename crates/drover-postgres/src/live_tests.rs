@@ -2,8 +2,9 @@
 //! read their partial indexes, never the whole table (finished rows are most of it); pooled
 //! sessions carry their settings; real server errors are classified as they should be.
 //!
-//! The server comes from `DROVER_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`); an unreachable server fails the tests.
+//! The server comes from `DROVER_TEST_POSTGRES_URL`, or is a throwaway cluster started for the
+//! test binary when it is unset (`drover_conformance::pg_server`); an unreachable server fails
+//! the tests.
 
 use drover_core::Store;
 use tokio_postgres::types::ToSql;
@@ -12,8 +13,7 @@ use crate::error::DbError;
 use crate::{PgConfig, PgStore, jobs};
 
 fn test_url() -> String {
-    std::env::var("DROVER_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    drover_conformance::pg_server::url()
 }
 
 /// Drops its schema when dropped, even when the test panics.
@@ -128,7 +128,7 @@ async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
         ),
         (
             "rescue",
-            jobs::RESCUE,
+            jobs::RESCUE_EXPIRED,
             vec![&none, &limit],
             &["drover_jobs_lease"],
         ),

@@ -1,5 +1,6 @@
 //! How to open a SQLite store, and parsing `sqlite://` URLs.
 
+use drover_core::redact::redact_url;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -70,21 +71,24 @@ impl SqliteConfig {
         let rest = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| format!("{url:?} is not a sqlite:// URL"))?;
+            .ok_or_else(|| format!("{:?} is not a sqlite:// URL", redact_url(url)))?;
         let (path, query) = match rest.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (rest, None),
         };
         if path.is_empty() {
-            return Err(format!("{url:?} names no database file"));
+            return Err(format!("{:?} names no database file", redact_url(url)));
         }
         let mut config = SqliteConfig::new(path);
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
             match pair.split_once('=') {
                 Some(("synchronous", value)) => config.synchronous = value.parse()?,
                 _ => {
+                    // The option's value is not shown: `password=…` is a common mistake here.
+                    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
                     return Err(format!(
-                        "unknown option {pair:?} in {url:?}; the only option is synchronous=full|normal"
+                        "unknown option {name:?} in {:?}; the only option is synchronous=full|normal",
+                        redact_url(url)
                     ));
                 }
             }
@@ -115,6 +119,14 @@ mod tests {
         assert!(SqliteConfig::from_url("postgres://x").is_err());
         assert!(SqliteConfig::from_url("sqlite://").is_err());
         assert!(SqliteConfig::from_url("sqlite://a.db?fsync=off").is_err());
+        for url in [
+            "sqlite://a.db?password=hunter2",
+            "sqlite://a.db?sslpassword=hunter2",
+            "file://u:hunter2@a.db",
+        ] {
+            let err = SqliteConfig::from_url(url).unwrap_err();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
         assert_eq!(c.wake_path(), PathBuf::from("/tmp/x.db-wake"));
     }
 }

@@ -2,9 +2,10 @@
 //! functions on a reader connection.
 
 use drover_core::{
-    CancelResult, ClaimResult, ClaimedJob, Delivery, FinishResult, InsertedJob, JobClaimParams,
-    JobHeartbeatParams, JobId, JobListParams, JobOutcome, JobRecord, JobState, LeaseStatus, NewJob,
-    Outcome, QueueStateCount, RescuedJob, StoreError,
+    CancelResult, ClaimResult, ClaimedJob, Delivery, ExpiredRun, FinishResult, InsertedJob,
+    JobClaimParams, JobHeartbeatParams, JobId, JobListParams, JobOutcome, JobRecord, JobState,
+    LeaseStatus, NewJob, Outcome, QueueStateCount, RescueDecision, RescuedJob, StoreError,
+    rescue_decision,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -323,35 +324,15 @@ pub(crate) fn rescue_expired(
     for (id, attempt, max_attempts, delivery, cancel_requested, expired_at, kind, queue) in expired
     {
         let expired_at = expired_at.unwrap_or_default();
-        let (state, message) = if cancel_requested {
-            (
-                JobState::Cancelled,
-                format!("lease expired at {expired_at} while a cancel was requested"),
-            )
-        } else if delivery == Delivery::AtMostOnce.as_str() {
-            (
-                JobState::Discarded,
-                format!(
-                    "interrupted: lease expired at {expired_at} (the worker died or stalled); \
-                     at-most-once jobs are never run again"
-                ),
-            )
-        } else if attempt >= max_attempts {
-            (
-                JobState::Discarded,
-                format!(
-                    "lease expired at {expired_at} (the worker died or stalled) on the last of \
-                     {max_attempts} attempts"
-                ),
-            )
-        } else {
-            (
-                JobState::Available,
-                format!(
-                    "lease expired at {expired_at} (the worker died or stalled); rescued to run again"
-                ),
-            )
-        };
+        // The column is checked at insert; were it unreadable, never risk a second run.
+        let delivery = delivery.parse().unwrap_or(Delivery::AtMostOnce);
+        let RescueDecision { state, message } = rescue_decision(&ExpiredRun {
+            attempt,
+            max_attempts,
+            delivery,
+            cancel_requested,
+            expired_at: &expired_at,
+        });
         update.execute(params![id, state.as_str(), now_text, message])?;
         out.push(RescuedJob {
             id,

@@ -13,6 +13,10 @@ use crate::store::map_err;
 /// Most idle read connections kept open.
 const MAX_IDLE: usize = 4;
 
+/// Most reads at once, so most connections open and blocking threads busy: a burst of reads
+/// (a dashboard, many `drover stats`) waits for a connection instead of opening hundreds.
+pub(crate) const MAX_OPEN: usize = 8;
+
 #[derive(Clone)]
 pub(crate) struct Readers {
     inner: Arc<Inner>,
@@ -22,6 +26,7 @@ struct Inner {
     path: PathBuf,
     busy_timeout: std::time::Duration,
     idle: Mutex<Vec<Connection>>,
+    open: tokio::sync::Semaphore,
 }
 
 impl Readers {
@@ -31,6 +36,7 @@ impl Readers {
                 path,
                 busy_timeout,
                 idle: Mutex::new(Vec::new()),
+                open: tokio::sync::Semaphore::new(MAX_OPEN),
             }),
         }
     }
@@ -54,14 +60,22 @@ impl Readers {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
+        let permit = self
+            .inner
+            .open
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Internal("reader pool closed".into()))?;
+        let result = tokio::task::spawn_blocking(move || {
             let conn = inner.checkout()?;
             let result = read(&conn);
             inner.checkin(conn);
             result
         })
         .await
-        .map_err(|err| StoreError::Internal(format!("read task failed: {err}")))?
+        .map_err(|err| StoreError::Internal(format!("read task failed: {err}")))?;
+        drop(permit);
+        result
     }
 }
 
@@ -113,4 +127,42 @@ fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
             })
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_reads_waits_for_the_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.db");
+        Connection::open(&path).unwrap();
+        let readers = Readers::new(path, std::time::Duration::from_secs(1));
+        let now = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let reads: Vec<_> = (0..64)
+            .map(|_| {
+                let (readers, now, most) = (readers.clone(), now.clone(), most.clone());
+                tokio::spawn(async move {
+                    readers
+                        .read(move |conn| {
+                            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(n, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                            now.fetch_sub(1, Ordering::SeqCst);
+                            conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for read in reads {
+            assert_eq!(read.await.unwrap().unwrap(), 1);
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!((2..=MAX_OPEN).contains(&most), "{most} reads at once");
+    }
 }

@@ -19,7 +19,7 @@ const MAX_BATCH: usize = 1024;
 
 pub(crate) async fn run(
     shared: Arc<Shared>,
-    mut rx: mpsc::UnboundedReceiver<Finished>,
+    mut rx: mpsc::Receiver<Finished>,
     abandon: CancellationToken,
 ) {
     let mut batch: Vec<Finished> = Vec::new();
@@ -63,7 +63,7 @@ async fn record(shared: &Shared, batch: &mut Vec<Finished>, abandon: &Cancellati
                     _ = abandon.cancelled() => {
                         tracing::error!(jobs = batch.len(),
                             "shutting down with job outcomes unrecorded; their leases will expire and the rescuer will take them");
-                        settle(shared, batch.drain(..).map(|f| f.outcome.lease.id));
+                        settle(shared, batch.drain(..).map(|f| f.outcome.lease));
                         return false;
                     }
                 }
@@ -71,6 +71,7 @@ async fn record(shared: &Shared, batch: &mut Vec<Finished>, abandon: &Cancellati
             }
         }
     };
+    shared.health.ok("completer");
     let counters = &shared.counters;
     let held: Vec<Option<std::time::Instant>> = {
         let running = shared.running.lock().expect("running lock poisoned");
@@ -102,18 +103,21 @@ async fn record(shared: &Shared, batch: &mut Vec<Finished>, abandon: &Cancellati
             claimed_at.map(|at| at.elapsed()).unwrap_or_default(),
         );
         if let Some(state) = result.state.filter(|s| s.is_terminal()) {
-            shared.hooks.fire(JobEnd {
-                id: result.id,
-                kind: finished.kind.clone(),
-                queue: finished.queue.clone(),
-                state,
-                attempt: finished.attempt,
-                error: error_of(&finished.outcome.outcome, state),
-                step: finished.outcome.step.clone(),
-            });
+            shared
+                .hooks
+                .fire(JobEnd {
+                    id: result.id,
+                    kind: finished.kind.clone(),
+                    queue: finished.queue.clone(),
+                    state,
+                    attempt: finished.attempt,
+                    error: error_of(&finished.outcome.outcome, state),
+                    step: finished.outcome.step.clone(),
+                })
+                .await;
         }
     }
-    settle(shared, batch.drain(..).map(|f| f.outcome.lease.id));
+    settle(shared, batch.drain(..).map(|f| f.outcome.lease));
     true
 }
 
@@ -126,11 +130,18 @@ fn error_of(outcome: &Outcome, state: JobState) -> Option<String> {
 }
 
 /// Forgets runs whose outcome is settled and wakes whoever waits for the engine to go idle.
-fn settle(shared: &Shared, ids: impl Iterator<Item = drover_core::JobId>) {
+/// Only the run of that lease: a job rescued from this process and claimed by it again is a
+/// new run under the same id, which a late outcome of the old run must not forget.
+fn settle(shared: &Shared, leases: impl Iterator<Item = drover_core::LeaseRef>) {
     {
         let mut running = shared.running.lock().expect("running lock poisoned");
-        for id in ids {
-            running.remove(&id);
+        for lease in leases {
+            if running
+                .get(&lease.id)
+                .is_some_and(|run| run.lease.lease_token == lease.lease_token)
+            {
+                running.remove(&lease.id);
+            }
         }
     }
     shared.settled.notify_waiters();

@@ -34,6 +34,8 @@ pub struct EngineConfig {
     /// workers will start within 25 ms, so slow jobs are claimed only for free slots. `None`
     /// (default): 50 × the queue's concurrency, at most 1,000. `Some(0)`: no buffer.
     pub prefetch: Option<usize>,
+    /// Most job-end hooks run at once; more job ends wait for the pool. Default 4.
+    pub hook_concurrency: usize,
     /// Input limits for enqueue.
     pub limits: Limits,
     /// Identity of this process in leases; default `host:pid:random`.
@@ -54,6 +56,7 @@ impl Default for EngineConfig {
             cancel_grace: Duration::from_secs(5),
             leader_ttl: Duration::from_secs(10),
             prefetch: None,
+            hook_concurrency: 4,
             limits: Limits::default(),
             process_id: None,
             counts: Default::default(),
@@ -98,6 +101,12 @@ impl EngineConfig {
         }
         if let Some(prefetch) = self.prefetch.filter(|&n| n > 10_000) {
             return Err(Error::Config(format!("prefetch {prefetch} is over 10000")));
+        }
+        if !(1..=1000).contains(&self.hook_concurrency) {
+            return Err(Error::Config(format!(
+                "hook_concurrency {} is not between 1 and 1000",
+                self.hook_concurrency
+            )));
         }
         if self.leader_ttl < Duration::from_millis(300) {
             return Err(Error::Config(format!(

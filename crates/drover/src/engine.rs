@@ -37,6 +37,7 @@ use crate::config::EngineConfig;
 use crate::cron::{CronSchedule, ParsedSchedule};
 use crate::error::Error;
 use crate::foreman;
+use crate::health::HealthReport;
 use crate::heartbeat;
 use crate::hooks::{FnHook, Hook, Hooks, JobEnd};
 use crate::leader::{Elector, LeaderService};
@@ -50,6 +51,7 @@ use crate::services::presence::{self, Pruner};
 use crate::services::rescuer::{Rescuer, RescuerConfig};
 use crate::services::scheduler::{CronJob, Scheduler, SchedulerService};
 use crate::stats::EngineStats;
+use crate::supervise;
 use crate::task::{RawTask, Task, TaskOptions, Typed};
 
 /// Builds an [`Engine`].
@@ -254,20 +256,23 @@ impl Engine {
 
     /// Starts the foremen, the completer, the heartbeat and the rescuer.
     pub fn start(self) -> EngineHandle {
-        let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+        let (outcomes, outcomes_rx) = mpsc::channel(crate::runtime::OUTCOME_QUEUE);
+        let hook_concurrency = self.config.hook_concurrency;
         let shared = Arc::new(Shared {
             store: self.store,
-            clock: self.clock,
+            clock: self.clock.clone(),
             config: self.config,
             tasks: self.tasks,
-            hooks: Hooks::new(self.hooks),
+            hooks: Hooks::new(self.hooks, hook_concurrency),
             process_id: self.process_id,
             running: Mutex::new(HashMap::new()),
             outcomes,
             counters: Default::default(),
             settled: Default::default(),
-            health: Default::default(),
+            health: crate::health::Health::new(self.clock.clone()),
             metrics: self.metrics,
+            failed: CancellationToken::new(),
+            failure: Mutex::new(None),
         });
         let cron_schedules: Vec<CronSchedule> = self
             .cron
@@ -277,30 +282,9 @@ impl Engine {
         let stop_claiming = CancellationToken::new();
         let stop_services = CancellationToken::new();
         let abandon = CancellationToken::new();
-        let foremen = shared
-            .config
-            .queues
-            .iter()
-            .map(|(queue, &concurrency)| {
-                tokio::spawn(foreman::run(
-                    shared.clone(),
-                    queue.clone(),
-                    concurrency,
-                    stop_claiming.clone(),
-                ))
-            })
-            .collect();
-        let completer = tokio::spawn(completer::run(shared.clone(), outcomes_rx, abandon.clone()));
-        let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), stop_services.clone()));
-        let presence = tokio::spawn(presence::run(shared.clone(), stop_services.clone()));
+        let foremen = spawn_foremen(&shared, &stop_claiming);
+        let mut services = spawn_process_loops(&shared, outcomes_rx, &abandon, &stop_services);
         let leader_services: Vec<Arc<dyn LeaderService>> = vec![
-            Arc::new(Rescuer::new(
-                shared.clone(),
-                RescuerConfig {
-                    interval: shared.config.rescue_every(),
-                    batch: 1000,
-                },
-            )),
             Arc::new(Pruner {
                 shared: shared.clone(),
             }),
@@ -316,7 +300,13 @@ impl Engine {
         ];
         let (leader_tx, leader) = watch::channel(None);
         let elector = Elector::new(shared.clone(), leader_services, leader_tx);
-        let elector = tokio::spawn(elector.run(stop_services.clone()));
+        let elector = supervise::spawn(
+            &shared,
+            "leader election".into(),
+            stop_services.clone(),
+            elector.run(stop_services.clone()),
+        );
+        services.push(elector);
         tracing::info!(process = %shared.process_id, queues = ?shared.config.queues,
             backend = shared.store.backend(), "engine started");
         let admin = Admin::new(
@@ -339,7 +329,7 @@ impl Engine {
             stop_services,
             abandon,
             foremen,
-            services: vec![completer, heartbeat, presence, elector],
+            services,
             leader,
         }
     }
@@ -350,6 +340,74 @@ impl Engine {
         signal.await;
         handle.shutdown().await
     }
+}
+
+/// One supervised foreman per queue.
+fn spawn_foremen(shared: &Arc<Shared>, stop_claiming: &CancellationToken) -> Vec<JoinHandle<()>> {
+    shared
+        .config
+        .queues
+        .iter()
+        .map(|(queue, &concurrency)| {
+            let name = format!("foreman {queue}");
+            shared.health.register(&name, None);
+            let run = foreman::run(
+                shared.clone(),
+                queue.clone(),
+                concurrency,
+                stop_claiming.clone(),
+            );
+            supervise::spawn(shared, name, stop_claiming.clone(), run)
+        })
+        .collect()
+}
+
+/// The loops every process runs, supervised: completer, heartbeat, presence and rescuer.
+fn spawn_process_loops(
+    shared: &Arc<Shared>,
+    outcomes_rx: mpsc::Receiver<crate::runtime::Finished>,
+    abandon: &CancellationToken,
+    stop_services: &CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let config = &shared.config;
+    let health = &shared.health;
+    health.register("completer", None);
+    health.register("heartbeat", Some(config.heartbeat_every()));
+    health.register("presence", Some(presence::INTERVAL));
+    health.register("rescuer", Some(config.rescue_every()));
+    health.register("leader election", Some(config.leader_ttl));
+    let completer = supervise::spawn(
+        shared,
+        "completer".into(),
+        abandon.clone(),
+        completer::run(shared.clone(), outcomes_rx, abandon.clone()),
+    );
+    let heartbeat = supervise::spawn(
+        shared,
+        "heartbeat".into(),
+        stop_services.clone(),
+        heartbeat::run(shared.clone(), stop_services.clone()),
+    );
+    let presence = supervise::spawn(
+        shared,
+        "presence".into(),
+        stop_services.clone(),
+        presence::run(shared.clone(), stop_services.clone()),
+    );
+    // The rescuer runs in every process, not only the leader's: its writes are fenced, and
+    // orphans of a stalled leader are reclaimed without waiting for a leader handover.
+    let rescuer = Rescuer::new(
+        shared.clone(),
+        RescuerConfig {
+            interval: config.rescue_every(),
+            batch: 1000,
+        },
+    );
+    let rescuer = supervise::spawn(shared, "rescuer".into(), stop_services.clone(), {
+        let stop = stop_services.clone();
+        async move { rescuer.run(stop).await }
+    });
+    vec![completer, heartbeat, presence, rescuer]
 }
 
 fn job_defaults(
@@ -475,9 +533,22 @@ impl EngineHandle {
         self.leader.clone()
     }
 
-    /// When each background service last completed a tick successfully.
-    pub fn health(&self) -> std::collections::BTreeMap<&'static str, jiff::Timestamp> {
-        self.shared.health.snapshot()
+    /// Every background loop: its last successful tick (by the engine's clock), and whether it
+    /// is ok (running, and ticking as often as it should).
+    pub fn health(&self) -> HealthReport {
+        self.shared.health.report()
+    }
+
+    /// Completes, with what happened, if a background loop ends unasked or panics: the engine
+    /// is then half-alive and should be shut down (`drover worker` exits non-zero).
+    pub async fn failure(&self) -> String {
+        self.shared.failed.cancelled().await;
+        self.shared
+            .failure
+            .lock()
+            .expect("failure lock poisoned")
+            .clone()
+            .unwrap_or_default()
     }
 
     /// Shuts down with the configured `shutdown_timeout`. See the module documentation.
@@ -530,8 +601,14 @@ impl EngineHandle {
         for service in self.services {
             let _ = service.await;
         }
-        shared.hooks.tracker.close();
-        let _ = tokio::time::timeout(grace, shared.hooks.tracker.wait()).await;
+        let unhooked = shared.hooks.shutdown(grace).await;
+        if unhooked > 0 {
+            tracing::warn!(
+                jobs = unhooked,
+                ?grace,
+                "stopped before every job-end hook had run"
+            );
+        }
         tracing::info!(stats = ?shared.counters.snapshot(), "engine stopped");
         report
     }
@@ -554,9 +631,9 @@ impl std::fmt::Debug for EngineProbe {
 }
 
 impl EngineProbe {
-    /// When each background service last completed a tick successfully.
-    pub fn health(&self) -> std::collections::BTreeMap<&'static str, jiff::Timestamp> {
-        self.shared.health.snapshot()
+    /// The health of every background loop.
+    pub fn health(&self) -> HealthReport {
+        self.shared.health.report()
     }
 
     /// The time by the engine's clock.

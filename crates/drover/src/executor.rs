@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU8;
 use std::time::Duration;
 
-use drover_core::{ClaimedJob, Delivery, JobOutcome, LeaseRef, Outcome, RetryPolicy};
+use drover_core::{ClaimedJob, Delivery, FailedRun, Outcome, RetryPolicy, after_failure};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 
 use crate::foreman::Pool;
-use crate::runtime::{Finished, RunHandles, Shared, StopReason, stop_reason};
+use crate::runtime::{RunHandles, Shared, StopReason, stop_reason};
 use crate::task::{JobContext, JobError};
 
 /// How the handler ended.
@@ -38,12 +38,15 @@ pub(crate) async fn execute(
         reason,
         step,
         done,
+        mut guard,
     } = handles;
+    guard.executing();
     let task = shared.tasks.get(&job.kind).cloned();
     let retry = task
         .as_ref()
         .map(|task| task.options().retry)
         .unwrap_or_default();
+    guard.retry = retry;
     let ran = match task {
         _ if cancel.is_cancelled() => Ran::NotStarted,
         None => Ran::UnknownKind,
@@ -85,32 +88,16 @@ pub(crate) async fn execute(
 
     let step = step.lock().expect("step lock poisoned").clone();
     let outcome = decide(&job, ran, stop_reason(&reason), &retry);
-    send(&shared, job, step, outcome);
+    guard.finish(step, outcome).await;
 }
 
 /// Hands back a job claimed into the foreman's buffer that never started (shutdown): available
 /// again without using an attempt, whatever its delivery.
-pub(crate) fn hand_back_unstarted(shared: &Shared, job: ClaimedJob) {
+pub(crate) async fn hand_back_unstarted(handles: RunHandles) {
     let outcome = Outcome::HandBack {
         reason: "claimed but not started before a worker shutdown; handed back".into(),
     };
-    send(shared, job, None, outcome);
-}
-
-fn send(shared: &Shared, job: ClaimedJob, step: Option<String>, outcome: Outcome) {
-    let _ = shared.outcomes.send(Finished {
-        outcome: JobOutcome {
-            lease: LeaseRef {
-                id: job.id,
-                lease_token: job.lease_token,
-            },
-            step,
-            outcome,
-        },
-        kind: job.kind,
-        queue: job.queue,
-        attempt: job.attempt,
-    });
+    handles.guard.finish(None, outcome).await;
 }
 
 /// Waits for the handler; on timeout asks it to stop, then abandons it after the grace.
@@ -166,14 +153,17 @@ fn join_error(err: JoinError) -> Ran {
 /// Turns how the handler ended, and why it was stopped, into the outcome to record.
 fn decide(job: &ClaimedJob, ran: Ran, reason: StopReason, retry: &RetryPolicy) -> Outcome {
     let failure = |message: String| {
-        if job.attempt >= job.max_attempts {
-            Outcome::Discard { error: message }
-        } else {
-            Outcome::Retry {
-                error: message,
-                delay: retry.random_delay(job.attempt),
-            }
-        }
+        let run = FailedRun {
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            delivery: job.delivery,
+            // The handler reported it (or was stopped for its timeout or lost lease), as
+            // opposed to a run cut off by its process's death: retried whatever the delivery.
+            interrupted: false,
+            cancel_requested: false,
+            error: &message,
+        };
+        after_failure(&run, retry)
     };
     let error_text = |ran: &Ran| match ran {
         Ran::Returned(Err(err)) => Some(err.to_string()),

@@ -153,8 +153,8 @@ pub(crate) async fn run(
         buffer_claimed(&shared, result.jobs, &mut buffer);
     }
     // Jobs still in the buffer never started: hand them back without using an attempt.
-    for (job, _) in buffer.drain(..) {
-        executor::hand_back_unstarted(&shared, job);
+    for (_, handles) in buffer.drain(..) {
+        executor::hand_back_unstarted(handles).await;
     }
 }
 

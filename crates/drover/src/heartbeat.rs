@@ -4,16 +4,17 @@
 //! each run's current step). A lease found lost (the run was rescued elsewhere) stops the run;
 //! its outcome will be refused anyway. A cancel request stops the run with reason "operator".
 //! Between heartbeats, a store wake-up triggers a cheap read of cancel requests, so that
-//! `drover jobs cancel` from another process takes effect at once.
+//! `drover jobs cancel` from another process takes effect at once. Only runs that a live task
+//! owns are renewed ([`crate::guard`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_core::JobHeartbeatParams;
+use drover_core::{JobHeartbeatParams, JobId};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{Shared, StopReason};
+use crate::runtime::{RunningJob, Shared, StopReason};
 
 /// Least time between two cancel checks triggered by wake-ups.
 const CANCEL_CHECK_GAP: Duration = Duration::from_millis(100);
@@ -64,7 +65,8 @@ async fn sleep_until(at: Option<Instant>) {
 /// Renews every lease held; stops runs whose lease is lost or that have a cancel request.
 pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
     let leases: Vec<_> = {
-        let running = shared.running.lock().expect("running lock poisoned");
+        let mut running = shared.running.lock().expect("running lock poisoned");
+        forget_unowned(shared, &mut running);
         running
             .values()
             // Runs stopped by shutdown keep their lease until their hand-back is recorded.
@@ -75,15 +77,26 @@ pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
             .collect()
     };
     if leases.is_empty() {
+        shared.health.ok("heartbeat");
         return;
     }
+    // The lease each status answers for: by the time the answer comes, this process may have
+    // claimed the same job again (it was rescued from a stall), and that new run must not be
+    // stopped for the old lease.
+    let sent: std::collections::HashMap<JobId, i64> = leases
+        .iter()
+        .map(|(lease, _)| (lease.id, lease.lease_token))
+        .collect();
     let call = shared.store.job_heartbeat(JobHeartbeatParams {
         leases,
         lease: shared.config.lease,
         now: shared.clock.store_now(),
     });
     let statuses = match tokio::time::timeout(deadline, call).await {
-        Ok(Ok(statuses)) => statuses,
+        Ok(Ok(statuses)) => {
+            shared.health.ok("heartbeat");
+            statuses
+        }
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "heartbeat failed; running jobs continue");
             return;
@@ -95,7 +108,10 @@ pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
     };
     let running = shared.running.lock().expect("running lock poisoned");
     for status in statuses {
-        let Some(job) = running.get(&status.id) else {
+        let Some(job) = running
+            .get(&status.id)
+            .filter(|job| sent.get(&status.id) == Some(&job.lease.lease_token))
+        else {
             continue;
         };
         if !status.held {
@@ -109,6 +125,25 @@ pub(crate) async fn beat(shared: &Shared, deadline: Duration) {
         } else if status.cancel_requested {
             job.stop(StopReason::Operator);
         }
+    }
+}
+
+/// Forgets runs that no live task owns (see [`crate::guard`]): their lease is not renewed, so
+/// it expires and the rescuer takes the job, instead of a dead run being kept alive forever.
+fn forget_unowned(shared: &Shared, running: &mut std::collections::HashMap<JobId, RunningJob>) {
+    let before = running.len();
+    running.retain(|id, job| {
+        let owned = job.owner.strong_count() > 0;
+        if !owned {
+            tracing::error!(
+                job = id,
+                "a run has no owner left; letting its lease expire"
+            );
+        }
+        owned
+    });
+    if running.len() < before {
+        shared.settled.notify_waiters();
     }
 }
 

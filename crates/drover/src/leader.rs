@@ -1,6 +1,6 @@
 //! Leader election: one process per database runs the services that must run once per cluster
-//! (the rescuer, the process pruner, later the cron scheduler, the retention archiver and the
-//! autoscaler tick). Those services are started and stopped here, in one place, so that none of
+//! (the process pruner, the cron scheduler and the retention archiver; the rescuer runs in every
+//! process). Those services are started and stopped here, in one place, so that none of
 //! them knows about leadership.
 //!
 //! ```text
@@ -31,7 +31,8 @@ use crate::runtime::Shared;
 /// The leadership every engine on one database competes for.
 pub(crate) const LEADERSHIP: &str = "default";
 
-/// A service that runs only on the leader. `run` returns when `stop` fires.
+/// A service that runs only on the leader. `run` returns when `stop` fires, and not before:
+/// a service that ends earlier is taken for a failure ([`crate::supervise`]).
 #[async_trait]
 pub(crate) trait LeaderService: Send + Sync + 'static {
     fn name(&self) -> &'static str;
@@ -99,7 +100,10 @@ impl Elector {
             now: self.shared.clock.store_now(),
         });
         match tokio::time::timeout(self.ttl() / 3, call).await {
-            Ok(Ok(term)) => term,
+            Ok(Ok(term)) => {
+                self.shared.health.ok("leader election");
+                term
+            }
             Ok(Err(err)) => {
                 tracing::debug!(error = %err, "leader election attempt failed");
                 None
@@ -122,7 +126,10 @@ impl Elector {
             .iter()
             .map(|service| {
                 tracing::debug!(service = service.name(), "starting leader service");
-                tokio::spawn(service.clone().run(term, services_stop.child_token()))
+                self.shared.health.register(service.name(), None);
+                let stop = services_stop.child_token();
+                let run = service.clone().run(term, stop.clone());
+                crate::supervise::spawn(&self.shared, service.name().into(), stop, run)
             })
             .collect();
 
@@ -144,6 +151,7 @@ impl Elector {
                     });
                     match tokio::time::timeout(ttl / 3, call).await {
                         Ok(Ok(Some(renewed))) => {
+                            self.shared.health.ok("leader election");
                             term = renewed;
                             trusted_until = sent + ttl - margin;
                             self.status.send_replace(Some(term));
@@ -159,26 +167,60 @@ impl Elector {
             }
         };
 
-        // Stop acting as leader before anything else.
-        services_stop.cancel();
-        for task in tasks {
-            let _ = task.await;
-        }
-        self.status.send_replace(None);
+        self.step_down(term, tasks, &services_stop, margin).await;
         if !keep_competing {
-            let resign = self.shared.store.leader_resign(LeaderResignParams {
-                name: LEADERSHIP.into(),
-                leader_id: self.shared.process_id.clone(),
-                term: term.term,
-            });
-            match tokio::time::timeout(Duration::from_secs(5), resign).await {
-                Ok(Ok(true)) => tracing::info!(term = term.term, "resigned leadership"),
-                Ok(Ok(false)) => {}
-                _ => tracing::warn!(
-                    "could not resign leadership; it passes on when the term expires"
-                ),
-            }
+            self.resign(term).await;
         }
         keep_competing
+    }
+
+    /// Stops acting as leader before anything else, and says so at once: a service stuck in a
+    /// hung database call must not keep this process reporting itself leader. Services get
+    /// the trust `margin` to stop; one that does not is aborted (its writes are fenced by the
+    /// term anyway).
+    async fn step_down(
+        &self,
+        term: LeaderTerm,
+        mut tasks: Vec<tokio::task::JoinHandle<()>>,
+        services_stop: &CancellationToken,
+        margin: Duration,
+    ) {
+        self.status.send_replace(None);
+        services_stop.cancel();
+        let stopping = futures_join(tasks.iter_mut());
+        if tokio::time::timeout(margin, stopping).await.is_err() {
+            tracing::warn!(
+                term = term.term,
+                ?margin,
+                "a leader service did not stop in time; aborting it"
+            );
+            for task in &tasks {
+                task.abort();
+            }
+        }
+        for service in &self.services {
+            self.shared.health.stopped(service.name());
+        }
+    }
+
+    /// Gives the term up, so that another process leads at once rather than after the ttl.
+    async fn resign(&self, term: LeaderTerm) {
+        let resign = self.shared.store.leader_resign(LeaderResignParams {
+            name: LEADERSHIP.into(),
+            leader_id: self.shared.process_id.clone(),
+            term: term.term,
+        });
+        match tokio::time::timeout(Duration::from_secs(5), resign).await {
+            Ok(Ok(true)) => tracing::info!(term = term.term, "resigned leadership"),
+            Ok(Ok(false)) => {}
+            _ => tracing::warn!("could not resign leadership; it passes on when the term expires"),
+        }
+    }
+}
+
+/// Waits for every task (their results do not matter here).
+async fn futures_join<'a>(tasks: impl Iterator<Item = &'a mut tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
     }
 }

@@ -152,6 +152,7 @@ pub fn check(policy: &RetentionPolicy) -> Result<ParsedSchedule, Error> {
     if policy.table == policy.archive_table {
         return Err(fail("table and archive_table are the same".into()));
     }
+    check_not_drovers_own(policy).map_err(fail)?;
     if !(1..=100_000).contains(&policy.batch_size) {
         return Err(fail(format!(
             "batch_size {} is not between 1 and 100000",
@@ -168,6 +169,36 @@ pub fn check(policy: &RetentionPolicy) -> Result<ParsedSchedule, Error> {
         catch_up: CatchUp::Once,
     })
     .map_err(|err| fail(err.to_string()))
+}
+
+/// Drover's own tables (`drover_*`) are moved only by the built-in policy, which knows which
+/// jobs are finished: a user policy on `drover_jobs` would archive running jobs, and one on
+/// `drover_cron_fires` would break exactly-once cron. Compared without regard to case, since
+/// SQLite names are case-insensitive.
+fn check_not_drovers_own(policy: &RetentionPolicy) -> Result<(), String> {
+    let own = |table: &str| table.to_ascii_lowercase().starts_with("drover_");
+    if policy.finished_jobs_only {
+        let builtin = RetentionPolicy::finished_jobs();
+        if policy.table != builtin.table || policy.archive_table != builtin.archive_table {
+            return Err(format!(
+                "finished_jobs_only applies to {} → {} only, not {} → {}",
+                builtin.table, builtin.archive_table, policy.table, policy.archive_table
+            ));
+        }
+        return Ok(());
+    }
+    for (field, table) in [
+        ("table", &policy.table),
+        ("archive_table", &policy.archive_table),
+    ] {
+        if own(table) {
+            return Err(format!(
+                "{field} {table} is one of Drover's own tables (drover_*), which only the \
+                 built-in [jobs_archive] policy may move"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a policy against the database: [`check`], then both tables exist with the same
@@ -227,6 +258,42 @@ pub async fn prepare(store: &DynStore, policy: RetentionPolicy) -> Result<Prepar
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn user_policy(table: &str, archive_table: &str) -> RetentionPolicy {
+        RetentionPolicy {
+            name: "usage".into(),
+            table: table.into(),
+            archive_table: archive_table.into(),
+            finished_jobs_only: false,
+            ..RetentionPolicy::finished_jobs()
+        }
+    }
+
+    #[test]
+    fn a_user_policy_on_drovers_own_tables_is_refused_naming_the_table() {
+        assert!(check(&RetentionPolicy::finished_jobs()).is_ok());
+        assert!(check(&user_policy("usage", "usage_archive")).is_ok());
+        for (table, archive, named) in [
+            ("drover_jobs", "usage_archive", "table drover_jobs"),
+            (
+                "usage",
+                "drover_jobs_archive",
+                "archive_table drover_jobs_archive",
+            ),
+            ("Drover_Cron_Fires", "x_archive", "table Drover_Cron_Fires"),
+            ("drover_leader", "drover_leader_old", "table drover_leader"),
+        ] {
+            let err = check(&user_policy(table, archive)).unwrap_err().to_string();
+            assert!(err.contains(named) && err.contains("\"usage\""), "{err}");
+        }
+        let err = check(&RetentionPolicy {
+            table: "usage".into(),
+            ..RetentionPolicy::finished_jobs()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("finished_jobs_only"), "{err}");
+    }
 
     fn ts(text: &str) -> Timestamp {
         text.parse().unwrap()

@@ -11,6 +11,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::EngineConfig;
+use crate::guard::RunGuard;
 use crate::hooks::Hooks;
 use crate::stats::Counters;
 use crate::task::RawTask;
@@ -49,6 +50,8 @@ pub(crate) struct RunningJob {
     pub(crate) done: Arc<AtomicBool>,
     /// When it was claimed: a run's duration in the metrics is from here to its outcome.
     pub(crate) claimed_at: std::time::Instant,
+    /// Dead once no task owns the run: its lease is then no longer renewed.
+    pub(crate) owner: std::sync::Weak<()>,
 }
 
 impl RunningJob {
@@ -74,7 +77,11 @@ pub(crate) struct RunHandles {
     pub(crate) reason: Arc<AtomicU8>,
     pub(crate) step: Arc<Mutex<Option<String>>>,
     pub(crate) done: Arc<AtomicBool>,
+    pub(crate) guard: RunGuard,
 }
+
+/// Outcomes waiting for the completer, at most.
+pub(crate) const OUTCOME_QUEUE: usize = 4096;
 
 /// An outcome on its way to the store, with what the hooks need.
 pub(crate) struct Finished {
@@ -82,6 +89,8 @@ pub(crate) struct Finished {
     pub(crate) kind: String,
     pub(crate) queue: String,
     pub(crate) attempt: i32,
+    /// Ownership of the run (see [`crate::guard`]), held until its outcome is settled.
+    pub(crate) _owner: Arc<()>,
 }
 
 pub(crate) struct Shared {
@@ -92,23 +101,31 @@ pub(crate) struct Shared {
     pub(crate) hooks: Hooks,
     pub(crate) process_id: String,
     pub(crate) running: Mutex<HashMap<JobId, RunningJob>>,
-    pub(crate) outcomes: mpsc::UnboundedSender<Finished>,
+    /// Bounded ([`OUTCOME_QUEUE`]): when the completer falls behind, executors wait to send,
+    /// their slots stay busy, and claiming slows down.
+    pub(crate) outcomes: mpsc::Sender<Finished>,
     pub(crate) counters: Counters,
     /// Notified whenever a run's outcome has been recorded (or abandoned).
     pub(crate) settled: Notify,
     /// Last successful tick of each background service.
     pub(crate) health: crate::health::Health,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Fired when a background loop stopped unasked ([`crate::supervise`]).
+    pub(crate) failed: CancellationToken,
+    /// The first loop that failed, and how.
+    pub(crate) failure: Mutex<Option<String>>,
 }
 
 impl Shared {
     /// Registers a claimed job from the moment of its claim: from then on its lease is renewed
     /// and cancel requests reach it, whether it runs at once or waits in the foreman's buffer.
     pub(crate) fn register(&self, job: &drover_core::ClaimedJob) -> RunHandles {
+        let step = Arc::new(Mutex::new(None));
         let handles = RunHandles {
             cancel: CancellationToken::new(),
             reason: Arc::new(AtomicU8::new(StopReason::None as u8)),
-            step: Arc::new(Mutex::new(None)),
+            guard: RunGuard::new(self.outcomes.clone(), job, step.clone()),
+            step,
             done: Arc::new(AtomicBool::new(false)),
         };
         self.running.lock().expect("running lock poisoned").insert(
@@ -124,6 +141,7 @@ impl Shared {
                 abort: None,
                 done: handles.done.clone(),
                 claimed_at: std::time::Instant::now(),
+                owner: handles.guard.owner(),
             },
         );
         self.metrics

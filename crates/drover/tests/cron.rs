@@ -37,8 +37,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
-                    let url = std::env::var("DROVER_TEST_POSTGRES_URL")
-                        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+                    let url = drover_conformance::pg_server::url();
                     let schema = format!("drover_cron_{:016x}", fastrand::u64(..));
                     let mut config = drover_postgres::PgConfig::from_url(
                         &format!("{url}?schema={schema}"),

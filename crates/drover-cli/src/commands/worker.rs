@@ -1,6 +1,7 @@
 //! `drover serve` and `drover worker`: run the engine until SIGINT or SIGTERM, then shut down
 //! gracefully. Exit status 0 when every running job finished in time, 3 when some had to be
-//! cancelled and handed back.
+//! cancelled and handed back, 4 when the worker shut itself down because one of the engine's
+//! background loops stopped.
 
 use std::process::ExitCode;
 
@@ -16,6 +17,8 @@ use crate::{backend, setup, signals};
 
 /// Exit status when shutdown had to cancel running jobs.
 pub(crate) const EXIT_INTERRUPTED: u8 = 3;
+/// Exit status when a background loop of the engine stopped and the worker shut itself down.
+pub(crate) const EXIT_FAILED: u8 = 4;
 
 /// Runs `serve` (`serve_by_default`: the HTTP server listens unless told not to) or `worker`.
 pub(crate) async fn run(
@@ -80,12 +83,21 @@ pub(crate) async fn run(
     };
     tracing::info!(database = %backend::redact(url), "drover is running; stop with SIGINT or SIGTERM");
 
-    let signal = signals::first_then_arm_second().await;
-    tracing::info!(
-        signal,
-        running = handle.running(),
-        "shutting down: no new jobs are claimed (send the signal again to exit at once)"
-    );
+    let failure = tokio::select! {
+        signal = signals::first_then_arm_second() => {
+            tracing::info!(
+                signal,
+                running = handle.running(),
+                "shutting down: no new jobs are claimed (send the signal again to exit at once)"
+            );
+            None
+        }
+        failure = handle.failure() => {
+            tracing::error!(%failure, running = handle.running(),
+                "shutting down: a background loop stopped, and a half-alive worker is worse than none");
+            Some(failure)
+        }
+    };
     stop_leasing.cancel();
     let report = handle.shutdown().await;
     stop_server.cancel();
@@ -97,6 +109,10 @@ pub(crate) async fn run(
         tracing::warn!("HTTP connections still open after 5s; closing them");
     }
     store.close().await;
+    if let Some(failure) = failure {
+        tracing::error!(%failure, "shutdown complete after a failure");
+        return Ok(ExitCode::from(EXIT_FAILED));
+    }
     if report.clean() {
         tracing::info!("shutdown complete; every running job finished");
         Ok(ExitCode::SUCCESS)

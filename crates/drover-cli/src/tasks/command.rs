@@ -1,5 +1,5 @@
 //! A task that runs a command: the job's args as JSON on stdin, `DROVER_JOB_*` in the
-//! environment; exit 0 is success, anything else a failed attempt whose message holds the tail of
+//! environment (which is not the worker's: see [`crate::process`]); exit 0 is success, anything else a failed attempt whose message holds the tail of
 //! stderr. Cancellation and timeouts kill the process group.
 
 use std::collections::BTreeMap;
@@ -16,6 +16,7 @@ pub(crate) struct CommandTask {
     pub(crate) kind: String,
     pub(crate) argv: Vec<String>,
     pub(crate) env: BTreeMap<String, String>,
+    pub(crate) env_pass: Vec<String>,
     pub(crate) cwd: Option<PathBuf>,
     pub(crate) options: TaskOptions,
     pub(crate) kill_grace: Duration,
@@ -57,6 +58,7 @@ impl RawTask for CommandTask {
         let spec = Spec {
             argv: &self.argv,
             env,
+            pass: &self.env_pass,
             cwd: self.cwd.as_ref(),
         };
         match process::run(spec, args.as_bytes(), ctx.cancellation(), self.kill_grace).await {

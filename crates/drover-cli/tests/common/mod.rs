@@ -124,6 +124,23 @@ impl Env {
     }
 }
 
+/// Waits until `path` exists and is not empty, and returns its text.
+pub fn wait_file(path: &std::path::Path, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = fs::read_to_string(path).unwrap_or_default();
+        if !text.is_empty() {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `drover` process. Killed when dropped.
 pub struct Worker {
     pub child: Child,

@@ -1,8 +1,8 @@
 //! Helpers for tests that run the real `drover` binary against the PostgreSQL test server, each
 //! test on a schema of its own (`drover_cli_<16 hex>`), dropped when the test ends.
 //!
-//! The server comes from `DROVER_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`). An unreachable server fails the test with a
+//! The server comes from `DROVER_TEST_POSTGRES_URL`, or is a throwaway cluster started for the
+//! test binary when it is unset (`drover_conformance::pg_server`). An unreachable server fails the test with a
 //! message saying so: these tests never skip. `psql` and `pg_isready` must be on the `PATH`.
 //!
 //! A test binary includes this module next to `common`:
@@ -26,8 +26,7 @@ use crate::common::{Env, Worker};
 
 /// The test server's URL (without a `schema` option).
 pub fn server_url() -> String {
-    std::env::var("DROVER_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    drover_conformance::pg_server::url()
 }
 
 /// Runs one SQL string with `psql` on `url`; its output unaligned, without headers.

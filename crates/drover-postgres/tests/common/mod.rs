@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests: a store on a fresh schema of the test server.
 //!
-//! The server comes from `DROVER_TEST_POSTGRES_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/test`). An unreachable server fails the tests with a
+//! The server comes from `DROVER_TEST_POSTGRES_URL`, or is a throwaway cluster started for the
+//! test binary when it is unset (`drover_conformance::pg_server`). An unreachable server fails the tests with a
 //! message saying so: they never skip silently.
 
 #![allow(dead_code, unreachable_pub)] // each test binary uses a different part of this module
@@ -12,10 +12,10 @@ use std::time::Duration;
 use drover_core::Store;
 use drover_postgres::{PgConfig, PgStore};
 
-/// The test server's URL.
+/// The test server's URL: `DROVER_TEST_POSTGRES_URL`, or a throwaway cluster
+/// ([`drover_conformance::pg_server`]).
 pub fn test_url() -> String {
-    std::env::var("DROVER_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    drover_conformance::pg_server::url()
 }
 
 /// A schema name no other test uses.

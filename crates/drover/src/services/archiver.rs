@@ -43,6 +43,7 @@ impl LeaderService for Archiver {
 
     async fn run(self: Arc<Self>, _term: LeaderTerm, stop: CancellationToken) {
         if self.policies.is_empty() {
+            stop.cancelled().await;
             return;
         }
         for policy in &self.policies {
@@ -56,6 +57,7 @@ impl LeaderService for Archiver {
                 .map(|p| p.schedule.next_after(now))
                 .collect();
             let Some(earliest) = next.iter().flatten().min().copied() else {
+                stop.cancelled().await;
                 return;
             };
             let wait = Duration::try_from(earliest.duration_since(now)).unwrap_or(Duration::ZERO);

@@ -1,7 +1,8 @@
 //! The rescuer: finds running jobs whose lease expired (their process died or stalled) and makes
 //! them available again, or discards them (at-most-once, or no attempts left), with the reason
-//! recorded. It runs on the leader only, but would be safe in several processes at once: every
-//! rescue is a fenced write.
+//! recorded. It runs in every process: every rescue is a write fenced by the expired lease, so
+//! two processes rescuing at once rescue each job once, and a stalled or dead leader's orphans
+//! are reclaimed by the others without waiting for a leader handover.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +11,6 @@ use drover_core::{JobRescueParams, JobState, RescuedJob, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::hooks::JobEnd;
-use crate::leader::LeaderService;
 use crate::runtime::Shared;
 use crate::stats::Counters;
 
@@ -67,15 +67,18 @@ impl Rescuer {
             for job in &rescued {
                 tracing::info!(job = job.id, kind = %job.kind, state = %job.state, "rescued a job whose lease expired");
                 if job.state != JobState::Available {
-                    self.shared.hooks.fire(JobEnd {
-                        id: job.id,
-                        kind: job.kind.clone(),
-                        queue: job.queue.clone(),
-                        state: job.state,
-                        attempt: 0,
-                        error: Some("lease expired".into()),
-                        step: None,
-                    });
+                    self.shared
+                        .hooks
+                        .fire(JobEnd {
+                            id: job.id,
+                            kind: job.kind.clone(),
+                            queue: job.queue.clone(),
+                            state: job.state,
+                            attempt: 0,
+                            error: Some("lease expired".into()),
+                            step: None,
+                        })
+                        .await;
                 }
             }
             Counters::add(&self.shared.counters.rescued, n as u64);
@@ -84,16 +87,5 @@ impl Rescuer {
                 return Ok(all);
             }
         }
-    }
-}
-
-#[async_trait::async_trait]
-impl LeaderService for Rescuer {
-    fn name(&self) -> &'static str {
-        "rescuer"
-    }
-
-    async fn run(self: Arc<Self>, _term: drover_core::LeaderTerm, stop: CancellationToken) {
-        Rescuer::run(&self, stop).await;
     }
 }

@@ -24,6 +24,9 @@ use crate::runtime::Shared;
 
 /// Longest the scheduler sleeps before looking again (so a clock step is noticed).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Longest a scheduler database call may take: a hung connection must not silently stop cron
+/// (a timed-out fire is safe to retry: the fire time is recorded at most once).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fire records older than this are pruned (each schedule's latest is always kept).
 const KEEP_FIRES: SignedDuration = SignedDuration::from_hours(24 * 31);
 
@@ -62,17 +65,19 @@ impl Scheduler {
 
     /// Records the schedules in the database (first sight is the baseline for missed times).
     pub async fn register(&self, now: Option<Timestamp>) -> Result<(), StoreError> {
-        self.store
-            .cron_register(CronRegisterParams {
+        deadline(
+            "cron register",
+            self.store.cron_register(CronRegisterParams {
                 names: self
                     .jobs
                     .iter()
                     .map(|j| j.schedule.schedule.name.clone())
                     .collect(),
                 now,
-            })
-            .await
-            .map(|_| ())
+            }),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// One tick at `now`: fires every due fire time, fenced by `fence`. Stops at the first
@@ -82,9 +87,7 @@ impl Scheduler {
         fence: &LeaderFence,
         now: Timestamp,
     ) -> Result<Vec<FireOutcome>, StoreError> {
-        let states: HashMap<String, _> = self
-            .store
-            .cron_states()
+        let states: HashMap<String, _> = deadline("cron states", self.store.cron_states())
             .await?
             .into_iter()
             .map(|state| (state.name.clone(), state))
@@ -93,17 +96,15 @@ impl Scheduler {
         for job in &self.jobs {
             let name = &job.schedule.schedule.name;
             for fire_at in job.schedule.plan(states.get(name), now) {
-                let result = self
-                    .store
-                    .cron_fire(CronFireParams {
-                        schedule: name.clone(),
-                        fire_at,
-                        job: job.job.clone(),
-                        fence: fence.clone(),
-                        // The database clock decides the term, unless time is simulated.
-                        now: self.clock.store_now().map(|_| now),
-                    })
-                    .await?;
+                let fire = self.store.cron_fire(CronFireParams {
+                    schedule: name.clone(),
+                    fire_at,
+                    job: job.job.clone(),
+                    fence: fence.clone(),
+                    // The database clock decides the term, unless time is simulated.
+                    now: self.clock.store_now().map(|_| now),
+                });
+                let result = deadline("cron fire", fire).await?;
                 outcomes.push(FireOutcome {
                     schedule: name.clone(),
                     fire_at,
@@ -126,6 +127,20 @@ impl Scheduler {
     }
 }
 
+/// `call`, failed as unavailable if it takes longer than [`CALL_TIMEOUT`].
+async fn deadline<T>(
+    what: &str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(format!(
+                "{what} did not answer within {CALL_TIMEOUT:?}"
+            )))
+        })
+}
+
 /// The scheduler as a leader service.
 pub(crate) struct SchedulerService {
     pub(crate) scheduler: Scheduler,
@@ -141,6 +156,7 @@ impl LeaderService for SchedulerService {
     async fn run(self: Arc<Self>, term: LeaderTerm, stop: CancellationToken) {
         let scheduler = &self.scheduler;
         if scheduler.jobs.is_empty() {
+            stop.cancelled().await;
             return;
         }
         let fence = LeaderFence {
@@ -184,7 +200,8 @@ impl LeaderService for SchedulerService {
                 if last_prune.is_none_or(|at| at.elapsed() > Duration::from_secs(3600)) {
                     last_prune = Some(tokio::time::Instant::now());
                     let before = now.checked_sub(KEEP_FIRES).unwrap_or(Timestamp::MIN);
-                    if let Err(err) = scheduler.store.cron_prune(CronPruneParams { before }).await {
+                    let prune = scheduler.store.cron_prune(CronPruneParams { before });
+                    if let Err(err) = deadline("cron prune", prune).await {
                         tracing::debug!(error = %err, "cron fire pruning failed");
                     }
                 }

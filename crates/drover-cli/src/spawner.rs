@@ -1,0 +1,144 @@
+//! Children that die with their worker.
+//!
+//! A command task's process group is killed when its run ends, is cancelled or is dropped
+//! ([`crate::process`]); but a worker killed with SIGKILL runs no code, and its children would
+//! run on, orphaned, beside the rerun of their job. Linux's parent-death signal
+//! (`PR_SET_PDEATHSIG`) asks the kernel to SIGKILL the child when its parent dies.
+//!
+//! Two details decide how it is set up:
+//!
+//! - **Who sets it.** The signal must be armed in the child, after the fork and before the exec
+//!   of the command. `Command::pre_exec` would do that, but it is `unsafe` (the closure runs in a
+//!   forked copy of a multi-threaded process) and the workspace forbids `unsafe`. Instead the
+//!   child is this binary again, started as `drover __drover-exec PID -- PROGRAM ARGS…`: it arms
+//!   the signal with the safe `nix` call, checks that its parent is still the worker `PID` (had
+//!   the worker died between fork and `prctl`, no signal would ever come), and execs the
+//!   program, which keeps the signal across `execve`. It runs before any other start-up of the
+//!   binary ([`exec_if_asked`] is the first thing `main` calls).
+//! - **Which parent.** The kernel sends the signal when the *thread* that forked the child
+//!   exits, not the process. Tokio's blocking-pool threads exit after ten idle seconds, and a
+//!   runtime worker thread can become one (`block_in_place`). So every child is spawned from one
+//!   dedicated thread that lives as long as the process ([`spawn`]).
+//!
+//! What it does not cover: a grandchild (a command's own background process) is not the
+//! worker's child, and outlives a SIGKILLed worker unless the command waits for it.
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::process::ExitCode;
+use std::sync::{Mutex, OnceLock, mpsc};
+
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+/// The first argument that makes the binary the exec shim.
+const SHIM: &str = "__drover-exec";
+
+/// The exit status of a shim that could not start its program (as a shell's "not found").
+const NOT_STARTED: u8 = 127;
+
+/// A command for `argv` whose process gets SIGKILL when this worker dies. On other systems than
+/// Linux, the command itself.
+pub(crate) fn command(argv: &[String]) -> Command {
+    if cfg!(target_os = "linux") {
+        // `/proc/self/exe`, not the binary's path: it still runs this binary after a deploy
+        // has replaced or deleted the file.
+        let mut command = Command::new("/proc/self/exe");
+        command
+            .arg(SHIM)
+            .arg(std::process::id().to_string())
+            .arg("--")
+            .args(argv);
+        command
+    } else {
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        command
+    }
+}
+
+struct Request {
+    command: Command,
+    runtime: tokio::runtime::Handle,
+    reply: oneshot::Sender<std::io::Result<Child>>,
+}
+
+/// Spawns `command` from the process's long-lived spawner thread (see the module docs).
+pub(crate) async fn spawn(command: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let sender = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("drover-spawner".into())
+            .spawn(move || {
+                for mut request in rx {
+                    // Tokio's child reaping needs the runtime the caller runs on.
+                    let _runtime = request.runtime.enter();
+                    let _ = request.reply.send(request.command.spawn());
+                }
+            })
+            .expect("start the spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply, answer) = oneshot::channel();
+    let request = Request {
+        command,
+        runtime: tokio::runtime::Handle::current(),
+        reply,
+    };
+    let sent = sender
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .send(request);
+    if sent.is_err() {
+        return Err(std::io::Error::other("the spawner thread is gone"));
+    }
+    answer
+        .await
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
+/// When the binary was started as the exec shim: arms the parent-death signal and execs the
+/// program; returns only if that failed, with the exit code. `None` for every other start.
+pub(crate) fn exec_if_asked() -> Option<ExitCode> {
+    let mut args = std::env::args_os().skip(1);
+    if args.next().as_deref() != Some(SHIM.as_ref()) {
+        return None;
+    }
+    let parent = args.next();
+    let _separator = args.next();
+    let argv: Vec<OsString> = args.collect();
+    Some(match exec(parent, &argv) {
+        Ok(never) => match never {},
+        Err(err) => {
+            let program = argv.first().map(|p| p.to_string_lossy().into_owned());
+            eprintln!("cannot start {:?}: {err}", program.unwrap_or_default());
+            ExitCode::from(NOT_STARTED)
+        }
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn exec(parent: Option<OsString>, argv: &[OsString]) -> Result<std::convert::Infallible, String> {
+    use nix::sys::signal::Signal;
+    use nix::unistd::{Pid, execvp, getppid};
+
+    let parent: i32 = parent
+        .and_then(|p| p.to_str()?.parse().ok())
+        .ok_or("the shim needs the worker's pid")?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| e.to_string())?;
+    if getppid() != Pid::from_raw(parent) {
+        return Err("the worker died before the command started".into());
+    }
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|arg| CString::new(arg.as_bytes()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    let program = argv.first().ok_or("no program to run")?;
+    execvp(program, &argv).map_err(|e| e.desc().to_owned())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exec(_parent: Option<OsString>, _argv: &[OsString]) -> Result<std::convert::Infallible, String> {
+    Err("the exec shim is for Linux only".into())
+}

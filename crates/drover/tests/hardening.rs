@@ -1,0 +1,322 @@
+//! The engine's hardening on a real SQLite file: a burst of job ends through the bounded hook
+//! pool, and a run that always ends whatever happens to its executor.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use drover::{Engine, EngineConfig, EnqueueRequest, JobEnd, RawTask, TaskOptions};
+use drover_core::{DynStore, JobId, JobState, Store};
+use drover_sqlite::{SqliteConfig, SqliteStore};
+
+async fn store() -> (DynStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("engine.db"))).unwrap();
+    store.migrate().await.unwrap();
+    (Arc::new(store), dir)
+}
+
+fn quick_config() -> EngineConfig {
+    EngineConfig {
+        poll_interval: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(5),
+        cancel_grace: Duration::from_millis(500),
+        ..EngineConfig::default()
+    }
+}
+
+/// How many calls of a [`GaugeHook`] run at once, the most seen, and the jobs it saw.
+#[derive(Default)]
+struct Gauge {
+    now: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    seen: std::sync::Mutex<Vec<JobId>>,
+}
+
+struct GaugeHook(Arc<Gauge>);
+
+#[async_trait]
+impl drover::Hook for GaugeHook {
+    async fn on_job_end(&self, event: &JobEnd) -> Result<(), String> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let gauge = &self.0;
+        let now = gauge.now.fetch_add(1, SeqCst) + 1;
+        gauge.most.fetch_max(now, SeqCst);
+        // Long enough that an unbounded pool would run many at once.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        gauge.seen.lock().unwrap().push(event.id);
+        gauge.now.fetch_sub(1, SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_job_ends_waits_for_the_hook_pool_and_loses_no_hook() {
+    let (store, _dir) = store().await;
+    let client = Engine::builder(store.clone())
+        .builtin_tasks()
+        .build()
+        .unwrap()
+        .client();
+    let n = 3_000;
+    let requests: Vec<_> = (0..n)
+        .map(|_| EnqueueRequest::raw("drover.noop", "{}"))
+        .collect();
+    let mut ids: Vec<JobId> = client
+        .enqueue_many(requests)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    let gauge = Arc::new(Gauge::default());
+    let handle = Engine::builder(store.clone())
+        .config(EngineConfig {
+            queues: [("default".to_owned(), 50)].into(),
+            hook_concurrency: 3,
+            ..quick_config()
+        })
+        .builtin_tasks()
+        .hook(GaugeHook(gauge.clone()))
+        .build()
+        .unwrap()
+        .start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while gauge.seen.lock().unwrap().len() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "hooks never all ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(handle.shutdown().await.clean());
+    let most = gauge.most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        most <= 3,
+        "{most} hooks ran at once, more than the pool's 3"
+    );
+    assert!(most >= 2, "the pool ran hooks side by side ({most})");
+    let mut seen = gauge.seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    ids.sort_unstable();
+    assert_eq!(seen, ids, "each job's hook ran once");
+}
+
+/// A task whose options panic once armed: the executor reads them outside the handler, so an
+/// armed run panics where no handler's panic guard reaches.
+struct BadOptions(Arc<AtomicBool>);
+
+#[async_trait]
+impl RawTask for BadOptions {
+    fn kind(&self) -> &str {
+        "test.bad_options"
+    }
+
+    fn options(&self) -> TaskOptions {
+        if self.0.load(Ordering::SeqCst) {
+            panic!("options bug");
+        }
+        TaskOptions::default()
+    }
+
+    async fn run_raw(
+        &self,
+        _ctx: drover::JobContext,
+        _args: String,
+    ) -> Result<(), drover::JobError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_executor_panics_outside_the_handler_still_ends() {
+    let (store, _dir) = store().await;
+    let armed = Arc::new(AtomicBool::new(false));
+    let handle = Engine::builder(store.clone())
+        .config(EngineConfig {
+            // Short, so that were the run left to its lease it would be rescued quickly: the
+            // assertions below tell an outcome recorded by the guard from a rescue.
+            lease: Duration::from_secs(2),
+            ..quick_config()
+        })
+        .raw_task(Arc::new(BadOptions(armed.clone())))
+        .build()
+        .unwrap()
+        .start();
+    armed.store(true, Ordering::SeqCst);
+    // Enqueued through a client whose task is never armed: the enqueue reads options too.
+    let mut request = EnqueueRequest::raw("test.bad_options", "{}");
+    request.max_attempts = Some(2);
+    let client = Engine::builder(store.clone())
+        .raw_task(Arc::new(BadOptions(Arc::new(AtomicBool::new(false)))))
+        .build()
+        .unwrap()
+        .client();
+    let id = client.enqueue(request).await.unwrap().id;
+    // Attempt 1 fails, attempt 2 (after the default 1 s backoff) is discarded: two recorded
+    // failures, within the backoff plus a margin, and no rescue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let job = loop {
+        let job = store.job_get(id).await.unwrap().unwrap();
+        if job.state == JobState::Discarded {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never ended: {job:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job.attempt, 2, "{job:#?}");
+    assert_eq!(job.errors.len(), 2, "{job:#?}");
+    for error in &job.errors {
+        assert!(error.message.contains("executor stopped"), "{job:#?}");
+    }
+    assert_eq!(
+        handle.stats().rescued,
+        0,
+        "recorded by the guard, not rescued"
+    );
+    handle.shutdown().await;
+}
+
+/// The system clock until armed; then every reading panics, as a bug in a loop would.
+#[derive(Debug, Default)]
+struct FaultyClock(AtomicBool);
+
+impl drover_core::Clock for FaultyClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
+    }
+
+    fn store_now(&self) -> Option<jiff::Timestamp> {
+        if self.0.load(Ordering::SeqCst) {
+            panic!("clock bug");
+        }
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loop_that_panics_fails_the_engine_and_shows_in_health() {
+    let (store, _dir) = store().await;
+    let clock = Arc::new(FaultyClock::default());
+    let handle = Engine::builder(store.clone())
+        .clock(clock.clone())
+        .config(EngineConfig {
+            lease: Duration::from_secs(1),
+            rescue_interval: Some(Duration::from_millis(100)),
+            ..quick_config()
+        })
+        .builtin_tasks()
+        .build()
+        .unwrap()
+        .start();
+    // Every loop is covered, the leader's services once it leads.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let report = loop {
+        let report = handle.health();
+        if report.loops.iter().any(|l| l.name == "cron scheduler")
+            && report
+                .loops
+                .iter()
+                .any(|l| l.name == "rescuer" && l.last_tick.is_some())
+        {
+            break report;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{report:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(report.ok, "{report:#?}");
+    let names: Vec<_> = report.loops.iter().map(|l| l.name.as_str()).collect();
+    for name in [
+        "completer",
+        "foreman default",
+        "heartbeat",
+        "leader election",
+        "presence",
+        "process pruner",
+        "rescuer",
+        "retention archiver",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert!(
+        serde_json::to_string(&report)
+            .unwrap()
+            .contains("\"last_tick\"")
+    );
+
+    clock.0.store(true, Ordering::SeqCst);
+    // The rescuer reads the clock every 100 ms: it panics first or soon.
+    let failure = tokio::time::timeout(Duration::from_secs(20), handle.failure())
+        .await
+        .expect("the engine reports the dead loop");
+    assert!(failure.contains("panicked: clock bug"), "{failure}");
+    let report = handle.health();
+    assert!(!report.ok);
+    let failed = report
+        .loops
+        .iter()
+        .find(|l| l.error.as_deref().is_some_and(|e| e.contains("clock bug")))
+        .unwrap_or_else(|| panic!("{report:#?}"));
+    assert!(!failed.ok);
+    clock.0.store(false, Ordering::SeqCst);
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stuck_in_a_hung_call_reports_stepping_down_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.db");
+    let mut config = SqliteConfig::new(&path);
+    // A long busy timeout: a write behind the lock below hangs for 30 s.
+    config.busy_timeout = Duration::from_secs(30);
+    let store = SqliteStore::open(config).unwrap();
+    store.migrate().await.unwrap();
+    let ttl = Duration::from_secs(3);
+    let handle = Engine::builder(Arc::new(store))
+        .config(EngineConfig {
+            leader_ttl: ttl,
+            ..quick_config()
+        })
+        .builtin_tasks()
+        .cron(drover::cron::CronSchedule {
+            name: "every-second".into(),
+            expression: "* * * * * *".into(),
+            timezone: None,
+            kind: "drover.noop".into(),
+            args: "{}".into(),
+            queue: None,
+            catch_up: drover::cron::CatchUp::Skip,
+        })
+        .build()
+        .unwrap()
+        .start();
+    let mut leadership = handle.leadership();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        leadership.wait_for(|t| t.is_some()),
+    )
+    .await
+    .expect("it leads")
+    .unwrap();
+    // Another connection holds the write lock: the reelection and the cron scheduler's next
+    // fire (within a second) both hang behind it.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let locked = tokio::time::Instant::now();
+    // The term is trusted for ttl − ttl/5 after its last renewal; then it must report the
+    // step-down, not wait for the scheduler's hung write (30 s). A margin of 2 s.
+    let bound = ttl + Duration::from_secs(2);
+    let stepped_down = tokio::time::timeout(bound, leadership.wait_for(|t| t.is_none())).await;
+    let took = locked.elapsed();
+    blocker.execute_batch("ROLLBACK").unwrap();
+    assert!(
+        stepped_down.is_ok(),
+        "still reported leader {took:?} after the lock"
+    );
+    assert!(handle.leader_term().is_none());
+    handle.shutdown().await;
+}
