@@ -51,8 +51,10 @@ mod schema;
 mod session;
 mod store;
 mod time;
+mod tls;
 mod vacuum;
 mod wake;
 
 pub use config::{MAX_SCHEMA_LEN, PgConfig, check_schema, redact};
 pub use store::PgStore;
+pub use tls::{SslMode, TlsSettings};

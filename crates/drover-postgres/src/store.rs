@@ -137,9 +137,15 @@ impl PgStore {
     /// fails here, with [`StoreError::Unavailable`], not on first use), and starts the
     /// listener. Does not migrate: call [`Store::migrate`].
     pub async fn connect(config: PgConfig) -> Result<PgStore, StoreError> {
-        let (pg, schema) = config.pg_config().map_err(StoreError::Internal)?;
-        let pool =
-            session::pool(&config, pg.clone(), schema.as_deref()).map_err(StoreError::Internal)?;
+        let (pg, schema, tls) = config.pg_config().map_err(StoreError::Internal)?;
+        let tls = tls.connector().map_err(|why| {
+            StoreError::Internal(format!(
+                "cannot set up TLS for PostgreSQL at {}: {why}",
+                redact(&config.url)
+            ))
+        })?;
+        let pool = session::pool(&config, pg.clone(), tls.clone(), schema.as_deref())
+            .map_err(StoreError::Internal)?;
         let first = pool.get().await.map_err(|err| match map_pool(err) {
             StoreError::Unavailable(why) => StoreError::Unavailable(format!(
                 "cannot connect to PostgreSQL at {}: {why}",
@@ -163,6 +169,7 @@ impl PgStore {
         };
         let vacuum = Vacuum::new(
             pg.clone(),
+            tls.clone(),
             schema.as_deref(),
             config.vacuum_after_claims,
             config.connect_timeout,
@@ -186,6 +193,7 @@ impl PgStore {
                 connect_timeout: store.config.connect_timeout,
                 max_backoff: store.config.listener_max_backoff,
                 check_interval: store.config.listener_check_interval,
+                tls,
             };
             let (listener, ready) = Listener::start(pg, settings, store.wakeups.clone()).await;
             if let Err(error) = ready {
