@@ -14,13 +14,13 @@ pub fn t0() -> Timestamp {
     "2030-01-01T00:00:00Z".parse().unwrap()
 }
 
-fn at(secs: i64) -> Timestamp {
+pub(crate) fn at(secs: i64) -> Timestamp {
     t0() + SignedDuration::from_secs(secs)
 }
 
-const LEASE: Duration = Duration::from_secs(30);
+pub(crate) const LEASE: Duration = Duration::from_secs(30);
 
-async fn insert(store: &DynStore, jobs: Vec<NewJob>, now: Timestamp) -> Vec<JobId> {
+pub(crate) async fn insert(store: &DynStore, jobs: Vec<NewJob>, now: Timestamp) -> Vec<JobId> {
     store
         .job_insert_many(JobInsertParams {
             jobs,
@@ -33,11 +33,11 @@ async fn insert(store: &DynStore, jobs: Vec<NewJob>, now: Timestamp) -> Vec<JobI
         .collect()
 }
 
-async fn insert_one(store: &DynStore, job: NewJob, now: Timestamp) -> JobId {
+pub(crate) async fn insert_one(store: &DynStore, job: NewJob, now: Timestamp) -> JobId {
     insert(store, vec![job], now).await[0]
 }
 
-async fn claim(
+pub(crate) async fn claim(
     store: &DynStore,
     queue: &str,
     limit: usize,
@@ -57,7 +57,7 @@ async fn claim(
         .jobs
 }
 
-async fn finish(
+pub(crate) async fn finish(
     store: &DynStore,
     job: &drover_core::ClaimedJob,
     outcome: Outcome,
@@ -76,14 +76,14 @@ async fn finish(
         .expect("finish")[0]
 }
 
-fn lease(job: &drover_core::ClaimedJob) -> LeaseRef {
+pub(crate) fn lease(job: &drover_core::ClaimedJob) -> LeaseRef {
     LeaseRef {
         id: job.id,
         lease_token: job.lease_token,
     }
 }
 
-async fn get(store: &DynStore, id: JobId) -> drover_core::JobRecord {
+pub(crate) async fn get(store: &DynStore, id: JobId) -> drover_core::JobRecord {
     store.job_get(id).await.expect("get").expect("job exists")
 }
 

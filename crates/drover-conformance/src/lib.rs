@@ -6,6 +6,7 @@
 //! tested without sleeping.
 
 pub mod cases;
+pub mod finish_claim;
 
 /// Instantiates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating
 /// to a future of `(DynStore, guard)`: a fresh, migrated store, and anything that must live as
@@ -39,6 +40,21 @@ macro_rules! conformance_suite {
             archive_moves_finished_rows_past_the_cutoff,
             archive_refuses_names_that_are_not_identifiers
         );
+        $crate::conformance_suite!(@cases_in finish_claim, $make;
+            finish_and_claim_records_outcomes_before_claiming,
+            finish_and_claim_claims_for_several_queues_and_rejects_stale_outcomes,
+            finish_and_claim_with_nothing_to_finish_is_a_claim
+        );
+    };
+    (@cases_in $module:ident, $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let (store, _guard) = $make.await;
+                $crate::$module::$case(store.clone()).await;
+                store.close().await;
+            }
+        )*
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
         $(

@@ -41,6 +41,7 @@ mod batch;
 mod cluster;
 mod config;
 mod error;
+mod finish_claim;
 mod insert;
 mod jobs;
 mod listener;

@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use drover_core::{
     ArchiveParams, CancelResult, ClaimResult, CronFireParams, CronFireResult, CronPruneParams,
-    CronRegisterParams, CronState, FinishResult, InsertedJob, JobCancelParams, JobClaimParams,
-    JobFinishParams, JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobRecord,
-    JobRescueParams, JobRetryParams, LeaderElectParams, LeaderRecord, LeaderReelectParams,
-    LeaderResignParams, LeaderTerm, LeaseStatus, Limits, MigrateReport, NewJob, ProcessPruneParams,
-    ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob, Store, StoreError, Wakeups,
+    CronRegisterParams, CronState, FinishClaimResult, FinishResult, InsertedJob, JobCancelParams,
+    JobClaimParams, JobFinishClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
+    JobInsertParams, JobListParams, JobRecord, JobRescueParams, JobRetryParams, LeaderElectParams,
+    LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, Limits,
+    MigrateReport, NewJob, ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount,
+    RescuedJob, Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use tokio::sync::{oneshot, watch};
@@ -25,7 +26,7 @@ use crate::insert::InsertSql;
 use crate::listener::{Listener, ListenerSettings};
 use crate::session::{self, Db};
 use crate::vacuum::Vacuum;
-use crate::{cluster, insert, jobs, maintenance, schema, wake};
+use crate::{cluster, finish_claim, insert, jobs, maintenance, schema, wake};
 
 /// Tries of a transaction that the server rolled back for a deadlock or a serialization
 /// failure, before the error is handed to the caller (as transient).
@@ -480,6 +481,42 @@ impl Store for PgStore {
         })?;
         self.woke(finished.notified);
         Ok(finished.results)
+    }
+
+    async fn job_finish_and_claim(
+        &self,
+        params: JobFinishClaimParams,
+    ) -> Result<FinishClaimResult, StoreError> {
+        if params.claims.is_empty() {
+            let finished = self
+                .job_finish_many(JobFinishParams {
+                    outcomes: params.outcomes,
+                    now: params.now,
+                })
+                .await?;
+            return Ok(FinishClaimResult {
+                finished,
+                claimed: Vec::new(),
+            });
+        }
+        // One pipelined transaction (see finish_claim).
+        let (finished, claimed) = on_connection!(self, |db| {
+            finish_claim::finish_and_claim(
+                db,
+                &self.channel,
+                &params.outcomes,
+                &params.claims,
+                params.now,
+            )
+            .await?
+        })?;
+        self.woke(finished.notified);
+        self.vacuum
+            .claimed(claimed.iter().map(|c| c.jobs.len()).sum());
+        Ok(FinishClaimResult {
+            finished: finished.results,
+            claimed,
+        })
     }
 
     async fn job_rescue_expired(
