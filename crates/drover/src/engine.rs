@@ -220,6 +220,7 @@ impl Engine {
     /// Starts the foremen, the completer, the heartbeat and the rescuer.
     pub fn start(self) -> EngineHandle {
         let (outcomes, outcomes_rx) = mpsc::unbounded_channel();
+        let (claims, claims_rx) = completer::ClaimDesk::new();
         let shared = Arc::new(Shared {
             store: self.store,
             clock: self.clock,
@@ -229,6 +230,7 @@ impl Engine {
             process_id: self.process_id,
             running: Mutex::new(HashMap::new()),
             outcomes,
+            claims,
             counters: Default::default(),
             settled: Default::default(),
             health: Default::default(),
@@ -249,7 +251,12 @@ impl Engine {
                 ))
             })
             .collect();
-        let completer = tokio::spawn(completer::run(shared.clone(), outcomes_rx, abandon.clone()));
+        let completer = tokio::spawn(completer::run(
+            shared.clone(),
+            outcomes_rx,
+            claims_rx,
+            abandon.clone(),
+        ));
         let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), stop_services.clone()));
         let presence = tokio::spawn(presence::run(shared.clone(), stop_services.clone()));
         let leader_services: Vec<Arc<dyn LeaderService>> = vec![

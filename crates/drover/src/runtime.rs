@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     pub(crate) process_id: String,
     pub(crate) running: Mutex<HashMap<JobId, RunningJob>>,
     pub(crate) outcomes: mpsc::UnboundedSender<Finished>,
+    /// Claims for the completer to make beside the outcomes it records.
+    pub(crate) claims: crate::completer::ClaimDesk,
     pub(crate) counters: Counters,
     /// Notified whenever a run's outcome has been recorded (or abandoned).
     pub(crate) settled: Notify,
