@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod error;
 pub mod job;
+pub mod parked;
 pub mod retry;
 pub mod store;
 pub mod validate;

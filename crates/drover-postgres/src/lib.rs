@@ -48,6 +48,7 @@ mod listener;
 #[cfg(test)]
 mod live_tests;
 mod maintenance;
+mod parked;
 mod schema;
 mod session;
 mod store;

@@ -11,10 +11,10 @@ use drover_core::{
     ArchiveParams, CancelResult, ClaimResult, CronFireParams, CronFireResult, CronPruneParams,
     CronRegisterParams, CronState, FinishClaimResult, FinishResult, InsertedJob, JobCancelParams,
     JobClaimParams, JobFinishClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
-    JobInsertParams, JobListParams, JobRecord, JobRescueParams, JobRetryParams, LeaderElectParams,
-    LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, Limits,
-    MigrateReport, NewJob, ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount,
-    RescuedJob, Store, StoreError, Wakeups,
+    JobInsertParams, JobListParams, JobOutcome, JobRecord, JobRescueParams, JobRetryParams,
+    LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseRef,
+    LeaseStatus, Limits, MigrateReport, NewJob, Outcome, ProcessPruneParams, ProcessRecord,
+    ProcessUpsertParams, QueueStateCount, RescuedJob, Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use tokio::sync::{oneshot, watch};
@@ -26,7 +26,8 @@ use crate::insert::InsertSql;
 use crate::listener::{Listener, ListenerSettings};
 use crate::session::{self, Db};
 use crate::vacuum::Vacuum;
-use crate::{cluster, finish_claim, insert, jobs, maintenance, schema, wake};
+use crate::{cluster, finish_claim, insert, jobs, maintenance, parked, schema, wake};
+use drover_core::parked::{Parked, ParkedClaims};
 
 /// Tries of a transaction that the server rolled back for a deadlock or a serialization
 /// failure, before the error is handed to the caller (as transient).
@@ -167,6 +168,7 @@ impl PgStore {
             wakeups: wakeups.clone(),
             closed: closed.clone(),
             queue: Arc::new(InsertQueue::default()),
+            parked: Arc::new(ParkedClaims::default()),
         };
         let vacuum = Vacuum::new(
             pg.clone(),
@@ -335,6 +337,9 @@ struct InsertWriter {
     wakeups: Wakeups,
     closed: Arc<AtomicBool>,
     queue: Arc<InsertQueue>,
+    /// Claims of idle workers of this process, made in the transaction of the next enqueue
+    /// into their queue (see the `parked` module).
+    parked: Arc<ParkedClaims>,
 }
 
 impl InsertWriter {
@@ -388,16 +393,88 @@ impl InsertWriter {
         jobs: &[NewJob],
         now: Option<Timestamp>,
     ) -> Result<Vec<InsertedJob>, StoreError> {
-        let (inserted, woke) = in_transaction!(self, |db| {
+        // Claims taken by a try that failed are answered with its error (their workers claim
+        // the ordinary way); a try that commits answers its own.
+        let mut taken: Vec<Parked> = Vec::new();
+        let result = in_transaction!(self, |db| {
             let inserted = insert::insert_many(db, &self.insert_sql, jobs, now).await?;
             let payloads = inserted_queues(&inserted, jobs);
             wake::notify(db, &self.channel, &payloads).await?;
-            (inserted, !payloads.is_empty())
-        })?;
-        if woke {
+            // Local workers need a wake-up only for queues that no parked claim emptied.
+            let mut wake = false;
+            let mut made = Vec::new();
+            for queue in parked::available_queues(&inserted, jobs) {
+                match self.parked.take(queue) {
+                    Some(claim) => {
+                        taken.push(claim);
+                        let claim = taken.last().expect("just pushed");
+                        let result = parked::claim_in_transaction(db, claim).await?;
+                        wake |= result.jobs.len() >= claim.params.limit;
+                        made.push(result);
+                    }
+                    None => wake = true,
+                }
+            }
+            (inserted, wake, made)
+        });
+        let (inserted, wake, made) = match result {
+            Ok(done) => done,
+            Err(err) => {
+                for claim in taken {
+                    let _ = claim.answer.send(Err(err.clone()));
+                }
+                return Err(err);
+            }
+        };
+        if wake {
             self.wakeups.wake();
         }
+        // The last try's claims come last; earlier tries' were rolled back with them, and
+        // their workers claim the ordinary way.
+        let rolled_back = taken.len() - made.len();
+        for claim in taken.drain(..rolled_back) {
+            let _ = claim.answer.send(Err(StoreError::Unavailable(
+                "the enqueue that took this parked claim was rolled back".into(),
+            )));
+        }
+        for (claim, result) in taken.into_iter().zip(made) {
+            if let Err(Ok(unwanted)) = claim.answer.send(Ok(result)) {
+                self.hand_back(unwanted).await;
+            }
+        }
         Ok(inserted)
+    }
+
+    /// Hands back the jobs of a parked claim whose worker stopped waiting (nobody will run
+    /// them): available again, their attempt not used.
+    async fn hand_back(&self, unwanted: ClaimResult) {
+        if unwanted.jobs.is_empty() {
+            return;
+        }
+        let outcomes: Vec<JobOutcome> = unwanted
+            .jobs
+            .iter()
+            .map(|job| JobOutcome {
+                lease: LeaseRef {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                },
+                step: None,
+                outcome: Outcome::HandBack {
+                    reason: "claimed for a worker that had stopped waiting; handed back".into(),
+                },
+            })
+            .collect();
+        let result = in_transaction!(self, |db| {
+            jobs::finish_many(db, &self.channel, &outcomes, None).await?
+        });
+        match result {
+            Ok(finished) if finished.notified => self.wakeups.wake(),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, jobs = outcomes.len(),
+                "cannot hand back jobs claimed for a worker that stopped waiting; the rescuer \
+                 will take them when their leases expire"),
+        }
     }
 }
 
@@ -448,6 +525,10 @@ impl Store for PgStore {
             tokio::spawn(self.writer.clone().flush_all());
         }
         answer.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    fn job_claim_parked(&self, params: JobClaimParams) -> Option<drover_core::ParkedClaim> {
+        Some(self.writer.parked.park(params))
     }
 
     async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError> {
@@ -690,6 +771,7 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.writer.parked.clear();
         // Later gets fail with Closed; idle connections are closed now, busy ones when they
         // come back.
         self.pool.close();

@@ -17,7 +17,6 @@ mod cluster;
 mod config;
 mod jobs;
 mod maintenance;
-mod parked;
 mod readers;
 mod schema;
 mod store;

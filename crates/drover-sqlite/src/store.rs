@@ -19,11 +19,11 @@ use rusqlite::Connection;
 use tokio::sync::watch;
 
 use crate::config::{SqliteConfig, Synchronous};
-use crate::parked::ParkedClaims;
 use crate::readers::Readers;
 use crate::wake::{WakeFile, watch as watch_wake_file};
 use crate::writer::{Writer, is_busy};
 use crate::{cluster, jobs, maintenance, schema, time};
+use drover_core::parked::ParkedClaims;
 
 /// A [`Store`] on one SQLite file. See the crate documentation for its design.
 pub struct SqliteStore {
