@@ -29,7 +29,7 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
         sqlite.watch_wake_file = watch;
         Arc::new(SqliteStore::open(sqlite)?)
     } else if is_postgres(url) {
-        Arc::new(open_postgres(url, watch).await?)
+        Arc::new(open_postgres(url, config, watch).await?)
     } else {
         bail!(
             "unsupported database URL {:?}: expected sqlite://PATH or postgres://USER@HOST/DB",
@@ -49,10 +49,20 @@ pub(crate) fn is_postgres(url: &str) -> bool {
 }
 
 /// Connects to PostgreSQL (not migrated). `listen` starts the LISTEN connection (workers only).
-pub(crate) async fn open_postgres(url: &str, listen: bool) -> anyhow::Result<PgStore> {
-    let mut config = PgConfig::from_url(url).map_err(anyhow::Error::msg)?;
-    config.listen = listen;
-    Ok(PgStore::connect(config).await?)
+/// TLS settings come from the URL and from `[database]` of the config.
+pub(crate) async fn open_postgres(
+    url: &str,
+    config: &Config,
+    listen: bool,
+) -> anyhow::Result<PgStore> {
+    let mut pg = PgConfig::from_url(url).map_err(anyhow::Error::msg)?;
+    pg.listen = listen;
+    let mut tls = config.database.tls()?;
+    // The URL's options were taken into `pg.tls`; both may set a field, to one value only.
+    tls.merge(std::mem::take(&mut pg.tls))
+        .map_err(|err| anyhow::anyhow!("{err} {}", redact(url)))?;
+    pg.tls = tls;
+    Ok(PgStore::connect(pg).await?)
 }
 
 /// The URL without its password or secret options, for messages and logs.

@@ -105,6 +105,15 @@ pub(crate) struct BenchArgs {
     /// Draw drain throughput over time and the latency distribution into this SVG file.
     #[arg(long)]
     pub(crate) plot: Option<PathBuf>,
+    /// Steady scenario: jobs enqueued per second (default: half the drain rate, measured first).
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    /// Steady scenario: how long the producer enqueues.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub(crate) duration: Duration,
+    /// Steady scenario: milliseconds each job holds its slot (as `drover.sleep` does); 0: no-op.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) job_ms: u64,
 }
 
 /// A benchmark scenario.
@@ -116,6 +125,8 @@ pub(crate) enum Scenario {
     /// Drain with several `drover worker` processes on one database.
     DrainProcesses,
     Latency,
+    /// Enqueue at a fixed rate while workers drain: latency under load (not part of `all`).
+    Steady,
     All,
 }
 

@@ -102,6 +102,34 @@ pub(crate) struct DatabaseSection {
     pub(crate) synchronous: Option<String>,
     /// Largest args accepted, in bytes.
     pub(crate) max_args_bytes: Option<usize>,
+    /// PostgreSQL TLS, as libpq's `sslmode`: disable, prefer (default), require, verify-ca,
+    /// verify-full. The URL's own `sslmode` must agree when both are set.
+    pub(crate) sslmode: Option<String>,
+    /// PEM file of trusted roots (or `system`), as libpq's `sslrootcert`.
+    pub(crate) sslrootcert: Option<PathBuf>,
+    /// Client certificate (PEM), as libpq's `sslcert`.
+    pub(crate) sslcert: Option<PathBuf>,
+    /// The client certificate's key (PEM), as libpq's `sslkey`.
+    pub(crate) sslkey: Option<PathBuf>,
+}
+
+impl DatabaseSection {
+    /// The TLS settings of a PostgreSQL store.
+    pub(crate) fn tls(&self) -> anyhow::Result<drover_postgres::TlsSettings> {
+        let mode = match &self.sslmode {
+            Some(mode) => Some(
+                mode.parse()
+                    .map_err(|err| anyhow::anyhow!("database.sslmode: {err}"))?,
+            ),
+            None => None,
+        };
+        Ok(drover_postgres::TlsSettings {
+            mode,
+            root_cert: self.sslrootcert.clone(),
+            client_cert: self.sslcert.clone(),
+            client_key: self.sslkey.clone(),
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,6 +267,7 @@ impl Config {
             sync.parse::<drover_sqlite::Synchronous>()
                 .map_err(|err| anyhow::anyhow!("database.synchronous: {err}"))?;
         }
+        self.database.tls()?;
         for (queue, &concurrency) in &self.queues {
             drover_core::validate::check_name("queue", queue)
                 .map_err(|err| anyhow::anyhow!("queues.{queue}: {err}"))?;
@@ -384,6 +413,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("hooks[0].env_pass"), "{err}");
+    }
+
+    #[test]
+    fn database_tls_settings_parse_and_bad_modes_are_refused() {
+        let config = parse(
+            "[database]\nsslmode = \"verify-full\"\nsslrootcert = \"/etc/ca.pem\"\n\
+             sslcert = \"c.pem\"\nsslkey = \"c.key\"\n",
+        )
+        .unwrap();
+        let tls = config.database.tls().unwrap();
+        assert_eq!(tls.mode, Some(drover_postgres::SslMode::VerifyFull));
+        assert_eq!(tls.root_cert, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(tls.client_key, Some(PathBuf::from("c.key")));
+        let err = parse("[database]\nsslmode = \"allow\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("database.sslmode") && err.contains("allow"),
+            "{err}"
+        );
     }
 
     #[test]

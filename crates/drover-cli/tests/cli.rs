@@ -462,4 +462,45 @@ fn bench_prints_a_table_a_plot_and_json() {
     assert_eq!(drain["measure"], "drain");
     assert_eq!(drain["n"], 300);
     assert!(drain["jobs_per_sec"].as_f64().unwrap() > 0.0);
+
+    // Steady load: 200 jobs/s for one second, holding their slots 2 ms; then with the rate
+    // taken from a drain (half of it).
+    let mut args = small.to_vec();
+    args.extend([
+        "--json",
+        "--scenario",
+        "steady",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+        "--job-ms",
+        "2",
+    ]);
+    let json = env.ok(&args);
+    let steady: Value = serde_json::from_str(json.trim()).expect("one JSON object");
+    assert_eq!(steady["measure"], "steady");
+    assert_eq!(steady["n"], 200);
+    let (p50, p99, max) = (
+        steady["p50_ms"].as_f64().unwrap(),
+        steady["p99_ms"].as_f64().unwrap(),
+        steady["max_ms"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{steady}");
+    let mut args = small.to_vec();
+    args.extend([
+        "--scenario",
+        "steady",
+        "--duration",
+        "300ms",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let table = env.ok(&args);
+    assert!(table.contains("steady"), "{table}");
+    let svg = std::fs::read_to_string(&plot).expect("the plot was written");
+    assert!(
+        svg.contains("steady run 1"),
+        "the throughput over time is drawn"
+    );
 }

@@ -281,3 +281,38 @@ poll_interval = "60s"
     }
     assert!(!worker.log().contains("WARN"), "{}", worker.log());
 }
+
+#[test]
+fn tls_settings_in_the_config_apply_and_bad_ones_fail_clearly() {
+    // The test server has TLS on: require connects (migrate ran in `new` with it).
+    let pg = PgEnv::new("[database]\nsslmode = \"require\"\n");
+    pg.enqueue(&["drover.noop"]);
+    let stats = pg.stats();
+    assert_eq!(stats["total"]["available"], 1, "{stats:#}");
+
+    // A root file that is not there: refused at start-up, naming it.
+    std::fs::write(
+        pg.path("drover.toml"),
+        "[database]\nsslmode = \"verify-full\"\nsslrootcert = \"/nonexistent/ca.pem\"\n",
+    )
+    .unwrap();
+    let out = pg.run(&["stats"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("sslrootcert=/nonexistent/ca.pem"), "{err}");
+
+    // The config and the URL disagree: refused, saying so.
+    std::fs::write(
+        pg.path("drover.toml"),
+        "[database]\nsslmode = \"disable\"\n",
+    )
+    .unwrap();
+    let out = pg
+        .cmd(&["stats"])
+        .env("DROVER_DATABASE_URL", format!("{}&sslmode=require", pg.url))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("sslmode is set twice"), "{err}");
+}

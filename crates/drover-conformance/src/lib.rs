@@ -7,6 +7,7 @@
 
 pub mod admin_cases;
 pub mod cases;
+pub mod finish_claim;
 pub mod pg_server;
 
 /// Instantiates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating
@@ -41,20 +42,25 @@ macro_rules! conformance_suite {
             archive_moves_finished_rows_past_the_cutoff,
             archive_refuses_names_that_are_not_identifiers
         );
-        $crate::conformance_suite!(@admin_cases $make;
+        $crate::conformance_suite!(@cases_in admin_cases, $make;
             actions_on_many_jobs_change_only_what_they_apply_to,
             paused_queues_give_no_jobs_until_resumed,
             cached_counts_are_refreshed_and_capped,
             list_filters_by_time_and_args,
             repeated_outcomes_are_told_apart_from_stale_ones
         );
+        $crate::conformance_suite!(@cases_in finish_claim, $make;
+            finish_and_claim_records_outcomes_before_claiming,
+            finish_and_claim_claims_for_several_queues_and_rejects_stale_outcomes,
+            finish_and_claim_with_nothing_to_finish_is_a_claim
+        );
     };
-    (@admin_cases $make:expr; $($case:ident),* $(,)?) => {
+    (@cases_in $module:ident, $make:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (store, _guard) = $make.await;
-                $crate::admin_cases::$case(store.clone()).await;
+                $crate::$module::$case(store.clone()).await;
                 store.close().await;
             }
         )*

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod clock;
 pub mod error;
 pub mod job;
+pub mod parked;
 pub mod redact;
 pub mod retry;
 pub mod store;

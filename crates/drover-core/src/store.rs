@@ -192,6 +192,38 @@ pub trait Store: Send + Sync + 'static {
     /// Flushes pending writes and closes connections. Later calls fail with
     /// [`StoreError::Closed`].
     async fn close(&self);
+
+    // --- Finishing and claiming in one transaction (issue 13). ---
+
+    /// Records outcomes, then makes claims, in one transaction (one durable commit instead of
+    /// two): the same as [`Store::job_finish_many`] followed by one [`Store::job_claim`] per
+    /// claim, all or nothing. The outcomes come first, so a job handed back here may be
+    /// claimed again by the same call. An error means nothing was recorded nor claimed.
+    async fn job_finish_and_claim(
+        &self,
+        params: JobFinishClaimParams,
+    ) -> Result<FinishClaimResult, StoreError>;
+}
+
+/// Params of [`Store::job_finish_and_claim`].
+#[derive(Debug, Clone)]
+pub struct JobFinishClaimParams {
+    /// Outcomes to record, as in [`JobFinishParams`].
+    pub outcomes: Vec<JobOutcome>,
+    /// Claims to make after the outcomes are recorded, each as in [`Store::job_claim`] (with
+    /// its own `now`, which should be the same as this one).
+    pub claims: Vec<JobClaimParams>,
+    /// The time of the outcomes; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
+/// Answer of [`Store::job_finish_and_claim`].
+#[derive(Debug, Clone, Default)]
+pub struct FinishClaimResult {
+    /// One result per outcome, in input order, as [`Store::job_finish_many`] answers.
+    pub finished: Vec<FinishResult>,
+    /// One result per claim, in input order.
+    pub claimed: Vec<ClaimResult>,
 }
 
 /// A shared handle to a store.

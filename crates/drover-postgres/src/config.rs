@@ -1,7 +1,10 @@
 //! How to connect a PostgreSQL store, and parsing `postgres://` URLs.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::tls::TlsSettings;
 
 /// Longest schema name accepted. PostgreSQL allows 63 bytes per identifier; the wake-up channel
 /// is named `drover_wake_<schema>`, and a channel name must fit in 63 bytes too.
@@ -48,6 +51,10 @@ pub struct PgConfig {
     /// skipped while another vacuum runs), so that a long drain does not slow down on dead
     /// index entries; see the `vacuum` module. Default 50,000; 0: leave it to autovacuum.
     pub vacuum_after_claims: u64,
+    /// TLS of every connection (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, with libpq's
+    /// meanings; see [`SslMode`](crate::SslMode)). The URL's options fill the fields left
+    /// unset here; a field set differently in both is an error.
+    pub tls: TlsSettings,
 }
 
 impl fmt::Debug for PgConfig {
@@ -69,6 +76,7 @@ impl fmt::Debug for PgConfig {
             .field("listener_check_interval", &self.listener_check_interval)
             .field("application_name", &self.application_name)
             .field("vacuum_after_claims", &self.vacuum_after_claims)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -89,27 +97,41 @@ impl PgConfig {
             listener_check_interval: Duration::from_secs(30),
             application_name: "drover".to_owned(),
             vacuum_after_claims: 50_000,
+            tls: TlsSettings::default(),
         }
     }
 
     /// Parses `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?OPTIONS]` (or `postgresql://`).
     ///
     /// The option `schema=NAME` (a plain lower-case identifier, `[a-z_][a-z0-9_]*`) is taken
-    /// out of the URL and stored in [`PgConfig::schema`]; the other options are checked by
-    /// `tokio-postgres` here, so that a bad URL fails at start-up rather than on first use.
+    /// out of the URL and stored in [`PgConfig::schema`], and the TLS options `sslmode`,
+    /// `sslrootcert`, `sslcert` and `sslkey` in [`PgConfig::tls`]; the other options are checked
+    /// by `tokio-postgres` here, so that a bad URL fails at start-up rather than on first use.
     pub fn from_url(url: &str) -> Result<Self, String> {
-        let (url, schema) = split_schema(url)?;
-        url.parse::<tokio_postgres::Config>()
-            .map_err(|err| format!("invalid PostgreSQL URL {}: {err}", redact(&url)))?;
-        let mut config = PgConfig::new(url);
-        config.schema = schema;
+        let options = split_options(url)?;
+        options
+            .url
+            .parse::<tokio_postgres::Config>()
+            .map_err(|err| format!("invalid PostgreSQL URL {}: {err}", redact(&options.url)))?;
+        let mut config = PgConfig::new(options.url);
+        config.schema = options.schema;
+        config.tls = options.tls;
         Ok(config)
     }
 
-    /// The `tokio-postgres` settings: the URL (with a `schema` option still in it taken out),
-    /// plus the defaults this config supplies when the URL does not.
-    pub(crate) fn pg_config(&self) -> Result<(tokio_postgres::Config, Option<String>), String> {
-        let (url, url_schema) = split_schema(&self.url)?;
+    /// The `tokio-postgres` settings: the URL (with the options Drover handles, when still in
+    /// it, taken out), plus the defaults this config supplies when the URL does not; the
+    /// schema; and the TLS settings in force.
+    pub(crate) fn pg_config(
+        &self,
+    ) -> Result<(tokio_postgres::Config, Option<String>, TlsSettings), String> {
+        let UrlOptions {
+            url,
+            schema: url_schema,
+            tls: url_tls,
+        } = split_options(&self.url)?;
+        let mut tls = self.tls.clone();
+        tls.merge(url_tls)?;
         let schema = match (&self.schema, url_schema) {
             (Some(a), Some(b)) if *a != b => {
                 return Err(format!(
@@ -128,7 +150,8 @@ impl PgConfig {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(self.connect_timeout);
         }
-        Ok((pg, schema))
+        pg.ssl_mode(tls.pg_mode());
+        Ok((pg, schema, tls))
     }
 }
 
@@ -141,39 +164,80 @@ pub(crate) fn channel(schema: Option<&str>) -> String {
     }
 }
 
-/// Takes the `schema=NAME` option out of a URL: the URL that is left, and the schema.
-fn split_schema(url: &str) -> Result<(String, Option<String>), String> {
+/// What [`split_options`] takes out of a URL.
+struct UrlOptions {
+    /// The URL that is left, for `tokio-postgres`.
+    url: String,
+    schema: Option<String>,
+    tls: TlsSettings,
+}
+
+/// Takes the options Drover handles itself out of a URL: `schema`, and the TLS options
+/// (`tokio-postgres` knows no `verify-ca`, `verify-full` nor certificate files).
+fn split_options(url: &str) -> Result<UrlOptions, String> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(format!(
             "{} is not a PostgreSQL URL: expected postgres:// or postgresql://",
             redact(url)
         ));
     }
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), None));
+    let mut options = UrlOptions {
+        url: url.to_owned(),
+        schema: None,
+        tls: TlsSettings::default(),
     };
-    let mut schema = None;
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok(options);
+    };
+    let twice = |name: &str| format!("the {name} option appears twice in {}", redact(url));
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-        match pair.split_once('=') {
-            Some(("schema", name)) => {
-                if schema.is_some() {
-                    return Err(format!(
-                        "the schema option appears twice in {}",
-                        redact(url)
-                    ));
-                }
-                schema = Some(check_schema(name)?.to_owned());
-            }
+        let Some((key, value)) = pair.split_once('=') else {
+            kept.push(pair);
+            continue;
+        };
+        let path = || PathBuf::from(percent_decode(value));
+        match key {
+            "schema" if options.schema.is_some() => return Err(twice(key)),
+            "schema" => options.schema = Some(check_schema(value)?.to_owned()),
+            "sslmode" if options.tls.mode.is_some() => return Err(twice(key)),
+            "sslmode" => options.tls.mode = Some(value.parse()?),
+            "sslrootcert" if options.tls.root_cert.is_some() => return Err(twice(key)),
+            "sslrootcert" => options.tls.root_cert = Some(path()),
+            "sslcert" if options.tls.client_cert.is_some() => return Err(twice(key)),
+            "sslcert" => options.tls.client_cert = Some(path()),
+            "sslkey" if options.tls.client_key.is_some() => return Err(twice(key)),
+            "sslkey" => options.tls.client_key = Some(path()),
             _ => kept.push(pair),
         }
     }
-    let url = if kept.is_empty() {
+    options.url = if kept.is_empty() {
         base.to_owned()
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    Ok((url, schema))
+    Ok(options)
+}
+
+/// Decodes `%XX` escapes (a path in a URL may carry them); anything else is kept as is.
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Checks that a schema name is a plain identifier, so that it can appear unquoted in SQL.
@@ -221,10 +285,8 @@ mod tests {
             "postgresql://u:secret@db/app?sslmode=disable&schema=jobs_1&connect_timeout=3",
         )
         .unwrap();
-        assert_eq!(
-            c.url,
-            "postgresql://u:secret@db/app?sslmode=disable&connect_timeout=3"
-        );
+        assert_eq!(c.url, "postgresql://u:secret@db/app?connect_timeout=3");
+        assert_eq!(c.tls.mode, Some(crate::SslMode::Disable));
         assert_eq!(c.schema.as_deref(), Some("jobs_1"));
         assert_eq!(channel(c.schema.as_deref()), "drover_wake_jobs_1");
         assert!(!format!("{c:?}").contains("secret"));
@@ -245,6 +307,10 @@ mod tests {
             "postgres://h/db?schema=pg_jobs",
             "postgres://h/db?schema=a&schema=b",
             "postgres://h/db?nonsense=1",
+            "postgres://h/db?sslmode=allow",
+            "postgres://h/db?sslmode=verify",
+            "postgres://h/db?sslmode=require&sslmode=disable",
+            "postgres://h/db?sslrootcert=a&sslrootcert=b",
         ] {
             assert!(PgConfig::from_url(url).is_err(), "{url} was accepted");
         }
@@ -265,6 +331,90 @@ mod tests {
         c.schema = Some("B".into());
         c.url = "postgres://h/db".into();
         assert!(c.pg_config().is_err());
+    }
+
+    #[test]
+    fn tls_options_leave_the_url_for_the_settings() {
+        use crate::SslMode;
+        let c = PgConfig::from_url(
+            "postgres://u:pw@db/app?sslmode=verify-full&sslrootcert=/etc/ca%20dir/root.pem\
+             &sslcert=/c.pem&sslkey=/k.pem&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(c.url, "postgres://u:pw@db/app?application_name=x");
+        assert_eq!(c.tls.mode, Some(SslMode::VerifyFull));
+        assert_eq!(
+            c.tls.root_cert.as_deref(),
+            Some(std::path::Path::new("/etc/ca dir/root.pem"))
+        );
+        assert_eq!(
+            c.tls.client_cert.as_deref(),
+            Some(std::path::Path::new("/c.pem"))
+        );
+        assert_eq!(
+            c.tls.client_key.as_deref(),
+            Some(std::path::Path::new("/k.pem"))
+        );
+        let (pg, _, tls) = c.pg_config().unwrap();
+        assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+        assert_eq!(tls, c.tls);
+
+        // Unset means prefer, as in libpq.
+        let c = PgConfig::from_url("postgres://db/app").unwrap();
+        assert_eq!(c.tls.mode(), SslMode::Prefer);
+        let (pg, _, _) = c.pg_config().unwrap();
+        assert_eq!(pg.get_ssl_mode(), tokio_postgres::config::SslMode::Prefer);
+
+        // The config and the URL may both set a field, to the same value only.
+        let mut c = PgConfig::new("postgres://db/app?sslmode=require");
+        c.tls.mode = Some(SslMode::Require);
+        assert!(c.pg_config().is_ok());
+        c.tls.mode = Some(SslMode::Disable);
+        let err = c.pg_config().unwrap_err();
+        assert!(err.contains("sslmode is set twice"), "{err}");
+        c.tls.mode = None;
+        c.tls.root_cert = Some("/ca.pem".into());
+        let (_, _, tls) = c.pg_config().unwrap();
+        assert_eq!(tls.mode, Some(SslMode::Require));
+        assert_eq!(
+            tls.root_cert.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
+    }
+
+    #[test]
+    fn bad_tls_settings_fail_when_the_connector_is_built() {
+        use crate::{SslMode, TlsSettings};
+        let missing = TlsSettings {
+            mode: Some(SslMode::VerifyFull),
+            root_cert: Some("/nonexistent/ca.pem".into()),
+            ..TlsSettings::default()
+        };
+        let err = missing.connector().err().unwrap();
+        assert!(err.contains("sslrootcert=/nonexistent/ca.pem"), "{err}");
+        let half = TlsSettings {
+            client_cert: Some("/c.pem".into()),
+            ..TlsSettings::default()
+        };
+        assert!(half.connector().err().unwrap().contains("sslkey is not"));
+        let weak_system = TlsSettings {
+            mode: Some(SslMode::Require),
+            root_cert: Some("system".into()),
+            ..TlsSettings::default()
+        };
+        assert!(
+            weak_system
+                .connector()
+                .err()
+                .unwrap()
+                .contains("verify-full")
+        );
+        // The system's roots load (the CI machine has ca-certificates).
+        let system = TlsSettings {
+            mode: Some(SslMode::VerifyFull),
+            ..TlsSettings::default()
+        };
+        assert!(system.connector().is_ok());
     }
 
     #[test]

@@ -105,7 +105,15 @@ pub(crate) async fn claim(db: &Db<'_>, params: &JobClaimParams) -> Result<ClaimR
     let next_due_at: Option<Timestamp> = promoted?.get(1);
     let rows = claimed?;
     commit?;
+    claim_result(rows, token, next_due_at)
+}
 
+/// The jobs of a claim's rows, in claim order.
+pub(crate) fn claim_result(
+    rows: Vec<Row>,
+    token: i64,
+    next_due_at: Option<Timestamp>,
+) -> Result<ClaimResult, DbError> {
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
         jobs.push(ClaimedJob {
@@ -235,51 +243,94 @@ pub(crate) struct Finished {
     pub(crate) notified: bool,
 }
 
+/// The columns of [`FINISH`]'s `unnest`, one row per lease: the first outcome presented for
+/// it (a repeat can only be rejected, as when outcomes are recorded one by one).
+pub(crate) struct FinishArgs<'a> {
+    /// Index in the outcomes of each row sent.
+    pub(crate) sent: Vec<usize>,
+    pub(crate) ids: Vec<i64>,
+    pub(crate) tokens: Vec<i64>,
+    pub(crate) kinds: Vec<&'static str>,
+    steps: Vec<Option<Cow<'a, str>>>,
+    messages: Vec<Option<Cow<'a, str>>>,
+    pub(crate) delays: Vec<i64>,
+}
+
+impl<'a> FinishArgs<'a> {
+    pub(crate) fn new(outcomes: &'a [JobOutcome]) -> Self {
+        let mut leases: HashSet<(i64, i64)> = HashSet::new();
+        let sent: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| leases.insert((outcomes[i].lease.id, outcomes[i].lease.lease_token)))
+            .collect();
+        let mut args = FinishArgs {
+            ids: Vec::with_capacity(sent.len()),
+            tokens: Vec::with_capacity(sent.len()),
+            kinds: Vec::with_capacity(sent.len()),
+            steps: Vec::with_capacity(sent.len()),
+            messages: Vec::with_capacity(sent.len()),
+            delays: Vec::with_capacity(sent.len()),
+            sent,
+        };
+        for &index in &args.sent {
+            let outcome = &outcomes[index];
+            args.ids.push(outcome.lease.id);
+            args.tokens.push(outcome.lease.lease_token);
+            args.steps.push(outcome.step.as_deref().map(pg_text));
+            let (kind, message, delay) = match &outcome.outcome {
+                Outcome::Completed => ("completed", None, 0),
+                Outcome::Retry { error, delay } => ("retry", Some(error.as_str()), micros(*delay)),
+                Outcome::Discard { error } => ("discard", Some(error.as_str()), 0),
+                Outcome::Cancelled { error } => ("cancelled", error.as_deref(), 0),
+                Outcome::HandBack { reason } => ("hand_back", Some(reason.as_str()), 0),
+            };
+            args.kinds.push(kind);
+            args.messages.push(message.map(pg_text));
+            args.delays.push(delay);
+        }
+        args
+    }
+
+    /// The steps and messages as the statement takes them.
+    pub(crate) fn texts(&self) -> (Vec<Option<&str>>, Vec<Option<&str>>) {
+        (
+            self.steps.iter().map(|s| s.as_deref()).collect(),
+            self.messages.iter().map(|s| s.as_deref()).collect(),
+        )
+    }
+}
+
 pub(crate) async fn finish_many(
     db: &Db<'_>,
     channel: &str,
     outcomes: &[JobOutcome],
     now: Option<Timestamp>,
 ) -> Result<Finished, DbError> {
-    // One row per lease, the first outcome presented for it: a repeat can only be rejected, as
-    // when outcomes are recorded one by one.
-    let mut leases: HashSet<(i64, i64)> = HashSet::new();
-    let sent: Vec<usize> = (0..outcomes.len())
-        .filter(|&i| leases.insert((outcomes[i].lease.id, outcomes[i].lease.lease_token)))
-        .collect();
-    let mut ids = Vec::with_capacity(sent.len());
-    let mut tokens = Vec::with_capacity(sent.len());
-    let mut kinds = Vec::with_capacity(sent.len());
-    let mut steps: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(sent.len());
-    let mut messages: Vec<Option<Cow<'_, str>>> = Vec::with_capacity(sent.len());
-    let mut delays: Vec<i64> = Vec::with_capacity(sent.len());
-    for &index in &sent {
-        let outcome = &outcomes[index];
-        ids.push(outcome.lease.id);
-        tokens.push(outcome.lease.lease_token);
-        steps.push(outcome.step.as_deref().map(pg_text));
-        let (kind, message, delay) = match &outcome.outcome {
-            Outcome::Completed => ("completed", None, 0),
-            Outcome::Retry { error, delay } => ("retry", Some(error.as_str()), micros(*delay)),
-            Outcome::Discard { error } => ("discard", Some(error.as_str()), 0),
-            Outcome::Cancelled { error } => ("cancelled", error.as_deref(), 0),
-            Outcome::HandBack { reason } => ("hand_back", Some(reason.as_str()), 0),
-        };
-        kinds.push(kind);
-        messages.push(message.map(pg_text));
-        delays.push(delay);
-    }
-    let steps: Vec<Option<&str>> = steps.iter().map(|s| s.as_deref()).collect();
-    let messages: Vec<Option<&str>> = messages.iter().map(|s| s.as_deref()).collect();
+    let args = FinishArgs::new(outcomes);
+    let (steps, messages) = args.texts();
     let rows = db
         .query(
             FINISH,
             &[
-                &ids, &tokens, &kinds, &steps, &messages, &delays, &now, &channel,
+                &args.ids,
+                &args.tokens,
+                &args.kinds,
+                &steps,
+                &messages,
+                &args.delays,
+                &now,
+                &channel,
             ],
         )
         .await?;
+    finish_results(outcomes, &args.sent, &rows)
+}
 
+/// What [`FINISH`]'s rows say of each outcome.
+pub(crate) fn finish_results(
+    outcomes: &[JobOutcome],
+    sent: &[usize],
+    rows: &[Row],
+) -> Result<Finished, DbError> {
     // Rows come in the order outcomes were sent (ORDER BY o.ord).
     // The job's state and lease token as the statement found them: the token stays after an
     // outcome, so a rejected outcome with the job's last token repeats one already recorded.
@@ -288,7 +339,7 @@ pub(crate) async fn finish_many(
     let mut accepted: HashMap<usize, JobState> = HashMap::new();
     let mut accepted_by_id: HashMap<i64, (usize, JobState)> = HashMap::new();
     let notified = rows.first().is_some_and(|row| row.get::<_, i64>(3) > 0);
-    for (row, &index) in rows.iter().zip(&sent) {
+    for (row, &index) in rows.iter().zip(sent) {
         let id = outcomes[index].lease.id;
         let old_state = row.get::<_, Option<&str>>(2).map(parse_state).transpose()?;
         found.insert(id, old_state);

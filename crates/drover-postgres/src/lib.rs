@@ -42,18 +42,22 @@ mod batch;
 mod cluster;
 mod config;
 mod error;
+mod finish_claim;
 mod insert;
 mod jobs;
 mod listener;
 #[cfg(test)]
 mod live_tests;
 mod maintenance;
+mod parked;
 mod schema;
 mod session;
 mod store;
 mod time;
+mod tls;
 mod vacuum;
 mod wake;
 
 pub use config::{MAX_SCHEMA_LEN, PgConfig, check_schema, redact};
 pub use store::PgStore;
+pub use tls::{SslMode, TlsSettings};

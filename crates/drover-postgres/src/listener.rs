@@ -18,9 +18,10 @@ use std::time::Duration;
 use drover_core::Wakeups;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::error::describe;
+use crate::tls::RustlsConnect;
 
 /// First pause after a failed connection; it doubles up to the configured maximum.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -29,12 +30,13 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Settings of the listener task.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ListenerSettings {
     pub(crate) channel: String,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_backoff: Duration,
     pub(crate) check_interval: Duration,
+    pub(crate) tls: RustlsConnect,
 }
 
 /// A running listener. Dropping it (with the store) stops the task.
@@ -181,7 +183,7 @@ impl Session {
         wakeups: &Wakeups,
     ) -> Result<Session, String> {
         let (client, mut connection) =
-            tokio::time::timeout(settings.connect_timeout, pg.connect(NoTls))
+            tokio::time::timeout(settings.connect_timeout, pg.connect(settings.tls.clone()))
                 .await
                 .map_err(|_| format!("no connection within {:?}", settings.connect_timeout))?
                 .map_err(|err| describe(&err))?;

@@ -7,20 +7,22 @@ use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, StatementCache,
 };
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
 
 use crate::config::PgConfig;
+use crate::tls::RustlsConnect;
 
 /// Builds the pool. No connection is opened yet.
 pub(crate) fn pool(
     config: &PgConfig,
     pg: tokio_postgres::Config,
+    tls: RustlsConnect,
     schema: Option<&str>,
 ) -> Result<Pool, String> {
     let setup = session_setup(config, schema);
     let manager = Manager::from_config(
         pg,
-        NoTls,
+        tls,
         ManagerConfig {
             // A broken connection is noticed by its connection task (is_closed) and replaced;
             // a test query on every checkout would add a round trip to every operation.

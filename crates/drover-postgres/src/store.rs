@@ -9,11 +9,12 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use drover_core::{
     ArchiveParams, CancelResult, ClaimResult, CronFireParams, CronFireResult, CronPruneParams,
-    CronRegisterParams, CronState, FinishResult, InsertedJob, JobCancelParams, JobClaimParams,
-    JobFinishParams, JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobRecord,
-    JobRescueParams, JobRetryParams, LeaderElectParams, LeaderRecord, LeaderReelectParams,
-    LeaderResignParams, LeaderTerm, LeaseStatus, Limits, MigrateReport, NewJob, ProcessPruneParams,
-    ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob, Store, StoreError, Wakeups,
+    CronRegisterParams, CronState, FinishClaimResult, FinishResult, InsertedJob, JobCancelParams,
+    JobClaimParams, JobFinishClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
+    JobInsertParams, JobListParams, JobOutcome, JobRecord, JobRescueParams, JobRetryParams,
+    LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseRef,
+    LeaseStatus, Limits, MigrateReport, NewJob, Outcome, ProcessPruneParams, ProcessRecord,
+    ProcessUpsertParams, QueueStateCount, RescuedJob, Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use tokio::sync::{oneshot, watch};
@@ -25,7 +26,8 @@ use crate::insert::InsertSql;
 use crate::listener::{Listener, ListenerSettings};
 use crate::session::{self, Db};
 use crate::vacuum::Vacuum;
-use crate::{admin, cluster, insert, jobs, maintenance, schema, wake};
+use crate::{admin, cluster, finish_claim, insert, jobs, maintenance, parked, schema, wake};
+use drover_core::parked::{Parked, ParkedClaims};
 
 /// Tries of a transaction that the server rolled back for a deadlock or a serialization
 /// failure, before the error is handed to the caller (as transient).
@@ -137,9 +139,15 @@ impl PgStore {
     /// fails here, with [`StoreError::Unavailable`], not on first use), and starts the
     /// listener. Does not migrate: call [`Store::migrate`].
     pub async fn connect(config: PgConfig) -> Result<PgStore, StoreError> {
-        let (pg, schema) = config.pg_config().map_err(StoreError::Internal)?;
-        let pool =
-            session::pool(&config, pg.clone(), schema.as_deref()).map_err(StoreError::Internal)?;
+        let (pg, schema, tls) = config.pg_config().map_err(StoreError::Internal)?;
+        let tls = tls.connector().map_err(|why| {
+            StoreError::Internal(format!(
+                "cannot set up TLS for PostgreSQL at {}: {why}",
+                redact(&config.url)
+            ))
+        })?;
+        let pool = session::pool(&config, pg.clone(), tls.clone(), schema.as_deref())
+            .map_err(StoreError::Internal)?;
         let first = pool.get().await.map_err(|err| match map_pool(err) {
             StoreError::Unavailable(why) => StoreError::Unavailable(format!(
                 "cannot connect to PostgreSQL at {}: {why}",
@@ -160,9 +168,11 @@ impl PgStore {
             wakeups: wakeups.clone(),
             closed: closed.clone(),
             queue: Arc::new(InsertQueue::default()),
+            parked: Arc::new(ParkedClaims::default()),
         };
         let vacuum = Vacuum::new(
             pg.clone(),
+            tls.clone(),
             schema.as_deref(),
             config.vacuum_after_claims,
             config.connect_timeout,
@@ -186,6 +196,7 @@ impl PgStore {
                 connect_timeout: store.config.connect_timeout,
                 max_backoff: store.config.listener_max_backoff,
                 check_interval: store.config.listener_check_interval,
+                tls,
             };
             let (listener, ready) = Listener::start(pg, settings, store.wakeups.clone()).await;
             if let Err(error) = ready {
@@ -326,6 +337,9 @@ struct InsertWriter {
     wakeups: Wakeups,
     closed: Arc<AtomicBool>,
     queue: Arc<InsertQueue>,
+    /// Claims of idle workers of this process, made in the transaction of the next enqueue
+    /// into their queue (see the `parked` module).
+    parked: Arc<ParkedClaims>,
 }
 
 impl InsertWriter {
@@ -379,16 +393,88 @@ impl InsertWriter {
         jobs: &[NewJob],
         now: Option<Timestamp>,
     ) -> Result<Vec<InsertedJob>, StoreError> {
-        let (inserted, woke) = in_transaction!(self, |db| {
+        // Claims taken by a try that failed are answered with its error (their workers claim
+        // the ordinary way); a try that commits answers its own.
+        let mut taken: Vec<Parked> = Vec::new();
+        let result = in_transaction!(self, |db| {
             let inserted = insert::insert_many(db, &self.insert_sql, jobs, now).await?;
             let payloads = inserted_queues(&inserted, jobs);
             wake::notify(db, &self.channel, &payloads).await?;
-            (inserted, !payloads.is_empty())
-        })?;
-        if woke {
+            // Local workers need a wake-up only for queues that no parked claim emptied.
+            let mut wake = false;
+            let mut made = Vec::new();
+            for queue in parked::available_queues(&inserted, jobs) {
+                match self.parked.take(queue) {
+                    Some(claim) => {
+                        taken.push(claim);
+                        let claim = taken.last().expect("just pushed");
+                        let result = parked::claim_in_transaction(db, claim).await?;
+                        wake |= result.jobs.len() >= claim.params.limit;
+                        made.push(result);
+                    }
+                    None => wake = true,
+                }
+            }
+            (inserted, wake, made)
+        });
+        let (inserted, wake, made) = match result {
+            Ok(done) => done,
+            Err(err) => {
+                for claim in taken {
+                    let _ = claim.answer.send(Err(err.clone()));
+                }
+                return Err(err);
+            }
+        };
+        if wake {
             self.wakeups.wake();
         }
+        // The last try's claims come last; earlier tries' were rolled back with them, and
+        // their workers claim the ordinary way.
+        let rolled_back = taken.len() - made.len();
+        for claim in taken.drain(..rolled_back) {
+            let _ = claim.answer.send(Err(StoreError::Unavailable(
+                "the enqueue that took this parked claim was rolled back".into(),
+            )));
+        }
+        for (claim, result) in taken.into_iter().zip(made) {
+            if let Err(Ok(unwanted)) = claim.answer.send(Ok(result)) {
+                self.hand_back(unwanted).await;
+            }
+        }
         Ok(inserted)
+    }
+
+    /// Hands back the jobs of a parked claim whose worker stopped waiting (nobody will run
+    /// them): available again, their attempt not used.
+    async fn hand_back(&self, unwanted: ClaimResult) {
+        if unwanted.jobs.is_empty() {
+            return;
+        }
+        let outcomes: Vec<JobOutcome> = unwanted
+            .jobs
+            .iter()
+            .map(|job| JobOutcome {
+                lease: LeaseRef {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                },
+                step: None,
+                outcome: Outcome::HandBack {
+                    reason: "claimed for a worker that had stopped waiting; handed back".into(),
+                },
+            })
+            .collect();
+        let result = in_transaction!(self, |db| {
+            jobs::finish_many(db, &self.channel, &outcomes, None).await?
+        });
+        match result {
+            Ok(finished) if finished.notified => self.wakeups.wake(),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, jobs = outcomes.len(),
+                "cannot hand back jobs claimed for a worker that stopped waiting; the rescuer \
+                 will take them when their leases expire"),
+        }
     }
 }
 
@@ -441,6 +527,10 @@ impl Store for PgStore {
         answer.await.unwrap_or(Err(StoreError::Closed))
     }
 
+    fn job_claim_parked(&self, params: JobClaimParams) -> Option<drover_core::ParkedClaim> {
+        Some(self.writer.parked.park(params))
+    }
+
     async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError> {
         // A transaction of its own, pipelined (see jobs::claim).
         let claimed = on_connection!(self, |db| jobs::claim(db, &params).await?)?;
@@ -472,6 +562,42 @@ impl Store for PgStore {
         })?;
         self.woke(finished.notified);
         Ok(finished.results)
+    }
+
+    async fn job_finish_and_claim(
+        &self,
+        params: JobFinishClaimParams,
+    ) -> Result<FinishClaimResult, StoreError> {
+        if params.claims.is_empty() {
+            let finished = self
+                .job_finish_many(JobFinishParams {
+                    outcomes: params.outcomes,
+                    now: params.now,
+                })
+                .await?;
+            return Ok(FinishClaimResult {
+                finished,
+                claimed: Vec::new(),
+            });
+        }
+        // One pipelined transaction (see finish_claim).
+        let (finished, claimed) = on_connection!(self, |db| {
+            finish_claim::finish_and_claim(
+                db,
+                &self.channel,
+                &params.outcomes,
+                &params.claims,
+                params.now,
+            )
+            .await?
+        })?;
+        self.woke(finished.notified);
+        self.vacuum
+            .claimed(claimed.iter().map(|c| c.jobs.len()).sum());
+        Ok(FinishClaimResult {
+            finished: finished.results,
+            claimed,
+        })
     }
 
     async fn job_rescue_expired(
@@ -695,6 +821,7 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.writer.parked.clear();
         // Later gets fail with Closed; idle connections are closed now, busy ones when they
         // come back.
         self.pool.close();

@@ -18,11 +18,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio_postgres::NoTls;
+use crate::tls::RustlsConnect;
 
 /// Runs a vacuum of the jobs table after enough claims.
 pub(crate) struct Vacuum {
     pg: tokio_postgres::Config,
+    tls: RustlsConnect,
     /// `VACUUM (SKIP_LOCKED) <schema>.drover_jobs`.
     sql: String,
     after_claims: u64,
@@ -36,6 +37,7 @@ pub(crate) struct Vacuum {
 impl Vacuum {
     pub(crate) fn new(
         pg: tokio_postgres::Config,
+        tls: RustlsConnect,
         schema: Option<&str>,
         after_claims: u64,
         connect_timeout: Duration,
@@ -46,6 +48,7 @@ impl Vacuum {
         };
         Arc::new(Vacuum {
             pg,
+            tls,
             sql: format!("VACUUM (SKIP_LOCKED) {table}"),
             after_claims,
             connect_timeout,
@@ -94,10 +97,10 @@ impl Vacuum {
         // A connection of its own: VACUUM cannot run in a transaction, may outlast the pool's
         // statement timeout, and must not hold a pooled connection for that long.
         let (client, connection) =
-            tokio::time::timeout(self.connect_timeout, self.pg.connect(NoTls))
+            tokio::time::timeout(self.connect_timeout, self.pg.connect(self.tls.clone()))
                 .await
                 .map_err(|_| "connecting timed out".to_owned())?
-                .map_err(|err| err.to_string())?;
+                .map_err(|err| crate::error::describe(&err))?;
         let driver = tokio::spawn(connection);
         let result = client
             .batch_execute(&self.sql)

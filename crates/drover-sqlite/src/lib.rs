@@ -18,7 +18,6 @@ mod cluster;
 mod config;
 mod jobs;
 mod maintenance;
-mod parked;
 mod readers;
 mod schema;
 mod store;

@@ -7,22 +7,23 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use drover_core::{
     ArchiveParams, CancelResult, ClaimResult, CronFireParams, CronFireResult, CronPruneParams,
-    CronRegisterParams, CronState, FinishResult, InsertedJob, JobCancelParams, JobClaimParams,
-    JobFinishParams, JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobRecord,
-    JobRescueParams, JobRetryParams, LeaderElectParams, LeaderRecord, LeaderReelectParams,
-    LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport, ProcessPruneParams, ProcessRecord,
-    ProcessUpsertParams, QueueStateCount, RescuedJob, Store, StoreError, Wakeups,
+    CronRegisterParams, CronState, FinishClaimResult, FinishResult, InsertedJob, JobCancelParams,
+    JobClaimParams, JobFinishClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
+    JobInsertParams, JobListParams, JobRecord, JobRescueParams, JobRetryParams, LeaderElectParams,
+    LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport,
+    ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob, Store,
+    StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use rusqlite::Connection;
 use tokio::sync::watch;
 
 use crate::config::{SqliteConfig, Synchronous};
-use crate::parked::ParkedClaims;
 use crate::readers::Readers;
 use crate::wake::{WakeFile, watch as watch_wake_file};
 use crate::writer::{Writer, is_busy};
 use crate::{admin, cluster, jobs, maintenance, schema, time};
+use drover_core::parked::ParkedClaims;
 
 /// A [`Store`] on one SQLite file. See the crate documentation for its design.
 pub struct SqliteStore {
@@ -264,6 +265,38 @@ impl Store for SqliteStore {
         }
         self.write(move |cx| sql(jobs::heartbeat(cx.conn, &params, now_or_clock(params.now))))
             .await
+    }
+
+    async fn job_finish_and_claim(
+        &self,
+        params: JobFinishClaimParams,
+    ) -> Result<FinishClaimResult, StoreError> {
+        // One write: it runs inside the writer's group-commit transaction, in its own
+        // savepoint, so the outcomes and the claims commit together or not at all.
+        self.write(move |cx| {
+            let finished = if params.outcomes.is_empty() {
+                Vec::new()
+            } else {
+                sql(jobs::finish_many(
+                    cx.conn,
+                    &params.outcomes,
+                    now_or_clock(params.now),
+                ))?
+            };
+            cx.wake |= finished.iter().any(|r| {
+                r.accepted
+                    && matches!(
+                        r.state,
+                        Some(drover_core::JobState::Available | drover_core::JobState::Retryable)
+                    )
+            });
+            let mut claimed = Vec::with_capacity(params.claims.len());
+            for claim in &params.claims {
+                claimed.push(sql(jobs::claim(cx.conn, claim, now_or_clock(claim.now)))?);
+            }
+            Ok(FinishClaimResult { finished, claimed })
+        })
+        .await
     }
 
     async fn job_finish_many(

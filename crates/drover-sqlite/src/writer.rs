@@ -7,7 +7,7 @@
 //! `COMMIT`, so "acknowledged" always means "committed". A failed commit fails every operation of
 //! the batch.
 //!
-//! Claims parked by idle workers (see [`crate::parked`]) that a batch's enqueues gave work are
+//! Claims parked by idle workers (see [`drover_core::parked`]) that a batch's enqueues gave work are
 //! made after the batch's operations, before the `COMMIT`, and answered right after it.
 //!
 //! `BEGIN IMMEDIATE` takes the write lock up front: a deferred transaction that reads and then
@@ -24,8 +24,8 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::jobs;
-use crate::parked::{Parked, ParkedClaims};
 use crate::wake::WakeFile;
+use drover_core::parked::{Parked, ParkedClaims};
 
 /// What an operation may ask of the writer besides its own SQL.
 pub(crate) struct WriteCtx<'c> {

@@ -258,6 +258,7 @@ impl Engine {
     pub fn start(self) -> EngineHandle {
         let (outcomes, outcomes_rx) = mpsc::channel(crate::runtime::OUTCOME_QUEUE);
         let hook_concurrency = self.config.hook_concurrency;
+        let (claims, claims_rx) = completer::ClaimDesk::new();
         let shared = Arc::new(Shared {
             store: self.store,
             clock: self.clock.clone(),
@@ -267,6 +268,7 @@ impl Engine {
             process_id: self.process_id,
             running: Mutex::new(HashMap::new()),
             outcomes,
+            claims,
             counters: Default::default(),
             settled: Default::default(),
             health: crate::health::Health::new(self.clock.clone()),
@@ -283,7 +285,8 @@ impl Engine {
         let stop_services = CancellationToken::new();
         let abandon = CancellationToken::new();
         let foremen = spawn_foremen(&shared, &stop_claiming);
-        let mut services = spawn_process_loops(&shared, outcomes_rx, &abandon, &stop_services);
+        let mut services =
+            spawn_process_loops(&shared, outcomes_rx, claims_rx, &abandon, &stop_services);
         let leader_services: Vec<Arc<dyn LeaderService>> = vec![
             Arc::new(Pruner {
                 shared: shared.clone(),
@@ -366,6 +369,7 @@ fn spawn_foremen(shared: &Arc<Shared>, stop_claiming: &CancellationToken) -> Vec
 fn spawn_process_loops(
     shared: &Arc<Shared>,
     outcomes_rx: mpsc::Receiver<crate::runtime::Finished>,
+    claims_rx: mpsc::UnboundedReceiver<completer::ClaimRequest>,
     abandon: &CancellationToken,
     stop_services: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
@@ -380,7 +384,7 @@ fn spawn_process_loops(
         shared,
         "completer".into(),
         abandon.clone(),
-        completer::run(shared.clone(), outcomes_rx, abandon.clone()),
+        completer::run(shared.clone(), outcomes_rx, claims_rx, abandon.clone()),
     );
     let heartbeat = supervise::spawn(
         shared,

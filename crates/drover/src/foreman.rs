@@ -6,11 +6,26 @@
 //! safety-net poll — and never polls in a tight loop. At start it drains the backlog, one batch
 //! at a time.
 //!
+//! ```text
+//!             full batch claimed                         room for half a batch, or all idle
+//!          ┌──────────────────────┐                    ┌───────────────────────────────┐
+//!          ▼                      │                    │                               ▼
+//!   ┌─────────────┐  little room  ┌┴───────────┐       │   ┌────────────┐  wait over  ┌───────┐
+//!   │  Claimable  ├──────────────►│ ToppingUp  ├───────┘   │  Backoff   ├────────────►│ claim │
+//!   └─────────────┘               └────────────┘           └────────────┘             └──┬────┘
+//!          ▲   wake-up, poll, job due   ┌────────────┐      ▲ claim failed               │
+//!          └────────────────────────────┤    Idle    │◄─────┴── short batch ─────────────┘
+//!                                       │ (parked)   │
+//!                                       └────────────┘
+//! ```
+//!
 //! Batching: every claim costs a commit, so claiming one slot at a time as jobs finish would
 //! cap throughput at the commit rate. While jobs are running and less than half the room is
 //! free, the foreman waits up to [`TOP_UP_WAIT`] for more to free up, then claims it all in one
-//! call (which, with group commit, usually shares its transaction with the completions). An idle
-//! foreman claims at once, so this costs no latency on a quiet queue.
+//! call. An idle foreman claims at once, so this costs no latency on a quiet queue. Claims go
+//! through the completer ([`crate::completer::claim`]), which makes them in the same
+//! transaction as the outcomes it is about to record: one durable commit per batch instead of
+//! two.
 //!
 //! Prefetch: the foreman also claims beyond its free slots into a local buffer, as many jobs as
 //! the workers will start within a few milliseconds at the recent pace (see [`crate::prefetch`]),
@@ -20,19 +35,21 @@
 //! it never ran, which at-most-once allows.
 //!
 //! Parked claims: when nothing is known to be claimable, the foreman parks a claim with the
-//! store ([`drover_core::Store::job_claim_parked`]). A backend that supports it (SQLite) makes
-//! that claim inside the transaction of the next enqueue into the queue from this process, so an
-//! idle worker's job starts after one durable commit instead of two. Wake-ups and ordinary
-//! claims still run beside it, for enqueues from other processes and jobs coming due.
+//! store ([`drover_core::Store::job_claim_parked`]). A backend that supports it makes that claim
+//! inside the transaction of the next enqueue into the queue from this process, so an idle
+//! worker's job starts after one durable commit instead of two. Wake-ups and ordinary claims
+//! still run beside it, for enqueues from other processes and jobs coming due.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::{ClaimResult, ClaimedJob, JobClaimParams, ParkedClaim, StoreError};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::completer;
 use crate::executor;
 use crate::prefetch::{self, Pace};
 use crate::runtime::{RunHandles, Shared};
@@ -41,173 +58,272 @@ use crate::stats::Counters;
 /// Longest a freed slot waits for others before the foreman claims for it.
 const TOP_UP_WAIT: Duration = Duration::from_millis(2);
 
+/// First pause after a failed claim; it doubles up to [`MAX_PAUSE`].
+const MIN_PAUSE: Duration = Duration::from_millis(50);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// What the foreman knows about its queue, and so what it waits for.
+enum State {
+    /// Jobs may be waiting (at start, after a full batch, after a signal): claim as soon as
+    /// there is room for a batch worth a commit.
+    Claimable,
+    /// Jobs may be waiting and some room is free, but less than half of it: wait until this
+    /// instant (at most [`TOP_UP_WAIT`]) for more to free up, then claim it all at once.
+    ToppingUp(Instant),
+    /// Nothing known to be claimable: wait for a signal (wake-up, poll, a job coming due),
+    /// holding a claim parked with the store when it supports that (with the room it was
+    /// parked for).
+    Idle(Option<(ParkedClaim, usize)>),
+    /// The last claim failed: wait until this instant, then claim again.
+    Backoff(Instant),
+}
+
 pub(crate) async fn run(
     shared: Arc<Shared>,
     queue: String,
     concurrency: usize,
     stop_claiming: CancellationToken,
 ) {
-    let max_buffer = prefetch::max_buffer(shared.config.prefetch, concurrency);
-    let slots = Arc::new(Semaphore::new(concurrency));
-    let pool = Arc::new(Pool::default());
-    let mut buffer: VecDeque<(ClaimedJob, RunHandles)> = VecDeque::new();
     let mut wakeups = shared.store.wakeups();
     wakeups.borrow_and_update();
-    let poll = shared.config.poll_interval;
-    let mut should_claim = true;
-    let mut next_due: Option<tokio::time::Instant> = None;
-    let mut pause = Duration::from_millis(50);
-    let mut top_up_at: Option<tokio::time::Instant> = None;
-    let mut parked: Option<ParkedClaim> = None;
-    let mut parked_limit = 0;
-
-    loop {
-        if stop_claiming.is_cancelled() {
-            break;
-        }
-        start_buffered(&shared, &slots, &pool, &mut buffer);
-        let free = slots.available_permits();
-        let buffer_target = pool.pace.buffer_target(concurrency, max_buffer);
-        let room = free + buffer_target.saturating_sub(buffer.len());
-        let batch_ready = room >= (concurrency + buffer_target).div_ceil(2)
-            || free == concurrency
-            || top_up_at.is_some_and(|at| at <= tokio::time::Instant::now());
-        if should_claim && room > 0 && !batch_ready && top_up_at.is_none() {
-            top_up_at = Some(tokio::time::Instant::now() + TOP_UP_WAIT);
-        }
-        if should_claim && room > 0 && batch_ready {
-            top_up_at = None;
-            // Never two claims at once: a parked one is withdrawn first, and if an enqueue
-            // took it meanwhile, its jobs are this round's.
-            let claimed = match parked.take() {
-                Some(claim) => match claim.withdraw().await {
-                    Some(Ok(result)) => Ok(result),
-                    _ => claim_now(&shared, &queue, room).await,
-                },
-                None => claim_now(&shared, &queue, room).await,
+    let mut foreman = Foreman {
+        max_buffer: prefetch::max_buffer(shared.config.prefetch, concurrency),
+        slots: Arc::new(Semaphore::new(concurrency)),
+        pool: Arc::new(Pool::default()),
+        buffer: VecDeque::new(),
+        wakeups,
+        next_due: None,
+        pause: MIN_PAUSE,
+        shared,
+        queue,
+        concurrency,
+        stop: stop_claiming,
+    };
+    let mut state = State::Claimable;
+    let parked = loop {
+        if foreman.stop.is_cancelled() {
+            break match state {
+                State::Idle(parked) => parked.map(|(claim, _)| claim),
+                _ => None,
             };
-            match claimed {
-                Ok(result) => {
-                    pause = Duration::from_millis(50);
-                    // A full batch means more may be waiting; otherwise wait for a signal.
-                    should_claim = result.jobs.len() >= room;
-                    next_due = result.next_due_at.map(|at| due_instant(&shared, at));
-                    start_or_buffer(&shared, result.jobs, &slots, &pool, &mut buffer);
-                    continue;
+        }
+        foreman.start_buffered();
+        match foreman.step(state).await {
+            Ok(next) => state = next,
+            Err(Stopped(parked)) => break parked,
+        }
+    };
+    foreman.finish(parked).await;
+}
+
+/// The foreman stops claiming; a claim it had parked, if any.
+struct Stopped(Option<ParkedClaim>);
+
+/// A foreman's state that lasts across [`State`]s.
+struct Foreman {
+    shared: Arc<Shared>,
+    queue: String,
+    concurrency: usize,
+    max_buffer: usize,
+    /// One permit per slot of the queue's concurrency.
+    slots: Arc<Semaphore>,
+    pool: Arc<Pool>,
+    /// Claimed jobs not started yet, oldest claim first.
+    buffer: VecDeque<(ClaimedJob, RunHandles)>,
+    wakeups: watch::Receiver<u64>,
+    /// When the next scheduled job of the queue comes due, as the last claim said.
+    next_due: Option<Instant>,
+    /// The pause after the next failed claim.
+    pause: Duration,
+    stop: CancellationToken,
+}
+
+impl Foreman {
+    /// Runs one state: waits for what it waits for, claims when it is time.
+    async fn step(&mut self, state: State) -> Result<State, Stopped> {
+        let room = self.room();
+        match state {
+            State::Claimable | State::ToppingUp(_) if room == 0 => {
+                // Everything is running or buffered: only a freed slot changes that.
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return Err(Stopped(None)),
+                    _ = self.pool.slot_freed.notified() => {}
                 }
-                Err(err) => {
-                    tracing::warn!(queue, error = %err, retry_in = ?pause, "claim failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(pause) => {}
-                        _ = stop_claiming.cancelled() => break,
-                    }
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                    continue;
-                }
+                Ok(state)
             }
+            State::Claimable if self.batch_ready(room) => Ok(self.claim(room).await),
+            State::Claimable => Ok(State::ToppingUp(Instant::now() + TOP_UP_WAIT)),
+            State::ToppingUp(until) if self.batch_ready(room) || until <= Instant::now() => {
+                Ok(self.claim(room).await)
+            }
+            State::ToppingUp(until) => {
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return Err(Stopped(None)),
+                    _ = self.pool.slot_freed.notified() => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+                Ok(State::ToppingUp(until))
+            }
+            State::Backoff(until) => {
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return Err(Stopped(None)),
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+                Ok(State::Claimable)
+            }
+            State::Idle(parked) => self.idle(parked, room).await,
         }
-        // Nothing known to be claimable: park a claim, so that an enqueue in this process
-        // leases its job to us in its own commit.
-        if !should_claim && room > 0 && parked.is_none() {
-            parked = shared
+    }
+
+    /// Waits in [`State::Idle`] for a reason to claim.
+    async fn idle(
+        &mut self,
+        parked: Option<(ParkedClaim, usize)>,
+        room: usize,
+    ) -> Result<State, Stopped> {
+        let mut parked = match parked {
+            Some(parked) => Some(parked),
+            None if room > 0 => self
+                .shared
                 .store
-                .job_claim_parked(claim_params(&shared, &queue, room));
-            parked_limit = room;
-        }
+                .job_claim_parked(claim_params(&self.shared, &self.queue, room))
+                .map(|claim| (claim, room)),
+            None => None,
+        };
+        let poll = self.shared.config.poll_interval;
         tokio::select! {
             biased;
-            _ = stop_claiming.cancelled() => break,
+            _ = self.stop.cancelled() => return Err(Stopped(parked.map(|(claim, _)| claim))),
             made = parked_claim(&mut parked) => {
-                parked = None;
-                match made {
-                    Ok(result) => {
-                        should_claim = result.jobs.len() >= parked_limit;
-                        next_due = result.next_due_at.map(|at| due_instant(&shared, at));
-                        start_or_buffer(&shared, result.jobs, &slots, &pool, &mut buffer);
-                    }
-                    // The store closed (the wake-ups end too) or the commit failed: claim
-                    // the ordinary way.
-                    Err(_) => should_claim = true,
-                }
+                let limit = parked.map_or(room, |(_, limit)| limit);
+                return Ok(match made {
+                    Ok(result) => self.claimed(result, limit),
+                    // The store closed (the wake-ups end too) or the commit failed: claim the
+                    // ordinary way.
+                    Err(_) => State::Claimable,
+                });
             }
-            changed = wakeups.changed() => {
+            changed = self.wakeups.changed() => {
                 if changed.is_err() {
                     // The store is gone; nothing more will come.
-                    break;
+                    return Err(Stopped(parked.map(|(claim, _)| claim)));
                 }
-                should_claim = true;
             }
-            _ = pool.slot_freed.notified() => {}
-            _ = tokio::time::sleep(poll) => should_claim = true,
-            _ = sleep_until(next_due) => {
-                next_due = None;
-                should_claim = true;
+            _ = self.pool.slot_freed.notified() => return Ok(State::Idle(parked)),
+            _ = tokio::time::sleep(poll) => {}
+            _ = sleep_until(self.next_due) => self.next_due = None,
+        }
+        // Time to claim. Never two claims at once: the parked one is withdrawn first, and if an
+        // enqueue took it meanwhile, its jobs are this round's.
+        if let Some((claim, limit)) = parked
+            && let Some(Ok(result)) = claim.withdraw().await
+        {
+            return Ok(self.claimed(result, limit));
+        }
+        Ok(State::Claimable)
+    }
+
+    /// Free slots plus the room left in the buffer.
+    fn room(&self) -> usize {
+        let target = self
+            .pool
+            .pace
+            .buffer_target(self.concurrency, self.max_buffer);
+        self.slots.available_permits() + target.saturating_sub(self.buffer.len())
+    }
+
+    /// Whether a claim for `room` is worth its commit now: half the room is free, or every
+    /// slot is (an idle queue claims at once).
+    fn batch_ready(&self, room: usize) -> bool {
+        let target = self
+            .pool
+            .pace
+            .buffer_target(self.concurrency, self.max_buffer);
+        room >= (self.concurrency + target).div_ceil(2)
+            || self.slots.available_permits() == self.concurrency
+    }
+
+    /// Claims up to `room` jobs; the state that follows.
+    async fn claim(&mut self, room: usize) -> State {
+        let params = claim_params(&self.shared, &self.queue, room);
+        match completer::claim(&self.shared, params).await {
+            Ok(result) => {
+                self.pause = MIN_PAUSE;
+                self.claimed(result, room)
             }
-            _ = sleep_until(top_up_at) => {}
+            Err(err) => {
+                tracing::warn!(queue = self.queue, error = %err, retry_in = ?self.pause,
+                    "claim failed");
+                let until = Instant::now() + self.pause;
+                self.pause = (self.pause * 2).min(MAX_PAUSE);
+                State::Backoff(until)
+            }
         }
     }
-    // A claim an enqueue made just before the stop: its jobs join the buffer's, handed back.
-    if let Some(claim) = parked.take()
-        && let Some(Ok(result)) = claim.withdraw().await
-    {
-        buffer_claimed(&shared, result.jobs, &mut buffer);
+
+    /// Takes in the jobs of a claim for `limit`; the state that follows. A full batch means
+    /// more may be waiting; otherwise the foreman waits for a signal.
+    fn claimed(&mut self, result: ClaimResult, limit: usize) -> State {
+        let full = result.jobs.len() >= limit;
+        self.next_due = result.next_due_at.map(|at| due_instant(&self.shared, at));
+        Counters::add(&self.shared.counters.claimed, result.jobs.len() as u64);
+        self.buffer_claimed(result.jobs);
+        self.start_buffered();
+        if full {
+            State::Claimable
+        } else {
+            State::Idle(None)
+        }
     }
-    // Jobs still in the buffer never started: hand them back without using an attempt.
-    for (_, handles) in buffer.drain(..) {
-        executor::hand_back_unstarted(handles).await;
+
+    /// Registers claimed jobs as this process's runs and queues them in the buffer.
+    fn buffer_claimed(&mut self, jobs: Vec<ClaimedJob>) {
+        let shared = &self.shared;
+        self.buffer.extend(jobs.into_iter().map(|job| {
+            let handles = shared.register(&job);
+            (job, handles)
+        }));
     }
-}
 
-/// Queues claimed jobs behind those already buffered, and starts as many as have free slots.
-fn start_or_buffer(
-    shared: &Arc<Shared>,
-    jobs: Vec<ClaimedJob>,
-    slots: &Arc<Semaphore>,
-    pool: &Arc<Pool>,
-    buffer: &mut VecDeque<(ClaimedJob, RunHandles)>,
-) {
-    Counters::add(&shared.counters.claimed, jobs.len() as u64);
-    buffer_claimed(shared, jobs, buffer);
-    start_buffered(shared, slots, pool, buffer);
-}
+    /// Starts buffered jobs, oldest claim first, while slots are free.
+    fn start_buffered(&mut self) {
+        while !self.buffer.is_empty() {
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let (job, handles) = self.buffer.pop_front().expect("not empty");
+            tokio::spawn(executor::execute(
+                self.shared.clone(),
+                job,
+                handles,
+                permit,
+                self.pool.clone(),
+            ));
+        }
+    }
 
-/// Registers claimed jobs as this process's runs and queues them in the buffer.
-fn buffer_claimed(
-    shared: &Shared,
-    jobs: Vec<ClaimedJob>,
-    buffer: &mut VecDeque<(ClaimedJob, RunHandles)>,
-) {
-    buffer.extend(jobs.into_iter().map(|job| {
-        let handles = shared.register(&job);
-        (job, handles)
-    }));
-}
-
-/// Starts buffered jobs, oldest claim first, while slots are free.
-fn start_buffered(
-    shared: &Arc<Shared>,
-    slots: &Arc<Semaphore>,
-    pool: &Arc<Pool>,
-    buffer: &mut VecDeque<(ClaimedJob, RunHandles)>,
-) {
-    while !buffer.is_empty() {
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            break;
-        };
-        let (job, handles) = buffer.pop_front().expect("not empty");
-        tokio::spawn(executor::execute(
-            shared.clone(),
-            job,
-            handles,
-            permit,
-            pool.clone(),
-        ));
+    /// After the last claim: jobs of a claim an enqueue made just before the stop join the
+    /// buffer's, and all are handed back without using an attempt (they never started).
+    async fn finish(mut self, parked: Option<ParkedClaim>) {
+        if let Some(claim) = parked
+            && let Some(Ok(result)) = claim.withdraw().await
+        {
+            self.buffer_claimed(result.jobs);
+        }
+        for (_, handles) in self.buffer.drain(..) {
+            executor::hand_back_unstarted(handles).await;
+        }
     }
 }
 
-async fn parked_claim(parked: &mut Option<ParkedClaim>) -> Result<ClaimResult, StoreError> {
+async fn parked_claim(
+    parked: &mut Option<(ParkedClaim, usize)>,
+) -> Result<ClaimResult, StoreError> {
     match parked {
-        Some(claim) => claim.made().await,
+        Some((claim, _)) => claim.made().await,
         None => std::future::pending().await,
     }
 }
@@ -231,27 +347,14 @@ fn claim_params(shared: &Shared, queue: &str, limit: usize) -> JobClaimParams {
     }
 }
 
-async fn claim_now(shared: &Shared, queue: &str, limit: usize) -> Result<ClaimResult, StoreError> {
-    let call = shared.store.job_claim(claim_params(shared, queue, limit));
-    // Every database call in a background loop has a deadline: a hung connection must not
-    // silently stop fetching.
-    match tokio::time::timeout(shared.config.lease, call).await {
-        Ok(result) => result,
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "claim did not answer within {:?}",
-            shared.config.lease
-        ))),
-    }
-}
-
-fn due_instant(shared: &Shared, at: jiff::Timestamp) -> tokio::time::Instant {
+fn due_instant(shared: &Shared, at: jiff::Timestamp) -> Instant {
     let wait = at.duration_since(shared.clock.now());
     let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
     // A little after the due time, so the job is due by the database's clock too.
-    tokio::time::Instant::now() + wait + Duration::from_millis(1)
+    Instant::now() + wait + Duration::from_millis(1)
 }
 
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

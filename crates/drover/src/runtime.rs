@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     /// Bounded ([`OUTCOME_QUEUE`]): when the completer falls behind, executors wait to send,
     /// their slots stay busy, and claiming slows down.
     pub(crate) outcomes: mpsc::Sender<Finished>,
+    /// Claims for the completer to make beside the outcomes it records.
+    pub(crate) claims: crate::completer::ClaimDesk,
     pub(crate) counters: Counters,
     /// Notified whenever a run's outcome has been recorded (or abandoned).
     pub(crate) settled: Notify,

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use crate::cli::{BenchArgs, Scenario};
 
 mod plot;
+mod steady;
 mod target;
 
 use crate::config::Config;
@@ -196,6 +197,34 @@ pub(crate) async fn run(
             }
             measure(if cross { "latency_cross" } else { "latency" }, 1, runs);
         }
+    }
+    // Not part of `all`: it runs for --duration.
+    if args.scenario == Scenario::Steady {
+        let rate = match args.rate {
+            Some(rate) if rate > 0.0 => rate,
+            Some(_) => anyhow::bail!("--rate must be positive"),
+            None => {
+                progress.set_message("steady: measuring the drain rate");
+                let fresh = target.fresh(config).await?;
+                let run =
+                    drain(&fresh.store, args.jobs, args.concurrency, args.prefetch, 0).await?;
+                fresh.finish().await?;
+                run.n as f64 / run.secs / 2.0
+            }
+        };
+        let mut runs = Vec::new();
+        for i in 0..args.runs {
+            progress.set_message(format!(
+                "steady at {rate:.0} jobs/s for {:?}, run {}/{}",
+                args.duration,
+                i + 1,
+                args.runs
+            ));
+            let fresh = target.fresh(config).await?;
+            runs.push(steady::steady(&fresh.store, &args, rate).await?);
+            fresh.finish().await?;
+        }
+        measure("steady", 1, runs);
     }
     progress.finish_and_clear();
     if !args.json {
@@ -597,7 +626,7 @@ fn summarize(
         n,
         concurrency: if matches!(
             name,
-            "drain" | "drain_processes" | "latency" | "latency_cross"
+            "drain" | "drain_processes" | "latency" | "latency_cross" | "steady"
         ) {
             args.concurrency
         } else {
@@ -616,7 +645,7 @@ fn summarize(
         history: if name == "drain" { args.history } else { 0 },
         prefetch: if matches!(
             name,
-            "drain" | "drain_processes" | "latency" | "latency_cross"
+            "drain" | "drain_processes" | "latency" | "latency_cross" | "steady"
         ) {
             args.prefetch
                 .map_or_else(|| "auto".to_owned(), |n| n.to_string())

@@ -79,6 +79,17 @@ impl Store for MeteredStore {
         self.inner.job_claim_parked(params)
     }
 
+    async fn job_finish_and_claim(
+        &self,
+        params: JobFinishClaimParams,
+    ) -> Result<FinishClaimResult, StoreError> {
+        timed!(
+            self,
+            "job_finish_and_claim",
+            self.inner.job_finish_and_claim(params)
+        )
+    }
+
     async fn job_heartbeat(
         &self,
         params: JobHeartbeatParams,

@@ -118,7 +118,7 @@ impl Target {
     async fn open(&self, n: usize, config: &Config, watch: bool) -> anyhow::Result<Fresh> {
         let url = self.url(n);
         if backend::is_postgres(&url) {
-            let pg = Arc::new(backend::open_postgres(&url, watch).await?);
+            let pg = Arc::new(backend::open_postgres(&url, config, watch).await?);
             pg.migrate().await?;
             Ok(Fresh {
                 store: pg.clone(),

@@ -1,28 +1,31 @@
-//! Claims parked by idle workers of this process, made inside the transaction of the enqueue
-//! that gives them work.
+//! Claims parked by idle workers of this process ([`crate::Store::job_claim_parked`]), for a
+//! backend to make inside the transaction of the enqueue that gives them work.
 //!
 //! An idle worker's job otherwise costs two durable commits before it starts: the enqueue's,
-//! then the worker's claim. With `synchronous=FULL` each is an fsync, and the second one is most
-//! of the enqueue→start latency. A parked claim is run by the writer thread after the batch's
-//! operations and before its `COMMIT`, so the job is inserted and leased in one commit; the
-//! worker gets its jobs as soon as that commit returns.
+//! then the worker's claim, and the second one is most of the enqueue→start latency. A backend
+//! that makes a parked claim after the enqueue's inserts and before its `COMMIT` has the job
+//! inserted and leased in one commit; the worker gets its jobs as soon as that commit returns.
+//! This module is the list of waiting claims both backends share; the SQL is theirs.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use drover_core::{ClaimResult, JobClaimParams, ParkedClaim, StoreError};
+use crate::{ClaimResult, JobClaimParams, ParkedClaim, StoreError};
 use tokio::sync::oneshot;
 
-/// A parked claim, as the writer thread sees it.
-pub(crate) struct Parked {
+/// A parked claim, as the backend sees it.
+pub struct Parked {
     id: u64,
-    pub(crate) params: JobClaimParams,
-    pub(crate) answer: oneshot::Sender<Result<ClaimResult, StoreError>>,
+    /// The claim to make.
+    pub params: JobClaimParams,
+    /// Where its result goes; a send that fails means the worker stopped waiting, and the
+    /// backend must hand the jobs back.
+    pub answer: oneshot::Sender<Result<ClaimResult, StoreError>>,
 }
 
 /// The claims waiting for an enqueue.
 #[derive(Default)]
-pub(crate) struct ParkedClaims {
+pub struct ParkedClaims {
     waiting: Mutex<Vec<Parked>>,
     /// Length of `waiting`, so that an enqueue with nobody parked takes no lock.
     count: AtomicUsize,
@@ -31,7 +34,7 @@ pub(crate) struct ParkedClaims {
 
 impl ParkedClaims {
     /// Parks a claim until an enqueue takes it or it is withdrawn.
-    pub(crate) fn park(self: &Arc<Self>, params: JobClaimParams) -> ParkedClaim {
+    pub fn park(self: &Arc<Self>, params: JobClaimParams) -> ParkedClaim {
         let (answer, receiver) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         {
@@ -50,7 +53,7 @@ impl ParkedClaims {
     }
 
     /// Takes the first claim parked on `queue`, if any.
-    pub(crate) fn take(&self, queue: &str) -> Option<Parked> {
+    pub fn take(&self, queue: &str) -> Option<Parked> {
         if self.count.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -62,7 +65,7 @@ impl ParkedClaims {
     }
 
     /// Drops every parked claim: their waiters get [`StoreError::Closed`].
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         let mut waiting = self.lock();
         waiting.clear();
         self.count.store(0, Ordering::Release);
