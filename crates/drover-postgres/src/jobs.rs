@@ -619,16 +619,17 @@ pub(crate) async fn get(db: &Db<'_>, id: JobId) -> Result<Option<JobRecord>, DbE
 
 pub(crate) async fn list(db: &Db<'_>, params: &JobListParams) -> Result<Vec<JobRecord>, DbError> {
     // Only the filters in use are written into the statement, so that the planner sees plain
-    // conditions (and picks `drover_jobs_state` for a state); each shape is prepared once.
+    // conditions; each shape is prepared once.
     let mut conditions: Vec<String> = Vec::new();
     let mut values: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
+    if let Some(state) = params.state {
+        // Written into the statement so that the planner can pick the state's partial index.
+        conditions.push(format!("state = '{}'", state.as_str()));
+    }
     let mut add = |condition: &str, value: Box<dyn ToSql + Sync + Send>| {
         values.push(value);
         conditions.push(condition.replace('?', &format!("${}", values.len())));
     };
-    if let Some(state) = params.state {
-        add("state = ?::text", Box::new(state.as_str()));
-    }
     if let Some(queue) = &params.queue {
         add("queue = ?::text", Box::new(queue.clone()));
     }

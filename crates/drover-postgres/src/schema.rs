@@ -144,8 +144,11 @@ CREATE TABLE drover_queue_counts (
     estimated boolean NOT NULL,
     PRIMARY KEY (queue, state)
 );
--- Lists by state, newest first, and the capped counts per state.
-CREATE INDEX drover_jobs_state ON drover_jobs (state, id);
+-- Lists of failed and cancelled jobs, newest first, however many completed ones there are.
+-- Partial, one per state, so that no hot statement (claim, promotion, rescue, archiver) is ever
+-- tempted away from its own partial index.
+CREATE INDEX drover_jobs_discarded ON drover_jobs (id) WHERE state = 'discarded';
+CREATE INDEX drover_jobs_cancelled ON drover_jobs (id) WHERE state = 'cancelled';
 "#,
     ),
 ];

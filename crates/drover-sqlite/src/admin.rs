@@ -151,21 +151,21 @@ pub(crate) struct Counted {
     oldest: BTreeMap<String, String>,
 }
 
-/// Counts at most `cap` jobs per state. Each state reads its slice of `drover_jobs_state`, so
-/// the cost is bounded by the cap, not by the table.
+/// Counts at most `cap` jobs per state, so the cost is bounded by the cap, not by the table.
 pub(crate) fn count(conn: &Connection, cap: u64) -> rusqlite::Result<Counted> {
     let mut counted = Counted::default();
-    let mut stmt = conn.prepare_cached(
-        "SELECT queue, count(*) FROM \
-             (SELECT queue FROM drover_jobs WHERE state = ?1 LIMIT ?2 + 0) \
-         GROUP BY queue",
-    )?;
     for state in JobState::ALL {
+        // The state is written into the statement so that SQLite can pick the state's partial
+        // index (it cannot for a bound parameter).
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT queue, count(*) FROM \
+                 (SELECT queue FROM drover_jobs WHERE state = '{}' LIMIT ?1 + 0) \
+             GROUP BY queue",
+            state.as_str()
+        ))?;
         let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
         let rows: Vec<(String, i64)> = stmt
-            .query_map(params![state.as_str(), limit], |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })?
+            .query_map(params![limit], |row| Ok((row.get(0)?, row.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let total: i64 = rows.iter().map(|(_, n)| n).sum();
         let estimated = total as u64 > cap;

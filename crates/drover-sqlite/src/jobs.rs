@@ -441,17 +441,18 @@ pub(crate) fn get(conn: &Connection, id: JobId) -> rusqlite::Result<Option<JobRe
 
 pub(crate) fn list(conn: &Connection, params: &JobListParams) -> rusqlite::Result<Vec<JobRecord>> {
     // Only the filters in use are written into the statement, so that the planner sees plain
-    // equalities (and picks `drover_jobs_state` for a state); each shape is cached on its own.
+    // conditions; each shape is cached on its own.
     let mut conditions: Vec<String> = Vec::new();
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    if let Some(state) = params.state {
+        // Written into the statement so that SQLite can pick the state's partial index.
+        conditions.push(format!("state = '{}'", state.as_str()));
+    }
     let mut add = |condition: &str, value: rusqlite::types::Value| {
         values.push(value);
         conditions.push(condition.replace('?', &format!("?{}", values.len())));
     };
     let text = |s: &str| rusqlite::types::Value::Text(s.to_owned());
-    if let Some(state) = params.state {
-        add("state = ?", text(state.as_str()));
-    }
     if let Some(queue) = &params.queue {
         add("queue = ?", text(queue));
     }
