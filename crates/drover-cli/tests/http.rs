@@ -250,8 +250,15 @@ fn leases(server: &Server) {
     assert_eq!(second["jobs"][0]["attempt"], 2);
     let (status, _) = server.post(&format!("/api/v1/leases/{stale}/complete"), &json!(null));
     assert_eq!(status, 409, "the stale run's completion is refused");
+    // A batch completion: each token its own result, the stale one refused alone.
     let token = second["jobs"][0]["token"].as_str().unwrap();
-    server.ok(&format!("/api/v1/leases/{token}/complete"), &json!(null));
+    let (status, results) = server.post(
+        "/api/v1/leases/complete",
+        &json!({"tokens": [token, stale]}),
+    );
+    assert_eq!(status, 200, "{results}");
+    assert_eq!(results[0]["done"]["state"], "completed");
+    assert_eq!(results[1]["error"], "lease_lost");
 }
 
 /// Every bad input: a 4xx with a JSON error, and nothing written.
@@ -491,7 +498,7 @@ fn openapi_covers_every_route(server: &Server) {
     );
     // Every documented operation is routed: none answers "no route".
     let paths = doc["paths"].as_object().unwrap();
-    assert!(paths.len() >= 19, "{:?}", paths.keys());
+    assert!(paths.len() >= 20, "{:?}", paths.keys());
     for (template, operations) in paths {
         let concrete = template
             .replace("{id}", "1")

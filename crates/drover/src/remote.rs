@@ -341,6 +341,44 @@ impl RemoteWorkers {
         self.record(lease, step, Outcome::Completed).await
     }
 
+    /// Records that many runs succeeded, in one store call: one result per token, in order (a
+    /// lost lease is an `Err` for that token only).
+    pub async fn complete_many(
+        &self,
+        tokens: &[String],
+    ) -> Result<Vec<Result<Recorded, Error>>, Error> {
+        if tokens.len() > MAX_LEASE {
+            return Err(Error::Invalid(ValidationError::BatchTooLarge {
+                size: tokens.len(),
+                limit: MAX_LEASE,
+            }));
+        }
+        let leases = tokens
+            .iter()
+            .map(|t| parse_token(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcomes = leases
+            .iter()
+            .map(|lease| JobOutcome {
+                lease: lease.clone(),
+                step: None,
+                outcome: Outcome::Completed,
+            })
+            .collect();
+        let results = self
+            .store
+            .job_finish_many(JobFinishParams {
+                outcomes,
+                now: self.clock.store_now(),
+            })
+            .await?;
+        Ok(leases
+            .into_iter()
+            .zip(results)
+            .map(|(lease, result)| self.settle(lease, &Outcome::Completed, result))
+            .collect())
+    }
+
     /// Records a failed attempt: retried with backoff while attempts are left, else discarded;
     /// a job whose cancel was requested is recorded as cancelled.
     pub async fn fail(&self, token: &str, failure: Failure) -> Result<Recorded, Error> {
@@ -421,7 +459,6 @@ impl RemoteWorkers {
         step: Option<String>,
         outcome: Outcome,
     ) -> Result<Recorded, Error> {
-        let key = (lease.id, lease.lease_token);
         let result = self
             .store
             .job_finish_many(JobFinishParams {
@@ -436,16 +473,23 @@ impl RemoteWorkers {
             .into_iter()
             .next()
             .ok_or_else(|| StoreError::Internal("finish returned nothing".into()))?;
+        self.settle(lease, &outcome, result)
+    }
+
+    /// What one finish result means for the remote worker; metrics for accepted outcomes.
+    fn settle(
+        &self,
+        lease: LeaseRef,
+        outcome: &Outcome,
+        result: drover_core::FinishResult,
+    ) -> Result<Recorded, Error> {
+        let key = (lease.id, lease.lease_token);
         let held = self.held.lock().expect("lease map poisoned").remove(&key);
         match (result.accepted, result.state) {
             (true, Some(state)) => {
                 if let Some(held) = held {
-                    self.metrics.finished(
-                        &held.queue,
-                        &held.kind,
-                        &outcome,
-                        held.claimed.elapsed(),
-                    );
+                    self.metrics
+                        .finished(&held.queue, &held.kind, outcome, held.claimed.elapsed());
                 }
                 Ok(Recorded {
                     id: lease.id,

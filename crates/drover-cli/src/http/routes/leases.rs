@@ -232,3 +232,56 @@ pub(crate) async fn hand_back(
     let started = body.started;
     Ok(Json(state.remote.hand_back(&token, started).await?.into()))
 }
+
+/// Many runs to record as completed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CompleteManyBody {
+    /// Lease tokens (at most 1,000).
+    tokens: Vec<String>,
+}
+
+/// One result of a batch completion: what was recorded, or why not.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CompletedOne {
+    /// The token.
+    token: String,
+    /// What was recorded, when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    done: Option<Done>,
+    /// Why not (`lease_lost`, `not_found`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Record many runs as completed in one call (one transaction): each token gets its own
+/// result, so one lost lease does not refuse the others.
+#[utoipa::path(post, path = "/api/v1/leases/complete", tag = "leases", request_body = CompleteManyBody,
+    responses(
+        (status = 200, description = "One result per token, in order", body = Vec<CompletedOne>),
+        (status = 400, description = "A malformed token, or more than 1,000", body = ErrorBody),
+    ))]
+pub(crate) async fn complete_many(
+    State(state): State<AppState>,
+    Body(body): Body<CompleteManyBody>,
+) -> Result<Json<Vec<CompletedOne>>, ApiError> {
+    let results = state.remote.complete_many(&body.tokens).await?;
+    Ok(Json(
+        body.tokens
+            .into_iter()
+            .zip(results)
+            .map(|(token, result)| match result {
+                Ok(recorded) => CompletedOne {
+                    token,
+                    done: Some(recorded.into()),
+                    error: None,
+                },
+                Err(err) => CompletedOne {
+                    token,
+                    done: None,
+                    error: Some(ApiError::from(err).code.to_owned()),
+                },
+            })
+            .collect(),
+    ))
+}

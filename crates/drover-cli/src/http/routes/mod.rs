@@ -70,6 +70,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(leases::lease_jobs))
         .routes(routes!(leases::heartbeat))
         .routes(routes!(leases::complete))
+        .routes(routes!(leases::complete_many))
         .routes(routes!(leases::fail))
         .routes(routes!(leases::hand_back))
         .routes(routes!(cluster::healthz))
