@@ -5,6 +5,7 @@
 //! Cases pin the time (`now: Some(..)`) so that lease expiry, backoff and scheduled jobs are
 //! tested without sleeping.
 
+pub mod capacity;
 pub mod cases;
 
 /// Instantiates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating
@@ -13,7 +14,7 @@ pub mod cases;
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
-        $crate::conformance_suite!(@cases $make;
+        $crate::conformance_suite!(@cases cases; $make;
             migrate_is_idempotent,
             insert_then_get_round_trips_every_field,
             bulk_insert_returns_ids_in_order,
@@ -39,13 +40,20 @@ macro_rules! conformance_suite {
             archive_moves_finished_rows_past_the_cutoff,
             archive_refuses_names_that_are_not_identifiers
         );
+        $crate::conformance_suite!(@cases capacity; $make;
+            slot_transitions_are_fenced_by_state_and_generation,
+            reservation_assignment_keeps_the_lease_limit,
+            release_and_expiry_give_leases_back,
+            hand_back_returns_reservations_to_pending,
+            capacity_lists_filter_and_count
+        );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
+    (@cases $module:ident; $make:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (store, _guard) = $make.await;
-                $crate::cases::$case(store.clone()).await;
+                $crate::$module::$case(store.clone()).await;
                 store.close().await;
             }
         )*

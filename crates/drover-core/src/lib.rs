@@ -6,6 +6,7 @@
 //! `drover-postgres`) implement [`Store`]; the engine (`drover`) uses only this crate, so it
 //! cannot name a backend type.
 
+pub mod capacity;
 pub mod clock;
 pub mod error;
 pub mod job;
@@ -13,6 +14,7 @@ pub mod retry;
 pub mod store;
 pub mod validate;
 
+pub use capacity::*;
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use error::{StoreError, ValidationError};
 pub use job::{

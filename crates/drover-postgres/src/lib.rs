@@ -38,6 +38,7 @@
 //! ```
 
 mod batch;
+mod capacity;
 mod cluster;
 mod config;
 mod error;

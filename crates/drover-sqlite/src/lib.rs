@@ -13,6 +13,7 @@
 //! - **Durability**: WAL with `synchronous=FULL` unless [`Synchronous::Normal`] is chosen
 //!   explicitly.
 
+mod capacity;
 mod cluster;
 mod config;
 mod jobs;
