@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod autoscaler;
 pub mod builtin;
 mod client;
 mod completer;
