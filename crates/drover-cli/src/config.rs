@@ -18,9 +18,9 @@ pub(crate) struct Config {
     pub(crate) database: DatabaseSection,
     #[serde(default)]
     pub(crate) worker: WorkerSection,
-    /// Queue name → concurrency.
+    /// Queue name → concurrency, or a table with `concurrency` and `system`.
     #[serde(default)]
-    pub(crate) queues: BTreeMap<String, usize>,
+    pub(crate) queues: BTreeMap<String, crate::capacity_config::QueueSection>,
     #[serde(default)]
     pub(crate) tasks: BTreeMap<String, TaskSection>,
     #[serde(default)]
@@ -33,6 +33,11 @@ pub(crate) struct Config {
     pub(crate) jobs_archive: JobsArchiveSection,
     #[serde(default)]
     pub(crate) log: LogSection,
+    /// Kinds of capacity the autoscaler manages.
+    #[serde(default)]
+    pub(crate) systems: BTreeMap<String, crate::capacity_config::SystemSection>,
+    #[serde(default)]
+    pub(crate) autoscaler: crate::capacity_config::AutoscalerSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,7 +164,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
 }
 
-fn duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(de)?;
     parse_duration(&text)
         .map(Some)
@@ -196,7 +203,8 @@ impl Config {
             sync.parse::<drover_sqlite::Synchronous>()
                 .map_err(|err| anyhow::anyhow!("database.synchronous: {err}"))?;
         }
-        for (queue, &concurrency) in &self.queues {
+        for (queue, section) in &self.queues {
+            let concurrency = section.concurrency(1);
             drover_core::validate::check_name("queue", queue)
                 .map_err(|err| anyhow::anyhow!("queues.{queue}: {err}"))?;
             if !(1..=10_000).contains(&concurrency) {
@@ -247,6 +255,7 @@ impl Config {
             crate::setup::retention_policy(policy)
                 .map_err(|err| anyhow::anyhow!("retention[{i}] ({}): {err}", policy.name))?;
         }
+        crate::capacity_config::autoscaler_config(self)?;
         crate::setup::jobs_archive_policy(&self.jobs_archive)
             .map_err(|err| anyhow::anyhow!("jobs_archive: {err}"))?;
         for (i, hook) in self.hooks.iter().enumerate() {
@@ -298,7 +307,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(config.queues["default"], 10);
+        assert_eq!(config.queues["default"].concurrency(1), 10);
         let task = &config.tasks["report.build"];
         assert_eq!(task.timeout, Some(Duration::from_secs(60)));
         assert_eq!(config.worker.lease, Some(Duration::from_secs(30)));

@@ -5,6 +5,7 @@
 //! store calls.
 
 mod backend;
+mod capacity_config;
 mod cli;
 mod commands;
 mod config;

@@ -42,6 +42,7 @@ use crate::leader::{Elector, LeaderService};
 use crate::retention::PreparedPolicy;
 use crate::runtime::{Shared, StopReason};
 use crate::services::archiver::Archiver;
+use crate::services::autoscaler::{AutoscalerParts, AutoscalerService};
 use crate::services::presence::{self, Pruner};
 use crate::services::rescuer::{Rescuer, RescuerConfig};
 use crate::services::scheduler::{CronJob, Scheduler, SchedulerService};
@@ -57,6 +58,7 @@ pub struct EngineBuilder {
     hooks: Vec<Arc<dyn Hook>>,
     cron: Vec<CronSchedule>,
     retention: Vec<PreparedPolicy>,
+    autoscaler: Option<AutoscalerParts>,
 }
 
 impl EngineBuilder {
@@ -124,6 +126,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Runs the capacity autoscaler on the leader (see [`crate::autoscaler`]).
+    pub fn autoscaler(mut self, parts: AutoscalerParts) -> Self {
+        self.autoscaler = Some(parts);
+        self
+    }
+
     /// Validates the configuration — settings, task kinds, every cron expression and time zone,
     /// every cron job — and builds the engine. Nothing starts on an error.
     pub fn build(self) -> Result<Engine, Error> {
@@ -152,8 +160,15 @@ impl EngineBuilder {
                 job,
             });
         }
+        if let Some(parts) = &self.autoscaler {
+            parts
+                .config
+                .validate()
+                .map_err(|err| Error::Config(err.to_string()))?;
+        }
         let process_id = self.config.process_id.clone().unwrap_or_else(process_id);
         Ok(Engine {
+            autoscaler: self.autoscaler,
             store: self.store,
             clock: self.clock,
             config: self.config,
@@ -175,6 +190,7 @@ pub struct Engine {
     hooks: Vec<Arc<dyn Hook>>,
     cron: Vec<CronJob>,
     retention: Vec<PreparedPolicy>,
+    autoscaler: Option<AutoscalerParts>,
     process_id: String,
 }
 
@@ -199,6 +215,7 @@ impl Engine {
             hooks: Vec::new(),
             cron: Vec::new(),
             retention: Vec::new(),
+            autoscaler: None,
         }
     }
 
@@ -252,7 +269,7 @@ impl Engine {
         let completer = tokio::spawn(completer::run(shared.clone(), outcomes_rx, abandon.clone()));
         let heartbeat = tokio::spawn(heartbeat::run(shared.clone(), stop_services.clone()));
         let presence = tokio::spawn(presence::run(shared.clone(), stop_services.clone()));
-        let leader_services: Vec<Arc<dyn LeaderService>> = vec![
+        let mut leader_services: Vec<Arc<dyn LeaderService>> = vec![
             Arc::new(Rescuer::new(
                 shared.clone(),
                 RescuerConfig {
@@ -272,6 +289,12 @@ impl Engine {
                 policies: self.retention,
             }),
         ];
+        if let Some(parts) = self.autoscaler {
+            leader_services.push(Arc::new(AutoscalerService {
+                shared: shared.clone(),
+                parts,
+            }));
+        }
         let (leader_tx, leader) = watch::channel(None);
         let elector = Elector::new(shared.clone(), leader_services, leader_tx);
         let elector = tokio::spawn(elector.run(stop_services.clone()));

@@ -530,3 +530,93 @@ async fn a_leader_killed_between_recording_and_making_a_launch_leaves_one_instan
     assert_eq!(h.runtime.counts().made, 2);
     assert_eq!(h.reservations(ReservationPhase::Assigned).await.len(), 2);
 }
+
+/// The service runs the tick on the leader: a reservation made while the engine runs is
+/// answered with a slot and its instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_runs_the_tick_as_a_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(
+        drover_sqlite::SqliteStore::open(drover_sqlite::SqliteConfig::new(
+            dir.path().join("service.db"),
+        ))
+        .unwrap(),
+    );
+    store.migrate().await.unwrap();
+    let clock = Arc::new(drover_core::SystemClock);
+    let runtime = Arc::new(SimRuntime::new(
+        clock.clone(),
+        SimConfig {
+            boot_min: Duration::ZERO,
+            boot_max: Duration::ZERO,
+            ..SimConfig::default()
+        },
+    ));
+    let metrics = Arc::new(AutoscalerMetrics::default());
+    let mut config = gpu(SystemConfig::default());
+    config.interval = Duration::from_millis(50);
+    let engine = drover::Engine::builder(store.clone())
+        .autoscaler(drover::services::autoscaler::AutoscalerParts {
+            config,
+            runtime: runtime.clone(),
+            metrics: metrics.clone(),
+        })
+        .build()
+        .unwrap();
+    let handle = engine.start();
+    let reservation = store
+        .reservation_insert(ReservationInsertParams {
+            system: "gpu".into(),
+            holder: "test".into(),
+            ttl: HOUR,
+            now: None,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let answered = loop {
+        let now = store
+            .reservation_list(ReservationListParams {
+                id: Some(reservation.id),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .remove(0);
+        if now.phase == ReservationPhase::Assigned {
+            break now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never assigned: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(answered.instance_id.unwrap().starts_with("sim-"));
+    assert!(metrics.snapshot().ticks > 0);
+    assert_eq!(runtime.counts().made, 1);
+    handle.shutdown().await;
+}
+
+#[test]
+fn a_bad_autoscaler_config_refuses_to_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: DynStore = Arc::new(
+        drover_sqlite::SqliteStore::open(drover_sqlite::SqliteConfig::new(dir.path().join("b.db")))
+            .unwrap(),
+    );
+    let clock = Arc::new(drover_core::SystemClock);
+    let err = drover::Engine::builder(store)
+        .autoscaler(drover::services::autoscaler::AutoscalerParts {
+            config: gpu(SystemConfig {
+                min: 3,
+                max: 1,
+                ..Default::default()
+            }),
+            runtime: Arc::new(SimRuntime::new(clock, SimConfig::default())),
+            metrics: Arc::default(),
+        })
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("systems.gpu.min"), "{err}");
+}

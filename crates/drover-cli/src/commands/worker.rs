@@ -34,6 +34,13 @@ pub(crate) async fn run(url: &str, config: &Config, args: &WorkerArgs) -> anyhow
     for hook in setup::command_hooks(config) {
         builder = builder.hook(hook);
     }
+    if let Some(autoscaler) = crate::capacity_config::autoscaler_config(config)? {
+        builder = builder.autoscaler(drover::services::autoscaler::AutoscalerParts {
+            config: autoscaler,
+            runtime: crate::capacity_config::runtime(config)?,
+            metrics: Default::default(),
+        });
+    }
     let handle = builder.build()?.start();
     tracing::info!(database = %backend::redact(url), "drover is running; stop with SIGINT or SIGTERM");
 

@@ -4,6 +4,7 @@
 //! elector (`crate::leader`).
 
 pub(crate) mod archiver;
+pub mod autoscaler;
 pub(crate) mod presence;
 pub mod rescuer;
 pub mod scheduler;
