@@ -56,6 +56,69 @@ pub(crate) enum Command {
     Migrate,
     /// Measure enqueue, drain and latency on a fresh database, as the peers are measured.
     Bench(BenchArgs),
+    /// The autoscaler's slots: list, drain, interrupt.
+    Slots {
+        #[command(subcommand)]
+        command: SlotsCommand,
+    },
+    /// Reserve one lease of a system's capacity; prints the reservation (and, with --wait,
+    /// its slot and instance once assigned).
+    Reserve(ReserveArgs),
+    /// Release a reservation.
+    Release {
+        /// The reservation's id.
+        id: i64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `drover slots …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SlotsCommand {
+    /// Every slot that is not empty, by id.
+    List {
+        /// Only slots of this system.
+        #[arg(long)]
+        system: Option<String>,
+        /// Empty slots too.
+        #[arg(long)]
+        all: bool,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop giving the slot new leases; its instance is terminated once they are finished.
+    Drain {
+        /// The slot's id.
+        id: i64,
+    },
+    /// Act as if the slot's instance got an interruption notice: its work is handed back at
+    /// once and a replacement launches when demand needs it.
+    Interrupt {
+        /// The slot's id.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReserveArgs {
+    /// The system, as declared in [systems.NAME].
+    #[arg(long)]
+    pub(crate) system: String,
+    /// Time to live, like 10m (default: the system's reservation_ttl).
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub(crate) ttl: Option<std::time::Duration>,
+    /// Who holds it (shown in listings).
+    #[arg(long, default_value = "cli")]
+    pub(crate) holder: String,
+    /// Wait until a slot is assigned (at most the time to live).
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -70,6 +70,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(args) => {
             commands::bench::run(cli.database.as_deref(), &config, args).await?
         }
+        Command::Slots { command } => commands::slots::run(&url, &config, command).await?,
+        Command::Reserve(args) => commands::reserve::reserve(&url, &config, args).await?,
+        Command::Release { id, json } => {
+            commands::reserve::release(&url, &config, id, json).await?
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

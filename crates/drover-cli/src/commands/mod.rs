@@ -6,5 +6,7 @@ pub(crate) mod cron;
 pub(crate) mod enqueue;
 pub(crate) mod jobs;
 pub(crate) mod migrate;
+pub(crate) mod reserve;
+pub(crate) mod slots;
 pub(crate) mod stats;
 pub(crate) mod worker;

@@ -40,6 +40,7 @@
 //! slot change is fenced by the state and generation read, so a stale leader's writes are
 //! refused.
 
+pub mod admin;
 pub mod config;
 pub mod metrics;
 pub mod runtime;
