@@ -64,6 +64,9 @@ pub(crate) enum Command {
     /// Reserve one lease of a system's capacity; prints the reservation (and, with --wait,
     /// its slot and instance once assigned).
     Reserve(ReserveArgs),
+    /// Run the autoscaler on simulated time against a demand trace (CSV: time,system,jobs,
+    /// duration) with the config's systems and [autoscaler.sim] capacity.
+    Simulate(SimulateArgs),
     /// Release a reservation.
     Release {
         /// The reservation's id.
@@ -100,6 +103,26 @@ pub(crate) enum SlotsCommand {
         /// The slot's id.
         id: i64,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// The demand trace.
+    #[arg(long)]
+    pub(crate) demand: std::path::PathBuf,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Draw demand, ready slots and waiting work over time into this SVG file.
+    #[arg(long)]
+    pub(crate) plot: Option<std::path::PathBuf>,
+    /// Run once per value of a setting and print the trade-off: warm=0..4 or
+    /// idle_timeout=1m,5m,10m.
+    #[arg(long)]
+    pub(crate) sweep: Option<String>,
+    /// Seed of the simulated capacity (overrides [autoscaler.sim] seed).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -71,6 +71,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::bench::run(cli.database.as_deref(), &config, args).await?
         }
         Command::Slots { command } => commands::slots::run(&url, &config, command).await?,
+        Command::Simulate(args) => commands::simulate::run(&config, args).await?,
         Command::Reserve(args) => commands::reserve::reserve(&url, &config, args).await?,
         Command::Release { id, json } => {
             commands::reserve::release(&url, &config, id, json).await?

@@ -42,12 +42,15 @@
 
 pub mod admin;
 pub mod config;
+pub mod memory;
 pub mod metrics;
 pub mod runtime;
 pub mod sim;
+pub mod simulate;
 pub mod tick;
 
 pub use config::{AutoscalerConfig, AutoscalerConfigError, SystemConfig};
+pub use memory::MemoryCapacityStore;
 pub use metrics::{AutoscalerMetrics, MetricsSnapshot};
 pub use runtime::{
     CapacityRuntime, Instance, InstancePhase, LaunchRequest, RuntimeError, RuntimeErrorKind,
