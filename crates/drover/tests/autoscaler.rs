@@ -32,6 +32,18 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    // The simulator's store: the tick behaves on it as on the backends.
+                    super::$check(std::sync::Arc::new(
+                        drover::autoscaler::MemoryCapacityStore::new(),
+                    ))
+                    .await;
+                }
+            )*
+        }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -619,4 +631,53 @@ fn a_bad_autoscaler_config_refuses_to_build() {
         .build()
         .unwrap_err();
     assert!(err.to_string().contains("systems.gpu.min"), "{err}");
+}
+
+/// The simulator is deterministic for one seed, completes every job, and survives interruptions
+/// by running handed-back jobs elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_is_deterministic_and_completes_every_job() {
+    use drover::autoscaler::simulate::{SimulationOptions, parse_trace, simulate};
+    let trace =
+        parse_trace("time,system,jobs,duration\n0,gpu,5,10m\n600,gpu,20,15m\n3600,gpu,3,5m\n")
+            .unwrap();
+    let config = gpu(SystemConfig {
+        max: 10,
+        warm: 1,
+        idle_timeout: Duration::from_secs(120),
+        min_lifetime: Duration::from_secs(120),
+        ..Default::default()
+    });
+    let options = SimulationOptions {
+        sim: SimConfig {
+            seed: 3,
+            interruption_rate: 2.0,
+            launch_failure_rate: 0.1,
+            ..SimConfig::default()
+        },
+        prices: [("gpu".to_owned(), 2.0)].into(),
+        ..Default::default()
+    };
+    let first = simulate(&config, &trace, &options).await.unwrap();
+    let again = simulate(&config, &trace, &options).await.unwrap();
+    assert_eq!(first, again, "same seed, same run");
+    let gpu = &first.systems[0];
+    assert_eq!(gpu.jobs_arrived, 28);
+    assert_eq!(gpu.jobs_completed, 28);
+    assert!(gpu.interruptions_survived > 0, "{gpu:?}");
+    assert!(gpu.failed_launches > 0, "{gpu:?}");
+    assert!(gpu.launches >= 10);
+    assert!(gpu.wait_max_s >= gpu.wait_p95_s && gpu.wait_p95_s >= gpu.wait_p50_s);
+    assert!(gpu.slot_hours > gpu.idle_slot_hours);
+    assert_eq!(gpu.cost, Some(gpu.slot_hours * 2.0));
+    // Never past the maximum, at any sample.
+    assert!(first.samples.iter().all(|s| s.ready <= 10));
+    let other = SimulationOptions {
+        sim: SimConfig {
+            seed: 4,
+            ..options.sim.clone()
+        },
+        ..options
+    };
+    assert_ne!(simulate(&config, &trace, &other).await.unwrap(), first);
 }
