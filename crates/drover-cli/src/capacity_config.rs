@@ -187,14 +187,29 @@ pub(crate) fn autoscaler_config(config: &Config) -> anyhow::Result<Option<Autosc
 }
 
 /// The runtime the config names, for `drover serve`.
-pub(crate) fn runtime(config: &Config) -> anyhow::Result<Arc<dyn CapacityRuntime>> {
+pub(crate) fn runtime(
+    config: &Config,
+    autoscaler: &AutoscalerConfig,
+    store: &drover_core::DynStore,
+    url: &str,
+) -> anyhow::Result<Arc<dyn CapacityRuntime>> {
     match config.autoscaler.runtime.as_deref().unwrap_or("local") {
         "sim" => Ok(Arc::new(SimRuntime::new(
             Arc::new(drover_core::SystemClock),
             config.autoscaler.sim.config()?,
         ))),
+        "local" => Ok(Arc::new(crate::local_runtime::LocalRuntime::new(
+            store.clone(),
+            url.to_owned(),
+            config.source.clone(),
+            autoscaler
+                .systems
+                .iter()
+                .map(|(name, s)| (name.clone(), s.queues.clone()))
+                .collect(),
+        )?)),
         other => bail!(
-            "autoscaler.runtime: the {other:?} runtime is not in this build yet; use runtime = \"sim\""
+            "autoscaler.runtime: the {other:?} runtime is not in this build yet; use \"local\" or \"sim\""
         ),
     }
 }
@@ -242,7 +257,7 @@ mod tests {
         assert_eq!(gpu.queues, vec!["train".to_owned()]);
         assert_eq!(autoscaler.max_slots, 20);
         assert_eq!(config.autoscaler.sim.config().unwrap().seed, 7);
-        runtime(&config).unwrap();
+        assert_eq!(config.autoscaler.runtime.as_deref(), Some("sim"));
     }
 
     #[test]

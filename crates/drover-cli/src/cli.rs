@@ -211,6 +211,12 @@ pub(crate) struct WorkerArgs {
     /// How long running jobs may finish after SIGTERM before they are cancelled.
     #[arg(long, value_parser = parse_duration)]
     pub(crate) shutdown_timeout: Option<Duration>,
+    /// Serve as this autoscaler slot (started by the `local` runtime).
+    #[arg(long, requires = "slot_generation")]
+    pub(crate) slot: Option<i64>,
+    /// The slot's generation (with --slot).
+    #[arg(long, requires = "slot", hide = true)]
+    pub(crate) slot_generation: Option<i64>,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,9 @@ pub(crate) struct Config {
     pub(crate) systems: BTreeMap<String, crate::capacity_config::SystemSection>,
     #[serde(default)]
     pub(crate) autoscaler: crate::capacity_config::AutoscalerSection,
+    /// The file this was loaded from (handed to the autoscaler's local workers).
+    #[serde(skip)]
+    pub(crate) source: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,8 +192,9 @@ impl Config {
                 return Err(err).with_context(|| format!("cannot read config {}", path.display()));
             }
         };
-        let config: Config = toml::from_str(&text)
+        let mut config: Config = toml::from_str(&text)
             .map_err(|err| anyhow::anyhow!("invalid config {}: {err}", path.display()))?;
+        config.source = std::fs::canonicalize(&path).ok();
         config
             .validate()
             .with_context(|| format!("invalid config {}", path.display()))?;

@@ -10,6 +10,7 @@ mod cli;
 mod commands;
 mod config;
 mod hooks;
+mod local_runtime;
 mod output;
 mod process;
 mod setup;

@@ -89,3 +89,83 @@ fn bad_capacity_input_is_refused() {
     let err = bad.fails(&["serve"]);
     assert!(err.contains("systems.gpu.min"), "{err}");
 }
+
+const LOCAL: &str = r#"
+[queues]
+default = 2
+[queues.train]
+concurrency = 1
+system = "gpu"
+[tasks.nap]
+command = ["sleep", "0.3"]
+queue = "train"
+[systems.gpu]
+max = 3
+idle_timeout = "1s"
+min_lifetime = "1s"
+boot_timeout = "30s"
+[autoscaler]
+runtime = "local"
+interval = "200ms"
+"#;
+
+/// The local runtime with real processes: a backlog on a system's queue launches `drover
+/// worker --slot` processes (never more than the maximum), they drain it, and the idle ones are
+/// stopped after the idle time.
+#[test]
+fn a_backlog_launches_local_workers_that_drain_it_and_stop_when_idle() {
+    let env = Env::new(LOCAL);
+    let ids: Vec<i64> = (0..12).map(|_| env.enqueue(&["nap"])).collect();
+    // The server itself works only `default`: the `train` jobs need the system's slots.
+    let _server = env.spawn("serve", &["serve", "--queues", "default"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut most = 0;
+    loop {
+        let now = slots(&env);
+        most = most.max(now.len());
+        assert!(now.len() <= 3, "past the maximum: {now:?}");
+        let done = ids
+            .iter()
+            .filter(|id| env.job(**id)["state"] == "completed")
+            .count();
+        if done == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backlog not drained ({done} done): {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Only slot workers serve `train`, so slots were launched and ran the jobs.
+    assert!(most >= 1, "no slot was ever seen");
+    // Idle: drained and stopped, every worker process gone from the registry.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = slots(&env);
+        let workers = env.stats()["processes"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .filter(|p| p["id"].as_str().unwrap_or_default().starts_with("local-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if now.is_empty() && workers == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "idle workers not stopped: {now:?}, {workers} workers"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all: Vec<Value> =
+        serde_json::from_str::<Value>(&env.ok(&["slots", "list", "--all", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone();
+    assert!(!all.is_empty());
+    assert!(all.iter().all(|s| s["state"] == "empty"), "{all:?}");
+}

@@ -15,7 +15,11 @@ pub(crate) const EXIT_INTERRUPTED: u8 = 3;
 
 pub(crate) async fn run(url: &str, config: &Config, args: &WorkerArgs) -> anyhow::Result<ExitCode> {
     // Everything is validated before the database is touched.
-    let engine_config = setup::engine_config(config, args)?;
+    let mut engine_config = setup::engine_config(config, args)?;
+    if let (Some(slot), Some(generation)) = (args.slot, args.slot_generation) {
+        // The local runtime sees the slot bound once this id is in the process registry.
+        engine_config.process_id = Some(crate::local_runtime::worker_process_id(slot, generation));
+    }
     let store = backend::open(url, config, true).await?;
     // The archiver refuses to start on tables it cannot archive safely.
     let retention = setup::prepare_retention(&store, config).await?;
@@ -34,10 +38,14 @@ pub(crate) async fn run(url: &str, config: &Config, args: &WorkerArgs) -> anyhow
     for hook in setup::command_hooks(config) {
         builder = builder.hook(hook);
     }
-    if let Some(autoscaler) = crate::capacity_config::autoscaler_config(config)? {
+    // A slot's own worker does not scale: it would launch workers for the slots it serves.
+    if args.slot.is_none()
+        && let Some(autoscaler) = crate::capacity_config::autoscaler_config(config)?
+    {
+        let runtime = crate::capacity_config::runtime(config, &autoscaler, &store, url)?;
         builder = builder.autoscaler(drover::services::autoscaler::AutoscalerParts {
             config: autoscaler,
-            runtime: crate::capacity_config::runtime(config)?,
+            runtime,
             metrics: Default::default(),
         });
     }
