@@ -68,6 +68,21 @@ impl LocalRuntime {
         self.children.lock().expect("children lock poisoned")
     }
 
+    async fn signal(&self, instance: &str, signal: Signal) -> Result<(), RuntimeError> {
+        let child_pid = self.children().get(instance).and_then(|c| c.child.id());
+        let pid = match child_pid {
+            Some(pid) => Some(pid),
+            None => self.registered().await?.get(instance).map(|(pid, _)| *pid),
+        };
+        if let Some(pid) = pid
+            && let Err(err) = kill(Pid::from_raw(pid as i32), signal)
+            && err != nix::errno::Errno::ESRCH
+        {
+            return Err(RuntimeError::retryable("signal", err.to_string()));
+        }
+        Ok(())
+    }
+
     async fn registered(&self) -> Result<HashMap<String, (u32, Timestamp)>, RuntimeError> {
         let processes = self
             .store
@@ -142,18 +157,12 @@ impl CapacityRuntime for LocalRuntime {
 
     async fn terminate(&self, instance: &str) -> Result<(), RuntimeError> {
         // SIGTERM: the worker stops claiming, finishes (or hands back) what runs, and exits.
-        let child_pid = self.children().get(instance).map(|c| c.child.id());
-        let pid = match child_pid {
-            Some(pid) => pid,
-            None => self.registered().await?.get(instance).map(|(pid, _)| *pid),
-        };
-        if let Some(pid) = pid
-            && let Err(err) = kill(Pid::from_raw(pid as i32), Signal::SIGTERM)
-            && err != nix::errno::Errno::ESRCH
-        {
-            return Err(RuntimeError::retryable("signal", err.to_string()));
-        }
-        Ok(())
+        self.signal(instance, Signal::SIGTERM).await
+    }
+
+    async fn terminate_now(&self, instance: &str) -> Result<(), RuntimeError> {
+        // SIGUSR1: a slot worker hands back what it runs at once, then exits.
+        self.signal(instance, Signal::SIGUSR1).await
     }
 
     async fn inventory(&self) -> Result<Vec<Instance>, RuntimeError> {

@@ -169,3 +169,47 @@ fn a_backlog_launches_local_workers_that_drain_it_and_stop_when_idle() {
     assert!(!all.is_empty());
     assert!(all.iter().all(|s| s["state"] == "empty"), "{all:?}");
 }
+
+/// `drover slots interrupt` on a busy local slot: its job is handed back at once (not after
+/// its 30 s lease) and a replacement slot finishes it.
+#[test]
+fn interrupting_a_busy_local_slot_hands_its_job_to_a_replacement() {
+    let config = LOCAL
+        .replace("sleep\", \"0.3\"", "sleep\", \"4\"")
+        .replace("idle_timeout = \"1s\"", "idle_timeout = \"1h\"")
+        + "[worker]\nlease = \"30s\"\n";
+    let env = Env::new(&config);
+    let id = env.enqueue(&["nap"]);
+    let _server = env.spawn("serve", &["serve", "--queues", "default"]);
+    env.wait_job(id, T, |job| job["state"] == "running");
+    // The worker runs the job as soon as it registers; the tick marks its slot ready next.
+    let deadline = Instant::now() + T;
+    let busy = loop {
+        if let Some(ready) = slots(&env).into_iter().find(|s| s["state"] == "ready") {
+            break ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the busy slot never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let interrupted_at = Instant::now();
+    env.ok(&["slots", "interrupt", &busy["id"].to_string()]);
+    let job = env.wait_job(id, T, |job| job["state"] == "completed");
+    let took = interrupted_at.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?}: the job waited for its lease instead of being handed back"
+    );
+    let history = job["history"].to_string();
+    assert!(
+        history.to_lowercase().contains("hand"),
+        "no hand-back recorded: {history}"
+    );
+    let now = slots(&env);
+    assert!(
+        now.iter().all(|s| s["id"] != busy["id"]),
+        "the interrupted slot still holds an instance: {now:?}"
+    );
+}

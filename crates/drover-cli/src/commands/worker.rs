@@ -52,13 +52,34 @@ pub(crate) async fn run(url: &str, config: &Config, args: &WorkerArgs) -> anyhow
     let handle = builder.build()?.start();
     tracing::info!(database = %backend::redact(url), "drover is running; stop with SIGINT or SIGTERM");
 
-    let signal = signals::first_then_arm_second().await;
+    // A slot worker whose slot was interrupted gets SIGUSR1: it hands back what it runs at once
+    // (its capacity is going away), instead of finishing it.
+    let mut interrupted = match args.slot {
+        Some(_) => Some(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::user_defined1(),
+        )?),
+        None => None,
+    };
+    let interrupt = async {
+        match &mut interrupted {
+            Some(signal) => signal.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    let (signal, hand_back) = tokio::select! {
+        signal = signals::first_then_arm_second() => (signal, false),
+        _ = interrupt => ("SIGUSR1", true),
+    };
     tracing::info!(
         signal,
         running = handle.running(),
         "shutting down: no new jobs are claimed (send the signal again to exit at once)"
     );
-    let report = handle.shutdown().await;
+    let report = if hand_back {
+        handle.shutdown_within(std::time::Duration::ZERO).await
+    } else {
+        handle.shutdown().await
+    };
     store.close().await;
     if report.clean() {
         tracing::info!("shutdown complete; every running job finished");

@@ -103,6 +103,12 @@ pub trait CapacityRuntime: Send + Sync {
     /// Takes an instance away. Succeeds when it is already gone.
     async fn terminate(&self, instance_id: &str) -> Result<(), RuntimeError>;
 
+    /// Takes an interrupted instance away: work it still runs is handed back at once rather
+    /// than finished. By default the same as [`CapacityRuntime::terminate`].
+    async fn terminate_now(&self, instance_id: &str) -> Result<(), RuntimeError> {
+        self.terminate(instance_id).await
+    }
+
     /// Every instance that exists now, with its phase and any notice.
     async fn inventory(&self) -> Result<Vec<Instance>, RuntimeError>;
 }

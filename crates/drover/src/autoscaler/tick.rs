@@ -610,11 +610,17 @@ async fn scale_down(
         .iter_mut()
         .filter(|s| s.state == SlotState::Draining && s.leases == 0)
     {
-        if let Some(instance) = &slot.instance_id
-            && let Err(err) = cx.runtime.terminate(instance).await
-        {
-            tracing::warn!(slot = slot.id, error = %err, "cannot terminate a drained instance; retried next tick");
-            continue;
+        if let Some(instance) = &slot.instance_id {
+            // An interrupted slot hands back what it still runs; a drained one finishes it.
+            let terminated = if slot.notice_at.is_some() {
+                cx.runtime.terminate_now(instance).await
+            } else {
+                cx.runtime.terminate(instance).await
+            };
+            if let Err(err) = terminated {
+                tracing::warn!(slot = slot.id, error = %err, "cannot terminate a drained instance; retried next tick");
+                continue;
+            }
         }
         if transition(cx, slot, SlotState::Empty, "drained", Change::default()).await? {
             report.terminated += 1;
