@@ -78,6 +78,8 @@ pub(crate) struct AutoscalerSection {
     pub(crate) orphan_grace: Option<Duration>,
     #[serde(default)]
     pub(crate) sim: SimSection,
+    #[serde(default)]
+    pub(crate) command: crate::command_runtime::CommandSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +185,9 @@ pub(crate) fn autoscaler_config(config: &Config) -> anyhow::Result<Option<Autosc
         bail!("autoscaler.runtime: {runtime:?} is not one of local, command, sim");
     }
     section.sim.config()?;
+    if runtime == "command" {
+        section.command.validate()?;
+    }
     Ok(Some(autoscaler))
 }
 
@@ -208,9 +213,10 @@ pub(crate) fn runtime(
                 .map(|(name, s)| (name.clone(), s.queues.clone()))
                 .collect(),
         )?)),
-        other => bail!(
-            "autoscaler.runtime: the {other:?} runtime is not in this build yet; use \"local\" or \"sim\""
-        ),
+        "command" => Ok(Arc::new(crate::command_runtime::CommandRuntime::new(
+            config.autoscaler.command.clone(),
+        ))),
+        other => bail!("autoscaler.runtime: {other:?} is not one of local, command, sim"),
     }
 }
 

@@ -7,6 +7,7 @@
 mod backend;
 mod capacity_config;
 mod cli;
+mod command_runtime;
 mod commands;
 mod config;
 mod hooks;

@@ -213,3 +213,79 @@ fn interrupting_a_busy_local_slot_hands_its_job_to_a_replacement() {
         "the interrupted slot still holds an instance: {now:?}"
     );
 }
+
+/// The command runtime with the worked example script (`examples/autoscaler/capacity.sh`):
+/// a reservation is answered with the script's instance, whose bootstrap runs a real worker;
+/// once released and idle, the script is asked to terminate it.
+#[test]
+fn the_command_runtime_runs_the_example_script() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/autoscaler/capacity.sh"
+    );
+    let config = format!(
+        r#"
+[queues]
+default = 1
+[queues.train]
+system = "gpu"
+[systems.gpu]
+max = 2
+idle_timeout = "1s"
+min_lifetime = "1s"
+[autoscaler]
+runtime = "command"
+interval = "200ms"
+[autoscaler.command]
+launch = ["{script}", "launch"]
+terminate = ["{script}", "terminate"]
+list = ["{script}", "list"]
+timeout = "20s"
+"#
+    );
+    let env = Env::new(&config);
+    let state = env.path("capacity-state");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_drover"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut serve = env.cmd(&["serve", "--queues", "default"]);
+    serve
+        .env("PATH", &path)
+        .env("CAPACITY_DIR", &state)
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(env.path("serve.log")).unwrap(),
+        ));
+    let mut server = common::Worker {
+        child: serve.spawn().unwrap(),
+        log: env.path("serve.log"),
+    };
+    server.wait_log("drover is running", T);
+    let reservation: Value = serde_json::from_str(&env.ok(&[
+        "reserve", "--system", "gpu", "--ttl", "10m", "--wait", "--json",
+    ]))
+    .unwrap();
+    assert_eq!(reservation["phase"], "assigned", "{reservation}");
+    let instance = reservation["instance_id"].as_str().unwrap().to_owned();
+    assert!(instance.starts_with("i-"), "{instance}");
+    assert!(
+        state.join(&instance).exists(),
+        "the script recorded its instance"
+    );
+    env.ok(&["release", &reservation["id"].to_string()]);
+    let deadline = Instant::now() + T;
+    while state.join(&instance).exists() || !slots(&env).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the idle instance was never terminated"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.wait_exit(T);
+}

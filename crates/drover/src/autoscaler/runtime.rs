@@ -113,9 +113,13 @@ pub trait CapacityRuntime: Send + Sync {
     async fn inventory(&self) -> Result<Vec<Instance>, RuntimeError>;
 }
 
-/// The bootstrap script of a slot: starts a worker bound to it.
-pub fn bootstrap_script(slot: SlotId, system: &str) -> String {
+/// The bootstrap script of a slot: starts a worker bound to it, serving its system's queues.
+/// The database and config reach it through `DROVER_DATABASE_URL` and `DROVER_CONFIG`, which
+/// the runtime sets up on the instance (secrets never appear in the script).
+pub fn bootstrap_script(slot: SlotId, generation: i64, system: &str, queues: &[String]) -> String {
     format!(
-        "#!/bin/sh\n# drover slot {slot} of system {system}\nexec drover worker --slot {slot}\n"
+        "#!/bin/sh\n# drover slot {slot} (generation {generation}) of system {system}\n\
+         exec drover worker --slot {slot} --slot-generation {generation} --queues {}\n",
+        queues.join(",")
     )
 }

@@ -526,7 +526,15 @@ async fn make_launch(
         slot: slot.id,
         generation: slot.generation,
         system: slot.system.clone(),
-        bootstrap: bootstrap_script(slot.id, &slot.system),
+        bootstrap: bootstrap_script(
+            slot.id,
+            slot.generation,
+            &slot.system,
+            cx.config
+                .systems
+                .get(&slot.system)
+                .map_or(&[][..], |s| &s.queues[..]),
+        ),
     };
     match cx.runtime.launch(&request).await {
         Ok(instance) => {
