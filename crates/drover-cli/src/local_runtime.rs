@@ -45,6 +45,9 @@ pub(crate) struct LocalRuntime {
     /// System → the queues its workers serve.
     queues: BTreeMap<String, Vec<String>>,
     children: Mutex<HashMap<String, Child>>,
+    /// The last signal sent to each instance: the tick asks again every tick until the worker
+    /// is gone, and a second SIGTERM would make it exit at once.
+    signalled: Mutex<HashMap<String, Signal>>,
 }
 
 impl LocalRuntime {
@@ -61,6 +64,7 @@ impl LocalRuntime {
             config_path,
             queues,
             children: Mutex::new(HashMap::new()),
+            signalled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -69,6 +73,13 @@ impl LocalRuntime {
     }
 
     async fn signal(&self, instance: &str, signal: Signal) -> Result<(), RuntimeError> {
+        {
+            let mut signalled = self.signalled.lock().expect("signalled lock poisoned");
+            if signalled.get(instance) == Some(&signal) {
+                return Ok(());
+            }
+            signalled.insert(instance.to_owned(), signal);
+        }
         let child_pid = self.children().get(instance).and_then(|c| c.child.id());
         let pid = match child_pid {
             Some(pid) => Some(pid),
@@ -172,6 +183,10 @@ impl CapacityRuntime for LocalRuntime {
             let mut children = self.children();
             // Reap exited workers: their instances are gone.
             children.retain(|_, c| matches!(c.child.try_wait(), Ok(None)));
+            self.signalled
+                .lock()
+                .expect("signalled lock poisoned")
+                .retain(|id, _| children.contains_key(id) || registered.contains_key(id));
             for (id, c) in children.iter() {
                 found.insert(
                     id.clone(),

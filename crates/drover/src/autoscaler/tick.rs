@@ -50,7 +50,8 @@ pub struct TickReport {
     pub boot_timeouts: u64,
     /// Idle slots drained (step 6).
     pub drained: u64,
-    /// Drained slots whose instance was terminated (step 6).
+    /// Termination requests for drained slots with no lease left (step 6; repeated each tick
+    /// until the instance is gone, runtimes make it idempotent).
     pub terminated: u64,
     /// Instances no slot knows about, terminated (step 7).
     pub orphans_terminated: u64,
@@ -182,21 +183,19 @@ async fn handle_interruptions(
                     cx.metrics.interruption();
                 }
             }
-            None if serving || slot.state == SlotState::Draining => {
+            None if serving => {
                 let counted = slot.notice_at.is_some();
-                if transition(
-                    cx,
-                    slot,
-                    SlotState::Empty,
-                    "instance vanished",
-                    Change::default(),
-                )
-                .await?
+                let change = Change::default();
+                if transition(cx, slot, SlotState::Empty, "instance vanished", change).await?
                     && !counted
                 {
                     interrupted += 1;
                     cx.metrics.interruption();
                 }
+            }
+            // A drained slot's instance is gone: its termination (step 6) is done.
+            None if slot.state == SlotState::Draining => {
+                transition(cx, slot, SlotState::Empty, "terminated", Change::default()).await?;
             }
             _ => {}
         }
@@ -618,20 +617,22 @@ async fn scale_down(
         .iter_mut()
         .filter(|s| s.state == SlotState::Draining && s.leases == 0)
     {
-        if let Some(instance) = &slot.instance_id {
-            // An interrupted slot hands back what it still runs; a drained one finishes it.
-            let terminated = if slot.notice_at.is_some() {
-                cx.runtime.terminate_now(instance).await
-            } else {
-                cx.runtime.terminate(instance).await
-            };
-            if let Err(err) = terminated {
-                tracing::warn!(slot = slot.id, error = %err, "cannot terminate a drained instance; retried next tick");
-                continue;
-            }
-        }
-        if transition(cx, slot, SlotState::Empty, "drained", Change::default()).await? {
-            report.terminated += 1;
+        // The slot stays draining (its instance known, so never taken for an orphan) until the
+        // instance is gone from the inventory: a worker may take a while to finish its jobs.
+        let Some(instance) = &slot.instance_id else {
+            transition(cx, slot, SlotState::Empty, "drained", Change::default()).await?;
+            continue;
+        };
+        // An interrupted slot hands back what it still runs; a drained one finishes it.
+        let terminated = if slot.notice_at.is_some() {
+            cx.runtime.terminate_now(instance).await
+        } else {
+            cx.runtime.terminate(instance).await
+        };
+        match terminated {
+            Ok(()) => report.terminated += 1,
+            Err(err) => tracing::warn!(slot = slot.id, error = %err,
+                "cannot terminate a drained instance; retried next tick"),
         }
     }
     Ok(())
