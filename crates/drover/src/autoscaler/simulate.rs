@@ -18,7 +18,7 @@ use super::config::AutoscalerConfig;
 use super::memory::MemoryCapacityStore;
 use super::metrics::AutoscalerMetrics;
 use super::sim::{SimConfig, SimRuntime};
-use super::tick::{TickInputs, tick};
+use super::tick::{TickInputs, tick_with_slots};
 
 /// Jobs arriving at one time: one row of the trace.
 #[derive(Debug, Clone, PartialEq)]
@@ -237,11 +237,11 @@ pub async fn simulate(
             arrive(&store, &mut books, &trace[next], start, now).await?;
             next += 1;
         }
-        tick(inputs).await?;
+        let (_, slots) = tick_with_slots(inputs).await?;
         ticks += 1;
         follow_jobs(&store, &mut books, now).await?;
         account(
-            &store,
+            &slots,
             &mut books,
             config,
             now,
@@ -249,8 +249,7 @@ pub async fn simulate(
             options,
             start,
             &mut samples,
-        )
-        .await?;
+        );
         let done = next == trace.len() && books.jobs.is_empty();
         if (done && fleet_settled(&store, config).await?) || now >= give_up {
             break;
@@ -405,8 +404,8 @@ async fn follow_jobs(
 
 /// Adds one interval of slot time to each system's books, and a sample when one is due.
 #[allow(clippy::too_many_arguments)] // reason: the run's state, passed in rather than kept
-async fn account(
-    store: &MemoryCapacityStore,
+fn account(
+    slots: &[drover_core::SlotRecord],
     books: &mut Books,
     config: &AutoscalerConfig,
     now: Timestamp,
@@ -414,11 +413,10 @@ async fn account(
     options: &SimulationOptions,
     start: Timestamp,
     samples: &mut Vec<Sample>,
-) -> Result<(), StoreError> {
+) {
     let hours = config.interval.as_secs_f64() / 3600.0;
-    let slots = store.slot_list(SlotListParams::default()).await?;
     let mut ready: BTreeMap<&str, u64> = BTreeMap::new();
-    for slot in &slots {
+    for slot in slots {
         let Some(report) = books.systems.get_mut(&slot.system) else {
             continue;
         };
@@ -452,7 +450,6 @@ async fn account(
             });
         }
     }
-    Ok(())
 }
 
 /// True when every system is back to what it keeps with no demand (the scale-down is part of

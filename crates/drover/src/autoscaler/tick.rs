@@ -60,6 +60,14 @@ pub struct TickReport {
 /// Runs one tick. A store error ends it early (the next tick starts again from the database);
 /// a runtime error is logged and its step is retried next tick.
 pub async fn tick(cx: TickInputs<'_>) -> Result<TickReport, StoreError> {
+    tick_with_slots(cx).await.map(|(report, _)| report)
+}
+
+/// [`tick`], also returning the slots as the tick left them (read at its start, updated by
+/// its own fenced writes): the simulator's books.
+pub(crate) async fn tick_with_slots(
+    cx: TickInputs<'_>,
+) -> Result<(TickReport, Vec<SlotRecord>), StoreError> {
     let started = std::time::Instant::now();
     let mut report = TickReport::default();
     let now = cx.clock.now();
@@ -78,9 +86,9 @@ pub async fn tick(cx: TickInputs<'_>) -> Result<TickReport, StoreError> {
     if let Some(inventory) = &inventory {
         report.orphans_terminated = reconcile(cx, &slots, inventory, now).await;
     }
-    record_metrics(cx).await?;
+    record_metrics(cx, &slots).await?;
     cx.metrics.tick(started.elapsed());
-    Ok(report)
+    Ok((report, slots))
 }
 
 /// Moves a slot, fenced by the state and generation held in `slot`, and updates `slot` from
@@ -164,14 +172,14 @@ async fn handle_interruptions(
 ) -> Result<u64, StoreError> {
     let mut interrupted = 0;
     for slot in slots.iter_mut() {
-        let Some(instance_id) = slot.instance_id.clone() else {
+        let Some(instance_id) = slot.instance_id.as_deref() else {
             continue;
         };
         let serving = matches!(
             slot.state,
             SlotState::Booting | SlotState::Binding | SlotState::Ready
         );
-        match inventory.get(&instance_id) {
+        match inventory.get(instance_id) {
             Some(instance) if serving && instance.notice_at.is_some() => {
                 let change = Change {
                     hand_back: true,
@@ -680,15 +688,22 @@ async fn reconcile(
 
 // Step 8.
 
-async fn record_metrics(cx: TickInputs<'_>) -> Result<(), StoreError> {
+/// The slot gauges come from the slots read at the start of this tick, as its own fenced
+/// writes left them: a second read would only add the cost of reading every slot again.
+async fn record_metrics(cx: TickInputs<'_>, now: &[SlotRecord]) -> Result<(), StoreError> {
     let mut slots: BTreeMap<(String, SlotState), u64> = BTreeMap::new();
     for name in cx.config.systems.keys() {
         for state in SlotState::ALL {
             slots.insert((name.clone(), state), 0);
         }
     }
-    for slot in cx.store.slot_list(SlotListParams::default()).await? {
-        *slots.entry((slot.system, slot.state)).or_default() += 1;
+    for slot in now {
+        match slots.get_mut(&(slot.system.clone(), slot.state)) {
+            Some(n) => *n += 1,
+            None => {
+                slots.insert((slot.system.clone(), slot.state), 1);
+            }
+        }
     }
     let mut reservations: BTreeMap<ReservationPhase, u64> = [
         (ReservationPhase::Pending, 0),
