@@ -56,6 +56,17 @@ impl MemoryCapacityStore {
         Self::default()
     }
 
+    /// Assigned reservations and their slots, without copying the records (the simulator reads
+    /// this every tick).
+    pub fn assigned(&self) -> Vec<(ReservationId, SlotId)> {
+        self.lock()
+            .open
+            .values()
+            .filter(|r| r.phase == ReservationPhase::Assigned)
+            .filter_map(|r| Some((r.id, r.slot_id?)))
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("memory store lock poisoned")
     }
@@ -442,17 +453,18 @@ impl Store for MemoryCapacityStore {
 
     async fn reservation_count(&self) -> Result<Vec<ReservationCount>, StoreError> {
         let inner = self.lock();
-        let mut counts: BTreeMap<(String, &'static str), (ReservationPhase, u64)> = BTreeMap::new();
+        // Keyed by borrowed names: one allocation per (system, phase), not per reservation.
+        let mut counts: BTreeMap<(&str, &'static str), (ReservationPhase, u64)> = BTreeMap::new();
         for r in inner.open.values() {
             counts
-                .entry((r.system.clone(), r.phase.as_str()))
+                .entry((r.system.as_str(), r.phase.as_str()))
                 .or_insert((r.phase, 0))
                 .1 += 1;
         }
         Ok(counts
             .into_iter()
             .map(|((system, _), (phase, count))| ReservationCount {
-                system,
+                system: system.to_owned(),
                 phase,
                 count,
             })

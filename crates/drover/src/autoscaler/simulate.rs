@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::{
-    Clock, ReservationId, ReservationInsertParams, ReservationListParams, ReservationPhase,
-    ReservationReleaseParams, SimulatedClock, SlotId, SlotListParams, SlotState, Store, StoreError,
+    Clock, ReservationId, ReservationInsertParams, ReservationReleaseParams, SimulatedClock,
+    SlotId, SlotListParams, SlotState, Store, StoreError,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -339,15 +339,7 @@ async fn follow_jobs(
     books: &mut Books,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let assigned: HashMap<ReservationId, SlotId> = store
-        .reservation_list(ReservationListParams {
-            phases: vec![ReservationPhase::Assigned],
-            ..Default::default()
-        })
-        .await?
-        .into_iter()
-        .filter_map(|r| Some((r.id, r.slot_id?)))
-        .collect();
+    let assigned: HashMap<ReservationId, SlotId> = store.assigned().into_iter().collect();
     // Pending again, or already reassigned to another slot within the tick.
     let handed_back: Vec<ReservationId> = books
         .running
