@@ -197,7 +197,8 @@ pub trait Store: Send + Sync + 'static {
     /// Assigns pending, unexpired reservations to ready slots of their system, in order, in one
     /// transaction. An assignment is refused (false in the answer, in input order) when the
     /// reservation is no longer pending, the slot is not ready, or the slot already holds its
-    /// lease limit: the limit holds however many callers assign at once.
+    /// lease limit: the limit holds however many callers assign at once. List a reservation
+    /// once per call.
     async fn reservation_assign(
         &self,
         params: ReservationAssignParams,

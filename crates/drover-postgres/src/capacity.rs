@@ -199,35 +199,58 @@ pub(crate) async fn reservation_insert(
     Ok(reservation_get(db, id).await?.expect("just inserted"))
 }
 
+/// Assignments per statement.
+const ASSIGN_CHUNK: usize = 1_000;
+
+/// One statement per chunk: the k-th valid assignment (in input order) to a slot is made when
+/// the slot's leases plus k stay within its limit, which is what assigning one at a time would
+/// do. The slot and reservation rows are locked first (`FOR UPDATE`), so concurrent assigners
+/// see each other's leases and the limit holds. A reservation listed twice is assigned at most
+/// by its first appearance.
+const ASSIGN: &str = "\
+WITH c AS (SELECT coalesce($4::timestamptz, now()) AS now), \
+a AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[]) WITH ORDINALITY \
+      AS a(reservation, slot, max_leases, ord)), \
+f AS (SELECT DISTINCT ON (reservation) reservation, slot, max_leases, ord FROM a \
+      ORDER BY reservation, ord), \
+r AS (SELECT id, system FROM drover_reservations \
+      WHERE id IN (SELECT reservation FROM f) AND phase = 'pending' \
+        AND expires_at > (SELECT now FROM c) FOR UPDATE), \
+s AS (SELECT id, leases, system FROM drover_slots \
+      WHERE id IN (SELECT slot FROM f) AND state = 'ready' FOR UPDATE), \
+v AS (SELECT f.reservation, f.slot, f.max_leases, s.leases, \
+          row_number() OVER (PARTITION BY f.slot ORDER BY f.ord) AS k \
+      FROM f JOIN r ON r.id = f.reservation JOIN s ON s.id = f.slot AND s.system = r.system), \
+chosen AS (SELECT reservation, slot FROM v WHERE leases + k <= max_leases), \
+slots_up AS (UPDATE drover_slots d SET leases = d.leases + n.n, last_used_at = (SELECT now FROM c) \
+      FROM (SELECT slot, count(*)::int AS n FROM chosen GROUP BY slot) n WHERE d.id = n.slot) \
+UPDATE drover_reservations d SET phase = 'assigned', slot_id = chosen.slot, \
+    assigned_at = (SELECT now FROM c) \
+FROM chosen WHERE d.id = chosen.reservation RETURNING d.id";
+
 pub(crate) async fn reservation_assign(
     db: &Db<'_>,
     assignments: &[ReservationAssignment],
     now: Option<Timestamp>,
 ) -> Result<Vec<bool>, DbError> {
     let mut results = Vec::with_capacity(assignments.len());
-    for a in assignments {
-        // One statement takes the lease and assigns, only if the reservation is still pending,
-        // unexpired and of the slot's system, and the slot is ready under its limit. The slot
-        // row's lock serializes concurrent assigners, so the limit holds.
-        let max = i32::try_from(a.max_leases).unwrap_or(i32::MAX);
-        let row = db
-            .query_opt(
-                    "WITH c AS (SELECT n AS now FROM (SELECT coalesce($4::timestamptz, now()) \
-                         AS n) x), \
-                     r AS (SELECT id, system FROM drover_reservations, c \
-                         WHERE id = $1 AND phase = 'pending' AND expires_at > c.now \
-                         FOR UPDATE), \
-                     s AS (UPDATE drover_slots SET leases = leases + 1, \
-                         last_used_at = (SELECT now FROM c) \
-                         WHERE id = $2 AND state = 'ready' AND leases < $3 \
-                           AND system = (SELECT system FROM r) RETURNING id) \
-                     UPDATE drover_reservations SET phase = 'assigned', slot_id = s.id, \
-                         assigned_at = (SELECT now FROM c) FROM s WHERE drover_reservations.id = $1 \
-                     RETURNING drover_reservations.id",
-                &[&a.reservation, &a.slot, &max, &now],
-            )
-            .await?;
-        results.push(row.is_some());
+    for chunk in assignments.chunks(ASSIGN_CHUNK) {
+        let reservations: Vec<i64> = chunk.iter().map(|a| a.reservation).collect();
+        let slots: Vec<i64> = chunk.iter().map(|a| a.slot).collect();
+        let limits: Vec<i32> = chunk
+            .iter()
+            .map(|a| i32::try_from(a.max_leases).unwrap_or(i32::MAX))
+            .collect();
+        let assigned: std::collections::HashSet<i64> = db
+            .query(ASSIGN, &[&reservations, &slots, &limits, &now])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut first = std::collections::HashSet::new();
+        for a in chunk {
+            results.push(first.insert(a.reservation) && assigned.contains(&a.reservation));
+        }
     }
     Ok(results)
 }
