@@ -480,3 +480,34 @@ pub async fn capacity_lists_filter_and_count(store: DynStore) {
     assert_eq!(first_two.len(), 2);
     assert_eq!(first_two[0].id, a.id);
 }
+
+/// Two assigners at once (an old leader and a new one) cannot pass the lease limit together.
+pub async fn concurrent_assigners_keep_the_lease_limit(store: DynStore) {
+    let gpu = ready_slot(&store, "gpu", "i-gpu").await;
+    let mut reservations = Vec::new();
+    for _ in 0..8 {
+        reservations.push(reserve(&store, "gpu", 60, at(4)).await.id);
+    }
+    let mut tasks = Vec::new();
+    for pair in reservations.chunks(2) {
+        let store = store.clone();
+        let pairs: Vec<(i64, i64)> = pair.iter().map(|r| (*r, gpu.id)).collect();
+        tasks.push(tokio::spawn(async move {
+            assign(&store, &pairs, 3, at(5)).await
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await.unwrap().iter().filter(|ok| **ok).count();
+    }
+    assert_eq!(accepted, 3, "exactly the limit");
+    assert_eq!(slot_now(&store, gpu.id).await.leases, 3);
+    let assigned = store
+        .reservation_list(ReservationListParams {
+            phases: vec![ReservationPhase::Assigned],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(assigned.len(), 3);
+}

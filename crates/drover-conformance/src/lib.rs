@@ -45,7 +45,8 @@ macro_rules! conformance_suite {
             reservation_assignment_keeps_the_lease_limit,
             release_and_expiry_give_leases_back,
             hand_back_returns_reservations_to_pending,
-            capacity_lists_filter_and_count
+            capacity_lists_filter_and_count,
+            concurrent_assigners_keep_the_lease_limit
         );
     };
     (@cases $module:ident; $make:expr; $($case:ident),* $(,)?) => {

@@ -24,4 +24,5 @@ capacity_cases!(
     release_and_expiry_give_leases_back,
     hand_back_returns_reservations_to_pending,
     capacity_lists_filter_and_count,
+    concurrent_assigners_keep_the_lease_limit,
 );
