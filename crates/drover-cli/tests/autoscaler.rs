@@ -22,6 +22,33 @@ interval = "100ms"
 boot_min = "0s"
 "#;
 
+/// Slot workers outlive the server that started them, by design (capacity outlives a leader).
+/// Dropped after the server, this stops the ones the test caused, by their registered pids, even
+/// when the test failed.
+struct SlotWorkers<'a>(&'a Env);
+
+impl Drop for SlotWorkers<'_> {
+    fn drop(&mut self) {
+        // A few rounds: a worker started just before the server died registers a moment later.
+        for _ in 0..4 {
+            let out = self.0.run(&["stats", "--json"]);
+            let stats: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            for process in stats["processes"].as_array().into_iter().flatten() {
+                let slot_worker = process["id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("local-"));
+                if let (true, Some(pid)) = (slot_worker, process["pid"].as_i64()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
 fn slots(env: &Env) -> Vec<Value> {
     serde_json::from_str::<Value>(&env.ok(&["slots", "list", "--json"]))
         .unwrap()
@@ -116,6 +143,7 @@ interval = "200ms"
 fn a_backlog_launches_local_workers_that_drain_it_and_stop_when_idle() {
     let env = Env::new(LOCAL);
     let ids: Vec<i64> = (0..12).map(|_| env.enqueue(&["nap"])).collect();
+    let _workers = SlotWorkers(&env);
     // The server itself works only `default`: the `train` jobs need the system's slots.
     let _server = env.spawn("serve", &["serve", "--queues", "default"]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -180,6 +208,7 @@ fn interrupting_a_busy_local_slot_hands_its_job_to_a_replacement() {
         + "[worker]\nlease = \"30s\"\n";
     let env = Env::new(&config);
     let id = env.enqueue(&["nap"]);
+    let _workers = SlotWorkers(&env);
     let _server = env.spawn("serve", &["serve", "--queues", "default"]);
     env.wait_job(id, T, |job| job["state"] == "running");
     // The worker runs the job as soon as it registers; the tick marks its slot ready next.
@@ -254,6 +283,7 @@ timeout = "20s"
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    let _workers = SlotWorkers(&env);
     let mut serve = env.cmd(&["serve", "--queues", "default"]);
     serve
         .env("PATH", &path)
