@@ -61,6 +61,92 @@ pub(crate) enum Command {
     Migrate,
     /// Measure enqueue, drain and latency on a fresh database, as the peers are measured.
     Bench(BenchArgs),
+    /// The autoscaler's slots: list, drain, interrupt.
+    Slots {
+        #[command(subcommand)]
+        command: SlotsCommand,
+    },
+    /// Reserve one lease of a system's capacity; prints the reservation (and, with --wait,
+    /// its slot and instance once assigned).
+    Reserve(ReserveArgs),
+    /// Run the autoscaler on simulated time against a demand trace (CSV: time,system,jobs,
+    /// duration) with the config's systems and [autoscaler.sim] capacity.
+    Simulate(SimulateArgs),
+    /// Release a reservation.
+    Release {
+        /// The reservation's id.
+        id: i64,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `drover slots …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum SlotsCommand {
+    /// Every slot that is not empty, by id.
+    List {
+        /// Only slots of this system.
+        #[arg(long)]
+        system: Option<String>,
+        /// Empty slots too.
+        #[arg(long)]
+        all: bool,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop giving the slot new leases; its instance is terminated once they are finished.
+    Drain {
+        /// The slot's id.
+        id: i64,
+    },
+    /// Act as if the slot's instance got an interruption notice: its work is handed back at
+    /// once and a replacement launches when demand needs it.
+    Interrupt {
+        /// The slot's id.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// The demand trace.
+    #[arg(long)]
+    pub(crate) demand: std::path::PathBuf,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Draw demand, ready slots and waiting work over time into this SVG file.
+    #[arg(long)]
+    pub(crate) plot: Option<std::path::PathBuf>,
+    /// Run once per value of a setting and print the trade-off: warm=0..4 or
+    /// idle_timeout=1m,5m,10m.
+    #[arg(long)]
+    pub(crate) sweep: Option<String>,
+    /// Seed of the simulated capacity (overrides [autoscaler.sim] seed).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReserveArgs {
+    /// The system, as declared in [systems.NAME].
+    #[arg(long)]
+    pub(crate) system: String,
+    /// Time to live, like 10m (default: the system's reservation_ttl).
+    #[arg(long, value_parser = crate::config::parse_duration)]
+    pub(crate) ttl: Option<std::time::Duration>,
+    /// Who holds it (shown in listings).
+    #[arg(long, default_value = "cli")]
+    pub(crate) holder: String,
+    /// Wait until a slot is assigned (at most the time to live).
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +231,12 @@ pub(crate) struct WorkerArgs {
     /// 127.0.0.1:7070 or `[http] listen`; `worker`: only when given). `off` serves nothing.
     #[arg(long)]
     pub(crate) listen: Option<String>,
+    /// Serve as this autoscaler slot (started by the `local` runtime).
+    #[arg(long, requires = "slot_generation")]
+    pub(crate) slot: Option<i64>,
+    /// The slot's generation (with --slot).
+    #[arg(long, requires = "slot", hide = true)]
+    pub(crate) slot_generation: Option<i64>,
 }
 
 #[derive(Debug, Args)]

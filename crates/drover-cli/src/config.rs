@@ -18,9 +18,9 @@ pub(crate) struct Config {
     pub(crate) database: DatabaseSection,
     #[serde(default)]
     pub(crate) worker: WorkerSection,
-    /// Queue name → concurrency.
+    /// Queue name → concurrency, or a table with `concurrency` and `system`.
     #[serde(default)]
-    pub(crate) queues: BTreeMap<String, usize>,
+    pub(crate) queues: BTreeMap<String, crate::capacity_config::QueueSection>,
     #[serde(default)]
     pub(crate) tasks: BTreeMap<String, TaskSection>,
     #[serde(default)]
@@ -35,6 +35,14 @@ pub(crate) struct Config {
     pub(crate) log: LogSection,
     #[serde(default)]
     pub(crate) http: HttpSection,
+    /// Kinds of capacity the autoscaler manages.
+    #[serde(default)]
+    pub(crate) systems: BTreeMap<String, crate::capacity_config::SystemSection>,
+    #[serde(default)]
+    pub(crate) autoscaler: crate::capacity_config::AutoscalerSection,
+    /// The file this was loaded from (handed to the autoscaler's local workers).
+    #[serde(skip)]
+    pub(crate) source: Option<PathBuf>,
 }
 
 /// The HTTP API, the dashboard and `/metrics`.
@@ -230,7 +238,9 @@ fn check_env_name(key: &str, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn duration<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
+pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(de)?;
     parse_duration(&text)
         .map(Some)
@@ -253,8 +263,9 @@ impl Config {
                 return Err(err).with_context(|| format!("cannot read config {}", path.display()));
             }
         };
-        let config: Config = toml::from_str(&text)
+        let mut config: Config = toml::from_str(&text)
             .map_err(|err| anyhow::anyhow!("invalid config {}: {err}", path.display()))?;
+        config.source = std::fs::canonicalize(&path).ok();
         config
             .validate()
             .with_context(|| format!("invalid config {}", path.display()))?;
@@ -268,7 +279,8 @@ impl Config {
                 .map_err(|err| anyhow::anyhow!("database.synchronous: {err}"))?;
         }
         self.database.tls()?;
-        for (queue, &concurrency) in &self.queues {
+        for (queue, section) in &self.queues {
+            let concurrency = section.concurrency(1);
             drover_core::validate::check_name("queue", queue)
                 .map_err(|err| anyhow::anyhow!("queues.{queue}: {err}"))?;
             if !(1..=10_000).contains(&concurrency) {
@@ -322,6 +334,7 @@ impl Config {
             crate::setup::retention_policy(policy)
                 .map_err(|err| anyhow::anyhow!("retention[{i}] ({}): {err}", policy.name))?;
         }
+        crate::capacity_config::autoscaler_config(self)?;
         crate::setup::jobs_archive_policy(&self.jobs_archive)
             .map_err(|err| anyhow::anyhow!("jobs_archive: {err}"))?;
         for (i, hook) in self.hooks.iter().enumerate() {
@@ -376,7 +389,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        assert_eq!(config.queues["default"], 10);
+        assert_eq!(config.queues["default"].concurrency(1), 10);
         let task = &config.tasks["report.build"];
         assert_eq!(task.timeout, Some(Duration::from_secs(60)));
         assert_eq!(config.worker.lease, Some(Duration::from_secs(30)));

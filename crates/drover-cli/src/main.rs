@@ -5,11 +5,14 @@
 //! store calls.
 
 mod backend;
+mod capacity_config;
 mod cli;
+mod command_runtime;
 mod commands;
 mod config;
 mod hooks;
 mod http;
+mod local_runtime;
 mod output;
 mod process;
 mod setup;
@@ -73,6 +76,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => commands::migrate::run(&url, &config).await?,
         Command::Bench(args) => {
             commands::bench::run(cli.database.as_deref(), &config, args).await?
+        }
+        Command::Slots { command } => commands::slots::run(&url, &config, command).await?,
+        Command::Simulate(args) => commands::simulate::run(&config, args).await?,
+        Command::Reserve(args) => commands::reserve::reserve(&url, &config, args).await?,
+        Command::Release { id, json } => {
+            commands::reserve::release(&url, &config, id, json).await?
         }
     }
     Ok(ExitCode::SUCCESS)

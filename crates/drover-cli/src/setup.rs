@@ -31,7 +31,11 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
     let mut queues: BTreeMap<String, usize> = if config.queues.is_empty() {
         BTreeMap::from([("default".to_owned(), DEFAULT_CONCURRENCY)])
     } else {
-        config.queues.clone()
+        config
+            .queues
+            .iter()
+            .map(|(queue, section)| (queue.clone(), section.concurrency(DEFAULT_CONCURRENCY)))
+            .collect()
     };
     // A task's queue must be worked, or its jobs would wait forever.
     for (kind, task) in &config.tasks {

@@ -6,6 +6,7 @@
 //! tested without sleeping.
 
 pub mod admin_cases;
+pub mod capacity;
 pub mod cases;
 pub mod finish_claim;
 pub mod pg_server;
@@ -16,7 +17,7 @@ pub mod pg_server;
 #[macro_export]
 macro_rules! conformance_suite {
     ($make:expr) => {
-        $crate::conformance_suite!(@cases $make;
+        $crate::conformance_suite!(@cases cases; $make;
             migrate_is_idempotent,
             insert_then_get_round_trips_every_field,
             bulk_insert_returns_ids_in_order,
@@ -42,35 +43,33 @@ macro_rules! conformance_suite {
             archive_moves_finished_rows_past_the_cutoff,
             archive_refuses_names_that_are_not_identifiers
         );
-        $crate::conformance_suite!(@cases_in admin_cases, $make;
+        $crate::conformance_suite!(@cases admin_cases; $make;
             actions_on_many_jobs_change_only_what_they_apply_to,
             paused_queues_give_no_jobs_until_resumed,
             cached_counts_are_refreshed_and_capped,
             list_filters_by_time_and_args,
             repeated_outcomes_are_told_apart_from_stale_ones
         );
-        $crate::conformance_suite!(@cases_in finish_claim, $make;
+        $crate::conformance_suite!(@cases finish_claim; $make;
             finish_and_claim_records_outcomes_before_claiming,
             finish_and_claim_claims_for_several_queues_and_rejects_stale_outcomes,
             finish_and_claim_with_nothing_to_finish_is_a_claim
         );
+        $crate::conformance_suite!(@cases capacity; $make;
+            slot_transitions_are_fenced_by_state_and_generation,
+            reservation_assignment_keeps_the_lease_limit,
+            release_and_expiry_give_leases_back,
+            hand_back_returns_reservations_to_pending,
+            capacity_lists_filter_and_count,
+            concurrent_assigners_keep_the_lease_limit
+        );
     };
-    (@cases_in $module:ident, $make:expr; $($case:ident),* $(,)?) => {
+    (@cases $module:ident; $make:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 let (store, _guard) = $make.await;
                 $crate::$module::$case(store.clone()).await;
-                store.close().await;
-            }
-        )*
-    };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let (store, _guard) = $make.await;
-                $crate::cases::$case(store.clone()).await;
                 store.close().await;
             }
         )*

@@ -19,6 +19,11 @@ use tokio::sync::watch;
 use crate::admin::{
     ActResult, JobActParams, QueueCountsRefreshParams, QueuePauseParams, QueueRecord, TimeRange,
 };
+use crate::capacity::{
+    ReservationAssignParams, ReservationCount, ReservationExpireParams, ReservationInsertParams,
+    ReservationListParams, ReservationRecord, ReservationReleaseParams, SlotInsertParams,
+    SlotListParams, SlotRecord, SlotTransitionParams,
+};
 use crate::error::StoreError;
 use crate::job::{ClaimedJob, JobId, JobRecord, JobState, NewJob};
 
@@ -192,6 +197,60 @@ pub trait Store: Send + Sync + 'static {
     /// Flushes pending writes and closes connections. Later calls fail with
     /// [`StoreError::Closed`].
     async fn close(&self);
+
+    // Capacity (the autoscaler's slots and reservations, see `capacity.rs`). Kept together.
+
+    /// Records a new slot of a system in `launching` at generation 1: the launch is on record
+    /// before the runtime is asked to make it.
+    async fn slot_insert(&self, params: SlotInsertParams) -> Result<SlotRecord, StoreError>;
+
+    /// Moves a slot to another state, fenced by the state and generation the caller read.
+    /// `None` when the slot is gone or no longer in that state and generation (nothing changed).
+    /// See [`SlotTransitionParams`] for the side effects of each target state.
+    async fn slot_transition(
+        &self,
+        params: SlotTransitionParams,
+    ) -> Result<Option<SlotRecord>, StoreError>;
+
+    /// Slots matching the filters, by id.
+    async fn slot_list(&self, params: SlotListParams) -> Result<Vec<SlotRecord>, StoreError>;
+
+    /// Records a pending reservation that expires `ttl` from now.
+    async fn reservation_insert(
+        &self,
+        params: ReservationInsertParams,
+    ) -> Result<ReservationRecord, StoreError>;
+
+    /// Assigns pending, unexpired reservations to ready slots of their system, in order, in one
+    /// transaction. An assignment is refused (false in the answer, in input order) when the
+    /// reservation is no longer pending, the slot is not ready, or the slot already holds its
+    /// lease limit: the limit holds however many callers assign at once. List a reservation
+    /// once per call.
+    async fn reservation_assign(
+        &self,
+        params: ReservationAssignParams,
+    ) -> Result<Vec<bool>, StoreError>;
+
+    /// Releases a pending or assigned reservation (giving its slot's lease back). The record
+    /// after the call (unchanged when it had already ended); `None` when there is no such
+    /// reservation.
+    async fn reservation_release(
+        &self,
+        params: ReservationReleaseParams,
+    ) -> Result<Option<ReservationRecord>, StoreError>;
+
+    /// Expires pending and assigned reservations past their time to live (giving their leases
+    /// back). Returns how many.
+    async fn reservation_expire(&self, params: ReservationExpireParams) -> Result<u64, StoreError>;
+
+    /// Reservations matching the filters, oldest first.
+    async fn reservation_list(
+        &self,
+        params: ReservationListParams,
+    ) -> Result<Vec<ReservationRecord>, StoreError>;
+
+    /// Counts of open (pending and assigned) reservations per system and phase.
+    async fn reservation_count(&self) -> Result<Vec<ReservationCount>, StoreError>;
 
     // --- Finishing and claiming in one transaction (issue 13). ---
 

@@ -39,6 +39,7 @@
 
 mod admin;
 mod batch;
+mod capacity;
 mod cluster;
 mod config;
 mod error;

@@ -151,10 +151,52 @@ CREATE INDEX drover_jobs_discarded ON drover_jobs (id) WHERE state = 'discarded'
 CREATE INDEX drover_jobs_cancelled ON drover_jobs (id) WHERE state = 'cancelled';
 "#,
     ),
+    (
+        5,
+        r#"
+-- The autoscaler's capacity: one row per slot, reused across its lives (generation grows).
+CREATE TABLE drover_slots (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    system           text        NOT NULL,
+    state            text        NOT NULL CHECK (state IN ('empty', 'launching', 'booting',
+                         'binding', 'ready', 'draining', 'error')),
+    instance_id      text,
+    generation       bigint      NOT NULL,
+    leases           integer     NOT NULL DEFAULT 0 CHECK (leases >= 0),
+    failures         integer     NOT NULL DEFAULT 0,
+    reason           text        NOT NULL,
+    created_at       timestamptz NOT NULL,
+    launched_at      timestamptz,
+    state_changed_at timestamptz NOT NULL,
+    last_used_at     timestamptz NOT NULL,
+    notice_at        timestamptz
+);
+CREATE INDEX drover_slots_system ON drover_slots (system, state);
+CREATE TABLE drover_reservations (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    system      text        NOT NULL,
+    phase       text        NOT NULL CHECK (phase IN ('pending', 'assigned', 'released',
+                    'expired')),
+    holder      text        NOT NULL,
+    slot_id     bigint,
+    created_at  timestamptz NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    assigned_at timestamptz,
+    finished_at timestamptz
+);
+-- Only open reservations are read by the tick; finished ones never slow it down.
+CREATE INDEX drover_reservations_open ON drover_reservations (system, id)
+    WHERE phase IN ('pending', 'assigned');
+CREATE INDEX drover_reservations_expiry ON drover_reservations (expires_at)
+    WHERE phase IN ('pending', 'assigned');
+CREATE INDEX drover_reservations_slot ON drover_reservations (slot_id)
+    WHERE phase = 'assigned';
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 4;
+pub(crate) const LATEST: u32 = 5;
 
 /// Applies what is missing, inside the caller's transaction; returns the versions applied.
 pub(crate) async fn migrate(db: &Db<'_>, schema: Option<&str>) -> Result<Vec<u32>, DbError> {

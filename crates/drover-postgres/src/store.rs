@@ -14,7 +14,10 @@ use drover_core::{
     JobInsertParams, JobListParams, JobOutcome, JobRecord, JobRescueParams, JobRetryParams,
     LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseRef,
     LeaseStatus, Limits, MigrateReport, NewJob, Outcome, ProcessPruneParams, ProcessRecord,
-    ProcessUpsertParams, QueueStateCount, RescuedJob, Store, StoreError, Wakeups,
+    ProcessUpsertParams, QueueStateCount, RescuedJob, ReservationAssignParams, ReservationCount,
+    ReservationExpireParams, ReservationInsertParams, ReservationListParams, ReservationRecord,
+    ReservationReleaseParams, SlotInsertParams, SlotListParams, SlotRecord, SlotTransitionParams,
+    Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use tokio::sync::{oneshot, watch};
@@ -26,7 +29,9 @@ use crate::insert::InsertSql;
 use crate::listener::{Listener, ListenerSettings};
 use crate::session::{self, Db};
 use crate::vacuum::Vacuum;
-use crate::{admin, cluster, finish_claim, insert, jobs, maintenance, parked, schema, wake};
+use crate::{
+    admin, capacity, cluster, finish_claim, insert, jobs, maintenance, parked, schema, wake,
+};
 use drover_core::parked::{Parked, ParkedClaims};
 
 /// Tries of a transaction that the server rolled back for a deadlock or a serialization
@@ -829,6 +834,71 @@ impl Store for PgStore {
         if let Some(listener) = listener {
             listener.stop().await;
         }
+    }
+
+    async fn slot_insert(&self, params: SlotInsertParams) -> Result<SlotRecord, StoreError> {
+        in_transaction!(self, |db| capacity::slot_insert(db, &params).await?)
+    }
+
+    async fn slot_transition(
+        &self,
+        params: SlotTransitionParams,
+    ) -> Result<Option<SlotRecord>, StoreError> {
+        in_transaction!(self, |db| capacity::slot_transition(db, &params).await?)
+    }
+
+    async fn slot_list(&self, params: SlotListParams) -> Result<Vec<SlotRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| capacity::slot_list(db, &params).await?)
+    }
+
+    async fn reservation_insert(
+        &self,
+        params: ReservationInsertParams,
+    ) -> Result<ReservationRecord, StoreError> {
+        in_transaction!(self, |db| {
+            capacity::reservation_insert(db, &params.system, &params.holder, params.ttl, params.now)
+                .await?
+        })
+    }
+
+    async fn reservation_assign(
+        &self,
+        params: ReservationAssignParams,
+    ) -> Result<Vec<bool>, StoreError> {
+        if params.assignments.is_empty() {
+            return Ok(Vec::new());
+        }
+        in_transaction!(self, |db| {
+            capacity::reservation_assign(db, &params.assignments, params.now).await?
+        })
+    }
+
+    async fn reservation_release(
+        &self,
+        params: ReservationReleaseParams,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        in_transaction!(self, |db| {
+            capacity::reservation_release(db, params.id, params.now).await?
+        })
+    }
+
+    async fn reservation_expire(&self, params: ReservationExpireParams) -> Result<u64, StoreError> {
+        in_transaction!(self, |db| capacity::reservation_expire(db, params.now)
+            .await?)
+    }
+
+    async fn reservation_list(
+        &self,
+        params: ReservationListParams,
+    ) -> Result<Vec<ReservationRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| capacity::reservation_list(db, &params).await?)
+    }
+
+    async fn reservation_count(&self) -> Result<Vec<ReservationCount>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| capacity::reservation_count(db).await?)
     }
 }
 

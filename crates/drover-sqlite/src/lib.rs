@@ -14,6 +14,7 @@
 //!   explicitly.
 
 mod admin;
+mod capacity;
 mod cluster;
 mod config;
 mod jobs;

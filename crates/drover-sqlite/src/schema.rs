@@ -145,10 +145,53 @@ CREATE INDEX drover_jobs_discarded ON drover_jobs (id) WHERE state = 'discarded'
 CREATE INDEX drover_jobs_cancelled ON drover_jobs (id) WHERE state = 'cancelled';
 "#,
     ),
+    (
+        5,
+        r#"
+-- The autoscaler's capacity: one row per slot, reused across its lives (generation grows).
+CREATE TABLE drover_slots (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    system           TEXT    NOT NULL,
+    state            TEXT    NOT NULL CHECK (state = 'empty' OR state = 'launching'
+                         OR state = 'booting' OR state = 'binding' OR state = 'ready'
+                         OR state = 'draining' OR state = 'error'),
+    instance_id      TEXT,
+    generation       INTEGER NOT NULL,
+    leases           INTEGER NOT NULL DEFAULT 0 CHECK (leases >= 0),
+    failures         INTEGER NOT NULL DEFAULT 0,
+    reason           TEXT    NOT NULL,
+    created_at       TEXT    NOT NULL,
+    launched_at      TEXT,
+    state_changed_at TEXT    NOT NULL,
+    last_used_at     TEXT    NOT NULL,
+    notice_at        TEXT
+);
+CREATE INDEX drover_slots_system ON drover_slots (system, state);
+CREATE TABLE drover_reservations (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    system      TEXT    NOT NULL,
+    phase       TEXT    NOT NULL CHECK (phase = 'pending' OR phase = 'assigned'
+                    OR phase = 'released' OR phase = 'expired'),
+    holder      TEXT    NOT NULL,
+    slot_id     INTEGER,
+    created_at  TEXT    NOT NULL,
+    expires_at  TEXT    NOT NULL,
+    assigned_at TEXT,
+    finished_at TEXT
+);
+-- Only open reservations are read by the tick; finished ones never slow it down.
+CREATE INDEX drover_reservations_open ON drover_reservations (system, id)
+    WHERE (phase = 'pending' OR phase = 'assigned');
+CREATE INDEX drover_reservations_expiry ON drover_reservations (expires_at)
+    WHERE (phase = 'pending' OR phase = 'assigned');
+CREATE INDEX drover_reservations_slot ON drover_reservations (slot_id)
+    WHERE phase = 'assigned';
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 4;
+pub(crate) const LATEST: u32 = 5;
 
 /// Applies what is missing; returns the versions applied.
 pub(crate) fn migrate(conn: &Connection, now: &str) -> rusqlite::Result<Vec<u32>> {

@@ -11,8 +11,10 @@ use drover_core::{
     JobClaimParams, JobFinishClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
     JobInsertParams, JobListParams, JobRecord, JobRescueParams, JobRetryParams, LeaderElectParams,
     LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport,
-    ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob, Store,
-    StoreError, Wakeups,
+    ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob,
+    ReservationAssignParams, ReservationCount, ReservationExpireParams, ReservationInsertParams,
+    ReservationListParams, ReservationRecord, ReservationReleaseParams, SlotInsertParams,
+    SlotListParams, SlotRecord, SlotTransitionParams, Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use rusqlite::Connection;
@@ -22,7 +24,7 @@ use crate::config::{SqliteConfig, Synchronous};
 use crate::readers::Readers;
 use crate::wake::{WakeFile, watch as watch_wake_file};
 use crate::writer::{Writer, is_busy};
-use crate::{admin, cluster, jobs, maintenance, schema, time};
+use crate::{admin, capacity, cluster, jobs, maintenance, schema, time};
 use drover_core::parked::ParkedClaims;
 
 /// A [`Store`] on one SQLite file. See the crate documentation for its design.
@@ -587,5 +589,110 @@ impl Store for SqliteStore {
         }
         // Nothing will take them now; their workers learn the store is closed.
         self.parked.clear();
+    }
+
+    async fn slot_insert(&self, params: SlotInsertParams) -> Result<SlotRecord, StoreError> {
+        self.write(move |cx| {
+            sql(capacity::slot_insert(
+                cx.conn,
+                &params.system,
+                &params.reason,
+                now_or_clock(params.now),
+            ))
+        })
+        .await
+    }
+
+    async fn slot_transition(
+        &self,
+        params: SlotTransitionParams,
+    ) -> Result<Option<SlotRecord>, StoreError> {
+        self.write(move |cx| {
+            sql(capacity::slot_transition(
+                cx.conn,
+                &params,
+                now_or_clock(params.now),
+            ))
+        })
+        .await
+    }
+
+    async fn slot_list(&self, params: SlotListParams) -> Result<Vec<SlotRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers
+            .read(move |conn| capacity::slot_list(conn, &params))
+            .await
+    }
+
+    async fn reservation_insert(
+        &self,
+        params: ReservationInsertParams,
+    ) -> Result<ReservationRecord, StoreError> {
+        self.write(move |cx| {
+            sql(capacity::reservation_insert(
+                cx.conn,
+                &params.system,
+                &params.holder,
+                params.ttl,
+                now_or_clock(params.now),
+            ))
+        })
+        .await
+    }
+
+    async fn reservation_assign(
+        &self,
+        params: ReservationAssignParams,
+    ) -> Result<Vec<bool>, StoreError> {
+        if params.assignments.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(move |cx| {
+            sql(capacity::reservation_assign(
+                cx.conn,
+                &params.assignments,
+                now_or_clock(params.now),
+            ))
+        })
+        .await
+    }
+
+    async fn reservation_release(
+        &self,
+        params: ReservationReleaseParams,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        self.write(move |cx| {
+            sql(capacity::reservation_release(
+                cx.conn,
+                params.id,
+                now_or_clock(params.now),
+            ))
+        })
+        .await
+    }
+
+    async fn reservation_expire(&self, params: ReservationExpireParams) -> Result<u64, StoreError> {
+        self.write(move |cx| {
+            sql(capacity::reservation_expire(
+                cx.conn,
+                now_or_clock(params.now),
+            ))
+        })
+        .await
+    }
+
+    async fn reservation_list(
+        &self,
+        params: ReservationListParams,
+    ) -> Result<Vec<ReservationRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers
+            .read(move |conn| capacity::reservation_list(conn, &params))
+            .await
+    }
+
+    async fn reservation_count(&self) -> Result<Vec<ReservationCount>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers.read(capacity::reservation_count).await
     }
 }

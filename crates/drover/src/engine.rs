@@ -46,6 +46,7 @@ use crate::remote::RemoteWorkers;
 use crate::retention::PreparedPolicy;
 use crate::runtime::{Shared, StopReason};
 use crate::services::archiver::Archiver;
+use crate::services::autoscaler::{AutoscalerParts, AutoscalerService};
 use crate::services::counter::Counter;
 use crate::services::presence::{self, Pruner};
 use crate::services::rescuer::{Rescuer, RescuerConfig};
@@ -64,6 +65,7 @@ pub struct EngineBuilder {
     cron: Vec<CronSchedule>,
     retention: Vec<PreparedPolicy>,
     metrics: Option<Arc<Metrics>>,
+    autoscaler: Option<AutoscalerParts>,
 }
 
 impl EngineBuilder {
@@ -138,6 +140,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Runs the capacity autoscaler on the leader (see [`crate::autoscaler`]).
+    pub fn autoscaler(mut self, parts: AutoscalerParts) -> Self {
+        self.autoscaler = Some(parts);
+        self
+    }
+
     /// Validates the configuration — settings, task kinds, every cron expression and time zone,
     /// every cron job — and builds the engine. Nothing starts on an error.
     pub fn build(self) -> Result<Engine, Error> {
@@ -166,6 +174,12 @@ impl EngineBuilder {
                 job,
             });
         }
+        if let Some(parts) = &self.autoscaler {
+            parts
+                .config
+                .validate()
+                .map_err(|err| Error::Config(err.to_string()))?;
+        }
         let process_id = self.config.process_id.clone().unwrap_or_else(process_id);
         let metrics = self.metrics.unwrap_or_default();
         for (queue, kind) in self
@@ -188,6 +202,7 @@ impl EngineBuilder {
             metrics.declare_table(&policy.policy.table);
         }
         Ok(Engine {
+            autoscaler: self.autoscaler,
             store: Arc::new(MeteredStore::new(self.store, metrics.clone())),
             metrics,
             clock: self.clock,
@@ -211,6 +226,7 @@ pub struct Engine {
     hooks: Vec<Arc<dyn Hook>>,
     cron: Vec<CronJob>,
     retention: Vec<PreparedPolicy>,
+    autoscaler: Option<AutoscalerParts>,
     process_id: String,
 }
 
@@ -236,6 +252,7 @@ impl Engine {
             cron: Vec::new(),
             retention: Vec::new(),
             metrics: None,
+            autoscaler: None,
         }
     }
 
@@ -287,7 +304,7 @@ impl Engine {
         let foremen = spawn_foremen(&shared, &stop_claiming);
         let mut services =
             spawn_process_loops(&shared, outcomes_rx, claims_rx, &abandon, &stop_services);
-        let leader_services: Vec<Arc<dyn LeaderService>> = vec![
+        let mut leader_services: Vec<Arc<dyn LeaderService>> = vec![
             Arc::new(Pruner {
                 shared: shared.clone(),
             }),
@@ -301,6 +318,12 @@ impl Engine {
                 policies: self.retention,
             }),
         ];
+        if let Some(parts) = self.autoscaler {
+            leader_services.push(Arc::new(AutoscalerService {
+                shared: shared.clone(),
+                parts,
+            }));
+        }
         let (leader_tx, leader) = watch::channel(None);
         let elector = Elector::new(shared.clone(), leader_services, leader_tx);
         let elector = supervise::spawn(

@@ -39,6 +39,7 @@
 //! ```
 
 pub mod admin;
+pub mod autoscaler;
 pub mod builtin;
 mod client;
 mod completer;

@@ -28,7 +28,11 @@ pub(crate) async fn run(
     serve_by_default: bool,
 ) -> anyhow::Result<ExitCode> {
     // Everything is validated before the database is touched.
-    let engine_config = setup::engine_config(config, args)?;
+    let mut engine_config = setup::engine_config(config, args)?;
+    if let (Some(slot), Some(generation)) = (args.slot, args.slot_generation) {
+        // The local runtime sees the slot bound once this id is in the process registry.
+        engine_config.process_id = Some(crate::local_runtime::worker_process_id(slot, generation));
+    }
     let http = HttpSettings::resolve(args.listen.as_deref(), config, serve_by_default)?;
     // A port in use fails the start before anything runs.
     let listener = match &http {
@@ -52,6 +56,17 @@ pub(crate) async fn run(
     }
     for hook in setup::command_hooks(config) {
         builder = builder.hook(hook);
+    }
+    // A slot's own worker does not scale: it would launch workers for the slots it serves.
+    if args.slot.is_none()
+        && let Some(autoscaler) = crate::capacity_config::autoscaler_config(config)?
+    {
+        let runtime = crate::capacity_config::runtime(config, &autoscaler, &store, url)?;
+        builder = builder.autoscaler(drover::services::autoscaler::AutoscalerParts {
+            config: autoscaler,
+            runtime,
+            metrics: Default::default(),
+        });
     }
     let handle = builder.build()?.start();
     // Long polls end at the first signal; the server itself stays up while running jobs finish,
@@ -83,23 +98,46 @@ pub(crate) async fn run(
     };
     tracing::info!(database = %backend::redact(url), "drover is running; stop with SIGINT or SIGTERM");
 
-    let failure = tokio::select! {
+    // A slot worker whose slot was interrupted gets SIGUSR1: it hands back what it runs at once
+    // (its capacity is going away), instead of finishing it.
+    let mut interrupted = match args.slot {
+        Some(_) => Some(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::user_defined1(),
+        )?),
+        None => None,
+    };
+    let interrupt = async {
+        match &mut interrupted {
+            Some(signal) => signal.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    let (failure, hand_back) = tokio::select! {
         signal = signals::first_then_arm_second() => {
             tracing::info!(
                 signal,
                 running = handle.running(),
                 "shutting down: no new jobs are claimed (send the signal again to exit at once)"
             );
-            None
+            (None, false)
+        }
+        _ = interrupt => {
+            tracing::info!(running = handle.running(),
+                "slot interrupted (SIGUSR1): handing back what runs here at once");
+            (None, true)
         }
         failure = handle.failure() => {
             tracing::error!(%failure, running = handle.running(),
                 "shutting down: a background loop stopped, and a half-alive worker is worse than none");
-            Some(failure)
+            (Some(failure), false)
         }
     };
     stop_leasing.cancel();
-    let report = handle.shutdown().await;
+    let report = if hand_back {
+        handle.shutdown_within(std::time::Duration::ZERO).await
+    } else {
+        handle.shutdown().await
+    };
     stop_server.cancel();
     if let Some(server) = server
         && tokio::time::timeout(std::time::Duration::from_secs(5), server)

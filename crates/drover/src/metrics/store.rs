@@ -260,6 +260,77 @@ impl Store for MeteredStore {
         timed!(self, "archive_pending", self.inner.archive_pending(params))
     }
 
+    async fn slot_insert(&self, params: SlotInsertParams) -> Result<SlotRecord, StoreError> {
+        timed!(self, "slot_insert", self.inner.slot_insert(params))
+    }
+
+    async fn slot_transition(
+        &self,
+        params: SlotTransitionParams,
+    ) -> Result<Option<SlotRecord>, StoreError> {
+        timed!(self, "slot_transition", self.inner.slot_transition(params))
+    }
+
+    async fn slot_list(&self, params: SlotListParams) -> Result<Vec<SlotRecord>, StoreError> {
+        timed!(self, "slot_list", self.inner.slot_list(params))
+    }
+
+    async fn reservation_insert(
+        &self,
+        params: ReservationInsertParams,
+    ) -> Result<ReservationRecord, StoreError> {
+        timed!(
+            self,
+            "reservation_insert",
+            self.inner.reservation_insert(params)
+        )
+    }
+
+    async fn reservation_assign(
+        &self,
+        params: ReservationAssignParams,
+    ) -> Result<Vec<bool>, StoreError> {
+        timed!(
+            self,
+            "reservation_assign",
+            self.inner.reservation_assign(params)
+        )
+    }
+
+    async fn reservation_release(
+        &self,
+        params: ReservationReleaseParams,
+    ) -> Result<Option<ReservationRecord>, StoreError> {
+        timed!(
+            self,
+            "reservation_release",
+            self.inner.reservation_release(params)
+        )
+    }
+
+    async fn reservation_expire(&self, params: ReservationExpireParams) -> Result<u64, StoreError> {
+        timed!(
+            self,
+            "reservation_expire",
+            self.inner.reservation_expire(params)
+        )
+    }
+
+    async fn reservation_list(
+        &self,
+        params: ReservationListParams,
+    ) -> Result<Vec<ReservationRecord>, StoreError> {
+        timed!(
+            self,
+            "reservation_list",
+            self.inner.reservation_list(params)
+        )
+    }
+
+    async fn reservation_count(&self) -> Result<Vec<ReservationCount>, StoreError> {
+        timed!(self, "reservation_count", self.inner.reservation_count())
+    }
+
     fn wakeups(&self) -> watch::Receiver<u64> {
         self.inner.wakeups()
     }

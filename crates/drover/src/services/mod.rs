@@ -6,6 +6,7 @@
 //! started by the elector (`crate::leader`); the rescuer runs in every process.
 
 pub(crate) mod archiver;
+pub mod autoscaler;
 pub mod counter;
 pub(crate) mod presence;
 pub mod rescuer;

@@ -1,0 +1,90 @@
+//! `drover reserve` and `drover release`: explicit reservations of capacity, through
+//! `drover::autoscaler::admin`.
+
+use std::time::Duration;
+
+use drover::autoscaler::admin;
+use drover_core::{ReservationRecord, SystemClock};
+
+use crate::cli::ReserveArgs;
+use crate::config::Config;
+use crate::{backend, capacity_config, output};
+
+pub(crate) async fn reserve(url: &str, config: &Config, args: ReserveArgs) -> anyhow::Result<()> {
+    let systems = capacity_config::autoscaler_config(config)?.unwrap_or_default();
+    let Some(system) = systems.systems.get(&args.system) else {
+        anyhow::bail!(
+            "--system {:?}: no [systems.{}] in the config (declared: {})",
+            args.system,
+            args.system,
+            systems
+                .systems
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let ttl = args.ttl.unwrap_or(system.reservation_ttl);
+    if ttl.is_zero() {
+        anyhow::bail!("--ttl: must be positive");
+    }
+    let store = backend::open(url, config, false).await?;
+    let result = async {
+        let mut record = admin::reserve(
+            store.as_ref(),
+            &SystemClock,
+            &args.system,
+            ttl,
+            &args.holder,
+        )
+        .await?;
+        if args.wait {
+            record =
+                admin::wait_answered(store.as_ref(), record.id, Duration::from_millis(250), ttl)
+                    .await?;
+        }
+        anyhow::Ok(record)
+    }
+    .await;
+    store.close().await;
+    let record = result?;
+    if args.json {
+        return output::json(&record);
+    }
+    print(&record);
+    if args.wait && record.slot_id.is_none() {
+        anyhow::bail!(
+            "reservation {} was not assigned ({})",
+            record.id,
+            record.phase
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn release(url: &str, config: &Config, id: i64, json: bool) -> anyhow::Result<()> {
+    let store = backend::open(url, config, false).await?;
+    let result = admin::release(store.as_ref(), &SystemClock, id).await;
+    store.close().await;
+    let record = result?;
+    if json {
+        return output::json(&record);
+    }
+    print(&record);
+    Ok(())
+}
+
+fn print(r: &ReservationRecord) {
+    output::table(
+        &["ID", "SYSTEM", "PHASE", "SLOT", "INSTANCE", "EXPIRES"],
+        &[vec![
+            r.id.to_string(),
+            r.system.clone(),
+            r.phase.to_string(),
+            r.slot_id.map_or_else(|| "-".into(), |s| s.to_string()),
+            r.instance_id.clone().unwrap_or_else(|| "-".into()),
+            output::time(r.expires_at),
+        ]],
+    );
+}

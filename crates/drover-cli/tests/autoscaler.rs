@@ -1,0 +1,321 @@
+//! The autoscaler through the real binary: `drover serve` with the sim runtime answers
+//! `drover reserve --wait`, `drover slots interrupt` hands the lease to a replacement, and bad
+//! input is refused with nothing changed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Env;
+use serde_json::Value;
+
+const T: Duration = Duration::from_secs(30);
+
+const CONFIG: &str = r#"
+[systems.gpu]
+max = 2
+idle_timeout = "1h"
+[autoscaler]
+runtime = "sim"
+interval = "100ms"
+[autoscaler.sim]
+boot_min = "0s"
+"#;
+
+/// Slot workers outlive the server that started them, by design (capacity outlives a leader).
+/// Dropped after the server, this stops the ones the test caused, by their registered pids, even
+/// when the test failed.
+struct SlotWorkers<'a>(&'a Env);
+
+impl Drop for SlotWorkers<'_> {
+    fn drop(&mut self) {
+        // A few rounds: a worker started just before the server died registers a moment later.
+        for _ in 0..4 {
+            let out = self.0.run(&["stats", "--json"]);
+            let stats: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            for process in stats["processes"].as_array().into_iter().flatten() {
+                let slot_worker = process["id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("local-"));
+                if let (true, Some(pid)) = (slot_worker, process["pid"].as_i64()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+fn slots(env: &Env) -> Vec<Value> {
+    serde_json::from_str::<Value>(&env.ok(&["slots", "list", "--json"]))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn reserve_interrupt_and_release_through_the_cli() {
+    let env = Env::new(CONFIG);
+    let _server = env.spawn("serve", &["serve"]);
+    let reservation: Value = serde_json::from_str(&env.ok(&[
+        "reserve", "--system", "gpu", "--ttl", "10m", "--wait", "--json",
+    ]))
+    .unwrap();
+    assert_eq!(reservation["phase"], "assigned", "{reservation}");
+    let first = reservation["instance_id"].as_str().unwrap().to_owned();
+    let slot_id = reservation["slot_id"].as_i64().unwrap();
+    let listed = slots(&env);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["state"], "ready");
+    assert_eq!(listed[0]["leases"], 1);
+
+    env.ok(&["slots", "interrupt", &slot_id.to_string()]);
+    // The lease moves to a replacement; the interrupted slot's instance is gone.
+    let deadline = Instant::now() + T;
+    loop {
+        let now = slots(&env);
+        let held = now
+            .iter()
+            .find(|s| s["leases"] == 1 && s["state"] == "ready");
+        if let Some(held) = held {
+            assert_ne!(held["instance_id"].as_str(), Some(first.as_str()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replacement took the lease: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let id = reservation["id"].as_i64().unwrap().to_string();
+    let released: Value = serde_json::from_str(&env.ok(&["release", &id, "--json"])).unwrap();
+    assert_eq!(released["phase"], "released");
+}
+
+#[test]
+fn bad_capacity_input_is_refused() {
+    let env = Env::new(CONFIG);
+    env.ok(&["migrate"]);
+    let err = env.fails(&["reserve", "--system", "cpu"]);
+    assert!(
+        err.contains("[systems.cpu]") && err.contains("gpu"),
+        "{err}"
+    );
+    let err = env.fails(&["slots", "drain", "999"]);
+    assert!(err.contains("no slot with id 999"), "{err}");
+    let err = env.fails(&["release", "999"]);
+    assert!(err.contains("no reservation with id 999"), "{err}");
+    assert!(slots(&env).is_empty());
+
+    let bad = Env::new("[systems.gpu]\nmin = 3\nmax = 1\n[autoscaler]\nruntime = \"sim\"\n");
+    let err = bad.fails(&["serve"]);
+    assert!(err.contains("systems.gpu.min"), "{err}");
+}
+
+const LOCAL: &str = r#"
+[queues]
+default = 2
+[queues.train]
+concurrency = 1
+system = "gpu"
+[tasks.nap]
+command = ["sleep", "0.3"]
+queue = "train"
+[systems.gpu]
+max = 3
+idle_timeout = "1s"
+min_lifetime = "1s"
+boot_timeout = "30s"
+[autoscaler]
+runtime = "local"
+interval = "200ms"
+"#;
+
+/// The local runtime with real processes: a backlog on a system's queue launches `drover
+/// worker --slot` processes (never more than the maximum), they drain it, and the idle ones are
+/// stopped after the idle time.
+#[test]
+fn a_backlog_launches_local_workers_that_drain_it_and_stop_when_idle() {
+    let env = Env::new(LOCAL);
+    let ids: Vec<i64> = (0..12).map(|_| env.enqueue(&["nap"])).collect();
+    let _workers = SlotWorkers(&env);
+    // The server itself works only `default`: the `train` jobs need the system's slots.
+    let _server = env.spawn("serve", &["serve", "--queues", "default"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut most = 0;
+    loop {
+        let now = slots(&env);
+        most = most.max(now.len());
+        assert!(now.len() <= 3, "past the maximum: {now:?}");
+        let done = ids
+            .iter()
+            .filter(|id| env.job(**id)["state"] == "completed")
+            .count();
+        if done == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backlog not drained ({done} done): {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Only slot workers serve `train`, so slots were launched and ran the jobs.
+    assert!(most >= 1, "no slot was ever seen");
+    // Idle: drained and stopped, every worker process gone from the registry.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = slots(&env);
+        let workers = env.stats()["processes"]
+            .as_array()
+            .map(|p| {
+                p.iter()
+                    .filter(|p| p["id"].as_str().unwrap_or_default().starts_with("local-"))
+                    .count()
+            })
+            .unwrap_or(0);
+        if now.is_empty() && workers == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "idle workers not stopped: {now:?}, {workers} workers"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let all: Vec<Value> =
+        serde_json::from_str::<Value>(&env.ok(&["slots", "list", "--all", "--json"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone();
+    assert!(!all.is_empty());
+    assert!(all.iter().all(|s| s["state"] == "empty"), "{all:?}");
+}
+
+/// `drover slots interrupt` on a busy local slot: its job is handed back at once (not after
+/// its 30 s lease) and a replacement slot finishes it.
+#[test]
+fn interrupting_a_busy_local_slot_hands_its_job_to_a_replacement() {
+    let config = LOCAL
+        .replace("sleep\", \"0.3\"", "sleep\", \"4\"")
+        .replace("idle_timeout = \"1s\"", "idle_timeout = \"1h\"")
+        + "[worker]\nlease = \"30s\"\n";
+    let env = Env::new(&config);
+    let id = env.enqueue(&["nap"]);
+    let _workers = SlotWorkers(&env);
+    let _server = env.spawn("serve", &["serve", "--queues", "default"]);
+    env.wait_job(id, T, |job| job["state"] == "running");
+    // The worker runs the job as soon as it registers; the tick marks its slot ready next.
+    let deadline = Instant::now() + T;
+    let busy = loop {
+        if let Some(ready) = slots(&env).into_iter().find(|s| s["state"] == "ready") {
+            break ready;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the busy slot never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let interrupted_at = Instant::now();
+    env.ok(&["slots", "interrupt", &busy["id"].to_string()]);
+    let job = env.wait_job(id, T, |job| job["state"] == "completed");
+    let took = interrupted_at.elapsed();
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?}: the job waited for its lease instead of being handed back"
+    );
+    let history = job["history"].to_string();
+    assert!(
+        history.to_lowercase().contains("hand"),
+        "no hand-back recorded: {history}"
+    );
+    let now = slots(&env);
+    assert!(
+        now.iter().all(|s| s["id"] != busy["id"]),
+        "the interrupted slot still holds an instance: {now:?}"
+    );
+}
+
+/// The command runtime with the worked example script (`examples/autoscaler/capacity.sh`):
+/// a reservation is answered with the script's instance, whose bootstrap runs a real worker;
+/// once released and idle, the script is asked to terminate it.
+#[test]
+fn the_command_runtime_runs_the_example_script() {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/autoscaler/capacity.sh"
+    );
+    let config = format!(
+        r#"
+[queues]
+default = 1
+[queues.train]
+system = "gpu"
+[systems.gpu]
+max = 2
+idle_timeout = "1s"
+min_lifetime = "1s"
+[autoscaler]
+runtime = "command"
+interval = "200ms"
+[autoscaler.command]
+launch = ["{script}", "launch"]
+terminate = ["{script}", "terminate"]
+list = ["{script}", "list"]
+timeout = "20s"
+"#
+    );
+    let env = Env::new(&config);
+    let state = env.path("capacity-state");
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_drover"))
+        .parent()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let _workers = SlotWorkers(&env);
+    let mut serve = env.cmd(&["serve", "--queues", "default"]);
+    serve
+        .env("PATH", &path)
+        .env("CAPACITY_DIR", &state)
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(env.path("serve.log")).unwrap(),
+        ));
+    let mut server = common::Worker {
+        child: serve.spawn().unwrap(),
+        log: env.path("serve.log"),
+    };
+    server.wait_log("drover is running", T);
+    let reservation: Value = serde_json::from_str(&env.ok(&[
+        "reserve", "--system", "gpu", "--ttl", "10m", "--wait", "--json",
+    ]))
+    .unwrap();
+    assert_eq!(reservation["phase"], "assigned", "{reservation}");
+    let instance = reservation["instance_id"].as_str().unwrap().to_owned();
+    assert!(instance.starts_with("i-"), "{instance}");
+    assert!(
+        state.join(&instance).exists(),
+        "the script recorded its instance"
+    );
+    env.ok(&["release", &reservation["id"].to_string()]);
+    let deadline = Instant::now() + T;
+    while state.join(&instance).exists() || !slots(&env).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the idle instance was never terminated"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.signal(nix::sys::signal::Signal::SIGTERM);
+    server.wait_exit(T);
+}

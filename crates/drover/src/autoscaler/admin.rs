@@ -1,0 +1,198 @@
+//! Operator actions on capacity — list, drain, interrupt, reserve, release — as functions over
+//! the store, shared by the CLI and the HTTP API. The tick does the rest: a drained slot is
+//! terminated once its leases are finished, an interrupted one at once.
+
+use std::time::Duration;
+
+use drover_core::{
+    Clock, ReservationId, ReservationInsertParams, ReservationListParams, ReservationPhase,
+    ReservationRecord, ReservationReleaseParams, SlotId, SlotListParams, SlotRecord, SlotState,
+    SlotTransitionParams, Store, StoreError,
+};
+
+/// Why an operator action did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No such slot or reservation.
+    #[error("{0}")]
+    NotFound(String),
+    /// The action does not apply in the current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Bad input.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Slots, by id; only those of `system` when given; empty slots left out unless `all`.
+pub async fn slots(
+    store: &dyn Store,
+    system: Option<String>,
+    all: bool,
+) -> Result<Vec<SlotRecord>, AdminError> {
+    let states = if all {
+        Vec::new()
+    } else {
+        SlotState::ALL
+            .into_iter()
+            .filter(|s| *s != SlotState::Empty)
+            .collect()
+    };
+    Ok(store
+        .slot_list(SlotListParams {
+            system,
+            states,
+            ..Default::default()
+        })
+        .await?)
+}
+
+async fn slot(store: &dyn Store, id: SlotId) -> Result<SlotRecord, AdminError> {
+    store
+        .slot_list(SlotListParams {
+            id: Some(id),
+            ..Default::default()
+        })
+        .await?
+        .pop()
+        .ok_or_else(|| AdminError::NotFound(format!("no slot with id {id}")))
+}
+
+async fn to_draining(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    id: SlotId,
+    interrupt: bool,
+) -> Result<SlotRecord, AdminError> {
+    let current = slot(store, id).await?;
+    if !matches!(
+        current.state,
+        SlotState::Booting | SlotState::Binding | SlotState::Ready
+    ) {
+        return Err(AdminError::Conflict(format!(
+            "slot {id} is {}: only a booting, binding or ready slot can be {}",
+            current.state,
+            if interrupt { "interrupted" } else { "drained" }
+        )));
+    }
+    let now = clock.now();
+    let updated = store
+        .slot_transition(SlotTransitionParams {
+            id,
+            from: current.state,
+            generation: current.generation,
+            to: SlotState::Draining,
+            instance_id: None,
+            reason: if interrupt {
+                "interrupted by an operator".into()
+            } else {
+                "drained by an operator".into()
+            },
+            hand_back: interrupt,
+            notice_at: interrupt.then_some(now),
+            now: clock.store_now(),
+        })
+        .await?;
+    updated.ok_or_else(|| {
+        AdminError::Conflict(format!(
+            "slot {id} changed meanwhile (the autoscaler moved it); look again"
+        ))
+    })
+}
+
+/// Drains a slot: it takes no new lease, finishes those it holds, then its instance is
+/// terminated.
+pub async fn drain(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    id: SlotId,
+) -> Result<SlotRecord, AdminError> {
+    to_draining(store, clock, id, false).await
+}
+
+/// Interrupts a slot as a provider's notice would: its leases are handed back at once (their
+/// reservations pending again, for another slot) and its instance is terminated at the next
+/// tick, which launches a replacement when demand needs one.
+pub async fn interrupt(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    id: SlotId,
+) -> Result<SlotRecord, AdminError> {
+    to_draining(store, clock, id, true).await
+}
+
+/// Makes a reservation of one lease of `system` for `ttl`.
+pub async fn reserve(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    system: &str,
+    ttl: Duration,
+    holder: &str,
+) -> Result<ReservationRecord, AdminError> {
+    drover_core::validate::check_name("system", system)
+        .map_err(|err| AdminError::Invalid(err.to_string()))?;
+    if ttl.is_zero() {
+        return Err(AdminError::Invalid(
+            "the time to live must be positive".into(),
+        ));
+    }
+    Ok(store
+        .reservation_insert(ReservationInsertParams {
+            system: system.to_owned(),
+            holder: holder.to_owned(),
+            ttl,
+            now: clock.store_now(),
+        })
+        .await?)
+}
+
+/// One reservation.
+pub async fn reservation(
+    store: &dyn Store,
+    id: ReservationId,
+) -> Result<ReservationRecord, AdminError> {
+    store
+        .reservation_list(ReservationListParams {
+            id: Some(id),
+            ..Default::default()
+        })
+        .await?
+        .pop()
+        .ok_or_else(|| AdminError::NotFound(format!("no reservation with id {id}")))
+}
+
+/// Waits until a reservation is no longer pending (assigned, or ended), polling every
+/// `every`, for at most `timeout`. Returns it as last read.
+pub async fn wait_answered(
+    store: &dyn Store,
+    id: ReservationId,
+    every: Duration,
+    timeout: Duration,
+) -> Result<ReservationRecord, AdminError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let now = reservation(store, id).await?;
+        if now.phase != ReservationPhase::Pending || tokio::time::Instant::now() >= deadline {
+            return Ok(now);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Releases a reservation (its lease goes back to its slot).
+pub async fn release(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    id: ReservationId,
+) -> Result<ReservationRecord, AdminError> {
+    store
+        .reservation_release(ReservationReleaseParams {
+            id,
+            now: clock.store_now(),
+        })
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("no reservation with id {id}")))
+}
