@@ -228,7 +228,8 @@ pub(crate) struct WorkerArgs {
     #[arg(long, value_parser = parse_duration)]
     pub(crate) shutdown_timeout: Option<Duration>,
     /// Serve the HTTP API, dashboard and /metrics on this address (`serve`: default
-    /// 127.0.0.1:7070 or `[http] listen`; `worker`: only when given). `off` serves nothing.
+    /// 127.0.0.1:7070, or env DROVER_LISTEN, or `[http] listen`; `worker`: only when given).
+    /// `off` serves nothing.
     #[arg(long)]
     pub(crate) listen: Option<String>,
     /// Serve as this autoscaler slot (started by the `local` runtime).

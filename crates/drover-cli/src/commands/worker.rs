@@ -33,7 +33,13 @@ pub(crate) async fn run(
         // The local runtime sees the slot bound once this id is in the process registry.
         engine_config.process_id = Some(crate::local_runtime::worker_process_id(slot, generation));
     }
-    let http = HttpSettings::resolve(args.listen.as_deref(), config, serve_by_default)?;
+    // DROVER_LISTEN is for `serve` only: a `worker` serves only when asked on its command line.
+    let listen = args.listen.clone().or_else(|| {
+        serve_by_default
+            .then(|| std::env::var("DROVER_LISTEN").ok())
+            .flatten()
+    });
+    let http = HttpSettings::resolve(listen.as_deref(), config, serve_by_default)?;
     // A port in use fails the start before anything runs.
     let listener = match &http {
         Some(settings) => Some(settings.bind().await?),

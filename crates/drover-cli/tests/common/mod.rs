@@ -39,6 +39,8 @@ impl Env {
                 format!("sqlite://{}", self.path("drover.db").display()),
             )
             .env("DROVER_CONFIG", self.path("drover.toml"))
+            // Tests run side by side: a `serve` listens on a port of its own.
+            .env("DROVER_LISTEN", "127.0.0.1:0")
             .env("DROVER_LOG", "info")
             .env_remove("RUST_LOG")
             .stdin(Stdio::null());
