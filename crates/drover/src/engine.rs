@@ -182,6 +182,9 @@ impl EngineBuilder {
         }
         let process_id = self.config.process_id.clone().unwrap_or_else(process_id);
         let metrics = self.metrics.unwrap_or_default();
+        if let Some(parts) = &self.autoscaler {
+            metrics.attach_autoscaler(parts.metrics.clone());
+        }
         for (queue, kind) in self
             .tasks
             .values()

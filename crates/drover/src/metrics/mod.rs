@@ -8,8 +8,9 @@
 //!
 //! Counters and histograms are recorded where the work happens: store operations by
 //! [`MeteredStore`], outcomes by the completer and by remote (HTTP) workers' leases. Gauges are
-//! set from the cached counts just before each scrape ([`Metrics::observe_queues`]).
+//! set from the cached counts just before each scrape ([`Metrics::observe`]).
 
+mod autoscaler;
 mod store;
 
 use std::sync::Mutex;
@@ -116,9 +117,13 @@ pub struct Metrics {
     archive_rows: Family<TableLabels, Counter>,
     store_seconds: Family<OpLabels, Histogram, fn() -> Histogram>,
     http_requests: Family<HttpLabels, Counter>,
-    /// Queues seen by the last [`Metrics::observe_queues`], whose gauges must be reset when a
-    /// queue disappears from the counts.
+    /// Queues seen by the last [`Metrics::observe`], whose gauges must be reset when a queue
+    /// disappears from the counts.
     seen_queues: Mutex<Vec<String>>,
+    autoscaler: autoscaler::AutoscalerSeries,
+    /// The autoscaler whose numbers are exported, when this engine runs one.
+    autoscaler_source:
+        std::sync::OnceLock<std::sync::Arc<crate::autoscaler::metrics::AutoscalerMetrics>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -153,8 +158,11 @@ impl Metrics {
             store_seconds: Family::new_with_constructor(fast_histogram as fn() -> Histogram),
             http_requests: Family::default(),
             seen_queues: Mutex::new(Vec::new()),
+            autoscaler: Default::default(),
+            autoscaler_source: Default::default(),
             registry: Registry::default(),
         };
+        metrics.autoscaler.register(&mut registry);
         let r = &mut registry;
         r.register(
             "drover_jobs_enqueued",
@@ -251,6 +259,14 @@ impl Metrics {
             });
         }
         self.declare_queue(queue);
+    }
+
+    /// Exports the numbers of this engine's autoscaler too.
+    pub fn attach_autoscaler(
+        &self,
+        source: std::sync::Arc<crate::autoscaler::metrics::AutoscalerMetrics>,
+    ) {
+        let _ = self.autoscaler_source.set(source);
     }
 
     /// Creates the archived-rows series of a retention table at zero.
@@ -400,6 +416,9 @@ impl Metrics {
         }
         self.workers_busy.set(busy as i64);
         self.leader.set(i64::from(leader));
+        if let Some(source) = self.autoscaler_source.get() {
+            self.autoscaler.observe(source);
+        }
     }
 
     /// The metrics in the Prometheus text format 0.0.4 (what `promtool check metrics` and every
@@ -464,5 +483,27 @@ mod tests {
         assert!(text.contains("# TYPE drover_job_duration_seconds histogram"));
         assert!(!text.contains("# EOF"));
         assert!(metrics.encode_openmetrics().ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_autoscaler_s_numbers_are_exported_counters_by_their_growth() {
+        let metrics = Metrics::new();
+        let source = std::sync::Arc::new(crate::autoscaler::metrics::AutoscalerMetrics::default());
+        metrics.attach_autoscaler(source.clone());
+        source.launch("gpu", "success");
+        source.launch("gpu", "success");
+        source.interruption();
+        metrics.observe(&[], Timestamp::now(), 0, true);
+        metrics.observe(&[], Timestamp::now(), 0, true);
+        let text = metrics.encode_text();
+        assert!(
+            text.contains("drover_autoscaler_launches_total{system=\"gpu\",result=\"success\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("drover_autoscaler_interruptions_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE drover_autoscaler_tick_duration_seconds gauge"));
     }
 }
