@@ -30,6 +30,9 @@ pub enum Error {
         /// The name given.
         name: String,
     },
+    /// An operator action on capacity (slots, reservations) that did nothing.
+    #[error(transparent)]
+    Capacity(#[from] crate::autoscaler::admin::AdminError),
     /// A lease presented by a remote worker that it no longer holds: the job was rescued,
     /// finished by another run, or the token is unknown. Nothing changed.
     #[error("lease lost: {0}")]

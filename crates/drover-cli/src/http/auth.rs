@@ -20,6 +20,7 @@ fn is_operator_action(method: &Method, path: &str) -> bool {
     let path = path.trim_end_matches('/');
     path.starts_with("/api/v1/queues/")
         || path.starts_with("/api/v1/cron/")
+        || path.starts_with("/api/v1/slots/")
         || path == "/api/v1/jobs/actions"
         || (path.starts_with("/api/v1/jobs/") && path != "/api/v1/jobs/batch")
 }

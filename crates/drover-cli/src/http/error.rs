@@ -149,6 +149,17 @@ impl From<drover::Error> for ApiError {
             drover::Error::Invalid(error) => error.into(),
             drover::Error::Store(error) => error.into(),
             drover::Error::UnknownName { .. } => Self::not_found(error.to_string()),
+            drover::Error::Capacity(error) => {
+                use drover::autoscaler::admin::AdminError;
+                match error {
+                    AdminError::NotFound(message) => Self::not_found(message),
+                    AdminError::Conflict(message) => {
+                        Self::new(StatusCode::CONFLICT, "conflict", message)
+                    }
+                    AdminError::Invalid(message) => Self::invalid("body", message),
+                    AdminError::Store(error) => error.into(),
+                }
+            }
             drover::Error::LeaseLost(message) => {
                 Self::new(StatusCode::CONFLICT, "lease_lost", message)
             }

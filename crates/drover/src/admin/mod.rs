@@ -5,6 +5,7 @@
 //! the cache the leader refreshes (`services::counter`), never from a scan per request. Actions
 //! on "every job matching a filter" run in bounded batches and report what they changed.
 
+mod capacity;
 mod cluster;
 mod jobs;
 mod queues;

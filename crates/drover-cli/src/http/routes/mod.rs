@@ -2,6 +2,7 @@
 //! description, through `utoipa_axum::routes!`: the document at `/api/openapi.json` is built
 //! from the same declarations as the router, so the two cannot drift.
 
+mod capacity;
 mod cluster;
 mod jobs;
 mod leases;
@@ -35,6 +36,7 @@ use super::{ApiError, AppState};
         (name = "jobs", description = "Enqueue, list, inspect, retry, cancel and discard jobs"),
         (name = "queues", description = "Queue depth and pause / resume"),
         (name = "cluster", description = "The leader, the processes and the cron schedules"),
+        (name = "capacity", description = "The autoscaler's slots and reservations"),
         (name = "leases", description = "Workers in any language: lease, heartbeat, complete, fail"),
         (name = "operations", description = "Health probes and Prometheus metrics"),
     )
@@ -73,6 +75,12 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(leases::complete_many))
         .routes(routes!(leases::fail))
         .routes(routes!(leases::hand_back))
+        .routes(routes!(capacity::list_slots))
+        .routes(routes!(capacity::drain_slot))
+        .routes(routes!(capacity::interrupt_slot))
+        .routes(routes!(capacity::reserve))
+        .routes(routes!(capacity::get_reservation))
+        .routes(routes!(capacity::release))
         .routes(routes!(cluster::healthz))
         .routes(routes!(cluster::readyz))
         .routes(routes!(cluster::metrics))

@@ -1,0 +1,130 @@
+//! `/api/v1/slots` and `/api/v1/reservations`: the autoscaler's capacity, for operators and for
+//! programs that need a lease of a system (a GPU machine) outside the job queue.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use drover_core::{ReservationRecord, SlotRecord};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::http::error::ErrorBody;
+use crate::http::extract::{Body, Path, Query};
+use crate::http::{ApiError, AppState};
+
+/// Which slots.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SlotQuery {
+    /// Only this system's.
+    system: Option<String>,
+    /// Empty slots too.
+    #[serde(default)]
+    all: bool,
+}
+
+/// The slots, by id.
+#[utoipa::path(get, path = "/api/v1/slots", tag = "capacity", params(SlotQuery),
+    responses((status = 200, description = "The slots", body = Vec<Object>)))]
+pub(crate) async fn list_slots(
+    State(state): State<AppState>,
+    Query(query): Query<SlotQuery>,
+) -> Result<Json<Vec<SlotRecord>>, ApiError> {
+    Ok(Json(state.admin.slots(query.system, query.all).await?))
+}
+
+/// Drain a slot: it takes no new lease, finishes those it holds, then is terminated.
+#[utoipa::path(post, path = "/api/v1/slots/{id}/drain", tag = "capacity",
+    params(("id" = i64, Path, description = "Slot id")),
+    responses(
+        (status = 200, description = "Draining", body = Object),
+        (status = 404, description = "No such slot", body = ErrorBody),
+        (status = 409, description = "Not in a state that can drain", body = ErrorBody),
+    ))]
+pub(crate) async fn drain_slot(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<SlotRecord>, ApiError> {
+    Ok(Json(state.admin.drain_slot(id).await?))
+}
+
+/// Interrupt a slot as a provider's notice would: its leases are handed back at once, and a
+/// replacement is launched when demand needs one.
+#[utoipa::path(post, path = "/api/v1/slots/{id}/interrupt", tag = "capacity",
+    params(("id" = i64, Path, description = "Slot id")),
+    responses(
+        (status = 200, description = "Interrupted", body = Object),
+        (status = 404, description = "No such slot", body = ErrorBody),
+        (status = 409, description = "Not in a state that can be interrupted", body = ErrorBody),
+    ))]
+pub(crate) async fn interrupt_slot(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<SlotRecord>, ApiError> {
+    Ok(Json(state.admin.interrupt_slot(id).await?))
+}
+
+/// A reservation to make.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReserveBody {
+    /// The system, like `gpu`.
+    system: String,
+    /// Seconds the reservation lives unless released.
+    ttl_seconds: f64,
+    /// Who holds it (shown to operators).
+    holder: String,
+}
+
+/// Reserve one lease of a system; poll `GET /api/v1/reservations/{id}` until it is assigned
+/// (it then names its slot and instance), and release it when done.
+#[utoipa::path(post, path = "/api/v1/reservations", tag = "capacity", request_body = ReserveBody,
+    responses(
+        (status = 201, description = "Pending", body = Object),
+        (status = 400, description = "A bad system or ttl", body = ErrorBody),
+    ))]
+pub(crate) async fn reserve(
+    State(state): State<AppState>,
+    Body(body): Body<ReserveBody>,
+) -> Result<(StatusCode, Json<ReservationRecord>), ApiError> {
+    if !(body.ttl_seconds > 0.0 && body.ttl_seconds <= 86_400.0 * 30.0) {
+        return Err(ApiError::invalid(
+            "ttl_seconds",
+            "must be positive and at most 30 days",
+        ));
+    }
+    let ttl = Duration::from_secs_f64(body.ttl_seconds);
+    let record = state.admin.reserve(&body.system, ttl, &body.holder).await?;
+    Ok((StatusCode::CREATED, Json(record)))
+}
+
+/// One reservation.
+#[utoipa::path(get, path = "/api/v1/reservations/{id}", tag = "capacity",
+    params(("id" = i64, Path, description = "Reservation id")),
+    responses(
+        (status = 200, description = "The reservation", body = Object),
+        (status = 404, description = "No such reservation", body = ErrorBody),
+    ))]
+pub(crate) async fn get_reservation(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<ReservationRecord>, ApiError> {
+    Ok(Json(state.admin.reservation(id).await?))
+}
+
+/// Release a reservation: its lease goes back to its slot.
+#[utoipa::path(post, path = "/api/v1/reservations/{id}/release", tag = "capacity",
+    params(("id" = i64, Path, description = "Reservation id")),
+    responses(
+        (status = 200, description = "Released", body = Object),
+        (status = 404, description = "No such reservation", body = ErrorBody),
+    ))]
+pub(crate) async fn release(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<ReservationRecord>, ApiError> {
+    Ok(Json(state.admin.release(id).await?))
+}

@@ -1,0 +1,46 @@
+//! Capacity: the autoscaler's slots and reservations (see [`crate::autoscaler::admin`]).
+
+use std::time::Duration;
+
+use drover_core::{ReservationId, ReservationRecord, SlotId, SlotRecord};
+
+use super::Admin;
+use crate::autoscaler::admin as capacity;
+use crate::error::Error;
+
+impl Admin {
+    /// Slots, by id; only those of `system` when given; empty slots left out unless `all`.
+    pub async fn slots(&self, system: Option<String>, all: bool) -> Result<Vec<SlotRecord>, Error> {
+        Ok(capacity::slots(self.store(), system, all).await?)
+    }
+
+    /// Drains a slot: no new lease; it finishes what it holds, then is terminated.
+    pub async fn drain_slot(&self, id: SlotId) -> Result<SlotRecord, Error> {
+        Ok(capacity::drain(self.store(), self.clock.as_ref(), id).await?)
+    }
+
+    /// Interrupts a slot as a provider's notice would: its leases are handed back at once.
+    pub async fn interrupt_slot(&self, id: SlotId) -> Result<SlotRecord, Error> {
+        Ok(capacity::interrupt(self.store(), self.clock.as_ref(), id).await?)
+    }
+
+    /// Reserves one lease of `system` for `ttl`, on behalf of `holder`.
+    pub async fn reserve(
+        &self,
+        system: &str,
+        ttl: Duration,
+        holder: &str,
+    ) -> Result<ReservationRecord, Error> {
+        Ok(capacity::reserve(self.store(), self.clock.as_ref(), system, ttl, holder).await?)
+    }
+
+    /// One reservation: pending, or assigned with its slot and instance.
+    pub async fn reservation(&self, id: ReservationId) -> Result<ReservationRecord, Error> {
+        Ok(capacity::reservation(self.store(), id).await?)
+    }
+
+    /// Releases a reservation: its lease goes back to its slot.
+    pub async fn release(&self, id: ReservationId) -> Result<ReservationRecord, Error> {
+        Ok(capacity::release(self.store(), self.clock.as_ref(), id).await?)
+    }
+}
