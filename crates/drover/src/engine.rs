@@ -185,18 +185,11 @@ impl EngineBuilder {
         if let Some(parts) = &self.autoscaler {
             metrics.attach_autoscaler(parts.metrics.clone());
         }
-        for (queue, kind) in self
-            .tasks
-            .values()
-            .map(|task| (task.options().queue, task.kind().to_owned()))
-            .chain(
-                self.config
-                    .queues
-                    .keys()
-                    .map(|q| (q.clone(), "drover.noop".into())),
-            )
-        {
-            metrics.declare(&queue, &kind);
+        for task in self.tasks.values() {
+            metrics.declare(&task.options().queue, task.kind());
+        }
+        for queue in self.config.queues.keys() {
+            metrics.declare_queue(queue);
         }
         for job in &cron {
             metrics.declare(&job.job.queue, &job.job.kind);

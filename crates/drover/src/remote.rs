@@ -197,6 +197,14 @@ impl RemoteWorkers {
         }
     }
 
+    /// When a lease taken or renewed at `now` expires.
+    fn expiry_from(&self, now: Timestamp) -> Timestamp {
+        jiff::SignedDuration::try_from(self.lease)
+            .ok()
+            .and_then(|lease| now.checked_add(lease).ok())
+            .unwrap_or(now)
+    }
+
     /// Leases held by remote workers through this process (expired ones not counted).
     pub fn busy(&self) -> usize {
         let now = Instant::now();
@@ -252,9 +260,7 @@ impl RemoteWorkers {
                 })
                 .await?;
             let now = self.clock.now();
-            let expires_at = now
-                .checked_add(jiff::SignedDuration::try_from(self.lease).unwrap_or_default())
-                .unwrap_or(now);
+            let expires_at = self.expiry_from(now);
             let mut held = self.held.lock().expect("lease map poisoned");
             for job in claimed.jobs {
                 self.metrics
@@ -326,12 +332,9 @@ impl RemoteWorkers {
         {
             held.expires = Instant::now() + self.lease;
         }
-        let now = self.clock.now();
         Ok(HeartbeatAnswer {
             cancel_requested: status.cancel_requested,
-            lease_expires_at: now
-                .checked_add(jiff::SignedDuration::try_from(self.lease).unwrap_or_default())
-                .unwrap_or(now),
+            lease_expires_at: self.expiry_from(self.clock.now()),
         })
     }
 

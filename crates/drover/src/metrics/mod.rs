@@ -276,7 +276,8 @@ impl Metrics {
         });
     }
 
-    fn declare_queue(&self, queue: &str) {
+    /// Creates the depth series of a queue at zero.
+    pub fn declare_queue(&self, queue: &str) {
         for state in JobState::ALL {
             let _ = self.queue_jobs.get_or_create(&QueueStateLabels {
                 queue: queue.into(),
