@@ -57,6 +57,13 @@ pub(crate) async fn open_postgres(
 ) -> anyhow::Result<PgStore> {
     let mut pg = PgConfig::from_url(url).map_err(anyhow::Error::msg)?;
     pg.listen = listen;
+    if let Some(every) = config.database.listener_check_interval {
+        anyhow::ensure!(
+            every >= std::time::Duration::from_millis(100),
+            "database.listener_check_interval must be at least 100ms, not {every:?}"
+        );
+        pg.listener_check_interval = every;
+    }
     let mut tls = config.database.tls()?;
     // The URL's options were taken into `pg.tls`; both may set a field, to one value only.
     tls.merge(std::mem::take(&mut pg.tls))

@@ -119,6 +119,11 @@ pub(crate) struct DatabaseSection {
     pub(crate) sslcert: Option<PathBuf>,
     /// The client certificate's key (PEM), as libpq's `sslkey`.
     pub(crate) sslkey: Option<PathBuf>,
+    /// PostgreSQL: how often a worker's listener checks that its connection still answers
+    /// (default 30 s). `/healthz` reports the listener unhealthy once it has been disconnected
+    /// for longer than this.
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) listener_check_interval: Option<Duration>,
 }
 
 impl DatabaseSection {

@@ -6,6 +6,7 @@
 //! tested without sleeping.
 
 pub mod admin_cases;
+pub mod background;
 pub mod capacity;
 pub mod cases;
 pub mod finish_claim;
@@ -49,6 +50,9 @@ macro_rules! conformance_suite {
             cached_counts_are_refreshed_and_capped,
             list_filters_by_time_and_args,
             repeated_outcomes_are_told_apart_from_stale_ones
+        );
+        $crate::conformance_suite!(@cases background; $make;
+            background_work_is_reported_up
         );
         $crate::conformance_suite!(@cases finish_claim; $make;
             finish_and_claim_records_outcomes_before_claiming,

@@ -7,6 +7,7 @@
 //! cannot name a backend type.
 
 pub mod admin;
+pub mod background;
 pub mod capacity;
 pub mod clock;
 pub mod error;
@@ -21,6 +22,7 @@ pub use admin::{
     ActResult, JobActParams, JobAction, QueueCountsRefreshParams, QueuePauseParams, QueueRecord,
     TimeRange, act_refusal, json_contains,
 };
+pub use background::{BackgroundHealth, Outage};
 pub use capacity::*;
 pub use clock::{Clock, SimulatedClock, SystemClock};
 pub use error::{StoreError, ValidationError};

@@ -194,6 +194,13 @@ pub trait Store: Send + Sync + 'static {
     /// process, or in another one when the backend can tell).
     fn wakeups(&self) -> watch::Receiver<u64>;
 
+    /// The store's own background work (PostgreSQL: the listener), for the engine's health
+    /// report; see [`crate::background`]. Cheap and synchronous: read on every report. Empty
+    /// when the backend keeps nothing going by itself.
+    fn background_health(&self) -> Vec<crate::background::BackgroundHealth> {
+        Vec::new()
+    }
+
     /// Flushes pending writes and closes connections. Later calls fail with
     /// [`StoreError::Closed`].
     async fn close(&self);

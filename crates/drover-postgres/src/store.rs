@@ -824,6 +824,11 @@ impl Store for PgStore {
         self.wakeups.subscribe()
     }
 
+    fn background_health(&self) -> Vec<drover_core::BackgroundHealth> {
+        let listener = self.listener.lock().expect("listener lock poisoned");
+        listener.iter().map(Listener::health).collect()
+    }
+
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.writer.parked.clear();

@@ -106,25 +106,11 @@ impl TempCluster {
             let conf = format!("port = {}\n", cluster.port);
             append(&data.join("postgresql.auto.conf"), &conf)?;
             cluster.chown()?;
-            let log = cluster.dir.path().join("server.log");
-            match cluster.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    path_str(&data),
-                    "-l",
-                    path_str(&log),
-                    "-w",
-                    "-t",
-                    "120",
-                    "start",
-                ],
-            ) {
-                Ok(_) => return Ok(cluster),
+            match cluster.start_server() {
+                Ok(()) => return Ok(cluster),
                 Err(err) => {
-                    let log = fs::read_to_string(&log).unwrap_or_default();
-                    last = format!("{err}\nserver log:\n{log}");
-                    if !log.contains("could not bind") {
+                    last = err;
+                    if !last.contains("could not bind") {
                         break;
                     }
                 }
@@ -133,6 +119,54 @@ impl TempCluster {
         Err(format!(
             "the throwaway PostgreSQL cluster did not start: {last}"
         ))
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`): every
+    /// connection is cut, and no shutdown checkpoint is written (the next start replays the
+    /// WAL). Start it again with [`TempCluster::start_again`].
+    pub fn stop(&self) -> Result<(), String> {
+        let data = self.dir.path().join("data");
+        self.run(
+            "pg_ctl",
+            &["-D", path_str(&data), "-m", "immediate", "-w", "stop"],
+        )
+        .map(drop)
+    }
+
+    /// Starts a stopped server again, on the same port; waits until it accepts connections.
+    pub fn start_again(&self) -> Result<(), String> {
+        self.start_server()
+    }
+
+    /// [`TempCluster::stop`] then [`TempCluster::start_again`]: a server that crashed and came
+    /// back. (Not `pg_ctl restart`, which cannot send the new server's output to the log file.)
+    pub fn restart_immediate(&self) -> Result<(), String> {
+        self.stop()?;
+        self.start_again()
+    }
+
+    /// `pg_ctl start`, the server's output in `server.log`; the error carries the log.
+    fn start_server(&self) -> Result<(), String> {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                path_str(&data),
+                "-l",
+                path_str(&log),
+                "-w",
+                "-t",
+                "120",
+                "start",
+            ],
+        )
+        .map(drop)
+        .map_err(|err| {
+            let log = fs::read_to_string(&log).unwrap_or_default();
+            format!("{err}\nserver log:\n{log}")
+        })
     }
 
     /// The port the cluster listens on (127.0.0.1).

@@ -559,7 +559,9 @@ impl EngineHandle {
     /// Every background loop: its last successful tick (by the engine's clock), and whether it
     /// is ok (running, and ticking as often as it should).
     pub fn health(&self) -> HealthReport {
-        self.shared.health.report()
+        self.shared
+            .health
+            .report(&self.shared.store.background_health())
     }
 
     /// Completes, with what happened, if a background loop ends unasked or panics: the engine
@@ -656,7 +658,9 @@ impl std::fmt::Debug for EngineProbe {
 impl EngineProbe {
     /// The health of every background loop.
     pub fn health(&self) -> HealthReport {
-        self.shared.health.report()
+        self.shared
+            .health
+            .report(&self.shared.store.background_health())
     }
 
     /// The time by the engine's clock.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drover_core::Clock;
+use drover_core::{BackgroundHealth, Clock};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -95,15 +95,19 @@ impl Health {
             .remove(name);
     }
 
-    pub(crate) fn report(&self) -> HealthReport {
+    /// The report on every loop, and on the store's own background work (`background`, from
+    /// [`drover_core::Store::background_health`]).
+    pub(crate) fn report(&self, background: &[BackgroundHealth]) -> HealthReport {
         let now = self.clock.now();
-        let loops: Vec<LoopHealth> = self
+        let mut loops: Vec<LoopHealth> = self
             .loops
             .lock()
             .expect("health lock poisoned")
             .iter()
             .map(|(name, entry)| judge(name, entry, now))
             .collect();
+        loops.extend(background.iter().map(|work| judge_background(work, now)));
+        loops.sort_by(|a, b| a.name.cmp(&b.name));
         HealthReport {
             at: now,
             ok: loops.iter().all(|l| l.ok),
@@ -133,6 +137,42 @@ fn judge(name: &str, entry: &Entry, now: Timestamp) -> LoopHealth {
     }
 }
 
+/// The store's own background work: unhealthy once it has been down for longer than it is
+/// expected to prove itself working — a reconnection within that time is not an outage worth
+/// reporting — or when it has gone quiet for three of those intervals without saying why.
+fn judge_background(work: &BackgroundHealth, now: Timestamp) -> LoopHealth {
+    let every = work.expected_every;
+    let error = match (&work.outage, work.last_ok_ago) {
+        (Some(outage), _) if outage.for_ > every => Some(format!(
+            "down for {:?} (expected back within {every:?}): {}",
+            round_ms(outage.for_),
+            outage.reason
+        )),
+        (Some(_), _) => None,
+        (None, Some(ago)) if ago > every * 3 => Some(format!(
+            "no successful check for {:?} (expected every {every:?})",
+            round_ms(ago)
+        )),
+        (None, _) => None,
+    };
+    // Placed on the engine's clock: the store measures ages, not times.
+    let last_tick = work
+        .last_ok_ago
+        .and_then(|ago| jiff::SignedDuration::try_from(ago).ok())
+        .and_then(|ago| now.checked_sub(ago).ok());
+    LoopHealth {
+        name: work.name.clone(),
+        last_tick,
+        expected_every_ms: Some(every.as_millis() as u64),
+        ok: error.is_none(),
+        error,
+    }
+}
+
+fn round_ms(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use drover_core::SimulatedClock;
@@ -146,18 +186,18 @@ mod tests {
         let health = Health::new(clock.clone());
         health.register("heartbeat", Some(Duration::from_secs(10)));
         health.register("completer", None);
-        assert!(health.report().ok);
+        assert!(health.report(&[]).ok);
         clock.advance(SignedDuration::from_secs(25));
         health.ok("heartbeat");
         clock.advance(SignedDuration::from_secs(25));
-        let report = health.report();
+        let report = health.report(&[]);
         assert!(report.ok, "{report:?}");
         assert_eq!(
             report.loops[1].last_tick,
             Some("2026-01-01T00:00:25Z".parse().unwrap())
         );
         clock.advance(SignedDuration::from_secs(10));
-        let report = health.report();
+        let report = health.report(&[]);
         assert!(
             !report.ok
                 && report.loops[1]
@@ -168,8 +208,50 @@ mod tests {
         );
         health.ok("heartbeat");
         health.failed("completer", "panicked: boom".into());
-        let report = health.report();
+        let report = health.report(&[]);
         assert_eq!(report.loops[0].error.as_deref(), Some("panicked: boom"));
         assert!(!report.ok);
+    }
+
+    #[test]
+    fn store_work_is_unhealthy_only_when_down_for_longer_than_its_interval() {
+        let clock = Arc::new(SimulatedClock::new("2026-01-01T00:00:00Z".parse().unwrap()));
+        let health = Health::new(clock.clone());
+        health.register("heartbeat", None);
+        let every = Duration::from_secs(2);
+        let work = |last_ok_ago: Option<u64>, down_for: Option<u64>| BackgroundHealth {
+            name: "postgres listener".into(),
+            expected_every: every,
+            last_ok_ago: last_ok_ago.map(Duration::from_secs),
+            outage: down_for.map(|secs| drover_core::Outage {
+                for_: Duration::from_secs(secs),
+                reason: "lost its connection: terminated".into(),
+            }),
+        };
+        let listener = |report: HealthReport| {
+            report
+                .loops
+                .into_iter()
+                .find(|l| l.name == "postgres listener")
+                .unwrap()
+        };
+        let up = health.report(&[work(Some(1), None)]);
+        assert!(up.ok, "{up:?}");
+        assert_eq!(
+            listener(up).last_tick,
+            Some("2025-12-31T23:59:59Z".parse().unwrap())
+        );
+        // A reconnection within the interval is not reported.
+        assert!(health.report(&[work(Some(5), Some(1))]).ok);
+        let down = health.report(&[work(Some(5), Some(3))]);
+        assert!(!down.ok);
+        let error = listener(down).error.unwrap();
+        assert!(
+            error.contains("down for 3s") && error.contains("terminated"),
+            "{error}"
+        );
+        // Up but silent for three intervals: a check that never answers.
+        assert!(!health.report(&[work(Some(7), None)]).ok);
+        assert!(health.report(&[work(None, None)]).ok);
     }
 }

@@ -335,6 +335,10 @@ impl Store for MeteredStore {
         self.inner.wakeups()
     }
 
+    fn background_health(&self) -> Vec<drover_core::BackgroundHealth> {
+        self.inner.background_health()
+    }
+
     async fn close(&self) {
         self.inner.close().await
     }

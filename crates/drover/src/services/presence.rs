@@ -9,23 +9,33 @@ use tokio_util::sync::CancellationToken;
 
 use crate::leader::LeaderService;
 use crate::runtime::Shared;
+use crate::supervise::Persistence;
 
 /// Time between two presence heartbeats.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
 /// A process silent for this long is removed from the registry.
 const STALE_AFTER: Duration = Duration::from_secs(60);
 
-pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+/// Heartbeats until `stop` fires, then leaves the registry; gives up on a database that no
+/// longer works ([`Persistence`]).
+pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> Result<(), String> {
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut persistence = Persistence::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {
                 let call = shared.store.process_upsert(upsert_params(&shared));
                 match tokio::time::timeout(INTERVAL, call).await {
-                    Ok(Ok(())) => shared.health.ok("presence"),
-                    Ok(Err(err)) => tracing::debug!(error = %err, "presence heartbeat failed"),
+                    Ok(Ok(())) => {
+                        persistence.ok();
+                        shared.health.ok("presence");
+                    }
+                    Ok(Err(err)) => {
+                        tracing::debug!(error = %err, "presence heartbeat failed");
+                        persistence.failed(&err)?;
+                    }
                     Err(_) => tracing::debug!("presence heartbeat timed out"),
                 }
             }
@@ -33,6 +43,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     }
     let delete = shared.store.process_delete(shared.process_id.clone());
     let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
+    Ok(())
 }
 
 fn upsert_params(shared: &Shared) -> ProcessUpsertParams {

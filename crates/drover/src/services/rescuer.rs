@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hooks::JobEnd;
 use crate::runtime::Shared;
 use crate::stats::Counters;
+use crate::supervise::Persistence;
 
 /// Settings of the rescuer.
 #[derive(Debug, Clone, Copy)]
@@ -34,17 +35,25 @@ impl Rescuer {
         Self { shared, config }
     }
 
-    /// Runs a pass every interval until `stop` fires.
-    pub(crate) async fn run(&self, stop: CancellationToken) {
+    /// Runs a pass every interval until `stop` fires, or until it gives up on a database that
+    /// no longer works ([`Persistence`]).
+    pub(crate) async fn run(&self, stop: CancellationToken) -> Result<(), String> {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut persistence = Persistence::default();
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => return Ok(()),
                 _ = ticker.tick() => {
                     match self.run_once().await {
-                        Ok(_) => self.shared.health.ok("rescuer"),
-                        Err(err) => tracing::warn!(error = %err, "rescuer pass failed"),
+                        Ok(_) => {
+                            persistence.ok();
+                            self.shared.health.ok("rescuer");
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "rescuer pass failed");
+                            persistence.failed(&err)?;
+                        }
                     }
                 }
             }
