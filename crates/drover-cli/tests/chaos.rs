@@ -32,8 +32,8 @@ const CONCURRENCY: usize = 16;
 const WORKERS: usize = 3;
 /// On PostgreSQL, the first server restart comes this long after chaos starts, then one every
 /// [`RESTART_EVERY`].
-const FIRST_RESTART: Duration = Duration::from_secs(4);
-const RESTART_EVERY: Duration = Duration::from_secs(12);
+const FIRST_RESTART: Duration = Duration::from_secs(3);
+const RESTART_EVERY: Duration = Duration::from_secs(6);
 
 /// The two cases take turns.
 static TURN: Mutex<()> = Mutex::new(());
@@ -288,11 +288,12 @@ fn run(chaos: Chaos) {
     let faults = figures.kills + figures.stops + figures.restarts;
     let (stored, extra) = check_invariants(&chaos, &produced, faults);
     eprintln!(
-        "chaos ({}): {stored} jobs ({} enqueues failed and were tried again), {} kills, {} stops, \
-         {} server restarts, {extra} extra runs; chaos for {chaos_ended:.1?}, all completed \
-         {drained:.1?} after the start",
+        "chaos ({}): {stored} jobs ({} enqueues failed and were tried again; {} jobs of them \
+         stored anyway), {} kills, {} stops, {} server restarts, {extra} extra runs; chaos for \
+         {chaos_ended:.1?}, all completed {drained:.1?} after the start",
         chaos.backend(),
         produced.failed.len(),
+        stored - produced.acknowledged.len(),
         figures.kills,
         figures.stops,
         figures.restarts,
@@ -405,7 +406,10 @@ fn check_invariants(chaos: &Chaos, produced: &Produced, faults: usize) -> (usize
     assert_eq!(ids.len(), rows.len());
     let missing: Vec<_> = produced.acknowledged.difference(&ids).collect();
     assert!(missing.is_empty(), "acknowledged jobs lost: {missing:?}");
-    for row in rows.iter().filter(|r| !produced.acknowledged.contains(&r.id)) {
+    for row in rows
+        .iter()
+        .filter(|r| !produced.acknowledged.contains(&r.id))
+    {
         assert!(
             produced.failed.contains(&row.batch_try),
             "job {} was stored but never enqueued: batch and try {:?}",
@@ -437,7 +441,9 @@ fn check_invariants(chaos: &Chaos, produced: &Produced, faults: usize) -> (usize
             "job {id}: an error that is not a rescue: {}",
             row.error_text
         );
-        let ran = runs.get(&id).unwrap_or_else(|| panic!("job {id} never ran"));
+        let ran = runs
+            .get(&id)
+            .unwrap_or_else(|| panic!("job {id} never ran"));
         assert!(
             ran.contains(&row.attempt),
             "job {id}: its last attempt {} ran ({ran:?})",

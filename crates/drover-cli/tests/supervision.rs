@@ -143,13 +143,21 @@ default = 2
         .process
         .wait_log("PostgreSQL listener reconnected", T);
     let (status, body, listener) = health(&server);
-    assert_eq!((status, &listener["ok"]), (200, &Value::Bool(true)), "{body:#}");
+    assert_eq!(
+        (status, &listener["ok"]),
+        (200, &Value::Bool(true)),
+        "{body:#}"
+    );
 
     // Terminated while the server refuses new connections: it stays cut off, and once that has
     // lasted longer than the check interval the report says so.
     let hba = cluster.dir().join("data").join("pg_hba.conf");
     let trusting = std::fs::read_to_string(&hba).unwrap();
-    std::fs::write(&hba, "local all all trust\nhost all all 127.0.0.1/32 reject\n").unwrap();
+    std::fs::write(
+        &hba,
+        "local all all trust\nhost all all 127.0.0.1/32 reject\n",
+    )
+    .unwrap();
     cluster.psql("postgres", "SELECT pg_reload_conf()").unwrap();
     let cut_off = Instant::now();
     terminate();

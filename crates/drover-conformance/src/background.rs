@@ -16,7 +16,11 @@ pub async fn background_work_is_reported_up(store: DynStore) {
         assert!(w.outage.is_none(), "{} is down: {w:?}", w.name);
         assert!(!w.expected_every.is_zero(), "{w:?}");
         let ago = w.last_ok_ago.expect("proved itself working at least once");
-        assert!(ago <= w.expected_every, "{} last worked {ago:?} ago", w.name);
+        assert!(
+            ago <= w.expected_every,
+            "{} last worked {ago:?} ago",
+            w.name
+        );
     }
     let expected: BTreeSet<&str> = match store.backend() {
         "postgres" => ["postgres listener"].into(),

@@ -258,7 +258,10 @@ async fn run(
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(Ok(()));
                 }
-                match session.serve(&mut stop, settings.check_interval, &status).await {
+                match session
+                    .serve(&mut stop, settings.check_interval, &status)
+                    .await
+                {
                     None => return,
                     Some(reason) => {
                         tracing::warn!(channel = %settings.channel, %reason,

@@ -158,9 +158,7 @@ mod tests {
         for s in start..start + limit {
             assert!(p.failed_at(&gone, at(s)).is_ok(), "gave up early at {s}");
         }
-        let why = p
-            .failed_at(&gone, at(start + limit))
-            .expect_err("gives up");
+        let why = p.failed_at(&gone, at(start + limit)).expect_err("gives up");
         assert!(why.contains("no such table"), "{why}");
         // Two calls far apart are not enough.
         let mut p = Persistence::default();
