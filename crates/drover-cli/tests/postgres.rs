@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use pg::{PgEnv, engine_counts};
+use pg::PgEnv;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -31,8 +31,9 @@ fn three_workers_drain_20000_jobs_each_run_exactly_once() {
 shutdown_timeout = "10s"
 "#,
     );
+    // Each serves its /metrics: what every process did is read from there.
     let mut workers: Vec<_> = (0..3)
-        .map(|i| pg.spawn(&format!("w{i}"), &["worker"]))
+        .map(|i| pg.spawn(&format!("w{i}"), &["worker", "--listen", "127.0.0.1:0"]))
         .collect();
     let lines = vec![r#"{"kind":"drover.noop"}"#.to_owned(); JOBS];
     let started = Instant::now();
@@ -63,40 +64,46 @@ shutdown_timeout = "10s"
     assert_eq!(stats["total"]["completed"], JOBS, "{stats:#}");
     assert_eq!(stats["processes"].as_array().unwrap().len(), 3, "{stats:#}");
 
-    // Each process says what it did when it stops: the claims add up to one per job (no job was
-    // claimed twice), every one of them completed, and all three took part.
-    for worker in &workers {
-        worker.signal(Signal::SIGTERM);
-    }
-    let mut claimed = 0;
+    // Each process's metrics: the runs it recorded add up to one per job (no job ran twice),
+    // every one of them completed, none was refused or rescued, and all three took part.
     let mut completed = 0;
-    for (i, worker) in workers.iter_mut().enumerate() {
-        let status = worker.wait_exit(T);
-        let log = worker.log();
-        assert_eq!(status.code(), Some(0), "w{i}:\n{log}");
-        let counts = engine_counts(&log);
-        assert!(counts.claimed > 0, "w{i} claimed nothing: {counts:?}");
-        assert_eq!(counts.claimed, counts.completed, "w{i}: {counts:?}");
-        assert_eq!(counts.stale_rejected, 0, "w{i}: {counts:?}");
+    for (i, worker) in workers.iter().enumerate() {
+        let metrics = metrics_of(worker);
+        let finished = |outcome: &str| {
+            sample_sum(
+                &metrics,
+                "drover_jobs_finished_total",
+                &format!("outcome=\"{outcome}\""),
+            )
+        };
+        let done = finished("completed");
+        assert!(done > 0, "w{i} completed nothing:\n{metrics}");
+        for outcome in ["retried", "discarded", "cancelled", "handed_back"] {
+            assert_eq!(finished(outcome), 0, "w{i} {outcome}:\n{metrics}");
+        }
         assert_eq!(
-            (
-                counts.rescued,
-                counts.retried,
-                counts.discarded,
-                counts.handed_back
-            ),
-            (0, 0, 0, 0),
-            "w{i}: {counts:?}"
+            sample_sum(&metrics, "drover_outcomes_refused_total", ""),
+            0,
+            "w{i}"
         );
-        assert!(!log.contains("outcome refused"), "w{i}:\n{log}");
-        claimed += counts.claimed;
-        completed += counts.completed;
+        assert_eq!(
+            sample_sum(&metrics, "drover_leases_expired_total", ""),
+            0,
+            "w{i}"
+        );
+        completed += done;
     }
-    assert_eq!(claimed, JOBS as u64, "claims across the three processes");
     assert_eq!(
         completed, JOBS as u64,
         "completions across the three processes"
     );
+    for worker in &workers {
+        worker.signal(Signal::SIGTERM);
+    }
+    for (i, worker) in workers.iter_mut().enumerate() {
+        let status = worker.wait_exit(T);
+        assert_eq!(status.code(), Some(0), "w{i}:\n{}", worker.log());
+    }
     eprintln!("drained {JOBS} jobs with 3 workers in {drained:?}");
 }
 
@@ -115,7 +122,8 @@ default = 10
 "#,
     );
     let mut victim = pg.spawn("victim", &["worker"]);
-    let survivor = pg.spawn("survivor", &["worker"]);
+    // Its /metrics count the rescues (every rescue after the kill is the survivor's).
+    let survivor = pg.spawn("survivor", &["worker", "--listen", "127.0.0.1:0"]);
     let victim_id = pg.process_id(&victim);
     let survivor_id = pg.process_id(&survivor);
 
@@ -170,11 +178,17 @@ default = 10
             assert!(errors.is_empty(), "{job:#}");
         }
     }
-    let log = survivor.log();
-    assert!(log.contains("rescued a job whose lease expired"), "{log}");
-    assert!(!log.contains("outcome refused"), "{log}");
-    let rescues = log.matches("rescued a job whose lease expired").count();
-    assert_eq!(rescues, held.len(), "one rescue per held job:\n{log}");
+    let metrics = metrics_of(&survivor);
+    assert_eq!(
+        sample_sum(&metrics, "drover_leases_expired_total", ""),
+        held.len() as u64,
+        "one rescue per held job:\n{metrics}"
+    );
+    assert_eq!(
+        sample_sum(&metrics, "drover_outcomes_refused_total", ""),
+        0,
+        "{metrics}"
+    );
 }
 
 #[test]
@@ -315,4 +329,48 @@ fn tls_settings_in_the_config_apply_and_bad_ones_fail_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("sslmode is set twice"), "{err}");
+}
+
+/// The `/metrics` text of a worker started with `--listen`, read once its counts have settled:
+/// a run's outcome is counted just after it is recorded, so two reads a moment apart must agree.
+fn metrics_of(worker: &common::Worker) -> String {
+    let log = worker.log();
+    let addr = log
+        .split("listening on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no listen address in the log:\n{log}"))
+        .to_owned();
+    let read = || {
+        ureq::get(&format!("http://{addr}/metrics"))
+            .call()
+            .expect("GET /metrics")
+            .into_string()
+            .unwrap()
+    };
+    pg::eventually(T, "settled metrics", || {
+        let first = read();
+        std::thread::sleep(Duration::from_millis(200));
+        let second = read();
+        let finished = |text: &str| sample_sum(text, "drover_jobs_finished_total", "");
+        if finished(&first) == finished(&second) {
+            Ok(second)
+        } else {
+            Err(second)
+        }
+    })
+}
+
+/// The sum of the samples of `name` whose labels contain `label` (Prometheus text format).
+fn sample_sum(metrics: &str, name: &str, label: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let (series_name, labels) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name && labels.contains(label)
+        })
+        .map(|(_, value)| value.parse::<f64>().unwrap() as u64)
+        .sum()
 }
