@@ -2,7 +2,8 @@
 //! machine: many `drover` processes on many hosts sharing one database.
 //!
 //! - **Pool**: a bounded [`deadpool_postgres`] pool. Every session sets `statement_timeout`
-//!   and `idle_in_transaction_session_timeout` (RELIABILITY.md rule 8), and
+//!   and `idle_in_transaction_session_timeout` (a stalled statement or an abandoned
+//!   transaction must not hold locks forever), and
 //!   `search_path` when a schema is configured (`?schema=NAME` in the URL).
 //! - **Claims** take up to `limit` jobs in one statement with `FOR UPDATE SKIP LOCKED` on a
 //!   partial index over available jobs: concurrent workers never wait for each other, and

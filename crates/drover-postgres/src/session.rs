@@ -48,8 +48,8 @@ pub(crate) fn pool(
         .map_err(|err| format!("cannot build the connection pool: {err}"))
 }
 
-/// The `SET` statements every engine session runs once, when it is opened (RELIABILITY.md rule
-/// 8: a stalled statement or an abandoned transaction must not hold locks forever).
+/// The `SET` statements every engine session runs once, when it is opened: a stalled statement
+/// or an abandoned transaction must not hold locks forever.
 fn session_setup(config: &PgConfig, schema: Option<&str>) -> String {
     let mut sql = format!(
         "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {};",

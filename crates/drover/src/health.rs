@@ -18,14 +18,15 @@ pub struct HealthReport {
     pub at: Timestamp,
     /// True when every loop is ok.
     pub ok: bool,
-    /// One entry per loop, by name.
+    /// One entry per loop and per piece of the store's background work, by name.
     pub loops: Vec<LoopHealth>,
 }
 
 /// One background loop's health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LoopHealth {
-    /// The loop, e.g. `heartbeat`, `completer`, `foreman default`, `cron scheduler`.
+    /// The loop, e.g. `heartbeat`, `completer`, `foreman default`, `cron scheduler`, or the
+    /// store's own background work, e.g. `postgres listener`.
     pub name: String,
     /// Its last successful tick, if it has had one. Loops driven by events (the completer,
     /// the foremen) tick only when there is work.

@@ -2,7 +2,7 @@
 //!
 //! A remote worker leases jobs (long-polling, woken by the engine's own wake-ups), heartbeats
 //! them, and completes, fails or hands them back by their lease token. The token is the fence,
-//! exactly as for a local worker (RELIABILITY.md rule 1): every write is conditional on the job
+//! exactly as for a local worker: every write is conditional on the job
 //! still running under that token, so a worker that stalled past its lease, or was killed and
 //! replayed, changes nothing. Repeating the same call with the same token is answered as the
 //! first was (the network may lose an answer); only a lost lease is refused.

@@ -1,5 +1,5 @@
-//! `drover bench`: measures Drover the way `shared/peers` measures the peer queues, so that the
-//! figures compare side by side: no-op jobs, producer and worker in one process, a fresh
+//! `drover bench`: measures Drover the way the peer queues were measured (the README's Speed
+//! section), so that the figures compare side by side: no-op jobs, producer and worker in one process, a fresh
 //! database for every run, the median of several runs.
 //!
 //! - `enqueue_bulk`: N jobs, 1,000 per call (one transaction each).

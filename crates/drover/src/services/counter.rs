@@ -54,7 +54,8 @@ impl Counter {
                 cap: self.config.cap,
                 now: self.shared.clock.store_now(),
             });
-        // A hung count must not stall the service silently (RELIABILITY.md rule 6).
+        // A hung count must not stall the service silently: every database call of a
+        // background loop has a deadline.
         tokio::time::timeout(self.config.interval.max(Duration::from_secs(30)), call)
             .await
             .map_err(|_| StoreError::Unavailable("counting jobs timed out".into()))??;
