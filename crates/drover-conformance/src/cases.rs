@@ -316,7 +316,11 @@ pub async fn completion_is_fenced_by_the_lease_token(store: DynStore) {
     let record = get(&store, id).await;
     assert_eq!(record.state, JobState::Completed);
     assert_eq!(record.completed_at, Some(at(3)));
-    assert!(record.lease_owner.is_none());
+    assert_eq!(
+        record.lease_owner.as_deref(),
+        Some("w"),
+        "a finished job keeps the owner of its last run"
+    );
 }
 
 /// The River #1302 scenario: a worker stalls past its lease, the job is rescued and claimed

@@ -118,6 +118,7 @@ pub async fn process_registry_tracks_heartbeats(store: DynStore) {
         host: "host-1".into(),
         pid: 42,
         queues: vec!["default".into(), "mail".into()],
+        concurrency: Default::default(),
         version: "0.1.0".into(),
         now: Some(now),
     };

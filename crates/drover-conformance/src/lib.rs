@@ -5,6 +5,7 @@
 //! Cases pin the time (`now: Some(..)`) so that lease expiry, backoff and scheduled jobs are
 //! tested without sleeping.
 
+pub mod activity_cases;
 pub mod admin_cases;
 pub mod archive_cases;
 pub mod capacity;
@@ -44,6 +45,12 @@ macro_rules! conformance_suite {
             leader_resign_hands_over_at_once,
             process_registry_tracks_heartbeats,
             cron_fire_records_each_fire_time_once
+        );
+        $crate::conformance_suite!(@cases activity_cases; $make;
+            retention_runs_are_recorded_newest_first_and_bounded,
+            throughput_adds_up_per_minute_across_processes,
+            attempts_name_their_process_and_finished_jobs_keep_their_owner,
+            processes_record_their_concurrency_per_queue
         );
         $crate::conformance_suite!(@cases archive_cases; $make;
             archive_moves_finished_rows_past_the_cutoff,

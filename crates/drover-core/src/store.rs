@@ -26,9 +26,11 @@ use crate::capacity::{
 use crate::error::StoreError;
 use crate::job::{JobId, JobRecord};
 
+mod activity;
 mod cluster;
 mod jobs;
 
+pub use activity::*;
 pub use cluster::*;
 pub use jobs::*;
 
@@ -182,6 +184,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes fire records older than `before`, keeping each schedule's latest.
     async fn cron_prune(&self, params: CronPruneParams) -> Result<u64, StoreError>;
+
+    /// Records a run of a retention policy (failed runs too, with their error), and deletes
+    /// the policy's runs beyond the newest `keep`, in one transaction.
+    async fn retention_run_insert(
+        &self,
+        params: RetentionRunInsertParams,
+    ) -> Result<(), StoreError>;
+
+    /// Recorded retention runs, by policy name, each policy's newest first (by start), at most
+    /// `limit` per policy.
+    async fn retention_run_list(
+        &self,
+        params: RetentionRunListParams,
+    ) -> Result<Vec<RetentionRunRecord>, StoreError>;
+
+    /// Adds a process's counts of completed and failed jobs per minute and queue to its own
+    /// rows (creating the missing ones), in one transaction. Rows are keyed by process, so
+    /// processes never write the same row.
+    async fn throughput_add(&self, params: ThroughputAddParams) -> Result<(), StoreError>;
+
+    /// The stored counts per minute from `since` on, summed over every process (and every
+    /// queue, unless one is asked for), oldest first; minutes without a row are absent.
+    async fn throughput_list(
+        &self,
+        params: ThroughputListParams,
+    ) -> Result<Vec<ThroughputMinute>, StoreError>;
+
+    /// Deletes the counts of minutes before `before`. Returns how many rows went.
+    async fn throughput_prune(&self, params: ThroughputPruneParams) -> Result<u64, StoreError>;
 
     /// The columns of a table of this database, or `None` when it does not exist. `table` must
     /// be a plain identifier (checked by the caller).

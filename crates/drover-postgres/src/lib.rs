@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+mod activity;
 mod admin;
 mod batch;
 mod capacity;

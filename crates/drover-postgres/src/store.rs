@@ -29,7 +29,9 @@ use crate::session::{self, Db};
 use crate::txn::{in_transaction, on_connection};
 use crate::vacuum::Vacuum;
 use crate::writer::{InsertWriter, inserted_queues};
-use crate::{admin, capacity, cluster, finish_claim, insert, jobs, maintenance, schema, wake};
+use crate::{
+    activity, admin, capacity, cluster, finish_claim, insert, jobs, maintenance, schema, wake,
+};
 use drover_core::parked::ParkedClaims;
 
 /// A [`Store`] on PostgreSQL. See the crate documentation for its design.
@@ -555,6 +557,49 @@ impl Store for PgStore {
 
     async fn cron_prune(&self, params: CronPruneParams) -> Result<u64, StoreError> {
         in_transaction!(self, |db| maintenance::cron_prune(db, params.before)
+            .await?)
+    }
+
+    async fn retention_run_insert(
+        &self,
+        params: drover_core::RetentionRunInsertParams,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, |db| activity::retention_run_insert(db, &params)
+            .await?)
+    }
+
+    async fn retention_run_list(
+        &self,
+        params: drover_core::RetentionRunListParams,
+    ) -> Result<Vec<drover_core::RetentionRunRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| activity::retention_run_list(db, &params).await?)
+    }
+
+    async fn throughput_add(
+        &self,
+        params: drover_core::ThroughputAddParams,
+    ) -> Result<(), StoreError> {
+        if params.counts.is_empty() {
+            return Ok(());
+        }
+        // One statement: its own transaction.
+        on_connection!(self, |db| activity::throughput_add(db, &params).await?)
+    }
+
+    async fn throughput_list(
+        &self,
+        params: drover_core::ThroughputListParams,
+    ) -> Result<Vec<drover_core::ThroughputMinute>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| activity::throughput_list(db, &params).await?)
+    }
+
+    async fn throughput_prune(
+        &self,
+        params: drover_core::ThroughputPruneParams,
+    ) -> Result<u64, StoreError> {
+        on_connection!(self, |db| activity::throughput_prune(db, params.before)
             .await?)
     }
 

@@ -1,6 +1,7 @@
 //! Params and answers of the [`Store`](super::Store) methods about the cluster's shared state:
 //! leadership, the process registry, cron fires and the retention archiver.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -86,6 +87,8 @@ pub struct ProcessUpsertParams {
     pub pid: u32,
     /// Queues it works.
     pub queues: Vec<String>,
+    /// Its configured concurrency (most jobs at once) per queue it works.
+    pub concurrency: BTreeMap<String, u32>,
     /// Drover version.
     pub version: String,
     /// The time; `None` for the database clock.
@@ -103,6 +106,9 @@ pub struct ProcessRecord {
     pub pid: u32,
     /// Queues it works.
     pub queues: Vec<String>,
+    /// Its configured concurrency per queue it works (empty for a process registered by a
+    /// version that did not record it).
+    pub concurrency: BTreeMap<String, u32>,
     /// Drover version.
     pub version: String,
     /// When it registered.
