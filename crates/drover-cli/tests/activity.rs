@@ -49,7 +49,11 @@ fn throughput_validates_and_zero_fills(server: &Server) {
         ("minutes=lots", "query"),
     ] {
         let (status, answer) = server.get(&format!("/api/v1/throughput?{query}"));
-        assert_eq!((status, error_field(&answer)), (400, field), "{query}: {answer}");
+        assert_eq!(
+            (status, error_field(&answer)),
+            (400, field),
+            "{query}: {answer}"
+        );
     }
     let (status, points) = server.get("/api/v1/throughput");
     assert_eq!(status, 200, "{points}");
@@ -75,13 +79,12 @@ fn throughput_validates_and_zero_fills(server: &Server) {
 fn sums(server: &Server) -> (u64, u64) {
     let (status, points) = server.get("/api/v1/throughput?minutes=10");
     assert_eq!(status, 200, "{points}");
-    points
-        .as_array()
-        .unwrap()
-        .iter()
-        .fold((0, 0), |(c, f), p| {
-            (c + p["completed"].as_u64().unwrap(), f + p["failed"].as_u64().unwrap())
-        })
+    points.as_array().unwrap().iter().fold((0, 0), |(c, f), p| {
+        (
+            c + p["completed"].as_u64().unwrap(),
+            f + p["failed"].as_u64().unwrap(),
+        )
+    })
 }
 
 /// Three completions and two failures (one retried, then discarded) show up in the
@@ -165,7 +168,9 @@ fn retention_runs_are_listed(server: &Server, cli: &dyn Fn(&[&str]) -> String) {
 fn round_trip(server: &Server, cli: &dyn Fn(&[&str]) -> String) {
     throughput_validates_and_zero_fills(server);
     let failed = outcomes_reach_the_throughput(server);
-    let owner = failed["lease_owner"].as_str().expect("a finished job keeps its owner");
+    let owner = failed["lease_owner"]
+        .as_str()
+        .expect("a finished job keeps its owner");
     let pid = server.process.child.id().to_string();
     assert!(owner.contains(&pid), "{failed:#}");
     let errors = failed["errors"].as_array().unwrap();

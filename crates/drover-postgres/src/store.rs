@@ -11,11 +11,11 @@ use drover_core::{
     CronRegisterParams, CronState, FinishClaimResult, FinishResult, InsertedJob, JobCancelParams,
     JobClaimParams, JobFinishClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
     JobInsertParams, JobListParams, JobRecord, JobRescueParams, JobRetryParams, LeaderElectParams,
-    LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus,
-    MigrateReport, NewJob, ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount,
-    RescuedJob, ReservationAssignParams, ReservationCount, ReservationExpireParams,
-    ReservationInsertParams, ReservationListParams, ReservationRecord, ReservationReleaseParams,
-    SlotInsertParams, SlotListParams, SlotRecord, SlotTransitionParams, Store, StoreError, Wakeups,
+    LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport,
+    NewJob, ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob,
+    ReservationAssignParams, ReservationCount, ReservationExpireParams, ReservationInsertParams,
+    ReservationListParams, ReservationRecord, ReservationReleaseParams, SlotInsertParams,
+    SlotListParams, SlotRecord, SlotTransitionParams, Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use tokio::sync::{oneshot, watch};

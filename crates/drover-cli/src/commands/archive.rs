@@ -118,7 +118,9 @@ async fn list(url: &str, config: &Config, json: bool) -> anyhow::Result<()> {
         return output::json(&views);
     }
     if views.is_empty() {
-        println!("no retention policies ([jobs_archive] is disabled and there is no [[retention]])");
+        println!(
+            "no retention policies ([jobs_archive] is disabled and there is no [[retention]])"
+        );
         return Ok(());
     }
     let rows: Vec<Vec<String>> = views
