@@ -64,6 +64,8 @@ pub(crate) async fn open_postgres(
         );
         pg.listener_check_interval = every;
     }
+    // Enqueues in the caller's transaction are checked against the same limits as the rest.
+    pg.limits = crate::setup::limits(config);
     let mut tls = config.database.tls()?;
     // The URL's options were taken into `pg.tls`; both may set a field, to one value only.
     tls.merge(std::mem::take(&mut pg.tls))
