@@ -15,6 +15,9 @@ pub const MAX_PAGE: usize = 1000;
 /// Jobs an action on "everything that matches" changes per store call.
 const ACTION_BATCH: usize = 500;
 
+/// The most jobs [`Admin::count_matching`] counts.
+pub const MAX_COUNT: usize = 10_000;
+
 /// Which jobs a list or a bulk action is about. Every field narrows; none set means all jobs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {
@@ -178,6 +181,15 @@ pub struct BulkReport {
     pub unchanged: u64,
 }
 
+/// How many jobs match a filter, counted up to a cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct JobCount {
+    /// Jobs counted.
+    pub count: u64,
+    /// True when the count stopped at the cap: there are at least this many.
+    pub at_least: bool,
+}
+
 impl Admin {
     /// One job with every field.
     pub async fn job(&self, id: JobId) -> Result<JobRecord, Error> {
@@ -214,6 +226,47 @@ impl Admin {
             None
         };
         Ok(JobPage { jobs, next })
+    }
+
+    /// Counts the jobs matching `filter` (older than the cursor `after`, when given), up to
+    /// `cap` (at most [`MAX_COUNT`]): what an operator is told before an action on every
+    /// matching job. Walks the list a batch at a time, so its cost is bounded by the cap, not
+    /// by the table.
+    pub async fn count_matching(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        cap: usize,
+    ) -> Result<JobCount, Error> {
+        filter.validate()?;
+        if !(1..=MAX_COUNT).contains(&cap) {
+            return Err(Error::Invalid(ValidationError::Range {
+                field: "cap",
+                reason: format!("{cap} is not between 1 and {MAX_COUNT}"),
+            }));
+        }
+        let mut count = 0usize;
+        let mut cursor = after;
+        loop {
+            let want = (cap + 1 - count).min(ACTION_BATCH);
+            let page = self.store().job_list(filter.params(cursor, want)).await?;
+            count += page.len();
+            if count > cap {
+                return Ok(JobCount {
+                    count: cap as u64,
+                    at_least: true,
+                });
+            }
+            match page.last() {
+                Some(last) if page.len() == want => cursor = Some(last.id),
+                _ => {
+                    return Ok(JobCount {
+                        count: count as u64,
+                        at_least: false,
+                    });
+                }
+            }
+        }
     }
 
     /// Applies `action` to one job. A job the action does not apply to is a conflict, with the

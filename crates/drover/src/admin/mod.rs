@@ -9,6 +9,7 @@ mod capacity;
 mod cluster;
 mod jobs;
 mod queues;
+mod throughput;
 
 use std::sync::Arc;
 
@@ -19,8 +20,9 @@ use crate::cron::CronSchedule;
 use crate::metrics::Metrics;
 
 pub use cluster::{ClusterView, CronView};
-pub use jobs::{BulkReport, FilterText, JobFilter, JobPage, MAX_PAGE};
+pub use jobs::{BulkReport, FilterText, JobCount, JobFilter, JobPage, MAX_COUNT, MAX_PAGE};
 pub use queues::QueueView;
+pub use throughput::{RetentionView, ThroughputPoint};
 
 /// The operator's view of one database. Cheap to clone.
 #[derive(Clone)]

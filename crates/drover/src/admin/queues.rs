@@ -28,6 +28,8 @@ pub struct QueueView {
     pub counted_at: Option<Timestamp>,
     /// Registered processes that work this queue.
     pub processes: usize,
+    /// TEMP(dashboard): the data branch fills it.
+    pub concurrency: u64,
 }
 
 impl QueueView {
@@ -46,6 +48,7 @@ impl QueueView {
                 .map(|at| now.duration_since(at).as_secs_f64().max(0.0)),
             counted_at: record.counted_at,
             processes,
+            concurrency: 0,
             name: record.name,
         }
     }
