@@ -4,9 +4,9 @@
 //! confirmation that says how many, and signs in to a server that a token guards. The same run
 //! takes the screenshots in `docs/` when `DROVER_SCREENSHOTS` names a folder.
 
-mod common;
 #[path = "common/browser.rs"]
 mod browser;
+mod common;
 
 use std::time::Duration;
 
@@ -79,17 +79,28 @@ async fn screenshot(browser: &Browser, name: &str) {
 }
 
 async fn click(browser: &Browser, css: &str) {
-    browser.find(css).await.click().await.unwrap_or_else(|err| panic!("click {css}: {err}"));
+    browser
+        .find(css)
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|err| panic!("click {css}: {err}"));
 }
 
 /// Clicks `css`, checks the confirmation asks `question`, and confirms.
 async fn click_and_confirm(browser: &Browser, css: &str, question: &str) {
     click(browser, css).await;
     browser
-        .until("the confirmation opens", "document.getElementById('confirm').open")
+        .until(
+            "the confirmation opens",
+            "document.getElementById('confirm').open",
+        )
         .await;
     let text = browser.find("#confirm-text").await.text().await.unwrap();
-    assert!(text.contains(question), "the confirmation says {text:?}, not {question:?}");
+    assert!(
+        text.contains(question),
+        "the confirmation says {text:?}, not {question:?}"
+    );
     click(browser, "#confirm-ok").await;
 }
 
@@ -103,19 +114,29 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
 
     // A job enqueued through the API is found by its args and opened.
     let order = blocking(|| {
-        let id = enqueue(&server, json!({"kind": "drover.noop", "args": {"order": {"id": 4242}}}));
+        let id = enqueue(
+            &server,
+            json!({"kind": "drover.noop", "args": {"order": {"id": 4242}}}),
+        );
         wait_state(&server, id, "completed");
         id
     });
     browser.client.goto(&go("/")).await.unwrap();
     assert_eq!(browser.find("h1").await.text().await.unwrap(), "Overview");
     browser
-        .until("the overview counts the completed job", "document.querySelector('table.depth a.state-count[href*=\"state=completed\"]')")
+        .until(
+            "the overview counts the completed job",
+            "document.querySelector('table.depth a.state-count[href*=\"state=completed\"]')",
+        )
         .await;
     let filter = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("args", r#"{"order": {"id": 4242}}"#)
         .finish();
-    browser.client.goto(&go(&format!("/jobs?{filter}"))).await.unwrap();
+    browser
+        .client
+        .goto(&go(&format!("/jobs?{filter}")))
+        .await
+        .unwrap();
     let rows = browser
         .client
         .find_all(Locator::Css("table.jobs tbody tr"))
@@ -139,33 +160,71 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
         server.ok("/api/v1/queues/flaky/pause", &json!({}));
         id
     });
-    browser.client.goto(&go(&format!("/jobs/{failed}"))).await.unwrap();
+    browser
+        .client
+        .goto(&go(&format!("/jobs/{failed}")))
+        .await
+        .unwrap();
     browser.find("#job[data-state='discarded']").await;
     let timeline = browser.find("ol.timeline").await.text().await.unwrap();
-    assert!(timeline.contains("card declined"), "the error is on the timeline: {timeline}");
-    browser.eval("window.__sameDocument = true; return 1;").await;
-    click_and_confirm(&browser, "button[data-post$='/retry']", &format!("Retry job {failed}")).await;
+    assert!(
+        timeline.contains("card declined"),
+        "the error is on the timeline: {timeline}"
+    );
     browser
-        .until("the retried job shows as available", "document.querySelector('#job').dataset.state === 'available'")
+        .eval("window.__sameDocument = true; return 1;")
         .await;
-    assert_eq!(browser.eval("return window.__sameDocument === true;").await, json!(true), "the page reloaded");
+    click_and_confirm(
+        &browser,
+        "button[data-post$='/retry']",
+        &format!("Retry job {failed}"),
+    )
+    .await;
+    browser
+        .until(
+            "the retried job shows as available",
+            "document.querySelector('#job').dataset.state === 'available'",
+        )
+        .await;
+    assert_eq!(
+        browser.eval("return window.__sameDocument === true;").await,
+        json!(true),
+        "the page reloaded"
+    );
     assert_eq!(blocking(|| state_of(&server, failed)), "available");
     let timeline = browser.find("ol.timeline").await.text().await.unwrap();
-    assert!(timeline.contains("operator retry"), "the retry is in the history: {timeline}");
+    assert!(
+        timeline.contains("operator retry"),
+        "the retry is in the history: {timeline}"
+    );
 
     // Pausing a queue with a click: its job does not start, while a later job elsewhere does.
     browser.client.goto(&go("/queues")).await.unwrap();
-    click_and_confirm(&browser, "tr[data-queue='mail'] button[data-post$='/pause']", "Pause queue mail").await;
+    click_and_confirm(
+        &browser,
+        "tr[data-queue='mail'] button[data-post$='/pause']",
+        "Pause queue mail",
+    )
+    .await;
     browser.find("tr[data-queue='mail'] .badge.paused").await;
     let held = blocking(|| {
         let held = enqueue(&server, json!({"kind": "drover.noop", "queue": "mail"}));
         let later = enqueue(&server, json!({"kind": "drover.noop"}));
         wait_state(&server, later, "completed");
-        assert_eq!(state_of(&server, held), "available", "a job of a paused queue started");
+        assert_eq!(
+            state_of(&server, held),
+            "available",
+            "a job of a paused queue started"
+        );
         held
     });
     screenshot(&browser, "queues").await;
-    click_and_confirm(&browser, "tr[data-queue='mail'] button[data-post$='/resume']", "Resume queue mail").await;
+    click_and_confirm(
+        &browser,
+        "tr[data-queue='mail'] button[data-post$='/resume']",
+        "Resume queue mail",
+    )
+    .await;
     blocking(|| wait_state(&server, held, "completed"));
 
     // Every job matching a filter, discarded after a confirmation that says how many.
@@ -180,19 +239,35 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
         .append_pair("queue", "bulk")
         .append_pair("args", r#"{"batch": 7}"#)
         .finish();
-    browser.client.goto(&go(&format!("/jobs?{filter}"))).await.unwrap();
+    browser
+        .client
+        .goto(&go(&format!("/jobs?{filter}")))
+        .await
+        .unwrap();
     browser.find("tr[data-state='available']").await;
     screenshot(&browser, "jobs").await;
     click(&browser, "#select-matching").await;
-    click_and_confirm(&browser, "button[data-bulk='discard']", "Discard 30 jobs that match").await;
+    click_and_confirm(
+        &browser,
+        "button[data-bulk='discard']",
+        "Discard 30 jobs that match",
+    )
+    .await;
     browser
-        .until("the report of the discard", "document.getElementById('toast').textContent.includes('30 jobs changed')")
+        .until(
+            "the report of the discard",
+            "document.getElementById('toast').textContent.includes('30 jobs changed')",
+        )
         .await;
     blocking(|| {
         let (_, page) = server.get("/api/v1/jobs?queue=bulk&state=discarded&limit=100");
         assert_eq!(page["jobs"].as_array().unwrap().len(), 30);
         let (_, page) = server.get("/api/v1/jobs?queue=bulk&state=available&limit=100");
-        assert_eq!(page["jobs"].as_array().unwrap().len(), 5, "jobs outside the filter are untouched");
+        assert_eq!(
+            page["jobs"].as_array().unwrap().len(),
+            5,
+            "jobs outside the filter are untouched"
+        );
     });
 
     // The other pages, as an operator sees them.
@@ -205,7 +280,12 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
         browser.client.goto(&go(path)).await.unwrap();
         assert_eq!(browser.find("h1").await.text().await.unwrap(), heading);
         if name == "cron" {
-            let cron = browser.find("tr[data-cron='nightly-report']").await.text().await.unwrap();
+            let cron = browser
+                .find("tr[data-cron='nightly-report']")
+                .await
+                .text()
+                .await
+                .unwrap();
             assert!(cron.contains("Europe/Berlin"), "{cron}");
         }
         screenshot(&browser, name).await;
@@ -217,27 +297,72 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
 async fn a_token_guards_the_pages_and_read_only_hides_the_actions() {
     const TOKEN: &str = "dashboard-token-0123456789";
     let env = Env::new(&format!("{CONFIG}\n[http]\nread_only = true\n"));
-    let server = blocking(|| Server::start(&env, "serve", env.cmd(&common::api::serve_args(&[])), Some(TOKEN)));
+    let server = blocking(|| {
+        Server::start(
+            &env,
+            "serve",
+            env.cmd(&common::api::serve_args(&[])),
+            Some(TOKEN),
+        )
+    });
     let base = server.url.clone();
     let browser = Browser::start(1280, 900, false).await;
 
-    browser.client.goto(&format!("{base}/queues")).await.unwrap();
+    browser
+        .client
+        .goto(&format!("{base}/queues"))
+        .await
+        .unwrap();
     browser.find("input#token").await;
-    assert!(browser.client.current_url().await.unwrap().path().ends_with("/login"));
-    browser.find("input#token").await.send_keys("not-the-token-at-all").await.unwrap();
+    assert!(
+        browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/login")
+    );
+    browser
+        .find("input#token")
+        .await
+        .send_keys("not-the-token-at-all")
+        .await
+        .unwrap();
     click(&browser, "button[type='submit']").await;
     let error = browser.find(".form-error").await.text().await.unwrap();
     assert!(error.contains("not the token"), "{error}");
-    browser.find("input#token").await.send_keys(TOKEN).await.unwrap();
+    browser
+        .find("input#token")
+        .await
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
     click(&browser, "button[type='submit']").await;
-    assert_eq!(browser.find("h1").await.text().await.unwrap(), "Queues", "signed in, sent back to the page asked for");
+    assert_eq!(
+        browser.find("h1").await.text().await.unwrap(),
+        "Queues",
+        "signed in, sent back to the page asked for"
+    );
     assert!(
-        browser.client.find_all(Locator::Css("button[data-post]")).await.unwrap().is_empty(),
+        browser
+            .client
+            .find_all(Locator::Css("button[data-post]"))
+            .await
+            .unwrap()
+            .is_empty(),
         "read-only mode shows no action"
     );
     browser.client.goto(&format!("{base}/jobs")).await.unwrap();
     browser.find("table.jobs, p.empty").await;
-    assert!(browser.client.find_all(Locator::Css("button[data-bulk]")).await.unwrap().is_empty());
+    assert!(
+        browser
+            .client
+            .find_all(Locator::Css("button[data-bulk]"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Narrow windows get one column; the screenshot shows the queue page as a phone would.
     browser.client.set_window_size(420, 860).await.unwrap();

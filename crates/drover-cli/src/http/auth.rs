@@ -37,10 +37,7 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
         && !state.sessions.signed_in(request.headers())
     {
         if dashboard::is_page(&path) && request.method() == Method::GET {
-            let wanted = request
-                .uri()
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str());
+            let wanted = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
             let next = url::form_urlencoded::Serializer::new(String::new())
                 .append_pair("next", wanted)
                 .finish();

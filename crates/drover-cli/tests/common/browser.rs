@@ -99,7 +99,10 @@ impl Browser {
             if value == serde_json::Value::Bool(true) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{what}: `{script}` not true within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "{what}: `{script}` not true within 20 s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use drover::{Engine, EngineConfig};
-use drover_core::{DynStore, JobClaimParams, JobFinishParams, JobOutcome, LeaseRef, NewJob, Outcome};
+use drover_core::{
+    DynStore, JobClaimParams, JobFinishParams, JobOutcome, LeaseRef, NewJob, Outcome,
+};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +19,13 @@ use tokio_util::sync::CancellationToken;
 use crate::http::{AppState, HttpSettings};
 
 const QUEUES: [&str; 4] = ["mail", "billing", "reports", "default"];
-const KINDS: [&str; 5] = ["mail.send", "invoice.render", "report.build", "user.sync", "drover.noop"];
+const KINDS: [&str; 5] = [
+    "mail.send",
+    "invoice.render",
+    "report.build",
+    "user.sync",
+    "drover.noop",
+];
 const CHUNK: usize = 10_000;
 
 /// One page's times.
@@ -99,7 +107,9 @@ async fn fill(store: &DynStore, n: usize) -> anyhow::Result<()> {
 async fn get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, usize)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await?;
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).await?;
@@ -112,7 +122,11 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, usi
     Ok((status, answer.len()))
 }
 
-pub(super) async fn pages(store: &DynStore, n: usize, requests: usize) -> anyhow::Result<Vec<PageTime>> {
+pub(super) async fn pages(
+    store: &DynStore,
+    n: usize,
+    requests: usize,
+) -> anyhow::Result<Vec<PageTime>> {
     fill(store, n).await?;
     let engine = Engine::builder(store.clone())
         .config(EngineConfig {
@@ -130,7 +144,10 @@ pub(super) async fn pages(store: &DynStore, n: usize, requests: usize) -> anyhow
     let admin = handle.admin().clone();
     let deadline = Instant::now() + Duration::from_secs(120);
     while !admin.queues().await?.iter().any(|q| q.counted_at.is_some()) {
-        anyhow::ensure!(Instant::now() < deadline, "the leader never counted the jobs");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the leader never counted the jobs"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let settings = HttpSettings {

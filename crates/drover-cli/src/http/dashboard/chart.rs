@@ -46,8 +46,12 @@ pub(super) fn throughput(points: &[ThroughputPoint]) -> Markup {
             ));
         }
     }
-    let first = points.first().map(|p| p.minute.strftime("%H:%M").to_string());
-    let last = points.last().map(|p| p.minute.strftime("%H:%M").to_string());
+    let first = points
+        .first()
+        .map(|p| p.minute.strftime("%H:%M").to_string());
+    let last = points
+        .last()
+        .map(|p| p.minute.strftime("%H:%M").to_string());
     html! {
         figure.chart {
             svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img"

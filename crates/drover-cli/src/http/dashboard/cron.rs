@@ -58,5 +58,10 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
             }
         }
     };
-    Ok(layout::page("Cron", Nav::Cron, body, state.settings.token.is_some()))
+    Ok(layout::page(
+        "Cron",
+        Nav::Cron,
+        body,
+        state.settings.token.is_some(),
+    ))
 }

@@ -11,10 +11,7 @@ use super::layout::{self, Nav};
 use super::{PageError, PageResult, format};
 use crate::http::AppState;
 
-pub(super) async fn page(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> PageResult {
+pub(super) async fn page(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
     let id: i64 = id.parse().map_err(|_| {
         PageError::from(crate::http::ApiError::invalid(
             "id",

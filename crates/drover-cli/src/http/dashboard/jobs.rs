@@ -120,7 +120,12 @@ pub(super) async fn page(
         Some(text) => match text.parse::<i64>() {
             Ok(id) => Some(id),
             Err(_) => {
-                return Ok(invalid(&query, "after", "the cursor is not a job id", signed_in));
+                return Ok(invalid(
+                    &query,
+                    "after",
+                    "the cursor is not a job id",
+                    signed_in,
+                ));
             }
         },
         None => None,

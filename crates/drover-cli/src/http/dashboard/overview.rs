@@ -51,7 +51,12 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
             }
         }
     };
-    Ok(layout::page("Overview", Nav::Overview, body, state.settings.token.is_some()))
+    Ok(layout::page(
+        "Overview",
+        Nav::Overview,
+        body,
+        state.settings.token.is_some(),
+    ))
 }
 
 /// Queue × state, each count a link to the matching job list.

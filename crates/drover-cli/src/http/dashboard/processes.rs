@@ -59,5 +59,10 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
             }
         }
     };
-    Ok(layout::page("Processes", Nav::Processes, body, state.settings.token.is_some()))
+    Ok(layout::page(
+        "Processes",
+        Nav::Processes,
+        body,
+        state.settings.token.is_some(),
+    ))
 }

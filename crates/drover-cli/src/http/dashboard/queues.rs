@@ -77,5 +77,10 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
             }
         }
     };
-    Ok(layout::page("Queues", Nav::Queues, body, state.settings.token.is_some()))
+    Ok(layout::page(
+        "Queues",
+        Nav::Queues,
+        body,
+        state.settings.token.is_some(),
+    ))
 }

@@ -53,5 +53,10 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
             }
         }
     };
-    Ok(layout::page("Retention", Nav::Retention, body, state.settings.token.is_some()))
+    Ok(layout::page(
+        "Retention",
+        Nav::Retention,
+        body,
+        state.settings.token.is_some(),
+    ))
 }

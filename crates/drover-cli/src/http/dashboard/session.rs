@@ -97,7 +97,10 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-pub(crate) async fn login_page(State(state): State<AppState>, Query(next): Query<Next>) -> Response {
+pub(crate) async fn login_page(
+    State(state): State<AppState>,
+    Query(next): Query<Next>,
+) -> Response {
     if state.settings.token.is_none() {
         return Redirect::to(&safe_next(next.next.as_deref())).into_response();
     }
@@ -133,7 +136,11 @@ pub(crate) async fn login(State(state): State<AppState>, Form(login): Form<Login
         return Redirect::to(&next).into_response();
     };
     if !crate::http::auth::same(login.token.trim(), expected) {
-        return form(&next, Some("That is not the token."), StatusCode::UNAUTHORIZED);
+        return form(
+            &next,
+            Some("That is not the token."),
+            StatusCode::UNAUTHORIZED,
+        );
     }
     let id = match state.sessions.open() {
         Ok(id) => id,
