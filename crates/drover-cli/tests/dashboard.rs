@@ -7,6 +7,8 @@
 #[path = "common/browser.rs"]
 mod browser;
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::time::Duration;
 
@@ -339,11 +341,13 @@ async fn a_token_guards_the_pages_and_read_only_hides_the_actions() {
         .await
         .unwrap();
     click(&browser, "button[type='submit']").await;
-    assert_eq!(
-        browser.find("h1").await.text().await.unwrap(),
-        "Queues",
-        "signed in, sent back to the page asked for"
-    );
+    browser
+        .until(
+            "signed in, sent back to the page asked for",
+            "location.pathname === '/queues'",
+        )
+        .await;
+    assert_eq!(browser.find("h1").await.text().await.unwrap(), "Queues");
     assert!(
         browser
             .client
@@ -372,6 +376,58 @@ async fn a_token_guards_the_pages_and_read_only_hides_the_actions() {
 
     // Signing out ends the session: the next page asks for the token again.
     click(&browser, "form.signout button").await;
+    browser
+        .until("signed out", "location.pathname === '/login'")
+        .await;
+    browser.client.goto(&format!("{base}/jobs")).await.unwrap();
     browser.find("input#token").await;
     browser.close().await;
+}
+
+/// `drover bench --scenario pages` on both backends: every page and API read it times answers
+/// 200 on a filled table (the bench fails otherwise), and it reports each of them.
+#[test]
+fn the_page_benchmark_fetches_every_page_on_both_backends() {
+    let env = Env::new("");
+    for (name, out) in [
+        (
+            "sqlite",
+            env.ok(&["bench", "--scenario", "pages", "--jobs", "3000", "--json"]),
+        ),
+        (
+            "postgres",
+            env.ok(&[
+                "bench",
+                "--scenario",
+                "pages",
+                "--jobs",
+                "3000",
+                "--json",
+                "--database",
+                &pg::server_url(),
+            ]),
+        ),
+    ] {
+        let pages: Vec<Value> = out
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|_| panic!("{name}: not JSON: {line}"))
+            })
+            .collect();
+        let names: Vec<&str> = pages.iter().map(|p| p["page"].as_str().unwrap()).collect();
+        for page in ["/", "/jobs", "/queues", "/cron", "/retention", "/processes"] {
+            assert!(
+                names.contains(&page),
+                "{name}: {page} not measured: {names:?}"
+            );
+        }
+        assert!(
+            names.iter().any(|p| p.starts_with("/jobs?args=")),
+            "{name}: no args search"
+        );
+        for page in &pages {
+            assert!(page["p50_ms"].as_f64().unwrap() > 0.0, "{name}: {page}");
+            assert!(page["bytes"].as_u64().unwrap() > 100, "{name}: {page}");
+        }
+    }
 }

@@ -60,12 +60,14 @@ async fn fill(store: &DynStore, n: usize) -> anyhow::Result<()> {
         for chunk in jobs.chunks(super::BULK_CHUNK) {
             client.insert(chunk.to_vec()).await?;
         }
-        if i < finished {
+        // Claims take the oldest first: this chunk's share of the finished 85 %.
+        let to_finish = batch.min(finished.saturating_sub(i));
+        if to_finish > 0 {
             for queue in QUEUES {
                 let claimed = store
                     .job_claim(JobClaimParams {
                         queue: queue.into(),
-                        limit: batch,
+                        limit: to_finish.div_ceil(QUEUES.len()),
                         owner: "bench".into(),
                         lease: Duration::from_secs(600),
                         now: None,
