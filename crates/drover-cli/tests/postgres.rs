@@ -50,7 +50,8 @@ shutdown_timeout = "10s"
     let summary = pg.sql(
         "SELECT count(*), \
                 count(*) FILTER (WHERE state = 'completed' AND attempt = 1 \
-                                   AND errors = '[]'::jsonb AND lease_owner IS NULL), \
+                                   AND errors = '[]'::jsonb AND lease_owner IS NOT NULL \
+                                   AND lease_expires_at IS NULL), \
                 count(DISTINCT id) \
          FROM drover_jobs",
     );

@@ -5,9 +5,12 @@
 //! Cases pin the time (`now: Some(..)`) so that lease expiry, backoff and scheduled jobs are
 //! tested without sleeping.
 
+pub mod activity_cases;
 pub mod admin_cases;
+pub mod archive_cases;
 pub mod capacity;
 pub mod cases;
+pub mod cluster_cases;
 pub mod finish_claim;
 pub mod pg_server;
 
@@ -35,11 +38,21 @@ macro_rules! conformance_suite {
             cancel_pending_running_and_finished_jobs,
             operator_retry_is_recorded_and_resets_attempts,
             list_filters_and_counts,
-            enqueue_wakes_subscribers,
+            enqueue_wakes_subscribers
+        );
+        $crate::conformance_suite!(@cases cluster_cases; $make;
             leader_election_grants_one_term_at_a_time,
             leader_resign_hands_over_at_once,
             process_registry_tracks_heartbeats,
-            cron_fire_records_each_fire_time_once,
+            cron_fire_records_each_fire_time_once
+        );
+        $crate::conformance_suite!(@cases activity_cases; $make;
+            retention_runs_are_recorded_newest_first_and_bounded,
+            throughput_adds_up_per_minute_across_processes,
+            attempts_name_their_process_and_finished_jobs_keep_their_owner,
+            processes_record_their_concurrency_per_queue
+        );
+        $crate::conformance_suite!(@cases archive_cases; $make;
             archive_moves_finished_rows_past_the_cutoff,
             archive_refuses_names_that_are_not_identifiers
         );

@@ -190,6 +190,10 @@ pub struct AttemptError {
     pub step: Option<String>,
     /// What went wrong.
     pub message: String,
+    /// The process that held the attempt's lease (absent in entries written before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
 }
 
 /// An operator action or engine event on a job that is not a failure: an operator retry, a
@@ -235,7 +239,8 @@ pub struct JobRecord {
     pub attempted_at: Option<Timestamp>,
     /// When it reached a terminal state.
     pub completed_at: Option<Timestamp>,
-    /// Process holding the lease, while running.
+    /// The process holding, or that last held, the lease: kept when the run ends, so a
+    /// finished job names the process of its last attempt.
     pub lease_owner: Option<String>,
     /// When the lease runs out unless renewed.
     pub lease_expires_at: Option<Timestamp>,

@@ -9,7 +9,6 @@
 //! means "the database's clock decides" (production); `Some` pins it (tests, simulated clocks).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
@@ -17,7 +16,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::admin::{
-    ActResult, JobActParams, QueueCountsRefreshParams, QueuePauseParams, QueueRecord, TimeRange,
+    ActResult, JobActParams, QueueCountsRefreshParams, QueuePauseParams, QueueRecord,
 };
 use crate::capacity::{
     ReservationAssignParams, ReservationCount, ReservationExpireParams, ReservationInsertParams,
@@ -25,7 +24,15 @@ use crate::capacity::{
     SlotListParams, SlotRecord, SlotTransitionParams,
 };
 use crate::error::StoreError;
-use crate::job::{ClaimedJob, JobId, JobRecord, JobState, NewJob};
+use crate::job::{JobId, JobRecord};
+
+mod activity;
+mod cluster;
+mod jobs;
+
+pub use activity::*;
+pub use cluster::*;
+pub use jobs::*;
 
 /// The database seam. See the module documentation.
 #[async_trait]
@@ -177,6 +184,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes fire records older than `before`, keeping each schedule's latest.
     async fn cron_prune(&self, params: CronPruneParams) -> Result<u64, StoreError>;
+
+    /// Records a run of a retention policy (failed runs too, with their error), and deletes
+    /// the policy's runs beyond the newest `keep`, in one transaction.
+    async fn retention_run_insert(
+        &self,
+        params: RetentionRunInsertParams,
+    ) -> Result<(), StoreError>;
+
+    /// Recorded retention runs, by policy name, each policy's newest first (by start), at most
+    /// `limit` per policy.
+    async fn retention_run_list(
+        &self,
+        params: RetentionRunListParams,
+    ) -> Result<Vec<RetentionRunRecord>, StoreError>;
+
+    /// Adds a process's counts of completed and failed jobs per minute and queue to its own
+    /// rows (creating the missing ones), in one transaction. Rows are keyed by process, so
+    /// processes never write the same row.
+    async fn throughput_add(&self, params: ThroughputAddParams) -> Result<(), StoreError>;
+
+    /// The stored counts per minute from `since` on, summed over every process (and every
+    /// queue, unless one is asked for), oldest first; minutes without a row are absent.
+    async fn throughput_list(
+        &self,
+        params: ThroughputListParams,
+    ) -> Result<Vec<ThroughputMinute>, StoreError>;
+
+    /// Deletes the counts of minutes before `before`. Returns how many rows went.
+    async fn throughput_prune(&self, params: ThroughputPruneParams) -> Result<u64, StoreError>;
 
     /// The columns of a table of this database, or `None` when it does not exist. `table` must
     /// be a plain identifier (checked by the caller).
@@ -344,434 +380,6 @@ pub struct MigrateReport {
     pub applied: Vec<u32>,
     /// The schema version now.
     pub version: u32,
-}
-
-/// Params of [`Store::job_insert_many`].
-#[derive(Debug, Clone)]
-pub struct JobInsertParams {
-    /// Validated jobs.
-    pub jobs: Vec<NewJob>,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// One result of [`Store::job_insert_many`], in input order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct InsertedJob {
-    /// The new job's id, or the existing job's id for a duplicate unique key.
-    pub id: JobId,
-    /// Its state.
-    pub state: JobState,
-    /// True when a job with the same unique key was unfinished, so nothing was inserted.
-    pub duplicate: bool,
-}
-
-/// Params of [`Store::job_claim`].
-#[derive(Debug, Clone)]
-pub struct JobClaimParams {
-    /// The queue to claim from.
-    pub queue: String,
-    /// Most jobs to claim.
-    pub limit: usize,
-    /// Id of the claiming process; recorded as the lease owner.
-    pub owner: String,
-    /// How long the lease holds without a heartbeat.
-    pub lease: Duration,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// Answer of [`Store::job_claim`].
-#[derive(Debug, Clone, Default)]
-pub struct ClaimResult {
-    /// The claimed jobs, highest priority first, then oldest.
-    pub jobs: Vec<ClaimedJob>,
-    /// When the next scheduled or retryable job of the queue becomes due, if any.
-    pub next_due_at: Option<Timestamp>,
-}
-
-/// A lease presented by its holder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaseRef {
-    /// The job.
-    pub id: JobId,
-    /// Token from the claim.
-    pub lease_token: i64,
-}
-
-/// Params of [`Store::job_heartbeat`].
-#[derive(Debug, Clone)]
-pub struct JobHeartbeatParams {
-    /// Leases to renew, each with the step its run has reached.
-    pub leases: Vec<(LeaseRef, Option<String>)>,
-    /// New lease length, from now.
-    pub lease: Duration,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// Answer of [`Store::job_heartbeat`] for one lease.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaseStatus {
-    /// The job.
-    pub id: JobId,
-    /// False when the lease was lost (expired and rescued, or the job changed state).
-    pub held: bool,
-    /// True when an operator asked to cancel the job.
-    pub cancel_requested: bool,
-}
-
-/// What happened in a run, as recorded by [`Store::job_finish_many`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// Succeeded. Terminal.
-    Completed,
-    /// Failed; run again after `delay` (from now). The state becomes `retryable`.
-    Retry {
-        /// What went wrong.
-        error: String,
-        /// Backoff before the next attempt.
-        delay: Duration,
-    },
-    /// Failed for good (attempts exhausted, unknown kind, bad args, interrupted at-most-once).
-    /// Terminal.
-    Discard {
-        /// Why.
-        error: String,
-    },
-    /// Stopped on an operator's cancel request. Terminal.
-    Cancelled {
-        /// What the handler said, if anything.
-        error: Option<String>,
-    },
-    /// Interrupted by a shutdown: available again without consuming the attempt.
-    HandBack {
-        /// Why.
-        reason: String,
-    },
-}
-
-/// One outcome, fenced by its run's lease.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobOutcome {
-    /// The run's lease.
-    pub lease: LeaseRef,
-    /// The step the run had reached.
-    pub step: Option<String>,
-    /// What happened.
-    pub outcome: Outcome,
-}
-
-/// Params of [`Store::job_finish_many`].
-#[derive(Debug, Clone)]
-pub struct JobFinishParams {
-    /// Outcomes to record.
-    pub outcomes: Vec<JobOutcome>,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// Answer of [`Store::job_finish_many`] for one outcome, in input order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FinishResult {
-    /// The job.
-    pub id: JobId,
-    /// False when the lease no longer held: the outcome was not recorded.
-    pub accepted: bool,
-    /// When not accepted: true when this same lease's run had already recorded an outcome (a
-    /// repeated call), false when the lease was lost (a stale run). Lets a remote worker retry a
-    /// completion whose answer it never got.
-    pub recorded_earlier: bool,
-    /// The job's state after the call (when accepted: the state the outcome led to).
-    pub state: Option<JobState>,
-}
-
-/// Params of [`Store::job_rescue_expired`].
-#[derive(Debug, Clone)]
-pub struct JobRescueParams {
-    /// Most jobs to rescue in one call.
-    pub limit: usize,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// One job handled by [`Store::job_rescue_expired`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RescuedJob {
-    /// The job.
-    pub id: JobId,
-    /// Its kind.
-    pub kind: String,
-    /// Its queue.
-    pub queue: String,
-    /// Its state now: `available`, `discarded` or `cancelled`.
-    pub state: JobState,
-}
-
-/// Params of [`Store::job_cancel`].
-#[derive(Debug, Clone)]
-pub struct JobCancelParams {
-    /// The job.
-    pub id: JobId,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// Answer of [`Store::job_cancel`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CancelResult {
-    /// The job was waiting and is now `cancelled`.
-    Cancelled,
-    /// The job is running; its worker was asked to stop.
-    Requested,
-    /// The job had already finished in this state; nothing changed.
-    AlreadyFinished(JobState),
-}
-
-/// Params of [`Store::job_retry`].
-#[derive(Debug, Clone)]
-pub struct JobRetryParams {
-    /// The job.
-    pub id: JobId,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// Params of [`Store::job_list`].
-#[derive(Debug, Clone, Default)]
-pub struct JobListParams {
-    /// Only jobs in this state.
-    pub state: Option<JobState>,
-    /// Only jobs in this queue.
-    pub queue: Option<String>,
-    /// Only jobs of this kind.
-    pub kind: Option<String>,
-    /// Only jobs with an id below this one (paging, newest first).
-    pub before_id: Option<JobId>,
-    /// Only jobs created in this range.
-    pub created: TimeRange,
-    /// Only jobs finished in this range (terminal states only, when set).
-    pub finished: TimeRange,
-    /// Only jobs whose args contain this JSON value, with PostgreSQL's `@>` meaning: every key of
-    /// an object present with a containing value, every element of an array contained.
-    pub args_contain: Option<serde_json::Value>,
-    /// Most jobs to return.
-    pub limit: usize,
-}
-
-/// A count of jobs in one queue and state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct QueueStateCount {
-    /// Queue.
-    pub queue: String,
-    /// State.
-    pub state: JobState,
-    /// Number of jobs.
-    pub count: u64,
-}
-
-/// Params of [`Store::leader_attempt_elect`].
-#[derive(Debug, Clone)]
-pub struct LeaderElectParams {
-    /// Which leadership (one per cluster: `default`).
-    pub name: String,
-    /// The candidate process's id.
-    pub leader_id: String,
-    /// How long the term lasts unless extended.
-    pub ttl: Duration,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// Params of [`Store::leader_attempt_reelect`].
-#[derive(Debug, Clone)]
-pub struct LeaderReelectParams {
-    /// Which leadership.
-    pub name: String,
-    /// The leader process's id.
-    pub leader_id: String,
-    /// The term it holds.
-    pub term: i64,
-    /// New length of the term, from now.
-    pub ttl: Duration,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// Params of [`Store::leader_resign`].
-#[derive(Debug, Clone)]
-pub struct LeaderResignParams {
-    /// Which leadership.
-    pub name: String,
-    /// The leader process's id.
-    pub leader_id: String,
-    /// The term it holds.
-    pub term: i64,
-}
-
-/// A term won or extended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct LeaderTerm {
-    /// Increases every time leadership changes hands; leader-only writes check it.
-    pub term: i64,
-    /// When this term began.
-    pub elected_at: Timestamp,
-    /// When it ends unless extended (database clock).
-    pub expires_at: Timestamp,
-}
-
-/// The leader as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LeaderRecord {
-    /// Which leadership.
-    pub name: String,
-    /// The leader process's id.
-    pub leader_id: String,
-    /// Its term.
-    pub term: i64,
-    /// When the term began.
-    pub elected_at: Timestamp,
-    /// When it ends unless extended.
-    pub expires_at: Timestamp,
-}
-
-/// Params of [`Store::process_upsert`].
-#[derive(Debug, Clone)]
-pub struct ProcessUpsertParams {
-    /// Process id (`host:pid:random`).
-    pub id: String,
-    /// Host name.
-    pub host: String,
-    /// OS process id.
-    pub pid: u32,
-    /// Queues it works.
-    pub queues: Vec<String>,
-    /// Drover version.
-    pub version: String,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// A registered process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProcessRecord {
-    /// Process id.
-    pub id: String,
-    /// Host name.
-    pub host: String,
-    /// OS process id.
-    pub pid: u32,
-    /// Queues it works.
-    pub queues: Vec<String>,
-    /// Drover version.
-    pub version: String,
-    /// When it registered.
-    pub started_at: Timestamp,
-    /// Its last heartbeat.
-    pub heartbeat_at: Timestamp,
-}
-
-/// Params of [`Store::process_prune`].
-#[derive(Debug, Clone)]
-pub struct ProcessPruneParams {
-    /// Processes silent for longer than this are removed.
-    pub stale_after: Duration,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// Params of [`Store::cron_register`].
-#[derive(Debug, Clone)]
-pub struct CronRegisterParams {
-    /// Schedule names.
-    pub names: Vec<String>,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// What the database knows of a schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CronState {
-    /// Schedule name.
-    pub name: String,
-    /// When the schedule was first seen.
-    pub registered_at: Timestamp,
-    /// Its latest recorded fire time.
-    pub last_fire_at: Option<Timestamp>,
-    /// The job that fire enqueued.
-    pub last_job_id: Option<JobId>,
-}
-
-/// Proof that a write comes from the current leader term.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaderFence {
-    /// Which leadership.
-    pub name: String,
-    /// The leader process's id.
-    pub leader_id: String,
-    /// The term it holds.
-    pub term: i64,
-}
-
-/// Params of [`Store::cron_fire`].
-#[derive(Debug, Clone)]
-pub struct CronFireParams {
-    /// Schedule name.
-    pub schedule: String,
-    /// The fire time (as the schedule computes it, not the time of firing).
-    pub fire_at: Timestamp,
-    /// The job to enqueue.
-    pub job: NewJob,
-    /// The term the firing process holds.
-    pub fence: LeaderFence,
-    /// The time; `None` for the database clock.
-    pub now: Option<Timestamp>,
-}
-
-/// Answer of [`Store::cron_fire`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CronFireResult {
-    /// Recorded and enqueued.
-    Fired {
-        /// The job enqueued.
-        job_id: JobId,
-    },
-    /// This fire time was already recorded: nothing done.
-    AlreadyFired,
-    /// The term no longer holds: nothing done.
-    NotLeader,
-}
-
-/// Params of [`Store::cron_prune`].
-#[derive(Debug, Clone)]
-pub struct CronPruneParams {
-    /// Fire records older than this go (each schedule's latest stays).
-    pub before: Timestamp,
-}
-
-/// One retention batch (also used to count what is pending).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchiveParams {
-    /// Hot table (a plain identifier, checked by the caller).
-    pub table: String,
-    /// Archive table with the same columns.
-    pub archive_table: String,
-    /// Every column, in one order, to copy.
-    pub columns: Vec<String>,
-    /// The unique id column of both tables.
-    pub id_column: String,
-    /// Rows whose age column is older than the cutoff are moved…
-    pub age_column: String,
-    /// …or, where the age column is null, rows whose fallback column is.
-    pub fallback_column: Option<String>,
-    /// The cutoff.
-    pub cutoff: Timestamp,
-    /// Most rows in one batch.
-    pub batch_size: usize,
-    /// Only rows of finished jobs (the built-in policy for Drover's own jobs).
-    pub finished_jobs_only: bool,
 }
 
 /// The wake-up channel a backend feeds and the engine listens to: a counter bumped whenever

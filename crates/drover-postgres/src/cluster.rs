@@ -1,11 +1,14 @@
 //! The SQL of leader election and the process registry. Terms and their expiry follow the
 //! database clock unless the caller pins `now`: process clocks disagree, the database is one.
 
+use std::collections::BTreeMap;
+
 use drover_core::{
     LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm,
     ProcessRecord, ProcessUpsertParams,
 };
 use jiff::Timestamp;
+use tokio_postgres::types::Json;
 
 use crate::error::DbError;
 use crate::session::Db;
@@ -113,11 +116,12 @@ pub(crate) async fn process_upsert(
     params: &ProcessUpsertParams,
 ) -> Result<(), DbError> {
     db.execute(
-        "INSERT INTO drover_processes (id, host, pid, queues, version, started_at, heartbeat_at) \
+        "INSERT INTO drover_processes \
+             (id, host, pid, queues, version, started_at, heartbeat_at, concurrency) \
          VALUES ($1, $2, $3, $4::text[], $5, coalesce($6::timestamptz, now()), \
-                 coalesce($6::timestamptz, now())) \
+                 coalesce($6::timestamptz, now()), $7::jsonb) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
-             queues = excluded.queues",
+             queues = excluded.queues, concurrency = excluded.concurrency",
         &[
             &params.id,
             &params.host,
@@ -125,6 +129,7 @@ pub(crate) async fn process_upsert(
             &params.queues,
             &params.version,
             &params.now,
+            &Json(&params.concurrency),
         ],
     )
     .await?;
@@ -140,7 +145,7 @@ pub(crate) async fn process_delete(db: &Db<'_>, id: &str) -> Result<(), DbError>
 pub(crate) async fn process_list(db: &Db<'_>) -> Result<Vec<ProcessRecord>, DbError> {
     let rows = db
         .query(
-            "SELECT id, host, pid, queues, version, started_at, heartbeat_at \
+            "SELECT id, host, pid, queues, version, started_at, heartbeat_at, concurrency \
              FROM drover_processes ORDER BY started_at, id COLLATE \"C\"",
             &[],
         )
@@ -155,6 +160,7 @@ pub(crate) async fn process_list(db: &Db<'_>) -> Result<Vec<ProcessRecord>, DbEr
             version: row.get(4),
             started_at: row.get(5),
             heartbeat_at: row.get(6),
+            concurrency: row.get::<_, Json<BTreeMap<String, u32>>>(7).0,
         })
         .collect())
 }

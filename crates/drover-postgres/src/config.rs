@@ -4,6 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use drover_core::Limits;
+
 use crate::tls::TlsSettings;
 
 /// Longest schema name accepted. PostgreSQL allows 63 bytes per identifier; the wake-up channel
@@ -55,6 +57,10 @@ pub struct PgConfig {
     /// meanings; see [`SslMode`](crate::SslMode)). The URL's options fill the fields left
     /// unset here; a field set differently in both is an error.
     pub tls: TlsSettings,
+    /// The limits [`PgStore::insert_jobs_in_transaction`](crate::PgStore::insert_jobs_in_transaction)
+    /// validates jobs with (args size, batch size): set them to the application's own, as
+    /// `[database] max_args_bytes` does for `drover`. Default [`Limits::default`].
+    pub limits: Limits,
 }
 
 impl fmt::Debug for PgConfig {
@@ -98,6 +104,7 @@ impl PgConfig {
             application_name: "drover".to_owned(),
             vacuum_after_claims: 50_000,
             tls: TlsSettings::default(),
+            limits: Limits::default(),
         }
     }
 

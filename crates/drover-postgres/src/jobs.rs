@@ -218,13 +218,14 @@ pub(crate) const FINISH: &str = concat!(
              errors = CASE WHEN o.outcome IN ('retry', 'discard') \
                      OR (o.outcome = 'cancelled' AND o.message IS NOT NULL) \
                  THEN j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, \
-                     'at', c.now_text, 'step', o.step, 'message', o.message)) \
+                     'at', c.now_text, 'step', o.step, 'message', o.message, \
+                     'process', j.lease_owner)) \
                  ELSE j.errors END, \
              history = CASE WHEN o.outcome = 'hand_back' \
                  THEN j.history || jsonb_build_array(jsonb_build_object('at', c.now_text, \
                      'event', 'handed_back', 'detail', o.message)) \
                  ELSE j.history END, \
-             lease_owner = NULL, lease_expires_at = NULL \
+             lease_expires_at = NULL \
          FROM o, ",
     clock!("$7"),
     " WHERE j.id = o.id AND j.state = 'running' AND j.lease_token = o.token \
@@ -408,8 +409,9 @@ pub(crate) const RESCUE_APPLY: &str = concat!(
          completed_at = CASE WHEN d.new_state = 'available' THEN NULL ELSE c.now END, \
          scheduled_at = CASE WHEN d.new_state = 'available' THEN c.now ELSE j.scheduled_at END, \
          errors = j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, \
-             'at', c.now_text, 'step', j.step, 'message', d.message)), \
-         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+             'at', c.now_text, 'step', j.step, 'message', d.message, \
+             'process', j.lease_owner)), \
+         lease_token = NULL, lease_expires_at = NULL \
      FROM unnest($2::bigint[], $3::text[], $4::text[]) AS d(id, new_state, message), ",
     clock!("$1"),
     " WHERE j.id = d.id AND j.state = 'running' \

@@ -37,6 +37,7 @@
 //! # }
 //! ```
 
+mod activity;
 mod admin;
 mod batch;
 mod capacity;
@@ -56,8 +57,10 @@ mod session;
 mod store;
 mod time;
 mod tls;
+mod txn;
 mod vacuum;
 mod wake;
+mod writer;
 
 pub use config::{MAX_SCHEMA_LEN, PgConfig, check_schema, redact};
 pub use store::PgStore;

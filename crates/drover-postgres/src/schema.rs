@@ -193,10 +193,38 @@ CREATE INDEX drover_reservations_slot ON drover_reservations (slot_id)
     WHERE phase = 'assigned';
 "#,
     ),
+    (
+        6,
+        r#"
+-- One row per run of a retention policy, failed runs included; each policy keeps its newest.
+CREATE TABLE drover_retention_runs (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    policy      text        NOT NULL,
+    trigger     text        NOT NULL,
+    started_at  timestamptz NOT NULL,
+    finished_at timestamptz NOT NULL,
+    rows_moved  bigint      NOT NULL,
+    error       text
+);
+CREATE INDEX drover_retention_runs_policy ON drover_retention_runs (policy, started_at);
+-- Jobs completed and failed per minute: each process adds to its own rows (the process is part
+-- of the key), so no two processes write the same row. The leader prunes rows older than a day.
+CREATE TABLE drover_throughput (
+    minute    timestamptz NOT NULL,
+    process   text        NOT NULL,
+    queue     text        NOT NULL,
+    completed bigint      NOT NULL DEFAULT 0,
+    failed    bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute, process, queue)
+);
+-- The configured concurrency per queue of each process.
+ALTER TABLE drover_processes ADD COLUMN concurrency jsonb NOT NULL DEFAULT '{}';
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 5;
+pub(crate) const LATEST: u32 = 6;
 
 /// Applies what is missing, inside the caller's transaction; returns the versions applied.
 pub(crate) async fn migrate(db: &Db<'_>, schema: Option<&str>) -> Result<Vec<u32>, DbError> {

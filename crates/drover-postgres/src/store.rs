@@ -3,7 +3,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -11,13 +10,12 @@ use drover_core::{
     ArchiveParams, CancelResult, ClaimResult, CronFireParams, CronFireResult, CronPruneParams,
     CronRegisterParams, CronState, FinishClaimResult, FinishResult, InsertedJob, JobCancelParams,
     JobClaimParams, JobFinishClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
-    JobInsertParams, JobListParams, JobOutcome, JobRecord, JobRescueParams, JobRetryParams,
-    LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseRef,
-    LeaseStatus, Limits, MigrateReport, NewJob, Outcome, ProcessPruneParams, ProcessRecord,
-    ProcessUpsertParams, QueueStateCount, RescuedJob, ReservationAssignParams, ReservationCount,
-    ReservationExpireParams, ReservationInsertParams, ReservationListParams, ReservationRecord,
-    ReservationReleaseParams, SlotInsertParams, SlotListParams, SlotRecord, SlotTransitionParams,
-    Store, StoreError, Wakeups,
+    JobInsertParams, JobListParams, JobRecord, JobRescueParams, JobRetryParams, LeaderElectParams,
+    LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, Limits,
+    MigrateReport, NewJob, ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount,
+    RescuedJob, ReservationAssignParams, ReservationCount, ReservationExpireParams,
+    ReservationInsertParams, ReservationListParams, ReservationRecord, ReservationReleaseParams,
+    SlotInsertParams, SlotListParams, SlotRecord, SlotTransitionParams, Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use tokio::sync::{oneshot, watch};
@@ -28,15 +26,13 @@ use crate::error::{DbError, map_pool};
 use crate::insert::InsertSql;
 use crate::listener::{Listener, ListenerSettings};
 use crate::session::{self, Db};
+use crate::txn::{in_transaction, on_connection};
 use crate::vacuum::Vacuum;
+use crate::writer::{InsertWriter, inserted_queues};
 use crate::{
-    admin, capacity, cluster, finish_claim, insert, jobs, maintenance, parked, schema, wake,
+    activity, admin, capacity, cluster, finish_claim, insert, jobs, maintenance, schema, wake,
 };
-use drover_core::parked::{Parked, ParkedClaims};
-
-/// Tries of a transaction that the server rolled back for a deadlock or a serialization
-/// failure, before the error is handed to the caller (as transient).
-const TRIES: u32 = 5;
+use drover_core::parked::ParkedClaims;
 
 /// A [`Store`] on PostgreSQL. See the crate documentation for its design.
 pub struct PgStore {
@@ -61,82 +57,6 @@ impl std::fmt::Debug for PgStore {
             .field("schema", &self.schema)
             .finish_non_exhaustive()
     }
-}
-
-/// Runs `$body` in a transaction on a pooled connection, with `$db` bound to a `&Db`, and
-/// evaluates to `Result<T, StoreError>`. `$body` may use `?` on database and store errors.
-///
-/// The transaction is tried again (up to [`TRIES`] times) when the server rolled it back for a
-/// deadlock or a serialization failure: nothing was written. Not after a lost connection: the
-/// commit may have happened, and the caller decides.
-///
-/// A macro rather than a method taking an async closure: the future of such a closure borrows
-/// the transaction for a higher-ranked lifetime, and the compiler cannot yet prove it `Send`.
-macro_rules! in_transaction {
-    ($store:expr, |$db:ident| $body:expr) => {{
-        // A PgStore, or the InsertWriter that flushes enqueues in a task of its own.
-        let store = $store;
-        let mut tries = 0u32;
-        loop {
-            if let Err(err) = store.check_open() {
-                break Err(err);
-            }
-            tries += 1;
-            let mut client = match store.pool.get().await {
-                Ok(client) => client,
-                Err(err) => break Err(map_pool(err)),
-            };
-            let result: Result<_, DbError> = async {
-                let tx = client.transaction().await?;
-                let value = {
-                    let $db = &Db::new(tx.client(), Some(tx.statement_cache.as_ref()));
-                    $body
-                };
-                tx.commit().await?;
-                Ok(value)
-            }
-            .await;
-            match result {
-                Ok(value) => break Ok(value),
-                Err(err) if err.is_retryable() && tries < TRIES => {
-                    store.pause_before_retry(tries, &err).await;
-                }
-                Err(err) => break Err(err.into_store()),
-            }
-        }
-    }};
-}
-
-/// Runs `$body` on a pooled connection outside any explicit transaction (each statement is its
-/// own transaction), with `$db` bound to a `&Db`; evaluates to `Result<T, StoreError>`. Tried
-/// again, like [`in_transaction!`], when a statement was rolled back for a deadlock.
-macro_rules! on_connection {
-    ($store:expr, |$db:ident| $body:expr) => {{
-        let store: &PgStore = $store;
-        let mut tries = 0u32;
-        loop {
-            if let Err(err) = store.check_open() {
-                break Err(err);
-            }
-            tries += 1;
-            let client = match store.pool.get().await {
-                Ok(client) => client,
-                Err(err) => break Err(map_pool(err)),
-            };
-            let result: Result<_, DbError> = async {
-                let $db = &Db::new(&client, Some(client.statement_cache.as_ref()));
-                Ok($body)
-            }
-            .await;
-            match result {
-                Ok(value) => break Ok(value),
-                Err(err) if err.is_retryable() && tries < TRIES => {
-                    store.pause_before_retry(tries, &err).await;
-                }
-                Err(err) => break Err(err.into_store()),
-            }
-        }
-    }};
 }
 
 impl PgStore {
@@ -330,168 +250,6 @@ impl PgStore {
             self.wakeups.wake();
         }
     }
-}
-
-/// What a flush of queued enqueues needs, cloned out of the store so that it can run in a task
-/// of its own (see `batch.rs`).
-#[derive(Clone)]
-struct InsertWriter {
-    pool: Pool,
-    insert_sql: InsertSql,
-    channel: String,
-    wakeups: Wakeups,
-    closed: Arc<AtomicBool>,
-    queue: Arc<InsertQueue>,
-    /// Claims of idle workers of this process, made in the transaction of the next enqueue
-    /// into their queue (see the `parked` module).
-    parked: Arc<ParkedClaims>,
-}
-
-impl InsertWriter {
-    fn check_open(&self) -> Result<(), StoreError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
-        Ok(())
-    }
-
-    /// Pauses before a transaction is tried again after a deadlock or a serialization
-    /// failure: a few milliseconds, more each time, at random so that the two sides of a
-    /// deadlock do not collide again.
-    async fn pause_before_retry(&self, tries: u32, err: &DbError) {
-        let pause = Duration::from_millis(fastrand::u64(1..=10 * u64::from(tries)));
-        tracing::debug!(error = ?err, tries, ?pause, "transaction rolled back; trying again");
-        tokio::time::sleep(pause).await;
-    }
-
-    /// Flushes batches until nothing is queued.
-    async fn flush_all(self) {
-        while let Some(batch) = self.queue.take() {
-            self.flush(batch).await;
-        }
-    }
-
-    /// Writes a batch of queued enqueues in one transaction and answers each caller. If the
-    /// batch fails, each caller's jobs are tried alone, so that one caller's trouble is not
-    /// another's.
-    async fn flush(&self, batch: Vec<Pending>) {
-        let now = batch[0].now;
-        if batch.len() > 1 {
-            let jobs: Vec<NewJob> = batch.iter().flat_map(|p| p.jobs.iter().cloned()).collect();
-            if let Ok(mut inserted) = self.insert_now(&jobs, now).await {
-                for pending in batch {
-                    let rest = inserted.split_off(pending.jobs.len());
-                    let _ = pending.reply.send(Ok(inserted));
-                    inserted = rest;
-                }
-                return;
-            }
-        }
-        for pending in batch {
-            let result = self.insert_now(&pending.jobs, pending.now).await;
-            let _ = pending.reply.send(result);
-        }
-    }
-
-    async fn insert_now(
-        &self,
-        jobs: &[NewJob],
-        now: Option<Timestamp>,
-    ) -> Result<Vec<InsertedJob>, StoreError> {
-        // Claims taken by a try that failed are answered with its error (their workers claim
-        // the ordinary way); a try that commits answers its own.
-        let mut taken: Vec<Parked> = Vec::new();
-        let result = in_transaction!(self, |db| {
-            let inserted = insert::insert_many(db, &self.insert_sql, jobs, now).await?;
-            let payloads = inserted_queues(&inserted, jobs);
-            wake::notify(db, &self.channel, &payloads).await?;
-            // Local workers need a wake-up only for queues that no parked claim emptied.
-            let mut wake = false;
-            let mut made = Vec::new();
-            for queue in parked::available_queues(&inserted, jobs) {
-                match self.parked.take(queue) {
-                    Some(claim) => {
-                        taken.push(claim);
-                        let claim = taken.last().expect("just pushed");
-                        let result = parked::claim_in_transaction(db, claim).await?;
-                        wake |= result.jobs.len() >= claim.params.limit;
-                        made.push(result);
-                    }
-                    None => wake = true,
-                }
-            }
-            (inserted, wake, made)
-        });
-        let (inserted, wake, made) = match result {
-            Ok(done) => done,
-            Err(err) => {
-                for claim in taken {
-                    let _ = claim.answer.send(Err(err.clone()));
-                }
-                return Err(err);
-            }
-        };
-        if wake {
-            self.wakeups.wake();
-        }
-        // The last try's claims come last; earlier tries' were rolled back with them, and
-        // their workers claim the ordinary way.
-        let rolled_back = taken.len() - made.len();
-        for claim in taken.drain(..rolled_back) {
-            let _ = claim.answer.send(Err(StoreError::Unavailable(
-                "the enqueue that took this parked claim was rolled back".into(),
-            )));
-        }
-        for (claim, result) in taken.into_iter().zip(made) {
-            if let Err(Ok(unwanted)) = claim.answer.send(Ok(result)) {
-                self.hand_back(unwanted).await;
-            }
-        }
-        Ok(inserted)
-    }
-
-    /// Hands back the jobs of a parked claim whose worker stopped waiting (nobody will run
-    /// them): available again, their attempt not used.
-    async fn hand_back(&self, unwanted: ClaimResult) {
-        if unwanted.jobs.is_empty() {
-            return;
-        }
-        let outcomes: Vec<JobOutcome> = unwanted
-            .jobs
-            .iter()
-            .map(|job| JobOutcome {
-                lease: LeaseRef {
-                    id: job.id,
-                    lease_token: job.lease_token,
-                },
-                step: None,
-                outcome: Outcome::HandBack {
-                    reason: "claimed for a worker that had stopped waiting; handed back".into(),
-                },
-            })
-            .collect();
-        let result = in_transaction!(self, |db| {
-            jobs::finish_many(db, &self.channel, &outcomes, None).await?
-        });
-        match result {
-            Ok(finished) if finished.notified => self.wakeups.wake(),
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, jobs = outcomes.len(),
-                "cannot hand back jobs claimed for a worker that stopped waiting; the rescuer \
-                 will take them when their leases expire"),
-        }
-    }
-}
-
-/// Payloads for the queues where jobs were inserted (duplicates change nothing).
-fn inserted_queues(inserted: &[InsertedJob], jobs: &[NewJob]) -> Vec<String> {
-    wake::payloads(
-        inserted
-            .iter()
-            .zip(jobs)
-            .filter(|(result, _)| !result.duplicate)
-            .map(|(_, job)| job.queue.as_str()),
-    )
 }
 
 #[async_trait]
@@ -799,6 +557,49 @@ impl Store for PgStore {
 
     async fn cron_prune(&self, params: CronPruneParams) -> Result<u64, StoreError> {
         in_transaction!(self, |db| maintenance::cron_prune(db, params.before)
+            .await?)
+    }
+
+    async fn retention_run_insert(
+        &self,
+        params: drover_core::RetentionRunInsertParams,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, |db| activity::retention_run_insert(db, &params)
+            .await?)
+    }
+
+    async fn retention_run_list(
+        &self,
+        params: drover_core::RetentionRunListParams,
+    ) -> Result<Vec<drover_core::RetentionRunRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| activity::retention_run_list(db, &params).await?)
+    }
+
+    async fn throughput_add(
+        &self,
+        params: drover_core::ThroughputAddParams,
+    ) -> Result<(), StoreError> {
+        if params.counts.is_empty() {
+            return Ok(());
+        }
+        // One statement: its own transaction.
+        on_connection!(self, |db| activity::throughput_add(db, &params).await?)
+    }
+
+    async fn throughput_list(
+        &self,
+        params: drover_core::ThroughputListParams,
+    ) -> Result<Vec<drover_core::ThroughputMinute>, StoreError> {
+        self.ensure_migrated().await?;
+        on_connection!(self, |db| activity::throughput_list(db, &params).await?)
+    }
+
+    async fn throughput_prune(
+        &self,
+        params: drover_core::ThroughputPruneParams,
+    ) -> Result<u64, StoreError> {
+        on_connection!(self, |db| activity::throughput_prune(db, params.before)
             .await?)
     }
 

@@ -114,11 +114,13 @@ pub(crate) fn process_upsert(
     now: Timestamp,
 ) -> rusqlite::Result<()> {
     let queues = serde_json::to_string(&params.queues).expect("strings serialize");
+    let concurrency = serde_json::to_string(&params.concurrency).expect("a map serializes");
     conn.prepare_cached(
-        "INSERT INTO drover_processes (id, host, pid, queues, version, started_at, heartbeat_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+        "INSERT INTO drover_processes \
+             (id, host, pid, queues, version, started_at, heartbeat_at, concurrency) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
-             queues = excluded.queues",
+             queues = excluded.queues, concurrency = excluded.concurrency",
     )?
     .execute(params![
         params.id,
@@ -126,7 +128,8 @@ pub(crate) fn process_upsert(
         params.pid,
         queues,
         params.version,
-        to_text(now)
+        to_text(now),
+        concurrency
     ])?;
     Ok(())
 }
@@ -139,8 +142,8 @@ pub(crate) fn process_delete(conn: &Connection, id: &str) -> rusqlite::Result<()
 
 pub(crate) fn process_list(conn: &Connection) -> rusqlite::Result<Vec<ProcessRecord>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, host, pid, queues, version, started_at, heartbeat_at FROM drover_processes \
-         ORDER BY started_at, id",
+        "SELECT id, host, pid, queues, version, started_at, heartbeat_at, concurrency \
+         FROM drover_processes ORDER BY started_at, id",
     )?;
     let rows = stmt.query_map([], |row| {
         let queues: String = row.get(3)?;
@@ -152,6 +155,7 @@ pub(crate) fn process_list(conn: &Connection) -> rusqlite::Result<Vec<ProcessRec
             version: row.get(4)?,
             started_at: from_text(&row.get::<_, String>(5)?)?,
             heartbeat_at: from_text(&row.get::<_, String>(6)?)?,
+            concurrency: serde_json::from_str(&row.get::<_, String>(7)?).unwrap_or_default(),
         })
     })?;
     rows.collect()

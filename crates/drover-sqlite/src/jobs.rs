@@ -194,9 +194,11 @@ pub(crate) fn finish_many(
     // changes nothing.
     const FENCE: &str = "WHERE id = ?1 AND state = 'running' AND lease_token = ?2";
     // The token stays: a repeated outcome of the same run is then told apart from a stale one.
-    const RELEASE: &str = "lease_owner = NULL, lease_expires_at = NULL";
+    // So does the owner: a finished job names the process of its last attempt.
+    const RELEASE: &str = "lease_expires_at = NULL";
+    // SET expressions see the row as it was: `lease_owner` is the attempt's process.
     const ERROR: &str = "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, \
-         'at', ?3, 'step', ?4, 'message', ?5))";
+         'at', ?3, 'step', ?4, 'message', ?5, 'process', lease_owner))";
     let mut out = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {
         let id = outcome.lease.id;
@@ -239,7 +241,8 @@ pub(crate) fn finish_many(
                     "UPDATE drover_jobs SET state = 'cancelled', completed_at = ?3, \
                      step = coalesce(?4, step), \
                      errors = CASE WHEN ?5 IS NULL THEN errors ELSE json_insert(errors, '$[#]', \
-                         json_object('attempt', attempt, 'at', ?3, 'step', ?4, 'message', ?5)) END, \
+                         json_object('attempt', attempt, 'at', ?3, 'step', ?4, 'message', ?5, \
+                             'process', lease_owner)) END, \
                      {RELEASE} {FENCE}"
                 ))?
                 .execute(params![id, token, now_text, step, error])?,
@@ -316,8 +319,8 @@ pub(crate) fn rescue_expired(
              completed_at = CASE WHEN ?2 = 'available' THEN NULL ELSE ?3 END, \
              scheduled_at = CASE WHEN ?2 = 'available' THEN ?3 ELSE scheduled_at END, \
              errors = json_insert(errors, '$[#]', json_object('attempt', attempt, 'at', ?3, \
-                 'step', step, 'message', ?4)), \
-             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+                 'step', step, 'message', ?4, 'process', lease_owner)), \
+             lease_token = NULL, lease_expires_at = NULL \
          WHERE id = ?1 AND state = 'running'",
     )?;
     let mut out = Vec::with_capacity(expired.len());

@@ -13,6 +13,7 @@
 //! - **Durability**: WAL with `synchronous=FULL` unless [`Synchronous::Normal`] is chosen
 //!   explicitly.
 
+mod activity;
 mod admin;
 mod capacity;
 mod cluster;

@@ -188,10 +188,38 @@ CREATE INDEX drover_reservations_slot ON drover_reservations (slot_id)
     WHERE phase = 'assigned';
 "#,
     ),
+    (
+        6,
+        r#"
+-- One row per run of a retention policy, failed runs included; each policy keeps its newest.
+CREATE TABLE drover_retention_runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    policy      TEXT    NOT NULL,
+    trigger     TEXT    NOT NULL,
+    started_at  TEXT    NOT NULL,
+    finished_at TEXT    NOT NULL,
+    rows_moved  INTEGER NOT NULL,
+    error       TEXT
+);
+CREATE INDEX drover_retention_runs_policy ON drover_retention_runs (policy, started_at);
+-- Jobs completed and failed per minute: each process adds to its own rows (the process is part
+-- of the key), so no two processes write the same row. The leader prunes rows older than a day.
+CREATE TABLE drover_throughput (
+    minute    TEXT    NOT NULL,
+    process   TEXT    NOT NULL,
+    queue     TEXT    NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute, process, queue)
+);
+-- The configured concurrency per queue of each process (a JSON object).
+ALTER TABLE drover_processes ADD COLUMN concurrency TEXT NOT NULL DEFAULT '{}';
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 5;
+pub(crate) const LATEST: u32 = 6;
 
 /// Applies what is missing; returns the versions applied.
 pub(crate) fn migrate(conn: &Connection, now: &str) -> rusqlite::Result<Vec<u32>> {

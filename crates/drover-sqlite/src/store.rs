@@ -24,7 +24,7 @@ use crate::config::{SqliteConfig, Synchronous};
 use crate::readers::Readers;
 use crate::wake::{WakeFile, watch as watch_wake_file};
 use crate::writer::{Writer, is_busy};
-use crate::{admin, capacity, cluster, jobs, maintenance, schema, time};
+use crate::{activity, admin, capacity, cluster, jobs, maintenance, schema, time};
 use drover_core::parked::ParkedClaims;
 
 /// A [`Store`] on one SQLite file. See the crate documentation for its design.
@@ -554,6 +554,53 @@ impl Store for SqliteStore {
 
     async fn cron_prune(&self, params: CronPruneParams) -> Result<u64, StoreError> {
         self.write(move |cx| sql(maintenance::cron_prune(cx.conn, params.before)))
+            .await
+    }
+
+    async fn retention_run_insert(
+        &self,
+        params: drover_core::RetentionRunInsertParams,
+    ) -> Result<(), StoreError> {
+        self.write(move |cx| sql(activity::retention_run_insert(cx.conn, &params)))
+            .await
+    }
+
+    async fn retention_run_list(
+        &self,
+        params: drover_core::RetentionRunListParams,
+    ) -> Result<Vec<drover_core::RetentionRunRecord>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers
+            .read(move |conn| activity::retention_run_list(conn, &params))
+            .await
+    }
+
+    async fn throughput_add(
+        &self,
+        params: drover_core::ThroughputAddParams,
+    ) -> Result<(), StoreError> {
+        if params.counts.is_empty() {
+            return Ok(());
+        }
+        self.write(move |cx| sql(activity::throughput_add(cx.conn, &params)))
+            .await
+    }
+
+    async fn throughput_list(
+        &self,
+        params: drover_core::ThroughputListParams,
+    ) -> Result<Vec<drover_core::ThroughputMinute>, StoreError> {
+        self.ensure_migrated().await?;
+        self.readers
+            .read(move |conn| activity::throughput_list(conn, &params))
+            .await
+    }
+
+    async fn throughput_prune(
+        &self,
+        params: drover_core::ThroughputPruneParams,
+    ) -> Result<u64, StoreError> {
+        self.write(move |cx| sql(activity::throughput_prune(cx.conn, params.before)))
             .await
     }
 

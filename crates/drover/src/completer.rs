@@ -239,6 +239,7 @@ async fn settled(shared: &Shared, batch: &mut Vec<Finished>, results: &[FinishRe
             &finished.kind,
             &finished.outcome.outcome,
             claimed_at.map(|at| at.elapsed()).unwrap_or_default(),
+            shared.clock.now(),
         );
         if let Some(state) = result.state.filter(|s| s.is_terminal()) {
             shared

@@ -289,6 +289,7 @@ impl Engine {
             failed: CancellationToken::new(),
             failure: Mutex::new(None),
         });
+        let retention_policies: Vec<_> = self.retention.iter().map(|p| p.policy.clone()).collect();
         let cron_schedules: Vec<CronSchedule> = self
             .cron
             .iter()
@@ -336,6 +337,7 @@ impl Engine {
             job_defaults(&shared.clock, &shared.config, &shared.tasks),
             cron_schedules,
         )
+        .with_retention(retention_policies)
         .with_metrics(shared.metrics.clone());
         let remote = RemoteWorkers::new(
             shared.store.clone(),
@@ -624,6 +626,9 @@ impl EngineHandle {
         for service in self.services {
             let _ = service.await;
         }
+        // Outcomes recorded after presence's last flush (the completer's last batch, remote
+        // workers' completions) are flushed here.
+        crate::services::presence::flush_throughput(shared).await;
         let unhooked = shared.hooks.shutdown(grace).await;
         if unhooked > 0 {
             tracing::warn!(

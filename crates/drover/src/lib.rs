@@ -64,7 +64,7 @@ mod stats;
 mod supervise;
 mod task;
 
-pub use admin::Admin;
+pub use admin::{Admin, RetentionView, ThroughputPoint};
 pub use client::{Client, EnqueueRequest, JobDefaults};
 pub use config::EngineConfig;
 pub use engine::{Engine, EngineBuilder, EngineHandle, EngineProbe, ShutdownReport};

@@ -491,8 +491,13 @@ impl RemoteWorkers {
         match (result.accepted, result.state) {
             (true, Some(state)) => {
                 if let Some(held) = held {
-                    self.metrics
-                        .finished(&held.queue, &held.kind, outcome, held.claimed.elapsed());
+                    self.metrics.finished(
+                        &held.queue,
+                        &held.kind,
+                        outcome,
+                        held.claimed.elapsed(),
+                        self.clock.now(),
+                    );
                 }
                 Ok(Recorded {
                     id: lease.id,

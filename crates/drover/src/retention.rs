@@ -8,7 +8,10 @@
 
 use std::collections::BTreeSet;
 
-use drover_core::{ArchiveParams, DynStore, StoreError, validate};
+use drover_core::{
+    ArchiveParams, Clock, DynStore, RetentionRunInsertParams, RetentionRunRecord, StoreError,
+    validate,
+};
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp, ToSpan};
 
@@ -80,6 +83,28 @@ pub fn cutoff(now: Timestamp, keep: Keep) -> Timestamp {
         .unwrap_or(Timestamp::MIN)
 }
 
+/// Runs kept per policy in the store, newest first.
+pub const RUNS_KEPT: usize = 100;
+
+/// What started a retention run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// The leader: on the policy's schedule, or catching up when it became leader.
+    Schedule,
+    /// An operator (`drover archive run`).
+    Manual,
+}
+
+impl Trigger {
+    /// `schedule` or `manual`, as recorded.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+        }
+    }
+}
+
 /// A policy checked against the database.
 #[derive(Debug, Clone)]
 pub struct PreparedPolicy {
@@ -126,6 +151,46 @@ impl PreparedPolicy {
             total += moved;
             on_batch(moved);
         }
+    }
+
+    /// [`PreparedPolicy::run`], timed by `clock` and recorded in the store (failed runs too,
+    /// with their error; the newest [`RUNS_KEPT`] per policy are kept). `trigger` says what
+    /// started it: [`Trigger::Schedule`] or [`Trigger::Manual`]. A run that could not be
+    /// recorded is logged, and its own result returned all the same.
+    pub async fn run_recorded(
+        &self,
+        store: &DynStore,
+        clock: &dyn Clock,
+        trigger: Trigger,
+        mut on_batch: impl FnMut(u64),
+    ) -> Result<u64, StoreError> {
+        let started_at = clock.now();
+        let mut moved = 0;
+        let result = self
+            .run(store, started_at, |n| {
+                moved += n;
+                on_batch(n);
+            })
+            .await;
+        let run = RetentionRunRecord {
+            policy: self.policy.name.clone(),
+            started_at,
+            finished_at: clock.now(),
+            rows_moved: moved,
+            error: result.as_ref().err().map(ToString::to_string),
+            trigger: trigger.as_str().to_owned(),
+        };
+        let recorded = store
+            .retention_run_insert(RetentionRunInsertParams {
+                run,
+                keep: RUNS_KEPT,
+            })
+            .await;
+        if let Err(err) = recorded {
+            tracing::warn!(policy = %self.policy.name, error = %err,
+                "cannot record the retention run");
+        }
+        result
     }
 
     /// Rows past the cutoff at `now`.

@@ -212,7 +212,11 @@ async fn jobs_run_and_complete_with_hooks() {
     assert_eq!(job.state, JobState::Completed);
     assert_eq!(job.attempt, 1);
     assert!(job.completed_at.is_some());
-    assert!(job.lease_owner.is_none());
+    assert_eq!(
+        job.lease_owner.as_deref(),
+        Some(handle.process_id()),
+        "a finished job names the process that ran it"
+    );
     assert!(handle.shutdown().await.clean());
 }
 

@@ -9,6 +9,7 @@ mod capacity;
 mod cluster;
 mod jobs;
 mod queues;
+mod retention;
 mod throughput;
 
 use std::sync::Arc;
@@ -18,11 +19,13 @@ use drover_core::{Clock, DynStore, Store};
 use crate::client::{Client, JobDefaults};
 use crate::cron::CronSchedule;
 use crate::metrics::Metrics;
+use crate::retention::RetentionPolicy;
 
 pub use cluster::{ClusterView, CronView};
 pub use jobs::{BulkReport, FilterText, JobCount, JobFilter, JobPage, MAX_COUNT, MAX_PAGE};
 pub use queues::QueueView;
-pub use throughput::{RetentionView, ThroughputPoint};
+pub use retention::{RUNS_SHOWN, RetentionView};
+pub use throughput::{MAX_MINUTES, ThroughputPoint};
 
 /// The operator's view of one database. Cheap to clone.
 #[derive(Clone)]
@@ -31,6 +34,7 @@ pub struct Admin {
     clock: Arc<dyn Clock>,
     defaults: JobDefaults,
     cron: Arc<Vec<CronSchedule>>,
+    retention: Arc<Vec<RetentionPolicy>>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -51,8 +55,15 @@ impl Admin {
             clock: defaults.clock().clone(),
             defaults,
             cron: Arc::new(cron),
+            retention: Arc::new(Vec::new()),
             metrics: None,
         }
+    }
+
+    /// The configured retention policies (for their views), in the configuration's order.
+    pub fn with_retention(mut self, policies: Vec<RetentionPolicy>) -> Self {
+        self.retention = Arc::new(policies);
+        self
     }
 
     /// Records this admin's enqueues and outcomes in `metrics` too.

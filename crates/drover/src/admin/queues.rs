@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use drover_core::{JobState, QueuePauseParams, QueueRecord};
+use drover_core::{JobState, ProcessRecord, QueuePauseParams, QueueRecord};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -28,12 +28,20 @@ pub struct QueueView {
     pub counted_at: Option<Timestamp>,
     /// Registered processes that work this queue.
     pub processes: usize,
-    /// TEMP(dashboard): the data branch fills it.
+    /// Jobs it can run at once, cluster-wide: the sum of the configured concurrency of the
+    /// registered processes that work it (a process that did not record its concurrency counts
+    /// as 0).
     pub concurrency: u64,
 }
 
 impl QueueView {
-    fn new(record: QueueRecord, now: Timestamp, processes: usize) -> Self {
+    fn new(record: QueueRecord, now: Timestamp, processes: &[ProcessRecord]) -> Self {
+        let working = processes.iter().filter(|p| p.queues.contains(&record.name));
+        let concurrency = working
+            .clone()
+            .map(|p| u64::from(p.concurrency.get(&record.name).copied().unwrap_or(0)))
+            .sum();
+        let processes = working.count();
         let counts = JobState::ALL
             .iter()
             .map(|&state| (state, record.count(state)))
@@ -48,7 +56,7 @@ impl QueueView {
                 .map(|at| now.duration_since(at).as_secs_f64().max(0.0)),
             counted_at: record.counted_at,
             processes,
-            concurrency: 0,
+            concurrency,
             name: record.name,
         }
     }
@@ -80,13 +88,7 @@ impl Admin {
         let now = self.clock.now();
         Ok(records
             .into_values()
-            .map(|record| {
-                let working = processes
-                    .iter()
-                    .filter(|p| p.queues.contains(&record.name))
-                    .count();
-                QueueView::new(record, now, working)
-            })
+            .map(|record| QueueView::new(record, now, &processes))
             .collect())
     }
 
@@ -107,13 +109,7 @@ impl Admin {
                 now: self.clock.store_now(),
             })
             .await?;
-        let processes = self
-            .store()
-            .process_list()
-            .await?
-            .iter()
-            .filter(|p| p.queues.iter().any(|q| q == queue))
-            .count();
-        Ok(QueueView::new(record, self.clock.now(), processes))
+        let processes = self.store().process_list().await?;
+        Ok(QueueView::new(record, self.clock.now(), &processes))
     }
 }

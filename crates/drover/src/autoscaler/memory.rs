@@ -311,6 +311,38 @@ impl Store for MemoryCapacityStore {
         Err(unsupported())
     }
 
+    async fn retention_run_insert(
+        &self,
+        _: drover_core::RetentionRunInsertParams,
+    ) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+
+    async fn retention_run_list(
+        &self,
+        _: drover_core::RetentionRunListParams,
+    ) -> Result<Vec<drover_core::RetentionRunRecord>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn throughput_add(&self, _: drover_core::ThroughputAddParams) -> Result<(), StoreError> {
+        Err(unsupported())
+    }
+
+    async fn throughput_list(
+        &self,
+        _: drover_core::ThroughputListParams,
+    ) -> Result<Vec<drover_core::ThroughputMinute>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn throughput_prune(
+        &self,
+        _: drover_core::ThroughputPruneParams,
+    ) -> Result<u64, StoreError> {
+        Err(unsupported())
+    }
+
     async fn table_columns(&self, _: String) -> Result<Option<Vec<String>>, StoreError> {
         Err(unsupported())
     }

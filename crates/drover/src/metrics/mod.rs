@@ -7,11 +7,14 @@
 //! zero, so that a rate or an alert has something to work on before the first job.
 //!
 //! Counters and histograms are recorded where the work happens: store operations by
-//! [`MeteredStore`], outcomes by the completer and by remote (HTTP) workers' leases. Gauges are
+//! [`MeteredStore`], outcomes by the completer and by remote (HTTP) workers' leases (through
+//! [`Metrics::finished`], which also counts them per minute for the cluster's throughput, see
+//! [`throughput`]). Gauges are
 //! set from the cached counts just before each scrape ([`Metrics::observe`]).
 
 mod autoscaler;
 mod store;
+pub mod throughput;
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -117,6 +120,8 @@ pub struct Metrics {
     archive_rows: Family<TableLabels, Counter>,
     store_seconds: Family<OpLabels, Histogram, fn() -> Histogram>,
     http_requests: Family<HttpLabels, Counter>,
+    /// Outcomes per minute and queue, waiting for the presence heartbeat to flush them.
+    throughput: throughput::Throughput,
     /// Queues seen by the last [`Metrics::observe`], whose gauges must be reset when a queue
     /// disappears from the counts.
     seen_queues: Mutex<Vec<String>>,
@@ -157,6 +162,7 @@ impl Metrics {
             archive_rows: Family::default(),
             store_seconds: Family::new_with_constructor(fast_histogram as fn() -> Histogram),
             http_requests: Family::default(),
+            throughput: Default::default(),
             seen_queues: Mutex::new(Vec::new()),
             autoscaler: Default::default(),
             autoscaler_source: Default::default(),
@@ -298,8 +304,17 @@ impl Metrics {
             .inc();
     }
 
-    /// Records an accepted outcome of a run that held its job for `held`.
-    pub fn finished(&self, queue: &str, kind: &str, outcome: &Outcome, held: Duration) {
+    /// Records an accepted outcome of a run that held its job for `held`, recorded at `at` (by
+    /// the engine's clock): the one place both local and remote workers' outcomes pass.
+    pub fn finished(
+        &self,
+        queue: &str,
+        kind: &str,
+        outcome: &Outcome,
+        held: Duration,
+        at: Timestamp,
+    ) {
+        self.throughput.record(queue, outcome, at);
         let labels = JobLabels {
             queue: queue.into(),
             kind: kind.into(),
@@ -314,6 +329,11 @@ impl Metrics {
         self.duration
             .get_or_create(&labels)
             .observe(held.as_secs_f64());
+    }
+
+    /// The outcomes counted per minute and not yet flushed to the store.
+    pub fn throughput(&self) -> &throughput::Throughput {
+        &self.throughput
     }
 
     /// Records how long a claimed job waited since its enqueue.

@@ -245,6 +245,47 @@ impl Store for MeteredStore {
         timed!(self, "cron_prune", self.inner.cron_prune(params))
     }
 
+    async fn retention_run_insert(
+        &self,
+        params: RetentionRunInsertParams,
+    ) -> Result<(), StoreError> {
+        timed!(
+            self,
+            "retention_run_insert",
+            self.inner.retention_run_insert(params)
+        )
+    }
+
+    async fn retention_run_list(
+        &self,
+        params: RetentionRunListParams,
+    ) -> Result<Vec<RetentionRunRecord>, StoreError> {
+        timed!(
+            self,
+            "retention_run_list",
+            self.inner.retention_run_list(params)
+        )
+    }
+
+    async fn throughput_add(&self, params: ThroughputAddParams) -> Result<(), StoreError> {
+        timed!(self, "throughput_add", self.inner.throughput_add(params))
+    }
+
+    async fn throughput_list(
+        &self,
+        params: ThroughputListParams,
+    ) -> Result<Vec<ThroughputMinute>, StoreError> {
+        timed!(self, "throughput_list", self.inner.throughput_list(params))
+    }
+
+    async fn throughput_prune(&self, params: ThroughputPruneParams) -> Result<u64, StoreError> {
+        timed!(
+            self,
+            "throughput_prune",
+            self.inner.throughput_prune(params)
+        )
+    }
+
     async fn table_columns(&self, table: String) -> Result<Option<Vec<String>>, StoreError> {
         self.inner.table_columns(table).await
     }

@@ -1,6 +1,7 @@
 //! The retention archiver (leader-only): runs every policy once when this process becomes
 //! leader (to catch up), then each on its schedule. Each batch is one transaction; a crash at
 //! any point leaves every row in exactly one of the two tables, and the next run continues.
+//! Every run is recorded in the store (`drover_retention_runs`), failed ones with their error.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use drover_core::LeaderTerm;
 use tokio_util::sync::CancellationToken;
 
 use crate::leader::LeaderService;
-use crate::retention::PreparedPolicy;
+use crate::retention::{PreparedPolicy, Trigger};
 use crate::runtime::Shared;
 
 pub(crate) struct Archiver {
@@ -19,8 +20,12 @@ pub(crate) struct Archiver {
 
 impl Archiver {
     async fn run_policy(&self, policy: &PreparedPolicy, stop: &CancellationToken) {
-        let now = self.shared.clock.now();
-        let run = policy.run(&self.shared.store, now, |_| {});
+        let run = policy.run_recorded(
+            &self.shared.store,
+            self.shared.clock.as_ref(),
+            Trigger::Schedule,
+            |_| {},
+        );
         tokio::select! {
             _ = stop.cancelled() => {}
             result = run => match result {

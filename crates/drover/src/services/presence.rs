@@ -1,10 +1,18 @@
-//! Presence: this process registers itself (id, host, pid, queues) and heartbeats, so that an
-//! operator can see who is working; the leader prunes processes that went silent.
+//! Presence: this process registers itself (id, host, pid, queues and their concurrency) and
+//! heartbeats, so that an operator can see who is working; the leader prunes processes that
+//! went silent.
+//!
+//! The heartbeat also flushes this process's throughput counts (outcomes per minute and queue,
+//! counted in memory by [`crate::metrics::throughput`]) into its own rows, and once more when
+//! the process stops; the leader prunes rows older than a day.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_core::{ProcessPruneParams, ProcessUpsertParams};
+use drover_core::{
+    ProcessPruneParams, ProcessUpsertParams, ThroughputAddParams, ThroughputPruneParams,
+};
+use jiff::SignedDuration;
 use tokio_util::sync::CancellationToken;
 
 use crate::leader::LeaderService;
@@ -14,6 +22,8 @@ use crate::runtime::Shared;
 pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
 /// A process silent for this long is removed from the registry.
 const STALE_AFTER: Duration = Duration::from_secs(60);
+/// Throughput rows older than this are pruned: the longest view asks for a day.
+const THROUGHPUT_KEPT: SignedDuration = SignedDuration::from_hours(24);
 
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(INTERVAL);
@@ -28,11 +38,36 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     Ok(Err(err)) => tracing::debug!(error = %err, "presence heartbeat failed"),
                     Err(_) => tracing::debug!("presence heartbeat timed out"),
                 }
+                flush_throughput(&shared).await;
             }
         }
     }
+    flush_throughput(&shared).await;
     let delete = shared.store.process_delete(shared.process_id.clone());
     let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
+}
+
+/// Adds the throughput counted since the last flush to this process's rows. A flush that fails
+/// (or times out) puts the counts back for the next one: nothing is lost while the database is
+/// away, and the hot path never waits for it.
+pub(crate) async fn flush_throughput(shared: &Shared) {
+    let throughput = shared.metrics.throughput();
+    let counts = throughput.take();
+    if counts.is_empty() {
+        return;
+    }
+    let call = shared.store.throughput_add(ThroughputAddParams {
+        process: shared.process_id.clone(),
+        counts: counts.clone(),
+    });
+    let failed = match tokio::time::timeout(INTERVAL, call).await {
+        Ok(Ok(())) => return,
+        Ok(Err(err)) => err.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    tracing::debug!(error = %failed, rows = counts.len(),
+        "throughput flush failed; keeping the counts for the next one");
+    throughput.restore(counts, shared.clock.now());
 }
 
 fn upsert_params(shared: &Shared) -> ProcessUpsertParams {
@@ -42,6 +77,12 @@ fn upsert_params(shared: &Shared) -> ProcessUpsertParams {
         host,
         pid,
         queues: shared.config.queues.keys().cloned().collect(),
+        concurrency: shared
+            .config
+            .queues
+            .iter()
+            .map(|(queue, &n)| (queue.clone(), u32::try_from(n).unwrap_or(u32::MAX)))
+            .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         now: shared.clock.store_now(),
     }
@@ -50,6 +91,22 @@ fn upsert_params(shared: &Shared) -> ProcessUpsertParams {
 /// Leader-only: removes processes that stopped heartbeating (killed, or their host died).
 pub(crate) struct Pruner {
     pub(crate) shared: Arc<Shared>,
+}
+
+impl Pruner {
+    /// Deletes throughput rows older than a day (by this process's clock).
+    async fn prune_throughput(&self) {
+        let before = self.shared.clock.now() - THROUGHPUT_KEPT;
+        let call = self
+            .shared
+            .store
+            .throughput_prune(ThroughputPruneParams { before });
+        match tokio::time::timeout(INTERVAL, call).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => tracing::debug!(error = %err, "throughput prune failed"),
+            Err(_) => tracing::debug!("throughput prune timed out"),
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -74,6 +131,7 @@ impl LeaderService for Pruner {
                         Ok(Err(err)) => tracing::debug!(error = %err, "process prune failed"),
                         Err(_) => tracing::debug!("process prune timed out"),
                     }
+                    self.prune_throughput().await;
                 }
             }
         }

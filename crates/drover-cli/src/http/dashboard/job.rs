@@ -105,7 +105,7 @@ fn events(job: &JobRecord) -> Vec<Event> {
             title: format!("attempt {} failed", error.attempt),
             detail: Some(error.message.clone()),
             step: error.step.clone(),
-            process: None,
+            process: error.process.clone(),
         });
     }
     for entry in &job.history {
@@ -180,6 +180,7 @@ fn fields(job: &JobRecord, now: Timestamp) -> Markup {
             dt { "scheduled" } dd { (format::when(job.scheduled_at, now)) }
             dt { "last attempt began" } dd { (format::when_opt(job.attempted_at, now)) }
             dt { "finished" } dd { (format::when_opt(job.completed_at, now)) }
+            dt { "process" } dd.mono { (job.lease_owner.as_deref().unwrap_or("–")) }
             dt { "lease" } dd {
                 @match (&job.lease_owner, job.lease_expires_at) {
                     (Some(owner), Some(until)) => { span.mono { (owner) } " until " (format::when(until, now)) },

@@ -1,0 +1,182 @@
+//! The enqueue writer: enqueues queued by many callers are written together, one transaction
+//! per batch, in a task of its own (see `batch.rs`), and idle workers' parked claims are made in
+//! the same transaction.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use drover_core::parked::{Parked, ParkedClaims};
+use drover_core::{
+    ClaimResult, InsertedJob, JobOutcome, LeaseRef, NewJob, Outcome, StoreError, Wakeups,
+};
+use jiff::Timestamp;
+
+use crate::batch::{InsertQueue, Pending};
+use crate::error::DbError;
+use crate::insert::{self, InsertSql};
+use crate::txn::in_transaction;
+use crate::{jobs, parked, wake};
+
+/// What a flush of queued enqueues needs, cloned out of the store so that it can run in a task
+/// of its own (see `batch.rs`).
+#[derive(Clone)]
+pub(crate) struct InsertWriter {
+    pub(crate) pool: Pool,
+    pub(crate) insert_sql: InsertSql,
+    pub(crate) channel: String,
+    pub(crate) wakeups: Wakeups,
+    pub(crate) closed: Arc<AtomicBool>,
+    pub(crate) queue: Arc<InsertQueue>,
+    /// Claims of idle workers of this process, made in the transaction of the next enqueue
+    /// into their queue (see the `parked` module).
+    pub(crate) parked: Arc<ParkedClaims>,
+}
+
+impl InsertWriter {
+    pub(crate) fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Pauses before a transaction is tried again after a deadlock or a serialization
+    /// failure: a few milliseconds, more each time, at random so that the two sides of a
+    /// deadlock do not collide again.
+    pub(crate) async fn pause_before_retry(&self, tries: u32, err: &DbError) {
+        let pause = Duration::from_millis(fastrand::u64(1..=10 * u64::from(tries)));
+        tracing::debug!(error = ?err, tries, ?pause, "transaction rolled back; trying again");
+        tokio::time::sleep(pause).await;
+    }
+
+    /// Flushes batches until nothing is queued.
+    pub(crate) async fn flush_all(self) {
+        while let Some(batch) = self.queue.take() {
+            self.flush(batch).await;
+        }
+    }
+
+    /// Writes a batch of queued enqueues in one transaction and answers each caller. If the
+    /// batch fails, each caller's jobs are tried alone, so that one caller's trouble is not
+    /// another's.
+    async fn flush(&self, batch: Vec<Pending>) {
+        let now = batch[0].now;
+        if batch.len() > 1 {
+            let jobs: Vec<NewJob> = batch.iter().flat_map(|p| p.jobs.iter().cloned()).collect();
+            if let Ok(mut inserted) = self.insert_now(&jobs, now).await {
+                for pending in batch {
+                    let rest = inserted.split_off(pending.jobs.len());
+                    let _ = pending.reply.send(Ok(inserted));
+                    inserted = rest;
+                }
+                return;
+            }
+        }
+        for pending in batch {
+            let result = self.insert_now(&pending.jobs, pending.now).await;
+            let _ = pending.reply.send(result);
+        }
+    }
+
+    async fn insert_now(
+        &self,
+        jobs: &[NewJob],
+        now: Option<Timestamp>,
+    ) -> Result<Vec<InsertedJob>, StoreError> {
+        // Claims taken by a try that failed are answered with its error (their workers claim
+        // the ordinary way); a try that commits answers its own.
+        let mut taken: Vec<Parked> = Vec::new();
+        let result = in_transaction!(self, |db| {
+            let inserted = insert::insert_many(db, &self.insert_sql, jobs, now).await?;
+            let payloads = inserted_queues(&inserted, jobs);
+            wake::notify(db, &self.channel, &payloads).await?;
+            // Local workers need a wake-up only for queues that no parked claim emptied.
+            let mut wake = false;
+            let mut made = Vec::new();
+            for queue in parked::available_queues(&inserted, jobs) {
+                match self.parked.take(queue) {
+                    Some(claim) => {
+                        taken.push(claim);
+                        let claim = taken.last().expect("just pushed");
+                        let result = parked::claim_in_transaction(db, claim).await?;
+                        wake |= result.jobs.len() >= claim.params.limit;
+                        made.push(result);
+                    }
+                    None => wake = true,
+                }
+            }
+            (inserted, wake, made)
+        });
+        let (inserted, wake, made) = match result {
+            Ok(done) => done,
+            Err(err) => {
+                for claim in taken {
+                    let _ = claim.answer.send(Err(err.clone()));
+                }
+                return Err(err);
+            }
+        };
+        if wake {
+            self.wakeups.wake();
+        }
+        // The last try's claims come last; earlier tries' were rolled back with them, and
+        // their workers claim the ordinary way.
+        let rolled_back = taken.len() - made.len();
+        for claim in taken.drain(..rolled_back) {
+            let _ = claim.answer.send(Err(StoreError::Unavailable(
+                "the enqueue that took this parked claim was rolled back".into(),
+            )));
+        }
+        for (claim, result) in taken.into_iter().zip(made) {
+            if let Err(Ok(unwanted)) = claim.answer.send(Ok(result)) {
+                self.hand_back(unwanted).await;
+            }
+        }
+        Ok(inserted)
+    }
+
+    /// Hands back the jobs of a parked claim whose worker stopped waiting (nobody will run
+    /// them): available again, their attempt not used.
+    async fn hand_back(&self, unwanted: ClaimResult) {
+        if unwanted.jobs.is_empty() {
+            return;
+        }
+        let outcomes: Vec<JobOutcome> = unwanted
+            .jobs
+            .iter()
+            .map(|job| JobOutcome {
+                lease: LeaseRef {
+                    id: job.id,
+                    lease_token: job.lease_token,
+                },
+                step: None,
+                outcome: Outcome::HandBack {
+                    reason: "claimed for a worker that had stopped waiting; handed back".into(),
+                },
+            })
+            .collect();
+        let result = in_transaction!(self, |db| {
+            jobs::finish_many(db, &self.channel, &outcomes, None).await?
+        });
+        match result {
+            Ok(finished) if finished.notified => self.wakeups.wake(),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, jobs = outcomes.len(),
+                "cannot hand back jobs claimed for a worker that stopped waiting; the rescuer \
+                 will take them when their leases expire"),
+        }
+    }
+}
+
+/// Payloads for the queues where jobs were inserted (duplicates change nothing).
+pub(crate) fn inserted_queues(inserted: &[InsertedJob], jobs: &[NewJob]) -> Vec<String> {
+    wake::payloads(
+        inserted
+            .iter()
+            .zip(jobs)
+            .filter(|(result, _)| !result.duplicate)
+            .map(|(_, job)| job.queue.as_str()),
+    )
+}
