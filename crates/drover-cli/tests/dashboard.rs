@@ -274,7 +274,6 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
 
     // The other pages, as an operator sees them.
     for (path, name, heading) in [
-        ("/", "overview", "Overview"),
         ("/cron", "cron", "Cron"),
         ("/retention", "retention", "Retention"),
         ("/processes", "processes", "Processes"),
@@ -290,8 +289,32 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
                 .unwrap();
             assert!(cron.contains("Europe/Berlin"), "{cron}");
         }
+        if name == "retention" {
+            browser
+                .find("section[data-policy='drover_jobs'] table.runs")
+                .await;
+        }
         screenshot(&browser, name).await;
     }
+    // Some work and some failures, then the overview: its chart gets this minute's bars once
+    // the server flushed its counts (with its presence heartbeat, every 5 s).
+    blocking(|| {
+        let jobs: Vec<Value> = (0..60)
+            .map(|i| match i % 6 {
+                0 => json!({"kind": "drover.fail", "args": {"message": "upstream timed out"}, "max_attempts": 1}),
+                _ => json!({"kind": "drover.sleep", "args": {"ms": 20}}),
+            })
+            .collect();
+        server.ok("/api/v1/jobs/batch", &json!({ "jobs": jobs }));
+    });
+    browser.client.goto(&go("/")).await.unwrap();
+    browser
+        .until(
+            "the chart shows completed and failed jobs (refreshed in place)",
+            "document.querySelector('figure.chart').dataset.completed >= 50 && document.querySelector('figure.chart').dataset.failed >= 10",
+        )
+        .await;
+    screenshot(&browser, "overview").await;
     browser.close().await;
 }
 

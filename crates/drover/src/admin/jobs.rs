@@ -66,8 +66,9 @@ impl JobFilter {
         Ok(())
     }
 
-    fn params(&self, before_id: Option<JobId>, limit: usize) -> JobListParams {
+    pub(super) fn params(&self, before_id: Option<JobId>, limit: usize) -> JobListParams {
         JobListParams {
+            above_id: None,
             state: self.state,
             queue: self.queue.clone(),
             kind: self.kind.clone(),
@@ -168,6 +169,11 @@ pub struct JobPage {
     pub jobs: Vec<JobRecord>,
     /// Pass as `after` to get the next page; `None` on the last page.
     pub next: Option<JobId>,
+    /// Set when a search on columns no index covers (args, kind, times) stopped after reading
+    /// its budget of rows ([`SEARCH_BUDGET`](crate::admin::SEARCH_BUDGET)) before the page was full: jobs from this id down
+    /// were not searched yet, and `next` (the same id) continues the search there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub searched_to: Option<JobId>,
 }
 
 /// What an action on every matching job did.
@@ -214,6 +220,9 @@ impl Admin {
                 reason: format!("{limit} is not between 1 and {MAX_PAGE}"),
             }));
         }
+        if filter.reads_unindexed_columns() {
+            return self.search(filter, after, limit).await;
+        }
         // One more than asked tells whether a next page exists without a second query.
         let mut jobs = self
             .store()
@@ -225,7 +234,11 @@ impl Admin {
         } else {
             None
         };
-        Ok(JobPage { jobs, next })
+        Ok(JobPage {
+            jobs,
+            next,
+            searched_to: None,
+        })
     }
 
     /// Counts the jobs matching `filter` (older than the cursor `after`, when given), up to

@@ -25,7 +25,6 @@ pub(super) fn throughput(points: &[ThroughputPoint]) -> Markup {
     let y = |v: f64| plot_h - v / top * plot_h;
     let completed: f64 = points.iter().map(|p| p.completed as f64).sum();
     let failed: f64 = points.iter().map(|p| p.failed as f64).sum();
-    let span = (points.len().max(1) * 60) as f64;
     let mut bars = String::new();
     for (i, p) in points.iter().enumerate() {
         let x = LEFT + i as f64 * slot + (slot - bar) / 2.0;
@@ -53,7 +52,7 @@ pub(super) fn throughput(points: &[ThroughputPoint]) -> Markup {
         .last()
         .map(|p| p.minute.strftime("%H:%M").to_string());
     html! {
-        figure.chart {
+        figure.chart data-completed=(completed) data-failed=(failed) {
             svg viewBox=(format!("0 0 {WIDTH} {HEIGHT}")) role="img"
                 aria-label=(format!("Completed and failed jobs per second over the last {} minutes", points.len())) {
                 line.axis x1=(LEFT) y1=(plot_h) x2=(WIDTH) y2=(plot_h) {}
@@ -69,11 +68,10 @@ pub(super) fn throughput(points: &[ThroughputPoint]) -> Markup {
                 (PreEscaped(bars))
             }
             figcaption {
-                span.key.ok {} "completed " strong #rate-completed { (per_second(completed / span)) } "/s"
+                span.key.ok {} "completed " strong #count-completed { (format::count(completed as u64)) }
                 " · "
-                span.key.bad {} "failed " strong #rate-failed { (per_second(failed / span)) } "/s"
-                span.muted { " (average over the hour; " (format::count(completed as u64)) " completed, "
-                    (format::count(failed as u64)) " failed)" }
+                span.key.bad {} "failed " strong #count-failed { (format::count(failed as u64)) }
+                span.muted { " in the last " (points.len()) " minutes · peak " (per_second(peak)) "/s" }
             }
         }
     }

@@ -229,6 +229,10 @@ pub(crate) struct Page {
     jobs: Vec<JobRecord>,
     /// Pass as `after` for the next page; absent on the last.
     next: Option<JobId>,
+    /// Present when a search on args, kind or times read its budget of 200,000 ids before the
+    /// page was full: jobs from this id down are not searched yet; `next` continues there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    searched_to: Option<JobId>,
 }
 
 /// List jobs, newest first, a page at a time.
@@ -242,11 +246,19 @@ pub(crate) async fn list_jobs(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Page>, ApiError> {
     let filter = query.filter()?;
-    let JobPage { jobs, next } = state
+    let JobPage {
+        jobs,
+        next,
+        searched_to,
+    } = state
         .admin
         .jobs(&filter, query.after, query.limit.unwrap_or(50))
         .await?;
-    Ok(Json(Page { jobs, next }))
+    Ok(Json(Page {
+        jobs,
+        next,
+        searched_to,
+    }))
 }
 
 impl ListQuery {
