@@ -57,6 +57,8 @@ pub(crate) async fn open_postgres(
 ) -> anyhow::Result<PgStore> {
     let mut pg = PgConfig::from_url(url).map_err(anyhow::Error::msg)?;
     pg.listen = listen;
+    // Enqueues in the caller's transaction are checked against the same limits as the rest.
+    pg.limits = crate::setup::limits(config);
     let mut tls = config.database.tls()?;
     // The URL's options were taken into `pg.tls`; both may set a field, to one value only.
     tls.merge(std::mem::take(&mut pg.tls))

@@ -321,6 +321,12 @@ pub(crate) enum ArchiveCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The retention policies: what each moves, its last run and its next run.
+    List {
+        /// Print one JSON document (each policy with its last ten runs).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

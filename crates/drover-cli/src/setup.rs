@@ -174,13 +174,13 @@ pub(crate) fn job_defaults(config: &Config) -> JobDefaults {
     JobDefaults::new(Arc::new(SystemClock), limits(config), task_options(config))
 }
 
-/// The admin seam over `store`, with the config's task defaults and cron schedules.
+/// The admin seam over `store`, with the config's task defaults, cron schedules and retention
+/// policies.
 pub(crate) fn admin(store: DynStore, config: &Config) -> anyhow::Result<drover::Admin> {
-    Ok(drover::Admin::new(
-        store,
-        job_defaults(config),
-        cron_schedules(config)?,
-    ))
+    Ok(
+        drover::Admin::new(store, job_defaults(config), cron_schedules(config)?)
+            .with_retention(retention_policies(config)?),
+    )
 }
 
 /// A client that applies the config's task defaults.

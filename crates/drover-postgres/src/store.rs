@@ -11,11 +11,11 @@ use drover_core::{
     CronRegisterParams, CronState, FinishClaimResult, FinishResult, InsertedJob, JobCancelParams,
     JobClaimParams, JobFinishClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
     JobInsertParams, JobListParams, JobRecord, JobRescueParams, JobRetryParams, LeaderElectParams,
-    LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, Limits,
-    MigrateReport, NewJob, ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount,
-    RescuedJob, ReservationAssignParams, ReservationCount, ReservationExpireParams,
-    ReservationInsertParams, ReservationListParams, ReservationRecord, ReservationReleaseParams,
-    SlotInsertParams, SlotListParams, SlotRecord, SlotTransitionParams, Store, StoreError, Wakeups,
+    LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport,
+    NewJob, ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob,
+    ReservationAssignParams, ReservationCount, ReservationExpireParams, ReservationInsertParams,
+    ReservationListParams, ReservationRecord, ReservationReleaseParams, SlotInsertParams,
+    SlotListParams, SlotRecord, SlotTransitionParams, Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use tokio::sync::{oneshot, watch};
@@ -158,7 +158,8 @@ impl PgStore {
     /// Enqueues jobs inside the caller's own transaction: the jobs exist if and only if that
     /// transaction commits, and workers are woken (by `NOTIFY`) when it does.
     ///
-    /// The jobs are validated with the default [`Limits`] first. Table names are qualified
+    /// The jobs are validated first, with the limits of [`PgConfig::limits`] (the defaults
+    /// unless set). Table names are qualified
     /// with the store's schema, so the transaction's `search_path` does not matter. Job times
     /// are the transaction's start (`now()`). A deadlock is not retried here: the error is
     /// transient, and the caller retries its whole transaction.
@@ -182,7 +183,7 @@ impl PgStore {
         tx: &tokio_postgres::Transaction<'_>,
         jobs: &[NewJob],
     ) -> Result<Vec<InsertedJob>, StoreError> {
-        let limits = Limits::default();
+        let limits = self.config.limits;
         limits.check_batch(jobs.len())?;
         for job in jobs {
             limits.check_job(job)?;

@@ -1,12 +1,18 @@
 //! `drover archive run`: runs the retention policies now, with a progress bar, and prints the
 //! rows moved. Each batch is its own transaction: an interrupted run leaves every row in exactly
-//! one table, and the next run continues where it stopped.
+//! one table, and the next run continues where it stopped. Every run is recorded (trigger
+//! `manual`), failed ones with their error.
+//!
+//! `drover archive list`: each policy, its last run and its next run.
 
 use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::Timestamp;
 use serde::Serialize;
+
+use drover::retention::Trigger;
+use drover_core::SystemClock;
 
 use crate::cli::ArchiveCommand;
 use crate::config::Config;
@@ -23,7 +29,10 @@ struct Moved {
 }
 
 pub(crate) async fn run(url: &str, config: &Config, command: ArchiveCommand) -> anyhow::Result<()> {
-    let ArchiveCommand::Run { policy, json } = command;
+    let (policy, json) = match command {
+        ArchiveCommand::Run { policy, json } => (policy, json),
+        ArchiveCommand::List { json } => return list(url, config, json).await,
+    };
     let store = backend::open(url, config, false).await?;
     let result = run_policies(&store, config, policy.as_deref(), json).await;
     store.close().await;
@@ -80,7 +89,9 @@ async fn run_policies(
         );
         progress.set_message(policy.policy.name.clone());
         let started = std::time::Instant::now();
-        let rows = policy.run(store, now, |n| progress.inc(n)).await?;
+        let rows = policy
+            .run_recorded(store, &SystemClock, Trigger::Manual, |n| progress.inc(n))
+            .await?;
         progress.finish_and_clear();
         moved.push(Moved {
             policy: policy.policy.name.clone(),
@@ -92,4 +103,65 @@ async fn run_policies(
         });
     }
     Ok(moved)
+}
+
+/// `drover archive list`.
+async fn list(url: &str, config: &Config, json: bool) -> anyhow::Result<()> {
+    let store = backend::open(url, config, false).await?;
+    let views = match setup::admin(store.clone(), config) {
+        Ok(admin) => admin.retention().await.map_err(anyhow::Error::from),
+        Err(err) => Err(err),
+    };
+    store.close().await;
+    let views = views?;
+    if json {
+        return output::json(&views);
+    }
+    if views.is_empty() {
+        println!(
+            "no retention policies ([jobs_archive] is disabled and there is no [[retention]])"
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            let last = v.runs.first();
+            vec![
+                v.name.clone(),
+                format!("{} → {}", v.table, v.archive_table),
+                v.age.clone(),
+                v.schedule.clone(),
+                output::opt_time(last.map(|r| r.started_at)),
+                last.map(last_run_text).unwrap_or_else(|| "-".into()),
+                output::opt_time(v.next_run_at),
+            ]
+        })
+        .collect();
+    output::table(
+        &[
+            "NAME",
+            "TABLES",
+            "AGE",
+            "SCHEDULE",
+            "LAST RUN (UTC)",
+            "RESULT",
+            "NEXT RUN (UTC)",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `moved 120 rows (schedule)`, or `failed after 20 rows: why (manual)`.
+fn last_run_text(run: &drover_core::RetentionRunRecord) -> String {
+    match &run.error {
+        None => format!("moved {} rows ({})", run.rows_moved, run.trigger),
+        Some(error) => format!(
+            "failed after {} rows: {} ({})",
+            run.rows_moved,
+            output::cut(error, 60),
+            run.trigger
+        ),
+    }
 }

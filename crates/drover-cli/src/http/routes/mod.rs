@@ -2,6 +2,7 @@
 //! description, through `utoipa_axum::routes!`: the document at `/api/openapi.json` is built
 //! from the same declarations as the router, so the two cannot drift.
 
+mod activity;
 mod capacity;
 mod cluster;
 mod jobs;
@@ -35,7 +36,9 @@ use super::{ApiError, AppState};
     tags(
         (name = "jobs", description = "Enqueue, list, inspect, retry, cancel and discard jobs"),
         (name = "queues", description = "Queue depth and pause / resume"),
-        (name = "cluster", description = "The leader, the processes and the cron schedules"),
+        (name = "cluster", description = "The leader, the processes, the cron schedules and the \
+                                          cluster's throughput"),
+        (name = "retention", description = "The retention policies and their recent runs"),
         (name = "capacity", description = "The autoscaler's slots and reservations"),
         (name = "leases", description = "Workers in any language: lease, heartbeat, complete, fail"),
         (name = "operations", description = "Health probes and Prometheus metrics"),
@@ -70,6 +73,8 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(cluster::get_cluster))
         .routes(routes!(cluster::list_cron))
         .routes(routes!(cluster::run_cron))
+        .routes(routes!(activity::get_throughput))
+        .routes(routes!(activity::list_retention))
         .routes(routes!(leases::lease_jobs))
         .routes(routes!(leases::heartbeat))
         .routes(routes!(leases::complete))
