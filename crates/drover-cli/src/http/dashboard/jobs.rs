@@ -150,11 +150,19 @@ pub(super) async fn page(
                 (bulk_bar(&filter, &filter_json))
             }
             (table(&page.jobs, now, !state.settings.read_only))
+            @if let Some(to) = page.searched_to {
+                p.searched #searched-to {
+                    "Searched the jobs down to id " (to) " (a search on args, kind or times reads "
+                    (format::count(drover::admin::SEARCH_BUDGET as u64)) " jobs a page, so it never times out): "
+                    (page.jobs.len()) " found so far. "
+                    a href={ "/jobs?" (query.with_after(Some(to))) } { "Search older jobs →" }
+                }
+            }
             nav.pager {
                 @if after.is_some() {
                     a href={ "/jobs?" (query.with_after(None)) } { "← Newest" }
                 }
-                @if let Some(next) = page.next {
+                @if let Some(next) = page.next.filter(|_| page.searched_to.is_none()) {
                     a #next-page href={ "/jobs?" (query.with_after(Some(next))) } { "Older →" }
                 }
                 span.muted { (page.jobs.len()) " jobs on this page" }
