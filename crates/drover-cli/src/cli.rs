@@ -213,6 +213,8 @@ pub(crate) enum Scenario {
     Latency,
     /// Enqueue at a fixed rate while workers drain: latency under load (not part of `all`).
     Steady,
+    /// The dashboard's and the API's page times on a table of `--jobs` jobs (not part of `all`).
+    Pages,
     All,
 }
 

@@ -637,6 +637,17 @@ pub async fn list_filters_and_counts(store: DynStore) {
         .await
         .unwrap();
     assert_eq!(page[0].id, ids[1]);
+    // A window of ids: above one, below another (how a search reads a bounded slice).
+    let window = store
+        .job_list(JobListParams {
+            before_id: Some(ids[2]),
+            above_id: Some(ids[0]),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(window.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[1]]);
     let counts = store.job_count_by_queue().await.unwrap();
     let count = |queue: &str, state| {
         counts

@@ -641,6 +641,9 @@ pub(crate) async fn list(db: &Db<'_>, params: &JobListParams) -> Result<Vec<JobR
     if let Some(id) = params.before_id {
         add("id < ?::bigint", Box::new(id));
     }
+    if let Some(id) = params.above_id {
+        add("id > ?::bigint", Box::new(id));
+    }
     if let Some(from) = params.created.from {
         add("created_at >= ?::timestamptz", Box::new(from));
     }

@@ -465,6 +465,9 @@ pub(crate) fn list(conn: &Connection, params: &JobListParams) -> rusqlite::Resul
     if let Some(id) = params.before_id {
         add("id < ?", rusqlite::types::Value::Integer(id));
     }
+    if let Some(id) = params.above_id {
+        add("id > ?", rusqlite::types::Value::Integer(id));
+    }
     if let Some(from) = params.created.from {
         add("created_at >= ?", text(&to_text(from)));
     }

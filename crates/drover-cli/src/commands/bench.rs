@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::{BenchArgs, Scenario};
 
+mod pages;
 mod plot;
 mod steady;
 mod target;
@@ -225,6 +226,16 @@ pub(crate) async fn run(
             fresh.finish().await?;
         }
         measure("steady", 1, runs);
+    }
+    // Not part of `all`: it fills a table of its own, usually of a million jobs.
+    if args.scenario == Scenario::Pages {
+        progress.set_message(format!("pages: filling {} jobs", args.jobs));
+        let fresh = target.fresh(config).await?;
+        let times = pages::pages(&fresh.store, args.jobs, 25).await?;
+        fresh.finish().await?;
+        progress.finish_and_clear();
+        pages::print(&times, target.backend(), args.jobs, args.json)?;
+        return Ok(());
     }
     progress.finish_and_clear();
     if !args.json {

@@ -74,8 +74,14 @@ async fn dispatch(admin: &Admin, command: JobsCommand) -> anyhow::Result<()> {
                 return output::json(&page);
             }
             list(&page.jobs);
-            if let Some(next) = page.next {
-                eprintln!("more jobs: add --after {next}");
+            match (page.searched_to, page.next) {
+                (Some(to), _) => eprintln!(
+                    "searched down to job {to} (a search on args, kind or times reads at most \
+                     {} ids a page); search older jobs: add --after {to}",
+                    drover::admin::SEARCH_BUDGET
+                ),
+                (None, Some(next)) => eprintln!("more jobs: add --after {next}"),
+                (None, None) => {}
             }
             Ok(())
         }

@@ -92,6 +92,7 @@ pub(crate) async fn run(
                 probe: handle.probe(),
                 settings: Arc::new(settings),
                 stop: stop_leasing.clone(),
+                sessions: Default::default(),
             };
             let stop = stop_server.clone();
             Some(tokio::spawn(async move {

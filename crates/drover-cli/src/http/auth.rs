@@ -1,13 +1,14 @@
-//! Who may do what: the bearer token (compared in constant time), the same-origin check that
-//! keeps a web page in the operator's browser from driving a loopback server, and read-only
-//! mode. The health probes stay open.
+//! Who may do what: the bearer token (compared in constant time) or a dashboard session that
+//! stands for it, the same-origin check that keeps a web page in the operator's browser from
+//! driving a loopback server, and read-only mode. The health probes and the login page stay
+//! open.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, dashboard};
 
 /// Paths that answer without a token (load balancers and orchestrators probe them).
 const OPEN: [&str; 2] = ["/healthz", "/readyz"];
@@ -31,8 +32,17 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
         return next.run(request).await;
     }
     if let Some(expected) = &state.settings.token
+        && !dashboard::is_open(&path)
         && !presented_token(request.headers()).is_some_and(|got| same(got, expected))
+        && !state.sessions.signed_in(request.headers())
     {
+        if dashboard::is_page(&path) && request.method() == Method::GET {
+            let wanted = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+            let next = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("next", wanted)
+                .finish();
+            return Redirect::to(&format!("/login?{next}")).into_response();
+        }
         let mut response = ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -76,7 +86,7 @@ fn presented_token(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares in time that depends on the lengths only, never on where the first difference
 /// is. Hand-written (eight lines) rather than a dependency.
-fn same(got: &str, expected: &str) -> bool {
+pub(crate) fn same(got: &str, expected: &str) -> bool {
     let (got, expected) = (got.as_bytes(), expected.as_bytes());
     if got.len() != expected.len() {
         return false;

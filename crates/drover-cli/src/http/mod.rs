@@ -1,10 +1,11 @@
 //! The HTTP surface of `drover serve`: the JSON API under `/api/v1/`, its OpenAPI document,
-//! `/metrics`, and the health probes. Handlers are thin: each parses its input, calls the admin
+//! `/metrics`, the health probes, and the dashboard at `/`. Handlers are thin: each parses its input, calls the admin
 //! seam (`drover::Admin`) or the remote-worker protocol (`drover::remote`), and returns
 //! `Result<Json<T>, ApiError>`. Authentication, the same-origin check, the body limit and the
 //! request metrics are middleware, not per-handler checks.
 
 mod auth;
+mod dashboard;
 mod error;
 mod extract;
 mod routes;
@@ -111,13 +112,17 @@ pub(crate) struct AppState {
     pub(crate) settings: Arc<HttpSettings>,
     /// Fires when the server is shutting down: long polls return at once.
     pub(crate) stop: CancellationToken,
+    /// Browsers signed in to the dashboard (when a token guards the server).
+    pub(crate) sessions: Arc<dashboard::session::Sessions>,
 }
 
-/// The whole application: the API, the OpenAPI document, metrics and probes, with middleware.
+/// The whole application: the API, the OpenAPI document, metrics, probes and the dashboard,
+/// with middleware.
 pub(crate) fn router(state: AppState) -> Router {
     let (api, openapi) = routes::api().split_for_parts();
     let openapi = Arc::new(openapi);
     api.merge(routes::openapi_route(openapi))
+        .merge(dashboard::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::guard,

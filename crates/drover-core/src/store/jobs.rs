@@ -214,6 +214,9 @@ pub struct JobListParams {
     pub kind: Option<String>,
     /// Only jobs with an id below this one (paging, newest first).
     pub before_id: Option<JobId>,
+    /// Only jobs with an id above this one: with `before_id`, a window of ids, so that a search
+    /// on columns no index covers reads a bounded number of rows.
+    pub above_id: Option<JobId>,
     /// Only jobs created in this range.
     pub created: TimeRange,
     /// Only jobs finished in this range (terminal states only, when set).

@@ -15,6 +15,9 @@ pub const MAX_PAGE: usize = 1000;
 /// Jobs an action on "everything that matches" changes per store call.
 const ACTION_BATCH: usize = 500;
 
+/// The most jobs [`Admin::count_matching`] counts.
+pub const MAX_COUNT: usize = 10_000;
+
 /// Which jobs a list or a bulk action is about. Every field narrows; none set means all jobs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {
@@ -63,8 +66,9 @@ impl JobFilter {
         Ok(())
     }
 
-    fn params(&self, before_id: Option<JobId>, limit: usize) -> JobListParams {
+    pub(super) fn params(&self, before_id: Option<JobId>, limit: usize) -> JobListParams {
         JobListParams {
+            above_id: None,
             state: self.state,
             queue: self.queue.clone(),
             kind: self.kind.clone(),
@@ -165,6 +169,11 @@ pub struct JobPage {
     pub jobs: Vec<JobRecord>,
     /// Pass as `after` to get the next page; `None` on the last page.
     pub next: Option<JobId>,
+    /// Set when a search on columns no index covers (args, kind, times) stopped after reading
+    /// its budget of rows ([`SEARCH_BUDGET`](crate::admin::SEARCH_BUDGET)) before the page was full: jobs from this id down
+    /// were not searched yet, and `next` (the same id) continues the search there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub searched_to: Option<JobId>,
 }
 
 /// What an action on every matching job did.
@@ -176,6 +185,15 @@ pub struct BulkReport {
     pub changed: u64,
     /// Jobs it left as they were (the action does not apply to their state).
     pub unchanged: u64,
+}
+
+/// How many jobs match a filter, counted up to a cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct JobCount {
+    /// Jobs counted.
+    pub count: u64,
+    /// True when the count stopped at the cap: there are at least this many.
+    pub at_least: bool,
 }
 
 impl Admin {
@@ -202,6 +220,9 @@ impl Admin {
                 reason: format!("{limit} is not between 1 and {MAX_PAGE}"),
             }));
         }
+        if filter.reads_unindexed_columns() {
+            return self.search(filter, after, limit).await;
+        }
         // One more than asked tells whether a next page exists without a second query.
         let mut jobs = self
             .store()
@@ -213,7 +234,52 @@ impl Admin {
         } else {
             None
         };
-        Ok(JobPage { jobs, next })
+        Ok(JobPage {
+            jobs,
+            next,
+            searched_to: None,
+        })
+    }
+
+    /// Counts the jobs matching `filter` (older than the cursor `after`, when given), up to
+    /// `cap` (at most [`MAX_COUNT`]): what an operator is told before an action on every
+    /// matching job. Walks the list a batch at a time, so its cost is bounded by the cap, not
+    /// by the table.
+    pub async fn count_matching(
+        &self,
+        filter: &JobFilter,
+        after: Option<JobId>,
+        cap: usize,
+    ) -> Result<JobCount, Error> {
+        filter.validate()?;
+        if !(1..=MAX_COUNT).contains(&cap) {
+            return Err(Error::Invalid(ValidationError::Range {
+                field: "cap",
+                reason: format!("{cap} is not between 1 and {MAX_COUNT}"),
+            }));
+        }
+        let mut count = 0usize;
+        let mut cursor = after;
+        loop {
+            let want = (cap + 1 - count).min(ACTION_BATCH);
+            let page = self.store().job_list(filter.params(cursor, want)).await?;
+            count += page.len();
+            if count > cap {
+                return Ok(JobCount {
+                    count: cap as u64,
+                    at_least: true,
+                });
+            }
+            match page.last() {
+                Some(last) if page.len() == want => cursor = Some(last.id),
+                _ => {
+                    return Ok(JobCount {
+                        count: count as u64,
+                        at_least: false,
+                    });
+                }
+            }
+        }
     }
 
     /// Applies `action` to one job. A job the action does not apply to is a conflict, with the

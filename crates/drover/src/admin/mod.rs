@@ -10,6 +10,7 @@ mod cluster;
 mod jobs;
 mod queues;
 mod retention;
+mod search;
 mod throughput;
 
 use std::sync::Arc;
@@ -22,7 +23,8 @@ use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
 
 pub use cluster::{ClusterView, CronView};
-pub use jobs::{BulkReport, FilterText, JobFilter, JobPage, MAX_PAGE};
+pub use jobs::{BulkReport, FilterText, JobCount, JobFilter, JobPage, MAX_COUNT, MAX_PAGE};
+pub use search::SEARCH_BUDGET;
 pub use queues::QueueView;
 pub use retention::{RUNS_SHOWN, RetentionView};
 pub use throughput::{MAX_MINUTES, ThroughputPoint};
@@ -36,6 +38,7 @@ pub struct Admin {
     cron: Arc<Vec<CronSchedule>>,
     retention: Arc<Vec<RetentionPolicy>>,
     metrics: Option<Arc<Metrics>>,
+    search_budget: drover_core::JobId,
 }
 
 impl std::fmt::Debug for Admin {
@@ -57,7 +60,15 @@ impl Admin {
             cron: Arc::new(cron),
             retention: Arc::new(Vec::new()),
             metrics: None,
+            search_budget: SEARCH_BUDGET,
         }
+    }
+
+    /// Reads at most `ids` ids per page of a search on columns no index covers (default
+    /// [`SEARCH_BUDGET`]).
+    pub fn with_search_budget(mut self, ids: drover_core::JobId) -> Self {
+        self.search_budget = ids.max(1);
+        self
     }
 
     /// The configured retention policies (for their views), in the configuration's order.

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use drover::EnqueueRequest;
-use drover::admin::{BulkReport, FilterText, JobPage};
+use drover::admin::{BulkReport, FilterText, JobCount, JobFilter, JobPage, MAX_COUNT};
 use drover_core::{ActResult, Delivery, InsertedJob, JobAction, JobId, JobRecord};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -229,6 +229,10 @@ pub(crate) struct Page {
     jobs: Vec<JobRecord>,
     /// Pass as `after` for the next page; absent on the last.
     next: Option<JobId>,
+    /// Present when a search on args, kind or times read its budget of 200,000 ids before the
+    /// page was full: jobs from this id down are not searched yet; `next` continues there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    searched_to: Option<JobId>,
 }
 
 /// List jobs, newest first, a page at a time.
@@ -241,22 +245,65 @@ pub(crate) async fn list_jobs(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Page>, ApiError> {
-    let filter = FilterText {
-        state: query.state,
-        queue: query.queue,
-        kind: query.kind,
-        created_after: query.created_after,
-        created_before: query.created_before,
-        finished_after: query.finished_after,
-        finished_before: query.finished_before,
-        args: query.args,
-    }
-    .parse()?;
-    let JobPage { jobs, next } = state
+    let filter = query.filter()?;
+    let JobPage {
+        jobs,
+        next,
+        searched_to,
+    } = state
         .admin
         .jobs(&filter, query.after, query.limit.unwrap_or(50))
         .await?;
-    Ok(Json(Page { jobs, next }))
+    Ok(Json(Page {
+        jobs,
+        next,
+        searched_to,
+    }))
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<JobFilter, ApiError> {
+        Ok(FilterText {
+            state: self.state.clone(),
+            queue: self.queue.clone(),
+            kind: self.kind.clone(),
+            created_after: self.created_after.clone(),
+            created_before: self.created_before.clone(),
+            finished_after: self.finished_after.clone(),
+            finished_before: self.finished_before.clone(),
+            args: self.args.clone(),
+        }
+        .parse()?)
+    }
+}
+
+/// How many jobs match, counted up to a cap.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Counted {
+    /// Jobs counted.
+    count: u64,
+    /// True when counting stopped at the cap: there are more.
+    at_least: bool,
+}
+
+/// Count the jobs a list with the same filters would page through (older than `after` when
+/// given), up to `limit` (here 1 to 10,000; default 10,000). Costs at most `limit` rows, so
+/// it is cheap at any table size; used to say how many jobs an action on a filter touches.
+#[utoipa::path(get, path = "/api/v1/jobs/count", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "The count", body = Counted),
+        (status = 400, description = "A bad filter or limit", body = ErrorBody),
+    ))]
+pub(crate) async fn count_jobs(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Counted>, ApiError> {
+    let filter = query.filter()?;
+    let JobCount { count, at_least } = state
+        .admin
+        .count_matching(&filter, query.after, query.limit.unwrap_or(MAX_COUNT))
+        .await?;
+    Ok(Json(Counted { count, at_least }))
 }
 
 /// One job with every field: args, attempts with their errors and steps, history.

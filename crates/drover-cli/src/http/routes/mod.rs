@@ -63,6 +63,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(jobs::enqueue, jobs::list_jobs))
         .routes(routes!(jobs::enqueue_batch))
+        .routes(routes!(jobs::count_jobs))
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::act_on_job))
         .routes(routes!(jobs::act_on_jobs))
@@ -121,6 +122,9 @@ pub(crate) async fn record_request(
 }
 
 pub(crate) async fn not_found(request: Request) -> Response {
+    if super::dashboard::is_page(request.uri().path()) {
+        return super::dashboard::not_found(request.uri().path());
+    }
     ApiError::not_found(format!(
         "no route {} {}",
         request.method(),

@@ -1,0 +1,68 @@
+//! Processes: every registered `drover` process, its host, pid, queues, start and last
+//! heartbeat, and which one leads.
+
+use axum::extract::State;
+use jiff::Timestamp;
+use maud::html;
+
+use super::layout::{self, Nav};
+use super::{PageResult, format};
+use crate::http::AppState;
+
+pub(super) async fn page(State(state): State<AppState>) -> PageResult {
+    let cluster = state.admin.cluster().await?;
+    let now = Timestamp::now();
+    let leader = cluster.leader.as_ref();
+    let body = html! {
+        div #processes data-live {
+            div.stats {
+                (layout::stat("processes", html! { (cluster.processes.len()) }))
+                (layout::stat("leader", html! {
+                    @match leader {
+                        Some(l) => span.mono title=(l.leader_id) { (super::overview::short_process(&l.leader_id)) },
+                        None => span.warn { "none" },
+                    }
+                }))
+                (layout::stat("term", html! { @match leader { Some(l) => (l.term), None => "–" } }))
+                (layout::stat("term ends", html! { @match leader { Some(l) => (format::when(l.expires_at, now)), None => "–" } }))
+            }
+            section.card {
+                @if cluster.processes.is_empty() {
+                    p.muted { "No process is registered: start one with " code { "drover serve" } " or " code { "drover worker" } "." }
+                } @else {
+                    div.scroll {
+                        table.processes {
+                            thead { tr {
+                                th { "host" } th.num { "pid" } th { "queues" } th { "version" }
+                                th { "started" } th { "last seen" } th { "role" }
+                            } }
+                            tbody {
+                                @for p in &cluster.processes {
+                                    @let leads = leader.is_some_and(|l| l.leader_id == p.id);
+                                    tr data-process=(p.id) {
+                                        td.mono title=(p.id) { (p.host) }
+                                        td.num { (p.pid) }
+                                        td { @for (i, q) in p.queues.iter().enumerate() {
+                                            @if i > 0 { ", " } a href={ "/jobs?queue=" (q) } { (q) }
+                                        } }
+                                        td { (p.version) }
+                                        td { (format::when(p.started_at, now)) }
+                                        td { (format::when(p.heartbeat_at, now)) }
+                                        td { @if leads { span.badge.leader { "leader" } } @else { span.muted { "worker" } } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    p.note { "Processes heartbeat every 5 s; the leader removes one silent for a minute." }
+                }
+            }
+        }
+    };
+    Ok(layout::page(
+        "Processes",
+        Nav::Processes,
+        body,
+        state.settings.token.is_some(),
+    ))
+}

@@ -1,0 +1,456 @@
+//! The dashboard in a real headless Chromium against a real `drover serve`: an operator finds a
+//! job enqueued through the API, retries a failed job and sees its new state without a reload,
+//! pauses a queue and sees none of its jobs start, discards every job matching a filter after a
+//! confirmation that says how many, and signs in to a server that a token guards. The same run
+//! takes the screenshots in `docs/` when `DROVER_SCREENSHOTS` names a folder.
+
+#[path = "common/browser.rs"]
+mod browser;
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::time::Duration;
+
+use browser::Browser;
+use common::Env;
+use common::api::Server;
+use fantoccini::Locator;
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+[queues]
+default = 2
+mail = 1
+flaky = 1
+bulk = 1
+
+[worker]
+lease = "5s"
+counts_interval = "200ms"
+
+[[cron]]
+name = "nightly-report"
+schedule = "0 3 * * *"
+kind = "drover.noop"
+timezone = "Europe/Berlin"
+
+[jobs_archive]
+days = 7
+"#;
+
+/// Runs a blocking helper (HTTP calls, waits) without stalling the browser's connection.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+fn state_of(server: &Server, id: i64) -> String {
+    let (status, job) = server.get(&format!("/api/v1/jobs/{id}"));
+    assert_eq!(status, 200, "{job}");
+    job["state"].as_str().unwrap().to_owned()
+}
+
+fn wait_state(server: &Server, id: i64, want: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = state_of(server, id);
+        if state == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} is {state}, not {want}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn enqueue(server: &Server, body: Value) -> i64 {
+    server.ok("/api/v1/jobs", &body)["id"].as_i64().unwrap()
+}
+
+/// Saves a screenshot of the current page when `DROVER_SCREENSHOTS` names a folder; checks in
+/// any case that the browser rendered one.
+async fn screenshot(browser: &Browser, name: &str) {
+    let png = browser.client.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    if let Ok(dir) = std::env::var("DROVER_SCREENSHOTS") {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(std::path::Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+async fn click(browser: &Browser, css: &str) {
+    browser
+        .find(css)
+        .await
+        .click()
+        .await
+        .unwrap_or_else(|err| panic!("click {css}: {err}"));
+}
+
+/// Clicks `css`, checks the confirmation asks `question`, and confirms.
+async fn click_and_confirm(browser: &Browser, css: &str, question: &str) {
+    click(browser, css).await;
+    browser
+        .until(
+            "the confirmation opens",
+            "document.getElementById('confirm').open",
+        )
+        .await;
+    let text = browser.find("#confirm-text").await.text().await.unwrap();
+    assert!(
+        text.contains(question),
+        "the confirmation says {text:?}, not {question:?}"
+    );
+    click(browser, "#confirm-ok").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_works_the_dashboard_in_a_real_browser() {
+    let env = Env::new(CONFIG);
+    let server = blocking(|| env.serve("serve", &[]));
+    let base = server.url.clone();
+    let browser = Browser::start(1280, 900, false).await;
+    let go = |path: &str| format!("{base}{path}");
+
+    // A job enqueued through the API is found by its args and opened.
+    let order = blocking(|| {
+        let id = enqueue(
+            &server,
+            json!({"kind": "drover.noop", "args": {"order": {"id": 4242}}}),
+        );
+        wait_state(&server, id, "completed");
+        id
+    });
+    browser.client.goto(&go("/")).await.unwrap();
+    assert_eq!(browser.find("h1").await.text().await.unwrap(), "Overview");
+    browser
+        .until(
+            "the overview counts the completed job",
+            "document.querySelector('table.depth a.state-count[href*=\"state=completed\"]')",
+        )
+        .await;
+    let filter = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("args", r#"{"order": {"id": 4242}}"#)
+        .finish();
+    browser
+        .client
+        .goto(&go(&format!("/jobs?{filter}")))
+        .await
+        .unwrap();
+    let rows = browser
+        .client
+        .find_all(Locator::Css("table.jobs tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the args filter keeps one job");
+    click(&browser, &format!("a[href='/jobs/{order}']")).await;
+    browser.find("#job[data-state='completed']").await;
+    let args = browser.find("pre.json").await.text().await.unwrap();
+    assert!(args.contains("4242"), "args shown: {args}");
+    screenshot(&browser, "job").await;
+
+    // A failed job, retried with a click: the page shows its new state without a reload.
+    let failed = blocking(|| {
+        let id = enqueue(
+            &server,
+            json!({"kind": "drover.fail", "args": {"message": "card declined"}, "queue": "flaky", "max_attempts": 1}),
+        );
+        wait_state(&server, id, "discarded");
+        // Paused, so that the retried job waits where the page can see it.
+        server.ok("/api/v1/queues/flaky/pause", &json!({}));
+        id
+    });
+    browser
+        .client
+        .goto(&go(&format!("/jobs/{failed}")))
+        .await
+        .unwrap();
+    browser.find("#job[data-state='discarded']").await;
+    let timeline = browser.find("ol.timeline").await.text().await.unwrap();
+    assert!(
+        timeline.contains("card declined"),
+        "the error is on the timeline: {timeline}"
+    );
+    browser
+        .eval("window.__sameDocument = true; return 1;")
+        .await;
+    click_and_confirm(
+        &browser,
+        "button[data-post$='/retry']",
+        &format!("Retry job {failed}"),
+    )
+    .await;
+    browser
+        .until(
+            "the retried job shows as available",
+            "document.querySelector('#job').dataset.state === 'available'",
+        )
+        .await;
+    assert_eq!(
+        browser.eval("return window.__sameDocument === true;").await,
+        json!(true),
+        "the page reloaded"
+    );
+    assert_eq!(blocking(|| state_of(&server, failed)), "available");
+    let timeline = browser.find("ol.timeline").await.text().await.unwrap();
+    assert!(
+        timeline.contains("operator retry"),
+        "the retry is in the history: {timeline}"
+    );
+
+    // Pausing a queue with a click: its job does not start, while a later job elsewhere does.
+    browser.client.goto(&go("/queues")).await.unwrap();
+    click_and_confirm(
+        &browser,
+        "tr[data-queue='mail'] button[data-post$='/pause']",
+        "Pause queue mail",
+    )
+    .await;
+    browser.find("tr[data-queue='mail'] .badge.paused").await;
+    let held = blocking(|| {
+        let held = enqueue(&server, json!({"kind": "drover.noop", "queue": "mail"}));
+        let later = enqueue(&server, json!({"kind": "drover.noop"}));
+        wait_state(&server, later, "completed");
+        assert_eq!(
+            state_of(&server, held),
+            "available",
+            "a job of a paused queue started"
+        );
+        held
+    });
+    screenshot(&browser, "queues").await;
+    click_and_confirm(
+        &browser,
+        "tr[data-queue='mail'] button[data-post$='/resume']",
+        "Resume queue mail",
+    )
+    .await;
+    blocking(|| wait_state(&server, held, "completed"));
+
+    // Every job matching a filter, discarded after a confirmation that says how many.
+    blocking(|| {
+        server.ok("/api/v1/queues/bulk/pause", &json!({}));
+        let jobs: Vec<Value> = (0..35)
+            .map(|i| json!({"kind": "drover.noop", "queue": "bulk", "args": {"batch": if i < 30 { 7 } else { 8 }, "n": i}}))
+            .collect();
+        server.ok("/api/v1/jobs/batch", &json!({ "jobs": jobs }));
+    });
+    let filter = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("queue", "bulk")
+        .append_pair("args", r#"{"batch": 7}"#)
+        .finish();
+    browser
+        .client
+        .goto(&go(&format!("/jobs?{filter}")))
+        .await
+        .unwrap();
+    browser.find("tr[data-state='available']").await;
+    screenshot(&browser, "jobs").await;
+    click(&browser, "#select-matching").await;
+    click_and_confirm(
+        &browser,
+        "button[data-bulk='discard']",
+        "Discard 30 jobs that match",
+    )
+    .await;
+    browser
+        .until(
+            "the report of the discard",
+            "document.getElementById('toast').textContent.includes('30 jobs changed')",
+        )
+        .await;
+    blocking(|| {
+        let (_, page) = server.get("/api/v1/jobs?queue=bulk&state=discarded&limit=100");
+        assert_eq!(page["jobs"].as_array().unwrap().len(), 30);
+        let (_, page) = server.get("/api/v1/jobs?queue=bulk&state=available&limit=100");
+        assert_eq!(
+            page["jobs"].as_array().unwrap().len(),
+            5,
+            "jobs outside the filter are untouched"
+        );
+    });
+
+    // The other pages, as an operator sees them.
+    for (path, name, heading) in [
+        ("/cron", "cron", "Cron"),
+        ("/retention", "retention", "Retention"),
+        ("/processes", "processes", "Processes"),
+    ] {
+        browser.client.goto(&go(path)).await.unwrap();
+        assert_eq!(browser.find("h1").await.text().await.unwrap(), heading);
+        if name == "cron" {
+            let cron = browser
+                .find("tr[data-cron='nightly-report']")
+                .await
+                .text()
+                .await
+                .unwrap();
+            assert!(cron.contains("Europe/Berlin"), "{cron}");
+        }
+        if name == "retention" {
+            browser
+                .find("section[data-policy='drover_jobs'] table.runs")
+                .await;
+        }
+        screenshot(&browser, name).await;
+    }
+    // Some work and some failures, then the overview: its chart gets this minute's bars once
+    // the server flushed its counts (with its presence heartbeat, every 5 s).
+    blocking(|| {
+        let jobs: Vec<Value> = (0..60)
+            .map(|i| match i % 6 {
+                0 => json!({"kind": "drover.fail", "args": {"message": "upstream timed out"}, "max_attempts": 1}),
+                _ => json!({"kind": "drover.sleep", "args": {"ms": 20}}),
+            })
+            .collect();
+        server.ok("/api/v1/jobs/batch", &json!({ "jobs": jobs }));
+    });
+    browser.client.goto(&go("/")).await.unwrap();
+    browser
+        .until(
+            "the chart shows completed and failed jobs (refreshed in place)",
+            "document.querySelector('figure.chart').dataset.completed >= 50 && document.querySelector('figure.chart').dataset.failed >= 10",
+        )
+        .await;
+    screenshot(&browser, "overview").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_the_pages_and_read_only_hides_the_actions() {
+    const TOKEN: &str = "dashboard-token-0123456789";
+    let env = Env::new(&format!("{CONFIG}\n[http]\nread_only = true\n"));
+    let server = blocking(|| {
+        Server::start(
+            &env,
+            "serve",
+            env.cmd(&common::api::serve_args(&[])),
+            Some(TOKEN),
+        )
+    });
+    let base = server.url.clone();
+    let browser = Browser::start(1280, 900, false).await;
+
+    browser
+        .client
+        .goto(&format!("{base}/queues"))
+        .await
+        .unwrap();
+    browser.find("input#token").await;
+    assert!(
+        browser
+            .client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with("/login")
+    );
+    browser
+        .find("input#token")
+        .await
+        .send_keys("not-the-token-at-all")
+        .await
+        .unwrap();
+    click(&browser, "button[type='submit']").await;
+    let error = browser.find(".form-error").await.text().await.unwrap();
+    assert!(error.contains("not the token"), "{error}");
+    browser
+        .find("input#token")
+        .await
+        .send_keys(TOKEN)
+        .await
+        .unwrap();
+    click(&browser, "button[type='submit']").await;
+    browser
+        .until(
+            "signed in, sent back to the page asked for",
+            "location.pathname === '/queues'",
+        )
+        .await;
+    assert_eq!(browser.find("h1").await.text().await.unwrap(), "Queues");
+    assert!(
+        browser
+            .client
+            .find_all(Locator::Css("button[data-post]"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "read-only mode shows no action"
+    );
+    browser.client.goto(&format!("{base}/jobs")).await.unwrap();
+    browser.find("table.jobs, p.empty").await;
+    assert!(
+        browser
+            .client
+            .find_all(Locator::Css("button[data-bulk]"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Narrow windows get one column; the screenshot shows the queue page as a phone would.
+    browser.client.set_window_size(420, 860).await.unwrap();
+    browser.client.goto(&format!("{base}/")).await.unwrap();
+    browser.find("h1").await;
+    screenshot(&browser, "overview-narrow").await;
+
+    // Signing out ends the session: the next page asks for the token again.
+    click(&browser, "form.signout button").await;
+    browser
+        .until("signed out", "location.pathname === '/login'")
+        .await;
+    browser.client.goto(&format!("{base}/jobs")).await.unwrap();
+    browser.find("input#token").await;
+    browser.close().await;
+}
+
+/// `drover bench --scenario pages` on both backends: every page and API read it times answers
+/// 200 on a filled table (the bench fails otherwise), and it reports each of them.
+#[test]
+fn the_page_benchmark_fetches_every_page_on_both_backends() {
+    let env = Env::new("");
+    for (name, out) in [
+        (
+            "sqlite",
+            env.ok(&["bench", "--scenario", "pages", "--jobs", "3000", "--json"]),
+        ),
+        (
+            "postgres",
+            env.ok(&[
+                "bench",
+                "--scenario",
+                "pages",
+                "--jobs",
+                "3000",
+                "--json",
+                "--database",
+                &pg::server_url(),
+            ]),
+        ),
+    ] {
+        let pages: Vec<Value> = out
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line).unwrap_or_else(|_| panic!("{name}: not JSON: {line}"))
+            })
+            .collect();
+        let names: Vec<&str> = pages.iter().map(|p| p["page"].as_str().unwrap()).collect();
+        for page in ["/", "/jobs", "/queues", "/cron", "/retention", "/processes"] {
+            assert!(
+                names.contains(&page),
+                "{name}: {page} not measured: {names:?}"
+            );
+        }
+        assert!(
+            names.iter().any(|p| p.starts_with("/jobs?args=")),
+            "{name}: no args search"
+        );
+        for page in &pages {
+            assert!(page["p50_ms"].as_f64().unwrap() > 0.0, "{name}: {page}");
+            assert!(page["bytes"].as_u64().unwrap() > 100, "{name}: {page}");
+        }
+    }
+}
