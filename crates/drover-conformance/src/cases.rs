@@ -647,7 +647,10 @@ pub async fn list_filters_and_counts(store: DynStore) {
         })
         .await
         .unwrap();
-    assert_eq!(window.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[1]]);
+    assert_eq!(
+        window.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
     let counts = store.job_count_by_queue().await.unwrap();
     let count = |queue: &str, state| {
         counts

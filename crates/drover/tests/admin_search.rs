@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use drover::Admin;
-use drover::admin::{FilterText, JobFilter};
 use drover::JobDefaults;
+use drover::admin::{FilterText, JobFilter};
 use drover_core::{DynStore, JobId, NewJob, Store, SystemClock};
 use drover_sqlite::{SqliteConfig, SqliteStore};
 
@@ -43,7 +43,11 @@ async fn filled(dir: &tempfile::TempDir, n: usize) -> (DynStore, Vec<JobId>) {
 fn admin(store: &DynStore, budget: JobId) -> Admin {
     Admin::new(
         store.clone(),
-        JobDefaults::new(Arc::new(SystemClock), Default::default(), Default::default()),
+        JobDefaults::new(
+            Arc::new(SystemClock),
+            Default::default(),
+            Default::default(),
+        ),
         Vec::new(),
     )
     .with_search_budget(budget)
@@ -71,8 +75,15 @@ async fn a_rare_value_is_searched_a_budget_at_a_time_and_every_match_is_found_on
         let page = admin.jobs(&rare, after, 50).await.unwrap();
         if let Some(to) = page.searched_to {
             partial_pages += 1;
-            assert_eq!(page.next, Some(to), "the cursor continues where the search stopped");
-            assert!(page.jobs.iter().all(|j| j.id >= to), "a job below where it stopped");
+            assert_eq!(
+                page.next,
+                Some(to),
+                "the cursor continues where the search stopped"
+            );
+            assert!(
+                page.jobs.iter().all(|j| j.id >= to),
+                "a job below where it stopped"
+            );
         }
         found.extend(page.jobs.iter().map(|j| j.id));
         match page.next {
@@ -82,7 +93,10 @@ async fn a_rare_value_is_searched_a_budget_at_a_time_and_every_match_is_found_on
     }
     let expected: Vec<JobId> = ids.iter().copied().step_by(400).rev().collect();
     assert_eq!(found, expected, "every match once, newest first");
-    assert!(partial_pages >= 4, "5,000 ids at 1,000 a page: {partial_pages} partial pages");
+    assert!(
+        partial_pages >= 4,
+        "5,000 ids at 1,000 a page: {partial_pages} partial pages"
+    );
 }
 
 #[tokio::test]

@@ -24,9 +24,9 @@ use crate::retention::RetentionPolicy;
 
 pub use cluster::{ClusterView, CronView};
 pub use jobs::{BulkReport, FilterText, JobCount, JobFilter, JobPage, MAX_COUNT, MAX_PAGE};
-pub use search::SEARCH_BUDGET;
 pub use queues::QueueView;
 pub use retention::{RUNS_SHOWN, RetentionView};
+pub use search::SEARCH_BUDGET;
 pub use throughput::{MAX_MINUTES, ThroughputPoint};
 
 /// The operator's view of one database. Cheap to clone.
