@@ -80,13 +80,18 @@ async fn screenshot(browser: &Browser, name: &str) {
     }
 }
 
+/// Clicks `css`. The page swaps its live regions every few seconds, so an element found just
+/// before a swap can be gone by the click: then it is found again.
 async fn click(browser: &Browser, css: &str) {
-    browser
-        .find(css)
-        .await
-        .click()
-        .await
-        .unwrap_or_else(|err| panic!("click {css}: {err}"));
+    for _ in 0..5 {
+        match browser.find(css).await.click().await {
+            Ok(()) => return,
+            Err(fantoccini::error::CmdError::Standard(err))
+                if err.error == fantoccini::error::ErrorStatus::StaleElementReference => {}
+            Err(err) => panic!("click {css}: {err}"),
+        }
+    }
+    panic!("click {css}: the element went stale five times");
 }
 
 /// Clicks `css`, checks the confirmation asks `question`, and confirms.
@@ -106,24 +111,46 @@ async fn click_and_confirm(browser: &Browser, css: &str, question: &str) {
     click(browser, "#confirm-ok").await;
 }
 
+/// A server and a browser on it, for the steps of one operator's session.
+struct Session {
+    server: Server,
+    browser: Browser,
+}
+
+impl Session {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.server.url)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_works_the_dashboard_in_a_real_browser() {
     let env = Env::new(CONFIG);
     let server = blocking(|| env.serve("serve", &[]));
-    let base = server.url.clone();
     let browser = Browser::start(1280, 900, false).await;
-    let go = |path: &str| format!("{base}{path}");
+    let session = Session { server, browser };
 
-    // A job enqueued through the API is found by its args and opened.
+    find_a_job_by_its_args(&session).await;
+    retry_a_failed_job_in_place(&session).await;
+    pause_a_queue(&session).await;
+    discard_everything_that_matches(&session).await;
+    visit_the_other_pages(&session).await;
+    watch_the_overview_chart(&session).await;
+    session.browser.close().await;
+}
+
+/// A job enqueued through the API is found by its args and opened.
+async fn find_a_job_by_its_args(session: &Session) {
+    let (server, browser) = (&session.server, &session.browser);
     let order = blocking(|| {
         let id = enqueue(
-            &server,
+            server,
             json!({"kind": "drover.noop", "args": {"order": {"id": 4242}}}),
         );
-        wait_state(&server, id, "completed");
+        wait_state(server, id, "completed");
         id
     });
-    browser.client.goto(&go("/")).await.unwrap();
+    browser.client.goto(&session.url("/")).await.unwrap();
     assert_eq!(browser.find("h1").await.text().await.unwrap(), "Overview");
     browser
         .until(
@@ -136,7 +163,7 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
         .finish();
     browser
         .client
-        .goto(&go(&format!("/jobs?{filter}")))
+        .goto(&session.url(&format!("/jobs?{filter}")))
         .await
         .unwrap();
     let rows = browser
@@ -145,26 +172,29 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1, "the args filter keeps one job");
-    click(&browser, &format!("a[href='/jobs/{order}']")).await;
+    click(browser, &format!("a[href='/jobs/{order}']")).await;
     browser.find("#job[data-state='completed']").await;
     let args = browser.find("pre.json").await.text().await.unwrap();
     assert!(args.contains("4242"), "args shown: {args}");
-    screenshot(&browser, "job").await;
+    screenshot(browser, "job").await;
+}
 
-    // A failed job, retried with a click: the page shows its new state without a reload.
+/// A failed job, retried with a click: the page shows its new state without a reload.
+async fn retry_a_failed_job_in_place(session: &Session) {
+    let (server, browser) = (&session.server, &session.browser);
     let failed = blocking(|| {
         let id = enqueue(
-            &server,
+            server,
             json!({"kind": "drover.fail", "args": {"message": "card declined"}, "queue": "flaky", "max_attempts": 1}),
         );
-        wait_state(&server, id, "discarded");
+        wait_state(server, id, "discarded");
         // Paused, so that the retried job waits where the page can see it.
         server.ok("/api/v1/queues/flaky/pause", &json!({}));
         id
     });
     browser
         .client
-        .goto(&go(&format!("/jobs/{failed}")))
+        .goto(&session.url(&format!("/jobs/{failed}")))
         .await
         .unwrap();
     browser.find("#job[data-state='discarded']").await;
@@ -177,7 +207,7 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
         .eval("window.__sameDocument = true; return 1;")
         .await;
     click_and_confirm(
-        &browser,
+        browser,
         "button[data-post$='/retry']",
         &format!("Retry job {failed}"),
     )
@@ -193,43 +223,49 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
         json!(true),
         "the page reloaded"
     );
-    assert_eq!(blocking(|| state_of(&server, failed)), "available");
+    assert_eq!(blocking(|| state_of(server, failed)), "available");
     let timeline = browser.find("ol.timeline").await.text().await.unwrap();
     assert!(
         timeline.contains("operator retry"),
         "the retry is in the history: {timeline}"
     );
+}
 
-    // Pausing a queue with a click: its job does not start, while a later job elsewhere does.
-    browser.client.goto(&go("/queues")).await.unwrap();
+/// Pausing a queue with a click: its job does not start, while a later job elsewhere does.
+async fn pause_a_queue(session: &Session) {
+    let (server, browser) = (&session.server, &session.browser);
+    browser.client.goto(&session.url("/queues")).await.unwrap();
     click_and_confirm(
-        &browser,
+        browser,
         "tr[data-queue='mail'] button[data-post$='/pause']",
         "Pause queue mail",
     )
     .await;
     browser.find("tr[data-queue='mail'] .badge.paused").await;
     let held = blocking(|| {
-        let held = enqueue(&server, json!({"kind": "drover.noop", "queue": "mail"}));
-        let later = enqueue(&server, json!({"kind": "drover.noop"}));
-        wait_state(&server, later, "completed");
+        let held = enqueue(server, json!({"kind": "drover.noop", "queue": "mail"}));
+        let later = enqueue(server, json!({"kind": "drover.noop"}));
+        wait_state(server, later, "completed");
         assert_eq!(
-            state_of(&server, held),
+            state_of(server, held),
             "available",
             "a job of a paused queue started"
         );
         held
     });
-    screenshot(&browser, "queues").await;
+    screenshot(browser, "queues").await;
     click_and_confirm(
-        &browser,
+        browser,
         "tr[data-queue='mail'] button[data-post$='/resume']",
         "Resume queue mail",
     )
     .await;
-    blocking(|| wait_state(&server, held, "completed"));
+    blocking(|| wait_state(server, held, "completed"));
+}
 
-    // Every job matching a filter, discarded after a confirmation that says how many.
+/// Every job matching a filter, discarded after a confirmation that says how many.
+async fn discard_everything_that_matches(session: &Session) {
+    let (server, browser) = (&session.server, &session.browser);
     blocking(|| {
         server.ok("/api/v1/queues/bulk/pause", &json!({}));
         let jobs: Vec<Value> = (0..35)
@@ -243,14 +279,14 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
         .finish();
     browser
         .client
-        .goto(&go(&format!("/jobs?{filter}")))
+        .goto(&session.url(&format!("/jobs?{filter}")))
         .await
         .unwrap();
     browser.find("tr[data-state='available']").await;
-    screenshot(&browser, "jobs").await;
-    click(&browser, "#select-matching").await;
+    screenshot(browser, "jobs").await;
+    click(browser, "#select-matching").await;
     click_and_confirm(
-        &browser,
+        browser,
         "button[data-bulk='discard']",
         "Discard 30 jobs that match",
     )
@@ -271,14 +307,17 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
             "jobs outside the filter are untouched"
         );
     });
+}
 
-    // The other pages, as an operator sees them.
+/// The other pages, as an operator sees them.
+async fn visit_the_other_pages(session: &Session) {
+    let browser = &session.browser;
     for (path, name, heading) in [
         ("/cron", "cron", "Cron"),
         ("/retention", "retention", "Retention"),
         ("/processes", "processes", "Processes"),
     ] {
-        browser.client.goto(&go(path)).await.unwrap();
+        browser.client.goto(&session.url(path)).await.unwrap();
         assert_eq!(browser.find("h1").await.text().await.unwrap(), heading);
         if name == "cron" {
             let cron = browser
@@ -294,10 +333,14 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
                 .find("section[data-policy='drover_jobs'] table.runs")
                 .await;
         }
-        screenshot(&browser, name).await;
+        screenshot(browser, name).await;
     }
-    // Some work and some failures, then the overview: its chart gets this minute's bars once
-    // the server flushed its counts (with its presence heartbeat, every 5 s).
+}
+
+/// Some work and some failures, then the overview: its chart gets this minute's bars once
+/// the server flushed its counts (with its presence heartbeat, every 5 s).
+async fn watch_the_overview_chart(session: &Session) {
+    let (server, browser) = (&session.server, &session.browser);
     blocking(|| {
         let jobs: Vec<Value> = (0..60)
             .map(|i| match i % 6 {
@@ -307,15 +350,14 @@ async fn an_operator_works_the_dashboard_in_a_real_browser() {
             .collect();
         server.ok("/api/v1/jobs/batch", &json!({ "jobs": jobs }));
     });
-    browser.client.goto(&go("/")).await.unwrap();
+    browser.client.goto(&session.url("/")).await.unwrap();
     browser
         .until(
             "the chart shows completed and failed jobs (refreshed in place)",
             "document.querySelector('figure.chart').dataset.completed >= 50 && document.querySelector('figure.chart').dataset.failed >= 10",
         )
         .await;
-    screenshot(&browser, "overview").await;
-    browser.close().await;
+    screenshot(browser, "overview").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,7 +373,8 @@ async fn a_token_guards_the_pages_and_read_only_hides_the_actions() {
         )
     });
     let base = server.url.clone();
-    let browser = Browser::start(1280, 900, false).await;
+    // Dark, as an operator whose system is set to dark sees it.
+    let browser = Browser::start(1280, 900, true).await;
 
     browser
         .client
@@ -391,7 +434,25 @@ async fn a_token_guards_the_pages_and_read_only_hides_the_actions() {
             .is_empty()
     );
 
-    // Narrow windows get one column; the screenshot shows the queue page as a phone would.
+    browser.client.goto(&format!("{base}/")).await.unwrap();
+    assert_eq!(
+        browser
+            .eval("return matchMedia('(prefers-color-scheme: dark)').matches;")
+            .await,
+        json!(true),
+        "the browser prefers dark"
+    );
+    let background = browser
+        .eval("return getComputedStyle(document.body).backgroundColor;")
+        .await;
+    assert_eq!(
+        background,
+        json!("rgb(17, 21, 28)"),
+        "the dark palette applies"
+    );
+    screenshot(&browser, "overview-dark").await;
+
+    // Narrow windows get one column; the screenshot shows the overview as a phone would.
     browser.client.set_window_size(420, 860).await.unwrap();
     browser.client.goto(&format!("{base}/")).await.unwrap();
     browser.find("h1").await;

@@ -191,8 +191,22 @@ pub(super) async fn pages(
         "/api/v1/queues".to_owned(),
         "/api/v1/jobs/count?state=discarded".to_owned(),
     ];
+    let times = measure(addr, &paths, requests).await?;
+    stop.cancel();
+    let _ = server.await;
+    handle.shutdown().await;
+    Ok(times)
+}
+
+/// Fetches each of `paths` once to warm up, then `requests` times, timing each to its last byte.
+async fn measure(
+    addr: std::net::SocketAddr,
+    paths: &[String],
+    requests: usize,
+) -> anyhow::Result<Vec<PageTime>> {
     let mut times = Vec::new();
     for path in paths {
+        let path = path.clone();
         let (status, _) = get(addr, &path).await?; // warm
         anyhow::ensure!(status == 200, "GET {path} answered {status}");
         let mut ms = Vec::with_capacity(requests);
@@ -214,9 +228,6 @@ pub(super) async fn pages(
             bytes,
         });
     }
-    stop.cancel();
-    let _ = server.await;
-    handle.shutdown().await;
     Ok(times)
 }
 

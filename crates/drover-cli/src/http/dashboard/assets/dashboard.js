@@ -26,7 +26,8 @@
       const matching = document.getElementById("select-matching")?.checked;
       for (const el of document.querySelectorAll("[data-live]")) {
         const fresh = doc.getElementById(el.id);
-        if (fresh) el.replaceWith(document.adoptNode(fresh));
+        // Unchanged regions stay as they are, so nothing under the pointer moves for nothing.
+        if (fresh && fresh.innerHTML !== el.innerHTML) el.replaceWith(document.adoptNode(fresh));
       }
       for (const box of document.querySelectorAll("input.pick")) box.checked = picked.has(box.value);
       const all = document.getElementById("select-matching");
