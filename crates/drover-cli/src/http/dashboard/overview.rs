@@ -49,6 +49,22 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                 (depth_table(&queues))
                 (counted_note(&queues, now))
             }
+            section.card {
+                h2 { a href="/processes" { "Processes" } }
+                @if cluster.processes.is_empty() {
+                    p.muted { "No process is registered." }
+                } @else {
+                    ul.processes-brief {
+                        @for p in &cluster.processes {
+                            li {
+                                span.mono title=(p.id) { (short_process(&p.id)) }
+                                @if leader.as_deref() == Some(p.id.as_str()) { " " span.badge.leader { "leader" } }
+                                span.muted { " · " (p.queues.join(", ")) " · seen " (format::when(p.heartbeat_at, now)) }
+                            }
+                        }
+                    }
+                }
+            }
         }
     };
     Ok(layout::page(
