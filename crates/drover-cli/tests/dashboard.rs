@@ -176,7 +176,6 @@ async fn find_a_job_by_its_args(session: &Session) {
     browser.find("#job[data-state='completed']").await;
     let args = browser.find("pre.json").await.text().await.unwrap();
     assert!(args.contains("4242"), "args shown: {args}");
-    screenshot(browser, "job").await;
 }
 
 /// A failed job, retried with a click: the page shows its new state without a reload.
@@ -229,6 +228,7 @@ async fn retry_a_failed_job_in_place(session: &Session) {
         timeline.contains("operator retry"),
         "the retry is in the history: {timeline}"
     );
+    screenshot(browser, "job").await;
 }
 
 /// Pausing a queue with a click: its job does not start, while a later job elsewhere does.

@@ -164,7 +164,9 @@ fn timeline(job: &JobRecord, now: Timestamp) -> Markup {
                     }
                     @if let Some(step) = &event.step { div.muted { "step " span.mono { (step) } } }
                     @if let Some(process) = &event.process { div.muted { "on " span.mono { (process) } } }
-                    @if let Some(detail) = &event.detail { pre.detail { (detail) } }
+                    @if let Some(detail) = &event.detail {
+                        @if event.kind == "failed" { pre.detail { (detail) } } @else { div.muted { (detail) } }
+                    }
                 }
             }
         }
