@@ -181,6 +181,8 @@ pub(super) async fn pages(
         "/jobs?state=available&queue=billing".to_owned(),
         "/jobs?kind=report.build&created_within=24h".to_owned(),
         "/jobs?args=%7B%22tenant%22%3A7%7D".to_owned(),
+        // No job has it: the search reads its budget of ids and says where it stopped.
+        "/jobs?args=%7B%22tenant%22%3A-1%7D".to_owned(),
         format!("/jobs?after={deep}"),
         format!("/jobs/{deep}"),
         "/queues".to_owned(),
