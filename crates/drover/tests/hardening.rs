@@ -1,5 +1,8 @@
 //! The engine's hardening on a real SQLite file: a burst of job ends through the bounded hook
-//! pool, and a run that always ends whatever happens to its executor.
+//! pool, a run that always ends whatever happens to its executor, cron calls that hang, and
+//! outcomes that the store stops recording.
+
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -319,4 +322,65 @@ async fn a_leader_stuck_in_a_hung_call_reports_stepping_down_at_once() {
     );
     assert!(handle.leader_term().is_none());
     handle.shutdown().await;
+}
+
+/// The scheduler's deadline on each database call (`CALL_TIMEOUT` in
+/// crates/drover/src/services/scheduler.rs).
+const CRON_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs an engine that fires a no-op every second on a store where the first `call` never
+/// answers, and checks that the scheduler gives that call up and fires again.
+async fn a_hung_cron_call_times_out_and_the_scheduler_fires_again(call: support::Call) {
+    let (inner, _dir) = store().await;
+    let store = Arc::new(support::StallingStore::new(inner));
+    store.hang(call, 1);
+    let handle = Engine::builder(store.clone())
+        .config(quick_config())
+        .builtin_tasks()
+        .cron(drover::cron::CronSchedule {
+            name: "every-second".into(),
+            expression: "* * * * * *".into(),
+            timezone: None,
+            kind: "drover.noop".into(),
+            args: "{}".into(),
+            queue: None,
+            catch_up: drover::cron::CatchUp::Skip,
+        })
+        .build()
+        .unwrap()
+        .start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.hung(call) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduler never made the call that hangs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fired_before = store.fired();
+    // Without a deadline the scheduler waits on the hung call for ever; with one, it fires at
+    // the next second after the timeout. A generous margin for a loaded machine.
+    let hung = tokio::time::Instant::now();
+    let deadline = hung + CRON_CALL_TIMEOUT + Duration::from_secs(20);
+    while store.fired() == fired_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no cron fire {:?} after the hung {call:?}",
+            hung.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.hung(call), 1, "only the one call hung");
+    assert!(handle.health().ok, "{:#?}", handle.health());
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_cron_fire_times_out_and_the_scheduler_fires_again() {
+    a_hung_cron_call_times_out_and_the_scheduler_fires_again(support::Call::CronFire).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_cron_states_times_out_and_the_scheduler_fires_again() {
+    a_hung_cron_call_times_out_and_the_scheduler_fires_again(support::Call::CronStates).await;
 }
