@@ -24,7 +24,7 @@ enum Ran {
     NotStarted,
 }
 
-/// Executes a registered run, frees the slot, and sends the outcome to the completer.
+/// Executes a registered run, sends the outcome to the completer, and frees the slot.
 pub(crate) async fn execute(
     shared: Arc<Shared>,
     mut job: ClaimedJob,
@@ -82,13 +82,16 @@ pub(crate) async fn execute(
         }
     };
     done.store(true, std::sync::atomic::Ordering::Release);
-    drop(permit);
     pool.pace.record(started.elapsed());
-    pool.slot_freed.notify_one();
 
     let step = step.lock().expect("step lock poisoned").clone();
     let outcome = decide(&job, ran, stop_reason(&reason), &retry);
+    // The slot is freed only once the outcome is queued: while the completer cannot keep up
+    // (the outcome channel is full), the slot stays busy and no further job starts, so the
+    // outcomes held in memory stay bounded by the channel plus one per slot.
     guard.finish(step, outcome).await;
+    drop(permit);
+    pool.slot_freed.notify_one();
 }
 
 /// Hands back a job claimed into the foreman's buffer that never started (shutdown): available

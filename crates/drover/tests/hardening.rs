@@ -1,5 +1,8 @@
 //! The engine's hardening on a real SQLite file: a burst of job ends through the bounded hook
-//! pool, and a run that always ends whatever happens to its executor.
+//! pool, a run that always ends whatever happens to its executor, cron calls that hang, and
+//! outcomes that the store stops recording.
+
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -319,4 +322,180 @@ async fn a_leader_stuck_in_a_hung_call_reports_stepping_down_at_once() {
     );
     assert!(handle.leader_term().is_none());
     handle.shutdown().await;
+}
+
+/// The scheduler's deadline on each database call (`CALL_TIMEOUT` in
+/// crates/drover/src/services/scheduler.rs).
+const CRON_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs an engine that fires a no-op every second on a store where the first `call` never
+/// answers, and checks that the scheduler gives that call up and fires again.
+async fn a_hung_cron_call_times_out_and_the_scheduler_fires_again(call: support::Call) {
+    let (inner, _dir) = store().await;
+    let store = Arc::new(support::StallingStore::new(inner));
+    store.hang(call, 1);
+    let handle = Engine::builder(store.clone())
+        .config(quick_config())
+        .builtin_tasks()
+        .cron(drover::cron::CronSchedule {
+            name: "every-second".into(),
+            expression: "* * * * * *".into(),
+            timezone: None,
+            kind: "drover.noop".into(),
+            args: "{}".into(),
+            queue: None,
+            catch_up: drover::cron::CatchUp::Skip,
+        })
+        .build()
+        .unwrap()
+        .start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.hung(call) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the scheduler never made the call that hangs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fired_before = store.fired();
+    // Without a deadline the scheduler waits on the hung call for ever; with one, it fires at
+    // the next second after the timeout. A generous margin for a loaded machine.
+    let hung = tokio::time::Instant::now();
+    let deadline = hung + CRON_CALL_TIMEOUT + Duration::from_secs(20);
+    while store.fired() == fired_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no cron fire {:?} after the hung {call:?}",
+            hung.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.hung(call), 1, "only the one call hung");
+    assert!(handle.health().ok, "{:#?}", handle.health());
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_cron_fire_times_out_and_the_scheduler_fires_again() {
+    a_hung_cron_call_times_out_and_the_scheduler_fires_again(support::Call::CronFire).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_cron_states_times_out_and_the_scheduler_fires_again() {
+    a_hung_cron_call_times_out_and_the_scheduler_fires_again(support::Call::CronStates).await;
+}
+
+/// Outcomes the engine's channel holds (`OUTCOME_QUEUE` in crates/drover/src/runtime.rs).
+const OUTCOME_QUEUE: usize = 4096;
+/// Most outcomes the completer takes into one write (`MAX_BATCH` in completer.rs).
+const MAX_BATCH: usize = 1024;
+
+/// A no-op task that counts how many times its handler started.
+struct CountedNoop(Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait]
+impl RawTask for CountedNoop {
+    fn kind(&self) -> &str {
+        "test.counted"
+    }
+
+    async fn run_raw(
+        &self,
+        _ctx: drover::JobContext,
+        _args: String,
+    ) -> Result<(), drover::JobError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_wait_while_outcomes_cannot_be_recorded_and_all_are_recorded_after() {
+    let (inner, _dir) = store().await;
+    let store = Arc::new(support::StallingStore::new(inner));
+    let concurrency = 20;
+    // While nothing is recorded, the handlers that have run are: the completer's batch at the
+    // gate, the channel's outcomes, and one executor waiting to send in each slot.
+    let most_held = MAX_BATCH + OUTCOME_QUEUE + concurrency;
+    // Enough that executors queueing without limit would run well past that.
+    let n = most_held + 2_000;
+    let client = Engine::builder(store.clone())
+        .raw_task(Arc::new(CountedNoop(Arc::default())))
+        .build()
+        .unwrap()
+        .client();
+    let requests: Vec<_> = (0..n)
+        .map(|_| EnqueueRequest::raw("test.counted", "{}"))
+        .collect();
+    client.enqueue_many(requests).await.unwrap();
+    store.close_finish();
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handle = Engine::builder(store.clone())
+        .config(EngineConfig {
+            queues: [("default".to_owned(), concurrency)].into(),
+            // Frequent heartbeats: the test's sign that the engine went on working meanwhile.
+            heartbeat_interval: Some(Duration::from_millis(200)),
+            ..quick_config()
+        })
+        .raw_task(Arc::new(CountedNoop(started.clone())))
+        .build()
+        .unwrap()
+        .start();
+    let starts = || started.load(Ordering::SeqCst);
+    // The pipeline fills: the completer's first write waits at the gate with its batch, then
+    // the channel fills, then every slot's executor waits to send.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let full = loop {
+        let now_started = starts();
+        let at_gate = store.outcomes_at_gate();
+        assert!(
+            now_started <= most_held,
+            "{now_started} handlers ran while nothing could be recorded, more than {most_held}"
+        );
+        if at_gate > 0 && now_started >= at_gate + OUTCOME_QUEUE + concurrency {
+            break now_started;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pipeline never filled: {now_started} started, {at_gate} at the gate"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let at_gate = store.outcomes_at_gate();
+    assert_eq!(
+        full,
+        at_gate + OUTCOME_QUEUE + concurrency,
+        "handlers ran beyond a full pipeline ({at_gate} outcomes at the gate)"
+    );
+    // Handlers stop starting: nothing more has run after several more heartbeats (each a
+    // full turn of a loop that runs beside the executors).
+    let beats = store.heartbeats();
+    while store.heartbeats() < beats + 5 {
+        assert!(tokio::time::Instant::now() < deadline, "no heartbeats");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(starts(), full, "handlers went on starting");
+    assert_eq!(handle.stats().completed, 0, "nothing recorded yet");
+
+    store.open_finish();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while handle.stats().completed < n as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not everything was recorded: {:?}",
+            handle.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(handle.shutdown().await.clean());
+    assert_eq!(starts(), n, "each job ran once");
+    let completed: u64 = store
+        .job_count_by_queue()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|c| c.state == JobState::Completed)
+        .map(|c| c.count)
+        .sum();
+    assert_eq!(completed, n as u64, "every job recorded completed");
 }
