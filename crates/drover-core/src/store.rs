@@ -364,6 +364,7 @@ pub struct JobInsertParams {
 
 /// One result of [`Store::job_insert_many`], in input order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InsertedJob {
     /// The new job's id, or the existing job's id for a duplicate unique key.
     pub id: JobId,
@@ -630,6 +631,7 @@ pub struct LeaderTerm {
 
 /// The leader as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaderRecord {
     /// Which leadership.
     pub name: String,
@@ -662,6 +664,7 @@ pub struct ProcessUpsertParams {
 
 /// A registered process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessRecord {
     /// Process id.
     pub id: String,

@@ -77,6 +77,7 @@ impl LeaseRequest {
 
 /// A job handed to a remote worker.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeasedJob {
     /// The lease token: every later call about this run names it.
     pub token: String,
@@ -87,6 +88,7 @@ pub struct LeasedJob {
     /// Its queue.
     pub queue: String,
     /// Its args.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub args: serde_json::Value,
     /// This attempt's number (1 for the first run).
     pub attempt: i32,

@@ -226,7 +226,8 @@ async fn enqueue_single(load: &Load, n: usize) -> anyhow::Result<f64> {
         let jobs = share(n, SINGLE_CONNECTIONS, c);
         tasks.spawn(async move {
             for i in 0..jobs {
-                let body = format!(r#"{{"kind":"drover.noop","queue":"{QUEUE}","args":{{"i":{i}}}}}"#);
+                let body =
+                    format!(r#"{{"kind":"drover.noop","queue":"{QUEUE}","args":{{"i":{i}}}}}"#);
                 load.post_expect("/api/v1/jobs", body, StatusCode::CREATED)
                     .await?;
             }

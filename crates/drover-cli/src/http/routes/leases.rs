@@ -34,7 +34,6 @@ pub(crate) struct LeaseBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Leased {
     /// Each with its lease token, args, attempt and lease expiry.
-    #[schema(value_type = Vec<Object>)]
     jobs: Vec<LeasedJob>,
 }
 
@@ -91,7 +90,6 @@ pub(crate) struct Renewed {
     /// True when an operator asked to cancel: stop, then report with `fail`.
     cancel_requested: bool,
     /// When the lease now expires.
-    #[schema(value_type = String)]
     lease_expires_at: jiff::Timestamp,
 }
 
@@ -127,7 +125,6 @@ pub(crate) struct Done {
     /// The job.
     id: i64,
     /// Its state now.
-    #[schema(value_type = String)]
     state: drover_core::JobState,
     /// True when this call repeated one already recorded.
     repeated: bool,
