@@ -282,3 +282,36 @@ pub(crate) async fn complete_many(
             .collect(),
     ))
 }
+
+/// A worker that is stopping.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WakeBody {
+    /// The worker name its lease requests give.
+    worker: String,
+}
+
+/// What a wake-up ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Woken {
+    /// Long polls of that worker that were waiting, now answered (204, or with the jobs they
+    /// had already leased).
+    polls: usize,
+}
+
+/// End a worker's waiting long polls at once: a worker that is stopping calls this from another
+/// connection instead of closing the one that polls, so that no job leased by that poll is left
+/// undelivered.
+#[utoipa::path(post, path = "/api/v1/leases/wake", tag = "leases", request_body = WakeBody,
+    responses(
+        (status = 200, description = "The waiting polls were ended", body = Woken),
+        (status = 400, description = "Not a worker name", body = ErrorBody),
+    ))]
+pub(crate) async fn wake(
+    State(state): State<AppState>,
+    Body(body): Body<WakeBody>,
+) -> Result<Json<Woken>, ApiError> {
+    Ok(Json(Woken {
+        polls: state.remote.wake(&body.worker)?,
+    }))
+}
