@@ -169,6 +169,18 @@ class Client:
         return self._request("POST", f"/api/v1/leases/{token}/complete", {"step": step},
                              retry=True)
 
+    def complete_many(self, tokens: List[str]) -> List[Dict[str, Any]]:
+        """Records that many leased runs succeeded, in one call and one transaction (at most
+        1,000). One result per token, in order: ``{"token", "done"}``, or ``{"token", "error"}``
+        with the error code (``lease_lost``, ``not_found``) when that run was not recorded."""
+        return self._request("POST", "/api/v1/leases/complete", {"tokens": list(tokens)},
+                             retry=True)
+
+    def wake(self, worker: str) -> Dict[str, Any]:
+        """Ends the waiting lease requests of ``worker`` at once (they answer with no job, or
+        with the jobs they had already leased): for a worker that is stopping."""
+        return self._request("POST", "/api/v1/leases/wake", {"worker": worker})
+
     def fail(self, token: str, error: str, *, step: Optional[str] = None,
              retry_in: Optional[float] = None, discard: bool = False) -> Dict[str, Any]:
         """Records a failed attempt (retried with backoff while attempts are left)."""
@@ -298,10 +310,20 @@ class Worker:
     that raises fails the attempt (the server retries it with backoff while attempts are left).
     A job of an unknown kind is discarded with the reason.
 
-    ``run()`` stops on SIGTERM or SIGINT (or :meth:`stop`): it leases nothing more, lets the
-    running jobs finish, hands back the jobs leased but not started (their attempt is not used),
-    and returns.
+    Successes are recorded by a completer thread: when several jobs finish while one completion
+    is on its way, the next call records them all together (``POST /api/v1/leases/complete``,
+    one transaction), so short jobs cost the server one commit per batch rather than per job. A
+    job's ``step`` is sent with a completion recorded alone, not with one recorded in a batch.
+
+    ``run()`` stops on SIGTERM or SIGINT (or :meth:`stop`): it leases nothing more, ends its own
+    waiting lease request at once (``POST /api/v1/leases/wake`` from another connection, so that
+    jobs the request had already leased are still delivered and handed back), lets the running
+    jobs finish, records their outcomes, hands back the jobs leased but not started (their
+    attempt is not used), and returns.
     """
+
+    #: Most completions recorded in one call (the server's limit).
+    MAX_COMPLETE_BATCH = 1000
 
     def __init__(self, client: Client, queues: List[str], *, name: Optional[str] = None,
                  concurrency: int = 1, prefetch: int = 0, wait: float = 5.0):
@@ -318,6 +340,13 @@ class Worker:
         self._lock = threading.Condition()
         self._waiting: List[Job] = []
         self._running: Dict[int, Job] = {}
+        # Succeeded runs not yet recorded, and whether the completer is recording some now.
+        self._succeeded: List[Job] = []
+        self._completing = False
+        # Clear while a lease request is on its way; set when it has answered.
+        self._poll_done = threading.Event()
+        self._poll_done.set()
+        self._waker: Optional[threading.Thread] = None
 
     def task(self, kind: str) -> Callable[[Handler], Handler]:
         """Registers the decorated function ``fn(args, job)`` as the handler of ``kind``."""
@@ -327,10 +356,28 @@ class Worker:
         return register
 
     def stop(self) -> None:
-        """Asks :meth:`run` to stop gracefully."""
+        """Asks :meth:`run` to stop gracefully. Safe to call from a signal handler."""
+        first = not self._stopping.is_set()
         self._stopping.set()
         with self._lock:
             self._lock.notify_all()
+        if first and not self._poll_done.is_set():
+            # The lease request blocks the thread that runs the signal handler: end it from
+            # another thread, with a connection of its own.
+            self._waker = threading.Thread(target=self._wake_poll, name="drover-waker",
+                                           daemon=True)
+            self._waker.start()
+
+    def _wake_poll(self) -> None:
+        # A wake-up that reaches the server before the request it is meant to end ends
+        # nothing: repeat it while the request is still waiting.
+        while not self._poll_done.is_set():
+            try:
+                self.client.wake(self.name)
+            except DroverError as err:
+                log.warning("cannot end the waiting lease request: %s", err)
+                return
+            self._poll_done.wait(0.2)
 
     def run(self) -> None:
         """Works until stopped. See the class documentation."""
@@ -340,7 +387,9 @@ class Worker:
         threads = [threading.Thread(target=self._execute, name=f"drover-{i}", daemon=True)
                    for i in range(self.concurrency)]
         beat = threading.Thread(target=self._heartbeats, name="drover-heartbeat", daemon=True)
-        for thread in threads + [beat]:
+        completer = threading.Thread(target=self._complete_loop, name="drover-completer",
+                                     daemon=True)
+        for thread in threads + [beat, completer]:
             thread.start()
         try:
             self._lease_loop()
@@ -348,8 +397,14 @@ class Worker:
             self.stop()
             for thread in threads:
                 thread.join()
+            # The completer records what is left, then ends (it sees _stopping).
+            with self._lock:
+                self._lock.notify_all()
+            completer.join()
             self._hand_back_waiting()
             beat.join()
+            if self._waker is not None:
+                self._waker.join()
 
     def _lease_loop(self) -> None:
         while not self._stopping.is_set():
@@ -359,12 +414,17 @@ class Worker:
                 if free <= 0:
                     self._lock.wait(timeout=1.0)
                     continue
+            self._poll_done.clear()
             try:
+                if self._stopping.is_set():
+                    break
                 leased = self.client.lease(self.queues, self.name, max=free, wait=self.wait)
             except DroverError as err:
                 log.warning("cannot lease jobs: %s; retrying", err)
                 self._stopping.wait(1.0)
                 continue
+            finally:
+                self._poll_done.set()
             with self._lock:
                 self._waiting.extend(Job(j) for j in leased)
                 self._lock.notify_all()
@@ -408,10 +468,45 @@ class Worker:
                     self.client.fail(job.token, message[-4000:], step=job._step)
                 return
             if not job.lease_lost:
-                self.client.complete(job.token, step=job._step)
+                with self._lock:
+                    self._succeeded.append(job)
+                    self._lock.notify_all()
         except DroverError as err:
             # A lost lease: the job was rescued and runs elsewhere; this run's outcome is void.
             log.warning("job %s: outcome not recorded: %s", job.id, err)
+
+    def _complete_loop(self) -> None:
+        """Records the succeeded runs: everything that finished while the last call was on its
+        way goes in the next one."""
+        while True:
+            with self._lock:
+                while not self._succeeded:
+                    # Ends once the executors have stopped and nothing is left to record.
+                    if self._stopping.is_set() and not self._running:
+                        return
+                    self._lock.wait(timeout=1.0)
+                batch = self._succeeded[:self.MAX_COMPLETE_BATCH]
+                del self._succeeded[:len(batch)]
+            self._record(batch)
+
+    def _record(self, batch: List[Job]) -> None:
+        try:
+            if len(batch) == 1:
+                job = batch[0]
+                try:
+                    self.client.complete(job.token, step=job._step)
+                except DroverError as err:
+                    # A lost lease: the job was rescued and runs elsewhere; this run is void.
+                    log.warning("job %s: outcome not recorded: %s", job.id, err)
+                return
+            results = self.client.complete_many([job.token for job in batch])
+        except DroverError as err:
+            log.warning("%d completions not recorded (their leases will expire and the jobs "
+                        "run again): %s", len(batch), err)
+            return
+        for job, result in zip(batch, results):
+            if result.get("error"):
+                log.warning("job %s: outcome not recorded: %s", job.id, result["error"])
 
     def _heartbeats(self) -> None:
         while not (self._stopping.is_set() and not self._running):

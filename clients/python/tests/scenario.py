@@ -2,7 +2,7 @@
 real `drover serve`. Each subcommand prints one JSON line on stdout.
 
     scenario.py enqueue URL QUEUE COUNT [SLEEP]    enqueue one job, then COUNT-1 in a batch
-    scenario.py worker URL QUEUE RECORD [CONCURRENCY [PREFETCH]]  work py.record jobs
+    scenario.py worker URL QUEUE RECORD [CONCURRENCY [PREFETCH [WAIT]]]  work py.record jobs
     scenario.py complete URL TOKEN                  replay a completion (prints its error)
     scenario.py errors URL                          bad calls: each must raise DroverError
 """
@@ -27,9 +27,9 @@ def enqueue(url, queue, count, sleep=0.0):
     print(json.dumps({"first": first, "again": again, "rest": rest}))
 
 
-def worker(url, queue, record, concurrency=1, prefetch=0):
+def worker(url, queue, record, concurrency=1, prefetch=0, wait=1.0):
     w = Worker(Client(url), [queue], name=f"py-{os.getpid()}", concurrency=concurrency,
-               prefetch=prefetch, wait=1)
+               prefetch=prefetch, wait=wait)
 
     def write(event, job):
         with open(record, "a") as f:
@@ -85,7 +85,7 @@ if __name__ == "__main__":
         enqueue(rest[0], rest[1], int(rest[2]), float(rest[3]) if len(rest) > 3 else 0.0)
     elif command == "worker":
         worker(rest[0], rest[1], rest[2], int(rest[3]) if len(rest) > 3 else 1,
-               int(rest[4]) if len(rest) > 4 else 0)
+               int(rest[4]) if len(rest) > 4 else 0, float(rest[5]) if len(rest) > 5 else 1.0)
     elif command == "complete":
         complete(rest[0], rest[1])
     elif command == "errors":

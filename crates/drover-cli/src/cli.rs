@@ -215,6 +215,12 @@ pub(crate) enum Scenario {
     Steady,
     /// The dashboard's and the API's page times on a table of `--jobs` jobs (not part of `all`).
     Pages,
+    /// Single-job POSTs to the HTTP API from 32 keep-alive connections (not part of `all`).
+    HttpEnqueue,
+    /// POSTs of 1,000 jobs to the HTTP API (not part of `all`).
+    HttpBatch,
+    /// `--jobs` jobs drained by 4 HTTP workers leasing 100 at a time (not part of `all`).
+    HttpDrain,
     All,
 }
 

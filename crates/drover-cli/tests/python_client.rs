@@ -1,6 +1,8 @@
 //! The Python client (`clients/python/drover.py`) against a real `drover serve`: enqueue,
 //! a worker that runs jobs, a worker killed with SIGKILL mid-job whose job runs again after its
-//! lease (the killed attempt's completion, replayed, gets 409), and a graceful stop on SIGTERM.
+//! lease (the killed attempt's completion, replayed, gets 409), a graceful stop on SIGTERM that
+//! ends a waiting lease request at once, and completions of jobs that finish together recorded
+//! in one call.
 
 mod common;
 
@@ -48,12 +50,25 @@ impl PyWorker {
         concurrency: usize,
         prefetch: usize,
     ) -> PyWorker {
+        Self::start_waiting(url, queue, record, concurrency, prefetch, 1.0)
+    }
+
+    /// With `wait` seconds per lease request.
+    fn start_waiting(
+        url: &str,
+        queue: &str,
+        record: &Path,
+        concurrency: usize,
+        prefetch: usize,
+        wait: f64,
+    ) -> PyWorker {
         let child = Command::new("python3")
             .arg(scenario())
             .args(["worker", url, queue])
             .arg(record)
             .arg(concurrency.to_string())
             .arg(prefetch.to_string())
+            .arg(wait.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -218,4 +233,84 @@ fn sigterm_finishes_the_running_job_and_hands_back_the_rest() {
         assert_eq!(job["attempt"], 0, "a hand-back uses no attempt: {job}");
         assert_eq!(job["history"][0]["event"], "handed_back");
     }
+}
+
+/// The value of the series `name{labels}` in `/metrics`, 0 when absent.
+fn series(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn jobs_that_finish_together_are_completed_in_one_call() {
+    let env = Env::new(CONFIG);
+    let server = env.serve("serve", &[]);
+    let record = env.path("record.jsonl");
+    // Eight at a time, each 0.3 s: every round of eight finishes within moments of each other.
+    python(&["enqueue", &server.url, "py", "24", "0.3"]);
+    let _worker = PyWorker::start(&server.url, "py", &record, 8);
+    eventually(Duration::from_secs(60), "all 24 completed", || {
+        (env.stats()["queues"]["py"]["completed"] == 24).then_some(())
+    });
+    let (status, metrics) = server.get("/metrics");
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().expect("metrics are text");
+    let batches = series(
+        metrics,
+        r#"drover_http_requests_total{route="/api/v1/leases/complete",status="200"}"#,
+    );
+    let singles = series(
+        metrics,
+        r#"drover_http_requests_total{route="/api/v1/leases/{token}/complete",status="200"}"#,
+    );
+    assert!(batches >= 1.0, "no batch completion:\n{metrics}");
+    assert!(
+        batches + singles < 24.0,
+        "{batches} batch and {singles} single completion calls for 24 jobs: not batched"
+    );
+    let ends = records(&record)
+        .iter()
+        .filter(|r| r["event"] == "end")
+        .count();
+    assert_eq!(ends, 24);
+}
+
+#[test]
+fn sigterm_ends_a_waiting_lease_request_at_once() {
+    let env = Env::new(CONFIG);
+    let server = env.serve("serve", &[]);
+    let record = env.path("record.jsonl");
+    // Nothing to do, and 30 s per lease request: without a wake-up, the stop would wait it out.
+    let worker = PyWorker::start_waiting(&server.url, "idle", &record, 1, 0, 30.0);
+    let name = format!("py-{}", worker.0.id());
+    // The wake-up endpoint counts the worker's waiting polls: once one waits, the worker is in
+    // its long poll. (Ending it here is harmless: the worker, not stopping, polls again.)
+    eventually(Duration::from_secs(30), "the worker polls", || {
+        let woken = server.ok(
+            "/api/v1/leases/wake",
+            &serde_json::json!({ "worker": name }),
+        );
+        (woken["polls"].as_u64() == Some(1)).then_some(())
+    });
+    worker.signal(Signal::SIGTERM);
+    let signalled = Instant::now();
+    let mut worker = worker;
+    let status = eventually(
+        Duration::from_secs(10),
+        "the worker exits well within its 30 s poll",
+        || worker.0.try_wait().unwrap(),
+    );
+    assert!(status.success(), "{status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    let (status, bad) = server.post(
+        "/api/v1/leases/wake",
+        &serde_json::json!({ "worker": "no spaces" }),
+    );
+    assert_eq!(
+        (status, bad["error"]["field"].as_str()),
+        (400, Some("worker")),
+        "{bad}"
+    );
 }

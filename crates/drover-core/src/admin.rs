@@ -124,6 +124,7 @@ pub struct JobActParams {
 /// What [`crate::Store::job_act_many`] did to one job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ActResult {
     /// The job changed to this state.
     Changed {

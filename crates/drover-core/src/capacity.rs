@@ -51,6 +51,7 @@ pub type ReservationId = i64;
 /// Where a slot is in its life. See the module documentation for the diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SlotState {
     /// No instance; the row is kept for reuse.
     Empty,
@@ -122,6 +123,7 @@ impl std::str::FromStr for SlotState {
 /// Where a reservation is. See the module documentation for the diagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ReservationPhase {
     /// Waiting for a ready slot with a free lease.
     Pending,
@@ -172,6 +174,7 @@ impl std::str::FromStr for ReservationPhase {
 
 /// A slot as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SlotRecord {
     /// The slot.
     pub id: SlotId,
@@ -210,6 +213,7 @@ impl SlotRecord {
 
 /// A reservation as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReservationRecord {
     /// The reservation.
     pub id: ReservationId,

@@ -24,6 +24,7 @@ pub type JobId = i64;
 /// Where a job is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobState {
     /// Waiting for its `scheduled_at` time.
     Scheduled,
@@ -101,6 +102,7 @@ impl FromStr for JobState {
 /// What happens to a job whose worker is interrupted mid-run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Delivery {
     /// Run again after the lease expires. A job may run twice only when a process died or lost
     /// its lease mid-run.
@@ -180,6 +182,7 @@ impl NewJob {
 
 /// One failed or interrupted attempt, as recorded on the job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptError {
     /// The attempt's number, from 1.
     pub attempt: i32,
@@ -199,6 +202,7 @@ pub struct AttemptError {
 /// An operator action or engine event on a job that is not a failure: an operator retry, a
 /// cancel request, a hand-back at shutdown, a rescue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HistoryEntry {
     /// When it happened.
     pub at: Timestamp,
@@ -210,6 +214,7 @@ pub struct HistoryEntry {
 
 /// A job as stored: every field, for `jobs show` and the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRecord {
     /// Id.
     pub id: JobId,
@@ -218,6 +223,7 @@ pub struct JobRecord {
     /// Task kind.
     pub kind: String,
     /// Arguments (a JSON object).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub args: serde_json::Value,
     /// Current state.
     pub state: JobState,

@@ -64,6 +64,12 @@ impl ParkedClaims {
         Some(parked)
     }
 
+    /// True when a claim is parked on `queue` (an enqueue into it should take it).
+    pub fn waiting_on(&self, queue: &str) -> bool {
+        self.count.load(Ordering::Acquire) > 0
+            && self.lock().iter().any(|p| p.params.queue == queue)
+    }
+
     /// Drops every parked claim: their waiters get [`StoreError::Closed`].
     pub fn clear(&self) {
         let mut waiting = self.lock();

@@ -10,11 +10,16 @@
 //!   finished rows never slow a claim. The claim's transaction (promote due jobs, claim,
 //!   commit) is pipelined: one round trip. Every later write about a run is fenced by its lease
 //!   token.
+//! - **Enqueues**: concurrent enqueues are written together (group commit, `batch.rs`); jobs
+//!   without unique keys go in one `INSERT … SELECT FROM unnest(…)` statement in its own
+//!   implicit transaction (one round trip).
 //! - **Batches**: inserts and completions send columns as arrays (`unnest`), one statement for
 //!   thousands of rows, far from the 65,535-parameter limit. A batch of completions, of any
 //!   outcomes, is one statement.
 //! - **Wake-ups**: a transaction that makes work available sends `pg_notify` with a queue name
-//!   (never job data); a listener task on a connection of its own runs `LISTEN`, bumps the
+//!   (never job data) — except an enqueue, whose wake-up is sent just after its commit, in a
+//!   transaction of its own (PostgreSQL serializes notifying commits; see `notifier.rs`); a
+//!   listener task on a connection of its own runs `LISTEN`, bumps the
 //!   store's [`Wakeups`](drover_core::Wakeups), and reconnects with backoff when its connection
 //!   is lost, waking once after each reconnection to cover the gap. The channel is
 //!   `drover_wake`, or `drover_wake_<schema>` with a schema, so that stores on different
@@ -52,6 +57,7 @@ mod listener;
 #[cfg(test)]
 mod live_tests;
 mod maintenance;
+mod notifier;
 mod parked;
 mod schema;
 mod session;

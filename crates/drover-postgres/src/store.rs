@@ -25,6 +25,7 @@ use crate::config::{self, PgConfig, redact};
 use crate::error::{DbError, map_pool};
 use crate::insert::InsertSql;
 use crate::listener::{Listener, ListenerSettings};
+use crate::notifier::Notifier;
 use crate::session::{self, Db};
 use crate::txn::{in_transaction, on_connection};
 use crate::vacuum::Vacuum;
@@ -94,6 +95,7 @@ impl PgStore {
             closed: closed.clone(),
             queue: Arc::new(InsertQueue::default()),
             parked: Arc::new(ParkedClaims::default()),
+            notifier: Notifier::new(pool.clone(), channel.clone()),
         };
         let vacuum = Vacuum::new(
             pg.clone(),

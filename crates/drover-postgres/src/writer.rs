@@ -14,8 +14,10 @@ use drover_core::{
 use jiff::Timestamp;
 
 use crate::batch::{InsertQueue, Pending};
-use crate::error::DbError;
+use crate::error::{DbError, map_pool};
 use crate::insert::{self, InsertSql};
+use crate::notifier::Notifier;
+use crate::session::Db;
 use crate::txn::in_transaction;
 use crate::{jobs, parked, wake};
 
@@ -32,6 +34,8 @@ pub(crate) struct InsertWriter {
     /// Claims of idle workers of this process, made in the transaction of the next enqueue
     /// into their queue (see the `parked` module).
     pub(crate) parked: Arc<ParkedClaims>,
+    /// Wakes other processes once an enqueue has committed.
+    pub(crate) notifier: Arc<Notifier>,
 }
 
 impl InsertWriter {
@@ -85,13 +89,16 @@ impl InsertWriter {
         jobs: &[NewJob],
         now: Option<Timestamp>,
     ) -> Result<Vec<InsertedJob>, StoreError> {
+        if insert::is_plain(jobs) && !jobs.iter().any(|j| self.parked.waiting_on(&j.queue)) {
+            return self.insert_plain(jobs, now).await;
+        }
         // Claims taken by a try that failed are answered with its error (their workers claim
         // the ordinary way); a try that commits answers its own.
         let mut taken: Vec<Parked> = Vec::new();
         let result = in_transaction!(self, |db| {
             let inserted = insert::insert_many(db, &self.insert_sql, jobs, now).await?;
+            // Other processes hear of the jobs after the commit (see the notifier module).
             let payloads = inserted_queues(&inserted, jobs);
-            wake::notify(db, &self.channel, &payloads).await?;
             // Local workers need a wake-up only for queues that no parked claim emptied.
             let mut wake = false;
             let mut made = Vec::new();
@@ -107,9 +114,9 @@ impl InsertWriter {
                     None => wake = true,
                 }
             }
-            (inserted, wake, made)
+            (inserted, wake, made, payloads)
         });
-        let (inserted, wake, made) = match result {
+        let (inserted, wake, made, payloads) = match result {
             Ok(done) => done,
             Err(err) => {
                 for claim in taken {
@@ -118,6 +125,7 @@ impl InsertWriter {
                 return Err(err);
             }
         };
+        self.notifier.notify(payloads);
         if wake {
             self.wakeups.wake();
         }
@@ -133,6 +141,32 @@ impl InsertWriter {
             if let Err(Ok(unwanted)) = claim.answer.send(Ok(result)) {
                 self.hand_back(unwanted).await;
             }
+        }
+        Ok(inserted)
+    }
+
+    /// Inserts jobs without unique keys, into queues where no claim is parked, in one
+    /// statement of its own (see [`insert::insert_plain`]). Not tried again: after a lost
+    /// connection the commit may have happened, and the caller decides.
+    async fn insert_plain(
+        &self,
+        jobs: &[NewJob],
+        now: Option<Timestamp>,
+    ) -> Result<Vec<InsertedJob>, StoreError> {
+        self.check_open()?;
+        let client = self.pool.get().await.map_err(map_pool)?;
+        let db = Db::new(&client, Some(client.statement_cache.as_ref()));
+        let inserted = insert::insert_plain(&db, &self.insert_sql, jobs, now)
+            .await
+            .map_err(DbError::into_store)?;
+        // Other processes hear of the jobs after the commit (see the notifier module).
+        self.notifier
+            .notify(jobs.iter().map(|j| j.queue.clone()).collect());
+        if inserted
+            .iter()
+            .any(|j| j.state == drover_core::JobState::Available)
+        {
+            self.wakeups.wake();
         }
         Ok(inserted)
     }

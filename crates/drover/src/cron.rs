@@ -23,6 +23,7 @@ pub const ON_TIME_GRACE: SignedDuration = SignedDuration::from_secs(60);
 /// What to do with fire times missed while nothing was running.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CatchUp {
     /// One run for everything missed (the latest missed fire time). The default.
     #[default]

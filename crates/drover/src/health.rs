@@ -13,6 +13,7 @@ use serde::Serialize;
 
 /// The health of every background loop of an engine, as served at `/healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthReport {
     /// When the report was made (the engine's clock).
     pub at: Timestamp,
@@ -24,6 +25,7 @@ pub struct HealthReport {
 
 /// One background loop's health.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoopHealth {
     /// The loop, e.g. `heartbeat`, `completer`, `foreman default`, `cron scheduler`, or the
     /// store's own background work, e.g. `postgres listener`.

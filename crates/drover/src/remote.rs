@@ -23,6 +23,7 @@ use drover_core::{
 };
 use jiff::Timestamp;
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
@@ -77,6 +78,7 @@ impl LeaseRequest {
 
 /// A job handed to a remote worker.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeasedJob {
     /// The lease token: every later call about this run names it.
     pub token: String,
@@ -87,6 +89,7 @@ pub struct LeasedJob {
     /// Its queue.
     pub queue: String,
     /// Its args.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub args: serde_json::Value,
     /// This attempt's number (1 for the first run).
     pub attempt: i32,
@@ -152,6 +155,72 @@ pub struct RemoteWorkers {
     retry: RetryPolicy,
     metrics: Arc<Metrics>,
     held: Arc<Mutex<HashMap<(JobId, i64), Held>>>,
+    polls: Arc<Polls>,
+}
+
+/// Long polls in flight, by worker name, so that a worker that is stopping can end its own
+/// poll at once ([`RemoteWorkers::wake`]) instead of waiting out `wait`. Ending the poll from
+/// the server, rather than by closing the connection, keeps every leased job delivered: a poll
+/// that claimed jobs answers with them, and the worker hands them back.
+#[derive(Default)]
+struct Polls {
+    by_worker: Mutex<HashMap<String, Poll>>,
+}
+
+struct Poll {
+    /// Polls of this worker name waiting now.
+    waiting: usize,
+    /// Bumped by a wake-up.
+    wake: watch::Sender<u64>,
+}
+
+/// Counts a poll as waiting until dropped.
+struct PollGuard<'a> {
+    polls: &'a Polls,
+    worker: String,
+}
+
+impl Polls {
+    fn enter(&self, worker: &str) -> (PollGuard<'_>, watch::Receiver<u64>) {
+        let mut by_worker = self.by_worker.lock().expect("poll map poisoned");
+        let poll = by_worker.entry(worker.to_owned()).or_insert_with(|| Poll {
+            waiting: 0,
+            wake: watch::channel(0).0,
+        });
+        poll.waiting += 1;
+        let mut woken = poll.wake.subscribe();
+        woken.borrow_and_update();
+        (
+            PollGuard {
+                polls: self,
+                worker: worker.to_owned(),
+            },
+            woken,
+        )
+    }
+
+    fn wake(&self, worker: &str) -> usize {
+        let by_worker = self.by_worker.lock().expect("poll map poisoned");
+        match by_worker.get(worker) {
+            Some(poll) => {
+                poll.wake.send_modify(|n| *n += 1);
+                poll.waiting
+            }
+            None => 0,
+        }
+    }
+}
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        let mut by_worker = self.polls.by_worker.lock().expect("poll map poisoned");
+        if let Some(poll) = by_worker.get_mut(&self.worker) {
+            poll.waiting -= 1;
+            if poll.waiting == 0 {
+                by_worker.remove(&self.worker);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RemoteWorkers {
@@ -194,6 +263,7 @@ impl RemoteWorkers {
             retry: RetryPolicy::default(),
             metrics,
             held: Arc::default(),
+            polls: Arc::default(),
         }
     }
 
@@ -224,6 +294,8 @@ impl RemoteWorkers {
         let deadline = tokio::time::Instant::now() + request.wait;
         let owner = format!("remote:{}", request.worker);
         let mut wakeups = self.store.wakeups();
+        // Registered before the first claim, so that a wake-up sent while it runs is not lost.
+        let (_poll, mut woken) = self.polls.enter(&request.worker);
         loop {
             wakeups.borrow_and_update();
             let jobs = self.claim(&request, &owner).await?;
@@ -238,8 +310,16 @@ impl RemoteWorkers {
                 }
                 _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
                 _ = stop.cancelled() => return Ok(Vec::new()),
+                _ = woken.changed() => return Ok(Vec::new()),
             }
         }
+    }
+
+    /// Ends the long polls of `worker` that wait now (they answer with no job), for a worker
+    /// that is stopping. Returns how many were waiting; 0 when none was (nothing to do).
+    pub fn wake(&self, worker: &str) -> Result<usize, Error> {
+        drover_core::validate::check_name("worker", worker)?;
+        Ok(self.polls.wake(worker))
     }
 
     async fn claim(&self, request: &LeaseRequest, owner: &str) -> Result<Vec<LeasedJob>, Error> {

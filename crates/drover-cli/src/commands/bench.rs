@@ -11,6 +11,8 @@
 //!   enqueue call to the moment the handler starts. `latency_cross` does the same through a
 //!   second, independent store on the same file, so the wake-up crosses the file system as it
 //!   does between processes.
+//! - `http_enqueue`, `http_batch`, `http_drain`: the same through the HTTP API (see
+//!   [`http_load`]); not part of `all`.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -26,6 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::{BenchArgs, Scenario};
 
+mod http_load;
 mod pages;
 mod plot;
 mod steady;
@@ -226,6 +229,17 @@ pub(crate) async fn run(
             fresh.finish().await?;
         }
         measure("steady", 1, runs);
+    }
+    // Not part of `all`: the server and its load share the machine with nothing else.
+    if let Some(scenario) = http_load::HttpScenario::of(args.scenario) {
+        let mut runs = Vec::new();
+        for i in 0..args.runs {
+            progress.set_message(format!("{} run {}/{}", scenario.name(), i + 1, args.runs));
+            let fresh = target.fresh(config).await?;
+            runs.push(http_load::run(&fresh.store, scenario, &args).await?);
+            fresh.finish().await?;
+        }
+        measure(scenario.name(), scenario.connections(), runs);
     }
     // Not part of `all`: it fills a table of its own, usually of a million jobs.
     if args.scenario == Scenario::Pages {

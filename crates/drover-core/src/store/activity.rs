@@ -9,6 +9,7 @@ use super::Store;
 
 /// One run of a retention policy, as recorded by [`Store::retention_run_insert`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetentionRunRecord {
     /// The policy's name.
     pub policy: String,

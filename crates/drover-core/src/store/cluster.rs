@@ -63,6 +63,7 @@ pub struct LeaderTerm {
 
 /// The leader as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaderRecord {
     /// Which leadership.
     pub name: String,
@@ -97,6 +98,7 @@ pub struct ProcessUpsertParams {
 
 /// A registered process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProcessRecord {
     /// Process id.
     pub id: String,

@@ -22,6 +22,7 @@ pub struct JobInsertParams {
 
 /// One result of [`Store::job_insert_many`], in input order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InsertedJob {
     /// The new job's id, or the existing job's id for a duplicate unique key.
     pub id: JobId,

@@ -12,6 +12,7 @@ use crate::leader::LEADERSHIP;
 
 /// Who leads and who works.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterView {
     /// The leader, while its term holds.
     pub leader: Option<LeaderRecord>,
@@ -21,6 +22,7 @@ pub struct ClusterView {
 
 /// A cron schedule with what the database knows of it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CronView {
     /// Schedule name.
     pub name: String,

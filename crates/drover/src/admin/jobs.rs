@@ -84,6 +84,7 @@ impl JobFilter {
 /// A filter as text, as it comes from a command line or a query string. Parsed by
 /// [`FilterText::parse`], whose errors name the field.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FilterText {
     /// A state name.
     pub state: Option<String>,

@@ -11,6 +11,7 @@ use crate::error::Error;
 
 /// A queue as an operator sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueView {
     /// Queue name.
     pub name: String,

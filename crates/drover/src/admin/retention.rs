@@ -12,6 +12,7 @@ pub const RUNS_SHOWN: usize = 10;
 
 /// A retention policy as an operator sees it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RetentionView {
     /// The policy's name (`drover_jobs` for the built-in `[jobs_archive]`).
     pub name: String,

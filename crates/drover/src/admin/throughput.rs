@@ -17,6 +17,7 @@ pub const MAX_MINUTES: u32 = 1440;
 
 /// Outcomes of one minute, summed over every process and queue of the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThroughputPoint {
     /// The minute (its first second).
     pub minute: Timestamp,

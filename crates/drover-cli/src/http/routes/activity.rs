@@ -16,7 +16,7 @@ use crate::http::{ApiError, AppState};
 /// `manual`; a failed run has its `error` and the rows its committed batches moved).
 #[utoipa::path(get, path = "/api/v1/retention", tag = "retention",
     responses((status = 200, description = "The policies, in the configuration's order",
-        body = Vec<Object>)))]
+        body = Vec<RetentionView>)))]
 pub(crate) async fn list_retention(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<RetentionView>>, ApiError> {
@@ -39,7 +39,7 @@ pub(crate) struct ThroughputQuery {
     params(ThroughputQuery),
     responses(
         (status = 200, description = "One point per minute: {minute, completed, failed}",
-            body = Vec<Object>),
+            body = Vec<ThroughputPoint>),
         (status = 400, description = "`minutes` is not between 1 and 1440", body = ErrorBody),
     ))]
 pub(crate) async fn get_throughput(

@@ -28,7 +28,7 @@ pub(crate) struct SlotQuery {
 
 /// The slots, by id.
 #[utoipa::path(get, path = "/api/v1/slots", tag = "capacity", params(SlotQuery),
-    responses((status = 200, description = "The slots", body = Vec<Object>)))]
+    responses((status = 200, description = "The slots", body = Vec<SlotRecord>)))]
 pub(crate) async fn list_slots(
     State(state): State<AppState>,
     Query(query): Query<SlotQuery>,
@@ -40,7 +40,7 @@ pub(crate) async fn list_slots(
 #[utoipa::path(post, path = "/api/v1/slots/{id}/drain", tag = "capacity",
     params(("id" = i64, Path, description = "Slot id")),
     responses(
-        (status = 200, description = "Draining", body = Object),
+        (status = 200, description = "Draining", body = SlotRecord),
         (status = 404, description = "No such slot", body = ErrorBody),
         (status = 409, description = "Not in a state that can drain", body = ErrorBody),
     ))]
@@ -56,7 +56,7 @@ pub(crate) async fn drain_slot(
 #[utoipa::path(post, path = "/api/v1/slots/{id}/interrupt", tag = "capacity",
     params(("id" = i64, Path, description = "Slot id")),
     responses(
-        (status = 200, description = "Interrupted", body = Object),
+        (status = 200, description = "Interrupted", body = SlotRecord),
         (status = 404, description = "No such slot", body = ErrorBody),
         (status = 409, description = "Not in a state that can be interrupted", body = ErrorBody),
     ))]
@@ -83,7 +83,7 @@ pub(crate) struct ReserveBody {
 /// (it then names its slot and instance), and release it when done.
 #[utoipa::path(post, path = "/api/v1/reservations", tag = "capacity", request_body = ReserveBody,
     responses(
-        (status = 201, description = "Pending", body = Object),
+        (status = 201, description = "Pending", body = ReservationRecord),
         (status = 400, description = "A bad system or ttl", body = ErrorBody),
     ))]
 pub(crate) async fn reserve(
@@ -105,7 +105,7 @@ pub(crate) async fn reserve(
 #[utoipa::path(get, path = "/api/v1/reservations/{id}", tag = "capacity",
     params(("id" = i64, Path, description = "Reservation id")),
     responses(
-        (status = 200, description = "The reservation", body = Object),
+        (status = 200, description = "The reservation", body = ReservationRecord),
         (status = 404, description = "No such reservation", body = ErrorBody),
     ))]
 pub(crate) async fn get_reservation(
@@ -119,7 +119,7 @@ pub(crate) async fn get_reservation(
 #[utoipa::path(post, path = "/api/v1/reservations/{id}/release", tag = "capacity",
     params(("id" = i64, Path, description = "Reservation id")),
     responses(
-        (status = 200, description = "Released", body = Object),
+        (status = 200, description = "Released", body = ReservationRecord),
         (status = 404, description = "No such reservation", body = ErrorBody),
     ))]
 pub(crate) async fn release(

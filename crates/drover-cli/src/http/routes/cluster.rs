@@ -16,7 +16,7 @@ use crate::http::{ApiError, AppState};
 
 /// The leader and every registered process.
 #[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
-    responses((status = 200, description = "Leader and processes", body = Object)))]
+    responses((status = 200, description = "Leader and processes", body = ClusterView)))]
 pub(crate) async fn get_cluster(
     State(state): State<AppState>,
 ) -> Result<Json<ClusterView>, ApiError> {
@@ -25,7 +25,7 @@ pub(crate) async fn get_cluster(
 
 /// Each cron schedule: expression, zone, last fire, next five fire times.
 #[utoipa::path(get, path = "/api/v1/cron", tag = "cluster",
-    responses((status = 200, description = "The schedules", body = Vec<Object>)))]
+    responses((status = 200, description = "The schedules", body = Vec<CronView>)))]
 pub(crate) async fn list_cron(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<CronView>>, ApiError> {
@@ -36,7 +36,7 @@ pub(crate) async fn list_cron(
 #[utoipa::path(post, path = "/api/v1/cron/{name}/run", tag = "cluster",
     params(("name" = String, Path, description = "Schedule name")),
     responses(
-        (status = 201, description = "Enqueued", body = Object),
+        (status = 201, description = "Enqueued", body = drover_core::InsertedJob),
         (status = 404, description = "No such schedule", body = ErrorBody),
     ))]
 pub(crate) async fn run_cron(
@@ -57,7 +57,6 @@ pub(crate) struct Health {
     /// Whether a read of the database answered.
     database: bool,
     /// Every background loop: its last tick, and whether it is running and ticked in time.
-    #[schema(value_type = Object)]
     loops: drover::HealthReport,
 }
 

@@ -94,7 +94,6 @@ pub(crate) struct Enqueued {
     /// The job's id (the existing job's, for a duplicate unique key).
     id: JobId,
     /// Its state.
-    #[schema(value_type = String)]
     state: drover_core::JobState,
     /// True when an unfinished job with the same unique key existed: nothing was inserted.
     duplicate: bool,
@@ -225,7 +224,6 @@ pub(crate) struct ListQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Page {
     /// Jobs, newest first.
-    #[schema(value_type = Vec<Object>)]
     jobs: Vec<JobRecord>,
     /// Pass as `after` for the next page; absent on the last.
     next: Option<JobId>,
@@ -310,7 +308,7 @@ pub(crate) async fn count_jobs(
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs",
     params(("id" = i64, Path, description = "Job id")),
     responses(
-        (status = 200, description = "The job", body = Object),
+        (status = 200, description = "The job", body = JobRecord),
         (status = 404, description = "No such job", body = ErrorBody),
     ))]
 pub(crate) async fn get_job(
@@ -327,7 +325,6 @@ pub(crate) struct Acted {
     id: JobId,
     /// `changed` (with the new state), `cancel_requested`, `unchanged` (with the reason) or
     /// `not_found`.
-    #[schema(value_type = Object)]
     result: ActResult,
 }
 
@@ -363,7 +360,6 @@ pub(crate) struct ActionBody {
     /// These jobs (at most 1,000).
     ids: Option<Vec<JobId>>,
     /// Every job matching this filter (the list's filters, as strings).
-    #[schema(value_type = Object)]
     filter: Option<FilterText>,
     /// Needed, and true, to act on every job with an empty filter.
     #[serde(default)]

@@ -34,7 +34,6 @@ pub(crate) struct LeaseBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Leased {
     /// Each with its lease token, args, attempt and lease expiry.
-    #[schema(value_type = Vec<Object>)]
     jobs: Vec<LeasedJob>,
 }
 
@@ -91,7 +90,6 @@ pub(crate) struct Renewed {
     /// True when an operator asked to cancel: stop, then report with `fail`.
     cancel_requested: bool,
     /// When the lease now expires.
-    #[schema(value_type = String)]
     lease_expires_at: jiff::Timestamp,
 }
 
@@ -127,7 +125,6 @@ pub(crate) struct Done {
     /// The job.
     id: i64,
     /// Its state now.
-    #[schema(value_type = String)]
     state: drover_core::JobState,
     /// True when this call repeated one already recorded.
     repeated: bool,
@@ -284,4 +281,37 @@ pub(crate) async fn complete_many(
             })
             .collect(),
     ))
+}
+
+/// A worker that is stopping.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WakeBody {
+    /// The worker name its lease requests give.
+    worker: String,
+}
+
+/// What a wake-up ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Woken {
+    /// Long polls of that worker that were waiting, now answered (204, or with the jobs they
+    /// had already leased).
+    polls: usize,
+}
+
+/// End a worker's waiting long polls at once: a worker that is stopping calls this from another
+/// connection instead of closing the one that polls, so that no job leased by that poll is left
+/// undelivered.
+#[utoipa::path(post, path = "/api/v1/leases/wake", tag = "leases", request_body = WakeBody,
+    responses(
+        (status = 200, description = "The waiting polls were ended", body = Woken),
+        (status = 400, description = "Not a worker name", body = ErrorBody),
+    ))]
+pub(crate) async fn wake(
+    State(state): State<AppState>,
+    Body(body): Body<WakeBody>,
+) -> Result<Json<Woken>, ApiError> {
+    Ok(Json(Woken {
+        polls: state.remote.wake(&body.worker)?,
+    }))
 }

@@ -79,6 +79,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(leases::heartbeat))
         .routes(routes!(leases::complete))
         .routes(routes!(leases::complete_many))
+        .routes(routes!(leases::wake))
         .routes(routes!(leases::fail))
         .routes(routes!(leases::hand_back))
         .routes(routes!(capacity::list_slots))

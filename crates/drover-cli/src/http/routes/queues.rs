@@ -12,7 +12,7 @@ use crate::http::{ApiError, AppState};
 /// `estimated` marks counts that reached the cap), the oldest waiting job, whether it is
 /// paused, and how many processes work it.
 #[utoipa::path(get, path = "/api/v1/queues", tag = "queues",
-    responses((status = 200, description = "The queues, by name", body = Vec<Object>)))]
+    responses((status = 200, description = "The queues, by name", body = Vec<QueueView>)))]
 pub(crate) async fn list_queues(
     State(state): State<AppState>,
 ) -> Result<Json<Vec<QueueView>>, ApiError> {
@@ -23,7 +23,7 @@ pub(crate) async fn list_queues(
 #[utoipa::path(post, path = "/api/v1/queues/{name}/pause", tag = "queues",
     params(("name" = String, Path, description = "Queue name")),
     responses(
-        (status = 200, description = "The queue, paused", body = Object),
+        (status = 200, description = "The queue, paused", body = QueueView),
         (status = 400, description = "Not a queue name", body = ErrorBody),
     ))]
 pub(crate) async fn pause_queue(
@@ -37,7 +37,7 @@ pub(crate) async fn pause_queue(
 #[utoipa::path(post, path = "/api/v1/queues/{name}/resume", tag = "queues",
     params(("name" = String, Path, description = "Queue name")),
     responses(
-        (status = 200, description = "The queue, running", body = Object),
+        (status = 200, description = "The queue, running", body = QueueView),
         (status = 400, description = "Not a queue name", body = ErrorBody),
     ))]
 pub(crate) async fn resume_queue(
