@@ -9,16 +9,18 @@
 //! them in a transaction of their own, folding together the queues of every enqueue that
 //! committed while it was sending (at most one send at a time per store).
 //!
-//! What changes: a listener hears of the jobs one round trip after their commit instead of at
-//! it, and if this process dies (or the database connection fails) between the two, other
-//! processes find the jobs at their next poll instead. The jobs themselves are committed before
-//! the caller is answered, as before; this process's own workers are woken directly.
+//! The enqueue's caller is answered once both are done (its commit, then a send that carries
+//! its queues), so that a short-lived program (`drover enqueue`) has woken the workers when it
+//! exits. What changes: if this process dies (or the database connection fails) between the
+//! commit and the send, other processes find the jobs at their next poll instead of at once.
+//! This process's own workers are woken directly.
 //! Enqueues in a caller's transaction ([`crate::PgStore::insert_jobs_in_transaction`]) still
 //! notify inside it: only the caller knows when it commits.
 
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::Pool;
+use tokio::sync::watch;
 
 use crate::session::Db;
 use crate::wake;
@@ -28,12 +30,15 @@ pub(crate) struct Notifier {
     pool: Pool,
     channel: String,
     state: Mutex<State>,
+    /// The latest generation whose send is over (sent, or failed and logged).
+    sent: watch::Sender<u64>,
 }
 
-#[derive(Default)]
 struct State {
     /// Queues whose wake-up is not sent yet, distinct.
     pending: Vec<String>,
+    /// The generation `pending` will be sent as; every send takes the next one.
+    next: u64,
     /// A task is sending.
     sending: bool,
 }
@@ -43,8 +48,30 @@ impl Notifier {
         Arc::new(Notifier {
             pool,
             channel,
-            state: Mutex::default(),
+            state: Mutex::new(State {
+                pending: Vec::new(),
+                next: 1,
+                sending: false,
+            }),
+            sent: watch::channel(0).0,
         })
+    }
+
+    /// Waits until every wake-up queued before this call has been sent (or has failed).
+    pub(crate) async fn sent(&self) {
+        let target = {
+            let state = self.state.lock().expect("notifier poisoned");
+            // Queued but not taken: the next send carries them. Nothing queued: what was
+            // queued before is in the send under way, or already sent.
+            if state.pending.is_empty() {
+                state.next - 1
+            } else {
+                state.next
+            }
+        };
+        let mut sent = self.sent.subscribe();
+        // The sender lives as long as `self`.
+        let _ = sent.wait_for(|&done| done >= target).await;
     }
 
     /// Queues wake-ups for `queues`, whose jobs have committed, and makes sure a task sends
@@ -70,13 +97,15 @@ impl Notifier {
     /// Sends until nothing is pending.
     async fn send_all(self: Arc<Self>) {
         loop {
-            let queues = {
+            let (queues, generation) = {
                 let mut state = self.state.lock().expect("notifier poisoned");
                 if state.pending.is_empty() {
                     state.sending = false;
                     return;
                 }
-                std::mem::take(&mut state.pending)
+                let generation = state.next;
+                state.next += 1;
+                (std::mem::take(&mut state.pending), generation)
             };
             let payloads = wake::payloads(queues.iter().map(String::as_str));
             if let Err(error) = self.send(&payloads).await {
@@ -85,6 +114,7 @@ impl Notifier {
                     "cannot send the wake-up of committed enqueues; other processes will find \
                      the jobs at their next poll");
             }
+            self.sent.send_replace(generation);
         }
     }
 

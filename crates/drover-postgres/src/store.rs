@@ -290,7 +290,10 @@ impl Store for PgStore {
             // enqueues of the others in its batch.
             tokio::spawn(self.writer.clone().flush_all());
         }
-        answer.await.unwrap_or(Err(StoreError::Closed))
+        let inserted = answer.await.unwrap_or(Err(StoreError::Closed))?;
+        // Answered once other processes have been told, too (see the notifier module).
+        self.writer.notifier.sent().await;
+        Ok(inserted)
     }
 
     fn job_claim_parked(&self, params: JobClaimParams) -> Option<drover_core::ParkedClaim> {
