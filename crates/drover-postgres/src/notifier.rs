@@ -9,11 +9,12 @@
 //! them in a transaction of their own, folding together the queues of every enqueue that
 //! committed while it was sending (at most one send at a time per store).
 //!
-//! The enqueue's caller is answered once both are done (its commit, then a send that carries
-//! its queues), so that a short-lived program (`drover enqueue`) has woken the workers when it
-//! exits. What changes: if this process dies (or the database connection fails) between the
-//! commit and the send, other processes find the jobs at their next poll instead of at once.
-//! This process's own workers are woken directly.
+//! The enqueue's caller is answered after its commit, without waiting for the send (waiting
+//! cost a third of the single-enqueue rate); closing the store waits for the sends still
+//! queued, so that a short-lived program (`drover enqueue`) has woken the workers when it
+//! exits. What changes: if this process dies (or the database connection fails, or the store
+//! is dropped without being closed) between the commit and the send, other processes find the
+//! jobs at their next poll instead of at once. This process's own workers are woken directly.
 //! Enqueues in a caller's transaction ([`crate::PgStore::insert_jobs_in_transaction`]) still
 //! notify inside it: only the caller knows when it commits.
 

@@ -290,10 +290,7 @@ impl Store for PgStore {
             // enqueues of the others in its batch.
             tokio::spawn(self.writer.clone().flush_all());
         }
-        let inserted = answer.await.unwrap_or(Err(StoreError::Closed))?;
-        // Answered once other processes have been told, too (see the notifier module).
-        self.writer.notifier.sent().await;
-        Ok(inserted)
+        answer.await.unwrap_or(Err(StoreError::Closed))
     }
 
     fn job_claim_parked(&self, params: JobClaimParams) -> Option<drover_core::ParkedClaim> {
@@ -637,6 +634,13 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
+        // Wake-ups of committed enqueues go out before the pool closes, so that a short-lived
+        // program (`drover enqueue`) has woken the workers when it exits.
+        let _ = tokio::time::timeout(
+            self.config.connect_timeout.max(Duration::from_secs(1)),
+            self.writer.notifier.sent(),
+        )
+        .await;
         self.closed.store(true, Ordering::Release);
         self.writer.parked.clear();
         // Later gets fail with Closed; idle connections are closed now, busy ones when they
