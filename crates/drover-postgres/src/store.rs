@@ -637,7 +637,9 @@ impl Store for PgStore {
         // Wake-ups of committed enqueues go out before the pool closes, so that a short-lived
         // program (`drover enqueue`) has woken the workers when it exits.
         let _ = tokio::time::timeout(
-            self.config.connect_timeout.max(Duration::from_secs(1)),
+            self.config
+                .connect_timeout
+                .max(std::time::Duration::from_secs(1)),
             self.writer.notifier.sent(),
         )
         .await;
