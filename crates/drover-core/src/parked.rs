@@ -10,8 +10,27 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::{ClaimResult, JobClaimParams, ParkedClaim, StoreError};
+use crate::{ClaimResult, JobClaimParams, JobOutcome, LeaseRef, Outcome, ParkedClaim, StoreError};
 use tokio::sync::oneshot;
+
+/// The outcomes that hand back the jobs of a claim made for a worker that had stopped waiting:
+/// available again, their attempt not used. Both backends record them the same way.
+pub fn hand_back_outcomes(unwanted: &ClaimResult) -> Vec<JobOutcome> {
+    unwanted
+        .jobs
+        .iter()
+        .map(|job| JobOutcome {
+            lease: LeaseRef {
+                id: job.id,
+                lease_token: job.lease_token,
+            },
+            step: None,
+            outcome: Outcome::HandBack {
+                reason: "claimed for a worker that had stopped waiting; handed back".into(),
+            },
+        })
+        .collect()
+}
 
 /// A parked claim, as the backend sees it.
 pub struct Parked {

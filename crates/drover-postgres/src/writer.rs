@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use drover_core::parked::{Parked, ParkedClaims};
-use drover_core::{
-    ClaimResult, InsertedJob, JobOutcome, LeaseRef, NewJob, Outcome, StoreError, Wakeups,
-};
+use drover_core::{ClaimResult, InsertedJob, NewJob, StoreError, Wakeups};
 use jiff::Timestamp;
 
 use crate::batch::{InsertQueue, Pending};
@@ -177,20 +175,7 @@ impl InsertWriter {
         if unwanted.jobs.is_empty() {
             return;
         }
-        let outcomes: Vec<JobOutcome> = unwanted
-            .jobs
-            .iter()
-            .map(|job| JobOutcome {
-                lease: LeaseRef {
-                    id: job.id,
-                    lease_token: job.lease_token,
-                },
-                step: None,
-                outcome: Outcome::HandBack {
-                    reason: "claimed for a worker that had stopped waiting; handed back".into(),
-                },
-            })
-            .collect();
+        let outcomes = drover_core::parked::hand_back_outcomes(&unwanted);
         let result = in_transaction!(self, |db| {
             jobs::finish_many(db, &self.channel, &outcomes, None).await?
         });

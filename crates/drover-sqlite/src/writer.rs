@@ -18,7 +18,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use drover_core::{ClaimResult, JobOutcome, LeaseRef, Outcome, StoreError, Wakeups};
+use drover_core::{ClaimResult, StoreError, Wakeups};
 use jiff::Timestamp;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -266,20 +266,7 @@ fn answer_parked(conn: &Connection, parked: Parked, result: Result<ClaimResult, 
     if unwanted.jobs.is_empty() {
         return;
     }
-    let outcomes: Vec<JobOutcome> = unwanted
-        .jobs
-        .iter()
-        .map(|job| JobOutcome {
-            lease: LeaseRef {
-                id: job.id,
-                lease_token: job.lease_token,
-            },
-            step: None,
-            outcome: Outcome::HandBack {
-                reason: "claimed for a worker that had stopped waiting; handed back".into(),
-            },
-        })
-        .collect();
+    let outcomes = drover_core::parked::hand_back_outcomes(&unwanted);
     let handed_back = begin_immediate(conn).and_then(|()| {
         jobs::finish_many(conn, &outcomes, Timestamp::now())
             .and_then(|_| exec(conn, "COMMIT"))

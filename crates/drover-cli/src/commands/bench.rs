@@ -433,35 +433,50 @@ async fn fill_history(store: &DynStore, n: usize) -> anyhow::Result<()> {
         for chunk in jobs.chunks(BULK_CHUNK) {
             client.insert(chunk.to_vec()).await?;
         }
-        let claimed = store
-            .job_claim(drover_core::JobClaimParams {
-                queue: "bench_history".into(),
-                limit: batch,
-                owner: "bench".into(),
-                lease: Duration::from_secs(600),
-                now: None,
-            })
-            .await?
-            .jobs;
-        let outcomes = claimed
-            .iter()
-            .map(|job| drover_core::JobOutcome {
-                lease: drover_core::LeaseRef {
-                    id: job.id,
-                    lease_token: job.lease_token,
-                },
-                step: None,
-                outcome: drover_core::Outcome::Completed,
-            })
-            .collect();
-        store
-            .job_finish_many(drover_core::JobFinishParams {
-                outcomes,
-                now: None,
-            })
-            .await?;
+        finish_claimed(store, "bench_history", batch, |_| {
+            drover_core::Outcome::Completed
+        })
+        .await?;
         left -= batch;
     }
+    Ok(())
+}
+
+/// Claims up to `limit` jobs of `queue` through the store and records `outcome` of each: how
+/// the benchmarks put finished jobs in a table without running them.
+async fn finish_claimed(
+    store: &DynStore,
+    queue: &str,
+    limit: usize,
+    outcome: impl Fn(&drover_core::ClaimedJob) -> drover_core::Outcome,
+) -> anyhow::Result<()> {
+    let claimed = store
+        .job_claim(drover_core::JobClaimParams {
+            queue: queue.into(),
+            limit,
+            owner: "bench".into(),
+            lease: Duration::from_secs(600),
+            now: None,
+        })
+        .await?
+        .jobs;
+    let outcomes = claimed
+        .iter()
+        .map(|job| drover_core::JobOutcome {
+            lease: drover_core::LeaseRef {
+                id: job.id,
+                lease_token: job.lease_token,
+            },
+            step: None,
+            outcome: outcome(job),
+        })
+        .collect();
+    store
+        .job_finish_many(drover_core::JobFinishParams {
+            outcomes,
+            now: None,
+        })
+        .await?;
     Ok(())
 }
 

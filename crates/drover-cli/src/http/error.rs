@@ -79,7 +79,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The field a validation error is about.
-fn field_of(error: &ValidationError) -> &'static str {
+pub(crate) fn field_of(error: &ValidationError) -> &'static str {
     match error {
         ValidationError::Name { field, .. } | ValidationError::Range { field, .. } => field,
         ValidationError::Args(_) | ValidationError::ArgsTooLarge { .. } => "args",

@@ -85,22 +85,30 @@ impl HttpScenario {
 }
 
 /// The server under test: the engine (for the remote-worker protocol and the admin seam) and
-/// the router on a loopback port.
-struct Server {
-    addr: SocketAddr,
+/// the router on a loopback port. Also the page benchmark's server (`pages.rs`).
+pub(super) struct Server {
+    pub(super) addr: SocketAddr,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
-    engine: drover::EngineHandle,
+    pub(super) engine: drover::EngineHandle,
 }
 
 impl Server {
     async fn start(store: &DynStore) -> anyhow::Result<Server> {
+        Self::start_with(store, EngineConfig::default()).await
+    }
+
+    /// Starts an engine with `config` — its queues replaced by one of its own, so that no
+    /// local worker takes the benchmark's jobs — and the router in front of it.
+    pub(super) async fn start_with(
+        store: &DynStore,
+        config: EngineConfig,
+    ) -> anyhow::Result<Server> {
         let engine = Engine::builder(store.clone())
             .config(EngineConfig {
-                // A queue of its own, so that no local worker takes the benchmark's jobs.
                 queues: [("bench_idle".to_owned(), 1)].into(),
                 poll_interval: Duration::from_secs(60),
-                ..EngineConfig::default()
+                ..config
             })
             .builtin_tasks()
             .build()?
@@ -131,7 +139,7 @@ impl Server {
         })
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(super) async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
         self.task.await??;
         self.engine.shutdown().await;

@@ -5,18 +5,12 @@
 //! then fetches every page `--latency-jobs` times over HTTP and reports the median, p95 and
 //! maximum time to the last byte.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drover::{Engine, EngineConfig};
-use drover_core::{
-    DynStore, JobClaimParams, JobFinishParams, JobOutcome, LeaseRef, NewJob, Outcome,
-};
+use drover::EngineConfig;
+use drover_core::{DynStore, NewJob, Outcome};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
-
-use crate::http::{AppState, HttpSettings};
 
 const QUEUES: [&str; 4] = ["mail", "billing", "reports", "default"];
 const KINDS: [&str; 5] = [
@@ -64,40 +58,17 @@ async fn fill(store: &DynStore, n: usize) -> anyhow::Result<()> {
         let to_finish = batch.min(finished.saturating_sub(i));
         if to_finish > 0 {
             for queue in QUEUES {
-                let claimed = store
-                    .job_claim(JobClaimParams {
-                        queue: queue.into(),
-                        limit: to_finish.div_ceil(QUEUES.len()),
-                        owner: "bench".into(),
-                        lease: Duration::from_secs(600),
-                        now: None,
-                    })
-                    .await?
-                    .jobs;
-                let outcomes = claimed
-                    .iter()
-                    .map(|job| JobOutcome {
-                        lease: LeaseRef {
-                            id: job.id,
-                            lease_token: job.lease_token,
-                        },
-                        step: None,
-                        // One job in 17 fails for good: 5 % of the finished ones.
-                        outcome: if job.id % 17 == 0 {
-                            Outcome::Discard {
-                                error: "card declined by the payment provider".into(),
-                            }
-                        } else {
-                            Outcome::Completed
-                        },
-                    })
-                    .collect();
-                store
-                    .job_finish_many(JobFinishParams {
-                        outcomes,
-                        now: None,
-                    })
-                    .await?;
+                // One job in 17 fails for good: 5 % of the finished ones.
+                super::finish_claimed(store, queue, to_finish.div_ceil(QUEUES.len()), |job| {
+                    if job.id % 17 == 0 {
+                        Outcome::Discard {
+                            error: "card declined by the payment provider".into(),
+                        }
+                    } else {
+                        Outcome::Completed
+                    }
+                })
+                .await?;
             }
         }
         i += batch;
@@ -130,20 +101,19 @@ pub(super) async fn pages(
     requests: usize,
 ) -> anyhow::Result<Vec<PageTime>> {
     fill(store, n).await?;
-    let engine = Engine::builder(store.clone())
-        .config(EngineConfig {
-            // A queue of its own: the waiting jobs stay waiting.
-            queues: [("bench_idle".to_owned(), 1)].into(),
+    let server = super::http_load::Server::start_with(
+        store,
+        EngineConfig {
+            // The leader refreshes the cached counts often, so the pages show them soon.
             counts: drover::services::counter::CounterConfig {
                 interval: Duration::from_millis(500),
                 ..Default::default()
             },
             ..EngineConfig::default()
-        })
-        .builtin_tasks()
-        .build()?;
-    let handle = engine.start();
-    let admin = handle.admin().clone();
+        },
+    )
+    .await?;
+    let (addr, admin) = (server.addr, server.engine.admin().clone());
     let deadline = Instant::now() + Duration::from_secs(120);
     while !admin.queues().await?.iter().any(|q| q.counted_at.is_some()) {
         anyhow::ensure!(
@@ -152,24 +122,6 @@ pub(super) async fn pages(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let settings = HttpSettings {
-        listen: "127.0.0.1:0".parse()?,
-        token: None,
-        max_body_bytes: 2 * 1024 * 1024,
-        read_only: false,
-    };
-    let listener = settings.bind().await?;
-    let addr = listener.local_addr()?;
-    let stop = CancellationToken::new();
-    let state = AppState {
-        admin: admin.clone(),
-        remote: handle.remote().clone(),
-        probe: handle.probe(),
-        settings: Arc::new(settings),
-        stop: stop.clone(),
-        sessions: Default::default(),
-    };
-    let server = tokio::spawn(crate::http::serve(listener, state, stop.clone()));
 
     let newest = admin.jobs(&Default::default(), None, 1).await?.jobs[0].id;
     let deep = newest / 2;
@@ -194,9 +146,7 @@ pub(super) async fn pages(
         "/api/v1/jobs/count?state=discarded".to_owned(),
     ];
     let times = measure(addr, &paths, requests).await?;
-    stop.cancel();
-    let _ = server.await;
-    handle.shutdown().await;
+    server.stop().await?;
     Ok(times)
 }
 

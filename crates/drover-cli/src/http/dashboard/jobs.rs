@@ -111,9 +111,12 @@ pub(super) async fn page(
         .filter_text(now)
         .map_err(|(field, message)| (field.to_owned(), message))
         .and_then(|text| {
-            let filter = text
-                .parse()
-                .map_err(|err| (field_of(&err), err.to_string()))?;
+            let filter = text.parse().map_err(|err| {
+                (
+                    crate::http::error::field_of(&err).to_owned(),
+                    err.to_string(),
+                )
+            })?;
             Ok((text, filter))
         });
     let after = match query.after.as_deref().filter(|a| !a.is_empty()) {
@@ -182,14 +185,6 @@ fn invalid(query: &JobsQuery, field: &str, message: &str, signed_in: bool) -> Re
         layout::page("Jobs", Nav::Jobs, body, signed_in),
     )
         .into_response()
-}
-
-fn field_of(error: &drover_core::ValidationError) -> String {
-    match error {
-        drover_core::ValidationError::Name { field, .. }
-        | drover_core::ValidationError::Range { field, .. } => (*field).to_owned(),
-        _ => "filter".to_owned(),
-    }
 }
 
 /// The filter as the bulk-action endpoint takes it (only the fields set).
