@@ -16,7 +16,8 @@ use jiff::Timestamp;
 use tokio_postgres::types::ToSql;
 
 use crate::error::DbError;
-use crate::jobs::{self, CLAIM, FINISH, FinishArgs, Finished, PROMOTE};
+use crate::finish::{self, FINISH, FINISH_COMPLETED, FinishArgs, Finished, Seen};
+use crate::jobs::{self, CLAIM, PROMOTE};
 use crate::session::Db;
 use crate::time::micros;
 
@@ -31,22 +32,33 @@ pub(crate) async fn finish_and_claim(
 ) -> Result<(Finished, Vec<ClaimResult>), DbError> {
     // Prepared first (from the connection's cache after the first call): a prepare between the
     // pipelined requests would send them out of order.
-    let finish = db.prepare(FINISH).await?;
+    let args = FinishArgs::new(outcomes);
+    let completions_only = args.completions_only();
+    let finish = db
+        .prepare(if completions_only {
+            FINISH_COMPLETED
+        } else {
+            FINISH
+        })
+        .await?;
     let promote = db.prepare(PROMOTE).await?;
     let claim = db.prepare(CLAIM).await?;
 
-    let args = FinishArgs::new(outcomes);
     let (steps, messages) = args.texts();
-    let finish_params: [&(dyn ToSql + Sync); 8] = [
-        &args.ids,
-        &args.tokens,
-        &args.kinds,
-        &steps,
-        &messages,
-        &args.delays,
-        &now,
-        &channel,
-    ];
+    let finish_params: Vec<&(dyn ToSql + Sync)> = if completions_only {
+        vec![&args.ids, &args.tokens, &now]
+    } else {
+        vec![
+            &args.ids,
+            &args.tokens,
+            &args.kinds,
+            &steps,
+            &messages,
+            &args.delays,
+            &now,
+            &channel,
+        ]
+    };
     // (token, limit, lease) of each claim.
     let claim_args: Vec<(i64, i64, i64)> = claims
         .iter()
@@ -115,7 +127,12 @@ pub(crate) async fn finish_and_claim(
         claimed_rows.push((promoted?.get::<_, Option<Timestamp>>(1), rows?));
     }
     commit?;
-    let finished = jobs::finish_results(outcomes, &args.sent, &finished)?;
+    let seen = if completions_only {
+        finish::completions_seen(db, &args, &finished).await?
+    } else {
+        Seen::of_finish(&finished)?
+    };
+    let finished = finish::finish_results(outcomes, &args.sent, &seen);
     for ((next_due_at, rows), (token, _, _)) in claimed_rows.into_iter().zip(&claim_args) {
         results.push(jobs::claim_result(rows, *token, next_due_at)?);
     }

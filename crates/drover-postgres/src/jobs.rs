@@ -14,9 +14,9 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use drover_core::{
-    CancelResult, ClaimResult, ClaimedJob, Delivery, ExpiredRun, FinishResult, JobClaimParams,
-    JobHeartbeatParams, JobId, JobListParams, JobOutcome, JobRecord, JobState, LeaseStatus,
-    Outcome, QueueStateCount, RescuedJob, StoreError, rescue_decision,
+    CancelResult, ClaimResult, ClaimedJob, Delivery, ExpiredRun, JobClaimParams,
+    JobHeartbeatParams, JobId, JobListParams, JobRecord, JobState, LeaseStatus, QueueStateCount,
+    RescuedJob, StoreError, rescue_decision,
 };
 use jiff::Timestamp;
 use tokio_postgres::Row;
@@ -38,6 +38,7 @@ macro_rules! running {
         "(SELECT 'running'::text)"
     };
 }
+pub(crate) use running;
 
 /// Makes the queue's due scheduled and retryable jobs available, and says when the next one
 /// that is not due yet will be. Rows locked by a concurrent claim are skipped: that claim is
@@ -207,205 +208,6 @@ pub(crate) async fn heartbeat(
             }
         })
         .collect())
-}
-
-/// Records outcomes, all kinds in one statement (its own transaction). The fence is in the
-/// `WHERE`; the final `SELECT` reports, for each outcome, the state it led to, or (rejected) the
-/// job's state as the statement found it, and how many queues it notified on channel `$8`: a
-/// hand-back made work available, a retry changed when work is next due.
-pub(crate) const FINISH: &str = concat!(
-    "WITH o AS ( \
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
-                              $6::bigint[]) \
-             WITH ORDINALITY AS o(id, token, outcome, step, message, delay_us, ord)), \
-     upd AS ( \
-         UPDATE drover_jobs j SET \
-             state = CASE o.outcome WHEN 'completed' THEN 'completed' \
-                 WHEN 'retry' THEN 'retryable' WHEN 'discard' THEN 'discarded' \
-                 WHEN 'cancelled' THEN 'cancelled' ELSE 'available' END, \
-             completed_at = CASE WHEN o.outcome IN ('completed', 'discard', 'cancelled') \
-                 THEN c.now ELSE j.completed_at END, \
-             scheduled_at = CASE o.outcome \
-                 WHEN 'retry' THEN c.now + o.delay_us * interval '1 microsecond' \
-                 WHEN 'hand_back' THEN c.now ELSE j.scheduled_at END, \
-             attempt = CASE WHEN o.outcome = 'hand_back' THEN j.attempt - 1 ELSE j.attempt END, \
-             step = coalesce(o.step, j.step), \
-             errors = CASE WHEN o.outcome IN ('retry', 'discard') \
-                     OR (o.outcome = 'cancelled' AND o.message IS NOT NULL) \
-                 THEN j.errors || jsonb_build_array(jsonb_build_object('attempt', j.attempt, \
-                     'at', c.now_text, 'step', o.step, 'message', o.message, \
-                     'process', j.lease_owner)) \
-                 ELSE j.errors END, \
-             history = CASE WHEN o.outcome = 'hand_back' \
-                 THEN j.history || jsonb_build_array(jsonb_build_object('at', c.now_text, \
-                     'event', 'handed_back', 'detail', o.message)) \
-                 ELSE j.history END, \
-             lease_expires_at = NULL \
-         FROM o, ",
-    clock!("$7"),
-    " WHERE j.id = o.id AND j.state = ",
-    running!(),
-    " AND j.lease_token = o.token \
-         RETURNING o.ord, j.state, j.queue), \
-     notified AS ( \
-         SELECT pg_notify($8, q) FROM (SELECT DISTINCT queue FROM upd \
-                                       WHERE state IN ('available', 'retryable')) AS d(q)) \
-     SELECT o.ord, u.state, cur.state, (SELECT count(*) FROM notified), cur.lease_token \
-     FROM o LEFT JOIN upd u ON u.ord = o.ord LEFT JOIN drover_jobs cur ON cur.id = o.id \
-     ORDER BY o.ord"
-);
-
-/// What [`finish_many`] did, and whether it notified listeners.
-pub(crate) struct Finished {
-    pub(crate) results: Vec<FinishResult>,
-    pub(crate) notified: bool,
-}
-
-/// The columns of [`FINISH`]'s `unnest`, one row per lease: the first outcome presented for
-/// it (a repeat can only be rejected, as when outcomes are recorded one by one).
-pub(crate) struct FinishArgs<'a> {
-    /// Index in the outcomes of each row sent.
-    pub(crate) sent: Vec<usize>,
-    pub(crate) ids: Vec<i64>,
-    pub(crate) tokens: Vec<i64>,
-    pub(crate) kinds: Vec<&'static str>,
-    steps: Vec<Option<Cow<'a, str>>>,
-    messages: Vec<Option<Cow<'a, str>>>,
-    pub(crate) delays: Vec<i64>,
-}
-
-impl<'a> FinishArgs<'a> {
-    pub(crate) fn new(outcomes: &'a [JobOutcome]) -> Self {
-        let mut leases: HashSet<(i64, i64)> = HashSet::new();
-        let sent: Vec<usize> = (0..outcomes.len())
-            .filter(|&i| leases.insert((outcomes[i].lease.id, outcomes[i].lease.lease_token)))
-            .collect();
-        let mut args = FinishArgs {
-            ids: Vec::with_capacity(sent.len()),
-            tokens: Vec::with_capacity(sent.len()),
-            kinds: Vec::with_capacity(sent.len()),
-            steps: Vec::with_capacity(sent.len()),
-            messages: Vec::with_capacity(sent.len()),
-            delays: Vec::with_capacity(sent.len()),
-            sent,
-        };
-        for &index in &args.sent {
-            let outcome = &outcomes[index];
-            args.ids.push(outcome.lease.id);
-            args.tokens.push(outcome.lease.lease_token);
-            args.steps.push(outcome.step.as_deref().map(pg_text));
-            let (kind, message, delay) = match &outcome.outcome {
-                Outcome::Completed => ("completed", None, 0),
-                Outcome::Retry { error, delay } => ("retry", Some(error.as_str()), micros(*delay)),
-                Outcome::Discard { error } => ("discard", Some(error.as_str()), 0),
-                Outcome::Cancelled { error } => ("cancelled", error.as_deref(), 0),
-                Outcome::HandBack { reason } => ("hand_back", Some(reason.as_str()), 0),
-            };
-            args.kinds.push(kind);
-            args.messages.push(message.map(pg_text));
-            args.delays.push(delay);
-        }
-        args
-    }
-
-    /// The steps and messages as the statement takes them.
-    pub(crate) fn texts(&self) -> (Vec<Option<&str>>, Vec<Option<&str>>) {
-        (
-            self.steps.iter().map(|s| s.as_deref()).collect(),
-            self.messages.iter().map(|s| s.as_deref()).collect(),
-        )
-    }
-}
-
-pub(crate) async fn finish_many(
-    db: &Db<'_>,
-    channel: &str,
-    outcomes: &[JobOutcome],
-    now: Option<Timestamp>,
-) -> Result<Finished, DbError> {
-    let args = FinishArgs::new(outcomes);
-    let (steps, messages) = args.texts();
-    let rows = db
-        .query(
-            FINISH,
-            &[
-                &args.ids,
-                &args.tokens,
-                &args.kinds,
-                &steps,
-                &messages,
-                &args.delays,
-                &now,
-                &channel,
-            ],
-        )
-        .await?;
-    finish_results(outcomes, &args.sent, &rows)
-}
-
-/// What [`FINISH`]'s rows say of each outcome.
-pub(crate) fn finish_results(
-    outcomes: &[JobOutcome],
-    sent: &[usize],
-    rows: &[Row],
-) -> Result<Finished, DbError> {
-    // Rows come in the order outcomes were sent (ORDER BY o.ord).
-    // The job's state and lease token as the statement found them: the token stays after an
-    // outcome, so a rejected outcome with the job's last token repeats one already recorded.
-    let mut found: HashMap<i64, Option<JobState>> = HashMap::new();
-    let mut found_token: HashMap<i64, Option<i64>> = HashMap::new();
-    let mut accepted: HashMap<usize, JobState> = HashMap::new();
-    let mut accepted_by_id: HashMap<i64, (usize, JobState)> = HashMap::new();
-    let notified = rows.first().is_some_and(|row| row.get::<_, i64>(3) > 0);
-    for (row, &index) in rows.iter().zip(sent) {
-        let id = outcomes[index].lease.id;
-        let old_state = row.get::<_, Option<&str>>(2).map(parse_state).transpose()?;
-        found.insert(id, old_state);
-        found_token.insert(id, row.get::<_, Option<i64>>(4));
-        if let Some(new_state) = row.get::<_, Option<&str>>(1) {
-            let new_state = parse_state(new_state)?;
-            accepted.insert(index, new_state);
-            accepted_by_id.insert(id, (index, new_state));
-        }
-    }
-    let results = outcomes
-        .iter()
-        .enumerate()
-        .map(|(index, outcome)| {
-            let id = outcome.lease.id;
-            if let Some(&state) = accepted.get(&index) {
-                return FinishResult {
-                    id,
-                    accepted: true,
-                    recorded_earlier: false,
-                    state: Some(state),
-                };
-            }
-            // Rejected: the job's state after the outcomes presented before this one, as if
-            // they had been recorded one by one.
-            let token = outcome.lease.lease_token;
-            let (state, recorded_earlier) = match accepted_by_id.get(&id) {
-                Some(&(before, after)) if before < index => {
-                    (Some(after), outcomes[before].lease.lease_token == token)
-                }
-                _ => {
-                    let state = found.get(&id).copied().flatten();
-                    let same_run = found_token.get(&id).copied().flatten() == Some(token);
-                    (
-                        state,
-                        same_run && state.is_some_and(|s| s != JobState::Running),
-                    )
-                }
-            };
-            FinishResult {
-                id,
-                accepted: false,
-                recorded_earlier,
-                state,
-            }
-        })
-        .collect();
-    Ok(Finished { results, notified })
 }
 
 /// Locks expired leases, oldest first, with what the rescue decision needs.

@@ -50,6 +50,7 @@ mod capacity;
 mod cluster;
 mod config;
 mod error;
+mod finish;
 mod finish_claim;
 mod insert;
 mod jobs;

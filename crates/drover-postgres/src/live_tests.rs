@@ -7,10 +7,9 @@
 //! the tests.
 
 use drover_core::Store;
-use tokio_postgres::types::ToSql;
 
 use crate::error::DbError;
-use crate::{PgConfig, PgStore, jobs};
+use crate::{PgConfig, PgStore, finish, jobs};
 
 fn test_url() -> String {
     drover_conformance::pg_server::url()
@@ -62,8 +61,8 @@ async fn fresh_store() -> (PgStore, SchemaGuard) {
     (store, guard)
 }
 
-/// A statement to explain: what it is, its SQL, its parameters, and the indexes it may read.
-type Case<'a> = (&'a str, &'a str, Vec<&'a (dyn ToSql + Sync)>, &'a [&'a str]);
+/// A statement to explain: what it is, its SQL, its arguments, and the indexes it may read.
+type Case<'a> = (&'a str, &'a str, &'a str, &'a [&'a str]);
 
 /// With 100,000 finished rows and a few live ones, the claim, the promotion, the rescue, the
 /// heartbeat and the completion are planned on indexes, never a sequential scan of the jobs.
@@ -94,78 +93,96 @@ async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
         .await
         .expect("fill the table");
 
-    let queue = "default";
-    let limit = 10_i64;
-    let none: Option<jiff::Timestamp> = None;
-    let owner = "w";
-    let token = 7_i64;
-    let lease = 30_000_000_i64;
-    let ids: Vec<i64> = vec![100_001, 100_002];
-    let tokens: Vec<i64> = vec![1, 2];
-    let texts: Vec<Option<&str>> = vec![None, None];
-    let kinds: Vec<&str> = vec!["completed", "retry"];
-    let delays: Vec<i64> = vec![0, 1_000_000];
-    let channel = "drover_wake_plan";
-    // Each statement, and the indexes it may read (any one of them will do).
+    // Each statement, its arguments (SQL literals, as `EXECUTE` takes them), and the indexes
+    // it may read (any one of them will do).
     let cases: Vec<Case<'_>> = vec![
         (
             "claim (inner select)",
             jobs::CLAIM_PICK,
-            vec![&queue, &limit],
+            "'default', 10",
             &["drover_jobs_fetch"],
         ),
         (
             "claim",
             jobs::CLAIM,
-            vec![&queue, &limit, &owner, &token, &lease, &none],
+            "'default', 10, 'w', 7, 30000000, NULL",
             &["drover_jobs_fetch"],
         ),
         (
             "promotion",
             jobs::PROMOTE,
-            vec![&queue, &none],
+            "'default', NULL",
             &["drover_jobs_due"],
         ),
         (
             "rescue",
             jobs::RESCUE_EXPIRED,
-            vec![&none, &limit],
+            "NULL, 10",
             &["drover_jobs_lease"],
         ),
         (
             "heartbeat",
             jobs::HEARTBEAT,
-            vec![&ids, &tokens, &texts, &lease, &none],
-            &["drover_jobs_pkey", "drover_jobs_lease"],
+            "'{100001,100002}', '{1,2}', '{NULL,NULL}', 30000000, NULL",
+            &["drover_jobs_pkey"],
         ),
         (
             "completion",
-            jobs::FINISH,
-            vec![
-                &ids, &tokens, &kinds, &texts, &texts, &delays, &none, &channel,
-            ],
-            &["drover_jobs_pkey", "drover_jobs_lease"],
+            finish::FINISH,
+            "'{100001,100002}', '{1,2}', '{completed,retry}', '{NULL,NULL}', '{NULL,NULL}', \
+             '{0,1000000}', NULL, 'drover_wake_plan'",
+            &["drover_jobs_pkey"],
+        ),
+        (
+            "plain completion",
+            finish::FINISH_COMPLETED,
+            "'{100001,100002}', '{1,2}', NULL",
+            &["drover_jobs_pkey"],
         ),
     ];
-    for (what, sql, params, indexes) in cases {
-        let plan: Vec<String> = client
-            .query(&format!("EXPLAIN {sql}"), &params)
+    // Custom plans (a statement's first runs), then the generic plan a prepared statement
+    // switches to: the batch statements must reach their jobs by primary key in both, not by
+    // looping over every running job for each lease.
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        client
+            .batch_execute(&format!("SET plan_cache_mode = {mode}"))
             .await
-            .unwrap_or_else(|err| panic!("EXPLAIN {what}: {err}"))
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        let plan = plan.join("\n");
-        // Shown with --nocapture.
-        eprintln!("{what}:\n{plan}\n");
-        assert!(
-            !plan.contains("Seq Scan on drover_jobs"),
-            "the {what} scans the whole table:\n{plan}"
-        );
-        assert!(
-            indexes.iter().any(|index| plan.contains(index)),
-            "the {what} uses none of {indexes:?}:\n{plan}"
-        );
+            .expect("plan mode");
+        for (what, sql, args, indexes) in &cases {
+            // A prepared statement, since EXPLAIN alone plans with the parameters' values.
+            client
+                .batch_execute(&format!("PREPARE plan_check AS {sql}"))
+                .await
+                .unwrap_or_else(|err| panic!("PREPARE {what}: {err}"));
+            let plan: Vec<String> = client
+                .query(&format!("EXPLAIN EXECUTE plan_check({args})"), &[])
+                .await
+                .unwrap_or_else(|err| panic!("EXPLAIN {what}: {err}"))
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            client
+                .batch_execute("DEALLOCATE plan_check")
+                .await
+                .expect("deallocate");
+            let plan = plan.join("\n");
+            // Shown with --nocapture.
+            eprintln!("{what} ({mode}):\n{plan}\n");
+            assert!(
+                !plan.contains("Seq Scan on drover_jobs"),
+                "the {what} scans the whole table ({mode}):\n{plan}"
+            );
+            assert!(
+                indexes.iter().any(|index| plan.contains(index)),
+                "the {what} uses none of {indexes:?} ({mode}):\n{plan}"
+            );
+            if indexes == &["drover_jobs_pkey"] {
+                assert!(
+                    !plan.contains("drover_jobs_lease"),
+                    "the {what} reads every running job ({mode}):\n{plan}"
+                );
+            }
+        }
     }
     drop(client);
     store.close().await;

@@ -23,6 +23,7 @@ use tokio::sync::{oneshot, watch};
 use crate::batch::{InsertQueue, Pending};
 use crate::config::{self, PgConfig, redact};
 use crate::error::{DbError, map_pool};
+use crate::finish;
 use crate::insert::InsertSql;
 use crate::listener::{Listener, ListenerSettings};
 use crate::notifier::Notifier;
@@ -324,7 +325,7 @@ impl Store for PgStore {
         }
         // One statement, notifications included: its own transaction.
         let finished = on_connection!(self, |db| {
-            jobs::finish_many(db, &self.channel, &params.outcomes, params.now).await?
+            finish::finish_many(db, &self.channel, &params.outcomes, params.now).await?
         })?;
         self.woke(finished.notified);
         Ok(finished.results)

@@ -17,7 +17,7 @@ use crate::insert::{self, InsertSql};
 use crate::notifier::Notifier;
 use crate::session::Db;
 use crate::txn::in_transaction;
-use crate::{jobs, parked, wake};
+use crate::{finish, parked, wake};
 
 /// What a flush of queued enqueues needs, cloned out of the store so that it can run in a task
 /// of its own (see `batch.rs`).
@@ -177,7 +177,7 @@ impl InsertWriter {
         }
         let outcomes = drover_core::parked::hand_back_outcomes(&unwanted);
         let result = in_transaction!(self, |db| {
-            jobs::finish_many(db, &self.channel, &outcomes, None).await?
+            finish::finish_many(db, &self.channel, &outcomes, None).await?
         });
         match result {
             Ok(finished) if finished.notified => self.wakeups.wake(),
