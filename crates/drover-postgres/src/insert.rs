@@ -20,6 +20,8 @@ use std::collections::HashMap;
 
 use drover_core::{InsertedJob, JobState, NewJob, StoreError};
 use jiff::Timestamp;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::error::DbError;
 use crate::jobs::parse_state;
@@ -38,7 +40,7 @@ pub(crate) struct InsertSql {
     allocate: String,
     insert: String,
     holders: String,
-    plain: String,
+    pub(crate) plain: String,
 }
 
 impl InsertSql {
@@ -116,46 +118,69 @@ pub(crate) async fn insert_plain(
     jobs: &[NewJob],
     now: Option<Timestamp>,
 ) -> Result<Vec<InsertedJob>, DbError> {
-    let column = |f: fn(&NewJob) -> &str| -> Vec<&str> { jobs.iter().map(f).collect() };
-    let queues = column(|j| &j.queue);
-    let kinds = column(|j| &j.kind);
-    let args = column(|j| &j.args);
-    let deliveries = column(|j| j.delivery.as_str());
-    let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
-    let max_attempts: Vec<i32> = jobs.iter().map(|j| j.max_attempts).collect();
-    let run_at: Vec<Option<Timestamp>> = jobs.iter().map(|j| j.scheduled_at).collect();
-    let rows = db
-        .query(
-            &sql.plain,
-            &[
-                &queues,
-                &kinds,
-                &args,
-                &priorities,
-                &max_attempts,
-                &deliveries,
-                &run_at,
-                &now,
-            ],
-        )
-        .await?;
-    if rows.len() != jobs.len() {
-        return Err(StoreError::Internal(format!(
-            "inserted {} rows for {} jobs",
-            rows.len(),
-            jobs.len()
-        ))
-        .into());
+    let columns = PlainColumns::new(jobs);
+    let rows = db.query(&sql.plain, &columns.params(&now)).await?;
+    columns.inserted(&rows)
+}
+
+/// The parameters of the plain insert ([`InsertSql::plain`]), for callers that pipeline it.
+pub(crate) struct PlainColumns<'a> {
+    queues: Vec<&'a str>,
+    kinds: Vec<&'a str>,
+    args: Vec<&'a str>,
+    priorities: Vec<i32>,
+    max_attempts: Vec<i32>,
+    deliveries: Vec<&'a str>,
+    run_at: Vec<Option<Timestamp>>,
+}
+
+impl<'a> PlainColumns<'a> {
+    pub(crate) fn new(jobs: &'a [NewJob]) -> Self {
+        let column = |f: fn(&NewJob) -> &str| -> Vec<&str> { jobs.iter().map(f).collect() };
+        Self {
+            queues: column(|j| &j.queue),
+            kinds: column(|j| &j.kind),
+            args: column(|j| &j.args),
+            priorities: jobs.iter().map(|j| j.priority).collect(),
+            max_attempts: jobs.iter().map(|j| j.max_attempts).collect(),
+            deliveries: column(|j| j.delivery.as_str()),
+            run_at: jobs.iter().map(|j| j.scheduled_at).collect(),
+        }
     }
-    rows.iter()
-        .map(|row| {
-            Ok(InsertedJob {
-                id: row.get(0),
-                state: parse_state(row.get(1))?,
-                duplicate: false,
+
+    pub(crate) fn params<'p>(&'p self, now: &'p Option<Timestamp>) -> [&'p (dyn ToSql + Sync); 8] {
+        [
+            &self.queues,
+            &self.kinds,
+            &self.args,
+            &self.priorities,
+            &self.max_attempts,
+            &self.deliveries,
+            &self.run_at,
+            now,
+        ]
+    }
+
+    /// The jobs inserted, from the statement's rows (in input order).
+    pub(crate) fn inserted(&self, rows: &[Row]) -> Result<Vec<InsertedJob>, DbError> {
+        if rows.len() != self.queues.len() {
+            return Err(StoreError::Internal(format!(
+                "inserted {} rows for {} jobs",
+                rows.len(),
+                self.queues.len()
+            ))
+            .into());
+        }
+        rows.iter()
+            .map(|row| {
+                Ok(InsertedJob {
+                    id: row.get(0),
+                    state: parse_state(row.get(1))?,
+                    duplicate: false,
+                })
             })
-        })
-        .collect()
+            .collect()
+    }
 }
 
 /// Inserts the jobs; one result per job, in input order.

@@ -87,8 +87,12 @@ impl InsertWriter {
         jobs: &[NewJob],
         now: Option<Timestamp>,
     ) -> Result<Vec<InsertedJob>, StoreError> {
-        if insert::is_plain(jobs) && !jobs.iter().any(|j| self.parked.waiting_on(&j.queue)) {
-            return self.insert_plain(jobs, now).await;
+        if insert::is_plain(jobs) {
+            let claims = self.take_parked(jobs);
+            if claims.is_empty() {
+                return self.insert_plain(jobs, now).await;
+            }
+            return self.insert_plain_claiming(jobs, now, claims).await;
         }
         // Claims taken by a try that failed are answered with its error (their workers claim
         // the ordinary way); a try that commits answers its own.
@@ -165,6 +169,70 @@ impl InsertWriter {
             .any(|j| j.state == drover_core::JobState::Available)
         {
             self.wakeups.wake();
+        }
+        Ok(inserted)
+    }
+
+    /// The claims parked on the queues of `jobs` that are due now (by this process's clock;
+    /// a claim taken for a job the database finds scheduled after all just comes back empty).
+    fn take_parked(&self, jobs: &[NewJob]) -> Vec<Parked> {
+        let now = Timestamp::now();
+        let mut claims: Vec<Parked> = Vec::new();
+        for job in jobs {
+            if job.scheduled_at.is_some_and(|at| at > now)
+                || claims.iter().any(|c| c.params.queue == job.queue)
+            {
+                continue;
+            }
+            claims.extend(self.parked.take(&job.queue));
+        }
+        claims
+    }
+
+    /// Inserts plain jobs and makes the parked `claims` in one pipelined transaction (see
+    /// [`parked::insert_plain_and_claim`]). Not tried again, as [`Self::insert_plain`].
+    async fn insert_plain_claiming(
+        &self,
+        jobs: &[NewJob],
+        now: Option<Timestamp>,
+        claims: Vec<Parked>,
+    ) -> Result<Vec<InsertedJob>, StoreError> {
+        let result = async {
+            self.check_open()?;
+            let client = self.pool.get().await.map_err(map_pool)?;
+            let db = Db::new(&client, Some(client.statement_cache.as_ref()));
+            parked::insert_plain_and_claim(&db, &self.insert_sql, jobs, now, &claims)
+                .await
+                .map_err(DbError::into_store)
+        }
+        .await;
+        let (inserted, made) = match result {
+            Ok(done) => done,
+            Err(err) => {
+                for claim in claims {
+                    let _ = claim.answer.send(Err(err.clone()));
+                }
+                return Err(err);
+            }
+        };
+        self.notifier.notify(inserted_queues(&inserted, jobs));
+        // Local workers need a wake-up for queues that no parked claim emptied.
+        let emptied = |queue: &str| {
+            claims
+                .iter()
+                .zip(&made)
+                .any(|(c, r)| c.params.queue == queue && r.jobs.len() < c.params.limit)
+        };
+        if parked::available_queues(&inserted, jobs)
+            .into_iter()
+            .any(|queue| !emptied(queue))
+        {
+            self.wakeups.wake();
+        }
+        for (claim, result) in claims.into_iter().zip(made) {
+            if let Err(Ok(unwanted)) = claim.answer.send(Ok(result)) {
+                self.hand_back(unwanted).await;
+            }
         }
         Ok(inserted)
     }
