@@ -45,6 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::{ClaimResult, ClaimedJob, JobClaimParams, ParkedClaim, StoreError};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,9 @@ use crate::executor;
 use crate::prefetch::{self, Pace};
 use crate::runtime::{RunHandles, Shared};
 use crate::stats::Counters;
+
+/// Most claims a foreman has out at once.
+const CLAIMS_IN_FLIGHT: usize = 2;
 
 /// Longest a freed slot waits for others before the foreman claims for it.
 const TOP_UP_WAIT: Duration = Duration::from_millis(2);
@@ -246,15 +250,71 @@ impl Foreman {
             || self.slots.available_permits() == self.concurrency
     }
 
-    /// Claims up to `room` jobs; the state that follows.
+    /// Whether a second claim for `more` jobs, beside one already out, is worth its commit:
+    /// the room not yet asked for is half a batch, as for [`Self::batch_ready`].
+    fn batch_ready_beside(&self, more: usize) -> bool {
+        let target = self
+            .pool
+            .pace
+            .buffer_target(self.concurrency, self.max_buffer);
+        more >= (self.concurrency + target).div_ceil(2).max(1)
+    }
+
+    /// Claims up to `room` jobs; the state that follows. While the claim is out, buffered
+    /// jobs keep starting as slots free up: a claim takes milliseconds on PostgreSQL, long
+    /// enough for the workers to run through the rest of the buffer. When they do, and the
+    /// room not yet asked for is again worth a batch, a second claim goes out beside the first
+    /// (never more than [`CLAIMS_IN_FLIGHT`]), so that a fast queue is fed by two claims at a
+    /// time on two server cores instead of one after the other.
     async fn claim(&mut self, room: usize) -> State {
-        let params = claim_params(&self.shared, &self.queue, room);
-        match completer::claim(&self.shared, params).await {
-            Ok(result) => {
-                self.pause = MIN_PAUSE;
-                self.claimed(result, room)
+        let shared = self.shared.clone();
+        let queue = self.queue.clone();
+        let call = |limit: usize| {
+            let (shared, queue) = (&shared, &queue);
+            async move {
+                let params = claim_params(shared, queue, limit);
+                (limit, completer::claim(shared, params).await)
             }
-            Err(err) => {
+        };
+        let mut calls = FuturesUnordered::new();
+        calls.push(call(room));
+        let mut asked = room;
+        let mut next = State::Claimable;
+        let mut failed = None;
+        while !calls.is_empty() {
+            tokio::select! {
+                biased;
+                Some((limit, result)) = calls.next() => {
+                    asked -= limit;
+                    match result {
+                        Ok(result) => {
+                            if let State::Idle(_) = self.claimed(result, limit) {
+                                next = State::Idle(None);
+                            }
+                        }
+                        Err(err) => failed = Some(err),
+                    }
+                }
+                _ = self.pool.slot_freed.notified() => {
+                    self.start_buffered();
+                    let more = self.room().saturating_sub(asked);
+                    if calls.len() < CLAIMS_IN_FLIGHT
+                        && failed.is_none()
+                        && matches!(next, State::Claimable)
+                        && self.batch_ready_beside(more)
+                    {
+                        calls.push(call(more));
+                        asked += more;
+                    }
+                }
+            }
+        }
+        match failed {
+            None => {
+                self.pause = MIN_PAUSE;
+                next
+            }
+            Some(err) => {
                 tracing::warn!(queue = self.queue, error = %err, retry_in = ?self.pause,
                     "claim failed");
                 let until = Instant::now() + self.pause;

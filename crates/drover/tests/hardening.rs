@@ -1,6 +1,6 @@
 //! The engine's hardening on a real SQLite file: a burst of job ends through the bounded hook
-//! pool, a run that always ends whatever happens to its executor, cron calls that hang, and
-//! outcomes that the store stops recording.
+//! pool, a run that always ends whatever happens to its executor, cron calls that hang,
+//! outcomes that the store stops recording, and claims that take a while.
 
 mod support;
 
@@ -498,4 +498,45 @@ async fn executors_wait_while_outcomes_cannot_be_recorded_and_all_are_recorded_a
         .map(|c| c.count)
         .sum();
     assert_eq!(completed, n as u64, "every job recorded completed");
+}
+
+/// While claims are slow and jobs fast, a foreman sends a second claim beside the first (its
+/// workers ran through the buffer meanwhile), never a third, and every job runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_queue_has_two_claims_out_while_claims_are_slow_and_never_more() {
+    let (inner, _dir) = store().await;
+    let store = Arc::new(support::StallingStore::new(inner));
+    let n = 5_000;
+    let client = Engine::builder(store.clone())
+        .raw_task(Arc::new(CountedNoop(Arc::default())))
+        .build()
+        .unwrap()
+        .client();
+    let requests: Vec<_> = (0..n)
+        .map(|_| EnqueueRequest::raw("test.counted", "{}"))
+        .collect();
+    client.enqueue_many(requests).await.unwrap();
+    store.slow_claims(Duration::from_millis(20));
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handle = Engine::builder(store.clone())
+        .config(EngineConfig {
+            queues: [("default".to_owned(), 10)].into(),
+            ..quick_config()
+        })
+        .raw_task(Arc::new(CountedNoop(started.clone())))
+        .build()
+        .unwrap()
+        .start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while handle.stats().completed < n as u64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlog did not drain: {:?}",
+            handle.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(handle.shutdown().await.clean());
+    assert_eq!(store.claims_most(), 2, "claims out at once");
+    assert_eq!(started.load(Ordering::SeqCst), n, "each job ran once");
 }

@@ -1,10 +1,12 @@
 //! A store for tests that stalls on request, around a real one: chosen calls that never answer
-//! (a hung connection), and a gate that holds every outcome write until it opens (a database
-//! that stops recording). Everything else goes straight to the inner store.
+//! (a hung connection), a gate that holds every outcome write until it opens (a database that
+//! stops recording), and claims that take a while (a database under load), counted as they
+//! overlap. Everything else goes straight to the inner store.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use drover_core::*;
@@ -32,6 +34,11 @@ pub(crate) struct StallingStore {
     fired: AtomicUsize,
     /// Heartbeats answered.
     heartbeats: AtomicUsize,
+    /// How long each claim takes before it reaches the inner store.
+    claim_delay: Mutex<Duration>,
+    /// Claims out now, and the most seen out at once.
+    claims_now: AtomicUsize,
+    claims_most: AtomicUsize,
 }
 
 impl StallingStore {
@@ -45,7 +52,31 @@ impl StallingStore {
             at_gate: AtomicUsize::new(0),
             fired: AtomicUsize::new(0),
             heartbeats: AtomicUsize::new(0),
+            claim_delay: Mutex::new(Duration::ZERO),
+            claims_now: AtomicUsize::new(0),
+            claims_most: AtomicUsize::new(0),
         }
+    }
+
+    /// Every claim from now on takes `delay` before it is made.
+    pub(crate) fn slow_claims(&self, delay: Duration) {
+        *self.claim_delay.lock().unwrap() = delay;
+    }
+
+    /// The most claims seen out at once.
+    pub(crate) fn claims_most(&self) -> usize {
+        self.claims_most.load(Ordering::SeqCst)
+    }
+
+    /// Runs a claim, counted among those out and delayed as set.
+    async fn claiming<T>(&self, claim: impl Future<Output = T>) -> T {
+        let now = self.claims_now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.claims_most.fetch_max(now, Ordering::SeqCst);
+        let delay = *self.claim_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        let result = claim.await;
+        self.claims_now.fetch_sub(1, Ordering::SeqCst);
+        result
     }
 
     /// The next `times` calls of `call` never answer.
@@ -131,7 +162,10 @@ impl Store for StallingStore {
         if !params.outcomes.is_empty() && !*self.finish_open.borrow() {
             return Err(StoreError::Unavailable("outcome writes are held".into()));
         }
-        self.inner.job_finish_and_claim(params).await
+        if params.claims.is_empty() {
+            return self.inner.job_finish_and_claim(params).await;
+        }
+        self.claiming(self.inner.job_finish_and_claim(params)).await
     }
 
     async fn job_heartbeat(
@@ -169,7 +203,7 @@ impl Store for StallingStore {
     }
 
     async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError> {
-        self.inner.job_claim(params).await
+        self.claiming(self.inner.job_claim(params)).await
     }
 
     fn job_claim_parked(&self, params: JobClaimParams) -> Option<ParkedClaim> {
