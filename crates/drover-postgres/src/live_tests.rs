@@ -6,7 +6,7 @@
 //! test binary when it is unset (`drover_conformance::pg_server`); an unreachable server fails
 //! the tests.
 
-use drover_core::Store;
+use drover_core::{JobInsertParams, NewJob, Store};
 
 use crate::error::DbError;
 use crate::{PgConfig, PgStore, finish, jobs};
@@ -144,28 +144,9 @@ async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
     // switches to: the batch statements must reach their jobs by primary key in both, not by
     // looping over every running job for each lease.
     for mode in ["force_custom_plan", "force_generic_plan"] {
-        client
-            .batch_execute(&format!("SET plan_cache_mode = {mode}"))
-            .await
-            .expect("plan mode");
+        set_plan_mode(&client, mode).await;
         for (what, sql, args, indexes) in &cases {
-            // A prepared statement, since EXPLAIN alone plans with the parameters' values.
-            client
-                .batch_execute(&format!("PREPARE plan_check AS {sql}"))
-                .await
-                .unwrap_or_else(|err| panic!("PREPARE {what}: {err}"));
-            let plan: Vec<String> = client
-                .query(&format!("EXPLAIN EXECUTE plan_check({args})"), &[])
-                .await
-                .unwrap_or_else(|err| panic!("EXPLAIN {what}: {err}"))
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
-            client
-                .batch_execute("DEALLOCATE plan_check")
-                .await
-                .expect("deallocate");
-            let plan = plan.join("\n");
+            let plan = explain(&client, what, sql, args).await;
             // Shown with --nocapture.
             eprintln!("{what} ({mode}):\n{plan}\n");
             assert!(
@@ -188,7 +169,94 @@ async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
     store.close().await;
 }
 
-/// Every pooled session has its timeouts and the schema's search_path.
+/// A plan made while the table was new and small reads all of it (cheapest then), and a
+/// prepared statement keeps its plan: once the store's inserts have grown the table, its
+/// analyze makes the claim planned again, by index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analyze_as_the_table_grows_makes_the_claim_planned_again() {
+    let (store, _guard) = fresh_store().await;
+    let client = store.client().await.expect("connection");
+    client
+        .batch_execute(
+            "INSERT INTO drover_jobs (queue, kind, args, state, max_attempts, delivery, \
+                 scheduled_at, created_at) \
+             SELECT 'default', 'live', '{}', 'available', 3, 'at-least-once', now(), now() \
+             FROM generate_series(1, 3)",
+        )
+        .await
+        .expect("fill the table");
+    set_plan_mode(&client, "force_generic_plan").await;
+    client
+        .batch_execute(&format!("PREPARE claim AS {}", jobs::CLAIM))
+        .await
+        .expect("prepare");
+    let plan = || async {
+        let rows = client
+            .query(
+                "EXPLAIN EXECUTE claim('default', 10, 'w', 7, 30000000, NULL)",
+                &[],
+            )
+            .await
+            .expect("explain");
+        rows.iter()
+            .map(|row| row.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let small = plan().await;
+    assert!(
+        small.contains("Seq Scan on drover_jobs"),
+        "the premise: a plan for a small table reads all of it:\n{small}"
+    );
+
+    let jobs: Vec<NewJob> = (0..10_000).map(|_| NewJob::new("grow", "{}")).collect();
+    store
+        .job_insert_many(JobInsertParams { jobs, now: None })
+        .await
+        .expect("insert");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.analyses() == 0 {
+        assert!(std::time::Instant::now() < deadline, "no analyze");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let grown = plan().await;
+    assert!(
+        !grown.contains("Seq Scan on drover_jobs") && grown.contains("drover_jobs_pkey"),
+        "the claim was not planned again for the grown table:\n{grown}"
+    );
+    drop(client);
+    store.close().await;
+}
+
+async fn set_plan_mode(client: &tokio_postgres::Client, mode: &str) {
+    client
+        .batch_execute(&format!("SET plan_cache_mode = {mode}"))
+        .await
+        .expect("plan mode");
+}
+
+/// The plan of `sql` run with `args` (SQL literals), as a prepared statement in the session's
+/// `plan_cache_mode`: `EXPLAIN` alone plans with the parameters' values.
+async fn explain(client: &tokio_postgres::Client, what: &str, sql: &str, args: &str) -> String {
+    client
+        .batch_execute(&format!("PREPARE plan_check AS {sql}"))
+        .await
+        .unwrap_or_else(|err| panic!("PREPARE {what}: {err}"));
+    let plan: Vec<String> = client
+        .query(&format!("EXPLAIN EXECUTE plan_check({args})"), &[])
+        .await
+        .unwrap_or_else(|err| panic!("EXPLAIN {what}: {err}"))
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    client
+        .batch_execute("DEALLOCATE plan_check")
+        .await
+        .expect("deallocate");
+    plan.join("\n")
+}
+
+/// Every pooled session has its timeouts, the schema's search_path, and JIT off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_sessions_carry_their_settings() {
     let (store, guard) = fresh_store().await;
@@ -207,6 +275,7 @@ async fn pooled_sessions_carry_their_settings() {
     assert_eq!(show("idle_in_transaction_session_timeout").await, "1min");
     assert_eq!(show("search_path").await, guard.0);
     assert_eq!(show("application_name").await, "drover");
+    assert_eq!(show("jit").await, "off");
     drop(client);
     store.close().await;
 }

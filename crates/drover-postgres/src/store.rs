@@ -143,6 +143,12 @@ impl PgStore {
         self.vacuum.runs()
     }
 
+    /// How many times this store has analyzed the jobs table as its inserts grew it (at 1,000,
+    /// 10,000 and 100,000 jobs), so that prepared statements are planned for its new size.
+    pub fn analyses(&self) -> u64 {
+        self.vacuum.analyses()
+    }
+
     /// The settings the store was opened with.
     pub fn config(&self) -> &PgConfig {
         &self.config
@@ -291,7 +297,9 @@ impl Store for PgStore {
             // enqueues of the others in its batch.
             tokio::spawn(self.writer.clone().flush_all());
         }
-        answer.await.unwrap_or(Err(StoreError::Closed))
+        let inserted = answer.await.unwrap_or(Err(StoreError::Closed))?;
+        self.vacuum.inserted(inserted.len());
+        Ok(inserted)
     }
 
     fn job_claim_parked(&self, params: JobClaimParams) -> Option<drover_core::ParkedClaim> {
