@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use drover_core::{FinishResult, JobOutcome, JobState, Outcome};
 use jiff::Timestamp;
 use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 
 use crate::error::DbError;
 use crate::jobs::{parse_state, pg_text, running};
@@ -78,6 +79,9 @@ pub(crate) const FINISH_COMPLETED: &str = concat!(
      RETURNING j.id, o.token"
 );
 
+/// A batch's steps and messages, as text parameters.
+pub(crate) type Texts<'a> = (Vec<Option<&'a str>>, Vec<Option<&'a str>>);
+
 /// What [`finish_many`] did, and whether it notified listeners.
 pub(crate) struct Finished {
     pub(crate) results: Vec<FinishResult>,
@@ -133,16 +137,57 @@ impl<'a> FinishArgs<'a> {
 
     /// Whether every outcome is a plain completion (no step to record): [`FINISH_COMPLETED`]
     /// records them.
-    pub(crate) fn completions_only(&self) -> bool {
+    fn completions_only(&self) -> bool {
         self.kinds.iter().all(|&kind| kind == "completed") && self.steps.iter().all(Option::is_none)
     }
 
-    /// The steps and messages as the statement takes them.
-    pub(crate) fn texts(&self) -> (Vec<Option<&str>>, Vec<Option<&str>>) {
+    /// The statement that records these outcomes.
+    pub(crate) fn sql(&self) -> &'static str {
+        if self.completions_only() {
+            FINISH_COMPLETED
+        } else {
+            FINISH
+        }
+    }
+
+    /// The steps and messages as [`FINISH`] takes them.
+    pub(crate) fn texts(&self) -> Texts<'_> {
         (
             self.steps.iter().map(|s| s.as_deref()).collect(),
             self.messages.iter().map(|s| s.as_deref()).collect(),
         )
+    }
+
+    /// The parameters of [`Self::sql`], with `texts` from [`Self::texts`].
+    pub(crate) fn params<'p>(
+        &'p self,
+        texts: &'p Texts<'p>,
+        now: &'p Option<Timestamp>,
+        channel: &'p &'p str,
+    ) -> Vec<&'p (dyn ToSql + Sync)> {
+        if self.completions_only() {
+            vec![&self.ids, &self.tokens, now]
+        } else {
+            vec![
+                &self.ids,
+                &self.tokens,
+                &self.kinds,
+                &texts.0,
+                &texts.1,
+                &self.delays,
+                now,
+                channel,
+            ]
+        }
+    }
+
+    /// What the statement of [`Self::sql`] saw, from its rows.
+    pub(crate) async fn seen(&self, db: &Db<'_>, rows: &[Row]) -> Result<Seen, DbError> {
+        if self.completions_only() {
+            completions_seen(db, self, rows).await
+        } else {
+            Seen::of_finish(rows)
+        }
     }
 }
 
@@ -154,30 +199,11 @@ pub(crate) async fn finish_many(
     now: Option<Timestamp>,
 ) -> Result<Finished, DbError> {
     let args = FinishArgs::new(outcomes);
-    let seen = if args.completions_only() {
-        let rows = db
-            .query(FINISH_COMPLETED, &[&args.ids, &args.tokens, &now])
-            .await?;
-        completions_seen(db, &args, &rows).await?
-    } else {
-        let (steps, messages) = args.texts();
-        let rows = db
-            .query(
-                FINISH,
-                &[
-                    &args.ids,
-                    &args.tokens,
-                    &args.kinds,
-                    &steps,
-                    &messages,
-                    &args.delays,
-                    &now,
-                    &channel,
-                ],
-            )
-            .await?;
-        Seen::of_finish(&rows)?
-    };
+    let texts = args.texts();
+    let rows = db
+        .query(args.sql(), &args.params(&texts, &now, &channel))
+        .await?;
+    let seen = args.seen(db, &rows).await?;
     Ok(finish_results(outcomes, &args.sent, &seen))
 }
 
@@ -197,7 +223,7 @@ struct SeenRow {
 
 impl Seen {
     /// From [`FINISH`]'s rows, which come in the order sent (`ORDER BY o.ord`).
-    pub(crate) fn of_finish(rows: &[Row]) -> Result<Seen, DbError> {
+    fn of_finish(rows: &[Row]) -> Result<Seen, DbError> {
         let state = |row: &Row, column| {
             row.get::<_, Option<&str>>(column)
                 .map(parse_state)
@@ -222,7 +248,7 @@ impl Seen {
 /// From [`FINISH_COMPLETED`]'s rows: an accepted completion found its job running under its
 /// token; the jobs of refused ones are read now (outside the statement's transaction, which
 /// may have committed: a refused outcome only reports the state).
-pub(crate) async fn completions_seen(
+async fn completions_seen(
     db: &Db<'_>,
     args: &FinishArgs<'_>,
     rows: &[Row],

@@ -7,13 +7,11 @@
 use drover_core::parked::Parked;
 use drover_core::{ClaimResult, InsertedJob, JobState, NewJob};
 use jiff::Timestamp;
-use tokio_postgres::types::ToSql;
 
 use crate::error::DbError;
 use crate::insert::{InsertSql, PlainColumns};
-use crate::jobs::{self, CLAIM, PROMOTE};
+use crate::jobs::ClaimStatements;
 use crate::session::Db;
-use crate::time::micros;
 
 /// The queues where an insert made jobs available now (not scheduled, not duplicates), once
 /// each.
@@ -36,18 +34,10 @@ pub(crate) async fn claim_in_transaction(
     db: &Db<'_>,
     parked: &Parked,
 ) -> Result<ClaimResult, DbError> {
-    let promote = db.prepare(PROMOTE).await?;
-    let claim = db.prepare(CLAIM).await?;
-    let args = ClaimArgs::new(parked);
-    let (promote_params, claim_params) = (args.promote_params(parked), args.claim_params(parked));
-    let client = db.client();
-    let (promoted, claimed) = tokio::join!(
-        biased;
-        client.query_one(&promote, &promote_params),
-        client.query(&claim, &claim_params),
-    );
-    let next_due_at = promoted?.get(1);
-    jobs::claim_result(claimed?, args.token, next_due_at)
+    ClaimStatements::prepare(db)
+        .await?
+        .claim(db.client(), &parked.params)
+        .await
 }
 
 /// Inserts [plain](crate::insert::is_plain) jobs and makes the parked `claims` in one
@@ -63,27 +53,15 @@ pub(crate) async fn insert_plain_and_claim(
     now: Option<Timestamp>,
     claims: &[Parked],
 ) -> Result<(Vec<InsertedJob>, Vec<ClaimResult>), DbError> {
-    // Prepared first (from the connection's cache after the first call): a prepare between the
-    // pipelined requests would send them out of order.
+    // Prepared first: a prepare between the pipelined requests would send them out of order.
     let insert = db.prepare(&sql.plain).await?;
-    let promote = db.prepare(PROMOTE).await?;
-    let claim = db.prepare(CLAIM).await?;
+    let statements = ClaimStatements::prepare(db).await?;
     let columns = PlainColumns::new(jobs);
     let insert_params = columns.params(&now);
-    let claim_args: Vec<ClaimArgs> = claims.iter().map(ClaimArgs::new).collect();
     let client = db.client();
-    let claim_calls = claims.iter().zip(&claim_args).map(|(parked, args)| {
-        let (promote, claim) = (&promote, &claim);
-        async move {
-            let (promote_params, claim_params) =
-                (args.promote_params(parked), args.claim_params(parked));
-            tokio::join!(
-                biased;
-                client.query_one(promote, &promote_params),
-                client.query(claim, &claim_params),
-            )
-        }
-    });
+    let claim_calls = claims
+        .iter()
+        .map(|parked| statements.claim(client, &parked.params));
     // Each request is sent when its future is first polled, in order (`biased`, `join_all`).
     let (begin, inserted, claimed, commit) = tokio::join!(
         biased;
@@ -94,48 +72,7 @@ pub(crate) async fn insert_plain_and_claim(
     );
     begin?;
     let inserted = columns.inserted(&inserted?)?;
-    let mut made = Vec::with_capacity(claims.len());
-    for ((promoted, rows), args) in claimed.into_iter().zip(&claim_args) {
-        let next_due_at = promoted?.get(1);
-        made.push((rows?, args.token, next_due_at));
-    }
+    let claimed = claimed.into_iter().collect::<Result<Vec<_>, _>>()?;
     commit?;
-    let results = made
-        .into_iter()
-        .map(|(rows, token, next_due_at)| jobs::claim_result(rows, token, next_due_at))
-        .collect::<Result<_, _>>()?;
-    Ok((inserted, results))
-}
-
-/// The values of one claim's parameters that are not in its [`Parked`] params.
-struct ClaimArgs {
-    token: i64,
-    limit: i64,
-    lease: i64,
-}
-
-impl ClaimArgs {
-    fn new(parked: &Parked) -> Self {
-        Self {
-            token: fastrand::i64(1..i64::MAX),
-            limit: i64::try_from(parked.params.limit).unwrap_or(i64::MAX),
-            lease: micros(parked.params.lease),
-        }
-    }
-
-    fn promote_params<'a>(&'a self, parked: &'a Parked) -> [&'a (dyn ToSql + Sync); 2] {
-        [&parked.params.queue, &parked.params.now]
-    }
-
-    fn claim_params<'a>(&'a self, parked: &'a Parked) -> [&'a (dyn ToSql + Sync); 6] {
-        let params = &parked.params;
-        [
-            &params.queue,
-            &self.limit,
-            &params.owner,
-            &self.token,
-            &self.lease,
-            &params.now,
-        ]
-    }
+    Ok((inserted, claimed))
 }

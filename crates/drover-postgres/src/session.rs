@@ -51,8 +51,8 @@ pub(crate) fn pool(
 /// The `SET` statements every engine session runs once, when it is opened: a stalled statement
 /// or an abandoned transaction must not hold locks forever. And no JIT compilation: the
 /// engine's statements are short, and once a table is big enough for the planner to call for
-/// it, compiling cost far more than it saved (the leader's refresh of the queue counts took
-/// 240 ms instead of a few, in the middle of a drain).
+/// it, compiling cost more than it saved (the leader's refresh of the queue counts took
+/// 240 ms with JIT compilation, in the middle of a drain).
 fn session_setup(config: &PgConfig, schema: Option<&str>) -> String {
     let mut sql = format!(
         "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; \

@@ -17,9 +17,9 @@
 //! Analyzing: a prepared statement's plan is made for the table as it is when the statement
 //! first runs, and kept until the table's statistics change. In a new database that plan is
 //! made for a table of a few rows, where reading the whole table is cheapest, and it went on
-//! reading the whole table on every claim and completion once it had grown: measured here,
-//! the server's CPU per enqueue doubled within 20,000 jobs. Autovacuum's analyze comes within a
-//! minute, too late. So a process also runs `ANALYZE` on the jobs table when the jobs it has
+//! reading the whole table on every claim and completion once it had grown: seen here with
+//! auto_explain, the promotion of every claim made by a stream of single enqueues read the
+//! whole table. Autovacuum's analyze comes within a minute, too late. So a process also runs `ANALYZE` on the jobs table when the jobs it has
 //! inserted pass each of [`ANALYZE_AT`]; the new statistics make every session plan again,
 //! and past a few thousand rows the plans read by index whatever the size.
 
@@ -31,6 +31,13 @@ use crate::tls::RustlsConnect;
 
 /// Jobs inserted by a process after which it analyzes the jobs table.
 const ANALYZE_AT: [u64; 3] = [1_000, 5_000, 50_000];
+
+/// A vacuum or an analyze of the jobs table, one at a time per process.
+#[derive(Debug, Clone, Copy)]
+enum Upkeep {
+    Vacuum,
+    Analyze,
+}
 
 /// Runs a vacuum of the jobs table after enough claims, an analyze after enough inserts.
 pub(crate) struct Vacuum {
@@ -86,27 +93,11 @@ impl Vacuum {
     pub(crate) fn inserted(self: &Arc<Self>, n: usize) {
         let total = self.inserted.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         let passed = ANALYZE_AT.iter().take_while(|&&at| total >= at).count();
-        if passed <= self.analyzed.load(Ordering::Relaxed)
-            || self
-                .running
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
+        if passed <= self.analyzed.load(Ordering::Relaxed) || !self.begin() {
             return;
         }
         self.analyzed.fetch_max(passed, Ordering::Relaxed);
-        let vacuum = Arc::clone(self);
-        tokio::spawn(async move {
-            match vacuum.run(&vacuum.analyze_sql).await {
-                Ok(()) => {
-                    vacuum.analyses.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(error) => tracing::warn!(%error,
-                    "cannot analyze the jobs table; statements may read all of it until \
-                     autovacuum does"),
-            }
-            vacuum.running.store(false, Ordering::Release);
-        });
+        self.spawn(Upkeep::Analyze);
     }
 
     /// Analyzes finished so far.
@@ -120,27 +111,46 @@ impl Vacuum {
             return;
         }
         let total = self.claimed.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        if total < self.after_claims
-            || self
-                .running
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-        {
+        if total < self.after_claims || !self.begin() {
             return;
         }
         self.claimed.store(0, Ordering::Relaxed);
-        let vacuum = Arc::clone(self);
+        self.spawn(Upkeep::Vacuum);
+    }
+
+    /// Marks an upkeep as running; false when one already is.
+    fn begin(&self) -> bool {
+        self.running
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Runs `upkeep` in the background; the caller has [begun](Self::begin) it.
+    fn spawn(self: &Arc<Self>, upkeep: Upkeep) {
+        let this = Arc::clone(self);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            match vacuum.run(&vacuum.sql).await {
+            let (sql, done, consequence) = match upkeep {
+                Upkeep::Vacuum => (
+                    &this.sql,
+                    &this.runs,
+                    "claims slow down until autovacuum runs",
+                ),
+                Upkeep::Analyze => (
+                    &this.analyze_sql,
+                    &this.analyses,
+                    "statements may read all of it until autovacuum analyzes it",
+                ),
+            };
+            match this.run(sql).await {
                 Ok(()) => {
-                    vacuum.runs.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(took = ?started.elapsed(), "vacuumed the jobs table");
+                    done.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(took = ?started.elapsed(), statement = %sql, "jobs table upkeep done");
                 }
-                Err(error) => tracing::warn!(%error,
-                    "cannot vacuum the jobs table; claims slow down until autovacuum does"),
+                Err(error) => tracing::warn!(%error, statement = %sql,
+                    "cannot run the jobs table's upkeep; {consequence}"),
             }
-            vacuum.running.store(false, Ordering::Release);
+            this.running.store(false, Ordering::Release);
         });
     }
 

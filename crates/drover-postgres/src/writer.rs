@@ -177,13 +177,13 @@ impl InsertWriter {
     /// a claim taken for a job the database finds scheduled after all just comes back empty).
     fn take_parked(&self, jobs: &[NewJob]) -> Vec<Parked> {
         let now = Timestamp::now();
+        let mut looked: Vec<&str> = Vec::new();
         let mut claims: Vec<Parked> = Vec::new();
         for job in jobs {
-            if job.scheduled_at.is_some_and(|at| at > now)
-                || claims.iter().any(|c| c.params.queue == job.queue)
-            {
+            if job.scheduled_at.is_some_and(|at| at > now) || looked.contains(&job.queue.as_str()) {
                 continue;
             }
+            looked.push(&job.queue);
             claims.extend(self.parked.take(&job.queue));
         }
         claims

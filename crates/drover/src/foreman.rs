@@ -232,32 +232,26 @@ impl Foreman {
 
     /// Free slots plus the room left in the buffer.
     fn room(&self) -> usize {
-        let target = self
-            .pool
-            .pace
-            .buffer_target(self.concurrency, self.max_buffer);
-        self.slots.available_permits() + target.saturating_sub(self.buffer.len())
+        self.slots.available_permits() + self.buffer_target().saturating_sub(self.buffer.len())
     }
 
-    /// Whether a claim for `room` is worth its commit now: half the room is free, or every
-    /// slot is (an idle queue claims at once).
+    /// How many jobs the buffer should hold at the recent pace.
+    fn buffer_target(&self) -> usize {
+        self.pool
+            .pace
+            .buffer_target(self.concurrency, self.max_buffer)
+    }
+
+    /// Half of a full batch (every slot and the buffer): the least room worth a claim's commit
+    /// while jobs are running.
+    fn half_batch(&self) -> usize {
+        (self.concurrency + self.buffer_target()).div_ceil(2)
+    }
+
+    /// Whether a claim for `room` is worth its commit now: half a batch is free, or every slot
+    /// is (an idle queue claims at once).
     fn batch_ready(&self, room: usize) -> bool {
-        let target = self
-            .pool
-            .pace
-            .buffer_target(self.concurrency, self.max_buffer);
-        room >= (self.concurrency + target).div_ceil(2)
-            || self.slots.available_permits() == self.concurrency
-    }
-
-    /// Whether a second claim for `more` jobs, beside one already out, is worth its commit:
-    /// the room not yet asked for is half a batch, as for [`Self::batch_ready`].
-    fn batch_ready_beside(&self, more: usize) -> bool {
-        let target = self
-            .pool
-            .pace
-            .buffer_target(self.concurrency, self.max_buffer);
-        more >= (self.concurrency + target).div_ceil(2).max(1)
+        room >= self.half_batch() || self.slots.available_permits() == self.concurrency
     }
 
     /// Claims up to `room` jobs; the state that follows. While the claim is out, buffered
@@ -301,7 +295,7 @@ impl Foreman {
                     if calls.len() < CLAIMS_IN_FLIGHT
                         && failed.is_none()
                         && matches!(next, State::Claimable)
-                        && self.batch_ready_beside(more)
+                        && more >= self.half_batch()
                     {
                         calls.push(call(more));
                         asked += more;

@@ -409,6 +409,19 @@ impl RawTask for CountedNoop {
     }
 }
 
+/// Enqueues `n` jobs for [`CountedNoop`].
+async fn enqueue_counted(store: &Arc<support::StallingStore>, n: usize) {
+    let client = Engine::builder(store.clone())
+        .raw_task(Arc::new(CountedNoop(Arc::default())))
+        .build()
+        .unwrap()
+        .client();
+    let requests: Vec<_> = (0..n)
+        .map(|_| EnqueueRequest::raw("test.counted", "{}"))
+        .collect();
+    client.enqueue_many(requests).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn executors_wait_while_outcomes_cannot_be_recorded_and_all_are_recorded_after() {
     let (inner, _dir) = store().await;
@@ -419,15 +432,7 @@ async fn executors_wait_while_outcomes_cannot_be_recorded_and_all_are_recorded_a
     let most_held = MAX_BATCH + OUTCOME_QUEUE + concurrency;
     // Enough that executors queueing without limit would run well past that.
     let n = most_held + 2_000;
-    let client = Engine::builder(store.clone())
-        .raw_task(Arc::new(CountedNoop(Arc::default())))
-        .build()
-        .unwrap()
-        .client();
-    let requests: Vec<_> = (0..n)
-        .map(|_| EnqueueRequest::raw("test.counted", "{}"))
-        .collect();
-    client.enqueue_many(requests).await.unwrap();
+    enqueue_counted(&store, n).await;
     store.close_finish();
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handle = Engine::builder(store.clone())
@@ -507,15 +512,7 @@ async fn a_fast_queue_has_two_claims_out_while_claims_are_slow_and_never_more() 
     let (inner, _dir) = store().await;
     let store = Arc::new(support::StallingStore::new(inner));
     let n = 5_000;
-    let client = Engine::builder(store.clone())
-        .raw_task(Arc::new(CountedNoop(Arc::default())))
-        .build()
-        .unwrap()
-        .client();
-    let requests: Vec<_> = (0..n)
-        .map(|_| EnqueueRequest::raw("test.counted", "{}"))
-        .collect();
-    client.enqueue_many(requests).await.unwrap();
+    enqueue_counted(&store, n).await;
     store.slow_claims(Duration::from_millis(20));
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handle = Engine::builder(store.clone())
