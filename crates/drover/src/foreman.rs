@@ -256,10 +256,12 @@ impl Foreman {
 
     /// Claims up to `room` jobs; the state that follows. While the claim is out, buffered
     /// jobs keep starting as slots free up: a claim takes milliseconds on PostgreSQL, long
-    /// enough for the workers to run through the rest of the buffer. When they do, and the
-    /// room not yet asked for is again worth a batch, a second claim goes out beside the first
+    /// enough for the workers to run through the rest of the buffer. When the room not yet
+    /// asked for reaches a quarter of a full batch, a second claim goes out beside the first
     /// (never more than [`CLAIMS_IN_FLIGHT`]), so that a fast queue is fed by two claims at a
-    /// time on two server cores instead of one after the other.
+    /// time on two server cores instead of one after the other. A quarter, not a half: the
+    /// first claim asked for at least half, so the room left to ask for is at most the other
+    /// half, and reaches it only if the first went out at the very moment half was free.
     async fn claim(&mut self, room: usize) -> State {
         let shared = self.shared.clone();
         let queue = self.queue.clone();
@@ -295,7 +297,7 @@ impl Foreman {
                     if calls.len() < CLAIMS_IN_FLIGHT
                         && failed.is_none()
                         && matches!(next, State::Claimable)
-                        && more >= self.half_batch()
+                        && more >= self.half_batch().div_ceil(2)
                     {
                         calls.push(call(more));
                         asked += more;

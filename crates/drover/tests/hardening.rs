@@ -390,8 +390,8 @@ const OUTCOME_QUEUE: usize = 4096;
 /// Most outcomes the completer takes into one write (`MAX_BATCH` in completer.rs).
 const MAX_BATCH: usize = 1024;
 
-/// A no-op task that counts how many times its handler started.
-struct CountedNoop(Arc<std::sync::atomic::AtomicUsize>);
+/// A task that counts how many times its handler started, then takes `.1` (none for zero).
+struct CountedNoop(Arc<std::sync::atomic::AtomicUsize>, Duration);
 
 #[async_trait]
 impl RawTask for CountedNoop {
@@ -405,6 +405,9 @@ impl RawTask for CountedNoop {
         _args: String,
     ) -> Result<(), drover::JobError> {
         self.0.fetch_add(1, Ordering::SeqCst);
+        if !self.1.is_zero() {
+            tokio::time::sleep(self.1).await;
+        }
         Ok(())
     }
 }
@@ -412,7 +415,7 @@ impl RawTask for CountedNoop {
 /// Enqueues `n` jobs for [`CountedNoop`].
 async fn enqueue_counted(store: &Arc<support::StallingStore>, n: usize) {
     let client = Engine::builder(store.clone())
-        .raw_task(Arc::new(CountedNoop(Arc::default())))
+        .raw_task(Arc::new(CountedNoop(Arc::default(), Duration::ZERO)))
         .build()
         .unwrap()
         .client();
@@ -442,7 +445,7 @@ async fn executors_wait_while_outcomes_cannot_be_recorded_and_all_are_recorded_a
             heartbeat_interval: Some(Duration::from_millis(200)),
             ..quick_config()
         })
-        .raw_task(Arc::new(CountedNoop(started.clone())))
+        .raw_task(Arc::new(CountedNoop(started.clone(), Duration::ZERO)))
         .build()
         .unwrap()
         .start();
@@ -511,16 +514,23 @@ async fn executors_wait_while_outcomes_cannot_be_recorded_and_all_are_recorded_a
 async fn a_fast_queue_has_two_claims_out_while_claims_are_slow_and_never_more() {
     let (inner, _dir) = store().await;
     let store = Arc::new(support::StallingStore::new(inner));
-    let n = 5_000;
+    let n = 3_000;
     enqueue_counted(&store, n).await;
-    store.slow_claims(Duration::from_millis(20));
+    // Jobs of a few milliseconds give the foreman time to see each slot free up, so a claim
+    // goes out while the buffer still holds jobs, and the second claim's occasion (the buffer
+    // run through while the first is out) comes however loaded the machine is. With no-op
+    // jobs a busy machine could finish a whole batch before the foreman looked.
+    store.slow_claims(Duration::from_millis(40));
     let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let handle = Engine::builder(store.clone())
         .config(EngineConfig {
             queues: [("default".to_owned(), 10)].into(),
             ..quick_config()
         })
-        .raw_task(Arc::new(CountedNoop(started.clone())))
+        .raw_task(Arc::new(CountedNoop(
+            started.clone(),
+            Duration::from_millis(2),
+        )))
         .build()
         .unwrap()
         .start();
