@@ -193,6 +193,70 @@ pub async fn cached_counts_are_refreshed_and_capped(store: DynStore) {
     assert_eq!(queues[0].count(JobState::Running), 2);
 }
 
+/// Finished jobs are counted across more than one slice of a sliced count, per queue and
+/// state; a finished state past the cap is marked estimated while the others stay exact.
+pub async fn finished_counts_span_slices_and_are_capped(store: DynStore) {
+    let n = drover_core::COUNT_SLICE as usize * 2 + 500;
+    insert(&store, (0..n).map(|_| job("a", json!({}))).collect(), t0()).await;
+    let mut mail: Vec<NewJob> = (0..3).map(|_| job("m", json!({}))).collect();
+    for job in &mut mail {
+        job.queue = "mail".into();
+        job.max_attempts = 1;
+    }
+    insert(&store, mail, t0()).await;
+    let mut completed = 0;
+    while completed < n {
+        let claimed = claim(&store, "default", 1000, "w", at(1)).await;
+        let outcomes = claimed
+            .iter()
+            .map(|job| drover_core::JobOutcome {
+                lease: crate::cases::lease(job),
+                step: None,
+                outcome: Outcome::Completed,
+            })
+            .collect();
+        store
+            .job_finish_many(drover_core::JobFinishParams {
+                outcomes,
+                now: Some(at(2)),
+            })
+            .await
+            .unwrap();
+        completed += claimed.len();
+    }
+    let mail = claim(&store, "mail", 3, "w", at(3)).await;
+    finish(&store, &mail[0], Outcome::Completed, at(4)).await;
+    let discard = Outcome::Discard { error: "no".into() };
+    finish(&store, &mail[1], discard, at(4)).await;
+    let refresh = |cap| QueueCountsRefreshParams {
+        cap,
+        now: Some(at(5)),
+    };
+    store
+        .queue_counts_refresh(refresh(1_000_000))
+        .await
+        .unwrap();
+    let queues = store.queue_list().await.unwrap();
+    let (default, mail) = (&queues[0], &queues[1]);
+    assert_eq!(default.count(JobState::Completed), n as u64);
+    assert_eq!(default.count(JobState::Available), 0);
+    assert!(!default.estimated);
+    assert_eq!(mail.count(JobState::Completed), 1);
+    assert_eq!(mail.count(JobState::Discarded), 1);
+    assert_eq!(mail.count(JobState::Running), 1);
+
+    store.queue_counts_refresh(refresh(1_000)).await.unwrap();
+    let queues = store.queue_list().await.unwrap();
+    let (default, mail) = (&queues[0], &queues[1]);
+    assert!(default.estimated, "{n} completed is over a cap of 1,000");
+    let counted = default.count(JobState::Completed);
+    assert!(
+        counted > 1_000 && counted < n as u64,
+        "counting stopped past the cap: {counted}"
+    );
+    assert_eq!(mail.count(JobState::Discarded), 1, "under the cap, exact");
+}
+
 /// Filters by time range and by args containment, and pages with a cursor.
 pub async fn list_filters_by_time_and_args(store: DynStore) {
     let a = insert_one(

@@ -61,6 +61,7 @@ macro_rules! conformance_suite {
             actions_on_many_jobs_change_only_what_they_apply_to,
             paused_queues_give_no_jobs_until_resumed,
             cached_counts_are_refreshed_and_capped,
+            finished_counts_span_slices_and_are_capped,
             list_filters_by_time_and_args,
             repeated_outcomes_are_told_apart_from_stale_ones
         );

@@ -56,6 +56,71 @@ pub struct QueueCountsRefreshParams {
     pub now: Option<Timestamp>,
 }
 
+/// Ids per slice of a count of the finished jobs. A backend counts the finished states (which
+/// have no index of their own holding the queue) by walking the table in ranges of this many
+/// ids, each its own short read, and rests [`COUNT_REST`] times a slice's duration after it.
+///
+/// In one statement, a count of a million completed jobs held a core (and, on SQLite, a read
+/// snapshot that kept the checkpoint from the WAL) for a few hundred milliseconds, and the
+/// workers waited: at half the drain rate it put the enqueue→start p99 at 35 ms on SQLite,
+/// against 5 ms with the counter off. In slices the count leaves the workers most of the core;
+/// it is no longer one snapshot, but a cache refreshed every few seconds is not exact under
+/// load anyway.
+pub const COUNT_SLICE: i64 = 10_000;
+
+/// How long a count rests after a slice, as a multiple of the slice's duration.
+pub const COUNT_REST: u32 = 2;
+
+/// The finished jobs counted so far by a sliced count, at most `cap` per state.
+#[derive(Debug)]
+pub struct FinishedTally {
+    cap: u64,
+    counts: BTreeMap<(String, JobState), u64>,
+    totals: BTreeMap<JobState, u64>,
+}
+
+impl FinishedTally {
+    /// An empty tally that stops counting a state past `cap`.
+    pub fn new(cap: u64) -> Self {
+        Self {
+            cap,
+            counts: BTreeMap::new(),
+            totals: BTreeMap::new(),
+        }
+    }
+
+    /// Adds `n` jobs of `queue` in `state`, unless the state is already past the cap.
+    pub fn add(&mut self, queue: String, state: JobState, n: u64) {
+        let total = self.totals.entry(state).or_default();
+        if *total > self.cap {
+            return;
+        }
+        *total += n;
+        *self.counts.entry((queue, state)).or_default() += n;
+    }
+
+    /// Whether every finished state is past the cap: slices further on change nothing.
+    pub fn all_capped(&self) -> bool {
+        JobState::ALL
+            .into_iter()
+            .filter(|state| state.is_terminal())
+            .all(|state| self.totals.get(&state).is_some_and(|&n| n > self.cap))
+    }
+
+    /// The counts per queue and state, each marked estimated when its state passed the cap.
+    pub fn into_counts(self) -> Vec<(String, JobState, u64, bool)> {
+        let Self {
+            cap,
+            counts,
+            totals,
+        } = self;
+        counts
+            .into_iter()
+            .map(|((queue, state), n)| (queue, state, n, totals[&state] > cap))
+            .collect()
+    }
+}
+
 /// A range of time; either end may be open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TimeRange {

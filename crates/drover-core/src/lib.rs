@@ -19,8 +19,8 @@ pub mod store;
 pub mod validate;
 
 pub use admin::{
-    ActResult, JobActParams, JobAction, QueueCountsRefreshParams, QueuePauseParams, QueueRecord,
-    TimeRange, act_refusal, json_contains,
+    ActResult, COUNT_REST, COUNT_SLICE, FinishedTally, JobActParams, JobAction,
+    QueueCountsRefreshParams, QueuePauseParams, QueueRecord, TimeRange, act_refusal, json_contains,
 };
 pub use background::{BackgroundHealth, Outage};
 pub use capacity::*;

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use drover_core::{
-    ActResult, CancelResult, JobAction, JobId, JobState, QueueRecord, StoreError, act_refusal,
+    ActResult, COUNT_REST, COUNT_SLICE, CancelResult, FinishedTally, JobAction, JobId, JobState,
+    QueueRecord, StoreError, act_refusal,
 };
 use jiff::Timestamp;
 
@@ -156,16 +157,17 @@ pub(crate) async fn queue_list(db: &Db<'_>) -> Result<Vec<QueueRecord>, DbError>
     Ok(queues.into_values().collect())
 }
 
-/// Counts at most `cap` jobs per state (so the cost is bounded by the cap, not by the table) and the oldest available job per queue, and
-/// stores them as the cache, in the store's transaction.
-pub(crate) async fn refresh_counts(
-    db: &Db<'_>,
-    cap: u64,
-    now: Option<Timestamp>,
-) -> Result<(), DbError> {
+/// A count: the jobs per queue and state, each marked estimated when its state passed the cap.
+pub(crate) type Counts = Vec<(String, JobState, u64, bool)>;
+
+/// Counts at most `cap` jobs per state, so the cost is bounded by the cap, not by the table.
+/// The live states are counted through their partial indexes, the finished ones in slices of
+/// [`COUNT_SLICE`] ids with a rest after each (see [`COUNT_SLICE`] for why). Outside any
+/// transaction, so that no snapshot is held across the slices.
+pub(crate) async fn count(db: &Db<'_>, cap: u64) -> Result<Counts, DbError> {
     let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
-    let mut counts: Vec<(String, &'static str, i64, bool)> = Vec::new();
-    for state in JobState::ALL {
+    let mut counts = Counts::new();
+    for state in JobState::ALL.into_iter().filter(|s| !s.is_terminal()) {
         // The state is written into the statement so that the planner can pick the state's
         // partial index (a generic plan for a parameter could not).
         let rows = db
@@ -182,12 +184,54 @@ pub(crate) async fn refresh_counts(
         let total: i64 = rows.iter().map(|row| row.get::<_, i64>(1)).sum();
         let estimated = total as u64 > cap;
         for row in rows {
-            counts.push((row.get(0), state.as_str(), row.get(1), estimated));
+            counts.push((row.get(0), state, row.get::<_, i64>(1) as u64, estimated));
         }
     }
+    let ends = db
+        .query_one("SELECT min(id), max(id) FROM drover_jobs", &[])
+        .await?;
+    let (Some(mut from), Some(last)) =
+        (ends.get::<_, Option<i64>>(0), ends.get::<_, Option<i64>>(1))
+    else {
+        return Ok(counts);
+    };
+    let mut tally = FinishedTally::new(cap);
+    while from <= last && !tally.all_capped() {
+        let started = std::time::Instant::now();
+        let to = from.saturating_add(COUNT_SLICE);
+        for row in db
+            .query(
+                "SELECT queue, state, count(*) FROM drover_jobs \
+                 WHERE id >= $1 AND id < $2 \
+                   AND state IN ('completed', 'discarded', 'cancelled') \
+                 GROUP BY queue, state",
+                &[&from, &to],
+            )
+            .await?
+        {
+            tally.add(
+                row.get(0),
+                parse_state(row.get(1))?,
+                row.get::<_, i64>(2) as u64,
+            );
+        }
+        from = to;
+        tokio::time::sleep(started.elapsed() * COUNT_REST).await;
+    }
+    counts.extend(tally.into_counts());
+    Ok(counts)
+}
+
+/// Stores a count and the oldest available job per queue as the cache, in the store's
+/// transaction.
+pub(crate) async fn store_counts(
+    db: &Db<'_>,
+    counts: &Counts,
+    now: Option<Timestamp>,
+) -> Result<(), DbError> {
     let queues: Vec<&str> = counts.iter().map(|(q, ..)| q.as_str()).collect();
-    let states: Vec<&str> = counts.iter().map(|(_, s, ..)| *s).collect();
-    let numbers: Vec<i64> = counts.iter().map(|(_, _, n, _)| *n).collect();
+    let states: Vec<&str> = counts.iter().map(|(_, s, ..)| s.as_str()).collect();
+    let numbers: Vec<i64> = counts.iter().map(|(_, _, n, _)| *n as i64).collect();
     let estimated: Vec<bool> = counts.iter().map(|(.., e)| *e).collect();
     db.execute("DELETE FROM drover_queue_counts", &[]).await?;
     db.execute(

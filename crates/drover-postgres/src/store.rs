@@ -481,7 +481,8 @@ impl Store for PgStore {
         params: drover_core::QueueCountsRefreshParams,
     ) -> Result<(), StoreError> {
         self.ensure_migrated().await?;
-        in_transaction!(self, |db| admin::refresh_counts(db, params.cap, params.now)
+        let counts = on_connection!(self, |db| admin::count(db, params.cap).await?)?;
+        in_transaction!(self, |db| admin::store_counts(db, &counts, params.now)
             .await?)
     }
 
