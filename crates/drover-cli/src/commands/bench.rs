@@ -31,11 +31,13 @@ use crate::cli::{BenchArgs, Scenario};
 mod http_load;
 mod pages;
 mod plot;
+mod scenarios;
 mod steady;
 mod target;
 
 use crate::config::Config;
 use crate::output;
+use scenarios::{Bench, Results};
 use target::Target;
 
 const QUEUE: &str = "bench";
@@ -87,7 +89,32 @@ pub(crate) async fn run(
         anyhow::bail!("--runs, --jobs, --concurrency and --producers must be positive");
     }
     let target = Target::new(database)?;
-    let progress = if std::io::stderr().is_terminal() && !args.json {
+    let progress = progress_bar(args.json);
+    let bench = Bench {
+        target: &target,
+        config,
+        args: &args,
+        progress: &progress,
+    };
+    let mut results = Results::default();
+    scenarios::run_measures(&bench, &mut results).await?;
+    // Not part of `all`: it fills a table of its own, usually of a million jobs.
+    if args.scenario == Scenario::Pages {
+        return run_pages(&bench).await;
+    }
+    progress.finish_and_clear();
+    if !args.json {
+        print_table(&results.measures);
+    }
+    if let Some(path) = &args.plot {
+        write_plot(&target, &args, &results, path)?;
+    }
+    Ok(())
+}
+
+/// A spinner on stderr when a person is watching; none with `--json` or when piped.
+fn progress_bar(json: bool) -> ProgressBar {
+    let progress = if std::io::stderr().is_terminal() && !json {
         ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
     } else {
         ProgressBar::hidden()
@@ -95,182 +122,42 @@ pub(crate) async fn run(
     progress
         .set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("template"));
     progress.enable_steady_tick(Duration::from_millis(120));
+    progress
+}
 
-    let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
-    let mut results = Vec::new();
-    let mut throughput_lines = Vec::new();
-    let mut latency_lines = Vec::new();
-    let mut measure = |name: &'static str, producers: usize, runs: Vec<Run>| {
-        for (i, run) in runs.iter().enumerate() {
-            if run.timeline.len() > 1 {
-                throughput_lines.push(plot::throughput(
-                    format!("{name} run {}", i + 1),
-                    &run.timeline,
-                ));
-            }
-        }
-        if let Some(run) = median_latency_run(&runs) {
-            latency_lines.push(plot::cdf(name.to_owned(), &run.latencies_ms));
-        }
-        let m = summarize(&target, name, &args, producers, runs);
-        if args.json {
-            println!("{}", serde_json::to_string(&m).expect("serializable"));
-        }
-        results.push(m);
-    };
+/// The `pages` scenario: page load times rather than measures, so it prints its own report.
+async fn run_pages(bench: &Bench<'_>) -> anyhow::Result<()> {
+    let args = bench.args;
+    bench
+        .progress
+        .set_message(format!("pages: filling {} jobs", args.jobs));
+    let fresh = bench.target.fresh(bench.config).await?;
+    let times = pages::pages(&fresh.store, args.jobs, 25).await?;
+    fresh.finish().await?;
+    bench.progress.finish_and_clear();
+    pages::print(&times, bench.target.backend(), args.jobs, args.json)
+}
 
-    if wants(Scenario::EnqueueBulk) {
-        let mut runs = Vec::new();
-        for i in 0..args.runs {
-            progress.set_message(format!("enqueue_bulk run {}/{}", i + 1, args.runs));
-            let fresh = target.fresh(config).await?;
-            runs.push(enqueue_bulk(&fresh.store, args.jobs).await?);
-            fresh.finish().await?;
-        }
-        measure("enqueue_bulk", 1, runs);
-    }
-    if wants(Scenario::EnqueueSingle) {
-        for producers in [1, args.producers] {
-            let mut runs = Vec::new();
-            for i in 0..args.runs {
-                progress.set_message(format!(
-                    "enqueue_single ({producers} producers) run {}/{}",
-                    i + 1,
-                    args.runs
-                ));
-                let fresh = target.fresh(config).await?;
-                runs.push(enqueue_single(&fresh.store, args.single_jobs, producers).await?);
-                fresh.finish().await?;
-            }
-            measure("enqueue_single", producers, runs);
-            if producers == args.producers {
-                break;
-            }
-        }
-    }
-    if wants(Scenario::Drain) {
-        let mut runs = Vec::new();
-        for i in 0..args.runs {
-            progress.set_message(format!("drain run {}/{}", i + 1, args.runs));
-            let fresh = target.fresh(config).await?;
-            runs.push(
-                drain(
-                    &fresh.store,
-                    args.jobs,
-                    args.concurrency,
-                    args.prefetch,
-                    args.history,
-                )
-                .await?,
-            );
-            fresh.finish().await?;
-        }
-        measure("drain", 1, runs);
-    }
-    if wants(Scenario::DrainProcesses) {
-        let mut runs = Vec::new();
-        for i in 0..args.runs {
-            progress.set_message(format!(
-                "drain with {} processes, run {}/{}",
-                args.processes,
-                i + 1,
-                args.runs
-            ));
-            let fresh = target.fresh(config).await?;
-            runs.push(drain_processes(&fresh, &args).await?);
-            fresh.finish().await?;
-        }
-        measure("drain_processes", args.processes, runs);
-    }
-    if wants(Scenario::Latency) {
-        for cross in [false, true] {
-            let mut runs = Vec::new();
-            for i in 0..args.runs {
-                progress.set_message(format!("latency run {}/{}", i + 1, args.runs));
-                let fresh = target.fresh(config).await?;
-                let producer = if cross {
-                    target.second(config, &fresh).await?
-                } else {
-                    fresh.store.clone()
-                };
-                runs.push(latency(&fresh.store, &producer, &args).await?);
-                if cross {
-                    producer.close().await;
-                }
-                fresh.finish().await?;
-            }
-            measure(if cross { "latency_cross" } else { "latency" }, 1, runs);
-        }
-    }
-    // Not part of `all`: it runs for --duration.
-    if args.scenario == Scenario::Steady {
-        let rate = match args.rate {
-            Some(rate) if rate > 0.0 => rate,
-            Some(_) => anyhow::bail!("--rate must be positive"),
-            None => {
-                progress.set_message("steady: measuring the drain rate");
-                let fresh = target.fresh(config).await?;
-                let run =
-                    drain(&fresh.store, args.jobs, args.concurrency, args.prefetch, 0).await?;
-                fresh.finish().await?;
-                run.n as f64 / run.secs / 2.0
-            }
-        };
-        let mut runs = Vec::new();
-        for i in 0..args.runs {
-            progress.set_message(format!(
-                "steady at {rate:.0} jobs/s for {:?}, run {}/{}",
-                args.duration,
-                i + 1,
-                args.runs
-            ));
-            let fresh = target.fresh(config).await?;
-            runs.push(steady::steady(&fresh.store, &args, rate).await?);
-            fresh.finish().await?;
-        }
-        measure("steady", 1, runs);
-    }
-    // Not part of `all`: the server and its load share the machine with nothing else.
-    if let Some(scenario) = http_load::HttpScenario::of(args.scenario) {
-        let mut runs = Vec::new();
-        for i in 0..args.runs {
-            progress.set_message(format!("{} run {}/{}", scenario.name(), i + 1, args.runs));
-            let fresh = target.fresh(config).await?;
-            runs.push(http_load::run(&fresh.store, scenario, &args).await?);
-            fresh.finish().await?;
-        }
-        measure(scenario.name(), scenario.connections(), runs);
-    }
-    // Not part of `all`: it fills a table of its own, usually of a million jobs.
-    if args.scenario == Scenario::Pages {
-        progress.set_message(format!("pages: filling {} jobs", args.jobs));
-        let fresh = target.fresh(config).await?;
-        let times = pages::pages(&fresh.store, args.jobs, 25).await?;
-        fresh.finish().await?;
-        progress.finish_and_clear();
-        pages::print(&times, target.backend(), args.jobs, args.json)?;
-        return Ok(());
-    }
-    progress.finish_and_clear();
+fn write_plot(
+    target: &Target,
+    args: &BenchArgs,
+    results: &Results,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let title = format!(
+        "drover {} on {} ({} jobs, concurrency {})",
+        env!("CARGO_PKG_VERSION"),
+        target.backend(),
+        args.jobs,
+        args.concurrency
+    );
+    std::fs::write(
+        path,
+        plot::render(&title, &results.throughput_lines, &results.latency_lines),
+    )
+    .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
     if !args.json {
-        print_table(&results);
-    }
-    if let Some(path) = &args.plot {
-        let title = format!(
-            "drover {} on {} ({} jobs, concurrency {})",
-            env!("CARGO_PKG_VERSION"),
-            target.backend(),
-            args.jobs,
-            args.concurrency
-        );
-        std::fs::write(
-            path,
-            plot::render(&title, &throughput_lines, &latency_lines),
-        )
-        .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
-        if !args.json {
-            println!("plot written to {}", path.display());
-        }
+        println!("plot written to {}", path.display());
     }
     Ok(())
 }
@@ -665,46 +552,19 @@ fn summarize(
     let mut rates: Vec<f64> = runs.iter().map(|r| r.n as f64 / r.secs).collect();
     let latency = !runs[0].latencies_ms.is_empty();
     let (p50, p99, max, all) = if latency {
-        let per_run: Vec<(f64, f64, f64)> = runs
-            .iter()
-            .map(|r| {
-                let mut l = r.latencies_ms.clone();
-                l.sort_by(f64::total_cmp);
-                (
-                    percentile(&l, 50.0),
-                    percentile(&l, 99.0),
-                    *l.last().unwrap(),
-                )
-            })
-            .collect();
-        let mut p50s: Vec<f64> = per_run.iter().map(|r| r.0).collect();
-        let mut p99s: Vec<f64> = per_run.iter().map(|r| r.1).collect();
-        let mut maxes: Vec<f64> = per_run.iter().map(|r| r.2).collect();
-        let all = p50s.clone();
-        (
-            Some(median(&mut p50s)),
-            Some(median(&mut p99s)),
-            Some(median(&mut maxes)),
-            all,
-        )
+        summarize_latencies(&runs)
     } else {
         (None, None, None, rates.clone())
     };
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    let runs_workers = runs_workers(name);
     Measure {
         system: "drover",
         version: env!("CARGO_PKG_VERSION"),
         backend: target.backend().to_owned(),
         measure: name,
         n,
-        concurrency: if matches!(
-            name,
-            "drain" | "drain_processes" | "latency" | "latency_cross" | "steady"
-        ) {
-            args.concurrency
-        } else {
-            1
-        },
+        concurrency: if runs_workers { args.concurrency } else { 1 },
         producers: if name == "drain_processes" {
             1
         } else {
@@ -716,10 +576,7 @@ fn summarize(
             1
         },
         history: if name == "drain" { args.history } else { 0 },
-        prefetch: if matches!(
-            name,
-            "drain" | "drain_processes" | "latency" | "latency_cross" | "steady"
-        ) {
+        prefetch: if runs_workers {
             args.prefetch
                 .map_or_else(|| "auto".to_owned(), |n| n.to_string())
         } else {
@@ -733,6 +590,42 @@ fn summarize(
         max_ms: max.map(round),
         all: all.into_iter().map(round).collect(),
     }
+}
+
+/// Whether the measure `name` runs jobs through workers, so that `--concurrency` and
+/// `--prefetch` apply to it; the enqueue measures run none.
+fn runs_workers(name: &str) -> bool {
+    matches!(
+        name,
+        "drain" | "drain_processes" | "latency" | "latency_cross" | "steady"
+    )
+}
+
+/// The medians over the runs of each run's p50, p99 and maximum latency, with every run's p50
+/// to show the spread.
+fn summarize_latencies(runs: &[Run]) -> (Option<f64>, Option<f64>, Option<f64>, Vec<f64>) {
+    let per_run: Vec<(f64, f64, f64)> = runs
+        .iter()
+        .map(|r| {
+            let mut l = r.latencies_ms.clone();
+            l.sort_by(f64::total_cmp);
+            (
+                percentile(&l, 50.0),
+                percentile(&l, 99.0),
+                *l.last().unwrap(),
+            )
+        })
+        .collect();
+    let mut p50s: Vec<f64> = per_run.iter().map(|r| r.0).collect();
+    let mut p99s: Vec<f64> = per_run.iter().map(|r| r.1).collect();
+    let mut maxes: Vec<f64> = per_run.iter().map(|r| r.2).collect();
+    let all = p50s.clone();
+    (
+        Some(median(&mut p50s)),
+        Some(median(&mut p99s)),
+        Some(median(&mut maxes)),
+        all,
+    )
 }
 
 fn print_table(results: &[Measure]) {

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use std::sync::Arc;
 
-use drover::Engine;
+use drover::{Engine, EngineConfig, EngineHandle, ShutdownReport};
+use drover_core::DynStore;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::WorkerArgs;
@@ -33,21 +36,77 @@ pub(crate) async fn run(
         // The local runtime sees the slot bound once this id is in the process registry.
         engine_config.process_id = Some(crate::local_runtime::worker_process_id(slot, generation));
     }
-    // DROVER_LISTEN is for `serve` only: a `worker` serves only when asked on its command line.
-    let listen = args.listen.clone().or_else(|| {
-        serve_by_default
-            .then(|| std::env::var("DROVER_LISTEN").ok())
-            .flatten()
-    });
-    let http = HttpSettings::resolve(listen.as_deref(), config, serve_by_default)?;
+    let http = http_settings(config, args, serve_by_default)?;
     // A port in use fails the start before anything runs.
     let listener = match &http {
         Some(settings) => Some(settings.bind().await?),
         None => None,
     };
     let store = backend::open(url, config, true).await?;
+    let handle = build_engine(url, config, args, &store, engine_config)
+        .await?
+        .start();
+    // Long polls end at the first signal; the server itself stays up while running jobs finish,
+    // so that remote workers can still report theirs.
+    let stop_leasing = CancellationToken::new();
+    let stop_server = CancellationToken::new();
+    let server = match (listener, http) {
+        (Some(listener), Some(settings)) => Some(spawn_server(
+            listener,
+            settings,
+            &handle,
+            &stop_leasing,
+            &stop_server,
+        )?),
+        _ => None,
+    };
+    tracing::info!(database = %backend::redact(url), "drover is running; stop with SIGINT or SIGTERM");
+
+    let (failure, hand_back) = wait_for_stop(&handle, args).await?;
+    stop_leasing.cancel();
+    let report = if hand_back {
+        handle.shutdown_within(std::time::Duration::ZERO).await
+    } else {
+        handle.shutdown().await
+    };
+    stop_server.cancel();
+    if let Some(server) = server
+        && tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .is_err()
+    {
+        tracing::warn!("HTTP connections still open after 5s; closing them");
+    }
+    store.close().await;
+    Ok(exit_code(failure, &report))
+}
+
+/// Where the HTTP server listens, if anywhere. DROVER_LISTEN is for `serve` only: a `worker`
+/// serves only when asked on its command line.
+fn http_settings(
+    config: &Config,
+    args: &WorkerArgs,
+    serve_by_default: bool,
+) -> anyhow::Result<Option<HttpSettings>> {
+    let listen = args.listen.clone().or_else(|| {
+        serve_by_default
+            .then(|| std::env::var("DROVER_LISTEN").ok())
+            .flatten()
+    });
+    HttpSettings::resolve(listen.as_deref(), config, serve_by_default)
+}
+
+/// The engine with everything the configuration asks for: cron schedules, retention, command
+/// tasks and hooks, and the autoscaler.
+async fn build_engine(
+    url: &str,
+    config: &Config,
+    args: &WorkerArgs,
+    store: &DynStore,
+    engine_config: EngineConfig,
+) -> anyhow::Result<Engine> {
     // The archiver refuses to start on tables it cannot archive safely.
-    let retention = setup::prepare_retention(&store, config).await?;
+    let retention = setup::prepare_retention(store, config).await?;
     let mut builder = Engine::builder(store.clone())
         .config(engine_config)
         .builtin_tasks();
@@ -67,44 +126,52 @@ pub(crate) async fn run(
     if args.slot.is_none()
         && let Some(autoscaler) = crate::capacity_config::autoscaler_config(config)?
     {
-        let runtime = crate::capacity_config::runtime(config, &autoscaler, &store, url)?;
+        let runtime = crate::capacity_config::runtime(config, &autoscaler, store, url)?;
         builder = builder.autoscaler(drover::services::autoscaler::AutoscalerParts {
             config: autoscaler,
             runtime,
             metrics: Default::default(),
         });
     }
-    let handle = builder.build()?.start();
-    // Long polls end at the first signal; the server itself stays up while running jobs finish,
-    // so that remote workers can still report theirs.
-    let stop_leasing = CancellationToken::new();
-    let stop_server = CancellationToken::new();
-    let server = match (listener, http) {
-        (Some(listener), Some(settings)) => {
-            let bound = listener.local_addr()?;
-            tracing::info!(
-                auth = settings.token.is_some(),
-                "listening on http://{bound}/ (the API, the dashboard and /metrics)"
-            );
-            let state = AppState {
-                admin: handle.admin().clone(),
-                remote: handle.remote().clone(),
-                probe: handle.probe(),
-                settings: Arc::new(settings),
-                stop: stop_leasing.clone(),
-                sessions: Default::default(),
-            };
-            let stop = stop_server.clone();
-            Some(tokio::spawn(async move {
-                if let Err(err) = crate::http::serve(listener, state, stop).await {
-                    tracing::error!(error = %err, "the HTTP server failed");
-                }
-            }))
-        }
-        _ => None,
-    };
-    tracing::info!(database = %backend::redact(url), "drover is running; stop with SIGINT or SIGTERM");
+    Ok(builder.build()?)
+}
 
+/// Serves the API, the dashboard and /metrics on `listener` until `stop_server` is cancelled;
+/// `stop_leasing` ends the long polls.
+fn spawn_server(
+    listener: TcpListener,
+    settings: HttpSettings,
+    handle: &EngineHandle,
+    stop_leasing: &CancellationToken,
+    stop_server: &CancellationToken,
+) -> anyhow::Result<JoinHandle<()>> {
+    let bound = listener.local_addr()?;
+    tracing::info!(
+        auth = settings.token.is_some(),
+        "listening on http://{bound}/ (the API, the dashboard and /metrics)"
+    );
+    let state = AppState {
+        admin: handle.admin().clone(),
+        remote: handle.remote().clone(),
+        probe: handle.probe(),
+        settings: Arc::new(settings),
+        stop: stop_leasing.clone(),
+        sessions: Default::default(),
+    };
+    let stop = stop_server.clone();
+    Ok(tokio::spawn(async move {
+        if let Err(err) = crate::http::serve(listener, state, stop).await {
+            tracing::error!(error = %err, "the HTTP server failed");
+        }
+    }))
+}
+
+/// Waits for the reason to stop: a signal, a slot interruption (hand back at once: the
+/// second value), or a failed background loop (the first value).
+async fn wait_for_stop(
+    handle: &EngineHandle,
+    args: &WorkerArgs,
+) -> anyhow::Result<(Option<String>, bool)> {
     // A slot worker whose slot was interrupted gets SIGUSR1: it hands back what it runs at once
     // (its capacity is going away), instead of finishing it.
     let mut interrupted = match args.slot {
@@ -119,7 +186,7 @@ pub(crate) async fn run(
             None => std::future::pending().await,
         }
     };
-    let (failure, hand_back) = tokio::select! {
+    Ok(tokio::select! {
         signal = signals::first_then_arm_second() => {
             tracing::info!(
                 signal,
@@ -138,29 +205,18 @@ pub(crate) async fn run(
                 "shutting down: a background loop stopped, and a half-alive worker is worse than none");
             (Some(failure), false)
         }
-    };
-    stop_leasing.cancel();
-    let report = if hand_back {
-        handle.shutdown_within(std::time::Duration::ZERO).await
-    } else {
-        handle.shutdown().await
-    };
-    stop_server.cancel();
-    if let Some(server) = server
-        && tokio::time::timeout(std::time::Duration::from_secs(5), server)
-            .await
-            .is_err()
-    {
-        tracing::warn!("HTTP connections still open after 5s; closing them");
-    }
-    store.close().await;
+    })
+}
+
+/// The exit status after shutdown, logged: see the module's documentation.
+fn exit_code(failure: Option<String>, report: &ShutdownReport) -> ExitCode {
     if let Some(failure) = failure {
         tracing::error!(%failure, "shutdown complete after a failure");
-        return Ok(ExitCode::from(EXIT_FAILED));
+        return ExitCode::from(EXIT_FAILED);
     }
     if report.clean() {
         tracing::info!("shutdown complete; every running job finished");
-        Ok(ExitCode::SUCCESS)
+        ExitCode::SUCCESS
     } else {
         tracing::warn!(
             cancelled = report.cancelled,
@@ -168,6 +224,6 @@ pub(crate) async fn run(
             unrecorded = report.unrecorded,
             "shutdown complete; interrupted jobs were handed back"
         );
-        Ok(ExitCode::from(EXIT_INTERRUPTED))
+        ExitCode::from(EXIT_INTERRUPTED)
     }
 }
