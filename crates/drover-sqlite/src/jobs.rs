@@ -190,6 +190,33 @@ pub(crate) fn finish_many(
     now: Timestamp,
 ) -> rusqlite::Result<Vec<FinishResult>> {
     let now_text = to_text(now);
+    let mut out = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let id = outcome.lease.id;
+        let token = outcome.lease.lease_token;
+        let (changed, state) = record_outcome(conn, outcome, now, &now_text)?;
+        if changed == 1 {
+            out.push(FinishResult {
+                id,
+                accepted: true,
+                recorded_earlier: false,
+                state: Some(state),
+            });
+        } else {
+            out.push(refused_finish(conn, id, token)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Records one outcome if its run still holds the lease: the rows changed (0 or 1) and the
+/// state the job would move to.
+fn record_outcome(
+    conn: &Connection,
+    outcome: &JobOutcome,
+    now: Timestamp,
+    now_text: &str,
+) -> rusqlite::Result<(usize, JobState)> {
     // Every statement is fenced by (id, running, lease token): a run that lost its lease
     // changes nothing.
     const FENCE: &str = "WHERE id = ?1 AND state = 'running' AND lease_token = ?2";
@@ -199,92 +226,84 @@ pub(crate) fn finish_many(
     // SET expressions see the row as it was: `lease_owner` is the attempt's process.
     const ERROR: &str = "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, \
          'at', ?3, 'step', ?4, 'message', ?5, 'process', lease_owner))";
-    let mut out = Vec::with_capacity(outcomes.len());
-    for outcome in outcomes {
-        let id = outcome.lease.id;
-        let token = outcome.lease.lease_token;
-        let step = &outcome.step;
-        let (changed, state) = match &outcome.outcome {
-            Outcome::Completed => (
-                conn.prepare_cached(&format!(
-                    "UPDATE drover_jobs SET state = 'completed', completed_at = ?3, \
-                     step = coalesce(?4, step), {RELEASE} {FENCE}"
-                ))?
-                .execute(params![id, token, now_text, step])?,
-                JobState::Completed,
-            ),
-            Outcome::Retry { error, delay } => (
-                conn.prepare_cached(&format!(
-                    "UPDATE drover_jobs SET state = 'retryable', scheduled_at = ?6, \
-                     step = coalesce(?4, step), {ERROR}, {RELEASE} {FENCE}"
-                ))?
-                .execute(params![
-                    id,
-                    token,
-                    now_text,
-                    step,
-                    error,
-                    to_text(plus(now, *delay))
-                ])?,
-                JobState::Retryable,
-            ),
-            Outcome::Discard { error } => (
-                conn.prepare_cached(&format!(
-                    "UPDATE drover_jobs SET state = 'discarded', completed_at = ?3, \
-                     step = coalesce(?4, step), {ERROR}, {RELEASE} {FENCE}"
-                ))?
-                .execute(params![id, token, now_text, step, error])?,
-                JobState::Discarded,
-            ),
-            Outcome::Cancelled { error } => (
-                conn.prepare_cached(&format!(
-                    "UPDATE drover_jobs SET state = 'cancelled', completed_at = ?3, \
-                     step = coalesce(?4, step), \
-                     errors = CASE WHEN ?5 IS NULL THEN errors ELSE json_insert(errors, '$[#]', \
-                         json_object('attempt', attempt, 'at', ?3, 'step', ?4, 'message', ?5, \
-                             'process', lease_owner)) END, \
-                     {RELEASE} {FENCE}"
-                ))?
-                .execute(params![id, token, now_text, step, error])?,
-                JobState::Cancelled,
-            ),
-            Outcome::HandBack { reason } => (
-                conn.prepare_cached(&format!(
-                    "UPDATE drover_jobs SET state = 'available', attempt = attempt - 1, \
-                     scheduled_at = ?3, step = coalesce(?4, step), \
-                     history = json_insert(history, '$[#]', json_object('at', ?3, \
-                         'event', 'handed_back', 'detail', ?5)), \
-                     {RELEASE} {FENCE}"
-                ))?
-                .execute(params![id, token, now_text, step, reason])?,
-                JobState::Available,
-            ),
-        };
-        if changed == 1 {
-            out.push(FinishResult {
+    let id = outcome.lease.id;
+    let token = outcome.lease.lease_token;
+    let step = &outcome.step;
+    Ok(match &outcome.outcome {
+        Outcome::Completed => (
+            conn.prepare_cached(&format!(
+                "UPDATE drover_jobs SET state = 'completed', completed_at = ?3, \
+                 step = coalesce(?4, step), {RELEASE} {FENCE}"
+            ))?
+            .execute(params![id, token, now_text, step])?,
+            JobState::Completed,
+        ),
+        Outcome::Retry { error, delay } => (
+            conn.prepare_cached(&format!(
+                "UPDATE drover_jobs SET state = 'retryable', scheduled_at = ?6, \
+                 step = coalesce(?4, step), {ERROR}, {RELEASE} {FENCE}"
+            ))?
+            .execute(params![
                 id,
-                accepted: true,
-                recorded_earlier: false,
-                state: Some(state),
-            });
-        } else {
-            let current = conn
-                .prepare_cached("SELECT state, lease_token FROM drover_jobs WHERE id = ?1")?
-                .query_row([id], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?))
-                })
-                .optional()?;
-            let state = current.as_ref().map(|(s, _)| parse_state(s)).transpose()?;
-            out.push(FinishResult {
-                id,
-                accepted: false,
-                recorded_earlier: state.is_some_and(|s| s != JobState::Running)
-                    && current.and_then(|(_, t)| t) == Some(token),
-                state,
-            });
-        }
-    }
-    Ok(out)
+                token,
+                now_text,
+                step,
+                error,
+                to_text(plus(now, *delay))
+            ])?,
+            JobState::Retryable,
+        ),
+        Outcome::Discard { error } => (
+            conn.prepare_cached(&format!(
+                "UPDATE drover_jobs SET state = 'discarded', completed_at = ?3, \
+                 step = coalesce(?4, step), {ERROR}, {RELEASE} {FENCE}"
+            ))?
+            .execute(params![id, token, now_text, step, error])?,
+            JobState::Discarded,
+        ),
+        Outcome::Cancelled { error } => (
+            conn.prepare_cached(&format!(
+                "UPDATE drover_jobs SET state = 'cancelled', completed_at = ?3, \
+                 step = coalesce(?4, step), \
+                 errors = CASE WHEN ?5 IS NULL THEN errors ELSE json_insert(errors, '$[#]', \
+                     json_object('attempt', attempt, 'at', ?3, 'step', ?4, 'message', ?5, \
+                         'process', lease_owner)) END, \
+                 {RELEASE} {FENCE}"
+            ))?
+            .execute(params![id, token, now_text, step, error])?,
+            JobState::Cancelled,
+        ),
+        Outcome::HandBack { reason } => (
+            conn.prepare_cached(&format!(
+                "UPDATE drover_jobs SET state = 'available', attempt = attempt - 1, \
+                 scheduled_at = ?3, step = coalesce(?4, step), \
+                 history = json_insert(history, '$[#]', json_object('at', ?3, \
+                     'event', 'handed_back', 'detail', ?5)), \
+                 {RELEASE} {FENCE}"
+            ))?
+            .execute(params![id, token, now_text, step, reason])?,
+            JobState::Available,
+        ),
+    })
+}
+
+/// The result for an outcome its statement did not record: the job's state now, and whether
+/// this same run (by its lease token) had already recorded it.
+fn refused_finish(conn: &Connection, id: JobId, token: i64) -> rusqlite::Result<FinishResult> {
+    let current = conn
+        .prepare_cached("SELECT state, lease_token FROM drover_jobs WHERE id = ?1")?
+        .query_row([id], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, Option<i64>>(1)?))
+        })
+        .optional()?;
+    let state = current.as_ref().map(|(s, _)| parse_state(s)).transpose()?;
+    Ok(FinishResult {
+        id,
+        accepted: false,
+        recorded_earlier: state.is_some_and(|s| s != JobState::Running)
+            && current.and_then(|(_, t)| t) == Some(token),
+        state,
+    })
 }
 
 pub(crate) fn rescue_expired(
