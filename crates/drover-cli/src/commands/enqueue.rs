@@ -4,9 +4,9 @@
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use drover::{Client, EnqueueRequest};
-use drover_core::{Delivery, NewJob};
+use drover_core::{Delivery, JobId, NewJob};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -107,6 +107,18 @@ fn line_request(line: Line) -> anyhow::Result<EnqueueRequest> {
 }
 
 async fn run_file(url: &str, config: &Config, path: &Path, json: bool) -> anyhow::Result<()> {
+    let jobs = read_jobs(config, path)?;
+    let store = backend::open(url, config, false).await?;
+    let client: Client = setup::client(store.clone(), config);
+    let inserted = insert_chunks(&client, &jobs, json).await;
+    store.close().await;
+    let (ids, duplicates) = inserted?;
+    print_file_summary(path, jobs.len(), duplicates, &ids, json);
+    Ok(())
+}
+
+/// Every line of the file (`-`: stdin) checked as a job, or an error naming the bad lines.
+fn read_jobs(config: &Config, path: &Path) -> anyhow::Result<Vec<NewJob>> {
     let reader: Box<dyn BufRead> = if path == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
@@ -133,21 +145,33 @@ async fn run_file(url: &str, config: &Config, path: &Path, json: bool) -> anyhow
         }
     }
     if !bad.is_empty() {
-        for line in bad.iter().take(MAX_REPORTED) {
-            eprintln!("{line}");
-        }
-        if bad.len() > MAX_REPORTED {
-            eprintln!("... and {} more bad lines", bad.len() - MAX_REPORTED);
-        }
-        bail!(
-            "{} bad line(s) in {}; nothing was enqueued",
-            bad.len(),
-            path.display()
-        );
+        return Err(refuse_bad_lines(&bad, path));
     }
+    Ok(jobs)
+}
 
-    let store = backend::open(url, config, false).await?;
-    let client: Client = setup::client(store.clone(), config);
+/// Prints the first bad lines to stderr and returns the error that refuses the file.
+fn refuse_bad_lines(bad: &[String], path: &Path) -> anyhow::Error {
+    for line in bad.iter().take(MAX_REPORTED) {
+        eprintln!("{line}");
+    }
+    if bad.len() > MAX_REPORTED {
+        eprintln!("... and {} more bad lines", bad.len() - MAX_REPORTED);
+    }
+    anyhow::anyhow!(
+        "{} bad line(s) in {}; nothing was enqueued",
+        bad.len(),
+        path.display()
+    )
+}
+
+/// Inserts `jobs` CHUNK at a time, with a progress bar when a person is watching: the ids and
+/// how many were duplicates, or an error saying how far it got (earlier chunks stay enqueued).
+async fn insert_chunks(
+    client: &Client,
+    jobs: &[NewJob],
+    json: bool,
+) -> anyhow::Result<(Vec<JobId>, usize)> {
     let progress = if std::io::stderr().is_terminal() && !json {
         ProgressBar::with_draw_target(Some(jobs.len() as u64), ProgressDrawTarget::stderr())
     } else {
@@ -178,8 +202,16 @@ async fn run_file(url: &str, config: &Config, path: &Path, json: bool) -> anyhow
         }
     }
     progress.finish_and_clear();
-    store.close().await;
-    result?;
+    result.map(|()| (ids, duplicates))
+}
+
+fn print_file_summary(
+    path: &Path,
+    total: usize,
+    duplicates: usize,
+    ids: &[JobId],
+    json: bool,
+) {
     if json {
         println!(
             "{}",
@@ -197,5 +229,4 @@ async fn run_file(url: &str, config: &Config, path: &Path, json: bool) -> anyhow
             }
         );
     }
-    Ok(())
 }
