@@ -169,81 +169,93 @@ impl Metrics {
             registry: Registry::default(),
         };
         metrics.autoscaler.register(&mut registry);
-        let r = &mut registry;
-        r.register(
-            "drover_jobs_enqueued",
-            "Jobs enqueued (duplicates of a unique key not counted)",
-            metrics.enqueued.clone(),
-        );
-        r.register(
-            "drover_jobs_finished",
-            "Runs recorded, by outcome",
-            metrics.finished.clone(),
-        );
-        r.register(
-            "drover_job_duration_seconds",
-            "How long a run held its job, from claim to recorded outcome",
-            metrics.duration.clone(),
-        );
-        r.register(
-            "drover_job_queue_wait_seconds",
-            "From enqueue to claim",
-            metrics.queue_wait.clone(),
-        );
-        r.register(
-            "drover_queue_jobs",
-            "Jobs per queue and state, from the leader's cached count",
-            metrics.queue_jobs.clone(),
-        );
-        r.register(
-            "drover_queue_oldest_available_age_seconds",
-            "How long the oldest available job of the queue has waited, at the last count",
-            metrics.oldest_available.clone(),
-        );
-        r.register(
-            "drover_workers_busy",
-            "Runs in progress in this process (local workers and leases of remote workers)",
-            metrics.workers_busy.clone(),
-        );
-        r.register(
-            "drover_leases_expired",
-            "Runs whose lease expired and that the rescuer took back",
-            metrics.leases_expired.clone(),
-        );
-        r.register(
-            "drover_outcomes_refused",
-            "Outcomes refused because the run had lost its lease",
-            metrics.outcomes_refused.clone(),
-        );
-        r.register(
-            "drover_leader",
-            "1 while this process leads, else 0",
-            metrics.leader.clone(),
-        );
-        r.register(
-            "drover_cron_fires",
-            "Cron fire times enqueued by this process",
-            metrics.cron_fires.clone(),
-        );
-        r.register(
-            "drover_archive_rows",
-            "Rows moved to archive tables by this process",
-            metrics.archive_rows.clone(),
-        );
-        r.register(
-            "drover_store_commit_seconds",
-            "Duration of store operations, each its own transaction or part of a group commit",
-            metrics.store_seconds.clone(),
-        );
-        r.register(
-            "drover_http_requests",
-            "HTTP requests answered, by route and status",
-            metrics.http_requests.clone(),
-        );
+        // The order of registration is the order of the scrape's text.
+        metrics.register_job_series(&mut registry);
+        metrics.register_process_series(&mut registry);
         Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// Registers the series of jobs and queues: enqueued, finished, how long they ran and
+    /// waited, and what the queues hold.
+    fn register_job_series(&self, r: &mut Registry) {
+        r.register(
+            "drover_jobs_enqueued",
+            "Jobs enqueued (duplicates of a unique key not counted)",
+            self.enqueued.clone(),
+        );
+        r.register(
+            "drover_jobs_finished",
+            "Runs recorded, by outcome",
+            self.finished.clone(),
+        );
+        r.register(
+            "drover_job_duration_seconds",
+            "How long a run held its job, from claim to recorded outcome",
+            self.duration.clone(),
+        );
+        r.register(
+            "drover_job_queue_wait_seconds",
+            "From enqueue to claim",
+            self.queue_wait.clone(),
+        );
+        r.register(
+            "drover_queue_jobs",
+            "Jobs per queue and state, from the leader's cached count",
+            self.queue_jobs.clone(),
+        );
+        r.register(
+            "drover_queue_oldest_available_age_seconds",
+            "How long the oldest available job of the queue has waited, at the last count",
+            self.oldest_available.clone(),
+        );
+    }
+
+    /// Registers the series of this process's own work: busy workers, expired leases, refused
+    /// outcomes, leadership, cron fires, archived rows, store operations and HTTP requests.
+    fn register_process_series(&self, r: &mut Registry) {
+        r.register(
+            "drover_workers_busy",
+            "Runs in progress in this process (local workers and leases of remote workers)",
+            self.workers_busy.clone(),
+        );
+        r.register(
+            "drover_leases_expired",
+            "Runs whose lease expired and that the rescuer took back",
+            self.leases_expired.clone(),
+        );
+        r.register(
+            "drover_outcomes_refused",
+            "Outcomes refused because the run had lost its lease",
+            self.outcomes_refused.clone(),
+        );
+        r.register(
+            "drover_leader",
+            "1 while this process leads, else 0",
+            self.leader.clone(),
+        );
+        r.register(
+            "drover_cron_fires",
+            "Cron fire times enqueued by this process",
+            self.cron_fires.clone(),
+        );
+        r.register(
+            "drover_archive_rows",
+            "Rows moved to archive tables by this process",
+            self.archive_rows.clone(),
+        );
+        r.register(
+            "drover_store_commit_seconds",
+            "Duration of store operations, each its own transaction or part of a group commit",
+            self.store_seconds.clone(),
+        );
+        r.register(
+            "drover_http_requests",
+            "HTTP requests answered, by route and status",
+            self.http_requests.clone(),
+        );
     }
 
     /// Creates the series of a queue and kind at zero, so they exist before the first job.
