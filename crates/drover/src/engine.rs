@@ -301,34 +301,8 @@ impl Engine {
         let foremen = spawn_foremen(&shared, &stop_claiming);
         let mut services =
             spawn_process_loops(&shared, outcomes_rx, claims_rx, &abandon, &stop_services);
-        let mut leader_services: Vec<Arc<dyn LeaderService>> = vec![
-            Arc::new(Pruner {
-                shared: shared.clone(),
-            }),
-            Arc::new(Counter::new(shared.clone(), shared.config.counts)),
-            Arc::new(SchedulerService {
-                scheduler: Scheduler::new(shared.store.clone(), shared.clock.clone(), self.cron),
-                shared: shared.clone(),
-            }),
-            Arc::new(Archiver {
-                shared: shared.clone(),
-                policies: self.retention,
-            }),
-        ];
-        if let Some(parts) = self.autoscaler {
-            leader_services.push(Arc::new(AutoscalerService {
-                shared: shared.clone(),
-                parts,
-            }));
-        }
-        let (leader_tx, leader) = watch::channel(None);
-        let elector = Elector::new(shared.clone(), leader_services, leader_tx);
-        let elector = supervise::spawn(
-            &shared,
-            "leader election".into(),
-            stop_services.clone(),
-            elector.run(stop_services.clone()),
-        );
+        let leader_services = leader_services(&shared, self.cron, self.retention, self.autoscaler);
+        let (elector, leader) = spawn_elector(&shared, leader_services, &stop_services);
         services.push(elector);
         tracing::info!(process = %shared.process_id, queues = ?shared.config.queues,
             backend = shared.store.backend(), "engine started");
@@ -364,6 +338,55 @@ impl Engine {
         signal.await;
         handle.shutdown().await
     }
+}
+
+/// The services only the leader runs: pruning presence, counting jobs, cron, archiving, and
+/// the autoscaler when there is one.
+fn leader_services(
+    shared: &Arc<Shared>,
+    cron: Vec<CronJob>,
+    retention: Vec<PreparedPolicy>,
+    autoscaler: Option<AutoscalerParts>,
+) -> Vec<Arc<dyn LeaderService>> {
+    let mut leader_services: Vec<Arc<dyn LeaderService>> = vec![
+        Arc::new(Pruner {
+            shared: shared.clone(),
+        }),
+        Arc::new(Counter::new(shared.clone(), shared.config.counts)),
+        Arc::new(SchedulerService {
+            scheduler: Scheduler::new(shared.store.clone(), shared.clock.clone(), cron),
+            shared: shared.clone(),
+        }),
+        Arc::new(Archiver {
+            shared: shared.clone(),
+            policies: retention,
+        }),
+    ];
+    if let Some(parts) = autoscaler {
+        leader_services.push(Arc::new(AutoscalerService {
+            shared: shared.clone(),
+            parts,
+        }));
+    }
+    leader_services
+}
+
+/// The supervised leader election, which runs `leader_services` while this process leads, and
+/// the receiver of the current leader term.
+fn spawn_elector(
+    shared: &Arc<Shared>,
+    leader_services: Vec<Arc<dyn LeaderService>>,
+    stop_services: &CancellationToken,
+) -> (JoinHandle<()>, watch::Receiver<Option<LeaderTerm>>) {
+    let (leader_tx, leader) = watch::channel(None);
+    let elector = Elector::new(shared.clone(), leader_services, leader_tx);
+    let elector = supervise::spawn(
+        shared,
+        "leader election".into(),
+        stop_services.clone(),
+        elector.run(stop_services.clone()),
+    );
+    (elector, leader)
 }
 
 /// One supervised foreman per queue.
