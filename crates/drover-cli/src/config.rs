@@ -284,6 +284,19 @@ impl Config {
                 .map_err(|err| anyhow::anyhow!("database.synchronous: {err}"))?;
         }
         self.database.tls()?;
+        self.validate_queues()?;
+        for (kind, task) in &self.tasks {
+            validate_task(kind, task)?;
+        }
+        self.validate_cron()?;
+        self.validate_retention()?;
+        crate::capacity_config::autoscaler_config(self)?;
+        crate::setup::jobs_archive_policy(&self.jobs_archive)
+            .map_err(|err| anyhow::anyhow!("jobs_archive: {err}"))?;
+        self.validate_hooks()
+    }
+
+    fn validate_queues(&self) -> anyhow::Result<()> {
         for (queue, section) in &self.queues {
             let concurrency = section.concurrency(1);
             drover_core::validate::check_name("queue", queue)
@@ -292,35 +305,11 @@ impl Config {
                 bail!("queues.{queue}: concurrency {concurrency} is not between 1 and 10000");
             }
         }
-        for (kind, task) in &self.tasks {
-            drover_core::validate::check_name("kind", kind)
-                .map_err(|err| anyhow::anyhow!("tasks.\"{kind}\": {err}"))?;
-            if task.command.is_empty() || task.command[0].is_empty() {
-                bail!(
-                    "tasks.\"{kind}\".command: a task needs a command, like command = [\"python3\", \"job.py\"]"
-                );
-            }
-            if let Some(delivery) = &task.delivery {
-                delivery
-                    .parse::<Delivery>()
-                    .map_err(|err| anyhow::anyhow!("tasks.\"{kind}\".delivery: {err}"))?;
-            }
-            if let Some(n) = task.max_attempts
-                && !(1..=10_000).contains(&n)
-            {
-                bail!("tasks.\"{kind}\".max_attempts: {n} is not between 1 and 10000");
-            }
-            if let Some(queue) = &task.queue {
-                drover_core::validate::check_name("queue", queue)
-                    .map_err(|err| anyhow::anyhow!("tasks.\"{kind}\".queue: {err}"))?;
-            }
-            if task.timeout == Some(Duration::ZERO) {
-                bail!("tasks.\"{kind}\".timeout: must be positive");
-            }
-            for name in &task.env_pass {
-                check_env_name(&format!("tasks.\"{kind}\".env_pass"), name)?;
-            }
-        }
+        Ok(())
+    }
+
+    /// Cron entries, whose names must be unique.
+    fn validate_cron(&self) -> anyhow::Result<()> {
         let mut cron_names = std::collections::HashSet::new();
         for (i, cron) in self.cron.iter().enumerate() {
             if !cron_names.insert(&cron.name) {
@@ -328,6 +317,11 @@ impl Config {
             }
             crate::setup::cron_schedule(cron).map_err(|err| anyhow::anyhow!("cron[{i}]: {err}"))?;
         }
+        Ok(())
+    }
+
+    /// Retention policies, whose names must be unique and not `drover_jobs`.
+    fn validate_retention(&self) -> anyhow::Result<()> {
         let mut retention_names = std::collections::HashSet::new();
         for (i, policy) in self.retention.iter().enumerate() {
             if !retention_names.insert(&policy.name) || policy.name == "drover_jobs" {
@@ -339,9 +333,10 @@ impl Config {
             crate::setup::retention_policy(policy)
                 .map_err(|err| anyhow::anyhow!("retention[{i}] ({}): {err}", policy.name))?;
         }
-        crate::capacity_config::autoscaler_config(self)?;
-        crate::setup::jobs_archive_policy(&self.jobs_archive)
-            .map_err(|err| anyhow::anyhow!("jobs_archive: {err}"))?;
+        Ok(())
+    }
+
+    fn validate_hooks(&self) -> anyhow::Result<()> {
         for (i, hook) in self.hooks.iter().enumerate() {
             if hook.command.is_empty() || hook.command[0].is_empty() {
                 bail!("hooks[{i}].command: a hook needs a command");
@@ -362,6 +357,37 @@ impl Config {
         }
         Ok(())
     }
+}
+
+fn validate_task(kind: &str, task: &TaskSection) -> anyhow::Result<()> {
+    drover_core::validate::check_name("kind", kind)
+        .map_err(|err| anyhow::anyhow!("tasks.\"{kind}\": {err}"))?;
+    if task.command.is_empty() || task.command[0].is_empty() {
+        bail!(
+            "tasks.\"{kind}\".command: a task needs a command, like command = [\"python3\", \"job.py\"]"
+        );
+    }
+    if let Some(delivery) = &task.delivery {
+        delivery
+            .parse::<Delivery>()
+            .map_err(|err| anyhow::anyhow!("tasks.\"{kind}\".delivery: {err}"))?;
+    }
+    if let Some(n) = task.max_attempts
+        && !(1..=10_000).contains(&n)
+    {
+        bail!("tasks.\"{kind}\".max_attempts: {n} is not between 1 and 10000");
+    }
+    if let Some(queue) = &task.queue {
+        drover_core::validate::check_name("queue", queue)
+            .map_err(|err| anyhow::anyhow!("tasks.\"{kind}\".queue: {err}"))?;
+    }
+    if task.timeout == Some(Duration::ZERO) {
+        bail!("tasks.\"{kind}\".timeout: must be positive");
+    }
+    for name in &task.env_pass {
+        check_env_name(&format!("tasks.\"{kind}\".env_pass"), name)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
