@@ -80,13 +80,7 @@ pub(super) async fn steady(store: &DynStore, args: &BenchArgs, rate: f64) -> any
         ticks.tick().await;
         let due = ((start.elapsed().as_secs_f64() * rate) as usize).min(total);
         if due > enqueued {
-            let jobs: Vec<NewJob> = (enqueued..due)
-                .map(|i| {
-                    let mut job = NewJob::new("bench.steady", format!(r#"{{"i":{i}}}"#));
-                    job.queue = QUEUE.into();
-                    job
-                })
-                .collect();
+            let jobs = steady_jobs(enqueued..due);
             let before = Instant::now();
             for job in client.insert(jobs).await? {
                 sent.insert(job.id, before);
@@ -114,6 +108,32 @@ pub(super) async fn steady(store: &DynStore, args: &BenchArgs, rate: f64) -> any
     timeline.push((secs, total as u64));
     handle.shutdown().await;
 
+    Ok(Run {
+        n: total,
+        secs,
+        latencies_ms: start_latencies(&mut rx, &sent, total)?,
+        timeline,
+    })
+}
+
+/// The jobs numbered `range`, as the steady load enqueues them.
+fn steady_jobs(range: std::ops::Range<usize>) -> Vec<NewJob> {
+    range
+        .map(|i| {
+            let mut job = NewJob::new("bench.steady", format!(r#"{{"i":{i}}}"#));
+            job.queue = QUEUE.into();
+            job
+        })
+        .collect()
+}
+
+/// Each job's latency in ms, from just before its enqueue to its start as the handler reported
+/// it; an error unless all `total` jobs reported.
+fn start_latencies(
+    rx: &mut mpsc::UnboundedReceiver<(JobId, Instant)>,
+    sent: &HashMap<JobId, Instant>,
+    total: usize,
+) -> anyhow::Result<Vec<f64>> {
     let mut latencies = Vec::with_capacity(total);
     while let Ok((id, started)) = rx.try_recv() {
         if let Some(before) = sent.get(&id) {
@@ -126,10 +146,5 @@ pub(super) async fn steady(store: &DynStore, args: &BenchArgs, rate: f64) -> any
             latencies.len()
         );
     }
-    Ok(Run {
-        n: total,
-        secs,
-        latencies_ms: latencies,
-        timeline,
-    })
+    Ok(latencies)
 }
