@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use drover::autoscaler::simulate::{Arrival, SimulationReport};
+use drover::autoscaler::simulate::{Arrival, Sample, SimulationReport};
 
 const WIDTH: f64 = 900.0;
 const HEIGHT: f64 = 260.0;
@@ -53,54 +53,64 @@ pub(super) fn render(report: &SimulationReport, _trace: &[Arrival]) -> String {
             r##"<rect x="{LEFT}" y="{}" width="{PLOT_W}" height="{PLOT_H}" fill="none" stroke="#999"/>"##,
             y0 + TOP
         );
-        for tick in 0..=4 {
-            let v = max_y * f64::from(tick) / 4.0;
-            let y = y0 + TOP + PLOT_H - PLOT_H * f64::from(tick) / 4.0;
-            let _ = write!(
-                svg,
-                r#"<text x="{}" y="{}" text-anchor="end">{v:.0}</text>"#,
-                LEFT - 5.0,
-                y + 4.0
-            );
-            let h = max_x * f64::from(tick) / 4.0;
-            let x = LEFT + PLOT_W * f64::from(tick) / 4.0;
-            let _ = write!(
-                svg,
-                r#"<text x="{x}" y="{}" text-anchor="middle">{h:.1} h</text>"#,
-                y0 + TOP + PLOT_H + 15.0
-            );
-        }
-        for (k, (label, color)) in SERIES.iter().enumerate() {
-            let path: Vec<String> = points
-                .iter()
-                .map(|s| {
-                    let v = match k {
-                        0 => s.demand,
-                        1 => s.ready,
-                        _ => s.waiting,
-                    } as f64;
-                    let x = LEFT + PLOT_W * (s.at_s / 3600.0) / max_x;
-                    let y = y0 + TOP + PLOT_H - PLOT_H * v / max_y;
-                    format!("{x:.1},{y:.1}")
-                })
-                .collect();
-            let _ = write!(
-                svg,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-                path.join(" ")
-            );
-            let lx = LEFT + 10.0 + 110.0 * k as f64;
-            let ly = y0 + TOP + PLOT_H + 32.0;
-            let _ = write!(
-                svg,
-                r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{ly}">{label}</text>"#,
-                ly - 9.0,
-                lx + 14.0
-            );
-        }
+        draw_axis_labels(&mut svg, y0, max_x, max_y);
+        draw_series(&mut svg, y0, &points, max_x, max_y);
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// The value labels of the y axis and the hour labels of the x axis, four steps each.
+fn draw_axis_labels(svg: &mut String, y0: f64, max_x: f64, max_y: f64) {
+    for tick in 0..=4 {
+        let v = max_y * f64::from(tick) / 4.0;
+        let y = y0 + TOP + PLOT_H - PLOT_H * f64::from(tick) / 4.0;
+        let _ = write!(
+            svg,
+            r#"<text x="{}" y="{}" text-anchor="end">{v:.0}</text>"#,
+            LEFT - 5.0,
+            y + 4.0
+        );
+        let h = max_x * f64::from(tick) / 4.0;
+        let x = LEFT + PLOT_W * f64::from(tick) / 4.0;
+        let _ = write!(
+            svg,
+            r#"<text x="{x}" y="{}" text-anchor="middle">{h:.1} h</text>"#,
+            y0 + TOP + PLOT_H + 15.0
+        );
+    }
+}
+
+/// Each series as a line over the chart at `y0`, with its legend below.
+fn draw_series(svg: &mut String, y0: f64, points: &[&Sample], max_x: f64, max_y: f64) {
+    for (k, (label, color)) in SERIES.iter().enumerate() {
+        let path: Vec<String> = points
+            .iter()
+            .map(|s| {
+                let v = match k {
+                    0 => s.demand,
+                    1 => s.ready,
+                    _ => s.waiting,
+                } as f64;
+                let x = LEFT + PLOT_W * (s.at_s / 3600.0) / max_x;
+                let y = y0 + TOP + PLOT_H - PLOT_H * v / max_y;
+                format!("{x:.1},{y:.1}")
+            })
+            .collect();
+        let _ = write!(
+            svg,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
+            path.join(" ")
+        );
+        let lx = LEFT + 10.0 + 110.0 * k as f64;
+        let ly = y0 + TOP + PLOT_H + 32.0;
+        let _ = write!(
+            svg,
+            r#"<rect x="{lx}" y="{}" width="10" height="10" fill="{color}"/><text x="{}" y="{ly}">{label}</text>"#,
+            ly - 9.0,
+            lx + 14.0
+        );
+    }
 }
 
 fn escape(text: &str) -> String {
