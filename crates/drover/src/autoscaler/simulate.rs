@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::config::AutoscalerConfig;
 use super::memory::MemoryCapacityStore;
-use super::metrics::AutoscalerMetrics;
+use super::metrics::{AutoscalerMetrics, MetricsSnapshot};
 use super::sim::{SimConfig, SimRuntime};
 use super::tick::{TickInputs, tick_with_slots};
 
@@ -190,6 +190,24 @@ struct Books {
     systems: BTreeMap<String, SystemReport>,
 }
 
+impl Books {
+    /// Books with an empty report for every configured system, so that a system no job asked
+    /// for is still reported.
+    fn for_systems(config: &AutoscalerConfig) -> Books {
+        let mut books = Books::default();
+        for name in config.systems.keys() {
+            books.systems.insert(
+                name.clone(),
+                SystemReport {
+                    system: name.clone(),
+                    ..Default::default()
+                },
+            );
+        }
+        books
+    }
+}
+
 fn secs(d: SignedDuration) -> f64 {
     d.as_secs_f64().max(0.0)
 }
@@ -217,16 +235,7 @@ pub async fn simulate(
         clock: &clock,
         metrics: &metrics,
     };
-    let mut books = Books::default();
-    for name in config.systems.keys() {
-        books.systems.insert(
-            name.clone(),
-            SystemReport {
-                system: name.clone(),
-                ..Default::default()
-            },
-        );
-    }
+    let mut books = Books::for_systems(config);
     let last_arrival = trace.last().map_or(Duration::ZERO, |a| a.at);
     let give_up = after(start, last_arrival + options.max_drain);
     let (mut next, mut ticks, mut next_sample) = (0, 0u64, start);
@@ -256,7 +265,22 @@ pub async fn simulate(
         }
         clock.advance(SignedDuration::try_from(config.interval).expect("validated"));
     }
-    let snapshot = metrics.snapshot();
+    let systems = system_reports(books, &metrics.snapshot(), options);
+    Ok(SimulationReport {
+        systems,
+        samples,
+        simulated_s: secs(clock.now().duration_since(start)),
+        ticks,
+    })
+}
+
+/// Each system's report completed from the run: launches from the metrics, the wait
+/// percentiles and the cost.
+fn system_reports(
+    mut books: Books,
+    snapshot: &MetricsSnapshot,
+    options: &SimulationOptions,
+) -> Vec<SystemReport> {
     let mut systems: Vec<SystemReport> = books.systems.into_values().collect();
     for report in &mut systems {
         for ((system, result), n) in &snapshot.launches {
@@ -278,12 +302,7 @@ pub async fn simulate(
             .get(&report.system)
             .map(|price| price * report.slot_hours);
     }
-    Ok(SimulationReport {
-        systems,
-        samples,
-        simulated_s: secs(clock.now().duration_since(start)),
-        ticks,
-    })
+    systems
 }
 
 /// The nearest-rank percentile of sorted values.
