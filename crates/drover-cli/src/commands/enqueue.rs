@@ -205,13 +205,7 @@ async fn insert_chunks(
     result.map(|()| (ids, duplicates))
 }
 
-fn print_file_summary(
-    path: &Path,
-    total: usize,
-    duplicates: usize,
-    ids: &[JobId],
-    json: bool,
-) {
+fn print_file_summary(path: &Path, total: usize, duplicates: usize, ids: &[JobId], json: bool) {
     if json {
         println!(
             "{}",
