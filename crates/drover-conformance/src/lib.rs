@@ -13,6 +13,7 @@ pub mod capacity;
 pub mod cases;
 pub mod cluster_cases;
 pub mod finish_claim;
+pub mod parked_cases;
 pub mod pg_server;
 
 /// Instantiates one `#[tokio::test]` per conformance case. `$make` is an expression evaluating
@@ -72,6 +73,13 @@ macro_rules! conformance_suite {
             finish_and_claim_records_outcomes_before_claiming,
             finish_and_claim_claims_for_several_queues_and_rejects_stale_outcomes,
             finish_and_claim_with_nothing_to_finish_is_a_claim
+        );
+        $crate::conformance_suite!(@cases parked_cases; $make;
+            an_enqueue_makes_the_parked_claim_in_its_own_commit,
+            only_an_enqueue_into_the_parked_queue_makes_the_claim,
+            a_full_parked_claim_still_wakes_the_other_workers,
+            jobs_claimed_for_a_worker_that_went_away_are_handed_back,
+            closing_the_store_answers_parked_claims
         );
         $crate::conformance_suite!(@cases capacity; $make;
             slot_transitions_are_fenced_by_state_and_generation,

@@ -1,16 +1,9 @@
-//! Claims parked by idle workers, made in the enqueue's own transaction (real SQLite files).
+//! Claims parked by idle workers, made in the enqueue's own transaction, on every backend
+//! that parks them.
 
 use std::time::Duration;
 
-use drover_core::{JobClaimParams, JobInsertParams, JobState, NewJob, Store};
-use drover_sqlite::{SqliteConfig, SqliteStore};
-
-async fn fresh_store() -> (SqliteStore, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(SqliteConfig::new(dir.path().join("parked.db"))).unwrap();
-    store.migrate().await.unwrap();
-    (store, dir)
-}
+use drover_core::{DynStore, JobClaimParams, JobInsertParams, JobState, NewJob};
 
 fn params(queue: &str, limit: usize) -> JobClaimParams {
     JobClaimParams {
@@ -22,7 +15,7 @@ fn params(queue: &str, limit: usize) -> JobClaimParams {
     }
 }
 
-async fn insert(store: &SqliteStore, jobs: Vec<NewJob>) -> Vec<i64> {
+async fn insert(store: &DynStore, jobs: Vec<NewJob>) -> Vec<i64> {
     store
         .job_insert_many(JobInsertParams { jobs, now: None })
         .await
@@ -39,14 +32,13 @@ fn in_queue(queue: &str) -> NewJob {
     }
 }
 
-#[tokio::test]
-async fn an_enqueue_makes_the_parked_claim_in_its_own_commit() {
-    let (store, _dir) = fresh_store().await;
+/// An enqueue into a queue with a parked claim leases its jobs to that claim in its own commit.
+pub async fn an_enqueue_makes_the_parked_claim_in_its_own_commit(store: DynStore) {
     let mut wakeups = store.wakeups();
     wakeups.borrow_and_update();
     let mut parked = store
         .job_claim_parked(params("default", 5))
-        .expect("SQLite parks claims");
+        .expect("the backend parks claims");
     let ids = insert(&store, vec![NewJob::new("k", "{}"), NewJob::new("k", "{}")]).await;
     // Answered once the enqueue has committed: both jobs leased to the parked claim.
     let made = tokio::time::timeout(Duration::from_secs(5), parked.made())
@@ -61,13 +53,16 @@ async fn an_enqueue_makes_the_parked_claim_in_its_own_commit() {
         assert_eq!(job.attempt, 1);
         assert_eq!(job.lease_owner.as_deref(), Some("test:1"));
     }
-    // Every job went to the parked claim, so nobody else was woken for nothing.
-    assert!(!wakeups.has_changed().unwrap());
+    // Every job went to the parked claim, so nobody else was woken for nothing. Not so on
+    // PostgreSQL: its listener hears the enqueue's NOTIFY (meant for other processes) and
+    // cannot tell it is this store's own.
+    if store.backend() == "sqlite" {
+        assert!(!wakeups.has_changed().unwrap());
+    }
 }
 
-#[tokio::test]
-async fn only_an_enqueue_into_the_parked_queue_makes_the_claim() {
-    let (store, _dir) = fresh_store().await;
+/// Jobs of another queue, or not yet due, leave a parked claim alone; a withdrawn one claims nothing.
+pub async fn only_an_enqueue_into_the_parked_queue_makes_the_claim(store: DynStore) {
     let mut wakeups = store.wakeups();
     wakeups.borrow_and_update();
     let parked = store.job_claim_parked(params("mail", 5)).unwrap();
@@ -100,9 +95,8 @@ async fn only_an_enqueue_into_the_parked_queue_makes_the_claim() {
     );
 }
 
-#[tokio::test]
-async fn a_full_parked_claim_still_wakes_the_other_workers() {
-    let (store, _dir) = fresh_store().await;
+/// Jobs beyond a parked claim's limit wake the other workers.
+pub async fn a_full_parked_claim_still_wakes_the_other_workers(store: DynStore) {
     let mut wakeups = store.wakeups();
     wakeups.borrow_and_update();
     let mut parked = store.job_claim_parked(params("default", 1)).unwrap();
@@ -111,9 +105,8 @@ async fn a_full_parked_claim_still_wakes_the_other_workers() {
     assert!(wakeups.has_changed().unwrap(), "one job is left for others");
 }
 
-#[tokio::test]
-async fn jobs_claimed_for_a_worker_that_went_away_are_handed_back() {
-    let (store, _dir) = fresh_store().await;
+/// Jobs claimed for a parked claim nobody waits for any more go back, their attempt unused.
+pub async fn jobs_claimed_for_a_worker_that_went_away_are_handed_back(store: DynStore) {
     // Dropped without being withdrawn: the enqueue still makes the claim, finds nobody to
     // answer, and hands the job back.
     drop(store.job_claim_parked(params("default", 5)).unwrap());
@@ -131,9 +124,8 @@ async fn jobs_claimed_for_a_worker_that_went_away_are_handed_back() {
     }
 }
 
-#[tokio::test]
-async fn closing_the_store_answers_parked_claims() {
-    let (store, _dir) = fresh_store().await;
+/// Closing the store answers every parked claim with an error.
+pub async fn closing_the_store_answers_parked_claims(store: DynStore) {
     let mut parked = store.job_claim_parked(params("default", 5)).unwrap();
     store.close().await;
     let answer = tokio::time::timeout(Duration::from_secs(5), parked.made())
