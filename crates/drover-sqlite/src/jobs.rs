@@ -218,24 +218,24 @@ fn record_outcome(
     now_text: &str,
 ) -> rusqlite::Result<(usize, JobState)> {
     // The statements are literals put together at compile time (`concat!`), so that a job's
-    // outcome costs no formatting. Every statement is fenced by (id, running, lease token): a
-    // run that lost its lease changes nothing.
-    macro_rules! fence {
-        () => {
-            "WHERE id = ?1 AND state = 'running' AND lease_token = ?2"
-        };
-    }
-    // The token stays: a repeated outcome of the same run is then told apart from a stale one.
-    // So does the owner: a finished job names the process of its last attempt.
-    macro_rules! release {
-        () => {
-            "lease_expires_at = NULL"
+    // outcome costs no formatting. Every statement releases the lease and is fenced by (id,
+    // running, lease token): a run that lost its lease changes nothing. The token stays: a
+    // repeated outcome of the same run is then told apart from a stale one. So does the owner:
+    // a finished job names the process of its last attempt.
+    macro_rules! outcome_sql {
+        ($($set:expr),+ $(,)?) => {
+            concat!(
+                "UPDATE drover_jobs SET ",
+                $($set,)+
+                " lease_expires_at = NULL \
+                 WHERE id = ?1 AND state = 'running' AND lease_token = ?2"
+            )
         };
     }
     // SET expressions see the row as it was: `lease_owner` is the attempt's process.
-    macro_rules! error_entry {
+    macro_rules! errors_plus_one {
         () => {
-            "errors = json_insert(errors, '$[#]', json_object('attempt', attempt, \
+            "json_insert(errors, '$[#]', json_object('attempt', attempt, \
              'at', ?3, 'step', ?4, 'message', ?5, 'process', lease_owner))"
         };
     }
@@ -244,25 +244,17 @@ fn record_outcome(
     let step = &outcome.step;
     Ok(match &outcome.outcome {
         Outcome::Completed => (
-            conn.prepare_cached(concat!(
-                "UPDATE drover_jobs SET state = 'completed', completed_at = ?3, \
-                 step = coalesce(?4, step), ",
-                release!(),
-                " ",
-                fence!()
+            conn.prepare_cached(outcome_sql!(
+                "state = 'completed', completed_at = ?3, step = coalesce(?4, step),"
             ))?
             .execute(params![id, token, now_text, step])?,
             JobState::Completed,
         ),
         Outcome::Retry { error, delay } => (
-            conn.prepare_cached(concat!(
-                "UPDATE drover_jobs SET state = 'retryable', scheduled_at = ?6, \
-                 step = coalesce(?4, step), ",
-                error_entry!(),
-                ", ",
-                release!(),
-                " ",
-                fence!()
+            conn.prepare_cached(outcome_sql!(
+                "state = 'retryable', scheduled_at = ?6, step = coalesce(?4, step), errors = ",
+                errors_plus_one!(),
+                ","
             ))?
             .execute(params![
                 id,
@@ -275,43 +267,29 @@ fn record_outcome(
             JobState::Retryable,
         ),
         Outcome::Discard { error } => (
-            conn.prepare_cached(concat!(
-                "UPDATE drover_jobs SET state = 'discarded', completed_at = ?3, \
-                 step = coalesce(?4, step), ",
-                error_entry!(),
-                ", ",
-                release!(),
-                " ",
-                fence!()
+            conn.prepare_cached(outcome_sql!(
+                "state = 'discarded', completed_at = ?3, step = coalesce(?4, step), errors = ",
+                errors_plus_one!(),
+                ","
             ))?
             .execute(params![id, token, now_text, step, error])?,
             JobState::Discarded,
         ),
         Outcome::Cancelled { error } => (
-            conn.prepare_cached(concat!(
-                "UPDATE drover_jobs SET state = 'cancelled', completed_at = ?3, \
-                 step = coalesce(?4, step), \
-                 errors = CASE WHEN ?5 IS NULL THEN errors ELSE json_insert(errors, '$[#]', \
-                     json_object('attempt', attempt, 'at', ?3, 'step', ?4, 'message', ?5, \
-                         'process', lease_owner)) END, \
-                 ",
-                release!(),
-                " ",
-                fence!()
+            conn.prepare_cached(outcome_sql!(
+                "state = 'cancelled', completed_at = ?3, step = coalesce(?4, step), \
+                 errors = CASE WHEN ?5 IS NULL THEN errors ELSE ",
+                errors_plus_one!(),
+                " END,"
             ))?
             .execute(params![id, token, now_text, step, error])?,
             JobState::Cancelled,
         ),
         Outcome::HandBack { reason } => (
-            conn.prepare_cached(concat!(
-                "UPDATE drover_jobs SET state = 'available', attempt = attempt - 1, \
-                 scheduled_at = ?3, step = coalesce(?4, step), \
-                 history = json_insert(history, '$[#]', json_object('at', ?3, \
-                     'event', 'handed_back', 'detail', ?5)), \
-                 ",
-                release!(),
-                " ",
-                fence!()
+            conn.prepare_cached(outcome_sql!(
+                "state = 'available', attempt = attempt - 1, scheduled_at = ?3, \
+                 step = coalesce(?4, step), history = json_insert(history, '$[#]', \
+                 json_object('at', ?3, 'event', 'handed_back', 'detail', ?5)),"
             ))?
             .execute(params![id, token, now_text, step, reason])?,
             JobState::Available,
