@@ -7,15 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SchemaGuard, admin, admin_on, connect, connect_with, eventually, fresh_store};
-use drover_core::{JobClaimParams, JobInsertParams, JobState, NewJob, Store, StoreError};
+use common::{admin, admin_on, bulk_job, connect, connect_with, eventually, fresh_store};
+use drover_core::{JobClaimParams, JobInsertParams, JobState, Store, StoreError};
 use drover_postgres::{PgConfig, PgStore};
 
 const WAKE_WITHIN: Duration = Duration::from_secs(5);
-
-fn job(i: usize) -> NewJob {
-    NewJob::new("bulk", format!(r#"{{"i":{i}}}"#))
-}
 
 /// The listener's connection is terminated by the server; it reconnects on its own, and then an
 /// insert from another store wakes it again.
@@ -52,7 +48,7 @@ async fn the_listener_reconnects_after_its_backend_is_terminated() {
     let mut wakeups = b.wakeups();
     wakeups.borrow_and_update();
     a.job_insert_many(JobInsertParams {
-        jobs: vec![job(1)],
+        jobs: vec![bulk_job(1)],
         now: None,
     })
     .await
@@ -68,10 +64,7 @@ async fn the_listener_reconnects_after_its_backend_is_terminated() {
 /// A statement stuck behind a lock ends at the statement timeout, as a transient error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_blocked_past_its_timeout_is_unavailable() {
-    let schema = common::random_schema();
-    let _guard = SchemaGuard {
-        schema: schema.clone(),
-    };
+    let (schema, _guard) = common::fresh_schema();
     let mut config = common::config(&schema);
     config.statement_timeout = Duration::from_millis(300);
     config.listen = false;
@@ -134,7 +127,7 @@ async fn close_and_drop_stop_the_store_and_its_listener() {
     assert!(matches!(
         store
             .job_insert_many(JobInsertParams {
-                jobs: vec![job(1)],
+                jobs: vec![bulk_job(1)],
                 now: None
             })
             .await,
@@ -164,10 +157,7 @@ async fn close_and_drop_stop_the_store_and_its_listener() {
 /// Reads before `migrate` name the fix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_before_migrating_say_to_migrate() {
-    let schema = common::random_schema();
-    let _guard = SchemaGuard {
-        schema: schema.clone(),
-    };
+    let (schema, _guard) = common::fresh_schema();
     let store = connect(&schema).await;
     let err = store.job_get(1).await.expect_err("not migrated");
     assert!(err.to_string().contains("drover migrate"), "{err}");
@@ -178,10 +168,7 @@ async fn reads_before_migrating_say_to_migrate() {
 /// reports a transient error and leaves its connection clean for the next operation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_claim_leaves_its_connection_clean() {
-    let schema = common::random_schema();
-    let _guard = SchemaGuard {
-        schema: schema.clone(),
-    };
+    let (schema, _guard) = common::fresh_schema();
     let mut config = common::config(&schema);
     // One connection: the next operation reuses the one the failed claim had.
     config.pool_size = 1;
@@ -191,7 +178,7 @@ async fn a_failed_claim_leaves_its_connection_clean() {
     store.migrate().await.unwrap();
     store
         .job_insert_many(JobInsertParams {
-            jobs: vec![job(1)],
+            jobs: vec![bulk_job(1)],
             now: None,
         })
         .await
@@ -230,17 +217,14 @@ async fn a_failed_claim_leaves_its_connection_clean() {
 /// transient errors, and the store recovers on its own with fresh connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_recovers_after_its_connections_are_terminated() {
-    let schema = common::random_schema();
-    let _guard = SchemaGuard {
-        schema: schema.clone(),
-    };
+    let (schema, _guard) = common::fresh_schema();
     let mut config = common::config(&schema);
     config.application_name = format!("drover_test_{schema}");
     let store = connect_with(config).await;
     store.migrate().await.unwrap();
     let id = store
         .job_insert_many(JobInsertParams {
-            jobs: vec![job(1)],
+            jobs: vec![bulk_job(1)],
             now: None,
         })
         .await

@@ -8,10 +8,7 @@ use drover_core::{NewJob, Store, StoreError, ValidationError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insert_in_transaction_uses_the_configured_limits() {
-    let schema = common::random_schema();
-    let _guard = common::SchemaGuard {
-        schema: schema.clone(),
-    };
+    let (schema, _guard) = common::fresh_schema();
     let mut config = common::config(&schema);
     config.limits.max_args_bytes = 64;
     config.limits.max_batch = 2;

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{SchemaGuard, admin, admin_on, connect, connect_with, eventually, fresh_store};
+use common::{admin, admin_on, bulk_job, connect, connect_with, eventually, fresh_store};
 use drover_core::{
     JobClaimParams, JobFinishParams, JobInsertParams, JobOutcome, JobState, LeaseRef, NewJob,
     Outcome, Store, StoreError,
@@ -17,10 +17,6 @@ use drover_core::{
 use jiff::Timestamp;
 
 const WAKE_WITHIN: Duration = Duration::from_secs(5);
-
-fn job(i: usize) -> NewJob {
-    NewJob::new("bulk", format!(r#"{{"i":{i}}}"#))
-}
 
 async fn count_jobs(schema: &str) -> i64 {
     admin_on(schema)
@@ -37,7 +33,7 @@ async fn count_jobs(schema: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_insert_of_70_000_jobs_in_one_call() {
     let (store, guard) = fresh_store().await;
-    let mut jobs: Vec<NewJob> = (0..70_000).map(job).collect();
+    let mut jobs: Vec<NewJob> = (0..70_000).map(bulk_job).collect();
     jobs[10].unique_key = Some("once".into());
     jobs[69_990].unique_key = Some("once".into());
     let inserted = store
@@ -74,10 +70,7 @@ async fn bulk_insert_of_70_000_jobs_in_one_call() {
 async fn an_insert_wakes_a_second_store_on_the_same_schema() {
     let (a, guard) = fresh_store().await;
     let b = connect(&guard.schema).await;
-    let other = common::random_schema();
-    let _other_guard = SchemaGuard {
-        schema: other.clone(),
-    };
+    let (other, _other_guard) = common::fresh_schema();
     let c = connect(&other).await;
     assert_eq!(b.listener_connections(), 1, "b listens once connected");
 
@@ -86,7 +79,7 @@ async fn an_insert_wakes_a_second_store_on_the_same_schema() {
     let mut c_wakeups = c.wakeups();
     c_wakeups.borrow_and_update();
     a.job_insert_many(JobInsertParams {
-        jobs: vec![job(1)],
+        jobs: vec![bulk_job(1)],
         now: None,
     })
     .await
@@ -127,7 +120,7 @@ async fn enqueue_in_the_callers_transaction_commits_or_rolls_back_with_it() {
         .await
         .unwrap();
     let committed = store
-        .insert_jobs_in_transaction(&tx, &[job(1), job(2)])
+        .insert_jobs_in_transaction(&tx, &[bulk_job(1), bulk_job(2)])
         .await
         .expect("insert in transaction");
     assert_eq!(committed.len(), 2);
@@ -154,7 +147,7 @@ async fn enqueue_in_the_callers_transaction_commits_or_rolls_back_with_it() {
         .await
         .unwrap();
     let rolled_back = store
-        .insert_jobs_in_transaction(&tx, &[job(3)])
+        .insert_jobs_in_transaction(&tx, &[bulk_job(3)])
         .await
         .expect("insert in transaction");
     tx.rollback().await.unwrap();
@@ -180,7 +173,7 @@ async fn concurrent_claims_never_share_a_job() {
     let (store, _guard) = fresh_store().await;
     store
         .job_insert_many(JobInsertParams {
-            jobs: (0..400).map(job).collect(),
+            jobs: (0..400).map(bulk_job).collect(),
             now: None,
         })
         .await
@@ -242,10 +235,7 @@ async fn concurrent_claims_never_share_a_job() {
 /// version, the others find nothing to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_migrations_apply_each_version_once() {
-    let schema = common::random_schema();
-    let _guard = SchemaGuard {
-        schema: schema.clone(),
-    };
+    let (schema, _guard) = common::fresh_schema();
     let mut stores = Vec::new();
     for _ in 0..4 {
         let mut config = common::config(&schema);
@@ -283,7 +273,7 @@ async fn the_database_clock_decides_when_now_is_not_pinned() {
     let before = Timestamp::now();
     let id = store
         .job_insert_many(JobInsertParams {
-            jobs: vec![job(1)],
+            jobs: vec![bulk_job(1)],
             now: None,
         })
         .await
@@ -322,12 +312,12 @@ async fn concurrent_inserts_of_one_unique_key_insert_it_once() {
     for i in 0..8 {
         let store = store.clone();
         inserts.spawn(async move {
-            let mut job = job(i);
+            let mut job = bulk_job(i);
             job.unique_key = Some("the-one".into());
             // Other jobs in the same batch are inserted whatever happens to the unique one.
             store
                 .job_insert_many(JobInsertParams {
-                    jobs: vec![job, self::job(100 + i)],
+                    jobs: vec![job, bulk_job(100 + i)],
                     now: None,
                 })
                 .await
@@ -353,7 +343,7 @@ async fn hand_backs_and_cancel_requests_wake_other_stores() {
     let (a, guard) = fresh_store().await;
     let b = connect(&guard.schema).await;
     a.job_insert_many(JobInsertParams {
-        jobs: vec![job(1), job(2)],
+        jobs: vec![bulk_job(1), bulk_job(2)],
         now: None,
     })
     .await
@@ -420,7 +410,7 @@ async fn a_batch_of_outcomes_answers_as_if_recorded_one_by_one() {
     let (store, _guard) = fresh_store().await;
     store
         .job_insert_many(JobInsertParams {
-            jobs: vec![job(1), job(2)],
+            jobs: vec![bulk_job(1), bulk_job(2)],
             now: None,
         })
         .await
@@ -497,7 +487,7 @@ async fn an_expired_lease_with_a_cancel_request_is_cancelled() {
     let at = |secs| t0 + jiff::SignedDuration::from_secs(secs);
     let id = store
         .job_insert_many(JobInsertParams {
-            jobs: vec![job(1)],
+            jobs: vec![bulk_job(1)],
             now: Some(t0),
         })
         .await
@@ -545,17 +535,14 @@ async fn an_expired_lease_with_a_cancel_request_is_cancelled() {
 /// later claim of a long drain), and the server records the vacuum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_add_up_to_a_vacuum_of_the_jobs_table() {
-    let schema = common::random_schema();
-    let _guard = SchemaGuard {
-        schema: schema.clone(),
-    };
+    let (schema, _guard) = common::fresh_schema();
     let mut config = common::config(&schema);
     config.vacuum_after_claims = 100;
     let store = connect_with(config).await;
     store.migrate().await.unwrap();
     store
         .job_insert_many(JobInsertParams {
-            jobs: (0..150).map(job).collect(),
+            jobs: (0..150).map(bulk_job).collect(),
             now: None,
         })
         .await

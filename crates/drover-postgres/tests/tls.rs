@@ -7,7 +7,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{SchemaGuard, random_schema, test_url};
+use common::test_url;
 use drover_core::Store;
 use drover_postgres::{PgConfig, PgStore, SslMode};
 use drover_test_support::certs::TestPki;
@@ -66,10 +66,7 @@ async fn require_encrypts_every_connection_to_the_test_server() {
         "on",
         "the test server should have TLS on"
     );
-    let schema = random_schema();
-    let _guard = SchemaGuard {
-        schema: schema.clone(),
-    };
+    let (schema, _guard) = common::fresh_schema();
     let app = format!("drover_tls_{}", &schema[9..]);
     let url = format!("{}?sslmode=require&schema={schema}", test_url());
     let store = open(&url, &app).await.expect("require connects");

@@ -74,12 +74,23 @@ impl Drop for SchemaGuard {
     }
 }
 
-/// A fresh, migrated store on a schema of its own.
-pub async fn fresh_store() -> (Arc<PgStore>, SchemaGuard) {
+/// A schema name no other test uses, and the guard that drops it at the end of the test.
+pub fn fresh_schema() -> (String, SchemaGuard) {
     let schema = random_schema();
     let guard = SchemaGuard {
         schema: schema.clone(),
     };
+    (schema, guard)
+}
+
+/// A no-op job of kind `bulk`, told apart by `i`.
+pub fn bulk_job(i: usize) -> drover_core::NewJob {
+    drover_core::NewJob::new("bulk", format!(r#"{{"i":{i}}}"#))
+}
+
+/// A fresh, migrated store on a schema of its own.
+pub async fn fresh_store() -> (Arc<PgStore>, SchemaGuard) {
+    let (schema, guard) = fresh_schema();
     let store = connect(&schema).await;
     store.migrate().await.expect("migrate");
     (Arc::new(store), guard)
