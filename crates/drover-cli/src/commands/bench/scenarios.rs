@@ -4,7 +4,7 @@
 use indicatif::ProgressBar;
 
 use super::plot::{self, Series};
-use super::target::Target;
+use super::target::{Fresh, Target};
 use super::{
     Measure, Run, drain, drain_processes, enqueue_bulk, enqueue_single, http_load, latency,
     median_latency_run, steady, summarize,
@@ -24,6 +24,24 @@ impl Bench<'_> {
     /// Whether `scenario` was asked for, by name or through `all`.
     fn wants(&self, scenario: Scenario) -> bool {
         self.args.scenario == Scenario::All || self.args.scenario == scenario
+    }
+
+    /// Runs `run` `--runs` times, each on a fresh database dropped after it, showing `label`
+    /// and the run's number meanwhile.
+    async fn each_run(
+        &self,
+        label: &str,
+        mut run: impl AsyncFnMut(&Fresh) -> anyhow::Result<Run>,
+    ) -> anyhow::Result<Vec<Run>> {
+        let mut runs = Vec::with_capacity(self.args.runs);
+        for i in 0..self.args.runs {
+            self.progress
+                .set_message(format!("{label} run {}/{}", i + 1, self.args.runs));
+            let fresh = self.target.fresh(self.config).await?;
+            runs.push(run(&fresh).await?);
+            fresh.finish().await?;
+        }
+        Ok(runs)
     }
 }
 
@@ -88,16 +106,12 @@ pub(super) async fn run_measures(bench: &Bench<'_>, results: &mut Results) -> an
 }
 
 async fn measure_enqueue_bulk(bench: &Bench<'_>, results: &mut Results) -> anyhow::Result<()> {
-    let args = bench.args;
-    let mut runs = Vec::new();
-    for i in 0..args.runs {
-        bench
-            .progress
-            .set_message(format!("enqueue_bulk run {}/{}", i + 1, args.runs));
-        let fresh = bench.target.fresh(bench.config).await?;
-        runs.push(enqueue_bulk(&fresh.store, args.jobs).await?);
-        fresh.finish().await?;
-    }
+    let jobs = bench.args.jobs;
+    let runs = bench
+        .each_run("enqueue_bulk", async |fresh| {
+            enqueue_bulk(&fresh.store, jobs).await
+        })
+        .await?;
     results.record(bench, "enqueue_bulk", 1, runs);
     Ok(())
 }
@@ -107,17 +121,12 @@ async fn measure_enqueue_bulk(bench: &Bench<'_>, results: &mut Results) -> anyho
 async fn measure_enqueue_single(bench: &Bench<'_>, results: &mut Results) -> anyhow::Result<()> {
     let args = bench.args;
     for producers in [1, args.producers] {
-        let mut runs = Vec::new();
-        for i in 0..args.runs {
-            bench.progress.set_message(format!(
-                "enqueue_single ({producers} producers) run {}/{}",
-                i + 1,
-                args.runs
-            ));
-            let fresh = bench.target.fresh(bench.config).await?;
-            runs.push(enqueue_single(&fresh.store, args.single_jobs, producers).await?);
-            fresh.finish().await?;
-        }
+        let label = format!("enqueue_single ({producers} producers)");
+        let runs = bench
+            .each_run(&label, async |fresh| {
+                enqueue_single(&fresh.store, args.single_jobs, producers).await
+            })
+            .await?;
         results.record(bench, "enqueue_single", producers, runs);
         if producers == args.producers {
             break;
@@ -128,13 +137,8 @@ async fn measure_enqueue_single(bench: &Bench<'_>, results: &mut Results) -> any
 
 async fn measure_drain(bench: &Bench<'_>, results: &mut Results) -> anyhow::Result<()> {
     let args = bench.args;
-    let mut runs = Vec::new();
-    for i in 0..args.runs {
-        bench
-            .progress
-            .set_message(format!("drain run {}/{}", i + 1, args.runs));
-        let fresh = bench.target.fresh(bench.config).await?;
-        runs.push(
+    let runs = bench
+        .each_run("drain", async |fresh| {
             drain(
                 &fresh.store,
                 args.jobs,
@@ -142,28 +146,19 @@ async fn measure_drain(bench: &Bench<'_>, results: &mut Results) -> anyhow::Resu
                 args.prefetch,
                 args.history,
             )
-            .await?,
-        );
-        fresh.finish().await?;
-    }
+            .await
+        })
+        .await?;
     results.record(bench, "drain", 1, runs);
     Ok(())
 }
 
 async fn measure_drain_processes(bench: &Bench<'_>, results: &mut Results) -> anyhow::Result<()> {
     let args = bench.args;
-    let mut runs = Vec::new();
-    for i in 0..args.runs {
-        bench.progress.set_message(format!(
-            "drain with {} processes, run {}/{}",
-            args.processes,
-            i + 1,
-            args.runs
-        ));
-        let fresh = bench.target.fresh(bench.config).await?;
-        runs.push(drain_processes(&fresh, args).await?);
-        fresh.finish().await?;
-    }
+    let label = format!("drain with {} processes,", args.processes);
+    let runs = bench
+        .each_run(&label, async |fresh| drain_processes(fresh, args).await)
+        .await?;
     results.record(bench, "drain_processes", args.processes, runs);
     Ok(())
 }
@@ -173,24 +168,18 @@ async fn measure_drain_processes(bench: &Bench<'_>, results: &mut Results) -> an
 async fn measure_latency(bench: &Bench<'_>, results: &mut Results) -> anyhow::Result<()> {
     let args = bench.args;
     for cross in [false, true] {
-        let mut runs = Vec::new();
-        for i in 0..args.runs {
-            bench
-                .progress
-                .set_message(format!("latency run {}/{}", i + 1, args.runs));
-            let fresh = bench.target.fresh(bench.config).await?;
-            let producer = if cross {
-                bench.target.second(bench.config, &fresh).await?
-            } else {
-                fresh.store.clone()
-            };
-            runs.push(latency(&fresh.store, &producer, args).await?);
-            if cross {
-                producer.close().await;
-            }
-            fresh.finish().await?;
-        }
         let name = if cross { "latency_cross" } else { "latency" };
+        let runs = bench
+            .each_run(name, async |fresh| {
+                if !cross {
+                    return latency(&fresh.store, &fresh.store, args).await;
+                }
+                let producer = bench.target.second(bench.config, fresh).await?;
+                let run = latency(&fresh.store, &producer, args).await;
+                producer.close().await;
+                run
+            })
+            .await?;
         results.record(bench, name, 1, runs);
     }
     Ok(())
@@ -199,18 +188,12 @@ async fn measure_latency(bench: &Bench<'_>, results: &mut Results) -> anyhow::Re
 async fn measure_steady(bench: &Bench<'_>, results: &mut Results) -> anyhow::Result<()> {
     let args = bench.args;
     let rate = steady_rate(bench).await?;
-    let mut runs = Vec::new();
-    for i in 0..args.runs {
-        bench.progress.set_message(format!(
-            "steady at {rate:.0} jobs/s for {:?}, run {}/{}",
-            args.duration,
-            i + 1,
-            args.runs
-        ));
-        let fresh = bench.target.fresh(bench.config).await?;
-        runs.push(steady::steady(&fresh.store, args, rate).await?);
-        fresh.finish().await?;
-    }
+    let label = format!("steady at {rate:.0} jobs/s for {:?},", args.duration);
+    let runs = bench
+        .each_run(&label, async |fresh| {
+            steady::steady(&fresh.store, args, rate).await
+        })
+        .await?;
     results.record(bench, "steady", 1, runs);
     Ok(())
 }
@@ -239,15 +222,11 @@ async fn measure_http(
     scenario: http_load::HttpScenario,
 ) -> anyhow::Result<()> {
     let args = bench.args;
-    let mut runs = Vec::new();
-    for i in 0..args.runs {
-        bench
-            .progress
-            .set_message(format!("{} run {}/{}", scenario.name(), i + 1, args.runs));
-        let fresh = bench.target.fresh(bench.config).await?;
-        runs.push(http_load::run(&fresh.store, scenario, args).await?);
-        fresh.finish().await?;
-    }
+    let runs = bench
+        .each_run(scenario.name(), async |fresh| {
+            http_load::run(&fresh.store, scenario, args).await
+        })
+        .await?;
     results.record(bench, scenario.name(), scenario.connections(), runs);
     Ok(())
 }
