@@ -5,8 +5,6 @@
 
 use std::process::ExitCode;
 
-use std::sync::Arc;
-
 use drover::{Engine, EngineConfig, EngineHandle, ShutdownReport};
 use drover_core::DynStore;
 use tokio::net::TcpListener;
@@ -150,14 +148,7 @@ fn spawn_server(
         auth = settings.token.is_some(),
         "listening on http://{bound}/ (the API, the dashboard and /metrics)"
     );
-    let state = AppState {
-        admin: handle.admin().clone(),
-        remote: handle.remote().clone(),
-        probe: handle.probe(),
-        settings: Arc::new(settings),
-        stop: stop_leasing.clone(),
-        sessions: Default::default(),
-    };
+    let state = AppState::new(handle, settings, stop_leasing.clone());
     let stop = stop_server.clone();
     Ok(tokio::spawn(async move {
         if let Err(err) = crate::http::serve(listener, state, stop).await {

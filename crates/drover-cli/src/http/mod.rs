@@ -116,6 +116,24 @@ pub(crate) struct AppState {
     pub(crate) sessions: Arc<dashboard::session::Sessions>,
 }
 
+impl AppState {
+    /// The state of a server in front of `engine`, with no browser signed in yet.
+    pub(crate) fn new(
+        engine: &drover::EngineHandle,
+        settings: HttpSettings,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            admin: engine.admin().clone(),
+            remote: engine.remote().clone(),
+            probe: engine.probe(),
+            settings: Arc::new(settings),
+            stop,
+            sessions: Default::default(),
+        }
+    }
+}
+
 /// The whole application: the API, the OpenAPI document, metrics, probes and the dashboard,
 /// with middleware.
 pub(crate) fn router(state: AppState) -> Router {

@@ -122,14 +122,7 @@ impl Server {
         let listener = settings.bind().await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let state = AppState {
-            admin: engine.admin().clone(),
-            remote: engine.remote().clone(),
-            probe: engine.probe(),
-            settings: Arc::new(settings),
-            stop: stop.clone(),
-            sessions: Default::default(),
-        };
+        let state = AppState::new(&engine, settings, stop.clone());
         let task = tokio::spawn(crate::http::serve(listener, state, stop.clone()));
         Ok(Server {
             addr,
