@@ -104,9 +104,14 @@ pub(crate) struct FinishArgs<'a> {
 impl<'a> FinishArgs<'a> {
     pub(crate) fn new(outcomes: &'a [JobOutcome]) -> Self {
         let mut leases: HashSet<(i64, i64)> = HashSet::new();
-        let sent: Vec<usize> = (0..outcomes.len())
+        let mut sent: Vec<usize> = (0..outcomes.len())
             .filter(|&i| leases.insert((outcomes[i].lease.id, outcomes[i].lease.lease_token)))
             .collect();
+        // In id order: the statement locks its rows in the order of the `unnest`, and so does
+        // a heartbeat of the same leases (`jobs::heartbeat`). In two different orders they
+        // deadlocked, and the server takes `deadlock_timeout` (1 s) to notice: every job of the
+        // process waited that long, once every few heartbeats under steady load.
+        sent.sort_by_key(|&i| outcomes[i].lease.id);
         let mut args = FinishArgs {
             ids: Vec::with_capacity(sent.len()),
             tokens: Vec::with_capacity(sent.len()),

@@ -212,6 +212,9 @@ pub(crate) async fn heartbeat(
             }
         }
     }
+    // In id order, as completions are sent (`FinishArgs::new`): both lock their rows in the
+    // order of the `unnest`, and in two different orders they deadlock.
+    leases.sort_by_key(|lease| lease.0);
     let ids: Vec<i64> = leases.iter().map(|l| l.0).collect();
     let tokens: Vec<i64> = leases.iter().map(|l| l.1).collect();
     let steps: Vec<Option<&str>> = leases.iter().map(|l| l.2.as_deref()).collect();

@@ -312,3 +312,133 @@ async fn a_deadlock_is_retryable_and_transient() {
     drop((tx_one, tx_two));
     store.close().await;
 }
+
+/// A completion and a heartbeat of the same leases, presented in opposite orders, while a third
+/// transaction holds one row in the middle: both lock their rows in id order, so when the
+/// middle row is let go the completion finishes and the heartbeat then finds the jobs done.
+/// In opposite orders each held what the other needed next, a deadlock that stalled every job
+/// of the process for the server's `deadlock_timeout` (1 s) under steady load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_completion_and_a_heartbeat_of_the_same_leases_do_not_deadlock() {
+    use drover_core::{JobClaimParams, JobHeartbeatParams, JobOutcome, LeaseRef, Outcome};
+    use std::time::{Duration, Instant};
+
+    let (store, _guard) = fresh_store().await;
+    let jobs: Vec<NewJob> = (0..200).map(|_| NewJob::new("busy", "{}")).collect();
+    store
+        .job_insert_many(JobInsertParams { jobs, now: None })
+        .await
+        .expect("insert");
+    let claimed = store
+        .job_claim(JobClaimParams {
+            queue: "default".into(),
+            limit: 200,
+            owner: "w".into(),
+            lease: Duration::from_secs(60),
+            now: None,
+        })
+        .await
+        .expect("claim")
+        .jobs;
+    assert_eq!(claimed.len(), 200);
+    let mut leases: Vec<LeaseRef> = claimed
+        .iter()
+        .map(|job| LeaseRef {
+            id: job.id,
+            lease_token: job.lease_token,
+        })
+        .collect();
+    leases.sort_by_key(|lease| lease.id);
+
+    let mut blocker = store.client().await.expect("connection");
+    let hold = blocker.transaction().await.expect("begin");
+    hold.execute(
+        "SELECT 1 FROM drover_jobs WHERE id = $1 FOR UPDATE",
+        &[&leases[100].id],
+    )
+    .await
+    .expect("hold the middle row");
+
+    let finishing = store.client().await.expect("connection");
+    let beating = store.client().await.expect("connection");
+    let watch = store.client().await.expect("connection");
+    let mut pids: Vec<i32> = Vec::new();
+    for client in [&finishing, &beating] {
+        pids.push(
+            client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .expect("pid")
+                .get(0),
+        );
+    }
+    // Until `n` of the two sessions wait for a row lock.
+    let waiting = |n: i64| {
+        let (watch, pids) = (&watch, &pids);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let count: i64 = watch
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE pid = ANY($1) AND wait_event_type = 'Lock'",
+                        &[pids],
+                    )
+                    .await
+                    .expect("activity")
+                    .get(0);
+                if count >= n {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{n} sessions never waited for a lock"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    let outcomes: Vec<JobOutcome> = leases
+        .iter()
+        .map(|lease| JobOutcome {
+            lease: lease.clone(),
+            step: None,
+            outcome: Outcome::Completed,
+        })
+        .collect();
+    let renewals = JobHeartbeatParams {
+        leases: leases
+            .iter()
+            .rev()
+            .map(|lease| (lease.clone(), None))
+            .collect(),
+        lease: Duration::from_secs(60),
+        now: None,
+    };
+    let (finishing_db, beating_db) = (
+        crate::session::Db::new(&finishing, None),
+        crate::session::Db::new(&beating, None),
+    );
+    let (finished, renewed, ()) = tokio::join!(
+        finish::finish_many(&finishing_db, "drover_test_wake", &outcomes, None),
+        async {
+            waiting(1).await;
+            jobs::heartbeat(&beating_db, &renewals).await
+        },
+        async {
+            waiting(2).await;
+            hold.commit().await.expect("let the middle row go");
+        },
+    );
+    let finished = finished.unwrap_or_else(|err| panic!("the completion failed: {err:?}"));
+    assert!(finished.results.iter().all(|result| result.accepted));
+    let renewed = renewed.unwrap_or_else(|err| panic!("the heartbeat failed: {err:?}"));
+    assert_eq!(renewed.len(), 200);
+    assert!(
+        renewed.iter().all(|status| !status.held),
+        "the heartbeat ran before the completion it waited for"
+    );
+    drop((finishing, beating, watch, blocker));
+    store.close().await;
+}
