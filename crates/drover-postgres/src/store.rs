@@ -309,7 +309,7 @@ impl Store for PgStore {
     async fn job_claim(&self, params: JobClaimParams) -> Result<ClaimResult, StoreError> {
         // A transaction of its own, pipelined (see jobs::claim).
         let claimed = on_connection!(self, |db| jobs::claim(db, &params).await?)?;
-        self.vacuum.claimed(claimed.jobs.len());
+        self.vacuum.claimed(claimed.jobs.len(), params.limit);
         Ok(claimed)
     }
 
@@ -367,8 +367,10 @@ impl Store for PgStore {
             .await?
         })?;
         self.woke(finished.notified);
-        self.vacuum
-            .claimed(claimed.iter().map(|c| c.jobs.len()).sum());
+        self.vacuum.claimed(
+            claimed.iter().map(|c| c.jobs.len()).sum(),
+            params.claims.iter().map(|c| c.limit).sum(),
+        );
         Ok(FinishClaimResult {
             finished: finished.results,
             claimed,
