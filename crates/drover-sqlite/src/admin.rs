@@ -203,14 +203,19 @@ pub(crate) fn count(conn: &Connection, cap: u64) -> rusqlite::Result<Counted> {
     Ok(counted)
 }
 
+/// The smallest and the largest id of the jobs table: two lookups at its ends. Written as
+/// `SELECT min(id), max(id)`, SQLite reads the whole table (it takes a min or max from an
+/// index only when it is the query's one aggregate): 1,000,000 rows in one read at the start
+/// of every count, seen as a stall of 15–70 ms of the enqueue→start latency at 55,000 jobs/s.
+const ID_RANGE: &str =
+    "SELECT (SELECT min(id) FROM drover_jobs), (SELECT max(id) FROM drover_jobs)";
+
 /// Counts the finished jobs (at most `cap` per state) in slices of [`COUNT_SLICE`] ids, each
 /// its own read transaction, so that the checkpoint is free between them, resting after each
 /// (see [`COUNT_SLICE`] for why).
 fn count_finished(conn: &Connection, cap: u64, counted: &mut Counted) -> rusqlite::Result<()> {
     let (first, last): (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT min(id), max(id) FROM drover_jobs", [], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?;
+        conn.query_row(ID_RANGE, [], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let (Some(mut from), Some(last)) = (first, last) else {
         return Ok(());
     };
@@ -272,4 +277,51 @@ pub(crate) fn store_counts(
     )?
     .execute([now])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::ID_RANGE;
+
+    /// The count's first statement finds the ends of the table by its key, never reading all
+    /// of it, and finds them right.
+    #[test]
+    fn the_id_range_is_two_lookups_not_a_scan() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&conn, "2030-01-01T00:00:00.000000Z").unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {ID_RANGE}"))
+            .unwrap()
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN drover_jobs")),
+            "{plan:?}"
+        );
+        assert_eq!(
+            plan.iter()
+                .filter(|step| step.starts_with("SEARCH drover_jobs"))
+                .count(),
+            2,
+            "{plan:?}"
+        );
+        let range = |conn: &Connection| -> (Option<i64>, Option<i64>) {
+            conn.query_row(ID_RANGE, [], |row| Ok((row.get(0)?, row.get(1)?)))
+                .unwrap()
+        };
+        assert_eq!(range(&conn), (None, None));
+        conn.execute_batch(
+            "INSERT INTO drover_jobs (id, queue, kind, args, state, max_attempts, delivery, \
+                 scheduled_at, created_at) \
+             VALUES (7, 'q', 'k', '{}', 'available', 1, 'at-least-once', 'x', 'x'), \
+                    (3, 'q', 'k', '{}', 'available', 1, 'at-least-once', 'x', 'x'), \
+                    (12, 'q', 'k', '{}', 'available', 1, 'at-least-once', 'x', 'x')",
+        )
+        .unwrap();
+        assert_eq!(range(&conn), (Some(3), Some(12)));
+    }
 }
