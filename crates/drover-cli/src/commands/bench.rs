@@ -78,6 +78,9 @@ struct Run {
     latencies_ms: Vec<f64>,
     /// (seconds since start, jobs completed) samples, for the drain plot.
     timeline: Vec<(f64, u64)>,
+    /// (seconds since start, slowest enqueue→start in ms) of the jobs enqueued in each
+    /// [`steady::WINDOW`], for the steady load's plot; empty for the other measures.
+    slowest: Vec<(f64, f64)>,
 }
 
 pub(crate) async fn run(
@@ -153,7 +156,12 @@ fn write_plot(
     );
     std::fs::write(
         path,
-        plot::render(&title, &results.throughput_lines, &results.latency_lines),
+        plot::render(
+            &title,
+            &results.throughput_lines,
+            &results.latency_lines,
+            &results.slowest_lines,
+        ),
     )
     .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
     if !args.json {
@@ -208,6 +216,7 @@ async fn enqueue_bulk(store: &DynStore, n: usize) -> anyhow::Result<Run> {
         secs: start.elapsed().as_secs_f64(),
         latencies_ms: Vec::new(),
         timeline: Vec::new(),
+        slowest: Vec::new(),
     })
 }
 
@@ -235,6 +244,7 @@ async fn enqueue_single(store: &DynStore, n: usize, producers: usize) -> anyhow:
         secs: start.elapsed().as_secs_f64(),
         latencies_ms: Vec::new(),
         timeline: Vec::new(),
+        slowest: Vec::new(),
     })
 }
 
@@ -299,6 +309,7 @@ async fn drain(
         secs,
         latencies_ms: Vec::new(),
         timeline,
+        slowest: Vec::new(),
     })
 }
 
@@ -472,6 +483,7 @@ async fn drain_processes(fresh: &target::Fresh, args: &BenchArgs) -> anyhow::Res
         secs,
         latencies_ms: Vec::new(),
         timeline,
+        slowest: Vec::new(),
     })
 }
 
@@ -522,6 +534,7 @@ async fn latency(store: &DynStore, producer: &DynStore, args: &BenchArgs) -> any
         secs,
         latencies_ms: latencies,
         timeline: Vec::new(),
+        slowest: Vec::new(),
     })
 }
 

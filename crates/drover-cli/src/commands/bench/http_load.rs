@@ -212,6 +212,7 @@ pub(super) async fn run(
         secs,
         latencies_ms: Vec::new(),
         timeline: Vec::new(),
+        slowest: Vec::new(),
     })
 }
 

@@ -1,9 +1,11 @@
-//! `drover bench --plot out.svg`: drain throughput over time and the enqueue→start latency
-//! distribution, drawn as a self-contained SVG (no plotting library: two line charts).
+//! `drover bench --plot out.svg`: drain throughput over time, the enqueue→start latency
+//! distribution and, for the steady load, the slowest start over time, drawn as a
+//! self-contained SVG (no plotting library: line charts).
 
 use std::fmt::Write;
 
 /// A named line.
+#[derive(Clone)]
 pub(super) struct Series {
     pub(super) label: String,
     pub(super) points: Vec<(f64, f64)>,
@@ -45,10 +47,16 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 45.0;
 
-/// Both charts, one above the other.
-pub(super) fn render(title: &str, throughput: &[Series], latency: &[Series]) -> String {
+/// The charts, one above the other; the third only when `slowest` has lines.
+pub(super) fn render(
+    title: &str,
+    throughput: &[Series],
+    latency: &[Series],
+    slowest: &[Series],
+) -> String {
     let mut svg = String::new();
-    let height = 2.0 * H + 30.0;
+    let charts = if slowest.is_empty() { 2.0 } else { 3.0 };
+    let height = charts * H + 30.0;
     let _ = write!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" font-family="sans-serif" font-size="12">"#
@@ -76,6 +84,19 @@ pub(super) fn render(title: &str, throughput: &[Series], latency: &[Series]) -> 
         "% of jobs",
         latency,
     );
+    if !slowest.is_empty() {
+        chart(
+            &mut svg,
+            2.0 * H + 30.0,
+            &format!(
+                "slowest enqueue → start of the jobs enqueued in each {} ms",
+                super::steady::WINDOW.as_millis()
+            ),
+            "seconds (enqueue time)",
+            "milliseconds",
+            slowest,
+        );
+    }
     svg.push_str("</svg>\n");
     svg
 }
@@ -200,9 +221,16 @@ mod tests {
         let l = cdf("latency".into(), &[2.0, 1.0, 3.0, 4.0]);
         assert_eq!(l.points[0], (1.0, 25.0));
         assert_eq!(l.points[3], (4.0, 100.0));
-        let svg = render("drover <bench>", &[t], &[l]);
+        let svg = render("drover <bench>", &[t.clone()], &[l.clone()], &[]);
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert_eq!(svg.matches("<polyline").count(), 2);
+        let slowest = Series {
+            label: "steady run 1".into(),
+            points: vec![(0.05, 3.0), (0.15, 40.0)],
+        };
+        let three = render("steady", &[t], &[l], &[slowest]);
+        assert_eq!(three.matches("<polyline").count(), 3);
+        assert!(three.contains("slowest enqueue → start"));
         assert!(svg.contains("drover &lt;bench&gt;"));
         assert_eq!(nice(37_000.0), 50_000.0);
         assert_eq!(nice(0.8), 1.0);

@@ -51,6 +51,7 @@ pub(super) struct Results {
     pub(super) measures: Vec<Measure>,
     pub(super) throughput_lines: Vec<Series>,
     pub(super) latency_lines: Vec<Series>,
+    pub(super) slowest_lines: Vec<Series>,
 }
 
 impl Results {
@@ -63,6 +64,12 @@ impl Results {
                     format!("{name} run {}", i + 1),
                     &run.timeline,
                 ));
+            }
+            if !run.slowest.is_empty() {
+                self.slowest_lines.push(Series {
+                    label: format!("{name} run {}", i + 1),
+                    points: run.slowest.clone(),
+                });
             }
         }
         if let Some(run) = median_latency_run(&runs) {

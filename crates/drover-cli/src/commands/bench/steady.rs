@@ -1,7 +1,9 @@
 //! `--scenario steady`: a producer enqueues at a fixed rate (`--rate`, by default half the
 //! drain rate measured just before) for `--duration` while the workers drain, as a service
 //! under load runs, rather than a backlog. Reported: enqueue→start p50, p99 and max over the
-//! whole run, and (with `--plot`) the completions per second over time.
+//! whole run, and (with `--plot`) the completions per second over time and the slowest start of
+//! the jobs enqueued in each [`WINDOW`], which shows when a tail happened (to line up with the
+//! server's log) and whether it was one stall or many.
 //!
 //! The producer wakes every [`TICK`] and enqueues, in one call, the jobs that have come due at
 //! the rate since its last call; a job's latency runs from just before that call to the moment
@@ -25,6 +27,9 @@ const TICK: Duration = Duration::from_millis(2);
 
 /// How often the completions are sampled for the plot.
 const SAMPLE: Duration = Duration::from_millis(100);
+
+/// The span of enqueue times over which the plot shows the slowest start.
+pub(super) const WINDOW: Duration = Duration::from_millis(100);
 
 /// Longest the workers may take, after the last enqueue, to start the last job.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
@@ -108,10 +113,12 @@ pub(super) async fn steady(store: &DynStore, args: &BenchArgs, rate: f64) -> any
     timeline.push((secs, total as u64));
     handle.shutdown().await;
 
+    let starts = start_latencies(&mut rx, &sent, total)?;
     Ok(Run {
         n: total,
         secs,
-        latencies_ms: start_latencies(&mut rx, &sent, total)?,
+        slowest: slowest_per_window(&starts, start),
+        latencies_ms: starts.into_iter().map(|(_, ms)| ms).collect(),
         timeline,
     })
 }
@@ -127,17 +134,18 @@ fn steady_jobs(range: std::ops::Range<usize>) -> Vec<NewJob> {
         .collect()
 }
 
-/// Each job's latency in ms, from just before its enqueue to its start as the handler reported
-/// it; an error unless all `total` jobs reported.
+/// Each job's enqueue time and latency in ms, from just before its enqueue to its start as the
+/// handler reported it; an error unless all `total` jobs reported.
 fn start_latencies(
     rx: &mut mpsc::UnboundedReceiver<(JobId, Instant)>,
     sent: &HashMap<JobId, Instant>,
     total: usize,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Vec<(Instant, f64)>> {
     let mut latencies = Vec::with_capacity(total);
     while let Ok((id, started)) = rx.try_recv() {
         if let Some(before) = sent.get(&id) {
-            latencies.push(started.duration_since(*before).as_secs_f64() * 1000.0);
+            let ms = started.duration_since(*before).as_secs_f64() * 1000.0;
+            latencies.push((*before, ms));
         }
     }
     if latencies.len() < total {
@@ -147,4 +155,38 @@ fn start_latencies(
         );
     }
     Ok(latencies)
+}
+
+/// The slowest latency among the jobs enqueued in each [`WINDOW`] since `start`, as (seconds
+/// at the window's middle, ms), in time order.
+fn slowest_per_window(starts: &[(Instant, f64)], start: Instant) -> Vec<(f64, f64)> {
+    let mut slowest: Vec<f64> = Vec::new();
+    for (enqueued, ms) in starts {
+        let window = (enqueued.duration_since(start).as_secs_f64() / WINDOW.as_secs_f64()) as usize;
+        if slowest.len() <= window {
+            slowest.resize(window + 1, 0.0);
+        }
+        slowest[window] = slowest[window].max(*ms);
+    }
+    slowest
+        .into_iter()
+        .enumerate()
+        .map(|(i, ms)| ((i as f64 + 0.5) * WINDOW.as_secs_f64(), ms))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowest_start_of_each_window_in_time_order() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let starts = [(at(250), 3.0), (at(10), 1.0), (at(90), 7.0), (at(260), 2.0)];
+        assert_eq!(
+            slowest_per_window(&starts, start),
+            vec![(0.05, 7.0), (0.15, 0.0), (0.25, 3.0)]
+        );
+    }
 }
