@@ -221,7 +221,12 @@ mod tests {
         let l = cdf("latency".into(), &[2.0, 1.0, 3.0, 4.0]);
         assert_eq!(l.points[0], (1.0, 25.0));
         assert_eq!(l.points[3], (4.0, 100.0));
-        let svg = render("drover <bench>", &[t.clone()], &[l.clone()], &[]);
+        let svg = render(
+            "drover <bench>",
+            std::slice::from_ref(&t),
+            std::slice::from_ref(&l),
+            &[],
+        );
         assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
         assert_eq!(svg.matches("<polyline").count(), 2);
         let slowest = Series {
