@@ -147,11 +147,15 @@ fn write_plot(
     results: &Results,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let load = if args.scenario == Scenario::Steady {
+        format!("steady load for {:?}", args.duration)
+    } else {
+        format!("{} jobs", args.jobs)
+    };
     let title = format!(
-        "drover {} on {} ({} jobs, concurrency {})",
+        "drover {} on {} ({load}, concurrency {})",
         env!("CARGO_PKG_VERSION"),
         target.backend(),
-        args.jobs,
         args.concurrency
     );
     std::fs::write(

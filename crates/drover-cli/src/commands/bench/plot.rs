@@ -44,7 +44,7 @@ const W: f64 = 640.0;
 const H: f64 = 300.0;
 const LEFT: f64 = 70.0;
 const RIGHT: f64 = 20.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 52.0;
 const BOTTOM: f64 = 45.0;
 
 /// The charts, one above the other; the third only when `slowest` has lines.
