@@ -35,8 +35,8 @@ use crate::tls::RustlsConnect;
 /// The session's vacuum throttle: autovacuum's own (2 ms of rest after every 200 units of
 /// work, its defaults since PostgreSQL 12), where a plain `VACUUM` has none. Unthrottled, a
 /// vacuum took 100–250 ms of a core, one every 2 s at 26,000 jobs/s on this 2-core machine, and
-/// each showed as a spike of 25–60 ms in the enqueue→start latency; throttled it takes
-/// 300–700 ms in the background and the p99 of the steady load fell from 25 ms to 18 ms
+/// each showed as a spike of 25–60 ms in the enqueue→start latency; throttled it took
+/// 230–710 ms (once 2.2 s) in the background and the p99 of the steady load fell from 25 ms to 18 ms
 /// (medians of 3 runs of `drover bench --scenario steady`, 2026-12-05).
 const THROTTLE: &str = "SET vacuum_cost_delay = 2; SET vacuum_cost_limit = 200";
 
@@ -179,12 +179,12 @@ impl Vacuum {
                     "statements may read all of it until autovacuum analyzes it",
                 ),
             };
-            let throttle = matches!(upkeep, Upkeep::Vacuum { throttled: true }).then_some(THROTTLE);
-            match this.run(throttle, sql).await {
+            let throttled = matches!(upkeep, Upkeep::Vacuum { throttled: true });
+            match this.run(throttled, sql).await {
                 Ok(()) => {
                     done.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(took = ?started.elapsed(), statement = %sql,
-                        throttled = throttle.is_some(), "jobs table upkeep done");
+                        throttled, "jobs table upkeep done");
                 }
                 Err(error) => tracing::warn!(%error, statement = %sql,
                     "cannot run the jobs table's upkeep; {consequence}"),
@@ -198,8 +198,8 @@ impl Vacuum {
         self.runs.load(Ordering::Relaxed)
     }
 
-    /// Runs `sql` on a new connection, after the `SET`s of `throttle`.
-    async fn run(&self, throttle: Option<&str>, sql: &str) -> Result<(), String> {
+    /// Runs `sql` on a new connection, after [`THROTTLE`] when `throttled`.
+    async fn run(&self, throttled: bool, sql: &str) -> Result<(), String> {
         // A connection of its own: VACUUM cannot run in a transaction, either may outlast the
         // pool's statement timeout, and must not hold a pooled connection for that long.
         let (client, connection) =
@@ -208,10 +208,13 @@ impl Vacuum {
                 .map_err(|_| "connecting timed out".to_owned())?
                 .map_err(|err| crate::error::describe(&err))?;
         let driver = tokio::spawn(connection);
-        let result = match client.batch_execute(throttle.unwrap_or("")).await {
-            Ok(()) => client.batch_execute(sql).await,
-            Err(err) => Err(err),
+        let result = async {
+            if throttled {
+                client.batch_execute(THROTTLE).await?;
+            }
+            client.batch_execute(sql).await
         }
+        .await
         .map_err(|err| err.to_string());
         drop(client);
         let _ = driver.await;
