@@ -143,11 +143,11 @@ class Client:
 
     def pause(self, queue: str) -> Dict[str, Any]:
         """Pauses a queue for every process."""
-        return self._request("POST", f"/api/v1/queues/{urllib.parse.quote(queue)}/pause")
+        return self._request("POST", f"/api/v1/queues/{urllib.parse.quote(queue, safe='')}/pause")
 
     def resume(self, queue: str) -> Dict[str, Any]:
         """Resumes a paused queue."""
-        return self._request("POST", f"/api/v1/queues/{urllib.parse.quote(queue)}/resume")
+        return self._request("POST", f"/api/v1/queues/{urllib.parse.quote(queue, safe='')}/resume")
 
     # -- the lease protocol (used by Worker) -------------------------------------------------
 

@@ -79,6 +79,13 @@ def errors(url):
     print(json.dumps(seen))
 
 
+def queues(url, name):
+    client = Client(url)
+    paused = client.pause(name)
+    resumed = client.resume(name)
+    print(json.dumps({"paused": paused, "resumed": resumed}))
+
+
 if __name__ == "__main__":
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "enqueue":
@@ -90,5 +97,7 @@ if __name__ == "__main__":
         complete(rest[0], rest[1])
     elif command == "errors":
         errors(rest[0])
+    elif command == "queues":
+        queues(rest[0], rest[1])
     else:
         sys.exit(f"unknown scenario {command}")

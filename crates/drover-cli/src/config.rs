@@ -252,6 +252,22 @@ pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
         .map_err(serde::de::Error::custom)
 }
 
+/// Where a config file is wrong, and why, without the line itself: the parser's own report
+/// quotes it, and the line may hold a database password or the API token.
+fn syntax(err: &toml::de::Error, text: &str) -> String {
+    let message = err.message().trim_end();
+    let Some(span) = err.span() else {
+        return message.to_owned();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |at| at + 1)..]
+        .chars()
+        .count()
+        + 1;
+    format!("line {line}, column {column}: {message}")
+}
+
 impl Config {
     /// Loads `path`, or the default `./drover.toml` when present, or an empty config.
     pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -268,8 +284,9 @@ impl Config {
                 return Err(err).with_context(|| format!("cannot read config {}", path.display()));
             }
         };
-        let mut config: Config = toml::from_str(&text)
-            .map_err(|err| anyhow::anyhow!("invalid config {}: {err}", path.display()))?;
+        let mut config: Config = toml::from_str(&text).map_err(|err| {
+            anyhow::anyhow!("invalid config {}: {}", path.display(), syntax(&err, &text))
+        })?;
         config.source = std::fs::canonicalize(&path).ok();
         config
             .validate()
@@ -284,6 +301,12 @@ impl Config {
                 .map_err(|err| anyhow::anyhow!("database.synchronous: {err}"))?;
         }
         self.database.tls()?;
+        // Under a couple of bytes not even `{}` fits: every enqueue would be refused.
+        if let Some(max) = self.database.max_args_bytes
+            && max < 2
+        {
+            bail!("database.max_args_bytes {max} is under 2: no args, not even {{}}, would fit");
+        }
         self.validate_queues()?;
         for (kind, task) in &self.tasks {
             validate_task(kind, task)?;
@@ -395,9 +418,44 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", syntax(&e, text)))?;
         config.validate()?;
         Ok(config)
+    }
+
+    #[test]
+    fn args_that_nothing_could_fit_are_refused() {
+        let err = parse("[database]\nmax_args_bytes = 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.max_args_bytes"), "{err}");
+        assert!(parse("[database]\nmax_args_bytes = 2").is_ok());
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_place_but_never_quotes_the_line() {
+        for (text, place, word) in [
+            (
+                "[database]\nuri = \"postgres://u:PwSecret99@db/x\"\n",
+                "line 2, column 1",
+                "uri",
+            ),
+            (
+                "[database]\nurl = \"postgres://u:PwSecret99@db/x\n",
+                "line 2",
+                "string",
+            ),
+            (
+                "[http]\n  tokn = \"PwSecret99-0123456789\"",
+                "line 2, column 3",
+                "tokn",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(place) && err.contains(word), "{err}");
+            assert!(!err.contains("PwSecret99"), "{err}");
+        }
     }
 
     #[test]

@@ -28,17 +28,32 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::{Cli, Command};
 use crate::config::Config;
 
+/// The log filter: `DROVER_LOG`, else `RUST_LOG`, else `info` for the servers and `warn` for
+/// the other commands. tokio-postgres logs every statement's parameters at debug level, job
+/// args among them, so it stays at `warn` unless the filter names it.
+fn log_filter(long_running: bool) -> EnvFilter {
+    let text = ["DROVER_LOG", "RUST_LOG"]
+        .into_iter()
+        .find_map(|name| std::env::var(name).ok());
+    let filter = text
+        .as_deref()
+        .and_then(|text| EnvFilter::try_new(text).ok())
+        .unwrap_or_else(|| EnvFilter::new(if long_running { "info" } else { "warn" }));
+    if text.is_some_and(|text| text.contains("tokio_postgres")) {
+        filter
+    } else {
+        filter.add_directive("tokio_postgres=warn".parse().expect("a valid directive"))
+    }
+}
+
 fn main() -> ExitCode {
     if let Some(code) = spawner::exec_if_asked() {
         return code;
     }
     let cli = Cli::parse();
     let long_running = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
-    let filter = EnvFilter::try_from_env("DROVER_LOG")
-        .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new(if long_running { "info" } else { "warn" }));
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter(long_running))
         .with_writer(std::io::stderr)
         .init();
 

@@ -145,6 +145,19 @@ fn round_trip(server: &Server) {
         (status, bad["error"]["field"].as_str()),
         (400, Some("action"))
     );
+    // A misspelt filter field is refused, not ignored (which would cancel the whole queue):
+    // the scheduled job is still there for the next action.
+    let (status, typo) = server.post(
+        "/api/v1/jobs/actions",
+        &json!({"action": "cancel", "filter": {"queue": "held", "statee": "scheduled"}}),
+    );
+    assert_eq!(status, 422, "{typo}");
+    assert!(
+        typo["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("statee")),
+        "{typo}"
+    );
     let bulk = server.ok(
         "/api/v1/jobs/actions",
         &json!({"action": "cancel", "filter": {"queue": "held", "state": "scheduled"}}),
@@ -153,6 +166,20 @@ fn round_trip(server: &Server) {
         (bulk["matched"].as_u64(), bulk["changed"].as_u64()),
         (Some(1), Some(1)),
         "{bulk}"
+    );
+    // An id with no job is neither changed nor unchanged.
+    let ids = server.ok(
+        "/api/v1/jobs/actions",
+        &json!({"action": "retry", "ids": [id, 999_999_999]}),
+    );
+    assert_eq!(
+        (
+            ids["matched"].as_u64(),
+            ids["changed"].as_u64(),
+            ids["unchanged"].as_u64()
+        ),
+        (Some(1), Some(0), Some(1)),
+        "{ids}"
     );
     let (status, empty) = server.post(
         "/api/v1/jobs/actions",
@@ -323,6 +350,13 @@ fn errors(server: &Server) {
         (
             "/api/v1/jobs",
             b"{\"kind\":\"a\",\"args\":[1]}".to_vec(),
+            "application/json",
+            400,
+            "invalid_request",
+        ),
+        (
+            "/api/v1/jobs",
+            b"{\"kind\":\"a\",\"run_at\":\"2030-01-01T00:00:00Z\",\"delay_seconds\":5}".to_vec(),
             "application/json",
             400,
             "invalid_request",
@@ -568,6 +602,37 @@ fn a_token_guards_everything_but_the_probes() {
     }
     let (status, _) = server.get("/api/v1/jobs");
     assert_eq!(status, 200);
+    // The scheme's name is case-insensitive; a wrong token is told apart from a missing one.
+    let answer = Server::answer(
+        ureq::get(&format!("{}/api/v1/jobs", server.url))
+            .set("Authorization", &format!("bearer {token}"))
+            .call(),
+    );
+    assert_eq!(answer.0, 200, "{:?}", answer.1);
+    let (_, wrong) = server
+        .with_token(Some("wrong-token-0123456789"))
+        .get("/api/v1/jobs");
+    assert!(
+        wrong["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not the server's")),
+        "{wrong}"
+    );
+    // A body declared over the limit is refused at once, before it is sent.
+    let answer = Server::answer(
+        ureq::post(&format!("{}/api/v1/jobs", server.url))
+            .set("Authorization", &format!("Bearer {token}"))
+            .set("Content-Type", "application/json")
+            .set("Content-Length", "99999999999")
+            .timeout(Duration::from_secs(10))
+            .send_bytes(b"{}"),
+    );
+    assert_eq!(
+        (answer.0, answer.1["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{:?}",
+        answer.1
+    );
     // A batch over 10,000 jobs (within the default 2 MiB body limit) is refused whole.
     let too_many: Vec<Value> = (0..10_001).map(|_| json!({"kind": "a"})).collect();
     let (status, answer) = server.post("/api/v1/jobs/batch", &json!({"jobs": too_many}));

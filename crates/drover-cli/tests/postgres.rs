@@ -269,6 +269,21 @@ fn the_database_url_in_logs_and_output_shows_no_password() {
 }
 
 #[test]
+fn job_args_stay_out_of_a_debug_log() {
+    // The driver logs each statement's parameters at debug level: the args of the enqueue and
+    // of the claim would be among them.
+    let pg = PgEnv::new("");
+    let mut cmd = pg.cmd(&["serve"]);
+    cmd.env("DROVER_LOG", "debug");
+    let server = pg.env.spawn_cmd("serve", cmd);
+    let id = pg.enqueue(&["drover.noop", "--args", r#"{"card":"4111-SECRET-1111"}"#]);
+    pg.wait_job(id, T, |j| j["state"] == "completed");
+    let log = server.log();
+    assert!(log.contains("DEBUG"), "debug logging is on: {log}");
+    assert!(!log.contains("4111-SECRET-1111"), "{log}");
+}
+
+#[test]
 fn an_enqueue_from_another_process_wakes_an_idle_worker_by_notify() {
     // The poll is 60 s: only a notification can start the job in time.
     let pg = PgEnv::new(

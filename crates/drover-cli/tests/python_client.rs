@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::Env;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn scenario() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python/tests/scenario.py")
@@ -136,6 +136,15 @@ fn a_python_worker_runs_jobs_enqueued_by_the_python_client() {
             (400, "invalid_job"),
         ]
     );
+
+    // A queue name with a slash is one path segment.
+    let queues = python(&["queues", &server.url, "team/a"]);
+    assert_eq!(
+        (&queues["paused"]["name"], &queues["paused"]["paused"]),
+        (&json!("team/a"), &json!(true)),
+        "{queues}"
+    );
+    assert_eq!(queues["resumed"]["paused"], false, "{queues}");
 
     let _worker = PyWorker::start(&server.url, "py", &record, 4);
     eventually(Duration::from_secs(60), "20 jobs done", || {

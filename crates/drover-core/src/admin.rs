@@ -223,6 +223,11 @@ pub fn act_refusal(action: JobAction, state: JobState) -> Option<&'static str> {
         (JobAction::Retry, JobState::Running) => {
             Some("a running job cannot be retried; cancel it first")
         }
+        (JobAction::Retry, JobState::Available) => Some("the job is already waiting to run"),
+        (JobAction::Retry, JobState::Scheduled) => {
+            Some("the job has not run yet; it waits for its scheduled time")
+        }
+        // Finished, or retryable: it runs now instead of at its backoff time.
         (JobAction::Retry, _) => None,
         (JobAction::Cancel, s) if s.is_terminal() => Some("the job has already finished"),
         (JobAction::Cancel, _) => None,
@@ -291,6 +296,9 @@ mod tests {
         assert!("kill".parse::<JobAction>().is_err());
         assert!(act_refusal(JobAction::Retry, JobState::Running).is_some());
         assert!(act_refusal(JobAction::Retry, JobState::Discarded).is_none());
+        assert!(act_refusal(JobAction::Retry, JobState::Retryable).is_none());
+        assert!(act_refusal(JobAction::Retry, JobState::Available).is_some());
+        assert!(act_refusal(JobAction::Retry, JobState::Scheduled).is_some());
         assert!(act_refusal(JobAction::Cancel, JobState::Completed).is_some());
         assert!(act_refusal(JobAction::Cancel, JobState::Running).is_none());
         assert!(act_refusal(JobAction::Discard, JobState::Available).is_none());

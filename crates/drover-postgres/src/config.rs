@@ -119,7 +119,7 @@ impl PgConfig {
         options
             .url
             .parse::<tokio_postgres::Config>()
-            .map_err(|err| format!("invalid PostgreSQL URL {}: {err}", redact(&options.url)))?;
+            .map_err(|err| invalid_url(&options.url, &err))?;
         let mut config = PgConfig::new(options.url);
         config.schema = options.schema;
         config.tls = options.tls;
@@ -148,9 +148,7 @@ impl PgConfig {
             (Some(a), _) => Some(check_schema(a)?.to_owned()),
             (None, b) => b,
         };
-        let mut pg: tokio_postgres::Config = url
-            .parse()
-            .map_err(|err| format!("invalid PostgreSQL URL {}: {err}", redact(&url)))?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|err| invalid_url(&url, &err))?;
         if pg.get_application_name().is_none() {
             pg.application_name(&self.application_name);
         }
@@ -270,6 +268,16 @@ pub fn check_schema(name: &str) -> Result<&str, String> {
     Ok(name)
 }
 
+/// The error for a URL `tokio-postgres` refused, with its cause: by itself the error says only
+/// "invalid connection string", the cause names the option ("unknown option `x`", "invalid
+/// value for option `port`").
+fn invalid_url(url: &str, err: &tokio_postgres::Error) -> String {
+    match std::error::Error::source(err) {
+        Some(cause) => format!("invalid PostgreSQL URL {}: {err}: {cause}", redact(url)),
+        None => format!("invalid PostgreSQL URL {}: {err}", redact(url)),
+    }
+}
+
 /// The URL without its password (in the userinfo, or as a `password=` or `sslpassword=`
 /// option), for messages and logs: [`drover_core::redact::redact_url`].
 pub fn redact(url: &str) -> String {
@@ -279,6 +287,22 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_url_names_the_option_or_the_port() {
+        for (url, named) in [
+            ("postgres://u@h/db?bogusopt=1", "unknown option `bogusopt`"),
+            (
+                "postgres://u@h/db?connect_timeout=abc",
+                "option `connect_timeout`",
+            ),
+            ("postgres://u:pw@h:99999/db", "option `port`"),
+        ] {
+            let err = PgConfig::from_url(url).unwrap_err();
+            assert!(err.contains(named), "{url}: {err}");
+            assert!(!err.contains(":pw@"), "{err}");
+        }
+    }
 
     #[test]
     fn urls_parse_and_lose_their_schema_option() {

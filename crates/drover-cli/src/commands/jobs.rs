@@ -1,6 +1,5 @@
 //! `drover jobs list|show|retry|cancel|discard|bulk`, through the admin seam.
 
-use anyhow::Context;
 use drover::Admin;
 use drover::admin::{FilterText, JobFilter, MAX_PAGE};
 use drover_core::{ActResult, JobAction, JobRecord, JobState};
@@ -24,9 +23,16 @@ fn filter_text(args: &JobFilterArgs) -> FilterText {
 
 /// The filter of a command, parsed, with the error naming the flag.
 fn parse_filter(args: &JobFilterArgs) -> anyhow::Result<JobFilter> {
-    filter_text(args)
-        .parse()
-        .map_err(|err| anyhow::anyhow!("{}", err.to_string().replace('_', "-")))
+    filter_text(args).parse().map_err(|err| {
+        // "invalid created_after ..." names the flag: --created-after. Only the field's name
+        // changes, not the value or the reason.
+        let text = err.to_string();
+        let Some(rest) = text.strip_prefix("invalid ") else {
+            return anyhow::anyhow!("{text}");
+        };
+        let (field, tail) = rest.split_at(rest.find([' ', ':']).unwrap_or(rest.len()));
+        anyhow::anyhow!("invalid {}{tail}", field.replace('_', "-"))
+    })
 }
 
 pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> anyhow::Result<()> {
@@ -86,10 +92,7 @@ async fn dispatch(admin: &Admin, command: JobsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         JobsCommand::Show { id, json } => {
-            let job = admin
-                .job(id)
-                .await
-                .with_context(|| format!("no job with id {id}"))?;
+            let job = admin.job(id).await?;
             if json {
                 return output::json(&job);
             }
@@ -134,8 +137,10 @@ async fn act(admin: &Admin, id: i64, action: JobAction, json: bool) -> anyhow::R
     let result = admin.act_on(vec![id], action).await?.remove(0);
     match (&result, action) {
         (ActResult::NotFound, _) => anyhow::bail!("no job with id {id}"),
-        // Cancelling what already ended is not a mistake: the wish is already true.
-        (ActResult::Unchanged { state, .. }, JobAction::Cancel) if state.is_terminal() => {}
+        // Cancelling or discarding what already ended is not a mistake: it will not run, as
+        // wished.
+        (ActResult::Unchanged { state, .. }, JobAction::Cancel | JobAction::Discard)
+            if state.is_terminal() => {}
         (ActResult::Unchanged { state, reason }, _) => {
             anyhow::bail!("job {id} is {state}: {reason}")
         }

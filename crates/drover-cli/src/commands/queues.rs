@@ -24,7 +24,10 @@ pub(crate) async fn run(url: &str, config: &Config, command: QueuesCommand) -> a
                     .map(|q| {
                         let count = |state| {
                             let n = q.counts[&state];
-                            if q.estimated {
+                            if q.counted_at.is_none() {
+                                // Never counted: unknown, not empty.
+                                "-".to_owned()
+                            } else if q.estimated {
                                 format!("{n}+")
                             } else {
                                 n.to_string()
@@ -63,21 +66,59 @@ pub(crate) async fn run(url: &str, config: &Config, command: QueuesCommand) -> a
                     ],
                     &rows,
                 );
+                if queues.iter().all(|q| q.counted_at.is_none()) {
+                    eprintln!(
+                        "note: the counts are the leader's, refreshed every few seconds while \
+                         `drover serve` or `drover worker` runs, and none has counted yet; \
+                         `drover stats` counts the jobs table now"
+                    );
+                }
                 Ok(())
             }
             QueuesCommand::Pause { queue } => {
-                admin.set_paused(&queue, true).await?;
+                let view = admin.set_paused(&queue, true).await?;
                 println!("queue {queue} is paused: its jobs wait, running jobs finish");
-                Ok(())
+                warn_if_unknown(&admin, config, &view).await
             }
             QueuesCommand::Resume { queue } => {
-                admin.set_paused(&queue, false).await?;
+                let view = admin.set_paused(&queue, false).await?;
                 println!("queue {queue} is running again");
-                Ok(())
+                warn_if_unknown(&admin, config, &view).await
             }
         }
     }
     .await;
     store.close().await;
     result
+}
+
+/// A pause may come before the queue's first job (to fill it first), so a queue nobody knows
+/// is paused all the same; but a typo would leave the real queue running, so say so.
+async fn warn_if_unknown(
+    admin: &drover::Admin,
+    config: &Config,
+    view: &drover::admin::QueueView,
+) -> anyhow::Result<()> {
+    let configured = config.queues.contains_key(&view.name);
+    if view.processes > 0 || view.counted_at.is_some() || configured {
+        return Ok(());
+    }
+    let known: Vec<String> = admin
+        .queues()
+        .await?
+        .into_iter()
+        .filter(|q| q.name != view.name && (q.processes > 0 || q.counted_at.is_some()))
+        .map(|q| q.name)
+        .collect();
+    let known = if known.is_empty() {
+        "none yet".to_owned()
+    } else {
+        known.join(", ")
+    };
+    eprintln!(
+        "note: no process works queue {} and no count has seen a job in it: check the name \
+         (queues in use: {known})",
+        view.name
+    );
+    Ok(())
 }

@@ -43,12 +43,13 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
                 .finish();
             return Redirect::to(&format!("/login?{next}")).into_response();
         }
-        let mut response = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a bearer token is required: Authorization: Bearer <token>",
-        )
-        .into_response();
+        let message = if presented_token(request.headers()).is_some() {
+            "the bearer token is not the server's"
+        } else {
+            "a bearer token is required: Authorization: Bearer <token>"
+        };
+        let mut response =
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer"),
@@ -75,13 +76,12 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     next.run(request).await
 }
 
+/// The token of an `Authorization: Bearer <token>` header; the scheme's name is
+/// case-insensitive (RFC 7235).
 fn presented_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Compares in time that depends on the lengths only, never on where the first difference

@@ -143,6 +143,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .merge(dashboard::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
+            declared_length,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             auth::guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -152,6 +156,30 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .fallback(routes::not_found)
         .with_state(state)
+}
+
+/// Refuses a body declared (`Content-Length`) over the limit before reading it: the limit
+/// itself only stops a body once that many bytes arrived, and a client that declares more than
+/// it sends would hold the request open until it gave up.
+async fn declared_length(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|bytes| bytes > state.settings.max_body_bytes as u64) {
+        return ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is over the server's limit",
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Serves until `stop` fires, then finishes the requests in flight.

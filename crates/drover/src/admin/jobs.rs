@@ -83,7 +83,10 @@ impl JobFilter {
 
 /// A filter as text, as it comes from a command line or a query string. Parsed by
 /// [`FilterText::parse`], whose errors name the field.
+/// Unknown fields are refused: a misspelt field in a bulk action's filter would otherwise be
+/// ignored, and the action would reach every job the rest of the filter matches.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FilterText {
     /// A state name.

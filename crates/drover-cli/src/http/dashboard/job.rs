@@ -64,7 +64,7 @@ fn actions(job: &JobRecord) -> Markup {
     );
     let finished = job.state.is_terminal();
     html! {
-        @if finished || waiting {
+        @if finished || job.state == JobState::Retryable {
             (layout::action_button("Retry", &format!("/api/v1/jobs/{id}/retry"),
                 &format!("Retry job {id}? It runs again with a fresh attempt budget."), false))
         }

@@ -63,6 +63,12 @@ impl EnqueueBody {
         request.priority = self.priority;
         request.max_attempts = self.max_attempts;
         request.unique_key = self.unique_key;
+        if self.run_at.is_some() && self.delay_seconds.is_some() {
+            return Err(ApiError::invalid(
+                at("delay_seconds"),
+                "give run_at or delay_seconds, not both",
+            ));
+        }
         if let Some(run_at) = self.run_at {
             request.run_at = Some(run_at.parse().map_err(|err| {
                 ApiError::invalid(at("run_at"), format!("not an RFC 3339 time: {err}"))
@@ -406,13 +412,15 @@ pub(crate) async fn act_on_jobs(
         (Some(ids), None) => {
             let results = state.admin.act_on(ids, action).await?;
             let changed = results.iter().filter(|r| r.changed()).count() as u64;
+            let matched = results
+                .iter()
+                .filter(|r| !matches!(r, ActResult::NotFound))
+                .count() as u64;
+            // An id with no job is neither: `unchanged` counts jobs that were found.
             BulkReport {
-                matched: results
-                    .iter()
-                    .filter(|r| !matches!(r, ActResult::NotFound))
-                    .count() as u64,
+                matched,
                 changed,
-                unchanged: results.len() as u64 - changed,
+                unchanged: matched - changed,
             }
         }
         (None, Some(filter)) => {
