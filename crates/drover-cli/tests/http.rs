@@ -25,6 +25,9 @@ counts_cap = 5
 [http]
 max_body_bytes = 4096
 
+[tasks."echo.args"]
+command = ["sh", "-c", "cat > echoed-args.json"]
+
 [[cron]]
 name = "nightly"
 schedule = "0 3 * * *"
@@ -209,6 +212,23 @@ fn round_trip(server: &Server) {
 }
 
 /// Reservations and slots through the API (the autoscaler's tick is tested elsewhere).
+/// Args are stored as sent: a number beyond 64 bits keeps every digit on its way to the task
+/// (on PostgreSQL through `jsonb`, whose numbers are exact).
+fn args_keep_every_digit(server: &Server) {
+    let (status, job) = server.post_raw(
+        "/api/v1/jobs",
+        "application/json",
+        br#"{"kind":"echo.args","args":{"n":123456789012345678901234567890}}"#,
+    );
+    assert_eq!(status, 201, "{job}");
+    let dir = server.process.log.parent().unwrap();
+    let echoed = common::wait_file(&dir.join("echoed-args.json"), Duration::from_secs(20));
+    assert!(
+        echoed.contains("123456789012345678901234567890"),
+        "{echoed}"
+    );
+}
+
 fn capacity(server: &Server) {
     let made = server.ok(
         "/api/v1/reservations",
@@ -363,6 +383,13 @@ fn errors(server: &Server) {
         ),
         (
             "/api/v1/jobs",
+            b"{\"kind\":\"a\",\"args\":{\"s\":\"x\\u0000\"}}".to_vec(),
+            "application/json",
+            400,
+            "invalid_job",
+        ),
+        (
+            "/api/v1/jobs",
             b"{\"kind\":\"a\",\"run_at\":\"soon\"}".to_vec(),
             "application/json",
             400,
@@ -468,6 +495,7 @@ fn api_round_trips_on_sqlite() {
     let env = Env::new(CONFIG);
     let server = env.serve("serve", &[]);
     round_trip(&server);
+    args_keep_every_digit(&server);
     metrics_pass_promtool(&server);
     openapi_covers_every_route(&server);
 }
@@ -477,6 +505,7 @@ fn api_round_trips_on_postgres() {
     let pg = pg::PgEnv::new(CONFIG);
     let server = Server::start(&pg.env, "serve", pg.cmd(&serve_args(&[])), None);
     round_trip(&server);
+    args_keep_every_digit(&server);
 }
 
 fn metrics_pass_promtool(server: &Server) {

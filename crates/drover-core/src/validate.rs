@@ -60,6 +60,13 @@ impl Limits {
             });
         }
         match serde_json::from_str::<serde_json::Value>(args) {
+            // PostgreSQL's jsonb cannot hold a NUL; refused on both backends alike, so that
+            // args that work on SQLite in development do not fail on PostgreSQL in production.
+            Ok(value @ serde_json::Value::Object(_)) if has_nul(&value) => {
+                Err(ValidationError::Args(
+                    "contain a NUL character (\\u0000), which PostgreSQL cannot store".into(),
+                ))
+            }
             Ok(serde_json::Value::Object(_)) => Ok(()),
             Ok(other) => Err(ValidationError::Args(format!(
                 "must be a JSON object, got {}",
@@ -78,6 +85,19 @@ impl Limits {
             });
         }
         Ok(())
+    }
+}
+
+/// Whether a NUL character is in any string or key of `value`.
+fn has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || has_nul(value)),
+        _ => false,
     }
 }
 
@@ -183,6 +203,16 @@ mod tests {
             ..Limits::default()
         };
         assert!(limits.check_args(r#"{"a":1}"#).is_ok());
+        for nul in [
+            r#"{"a":"\u0000"}"#,
+            r#"{"\u0000":1}"#,
+            r#"{"a":["\u0000"]}"#,
+        ] {
+            assert!(
+                matches!(limits.check_args(nul), Err(ValidationError::Args(m)) if m.contains("NUL")),
+                "{nul}"
+            );
+        }
         assert!(matches!(
             limits.check_args("[1,2]"),
             Err(ValidationError::Args(m)) if m.contains("an array")

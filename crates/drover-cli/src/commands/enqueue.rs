@@ -73,8 +73,9 @@ fn prepare(config: &Config, request: EnqueueRequest) -> anyhow::Result<NewJob> {
 #[serde(deny_unknown_fields)]
 struct Line {
     kind: String,
+    /// Kept as written: numbers of any size keep every digit.
     #[serde(default)]
-    args: Option<serde_json::Value>,
+    args: Option<Box<serde_json::value::RawValue>>,
     queue: Option<String>,
     priority: Option<i32>,
     max_attempts: Option<i32>,
@@ -87,13 +88,16 @@ struct Line {
 fn line_request(line: Line) -> anyhow::Result<EnqueueRequest> {
     let args = match line.args {
         None => "{}".to_owned(),
-        Some(value) => serde_json::to_string(&value)?,
+        Some(raw) => raw.get().to_owned(),
     };
     let mut request = EnqueueRequest::raw(line.kind, args);
     request.queue = line.queue;
     request.priority = line.priority;
     request.max_attempts = line.max_attempts;
     request.unique_key = line.unique_key;
+    if line.delay.is_some() && line.run_at.is_some() {
+        anyhow::bail!("give delay or run_at, not both");
+    }
     if let Some(delay) = line.delay {
         request.delay = Some(parse_duration(&delay).map_err(anyhow::Error::msg)?);
     }

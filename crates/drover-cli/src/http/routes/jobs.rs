@@ -23,9 +23,10 @@ const MAX_BATCH: usize = 10_000;
 pub(crate) struct EnqueueBody {
     /// Task kind, like `report.build`.
     kind: String,
-    /// Args: a JSON object (default `{}`).
+    /// Args: a JSON object (default `{}`), stored as sent: numbers of any size keep every
+    /// digit.
     #[schema(value_type = Object)]
-    args: Option<serde_json::Value>,
+    args: Option<Box<serde_json::value::RawValue>>,
     /// Queue (default: the kind's queue, else `default`).
     queue: Option<String>,
     /// Higher runs first (default 0).
@@ -55,7 +56,7 @@ impl EnqueueBody {
         };
         let args = match self.args {
             None => "{}".to_owned(),
-            Some(value @ serde_json::Value::Object(_)) => value.to_string(),
+            Some(raw) if raw.get().starts_with('{') => raw.get().to_owned(),
             Some(_) => return Err(ApiError::invalid(at("args"), "args must be a JSON object")),
         };
         let mut request = EnqueueRequest::raw(self.kind, args);
