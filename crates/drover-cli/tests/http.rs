@@ -487,6 +487,18 @@ fn errors(server: &Server) {
     );
     let (status, _) = server.get("/no/such/route");
     assert_eq!(status, 404);
+    let response = ureq::delete(&format!("{}/api/v1/jobs/1", server.url)).call();
+    let allow = match &response {
+        Err(ureq::Error::Status(_, r)) => r.header("allow").map(str::to_owned),
+        _ => None,
+    };
+    let (status, answer) = Server::answer(response);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{answer}"
+    );
+    assert!(allow.is_some_and(|a| a.contains("GET")), "the Allow header");
     assert_eq!(total_jobs(server), before, "bad input stored nothing");
 }
 

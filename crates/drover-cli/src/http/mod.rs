@@ -141,6 +141,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let openapi = Arc::new(openapi);
     api.merge(routes::openapi_route(openapi))
         .merge(dashboard::router())
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             declared_length,

@@ -122,6 +122,21 @@ pub(crate) async fn record_request(
     response
 }
 
+/// A route asked with a method it does not take: the same JSON error as every other (axum's
+/// own has an empty body). axum adds the `Allow` header.
+pub(crate) async fn method_not_allowed(request: Request) -> Response {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    )
+    .into_response()
+}
+
 pub(crate) async fn not_found(request: Request) -> Response {
     if super::dashboard::is_page(request.uri().path()) {
         return super::dashboard::not_found(request.uri().path());
