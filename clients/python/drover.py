@@ -19,7 +19,8 @@ Work jobs with the same guarantees as a Rust handler (the lease token fences eve
     worker.run()                     # until SIGTERM or SIGINT: finish, then hand back
 
 A handler that runs long should look at ``job.cancelled`` (a ``threading.Event``): it is set
-when an operator cancels the job or when the lease was lost, and the handler should stop.
+when an operator cancels the job or when the lease was lost, and the handler should stop (return
+or raise): a run that ends after a cancel request is recorded as cancelled, not completed.
 """
 
 from __future__ import annotations
@@ -467,10 +468,16 @@ class Worker:
                     message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
                     self.client.fail(job.token, message[-4000:], step=job._step)
                 return
-            if not job.lease_lost:
-                with self._lock:
-                    self._succeeded.append(job)
-                    self._lock.notify_all()
+            if job.lease_lost:
+                return
+            if job.cancelled.is_set():
+                # It stopped early, as asked: the server records a failure of a job whose
+                # cancel was requested as cancelled.
+                self.client.fail(job.token, "stopped after a cancel request", step=job._step)
+                return
+            with self._lock:
+                self._succeeded.append(job)
+                self._lock.notify_all()
         except DroverError as err:
             # A lost lease: the job was rescued and runs elsewhere; this run's outcome is void.
             log.warning("job %s: outcome not recorded: %s", job.id, err)

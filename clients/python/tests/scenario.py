@@ -45,6 +45,9 @@ def worker(url, queue, record, concurrency=1, prefetch=0, wait=1.0):
         deadline = time.monotonic() + float(args.get("sleep", 0))
         while time.monotonic() < deadline:
             if job.cancelled.wait(0.05):
+                if args.get("on_cancel") == "return":
+                    write("stopped", job)
+                    return
                 raise RuntimeError("cancelled")
         if args.get("fail"):
             raise ValueError("asked to fail")

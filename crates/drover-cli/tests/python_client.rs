@@ -162,6 +162,38 @@ fn a_python_worker_runs_jobs_enqueued_by_the_python_client() {
     assert_eq!(stats["queues"]["py"]["discarded"], 0);
 }
 
+/// A handler that returns early because its job was cancelled leaves the job cancelled, not
+/// completed.
+#[test]
+fn a_cancelled_python_job_that_returns_is_recorded_cancelled() {
+    let env = Env::new(CONFIG);
+    let server = env.serve("serve", &[]);
+    let record = env.path("record.jsonl");
+    let _worker = PyWorker::start(&server.url, "py", &record, 1);
+    let job = server.ok(
+        "/api/v1/jobs",
+        &json!({"kind": "py.record", "queue": "py", "args": {"sleep": 30, "on_cancel": "return"}}),
+    );
+    let id = job["id"].as_i64().unwrap();
+    eventually(Duration::from_secs(30), "the job starts", || {
+        records(&record)
+            .into_iter()
+            .find(|r| r["event"] == "start" && r["id"] == id)
+    });
+    let (status, _) = server.post(&format!("/api/v1/jobs/{id}/cancel"), &json!(null));
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(20), "the handler stops", || {
+        records(&record)
+            .into_iter()
+            .find(|r| r["event"] == "stopped" && r["id"] == id)
+    });
+    let job = eventually(Duration::from_secs(20), "the outcome", || {
+        let job = env.job(id);
+        (job["state"] != "running").then_some(job)
+    });
+    assert_eq!(job["state"], "cancelled", "{job:#}");
+}
+
 #[test]
 fn a_killed_python_worker_s_job_runs_again_and_its_stale_completion_is_refused() {
     let env = Env::new(CONFIG);
