@@ -167,7 +167,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub(crate) processes: usize,
     /// Most jobs each worker pool may claim beyond its free slots (the engine's `prefetch`;
-    /// default: automatic, up to 50 × concurrency; 0: claim only for free slots).
+    /// default: automatic, up to 100 × concurrency; 0: claim only for free slots).
     #[arg(long)]
     pub(crate) prefetch: Option<usize>,
     /// Concurrent producers for the concurrent single-enqueue measure.

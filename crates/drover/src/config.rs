@@ -32,7 +32,7 @@ pub struct EngineConfig {
     /// Most jobs a foreman may claim beyond its free slots, into a local buffer, so that short
     /// jobs are claimed in large batches. The buffer adapts to the pace: it holds about what the
     /// workers will start within 25 ms, so slow jobs are claimed only for free slots. `None`
-    /// (default): 50 × the queue's concurrency, at most 1,000. `Some(0)`: no buffer.
+    /// (default): 100 × the queue's concurrency, at most 1,000. `Some(0)`: no buffer.
     pub prefetch: Option<usize>,
     /// Most job-end hooks run at once; more job ends wait for the pool. Default 4.
     pub hook_concurrency: usize,

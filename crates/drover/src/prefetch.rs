@@ -20,8 +20,11 @@ use std::time::Duration;
 /// How much work, at the recent pace, the buffer holds.
 pub(crate) const HORIZON: Duration = Duration::from_millis(25);
 
-/// The default maximum buffer, per slot of the queue's concurrency.
-const AUTO_PER_SLOT: usize = 50;
+/// The default maximum buffer, per slot of the queue's concurrency. A foreman claims once half
+/// a batch (slots and buffer) is free, so this sets the size of a claim on a backlog of short
+/// jobs: 100 drained 7–10 % faster than 50 on both backends (2026-12-05, six rounds alternated,
+/// ten workers); 200, with a cap of 2,000, gained nothing more in one comparison.
+const AUTO_PER_SLOT: usize = 100;
 
 /// The default maximum buffer, whatever the concurrency.
 const AUTO_CAP: usize = 1_000;
@@ -110,7 +113,8 @@ mod tests {
 
     #[test]
     fn the_automatic_maximum_scales_with_concurrency_up_to_a_cap() {
-        assert_eq!(max_buffer(None, 10), 500);
+        assert_eq!(max_buffer(None, 10), 1_000);
+        assert_eq!(max_buffer(None, 4), 400);
         assert_eq!(max_buffer(None, 500), 1_000);
         assert_eq!(max_buffer(Some(0), 10), 0);
         assert_eq!(max_buffer(Some(7), 10), 7);
