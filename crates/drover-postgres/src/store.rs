@@ -220,6 +220,8 @@ impl PgStore {
                 "this store has no schema of its own to drop".into(),
             ));
         };
+        // An upkeep still running on the table fails once it is gone; that is expected now.
+        self.vacuum.close();
         let client = self.pool.get().await.map_err(map_pool)?;
         // The name was checked as a plain identifier when the config was parsed.
         client
@@ -656,6 +658,7 @@ impl Store for PgStore {
         )
         .await;
         self.closed.store(true, Ordering::Release);
+        self.vacuum.close();
         self.writer.parked.clear();
         // Later gets fail with Closed; idle connections are closed now, busy ones when they
         // come back.

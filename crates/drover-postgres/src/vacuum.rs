@@ -78,6 +78,9 @@ pub(crate) struct Vacuum {
     claims: AtomicU64,
     full_claims: AtomicU64,
     running: AtomicBool,
+    /// The store closed: an upkeep that fails now (its schema may be gone, as when `drover
+    /// bench` drops its schema) is no news.
+    closed: AtomicBool,
     /// Vacuums run so far.
     runs: AtomicU64,
     inserted: AtomicU64,
@@ -110,6 +113,7 @@ impl Vacuum {
             claims: AtomicU64::new(0),
             full_claims: AtomicU64::new(0),
             running: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             runs: AtomicU64::new(0),
             inserted: AtomicU64::new(0),
             analyzed: AtomicUsize::new(0),
@@ -186,11 +190,20 @@ impl Vacuum {
                     tracing::debug!(took = ?started.elapsed(), statement = %sql,
                         throttled, "jobs table upkeep done");
                 }
+                Err(error) if this.closed.load(Ordering::Acquire) => {
+                    tracing::debug!(%error, statement = %sql, "upkeep after the store closed")
+                }
                 Err(error) => tracing::warn!(%error, statement = %sql,
                     "cannot run the jobs table's upkeep; {consequence}"),
             }
             this.running.store(false, Ordering::Release);
         });
+    }
+
+    /// The store is closing, or dropping its schema: from now on a failed upkeep is logged at
+    /// debug level only.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
     }
 
     /// Vacuums finished so far.
@@ -215,7 +228,7 @@ impl Vacuum {
             client.batch_execute(sql).await
         }
         .await
-        .map_err(|err| err.to_string());
+        .map_err(|err| crate::error::describe(&err));
         drop(client);
         let _ = driver.await;
         result
