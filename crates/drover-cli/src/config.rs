@@ -58,6 +58,10 @@ pub(crate) struct HttpSection {
     pub(crate) max_body_bytes: Option<usize>,
     /// Refuse every state-changing request (enqueue excepted: see the README).
     pub(crate) read_only: Option<bool>,
+    /// How long a client may take to send a request's headers, and a kept-alive connection may
+    /// sit idle (default 30 s).
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) header_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -726,6 +726,35 @@ fn listening_off_loopback_needs_a_token() {
     assert!(err.contains("cannot listen on"), "{err}");
 }
 
+/// A client that never finishes its request's headers is cut off after `header_timeout`, and
+/// the server goes on answering others.
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use std::io::{Read, Write};
+    let env = Env::new("[http]\nheader_timeout = \"500ms\"\n");
+    let server = env.serve("serve", &[]);
+    let addr = server.url.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: drover\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    // The server closes the connection (perhaps after a 408): the read ends instead of timing
+    // out.
+    slow.read_to_end(&mut answer)
+        .expect("the connection is closed, not left waiting");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let (status, _) = server.get("/healthz");
+    assert_eq!(status, 200);
+}
+
 /// A pause written by one process holds in another, across its restart, until resumed.
 #[test]
 fn a_pause_holds_across_processes() {

@@ -12,6 +12,7 @@ mod routes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -29,6 +30,8 @@ pub(crate) use error::ApiError;
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Largest request body by default.
 const DEFAULT_MAX_BODY: usize = 2 * 1024 * 1024;
+/// [`HttpSettings::header_timeout`] by default.
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP settings in force, checked.
 #[derive(Clone)]
@@ -37,6 +40,10 @@ pub(crate) struct HttpSettings {
     pub(crate) token: Option<String>,
     pub(crate) max_body_bytes: usize,
     pub(crate) read_only: bool,
+    /// How long a client may take to send a request's headers, and a kept-alive connection may
+    /// sit idle. `axum::serve` sets no limit: a client that never finished its headers held its
+    /// connection (and a file descriptor) for ever.
+    pub(crate) header_timeout: Duration,
 }
 
 impl std::fmt::Debug for HttpSettings {
@@ -47,6 +54,7 @@ impl std::fmt::Debug for HttpSettings {
             .field("token", &self.token.as_ref().map(|_| "(set)"))
             .field("max_body_bytes", &self.max_body_bytes)
             .field("read_only", &self.read_only)
+            .field("header_timeout", &self.header_timeout)
             .finish()
     }
 }
@@ -87,11 +95,16 @@ impl HttpSettings {
         if max_body_bytes < 1024 {
             bail!("http.max_body_bytes {max_body_bytes} is under 1024");
         }
+        let header_timeout = config.http.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT);
+        if header_timeout < Duration::from_millis(100) {
+            bail!("http.header_timeout {header_timeout:?} is under 100 ms");
+        }
         Ok(Some(HttpSettings {
             listen,
             token,
             max_body_bytes,
             read_only: config.http.read_only.unwrap_or(false),
+            header_timeout,
         }))
     }
 
@@ -183,14 +196,38 @@ async fn declared_length(
     next.run(request).await
 }
 
-/// Serves until `stop` fires, then finishes the requests in flight.
+/// Serves until `stop` fires, then finishes the requests in flight. hyper's HTTP/1 server,
+/// driven here rather than by `axum::serve`, for [`HttpSettings::header_timeout`].
 pub(crate) async fn serve(
-    listener: TcpListener,
+    mut listener: TcpListener,
     state: AppState,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    use axum::serve::Listener;
+    let header_timeout = state.settings.header_timeout;
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connections = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        // `Listener::accept` waits out errors such as running out of file descriptors.
+        let (stream, _) = tokio::select! {
+            accepted = Listener::accept(&mut listener) => accepted,
+            _ = stop.cancelled() => break,
+        };
+        // Small answers go out at once, not after Nagle's delay.
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let connection =
+            connections.watch(http.serve_connection(hyper_util::rt::TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.shutdown().await;
+    Ok(())
 }

@@ -118,6 +118,7 @@ impl Server {
             token: None,
             max_body_bytes: 2 * 1024 * 1024,
             read_only: false,
+            header_timeout: Duration::from_secs(30),
         };
         let listener = settings.bind().await?;
         let addr = listener.local_addr()?;
