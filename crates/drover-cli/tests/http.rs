@@ -713,6 +713,15 @@ fn listening_off_loopback_needs_a_token() {
     );
     let err = env.fails(&["serve", "--listen", "nowhere"]);
     assert!(err.contains("--listen"), "{err}");
+    // A host name is resolved (loopback, so no token is needed).
+    let named = Server::start(
+        &env,
+        "named",
+        env.cmd(&["serve", "--listen", "localhost:0"]),
+        None,
+    );
+    assert_eq!(named.get("/healthz").0, 200);
+    drop(named);
     let out = env
         .cmd(&["serve", "--listen", "0.0.0.0:0"])
         .env("DROVER_TOKEN", "short")

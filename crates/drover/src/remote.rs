@@ -123,6 +123,26 @@ pub struct Failure {
     pub discard: bool,
 }
 
+/// The longest failure message kept per attempt: a longer one keeps its start (the message,
+/// before any trace), with a note of how much was cut. Every attempt's error stays in the job's
+/// row, so a worker sending megabytes per failure would grow it by that much each time.
+pub const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// `error`, cut to [`MAX_ERROR_BYTES`] at a character boundary.
+fn clip(mut error: String) -> String {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error;
+    }
+    let total = error.len();
+    let mut end = MAX_ERROR_BYTES;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    error.truncate(end);
+    error.push_str(&format!(" [… {end} of {total} bytes kept]"));
+    error
+}
+
 /// What was recorded.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Recorded {
@@ -464,8 +484,9 @@ impl RemoteWorkers {
 
     /// Records a failed attempt: retried with backoff while attempts are left, else discarded;
     /// a job whose cancel was requested is recorded as cancelled.
-    pub async fn fail(&self, token: &str, failure: Failure) -> Result<Recorded, Error> {
+    pub async fn fail(&self, token: &str, mut failure: Failure) -> Result<Recorded, Error> {
         let lease = parse_token(token)?;
+        failure.error = clip(failure.error);
         if failure.error.is_empty() {
             return Err(Error::Invalid(ValidationError::Range {
                 field: "error",
@@ -606,6 +627,16 @@ impl RemoteWorkers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_failure_keeps_its_start() {
+        assert_eq!(clip("short".into()), "short");
+        let long = format!("ValueError: bad input {}", "é".repeat(MAX_ERROR_BYTES));
+        let clipped = clip(long.clone());
+        assert!(clipped.starts_with("ValueError: bad input"));
+        assert!(clipped.len() < MAX_ERROR_BYTES + 64, "{}", clipped.len());
+        assert!(clipped.ends_with(&format!("of {} bytes kept]", long.len())));
+    }
 
     #[test]
     fn tokens_round_trip_and_garbage_is_refused() {

@@ -74,9 +74,7 @@ impl HttpSettings {
             None if serve_by_default => DEFAULT_LISTEN.to_owned(),
             None => return Ok(None),
         };
-        let listen: SocketAddr = listen.parse().with_context(|| {
-            format!("--listen {listen:?}: expected an address and port like 127.0.0.1:7070")
-        })?;
+        let listen = resolve_listen(&listen)?;
         let token = std::env::var("DROVER_TOKEN")
             .ok()
             .or_else(|| config.http.token.clone());
@@ -114,6 +112,25 @@ impl HttpSettings {
             .await
             .with_context(|| format!("cannot listen on {}", self.listen))
     }
+}
+
+/// An address and port (`127.0.0.1:7070`, `[::1]:7070`), or a host name and port
+/// (`localhost:7070`, its first address).
+fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let expected = || {
+        format!(
+            "--listen {listen:?}: expected an address or host name and a port, like 127.0.0.1:7070"
+        )
+    };
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    listen
+        .to_socket_addrs()
+        .with_context(expected)?
+        .next()
+        .with_context(expected)
 }
 
 /// What every handler can reach.
