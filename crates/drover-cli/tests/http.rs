@@ -598,6 +598,16 @@ fn openapi_covers_every_route(server: &Server) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // The errors any route may give are declared, but for the open probes' auth errors.
+    let enqueue = &doc["paths"]["/api/v1/jobs"]["post"]["responses"];
+    for status in ["401", "403", "413", "415", "422"] {
+        assert!(
+            enqueue.get(status).is_some(),
+            "POST /api/v1/jobs lacks {status}"
+        );
+    }
+    assert!(doc["paths"]["/api/v1/jobs/{id}"]["get"]["responses"]["400"].is_object());
+    assert!(doc["paths"]["/healthz"]["get"]["responses"]["401"].is_null());
     // Every documented operation is routed: none answers "no route".
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.len() >= 26, "{:?}", paths.keys());

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::{ApiError, AppState, dashboard};
 
 /// Paths that answer without a token (load balancers and orchestrators probe them).
-const OPEN: [&str; 2] = ["/healthz", "/readyz"];
+pub(crate) const OPEN: [&str; 2] = ["/healthz", "/readyz"];
 
 /// Operator actions, refused in read-only mode (job traffic — enqueues and leases — is not).
 fn is_operator_action(method: &Method, path: &str) -> bool {

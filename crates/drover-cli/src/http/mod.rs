@@ -167,7 +167,8 @@ impl AppState {
 /// The whole application: the API, the OpenAPI document, metrics, probes and the dashboard,
 /// with middleware.
 pub(crate) fn router(state: AppState) -> Router {
-    let (api, openapi) = routes::api().split_for_parts();
+    let (api, mut openapi) = routes::api().split_for_parts();
+    routes::declare_common_errors(&mut openapi);
     let openapi = Arc::new(openapi);
     api.merge(routes::openapi_route(openapi))
         .merge(dashboard::router())

@@ -93,6 +93,60 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(cluster::metrics))
 }
 
+/// Declares on every operation the error answers any route may give, so that a client
+/// generated from the document knows them: 401 and 403 (the token, the same-origin check,
+/// read-only) except on the open health probes; 400 for a malformed path parameter; and
+/// for a JSON body 413 (too large), 415 (not JSON) and 422 (a field of the wrong type, or one
+/// the route does not know). Each route's own answers stay as they are.
+pub(crate) fn declare_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let open = super::auth::OPEN.contains(&path.as_str());
+        for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+            let responses = &mut operation.responses.responses;
+            let mut declare = |status: &str, description: &str| {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| error(description));
+            };
+            if !open {
+                declare(
+                    "401",
+                    "No bearer token, or not the server's (when one guards it)",
+                );
+                declare(
+                    "403",
+                    "A cross-site request, or an operator action on a read-only server",
+                );
+            }
+            if path.contains('{') {
+                declare("400", "A malformed path parameter");
+            }
+            if operation.request_body.is_some() {
+                declare("413", "The body is over the server's limit");
+                declare("415", "The body is not JSON (Content-Type)");
+                declare(
+                    "422",
+                    "A field of the wrong type, or one the route does not know",
+                );
+            }
+        }
+    }
+}
+
 /// `/api/openapi.json`.
 pub(crate) fn openapi_route(doc: Arc<utoipa::openapi::OpenApi>) -> axum::Router<AppState> {
     axum::Router::new().route(
