@@ -57,6 +57,15 @@ impl ApiError {
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+
+    /// A request body over `[http] max_body_bytes`, declared or sent.
+    pub(crate) fn body_too_large() -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is over the server's limit ([http] max_body_bytes)",
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -175,11 +184,7 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let status = rejection.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
-            return Self::new(
-                status,
-                "payload_too_large",
-                "the request body is over the server's limit ([http] max_body_bytes)",
-            );
+            return Self::body_too_large();
         }
         let status = if status.is_client_error() {
             status

@@ -36,11 +36,7 @@ where
             .await
             .map_err(|rejection| {
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::new(
-                        rejection.status(),
-                        "payload_too_large",
-                        "the request body is over the server's limit",
-                    )
+                    ApiError::body_too_large()
                 } else {
                     ApiError::invalid("body", rejection.body_text())
                 }

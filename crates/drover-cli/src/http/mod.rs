@@ -29,9 +29,9 @@ pub(crate) use error::ApiError;
 /// Where `drover serve` listens unless told otherwise.
 pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Largest request body by default.
-const DEFAULT_MAX_BODY: usize = 2 * 1024 * 1024;
+pub(crate) const DEFAULT_MAX_BODY: usize = 2 * 1024 * 1024;
 /// [`HttpSettings::header_timeout`] by default.
-const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP settings in force, checked.
 #[derive(Clone)]
@@ -204,12 +204,7 @@ async fn declared_length(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|bytes| bytes > state.settings.max_body_bytes as u64) {
-        return ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is over the server's limit",
-        )
-        .into_response();
+        return ApiError::body_too_large().into_response();
     }
     next.run(request).await
 }

@@ -116,9 +116,9 @@ impl Server {
         let settings = HttpSettings {
             listen: "127.0.0.1:0".parse()?,
             token: None,
-            max_body_bytes: 2 * 1024 * 1024,
+            max_body_bytes: crate::http::DEFAULT_MAX_BODY,
             read_only: false,
-            header_timeout: Duration::from_secs(30),
+            header_timeout: crate::http::DEFAULT_HEADER_TIMEOUT,
         };
         let listener = settings.bind().await?;
         let addr = listener.local_addr()?;
