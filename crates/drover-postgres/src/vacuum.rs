@@ -36,8 +36,8 @@ use crate::tls::RustlsConnect;
 /// work, its defaults since PostgreSQL 12), where a plain `VACUUM` has none. Unthrottled, a
 /// vacuum took 100–250 ms of a core, one every 2 s at 26,000 jobs/s on this 2-core machine, and
 /// each showed as a spike of 25–60 ms in the enqueue→start latency; throttled it took
-/// 230–710 ms (once 2.2 s) in the background and the p99 of the steady load fell from 25 ms to 18 ms
-/// (medians of 3 runs of `drover bench --scenario steady`, 2026-12-05).
+/// 230–710 ms (once 2.2 s) in the background and the p99 of the steady load fell from 25 ms to
+/// 18 ms (medians of 3 runs of `drover bench --scenario steady`, 2026-12-05).
 const THROTTLE: &str = "SET vacuum_cost_delay = 2; SET vacuum_cost_limit = 200";
 
 /// Jobs inserted by a process after which it analyzes the jobs table.

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::JobLabels;
 
@@ -21,9 +21,12 @@ pub const OTHER: &str = "(other)";
 #[derive(Debug)]
 pub(super) struct LabelBudget {
     max: usize,
-    /// Kinds by queue: looked up without allocating on every job.
+    /// Kinds by queue: looked up without allocating.
     admitted: RwLock<HashMap<String, HashSet<String>>>,
-    count: std::sync::atomic::AtomicUsize,
+    /// How many pairs `admitted` holds, read without its lock: once full, a job of a pair
+    /// beyond (asked for on every job of it, since no family has its series) takes no write
+    /// lock.
+    count: AtomicUsize,
     warned: AtomicBool,
 }
 
@@ -45,7 +48,7 @@ impl LabelBudget {
             .expect("metrics lock poisoned")
             .get(queue)
             .is_some_and(|kinds| kinds.contains(kind));
-        if known || self.admit(queue, kind) {
+        if known || (!self.full(queue, kind) && self.admit(queue, kind)) {
             return JobLabels {
                 queue: queue.into(),
                 kind: kind.into(),
@@ -57,6 +60,21 @@ impl LabelBudget {
         }
     }
 
+    /// Whether the ceiling is reached (warning once when it is).
+    fn full(&self, queue: &str, kind: &str) -> bool {
+        let full = self.count.load(Ordering::Relaxed) >= self.max;
+        if full && !self.warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                limit = self.max,
+                queue,
+                kind,
+                "more (queue, kind) pairs than the metrics keep apart: jobs of the new ones are \
+                 counted under queue and kind \"(other)\""
+            );
+        }
+        full
+    }
+
     /// Admits a new pair if the ceiling allows; false when it does not.
     fn admit(&self, queue: &str, kind: &str) -> bool {
         let mut admitted = self.admitted.write().expect("metrics lock poisoned");
@@ -66,16 +84,8 @@ impl LabelBudget {
         {
             return true;
         }
-        if self.count.load(Ordering::Relaxed) >= self.max {
-            if !self.warned.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    limit = self.max,
-                    queue,
-                    kind,
-                    "more (queue, kind) pairs than the metrics keep apart: jobs of the new ones \
-                     are counted under queue and kind \"(other)\""
-                );
-            }
+        // Another thread may have filled it since `full` looked.
+        if self.full(queue, kind) {
             return false;
         }
         admitted

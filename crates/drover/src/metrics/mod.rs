@@ -4,8 +4,9 @@
 //!
 //! Labels are queue and kind (and outcome, state, op) only, never job ids or args, and past
 //! [`MAX_LABELED_PAIRS`] (queue, kind) pairs the jobs of new pairs share one label
-//! ([`budget`]), so the number of series stays bounded. Series of the configured queues and kinds exist from the start, at
-//! zero, so that a rate or an alert has something to work on before the first job.
+//! ([`budget`]), so the number of series stays bounded. Series of the configured queues and
+//! kinds exist from the start, at zero, so that a rate or an alert has something to work on
+//! before the first job.
 //!
 //! Counters and histograms are recorded where the work happens: store operations by
 //! [`MeteredStore`], outcomes by the completer and by remote (HTTP) workers' leases (through
@@ -310,9 +311,31 @@ impl Metrics {
         });
     }
 
-    /// Records into the series of `queue` and `kind` in `family`. The budget is asked only
-    /// for a pair the family has no series of: a job of a known pair costs the family's own
-    /// lookup, as it did before there was a budget (asking it first cost 4 % of a drain).
+    /// Records into the series of `queue` and `kind` in `family`, whose labels `labels` makes
+    /// from a job's. The budget is asked only for a pair the family has no series of: a job of
+    /// a known pair costs the family's own lookup, as it did before there was a budget (asking
+    /// it first cost 4 % of a drain).
+    fn series<L, M, C>(
+        &self,
+        family: &Family<L, M, C>,
+        (queue, kind): (&str, &str),
+        labels: impl Fn(JobLabels) -> L,
+        record: impl FnOnce(&M),
+    ) where
+        L: Clone + std::hash::Hash + Eq,
+        C: MetricConstructor<M>,
+    {
+        let own = labels(JobLabels {
+            queue: queue.into(),
+            kind: kind.into(),
+        });
+        match family.get(&own) {
+            Some(metric) => record(&metric),
+            None => record(&family.get_or_create(&labels(self.budget.labels(queue, kind)))),
+        }
+    }
+
+    /// [`Metrics::series`] of a family labelled by queue and kind alone.
     fn job_series<M, C: MetricConstructor<M>>(
         &self,
         family: &Family<JobLabels, M, C>,
@@ -320,14 +343,7 @@ impl Metrics {
         kind: &str,
         record: impl FnOnce(&M),
     ) {
-        let own = JobLabels {
-            queue: queue.into(),
-            kind: kind.into(),
-        };
-        match family.get(&own) {
-            Some(metric) => record(&metric),
-            None => record(&family.get_or_create(&self.budget.labels(queue, kind))),
-        }
+        self.series(family, (queue, kind), |labels| labels, record);
     }
 
     pub(crate) fn enqueued(&self, queue: &str, kind: &str) {
@@ -347,26 +363,19 @@ impl Metrics {
         at: Timestamp,
     ) {
         self.throughput.record(queue, outcome, at);
-        let own = OutcomeLabels {
-            queue: queue.into(),
-            kind: kind.into(),
-            outcome: outcome_name(outcome),
-        };
-        match self.finished.get(&own) {
-            Some(counter) => {
+        let outcome = outcome_name(outcome);
+        self.series(
+            &self.finished,
+            (queue, kind),
+            |JobLabels { queue, kind }| OutcomeLabels {
+                queue,
+                kind,
+                outcome,
+            },
+            |counter: &Counter| {
                 counter.inc();
-            }
-            None => {
-                let labels = self.budget.labels(queue, kind);
-                self.finished
-                    .get_or_create(&OutcomeLabels {
-                        queue: labels.queue,
-                        kind: labels.kind,
-                        outcome: own.outcome,
-                    })
-                    .inc();
-            }
-        }
+            },
+        );
         self.job_series(&self.duration, queue, kind, |histogram| {
             histogram.observe(held.as_secs_f64())
         });
