@@ -237,6 +237,14 @@ pub trait Store: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// How many writes of job outcomes an engine should have out at once. One by default: a
+    /// backend with a single writer (SQLite) gains nothing from a second, whose batch would
+    /// only be smaller. A server that runs transactions side by side on several cores says
+    /// more.
+    fn parallel_writes(&self) -> usize {
+        1
+    }
+
     /// Flushes pending writes and closes connections. Later calls fail with
     /// [`StoreError::Closed`].
     async fn close(&self);

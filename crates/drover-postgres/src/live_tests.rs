@@ -442,3 +442,22 @@ async fn a_completion_and_a_heartbeat_of_the_same_leases_do_not_deadlock() {
     drop((finishing, beating, watch, blocker));
     store.close().await;
 }
+
+/// A worker's store (one that listens) has its engine's connections open once `connect`
+/// returns; any other store (the CLI's, the API's admin) opens one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_store_opens_its_connections_at_connect() {
+    let (admin, guard) = fresh_store().await;
+    assert_eq!(admin.connections_open(), 1, "an admin store opens one");
+    admin.close().await;
+    let mut config = PgConfig::from_url(&test_url()).expect("test URL parses");
+    config.schema = Some(guard.0.clone());
+    config.listen = true;
+    let worker = PgStore::connect(config).await.expect("connect");
+    assert_eq!(
+        worker.connections_open(),
+        crate::store::WORKER_CONNECTIONS,
+        "a worker store opens its engine's connections"
+    );
+    worker.close().await;
+}

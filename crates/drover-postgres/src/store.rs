@@ -61,10 +61,30 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+/// Connections a worker's engine has in use at once while a backlog drains: two claims and
+/// two completion writes. Opening them while the first batches are claimed made a
+/// 20,000-job drain's first thousand completions 10–20 ms later (a TLS handshake and the
+/// session's setup each).
+pub(crate) const WORKER_CONNECTIONS: usize = 4;
+
+/// Opens connections until the pool holds `total` (with the one the caller holds), all at
+/// once. One that fails is left for the pool to open when it is needed.
+async fn warm_up(pool: &Pool, total: usize) {
+    let more = total.saturating_sub(pool.status().size);
+    let opened = futures_util::future::join_all((0..more).map(|_| pool.get())).await;
+    for failed in opened.iter().filter_map(|result| result.as_ref().err()) {
+        tracing::debug!(error = %failed, "could not open a spare connection yet");
+    }
+}
+
 impl PgStore {
     /// Connects: builds the pool, opens a first connection (so that an unreachable server
     /// fails here, with [`StoreError::Unavailable`], not on first use), and starts the
     /// listener. Does not migrate: call [`Store::migrate`].
+    ///
+    /// A store that listens (a worker's) opens the connections its engine uses at once beside
+    /// the first ([`WORKER_CONNECTIONS`]), so that they are not opened in the middle of its
+    /// first claims.
     pub async fn connect(config: PgConfig) -> Result<PgStore, StoreError> {
         let (pg, schema, tls) = config.pg_config().map_err(StoreError::Internal)?;
         let tls = tls.connector().map_err(|why| {
@@ -82,6 +102,9 @@ impl PgStore {
             )),
             other => other,
         })?;
+        if config.listen {
+            warm_up(&pool, WORKER_CONNECTIONS.min(config.pool_size)).await;
+        }
         drop(first);
 
         let channel = config::channel(schema.as_deref());
@@ -642,6 +665,14 @@ impl Store for PgStore {
         self.wakeups.subscribe()
     }
 
+    /// Two: the completions of one batch are written beside those of the next (and beside
+    /// the claims), on two server cores, instead of one after the other. A 20,000-job drain
+    /// gained about a quarter with it (and the spare connections opened at start); see
+    /// `crates/drover/src/completer.rs`.
+    fn parallel_writes(&self) -> usize {
+        2
+    }
+
     fn background_health(&self) -> Vec<drover_core::BackgroundHealth> {
         let listener = self.listener.lock().expect("listener lock poisoned");
         listener.iter().map(Listener::health).collect()
@@ -740,5 +771,10 @@ impl Store for PgStore {
 impl PgStore {
     pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(map_pool)
+    }
+
+    /// Connections the pool holds now, in use or idle.
+    pub(crate) fn connections_open(&self) -> usize {
+        self.pool.status().size
     }
 }

@@ -6,11 +6,20 @@
 //! batch costs one durable commit instead of two (one for the completions of the last batch,
 //! one for the claim of the next). With nothing to record a claim goes alone, at once.
 //!
-//! A claim never waits behind a write: while the completer is writing, a foreman claims on its
-//! own, in parallel. Holding outcomes back until the next claim (so that every batch shares one
-//! transaction) was measured slower on PostgreSQL: the completions of one batch and the claim
-//! of the next then run one after the other instead of side by side, and on this hardware a
-//! commit costs less than the row work (see the README's Speed section).
+//! Writes go out side by side when the backend can run them so
+//! ([`drover_core::Store::parallel_writes`]: PostgreSQL two, SQLite one): while one is in
+//! flight the next starts with a claim, or with a batch worth its commit
+//! ([`SECOND_WRITE_MIN`]). One write at a time left a server core idle while the other wrote
+//! 1,024 completions; with two (and the worker's connections opened at start), 20,000-job
+//! PostgreSQL drains ran at 63,300 / 67,100 / 57,800 jobs/s against 49,500 / 46,200 /
+//! 52,700 for the build before, alternated (2026-12-05). SQLite's writes wait for its one
+//! writer anyway; two in flight there measured 2 % slower (medians of five rounds).
+//!
+//! A claim never waits behind a write: while the completer has all its writes out, a foreman
+//! claims on its own, in parallel. Holding outcomes back until the next claim (so that every
+//! batch shares one transaction) was measured slower on PostgreSQL: the completions of one
+//! batch and the claim of the next then run one after the other instead of side by side, and
+//! on this hardware a commit costs less than the row work (see the README's Speed section).
 //!
 //! Outcomes are kept and retried while the database is unreachable; a run stays "running" in
 //! this process until its outcome is recorded, so shutdown waits for the bookkeeping too. A
@@ -25,6 +34,7 @@ use drover_core::{
     ClaimResult, FinishResult, JobClaimParams, JobFinishClaimParams, JobFinishParams, JobState,
     Outcome, StoreError,
 };
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +45,9 @@ use crate::stats::Counters;
 
 /// Most outcomes written in one call.
 const MAX_BATCH: usize = 1024;
+
+/// Least outcomes worth a second write beside one in flight (a claim is always worth one).
+const SECOND_WRITE_MIN: usize = 256;
 
 /// Where foremen hand their claims to the completer.
 pub(crate) struct ClaimDesk {
@@ -109,36 +122,80 @@ pub(crate) async fn run(
     mut claims: mpsc::UnboundedReceiver<ClaimRequest>,
     abandon: CancellationToken,
 ) {
+    let mut writes = FuturesUnordered::new();
     let mut batch: Vec<Finished> = Vec::new();
     let mut requests: Vec<ClaimRequest> = Vec::new();
+    let mut open = true;
+    // Most writes out at once, as the backend advises.
+    let most = shared.store.parallel_writes().max(1);
     loop {
+        let can_start = writes.len() < most;
         tokio::select! {
-            next = rx.recv() => match next {
+            biased;
+            Some(recorded) = writes.next(), if !writes.is_empty() => {
+                let recorded: bool = recorded;
+                if !recorded {
+                    // Abandoned: the other write sees it too.
+                    while writes.next().await.is_some() {}
+                    return;
+                }
+                if writes.len() < most {
+                    shared.claims.busy.store(false, Ordering::Release);
+                }
+            }
+            // Only for a write that can start: with every write out, outcomes wait in the
+            // channel, and when it is full executors wait to send (so memory stays bounded).
+            next = rx.recv(), if open && can_start && batch.len() < MAX_BATCH => match next {
                 Some(first) => batch.push(first),
-                None => return,
+                None => open = false,
             },
             Some(request) = claims.recv() => requests.push(request),
-            _ = abandon.cancelled() => return,
+            _ = abandon.cancelled(), if writes.is_empty() => return,
         }
-        while batch.len() < MAX_BATCH {
+        while writes.len() < most && batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
         }
-        // Busy before the last look at the claims: one sent after it would wait for this write.
-        shared.claims.busy.store(true, Ordering::Release);
-        while let Ok(request) = claims.try_recv() {
-            requests.push(request);
-        }
-        if !requests.is_empty() {
-            finish_and_claim(&shared, &mut batch, &mut requests).await;
-        }
-        if !batch.is_empty() && !record(&shared, &mut batch, &abandon).await {
+        if !open && writes.is_empty() && batch.is_empty() && requests.is_empty() {
             return;
         }
-        shared.claims.busy.store(false, Ordering::Release);
+        let worth = if writes.is_empty() {
+            !batch.is_empty() || !requests.is_empty()
+        } else {
+            !requests.is_empty() || batch.len() >= SECOND_WRITE_MIN
+        };
+        if writes.len() < most && worth {
+            if writes.len() + 1 == most {
+                // Busy before the last look at the claims: one sent after it would wait.
+                shared.claims.busy.store(true, Ordering::Release);
+                while let Ok(request) = claims.try_recv() {
+                    requests.push(request);
+                }
+            }
+            writes.push(write(
+                shared.clone(),
+                std::mem::take(&mut batch),
+                std::mem::take(&mut requests),
+                abandon.clone(),
+            ));
+        }
     }
+}
+
+/// One write: the outcomes of `batch`, with the claims of `requests` when there are any.
+/// Returns false when abandoned.
+async fn write(
+    shared: Arc<Shared>,
+    mut batch: Vec<Finished>,
+    mut requests: Vec<ClaimRequest>,
+    abandon: CancellationToken,
+) -> bool {
+    if !requests.is_empty() {
+        finish_and_claim(&shared, &mut batch, &mut requests).await;
+    }
+    batch.is_empty() || record(&shared, &mut batch, &abandon).await
 }
 
 /// Records the batch and makes the claims in one call. The claims are answered either way; the
@@ -241,7 +298,9 @@ async fn settled(shared: &Shared, batch: &mut Vec<Finished>, results: &[FinishRe
             claimed_at.map(|at| at.elapsed()).unwrap_or_default(),
             shared.clock.now(),
         );
-        if let Some(state) = result.state.filter(|s| s.is_terminal()) {
+        if let Some(state) = result.state.filter(|s| s.is_terminal())
+            && !shared.hooks.is_empty()
+        {
             shared
                 .hooks
                 .fire(JobEnd {

@@ -89,8 +89,9 @@ impl RunGuard {
                 step,
                 outcome,
             },
-            kind: self.kind.clone(),
-            queue: self.queue.clone(),
+            // The guard is spent once its message is made: its names move into it.
+            kind: std::mem::take(&mut self.kind),
+            queue: std::mem::take(&mut self.queue),
             attempt: self.attempt,
             _owner: self.owner.take().expect("finished once"),
         }

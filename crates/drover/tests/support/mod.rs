@@ -39,6 +39,8 @@ pub(crate) struct StallingStore {
     /// Claims out now, and the most seen out at once.
     claims_now: AtomicUsize,
     claims_most: AtomicUsize,
+    /// What [`Store::parallel_writes`] advises; the inner store's unless set.
+    parallel_writes: Option<usize>,
 }
 
 impl StallingStore {
@@ -55,7 +57,14 @@ impl StallingStore {
             claim_delay: Mutex::new(Duration::ZERO),
             claims_now: AtomicUsize::new(0),
             claims_most: AtomicUsize::new(0),
+            parallel_writes: None,
         }
+    }
+
+    /// Advises `writes` outcome writes at once, whatever the inner store advises.
+    pub(crate) fn with_parallel_writes(mut self, writes: usize) -> Self {
+        self.parallel_writes = Some(writes);
+        self
     }
 
     /// Every claim from now on takes `delay` before it is made.
@@ -137,6 +146,11 @@ impl StallingStore {
 impl Store for StallingStore {
     fn backend(&self) -> &'static str {
         self.inner.backend()
+    }
+
+    fn parallel_writes(&self) -> usize {
+        self.parallel_writes
+            .unwrap_or_else(|| self.inner.parallel_writes())
     }
 
     async fn job_finish_many(
