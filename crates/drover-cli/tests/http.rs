@@ -227,6 +227,26 @@ fn args_keep_every_digit(server: &Server) {
         echoed.contains("123456789012345678901234567890"),
         "{echoed}"
     );
+    // As shown by the API, and as leased to an HTTP worker.
+    let (status, shown) = server.get(&format!("/api/v1/jobs/{}", job["id"]));
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(
+        shown["args"].to_string(),
+        r#"{"n":123456789012345678901234567890}"#
+    );
+    server.post_raw(
+        "/api/v1/jobs",
+        "application/json",
+        br#"{"kind":"py.digits","queue":"digits","args":{"n":-98765432109876543210.5}}"#,
+    );
+    let leased = server.ok(
+        "/api/v1/leases",
+        &json!({"queues": ["digits"], "worker": "test", "wait": 5}),
+    );
+    assert_eq!(
+        leased["jobs"][0]["args"].to_string(),
+        r#"{"n":-98765432109876543210.5}"#
+    );
 }
 
 fn capacity(server: &Server) {
