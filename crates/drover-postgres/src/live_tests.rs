@@ -444,7 +444,8 @@ async fn a_completion_and_a_heartbeat_of_the_same_leases_do_not_deadlock() {
 }
 
 /// A worker's store (one that listens) has its engine's connections open once `connect`
-/// returns; any other store (the CLI's, the API's admin) opens one.
+/// returns; any other store (the CLI's, the API's admin) opens one. The pool hands out the
+/// connection used last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_store_opens_its_connections_at_connect() {
     let (admin, guard) = fresh_store().await;
@@ -459,5 +460,18 @@ async fn a_worker_store_opens_its_connections_at_connect() {
         crate::store::WORKER_CONNECTIONS,
         "a worker store opens its engine's connections"
     );
+    // One call after another gets the same session back, its statements prepared, not the
+    // next of the idle ones in turn.
+    let mut sessions = Vec::new();
+    for _ in 0..5 {
+        let client = worker.client().await.expect("connection");
+        let row = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("pid");
+        sessions.push(row.get::<_, i32>(0));
+    }
+    sessions.dedup();
+    assert_eq!(sessions.len(), 1, "calls went to sessions {sessions:?}");
     worker.close().await;
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, StatementCache,
+    Hook, HookError, Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime,
+    StatementCache,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
@@ -31,6 +32,10 @@ pub(crate) fn pool(
     );
     Pool::builder(manager)
         .max_size(config.pool_size.max(1))
+        // The connection used last goes out first: its statements are prepared and planned.
+        // First-in-first-out spread a bulk enqueue's calls over every idle connection, each
+        // preparing and custom-planning the insert again (3 % slower with four open).
+        .queue_mode(QueueMode::Lifo)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(config.acquire_timeout))
         .create_timeout(Some(config.connect_timeout))
