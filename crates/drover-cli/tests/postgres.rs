@@ -390,3 +390,84 @@ fn sample_sum(metrics: &str, name: &str, label: &str) -> u64 {
         .map(|(_, value)| value.parse::<f64>().unwrap() as u64)
         .sum()
 }
+
+/// Every session Drover opens ends with a goodbye to the server (a Terminate message, and over
+/// TLS a close_notify), not a dropped connection: a CLI command's, and a whole drain's (a
+/// worker's pool of four, its listener, the bench's own). The server counts a session that
+/// ended without one as abandoned (and logs "could not receive data from client"): counted
+/// per database, so the test runs on a database of its own.
+#[test]
+fn every_session_ends_with_a_goodbye_not_a_dropped_connection() {
+    pg::require_server();
+    let server = pg::server_url();
+    let database = format!("drover_cli_{:016x}", fastrand::u64(..));
+    pg::psql(&server, &format!("CREATE DATABASE {database}")).expect("create the database");
+    struct DropDatabase<'a>(&'a str, &'a str);
+    impl Drop for DropDatabase<'_> {
+        fn drop(&mut self) {
+            let _ = pg::psql(self.0, &format!("DROP DATABASE {} WITH (FORCE)", self.1));
+        }
+    }
+    let _drop = DropDatabase(&server, &database);
+    let url = with_database(&server, &database);
+    let env = common::Env::new("");
+    for args in [
+        &["migrate"][..],
+        &["enqueue", "drover.noop"],
+        &["jobs", "list"],
+        &[
+            "bench",
+            "--runs",
+            "1",
+            "--scenario",
+            "drain",
+            "--jobs",
+            "1000",
+        ],
+    ] {
+        let out = env
+            .cmd(args)
+            .env("DROVER_DATABASE_URL", &url)
+            .output()
+            .expect("run drover");
+        assert!(
+            out.status.success(),
+            "drover {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A session's figures are counted before it leaves pg_stat_activity.
+    let ended = pg::eventually(T, "every session ended", || {
+        let left = pg::psql(
+            &server,
+            &format!("SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'"),
+        )?;
+        if left != "0" {
+            return Err(format!("{left} sessions still open"));
+        }
+        pg::psql(
+            &server,
+            &format!(
+                "SELECT sessions || ' ' || sessions_abandoned FROM pg_stat_database \
+                 WHERE datname = '{database}'"
+            ),
+        )
+    });
+    let (sessions, abandoned) = ended.split_once(' ').expect("two figures");
+    assert!(sessions.parse::<u32>().unwrap() >= 8, "{sessions} sessions");
+    assert_eq!(
+        abandoned, "0",
+        "sessions ended without a goodbye, of {sessions}"
+    );
+}
+
+/// `url` with its database replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+    if query.is_empty() {
+        format!("{server}/{database}")
+    } else {
+        format!("{server}/{database}?{query}")
+    }
+}

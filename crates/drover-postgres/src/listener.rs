@@ -262,7 +262,10 @@ async fn run(
                     .serve(&mut stop, settings.check_interval, &status)
                     .await
                 {
-                    None => return,
+                    None => {
+                        session.close().await;
+                        return;
+                    }
                     Some(reason) => {
                         tracing::warn!(channel = %settings.channel, %reason,
                             "PostgreSQL listener lost its connection; reconnecting");
@@ -300,15 +303,20 @@ struct Session {
     /// `LISTEN <channel>`: also the periodic check. Listening again is a no-op, and it keeps
     /// the session's last query, as `pg_stat_activity` shows it, a `LISTEN`.
     listen: String,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
+    /// Aborts the driver when the session is dropped without [`Session::close`].
+    _abort: AbortOnDrop,
 }
 
 impl Session {
+    /// Ends the session cleanly: once its client is gone, the driver sends the server a
+    /// Terminate message (and, over TLS, a close_notify) and ends; an aborted driver would
+    /// leave the server to log a connection reset. Waits a second at most.
+    async fn close(self) {
+        let Session { client, driver, .. } = self;
+        drop(client);
+        let _ = tokio::time::timeout(Duration::from_secs(1), driver).await;
+    }
+
     async fn open(
         pg: &tokio_postgres::Config,
         settings: &ListenerSettings,
@@ -334,6 +342,7 @@ impl Session {
         let listen = format!("LISTEN {}", settings.channel);
         let session = Session {
             client,
+            _abort: AbortOnDrop(driver.abort_handle()),
             driver,
             listen,
         };

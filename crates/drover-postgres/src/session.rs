@@ -4,26 +4,75 @@
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime,
+    Connect, Hook, HookError, Manager, ManagerConfig, Pool, QueueMode, RecyclingMethod, Runtime,
     StatementCache,
 };
+use futures_util::future::BoxFuture;
+use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
+use tokio_util::task::TaskTracker;
 
 use crate::config::PgConfig;
 use crate::tls::RustlsConnect;
+
+/// Opens the pool's connections, and runs each one's task where [`PgStore::close`] can wait
+/// for it.
+///
+/// deadpool aborts a connection's task when it drops the connection, so the server never got
+/// a Terminate message nor, over TLS, a close_notify: it logged each connection the pool
+/// closed (every CLI command's) as "could not receive data from client: Connection reset by
+/// peer" and counted the session abandoned. Here the task deadpool aborts only waits for the
+/// real one, which ends by itself, cleanly, once its client is dropped.
+///
+/// [`PgStore::close`]: crate::PgStore
+#[derive(Clone)]
+pub(crate) struct Connector {
+    tls: RustlsConnect,
+    /// The connections' tasks.
+    pub(crate) tasks: TaskTracker,
+}
+
+impl Connector {
+    pub(crate) fn new(tls: RustlsConnect) -> Self {
+        Self {
+            tls,
+            tasks: TaskTracker::new(),
+        }
+    }
+}
+
+impl Connect for Connector {
+    fn connect(
+        &self,
+        pg: &tokio_postgres::Config,
+    ) -> BoxFuture<'_, Result<(tokio_postgres::Client, JoinHandle<()>), tokio_postgres::Error>>
+    {
+        let pg = pg.clone();
+        Box::pin(async move {
+            let (client, connection) = pg.connect(self.tls.clone()).await?;
+            let task = self.tasks.spawn(async move {
+                // Whoever used the connection saw the error; a broken connection is replaced.
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "a pooled connection ended with an error");
+                }
+            });
+            Ok((client, tokio::spawn(async move { _ = task.await })))
+        })
+    }
+}
 
 /// Builds the pool. No connection is opened yet.
 pub(crate) fn pool(
     config: &PgConfig,
     pg: tokio_postgres::Config,
-    tls: RustlsConnect,
+    connector: Connector,
     schema: Option<&str>,
 ) -> Result<Pool, String> {
     let setup = session_setup(config, schema);
-    let manager = Manager::from_config(
+    let manager = Manager::from_connect(
         pg,
-        tls,
+        connector,
         ManagerConfig {
             // A broken connection is noticed by its connection task (is_closed) and replaced;
             // a test query on every checkout would add a round trip to every operation.

@@ -42,6 +42,8 @@ pub struct PgStore {
     schema: Option<String>,
     channel: String,
     pool: Pool,
+    /// The tasks of the pool's connections ([`session::Connector`]).
+    connections: tokio_util::task::TaskTracker,
     wakeups: Wakeups,
     insert_sql: InsertSql,
     writer: InsertWriter,
@@ -66,6 +68,9 @@ impl std::fmt::Debug for PgStore {
 /// 20,000-job drain's first thousand completions 10–20 ms later (a TLS handshake and the
 /// session's setup each).
 pub(crate) const WORKER_CONNECTIONS: usize = 4;
+
+/// Longest [`Store::close`] waits for the pool's connections to end their sessions.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Opens connections until the pool holds `total` (with the one the caller holds), all at
 /// once. One that fails is left for the pool to open when it is needed.
@@ -93,7 +98,9 @@ impl PgStore {
                 redact(&config.url)
             ))
         })?;
-        let pool = session::pool(&config, pg.clone(), tls.clone(), schema.as_deref())
+        let connector = session::Connector::new(tls.clone());
+        let connections = connector.tasks.clone();
+        let pool = session::pool(&config, pg.clone(), connector, schema.as_deref())
             .map_err(StoreError::Internal)?;
         let first = pool.get().await.map_err(|err| match map_pool(err) {
             StoreError::Unavailable(why) => StoreError::Unavailable(format!(
@@ -135,6 +142,7 @@ impl PgStore {
             writer,
             schema,
             pool,
+            connections,
             wakeups,
             closed,
             schema_current: AtomicBool::new(false),
@@ -692,8 +700,11 @@ impl Store for PgStore {
         self.vacuum.close();
         self.writer.parked.clear();
         // Later gets fail with Closed; idle connections are closed now, busy ones when they
-        // come back.
+        // come back. Their tasks say goodbye to the server: waited for, briefly, so that a
+        // process that exits next does not cut them off.
         self.pool.close();
+        self.connections.close();
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.connections.wait()).await;
         let listener = self.listener.lock().expect("listener lock poisoned").take();
         if let Some(listener) = listener {
             listener.stop().await;
