@@ -155,10 +155,24 @@ impl PgConfig {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(self.connect_timeout);
         }
+        // An idle connection behind a NAT or a cloud load balancer is dropped silently after
+        // a few minutes (AWS's NAT: 350 s), and the next statement on it would wait for the
+        // operating system to give up. Keepalives every minute keep it open and find out when
+        // it is not; libpq's default leaves them to the system's two hours. A URL that sets
+        // `keepalives_idle` keeps its own.
+        if pg.get_keepalives_idle() == OS_KEEPALIVE_IDLE {
+            pg.keepalives_idle(KEEPALIVE_IDLE);
+        }
         pg.ssl_mode(tls.pg_mode());
         Ok((pg, schema, tls))
     }
 }
+
+/// The idle time before TCP keepalives start, unless the URL says otherwise.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// tokio-postgres's default idle time before keepalives (the usual system default).
+const OS_KEEPALIVE_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
 /// The wake-up channel of a schema: stores on different schemas of one database do not wake
 /// each other.
@@ -325,6 +339,19 @@ mod tests {
         let c = PgConfig::from_url("postgres://h/db?schema=_x").unwrap();
         assert_eq!(c.url, "postgres://h/db");
         assert_eq!(c.schema.as_deref(), Some("_x"));
+    }
+
+    #[test]
+    fn keepalives_start_after_a_minute_unless_the_url_says_otherwise() {
+        let idle = |url: &str| {
+            let (pg, ..) = PgConfig::from_url(url).unwrap().pg_config().unwrap();
+            (pg.get_keepalives(), pg.get_keepalives_idle())
+        };
+        assert_eq!(idle("postgres://h/db"), (true, Duration::from_secs(60)));
+        assert_eq!(
+            idle("postgres://h/db?keepalives_idle=300"),
+            (true, Duration::from_secs(300))
+        );
     }
 
     #[test]

@@ -10,10 +10,11 @@
 //! ([`drover_core::Store::parallel_writes`]: PostgreSQL two, SQLite one): while one is in
 //! flight the next starts with a claim, or with a batch worth its commit
 //! ([`SECOND_WRITE_MIN`]). One write at a time left a server core idle while the other wrote
-//! 1,024 completions; with two (and the worker's connections opened at start), 20,000-job
-//! PostgreSQL drains ran at 63,300 / 67,100 / 57,800 jobs/s against 49,500 / 46,200 /
-//! 52,700 for the build before, alternated (2026-12-05). SQLite's writes wait for its one
-//! writer anyway; two in flight there measured 2 % slower (medians of five rounds).
+//! 1,024 completions: 200,000-job PostgreSQL drains ran at 73,900 / 73,600 / 73,100 / 74,000
+//! jobs/s with two against 70,100 / 69,900 / 70,800 / 67,800 with one, alternated
+//! (2026-12-05); 20,000-job drains were the same either way (medians 70,600 and 70,200 of
+//! seven rounds). SQLite's writes wait for its one writer anyway; two in flight there measured
+//! 2 % slower (medians of five rounds).
 //!
 //! A claim never waits behind a write: while the completer has all its writes out, a foreman
 //! claims on its own, in parallel. Holding outcomes back until the next claim (so that every
@@ -135,8 +136,10 @@ pub(crate) async fn run(
             Some(recorded) = writes.next(), if !writes.is_empty() => {
                 let recorded: bool = recorded;
                 if !recorded {
-                    // Abandoned: the other write sees it too.
+                    // Abandoned: the other write sees it too. Outcomes taken for a next write
+                    // are given up as the writes gave up theirs.
                     while writes.next().await.is_some() {}
+                    settle(&shared, batch.drain(..).map(|f| f.outcome.lease));
                     return;
                 }
                 if writes.len() < most {

@@ -98,12 +98,12 @@ impl Hooks {
         }
     }
 
-    /// Queues every hook for `event`; waits while the pool's queue is full.
     /// Whether no hook is registered: then a job's end needs no event built for it.
     pub(crate) fn is_empty(&self) -> bool {
         self.hooks.is_empty()
     }
 
+    /// Queues every hook for `event`; waits while the pool's queue is full.
     pub(crate) async fn fire(&self, event: JobEnd) {
         if self.hooks.is_empty() || !event.state.is_terminal() {
             return;

@@ -486,6 +486,11 @@ async fn outcomes_held_while_nothing_is_recorded(writes: usize) {
         at_gate + OUTCOME_QUEUE + concurrency,
         "handlers ran beyond a full pipeline ({at_gate} outcomes at the gate)"
     );
+    assert_eq!(
+        store.writes_at_gate(),
+        writes,
+        "every write the store allows is out"
+    );
     // Handlers stop starting: nothing more has run after several more heartbeats (each a
     // full turn of a loop that runs beside the executors).
     let beats = store.heartbeats();

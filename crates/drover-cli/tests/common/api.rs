@@ -121,6 +121,23 @@ impl Server {
         )
     }
 
+    /// POST with a JSON body given as text; returns the status and the body as text (exact,
+    /// where a parse into `Value` would round big numbers).
+    pub fn post_text(&self, path: &str, body: &str) -> (u16, String) {
+        let response = match self
+            .request("POST", path)
+            .set("Content-Type", "application/json")
+            .send_string(body)
+        {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(err) => panic!("POST {path}: {err}"),
+        };
+        (
+            response.status(),
+            response.into_string().unwrap_or_default(),
+        )
+    }
+
     /// POST that must succeed; returns the body.
     pub fn ok(&self, path: &str, body: &Value) -> Value {
         let (status, answer) = self.post(path, body);

@@ -28,8 +28,9 @@ pub(crate) struct StallingStore {
     hung: Mutex<HashMap<Call, usize>>,
     /// Whether outcome writes go through.
     finish_open: watch::Sender<bool>,
-    /// Outcomes of the writes waiting at the gate.
+    /// Outcomes of the writes waiting at the gate, and the writes.
     at_gate: AtomicUsize,
+    writes_at_gate: AtomicUsize,
     /// Cron fires that enqueued a job.
     fired: AtomicUsize,
     /// Heartbeats answered.
@@ -52,6 +53,7 @@ impl StallingStore {
             hung: Mutex::default(),
             finish_open: watch::Sender::new(true),
             at_gate: AtomicUsize::new(0),
+            writes_at_gate: AtomicUsize::new(0),
             fired: AtomicUsize::new(0),
             heartbeats: AtomicUsize::new(0),
             claim_delay: Mutex::new(Duration::ZERO),
@@ -113,6 +115,11 @@ impl StallingStore {
         self.at_gate.load(Ordering::SeqCst)
     }
 
+    /// Writes held at the gate now.
+    pub(crate) fn writes_at_gate(&self) -> usize {
+        self.writes_at_gate.load(Ordering::SeqCst)
+    }
+
     /// Cron fires that enqueued a job so far.
     pub(crate) fn fired(&self) -> usize {
         self.fired.load(Ordering::SeqCst)
@@ -161,7 +168,9 @@ impl Store for StallingStore {
         if !*open.borrow() {
             let held = params.outcomes.len();
             self.at_gate.fetch_add(held, Ordering::SeqCst);
+            self.writes_at_gate.fetch_add(1, Ordering::SeqCst);
             let _ = open.wait_for(|open| *open).await;
+            self.writes_at_gate.fetch_sub(1, Ordering::SeqCst);
             self.at_gate.fetch_sub(held, Ordering::SeqCst);
         }
         self.inner.job_finish_many(params).await
