@@ -626,6 +626,12 @@ impl RemoteWorkers {
     }
 }
 
+/// `{}`: args for a job whose stored args are not JSON (they were checked at enqueue, so only
+/// a hand-edited row gets these).
+fn empty_args() -> Box<serde_json::value::RawValue> {
+    serde_json::value::RawValue::from_string("{}".to_owned()).expect("{} is JSON")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,10 +657,4 @@ mod tests {
             assert!(parse_token(bad).is_err(), "{bad:?}");
         }
     }
-}
-
-/// `{}`: args for a job whose stored args are not JSON (they were checked at enqueue, so only
-/// a hand-edited row gets these).
-fn empty_args() -> Box<serde_json::value::RawValue> {
-    serde_json::value::RawValue::from_string("{}".to_owned()).expect("{} is JSON")
 }
