@@ -237,10 +237,10 @@ pub trait Store: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// How many writes of job outcomes an engine should have out at once. One by default: a
-    /// backend with a single writer (SQLite) gains nothing from a second, whose batch would
-    /// only be smaller. A server that runs transactions side by side on several cores says
-    /// more.
+    /// How many writes of job outcomes an engine should have out at once. One by default, and
+    /// for both backends here: SQLite has a single writer, and on PostgreSQL a second write
+    /// sped long drains up 5 % but raised the enqueue→start p99 under steady load by a third
+    /// (see `crates/drover/src/completer.rs`).
     fn parallel_writes(&self) -> usize {
         1
     }

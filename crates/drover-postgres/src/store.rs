@@ -673,13 +673,6 @@ impl Store for PgStore {
         self.wakeups.subscribe()
     }
 
-    /// Two: the completions of one batch are written beside those of the next (and beside
-    /// the claims), on two server cores, instead of one after the other; a long drain gained
-    /// about 5 % (see `crates/drover/src/completer.rs`).
-    fn parallel_writes(&self) -> usize {
-        2
-    }
-
     fn background_health(&self) -> Vec<drover_core::BackgroundHealth> {
         let listener = self.listener.lock().expect("listener lock poisoned");
         listener.iter().map(Listener::health).collect()

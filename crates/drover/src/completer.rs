@@ -6,15 +6,16 @@
 //! batch costs one durable commit instead of two (one for the completions of the last batch,
 //! one for the claim of the next). With nothing to record a claim goes alone, at once.
 //!
-//! Writes go out side by side when the backend can run them so
-//! ([`drover_core::Store::parallel_writes`]: PostgreSQL two, SQLite one): while one is in
-//! flight the next starts with a claim, or with a batch worth its commit
-//! ([`SECOND_WRITE_MIN`]). One write at a time left a server core idle while the other wrote
-//! 1,024 completions: 200,000-job PostgreSQL drains ran at 73,900 / 73,600 / 73,100 / 74,000
-//! jobs/s with two against 70,100 / 69,900 / 70,800 / 67,800 with one, alternated
-//! (2026-12-05); 20,000-job drains were the same either way (medians 70,600 and 70,200 of
-//! seven rounds). SQLite's writes wait for its one writer anyway; two in flight there measured
-//! 2 % slower (medians of five rounds).
+//! Writes can go out side by side when the backend advises it
+//! ([`drover_core::Store::parallel_writes`]; both backends say one): while one is in flight
+//! the next starts with a claim, or with a batch worth its commit ([`SECOND_WRITE_MIN`]).
+//! Measured on PostgreSQL with two (2026-12-05, alternated with one): 200,000-job drains
+//! 73,900 / 73,600 / 73,100 / 74,000 jobs/s against 70,100 / 69,900 / 70,800 / 67,800, but
+//! 20,000-job drains the same (medians of seven rounds 70,600 and 70,200), and under a steady
+//! 32,000 jobs/s the enqueue→start p99 rose to 34.4 / 27.4 ms from 24.0 / 23.7 ms (single runs
+//! of `drover bench --scenario steady --rate 32000`). Latency under load weighs more than 5 %
+//! on a long drain, so PostgreSQL stays at one. On SQLite, whose writes wait for its one
+//! writer anyway, two measured 2 % slower (medians of five rounds).
 //!
 //! A claim never waits behind a write: while the completer has all its writes out, a foreman
 //! claims on its own, in parallel. Holding outcomes back until the next claim (so that every
