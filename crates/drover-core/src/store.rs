@@ -237,14 +237,6 @@ pub trait Store: Send + Sync + 'static {
         Vec::new()
     }
 
-    /// How many writes of job outcomes an engine should have out at once. One by default, and
-    /// for both backends here: SQLite has a single writer, and on PostgreSQL a second write
-    /// sped long drains up 5 % but raised the enqueue→start p99 under steady load by a third
-    /// (see `crates/drover/src/completer.rs`).
-    fn parallel_writes(&self) -> usize {
-        1
-    }
-
     /// Flushes pending writes and closes connections. Later calls fail with
     /// [`StoreError::Closed`].
     async fn close(&self);

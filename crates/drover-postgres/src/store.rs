@@ -63,8 +63,8 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
-/// Connections a worker's engine has in use at once while a backlog drains: two claims and
-/// two completion writes. Opening them while the first batches are claimed made a
+/// Connections a worker's engine has in use at once while a backlog drains: two claims, a
+/// completion write, and a heartbeat or an enqueue. Opening them while the first batches are claimed made a
 /// 20,000-job drain's first thousand completions 10–20 ms later (a TLS handshake and the
 /// session's setup each).
 pub(crate) const WORKER_CONNECTIONS: usize = 4;

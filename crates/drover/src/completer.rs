@@ -6,22 +6,16 @@
 //! batch costs one durable commit instead of two (one for the completions of the last batch,
 //! one for the claim of the next). With nothing to record a claim goes alone, at once.
 //!
-//! Writes can go out side by side when the backend advises it
-//! ([`drover_core::Store::parallel_writes`]; both backends say one): while one is in flight
-//! the next starts with a claim, or with a batch worth its commit ([`SECOND_WRITE_MIN`]).
-//! Measured on PostgreSQL with two (2026-12-05, alternated with one): 200,000-job drains
-//! 73,900 / 73,600 / 73,100 / 74,000 jobs/s against 70,100 / 69,900 / 70,800 / 67,800, but
-//! 20,000-job drains the same (medians of seven rounds 70,600 and 70,200), and under a steady
-//! 32,000 jobs/s the enqueue→start p99 rose to 34.4 / 27.4 ms from 24.0 / 23.7 ms (single runs
-//! of `drover bench --scenario steady --rate 32000`). Latency under load weighs more than 5 %
-//! on a long drain, so PostgreSQL stays at one. On SQLite, whose writes wait for its one
-//! writer anyway, two measured 2 % slower (medians of five rounds).
+//! One write at a time. Two side by side were measured on PostgreSQL (2026-12-05, alternated
+//! with one): 200,000-job drains 5 % faster, 20,000-job drains the same, and under a steady
+//! 32,000 jobs/s the enqueue→start p99 rose to 34.4 / 27.4 ms from 24.0 / 23.7 ms; on SQLite,
+//! whose writes wait for its one writer anyway, 2 % slower. Not kept.
 //!
-//! A claim never waits behind a write: while the completer has all its writes out, a foreman
-//! claims on its own, in parallel. Holding outcomes back until the next claim (so that every
-//! batch shares one transaction) was measured slower on PostgreSQL: the completions of one
-//! batch and the claim of the next then run one after the other instead of side by side, and
-//! on this hardware a commit costs less than the row work (see the README's Speed section).
+//! A claim never waits behind a write: while the completer is writing, a foreman claims on its
+//! own, in parallel. Holding outcomes back until the next claim (so that every batch shares one
+//! transaction) was measured slower on PostgreSQL: the completions of one batch and the claim
+//! of the next then run one after the other instead of side by side, and on this hardware a
+//! commit costs less than the row work (see the README's Speed section).
 //!
 //! Outcomes are kept and retried while the database is unreachable; a run stays "running" in
 //! this process until its outcome is recorded, so shutdown waits for the bookkeeping too. A
@@ -36,7 +30,6 @@ use drover_core::{
     ClaimResult, FinishResult, JobClaimParams, JobFinishClaimParams, JobFinishParams, JobState,
     Outcome, StoreError,
 };
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -47,9 +40,6 @@ use crate::stats::Counters;
 
 /// Most outcomes written in one call.
 const MAX_BATCH: usize = 1024;
-
-/// Least outcomes worth a second write beside one in flight (a claim is always worth one).
-const SECOND_WRITE_MIN: usize = 256;
 
 /// Where foremen hand their claims to the completer.
 pub(crate) struct ClaimDesk {
@@ -124,82 +114,36 @@ pub(crate) async fn run(
     mut claims: mpsc::UnboundedReceiver<ClaimRequest>,
     abandon: CancellationToken,
 ) {
-    let mut writes = FuturesUnordered::new();
     let mut batch: Vec<Finished> = Vec::new();
     let mut requests: Vec<ClaimRequest> = Vec::new();
-    let mut open = true;
-    // Most writes out at once, as the backend advises.
-    let most = shared.store.parallel_writes().max(1);
     loop {
-        let can_start = writes.len() < most;
         tokio::select! {
-            biased;
-            Some(recorded) = writes.next(), if !writes.is_empty() => {
-                let recorded: bool = recorded;
-                if !recorded {
-                    // Abandoned: the other write sees it too. Outcomes taken for a next write
-                    // are given up as the writes gave up theirs.
-                    while writes.next().await.is_some() {}
-                    settle(&shared, batch.drain(..).map(|f| f.outcome.lease));
-                    return;
-                }
-                if writes.len() < most {
-                    shared.claims.busy.store(false, Ordering::Release);
-                }
-            }
-            // Only for a write that can start: with every write out, outcomes wait in the
-            // channel, and when it is full executors wait to send (so memory stays bounded).
-            next = rx.recv(), if open && can_start && batch.len() < MAX_BATCH => match next {
+            next = rx.recv() => match next {
                 Some(first) => batch.push(first),
-                None => open = false,
+                None => return,
             },
             Some(request) = claims.recv() => requests.push(request),
-            _ = abandon.cancelled(), if writes.is_empty() => return,
+            _ = abandon.cancelled() => return,
         }
-        while writes.len() < most && batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(next) => batch.push(next),
                 Err(_) => break,
             }
         }
-        if !open && writes.is_empty() && batch.is_empty() && requests.is_empty() {
+        // Busy before the last look at the claims: one sent after it would wait for this write.
+        shared.claims.busy.store(true, Ordering::Release);
+        while let Ok(request) = claims.try_recv() {
+            requests.push(request);
+        }
+        if !requests.is_empty() {
+            finish_and_claim(&shared, &mut batch, &mut requests).await;
+        }
+        if !batch.is_empty() && !record(&shared, &mut batch, &abandon).await {
             return;
         }
-        let worth = if writes.is_empty() {
-            !batch.is_empty() || !requests.is_empty()
-        } else {
-            !requests.is_empty() || batch.len() >= SECOND_WRITE_MIN
-        };
-        if writes.len() < most && worth {
-            if writes.len() + 1 == most {
-                // Busy before the last look at the claims: one sent after it would wait.
-                shared.claims.busy.store(true, Ordering::Release);
-                while let Ok(request) = claims.try_recv() {
-                    requests.push(request);
-                }
-            }
-            writes.push(write(
-                shared.clone(),
-                std::mem::take(&mut batch),
-                std::mem::take(&mut requests),
-                abandon.clone(),
-            ));
-        }
+        shared.claims.busy.store(false, Ordering::Release);
     }
-}
-
-/// One write: the outcomes of `batch`, with the claims of `requests` when there are any.
-/// Returns false when abandoned.
-async fn write(
-    shared: Arc<Shared>,
-    mut batch: Vec<Finished>,
-    mut requests: Vec<ClaimRequest>,
-    abandon: CancellationToken,
-) -> bool {
-    if !requests.is_empty() {
-        finish_and_claim(&shared, &mut batch, &mut requests).await;
-    }
-    batch.is_empty() || record(&shared, &mut batch, &abandon).await
 }
 
 /// Records the batch and makes the claims in one call. The claims are answered either way; the

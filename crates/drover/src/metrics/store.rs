@@ -49,10 +49,6 @@ impl Store for MeteredStore {
         self.inner.backend()
     }
 
-    fn parallel_writes(&self) -> usize {
-        self.inner.parallel_writes()
-    }
-
     async fn migrate(&self) -> Result<MigrateReport, StoreError> {
         self.inner.migrate().await
     }

@@ -28,9 +28,8 @@ pub(crate) struct StallingStore {
     hung: Mutex<HashMap<Call, usize>>,
     /// Whether outcome writes go through.
     finish_open: watch::Sender<bool>,
-    /// Outcomes of the writes waiting at the gate, and the writes.
+    /// Outcomes of the writes waiting at the gate.
     at_gate: AtomicUsize,
-    writes_at_gate: AtomicUsize,
     /// Cron fires that enqueued a job.
     fired: AtomicUsize,
     /// Heartbeats answered.
@@ -40,8 +39,6 @@ pub(crate) struct StallingStore {
     /// Claims out now, and the most seen out at once.
     claims_now: AtomicUsize,
     claims_most: AtomicUsize,
-    /// What [`Store::parallel_writes`] advises; the inner store's unless set.
-    parallel_writes: Option<usize>,
 }
 
 impl StallingStore {
@@ -53,20 +50,12 @@ impl StallingStore {
             hung: Mutex::default(),
             finish_open: watch::Sender::new(true),
             at_gate: AtomicUsize::new(0),
-            writes_at_gate: AtomicUsize::new(0),
             fired: AtomicUsize::new(0),
             heartbeats: AtomicUsize::new(0),
             claim_delay: Mutex::new(Duration::ZERO),
             claims_now: AtomicUsize::new(0),
             claims_most: AtomicUsize::new(0),
-            parallel_writes: None,
         }
-    }
-
-    /// Advises `writes` outcome writes at once, whatever the inner store advises.
-    pub(crate) fn with_parallel_writes(mut self, writes: usize) -> Self {
-        self.parallel_writes = Some(writes);
-        self
     }
 
     /// Every claim from now on takes `delay` before it is made.
@@ -115,11 +104,6 @@ impl StallingStore {
         self.at_gate.load(Ordering::SeqCst)
     }
 
-    /// Writes held at the gate now.
-    pub(crate) fn writes_at_gate(&self) -> usize {
-        self.writes_at_gate.load(Ordering::SeqCst)
-    }
-
     /// Cron fires that enqueued a job so far.
     pub(crate) fn fired(&self) -> usize {
         self.fired.load(Ordering::SeqCst)
@@ -155,11 +139,6 @@ impl Store for StallingStore {
         self.inner.backend()
     }
 
-    fn parallel_writes(&self) -> usize {
-        self.parallel_writes
-            .unwrap_or_else(|| self.inner.parallel_writes())
-    }
-
     async fn job_finish_many(
         &self,
         params: JobFinishParams,
@@ -168,9 +147,7 @@ impl Store for StallingStore {
         if !*open.borrow() {
             let held = params.outcomes.len();
             self.at_gate.fetch_add(held, Ordering::SeqCst);
-            self.writes_at_gate.fetch_add(1, Ordering::SeqCst);
             let _ = open.wait_for(|open| *open).await;
-            self.writes_at_gate.fetch_sub(1, Ordering::SeqCst);
             self.at_gate.fetch_sub(held, Ordering::SeqCst);
         }
         self.inner.job_finish_many(params).await
