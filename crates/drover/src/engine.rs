@@ -169,10 +169,15 @@ impl EngineBuilder {
             let job = defaults.prepare(request).map_err(|err| {
                 Error::Config(format!("cron {:?}: invalid job: {err}", schedule.name))
             })?;
-            cron.push(CronJob {
+            let cron_job = CronJob {
                 schedule: ParsedSchedule::parse(schedule)?,
                 job,
-            });
+            };
+            let has_task = |kind: &str| self.tasks.contains_key(kind);
+            if let Some(reason) = cron_job.not_run_here(has_task, &self.config.queues) {
+                tracing::warn!("{reason}");
+            }
+            cron.push(cron_job);
         }
         if let Some(parts) = &self.autoscaler {
             parts

@@ -6,7 +6,7 @@
 //! Every tick is stateless: it reads what the database recorded, plans with
 //! [`ParsedSchedule::plan`], and fires. Tests call [`Scheduler::run_once`] with a pinned time.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +37,34 @@ pub struct CronJob {
     pub schedule: ParsedSchedule,
     /// The job to enqueue at each fire time (validated).
     pub job: NewJob,
+}
+
+impl CronJob {
+    /// Why this process will not run the jobs it enqueues, if it will not: no task here for
+    /// the kind, or the queue is not one this process works. Not an error, since another
+    /// process or an HTTP worker may run them, but a typo here leaves the jobs waiting forever,
+    /// so the engine says so at start.
+    pub fn not_run_here(
+        &self,
+        has_task: impl Fn(&str) -> bool,
+        queues: &BTreeMap<String, usize>,
+    ) -> Option<String> {
+        let (name, kind, queue) = (&self.schedule.schedule.name, &self.job.kind, &self.job.queue);
+        if !has_task(kind) {
+            Some(format!(
+                "cron {name:?} enqueues kind {kind:?}, which has no task in this process; its \
+                 jobs wait in queue {queue:?} for a process or an HTTP worker that runs it"
+            ))
+        } else if !queues.contains_key(queue) {
+            Some(format!(
+                "cron {name:?} enqueues into queue {queue:?}, which this process does not work \
+                 (its queues: {}); its jobs wait for a process that does",
+                queues.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 /// One fire time handled by a tick.
@@ -224,5 +252,45 @@ impl LeaderService for SchedulerService {
                 _ = tokio::time::sleep(sleep + Duration::from_millis(5)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cron::{CatchUp, CronSchedule};
+
+    fn cron_job(kind: &str, queue: &str) -> CronJob {
+        let schedule = CronSchedule {
+            name: "nightly".into(),
+            expression: "0 3 * * *".into(),
+            timezone: None,
+            kind: kind.into(),
+            args: "{}".into(),
+            queue: Some(queue.into()),
+            catch_up: CatchUp::Once,
+        };
+        let mut job = NewJob::new(kind, "{}");
+        job.queue = queue.into();
+        CronJob {
+            schedule: ParsedSchedule::parse(schedule).unwrap(),
+            job,
+        }
+    }
+
+    #[test]
+    fn a_schedule_says_when_this_process_will_not_run_its_jobs() {
+        let queues = BTreeMap::from([("default".to_owned(), 10), ("mail".to_owned(), 2)]);
+        let known = |kind: &str| kind == "report.build";
+
+        assert_eq!(cron_job("report.build", "mail").not_run_here(known, &queues), None);
+
+        let typo = cron_job("report.biuld", "default").not_run_here(known, &queues).unwrap();
+        assert!(typo.contains("\"nightly\"") && typo.contains("\"report.biuld\""), "{typo}");
+        assert!(typo.contains("no task in this process"), "{typo}");
+
+        let elsewhere = cron_job("report.build", "reports").not_run_here(known, &queues).unwrap();
+        assert!(elsewhere.contains("queue \"reports\""), "{elsewhere}");
+        assert!(elsewhere.contains("default, mail"), "{elsewhere}");
     }
 }
