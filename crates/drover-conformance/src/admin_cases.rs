@@ -257,6 +257,99 @@ pub async fn finished_counts_span_slices_and_are_capped(store: DynStore) {
     assert_eq!(mail.count(JobState::Discarded), 1, "under the cap, exact");
 }
 
+/// A queue with no job left in the jobs table (all finished and archived) is forgotten by the
+/// next exact count, unless it is paused or a registered process works it; a count that passed
+/// its cap forgets nothing, since it may not have seen every queue.
+pub async fn empty_queues_are_forgotten_unless_paused_or_worked(store: DynStore) {
+    let queues = ["gone", "paused", "worked", "busy"];
+    let jobs: Vec<NewJob> = queues
+        .iter()
+        .map(|queue| {
+            let mut job = job("k", json!({}));
+            job.queue = (*queue).into();
+            job
+        })
+        .collect();
+    insert(&store, jobs, t0()).await;
+    for queue in &queues[..3] {
+        let job = claim(&store, queue, 1, "w", at(1)).await.remove(0);
+        finish(&store, &job, Outcome::Completed, at(2)).await;
+    }
+    let names = |list: Vec<drover_core::QueueRecord>| -> Vec<String> {
+        list.into_iter().map(|q| q.name).collect()
+    };
+    let refresh = |cap| QueueCountsRefreshParams {
+        cap,
+        now: Some(at(3)),
+    };
+    store.queue_counts_refresh(refresh(100)).await.unwrap();
+    assert_eq!(
+        names(store.queue_list().await.unwrap()),
+        ["busy", "gone", "paused", "worked"]
+    );
+
+    store
+        .queue_pause(QueuePauseParams {
+            queue: "paused".into(),
+            paused: true,
+            now: Some(at(3)),
+        })
+        .await
+        .unwrap();
+    store
+        .process_upsert(drover_core::ProcessUpsertParams {
+            id: "p1".into(),
+            host: "host-1".into(),
+            pid: 42,
+            queues: vec!["worked".into()],
+            concurrency: Default::default(),
+            version: "0.1.0".into(),
+            now: Some(at(3)),
+        })
+        .await
+        .unwrap();
+    let columns = store
+        .table_columns("drover_jobs".into())
+        .await
+        .unwrap()
+        .unwrap();
+    let archive = drover_core::ArchiveParams {
+        table: "drover_jobs".into(),
+        archive_table: "drover_jobs_archive".into(),
+        columns,
+        id_column: "id".into(),
+        age_column: "completed_at".into(),
+        fallback_column: None,
+        cutoff: at(10),
+        batch_size: 100,
+        finished_jobs_only: true,
+    };
+    assert_eq!(store.archive_batch(archive).await.unwrap(), 3);
+
+    // Two jobs (the busy one, over a cap of zero): an estimated count forgets nothing.
+    store.queue_counts_refresh(refresh(0)).await.unwrap();
+    assert_eq!(store.queue_list().await.unwrap().len(), 4);
+
+    store.queue_counts_refresh(refresh(100)).await.unwrap();
+    let list = store.queue_list().await.unwrap();
+    assert_eq!(names(list.clone()), ["busy", "paused", "worked"]);
+    assert!(list[1].paused_at.is_some(), "the pause is kept");
+    assert_eq!(list[0].count(JobState::Available), 1);
+
+    // Resumed and no longer worked: both go at the next count.
+    store
+        .queue_pause(QueuePauseParams {
+            queue: "paused".into(),
+            paused: false,
+            now: Some(at(4)),
+        })
+        .await
+        .unwrap();
+    store.process_delete("p1".into()).await.unwrap();
+    store.queue_counts_refresh(refresh(100)).await.unwrap();
+    assert_eq!(names(store.queue_list().await.unwrap()), ["busy"]);
+}
+
 /// Filters by time range and by args containment, and pages with a cursor.
 pub async fn list_filters_by_time_and_args(store: DynStore) {
     let a = insert_one(

@@ -63,6 +63,7 @@ macro_rules! conformance_suite {
             paused_queues_give_no_jobs_until_resumed,
             cached_counts_are_refreshed_and_capped,
             finished_counts_span_slices_and_are_capped,
+            empty_queues_are_forgotten_unless_paused_or_worked,
             list_filters_by_time_and_args,
             repeated_outcomes_are_told_apart_from_stale_ones
         );

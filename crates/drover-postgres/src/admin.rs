@@ -240,7 +240,20 @@ pub(crate) async fn store_counts(
         &[&queues, &states, &numbers, &estimated],
     )
     .await?;
-    // Every counted queue gets a row; queues with no jobs left keep theirs (and their pause).
+    // A count that passed its cap may have missed a queue: only an exact one forgets. The
+    // queues it found no job in go, unless paused (the pause must outlive an empty queue) or
+    // named by a registered process (a worked queue stays listed while idle); otherwise a
+    // queue used once, or a typo, stays on every list forever.
+    if counts.iter().all(|(.., estimated)| !estimated) {
+        db.execute(
+            "DELETE FROM drover_queues q WHERE paused_at IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM drover_queue_counts c WHERE c.queue = q.name) \
+               AND NOT EXISTS (SELECT 1 FROM drover_processes p WHERE q.name = ANY (p.queues))",
+            &[],
+        )
+        .await?;
+    }
+    // Every counted queue gets a row; the kept queues with no jobs left keep theirs.
     db.execute(
         "INSERT INTO drover_queues (name) \
          SELECT DISTINCT queue FROM drover_queue_counts ON CONFLICT (name) DO NOTHING",

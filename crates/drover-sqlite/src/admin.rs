@@ -247,6 +247,14 @@ fn count_finished(conn: &Connection, cap: u64, counted: &mut Counted) -> rusqlit
     Ok(())
 }
 
+/// Forgets the queues an exact count found no job in, unless paused (the pause must outlive
+/// an empty queue) or named by a registered process (a worked queue stays listed while idle).
+/// Otherwise a queue used once, or a typo, stays on every list forever.
+const FORGET_EMPTY_QUEUES: &str = "DELETE FROM drover_queues \
+     WHERE paused_at IS NULL \
+       AND name NOT IN (SELECT queue FROM drover_queue_counts) \
+       AND name NOT IN (SELECT q.value FROM drover_processes p, json_each(p.queues) q)";
+
 /// Stores a count as the cache, inside the writer's transaction.
 pub(crate) fn store_counts(
     conn: &Connection,
@@ -270,7 +278,11 @@ pub(crate) fn store_counts(
             upsert.execute(params![queue, counted.oldest.get(queue), now])?;
         }
     }
-    // Queues with no jobs left keep their row (and pause), with empty counts.
+    // A count that passed its cap may have missed a queue: only an exact one forgets.
+    if counted.counts.iter().all(|(.., estimated)| !estimated) {
+        conn.prepare_cached(FORGET_EMPTY_QUEUES)?.execute([])?;
+    }
+    // Queues with no jobs left that are kept keep their row (and pause), with empty counts.
     conn.prepare_cached(
         "UPDATE drover_queues SET oldest_available_at = NULL, counted_at = ?1 \
          WHERE name NOT IN (SELECT queue FROM drover_queue_counts)",

@@ -49,7 +49,11 @@ impl CronJob {
         has_task: impl Fn(&str) -> bool,
         queues: &BTreeMap<String, usize>,
     ) -> Option<String> {
-        let (name, kind, queue) = (&self.schedule.schedule.name, &self.job.kind, &self.job.queue);
+        let (name, kind, queue) = (
+            &self.schedule.schedule.name,
+            &self.job.kind,
+            &self.job.queue,
+        );
         if !has_task(kind) {
             Some(format!(
                 "cron {name:?} enqueues kind {kind:?}, which has no task in this process; its \
@@ -283,13 +287,23 @@ mod tests {
         let queues = BTreeMap::from([("default".to_owned(), 10), ("mail".to_owned(), 2)]);
         let known = |kind: &str| kind == "report.build";
 
-        assert_eq!(cron_job("report.build", "mail").not_run_here(known, &queues), None);
+        assert_eq!(
+            cron_job("report.build", "mail").not_run_here(known, &queues),
+            None
+        );
 
-        let typo = cron_job("report.biuld", "default").not_run_here(known, &queues).unwrap();
-        assert!(typo.contains("\"nightly\"") && typo.contains("\"report.biuld\""), "{typo}");
+        let typo = cron_job("report.biuld", "default")
+            .not_run_here(known, &queues)
+            .unwrap();
+        assert!(
+            typo.contains("\"nightly\"") && typo.contains("\"report.biuld\""),
+            "{typo}"
+        );
         assert!(typo.contains("no task in this process"), "{typo}");
 
-        let elsewhere = cron_job("report.build", "reports").not_run_here(known, &queues).unwrap();
+        let elsewhere = cron_job("report.build", "reports")
+            .not_run_here(known, &queues)
+            .unwrap();
         assert!(elsewhere.contains("queue \"reports\""), "{elsewhere}");
         assert!(elsewhere.contains("default, mail"), "{elsewhere}");
     }
