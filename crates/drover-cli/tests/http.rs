@@ -726,6 +726,50 @@ fn a_token_guards_everything_but_the_probes() {
     assert_eq!(answer.0, 403);
 }
 
+/// A web page whose own name resolves to 127.0.0.1 (DNS rebinding) sends Origin and Host that
+/// agree with each other: a server without a token refuses every name but the machine's own,
+/// and no page may frame the dashboard.
+#[test]
+fn a_rebinding_page_cannot_reach_a_server_without_a_token() {
+    let env = Env::new("");
+    let server = env.serve("rebinding", &[]);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let evil = format!("evil.example:{port}");
+    let as_evil = |request: ureq::Request| {
+        request
+            .set("Host", &evil)
+            .set("Origin", &format!("http://{evil}"))
+    };
+    let enqueue = as_evil(ureq::post(&format!("{}/api/v1/jobs", server.url)))
+        .send_json(json!({"kind": "drover.noop"}));
+    let (status, answer) = Server::answer(enqueue);
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DNS-rebinding"),
+        "{answer}"
+    );
+    for path in ["/api/v1/jobs", "/jobs", "/metrics"] {
+        let (status, _) =
+            Server::answer(as_evil(ureq::get(&format!("{}{path}", server.url))).call());
+        assert_eq!(status, 403, "{path}");
+    }
+    assert_eq!(total_jobs(&server), 0, "nothing was enqueued");
+
+    // The machine's own names pass, and every answer forbids framing.
+    let response = ureq::get(&format!("{}/jobs", server.url))
+        .set("Host", &format!("localhost:{port}"))
+        .call()
+        .unwrap();
+    assert_eq!(response.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        response.header("content-security-policy"),
+        Some("frame-ancestors 'none'")
+    );
+}
+
 #[test]
 fn listening_off_loopback_needs_a_token() {
     let env = Env::new("");

@@ -1,7 +1,8 @@
 //! Who may do what: the bearer token (compared in constant time) or a dashboard session that
 //! stands for it, the same-origin check that keeps a web page in the operator's browser from
-//! driving a loopback server, and read-only mode. The health probes and the login page stay
-//! open.
+//! driving a loopback server, the host check that keeps a DNS-rebinding page from doing the
+//! same, and read-only mode. The health probes and the login page stay open. Every answer
+//! forbids framing, so no other site can overlay the dashboard's buttons (clickjacking).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -27,9 +28,36 @@ fn is_operator_action(method: &Method, path: &str) -> bool {
 }
 
 pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = check(&state, request, next).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    response
+}
+
+async fn check(state: &AppState, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     if OPEN.contains(&path.as_str()) {
         return next.run(request).await;
+    }
+    // Without a token the server listens on loopback only, and the one way a web page reaches
+    // it is a name of the page's own that resolves to 127.0.0.1 (DNS rebinding): then Origin
+    // and Host agree, and only the Host's name gives the page away.
+    if state.settings.token.is_none() && !loopback_host(request.headers()) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "request refused: without a token the server answers only to localhost or an IP \
+             address in Host (so that a DNS-rebinding web page cannot reach it); set a token \
+             to serve under other names",
+        )
+        .into_response();
     }
     if let Some(expected) = &state.settings.token
         && !dashboard::is_open(&path)
@@ -97,6 +125,30 @@ pub(crate) fn same(got: &str, expected: &str) -> bool {
         == 0
 }
 
+/// Whether `Host` names the machine itself: `localhost` (or a name under it) or an IP address,
+/// with any port. No `Host` at all (HTTP/1.0) passes: a browser always sends one.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // An IPv6 literal: `[::1]:7070`.
+        Some(rest) => {
+            return rest
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 /// A state-changing request from a browser carries `Origin` (and `Sec-Fetch-Site`); one from
 /// another site must not act, token or not. Programs send neither and pass.
 fn same_origin(headers: &HeaderMap) -> bool {
@@ -140,6 +192,36 @@ mod tests {
         headers.insert(header::ORIGIN, "http://127.0.0.1:7070".parse().unwrap());
         headers.insert("sec-fetch-site", "cross-site".parse().unwrap());
         assert!(!same_origin(&headers));
+    }
+
+    #[test]
+    fn only_names_of_the_machine_itself_pass_the_host_check() {
+        let with_host = |host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, host.parse().unwrap());
+            loopback_host(&headers)
+        };
+        for ok in [
+            "127.0.0.1:7070",
+            "127.0.0.1",
+            "localhost:7070",
+            "LOCALHOST",
+            "app.localhost:8080",
+            "[::1]:7070",
+            "10.0.0.5:7070",
+        ] {
+            assert!(with_host(ok), "{ok}");
+        }
+        for refused in [
+            "evil.example:7070",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.nip.io:7070",
+            "[evil]:7070",
+        ] {
+            assert!(!with_host(refused), "{refused}");
+        }
+        assert!(loopback_host(&HeaderMap::new()), "HTTP/1.0 sends no Host");
     }
 
     #[test]
