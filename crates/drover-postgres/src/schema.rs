@@ -221,10 +221,23 @@ CREATE TABLE drover_throughput (
 ALTER TABLE drover_processes ADD COLUMN concurrency jsonb NOT NULL DEFAULT '{}';
 "#,
     ),
+    (
+        7,
+        r#"
+-- Half-full pages for new jobs: a job is written three times (enqueued, claimed, finished),
+-- and an update that finds no room on its row's page puts the new version on another page,
+-- which costs a second page written, and a lock of the old version WAL-logged before it
+-- (heap_update releases the page while it finds another). At fillfactor 90 most claims did
+-- that: 2.7 row locks logged per job instead of one, 930 bytes of WAL per claim and
+-- completion against 750 at 50, and a 200,000-job drain 8 % slower. Pages of finished rows
+-- end up as full either way: at 90 the updates had moved most rows to fresh pages.
+ALTER TABLE drover_jobs SET (fillfactor = 50);
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 6;
+pub(crate) const LATEST: u32 = 7;
 
 /// Applies what is missing, inside the caller's transaction; returns the versions applied.
 pub(crate) async fn migrate(db: &Db<'_>, schema: Option<&str>) -> Result<Vec<u32>, DbError> {
