@@ -770,6 +770,22 @@ fn a_rebinding_page_cannot_reach_a_server_without_a_token() {
     );
 }
 
+/// `[http] listen` is `serve`'s: a `worker` on the same config (beside a `serve` that holds
+/// the port) serves HTTP only when its command line asks.
+#[test]
+fn a_worker_serves_http_only_when_its_command_line_asks() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let env = Env::new(&format!("[http]\nlisten = \"{addr}\"\n"));
+    let worker = env.spawn("worker", &["worker"]);
+    assert!(!worker.log().contains("listening on"), "{}", worker.log());
+    let mut serve = env.cmd(&["serve"]);
+    serve.env_remove("DROVER_LISTEN");
+    let out = serve.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
 #[test]
 fn listening_off_loopback_needs_a_token() {
     let env = Env::new("");

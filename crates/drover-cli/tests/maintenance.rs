@@ -49,6 +49,26 @@ fn a_bad_schedule_refuses_the_start_naming_it() {
     }
 }
 
+/// A schedule this process would discard every fire of (its queue is worked here, with no task
+/// for its kind: a typo) refuses the start; one sent to a queue worked elsewhere starts with a
+/// warning.
+#[test]
+fn a_schedule_whose_jobs_would_be_discarded_refuses_the_start() {
+    let cron = "[[cron]]\nname = \"nightly\"\nschedule = \"0 3 * * *\"\nkind = \"report.biuld\"\n";
+    let env = Env::new(cron);
+    let err = env.fails(&["serve"]);
+    assert!(err.contains("cron \"nightly\""), "{err}");
+    assert!(err.contains("discarded as an unknown kind"), "{err}");
+
+    let env = Env::new(&format!("{cron}queue = \"reports\"\n"));
+    let serve = env.spawn("serve", &["serve"]);
+    assert!(
+        serve.log().contains("which has no task in this process"),
+        "{}",
+        serve.log()
+    );
+}
+
 #[test]
 fn cron_list_shows_last_and_next_fire() {
     let env = Env::new(

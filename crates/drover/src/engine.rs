@@ -174,8 +174,11 @@ impl EngineBuilder {
                 job,
             };
             let has_task = |kind: &str| self.tasks.contains_key(kind);
-            if let Some(reason) = cron_job.not_run_here(has_task, &self.config.queues) {
-                tracing::warn!("{reason}");
+            if let Some(warning) = cron_job
+                .check_runnable(has_task, &self.config.queues)
+                .map_err(Error::Config)?
+            {
+                tracing::warn!("{warning}");
             }
             cron.push(cron_job);
         }

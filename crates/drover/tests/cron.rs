@@ -72,7 +72,8 @@ fn schedule(name: &str, expression: &str, catch_up: CatchUp) -> CronSchedule {
         timezone: None,
         kind: "report.build".into(),
         args: format!(r#"{{"schedule":"{name}"}}"#),
-        queue: None,
+        // A queue this engine does not work: it has no task for the kind (it only fires).
+        queue: Some("reports".into()),
         catch_up,
     }
 }

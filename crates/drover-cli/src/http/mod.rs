@@ -68,7 +68,12 @@ impl HttpSettings {
         config: &Config,
         serve_by_default: bool,
     ) -> anyhow::Result<Option<HttpSettings>> {
-        let listen = match flag.or(config.http.listen.as_deref()) {
+        // `[http] listen` is for `serve`: a `worker` beside it, on the same config, would
+        // fail its start on the port `serve` holds.
+        let configured = serve_by_default
+            .then_some(config.http.listen.as_deref())
+            .flatten();
+        let listen = match flag.or(configured) {
             Some("off") => return Ok(None),
             Some(listen) => listen.to_owned(),
             None if serve_by_default => DEFAULT_LISTEN.to_owned(),

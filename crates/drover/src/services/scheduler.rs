@@ -40,33 +40,34 @@ pub struct CronJob {
 }
 
 impl CronJob {
-    /// Why this process will not run the jobs it enqueues, if it will not: no task here for
-    /// the kind, or the queue is not one this process works. Not an error, since another
-    /// process or an HTTP worker may run them, but a typo here leaves the jobs waiting forever,
-    /// so the engine says so at start.
-    pub fn not_run_here(
+    /// Whether this process will run the jobs it enqueues. An error when it would discard them:
+    /// its workers take the queue's jobs, and with no task for the kind each one ends as an
+    /// unknown kind. A warning when it leaves them to others: the kind has no task here, or the
+    /// queue is not one this process works, which is right when another process or an HTTP
+    /// worker runs them, and otherwise a typo that would leave the jobs waiting unnoticed.
+    pub fn check_runnable(
         &self,
         has_task: impl Fn(&str) -> bool,
         queues: &BTreeMap<String, usize>,
-    ) -> Option<String> {
-        let (name, kind, queue) = (
-            &self.schedule.schedule.name,
-            &self.job.kind,
-            &self.job.queue,
-        );
-        if !has_task(kind) {
-            Some(format!(
+    ) -> Result<Option<String>, String> {
+        let name = &self.schedule.schedule.name;
+        let (kind, queue) = (&self.job.kind, &self.job.queue);
+        match (has_task(kind), queues.contains_key(queue)) {
+            (true, true) => Ok(None),
+            (false, true) => Err(format!(
+                "cron {name:?} enqueues kind {kind:?} into queue {queue:?}, which this process \
+                 works with no task for that kind: every fire would be discarded as an unknown \
+                 kind. Declare the task, or send the jobs to a queue this process does not work"
+            )),
+            (false, false) => Ok(Some(format!(
                 "cron {name:?} enqueues kind {kind:?}, which has no task in this process; its \
                  jobs wait in queue {queue:?} for a process or an HTTP worker that runs it"
-            ))
-        } else if !queues.contains_key(queue) {
-            Some(format!(
+            ))),
+            (true, false) => Ok(Some(format!(
                 "cron {name:?} enqueues into queue {queue:?}, which this process does not work \
                  (its queues: {}); its jobs wait for a process that does",
                 queues.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        } else {
-            None
+            ))),
         }
     }
 }
@@ -283,26 +284,33 @@ mod tests {
     }
 
     #[test]
-    fn a_schedule_says_when_this_process_will_not_run_its_jobs() {
+    fn a_schedule_whose_jobs_would_be_discarded_is_refused_and_one_left_to_others_warned() {
         let queues = BTreeMap::from([("default".to_owned(), 10), ("mail".to_owned(), 2)]);
         let known = |kind: &str| kind == "report.build";
 
         assert_eq!(
-            cron_job("report.build", "mail").not_run_here(known, &queues),
-            None
+            cron_job("report.build", "mail").check_runnable(known, &queues),
+            Ok(None)
         );
 
         let typo = cron_job("report.biuld", "default")
-            .not_run_here(known, &queues)
-            .unwrap();
+            .check_runnable(known, &queues)
+            .unwrap_err();
         assert!(
             typo.contains("\"nightly\"") && typo.contains("\"report.biuld\""),
             "{typo}"
         );
-        assert!(typo.contains("no task in this process"), "{typo}");
+        assert!(typo.contains("discarded as an unknown kind"), "{typo}");
+
+        let remote = cron_job("py.report", "py")
+            .check_runnable(known, &queues)
+            .unwrap()
+            .unwrap();
+        assert!(remote.contains("HTTP worker"), "{remote}");
 
         let elsewhere = cron_job("report.build", "reports")
-            .not_run_here(known, &queues)
+            .check_runnable(known, &queues)
+            .unwrap()
             .unwrap();
         assert!(elsewhere.contains("queue \"reports\""), "{elsewhere}");
         assert!(elsewhere.contains("default, mail"), "{elsewhere}");
