@@ -786,6 +786,29 @@ fn a_worker_serves_http_only_when_its_command_line_asks() {
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
 
+/// An HTTP worker leasing from a queue that `serve`'s own workers take jobs from too is warned
+/// about in the log, once per queue: those workers discard the kinds they have no task for.
+#[test]
+fn leasing_from_a_queue_served_locally_is_warned_once() {
+    let env = Env::new("");
+    let server = env.serve("shared-queue", &[]);
+    let lease = |queue: &str| {
+        let body = json!({"queues": [queue], "worker": "py-1", "max": 1, "wait": 0});
+        let (status, answer) = server.post("/api/v1/leases", &body);
+        assert!(status == 200 || status == 204, "{status} {answer}");
+    };
+    lease("py");
+    lease("default");
+    lease("default");
+    let log = server.process.log();
+    let warned = |queue: &str| {
+        log.matches(&format!("an HTTP worker leases from queue \"{queue}\""))
+            .count()
+    };
+    assert_eq!(warned("default"), 1, "{log}");
+    assert_eq!(warned("py"), 0, "{log}");
+}
+
 #[test]
 fn listening_off_loopback_needs_a_token() {
     let env = Env::new("");

@@ -326,7 +326,8 @@ impl Engine {
             shared.clock.clone(),
             shared.config.lease,
             shared.metrics.clone(),
-        );
+        )
+        .with_local_queues(shared.config.queues.keys().cloned());
         EngineHandle {
             admin,
             remote,

@@ -177,6 +177,38 @@ pub struct RemoteWorkers {
     metrics: Arc<Metrics>,
     held: Arc<Mutex<HashMap<(JobId, i64), Held>>>,
     polls: Arc<Polls>,
+    shared_queues: Arc<SharedQueues>,
+}
+
+/// The queues this process's own workers also work, and those a lease was already warned about.
+#[derive(Default)]
+struct SharedQueues {
+    local: std::collections::BTreeSet<String>,
+    warned: Mutex<std::collections::HashSet<String>>,
+}
+
+impl SharedQueues {
+    /// Warns, once per queue, when a remote worker leases from a queue the local workers take
+    /// jobs from too: they discard the kinds they have no task for, which are most often the
+    /// very kinds the remote worker is there for.
+    fn warn_once(&self, request: &LeaseRequest) {
+        for queue in request.queues.iter().filter(|q| self.local.contains(*q)) {
+            if self
+                .warned
+                .lock()
+                .expect("warned queues poisoned")
+                .insert(queue.clone())
+            {
+                tracing::warn!(
+                    queue = %queue,
+                    worker = %request.worker,
+                    "an HTTP worker leases from queue {queue:?}, which this process's own \
+                     workers also take jobs from: they discard as unknown every kind they have \
+                     no task for. Keep HTTP workers' queues out of this process's queues"
+                );
+            }
+        }
+    }
 }
 
 /// Long polls in flight, by worker name, so that a worker that is stopping can end its own
@@ -285,7 +317,18 @@ impl RemoteWorkers {
             metrics,
             held: Arc::default(),
             polls: Arc::default(),
+            shared_queues: Arc::default(),
         }
+    }
+
+    /// Names the queues this process's own workers work, so that a lease from one of them is
+    /// warned about (once per queue) in the log.
+    pub fn with_local_queues(mut self, queues: impl IntoIterator<Item = String>) -> Self {
+        self.shared_queues = Arc::new(SharedQueues {
+            local: queues.into_iter().collect(),
+            warned: Mutex::default(),
+        });
+        self
     }
 
     /// When a lease taken or renewed at `now` expires.
@@ -312,6 +355,7 @@ impl RemoteWorkers {
         stop: &CancellationToken,
     ) -> Result<Vec<LeasedJob>, Error> {
         request.validate()?;
+        self.shared_queues.warn_once(&request);
         let deadline = tokio::time::Instant::now() + request.wait;
         let owner = format!("remote:{}", request.worker);
         let mut wakeups = self.store.wakeups();
