@@ -72,7 +72,42 @@ struct GroupGuard {
     pgid: Option<Pid>,
 }
 
+/// The process groups of the commands running now, for [`kill_all`].
+static RUNNING_GROUPS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn running_groups() -> std::sync::MutexGuard<'static, std::collections::BTreeSet<i32>> {
+    // A panic while holding it leaves the set as it was: still the groups to kill.
+    RUNNING_GROUPS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// SIGKILLs the process group of every command running now. For an exit that runs no drops
+/// (the second signal's): the kernel's parent-death signal reaches a command's own process
+/// only, and what it started in the background (a shell's `sleep`) would run on beside the
+/// rerun of its job.
+pub(crate) fn kill_all() {
+    for &pgid in running_groups().iter() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
 impl GroupGuard {
+    /// Forgets the group: its process was reaped, and its id may be reused.
+    fn disarm(&mut self) {
+        if let Some(pgid) = self.pgid.take() {
+            running_groups().remove(&pgid.as_raw());
+        }
+    }
+
+    fn new(pgid: Option<Pid>) -> Self {
+        if let Some(pgid) = pgid {
+            running_groups().insert(pgid.as_raw());
+        }
+        Self { pgid }
+    }
+
     fn signal(&self, signal: Signal) {
         if let Some(pgid) = self.pgid {
             // ESRCH: the group is already gone, which is what we want.
@@ -84,6 +119,7 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.signal(Signal::SIGKILL);
+        self.disarm();
     }
 }
 
@@ -112,9 +148,7 @@ pub(crate) async fn run(
             format!("cannot start {:?}: {err}", spec.argv[0]),
         )
     })?;
-    let mut guard = GroupGuard {
-        pgid: child.id().map(|id| Pid::from_raw(id as i32)),
-    };
+    let mut guard = GroupGuard::new(child.id().map(|id| Pid::from_raw(id as i32)));
 
     let mut input = child.stdin.take().expect("stdin is piped");
     let stdin = stdin.to_vec();
@@ -158,7 +192,7 @@ pub(crate) async fn run(
     };
     // The leader has exited; children it left in the group are killed by the guard.
     guard.signal(Signal::SIGKILL);
-    guard.pgid = None;
+    guard.disarm();
     Ok(outcome)
 }
 

@@ -1,5 +1,6 @@
-//! Shutdown signals. The first SIGINT or SIGTERM starts a graceful shutdown; a second one exits
-//! at once (leases still protect the jobs: they are rescued once their lease expires).
+//! Shutdown signals. The first SIGINT or SIGTERM starts a graceful shutdown; a second one kills
+//! the running commands' process groups and exits at once (leases still protect the jobs: they
+//! are rescued once their lease expires).
 
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -20,6 +21,7 @@ pub(crate) async fn first_then_arm_second() -> &'static str {
             signal = second,
             "second signal: exiting now; running jobs will be rescued when their leases expire"
         );
+        crate::process::kill_all();
         std::process::exit(130);
     });
     name

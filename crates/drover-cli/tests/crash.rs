@@ -131,6 +131,38 @@ fn sigterm_hands_back_a_job_longer_than_the_timeout_and_exits_non_zero() {
     assert_eq!(job["history"][0]["event"], "handed_back");
 }
 
+/// A second SIGTERM exits at once, and takes the running command's whole process group with
+/// it: a shell's background `sleep` does not run on beside the job's rerun.
+#[test]
+fn a_second_sigterm_kills_what_a_command_started() {
+    let env = Env::new(
+        r#"
+[tasks."shell.wait"]
+command = ["sh", "-c", "sleep 30 & echo $! > child.pid; wait"]
+"#,
+    );
+    let mut worker = env.spawn("worker", &["worker", "--shutdown-timeout", "60s"]);
+    let id = env.enqueue(&["shell.wait"]);
+    let pid: i32 = common::wait_file(&env.path("child.pid"), T)
+        .trim()
+        .parse()
+        .unwrap();
+    env.wait_job(id, T, |j| state(j) == "running");
+    worker.signal(Signal::SIGTERM);
+    worker.wait_log("shutting down", T);
+    worker.signal(Signal::SIGTERM);
+    let status = worker.wait_exit(T);
+    assert_eq!(status.code(), Some(130), "{}", worker.log());
+    let deadline = std::time::Instant::now() + T;
+    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background sleep {pid} outlived its worker"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn an_enqueue_from_another_process_wakes_a_running_worker() {
     // The poll is 60 s: only the file-system wake-up can start the job in time.

@@ -652,11 +652,24 @@ impl RemoteWorkers {
                     repeated: false,
                 })
             }
-            (false, Some(state)) if result.recorded_earlier => Ok(Recorded {
-                id: lease.id,
-                state,
-                repeated: true,
-            }),
+            // The same call again (its first answer was lost): answered as the first. A call
+            // that contradicts what was recorded (a completion after a failure, or the other
+            // way round) must not be answered as a success the worker would believe.
+            (false, Some(state)) if result.recorded_earlier => {
+                if matches!(outcome, Outcome::Completed) != (state == JobState::Completed) {
+                    self.metrics.refused();
+                    return Err(Error::LeaseLost(format!(
+                        "job {} was already recorded as {state} under this lease; this \
+                         different outcome was not recorded",
+                        lease.id
+                    )));
+                }
+                Ok(Recorded {
+                    id: lease.id,
+                    state,
+                    repeated: true,
+                })
+            }
             (_, None) => Err(Error::Store(StoreError::NotFound(lease.id))),
             (false, Some(state)) => {
                 self.metrics.refused();
