@@ -487,12 +487,27 @@ fn errors(server: &Server) {
                 .is_some_and(|m| !m.is_empty())
         );
     }
+    // A single job's error is about that job, not "job 0" of a batch.
+    let (_, answer) = server.post("/api/v1/jobs", &json!({"kind": "bad kind"}));
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("invalid kind"), "{answer}");
+    let ids: Vec<i64> = (1..=1001).collect();
+    let (status, answer) = server.post(
+        "/api/v1/jobs/actions",
+        &json!({"action": "cancel", "ids": ids}),
+    );
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (413, Some("ids")),
+        "{answer}"
+    );
     for (path, field) in [
         ("/api/v1/jobs?state=sleeping", "state"),
         ("/api/v1/jobs?args=notjson", "args"),
         ("/api/v1/jobs?args=7", "args"),
         ("/api/v1/jobs?created_after=yesterday", "created_after"),
         ("/api/v1/jobs?limit=0", "limit"),
+        ("/api/v1/jobs/count?limit=0", "limit"),
         ("/api/v1/jobs?limit=abc", "query"),
         ("/api/v1/jobs?colour=red", "query"),
         ("/api/v1/jobs/abc", "path"),
@@ -790,6 +805,10 @@ fn a_worker_serves_http_only_when_its_command_line_asks() {
     let env = Env::new(&format!("[http]\nlisten = \"{addr}\"\n"));
     let worker = env.spawn("worker", &["worker"]);
     assert!(!worker.log().contains("listening on"), "{}", worker.log());
+    assert!(
+        !worker.log().contains('\x1b'),
+        "a log file gets no colour codes"
+    );
     let mut serve = env.cmd(&["serve"]);
     serve.env_remove("DROVER_LISTEN");
     let out = serve.output().unwrap();

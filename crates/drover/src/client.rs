@@ -235,7 +235,7 @@ impl Client {
     pub async fn enqueue(&self, request: EnqueueRequest) -> Result<InsertedJob, Error> {
         let job = self
             .prepare(request)
-            .map_err(|error| Error::InvalidJob { index: 0, error })?;
+            .map_err(|error| Error::InvalidJob { index: None, error })?;
         Ok(self.insert(vec![job]).await?.remove(0))
     }
 
@@ -250,8 +250,10 @@ impl Client {
             .into_iter()
             .enumerate()
             .map(|(index, request)| {
-                self.prepare(request)
-                    .map_err(|error| Error::InvalidJob { index, error })
+                self.prepare(request).map_err(|error| Error::InvalidJob {
+                    index: Some(index),
+                    error,
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.insert(jobs).await
@@ -265,7 +267,10 @@ impl Client {
             self.defaults
                 .limits
                 .check_job(job)
-                .map_err(|error| Error::InvalidJob { index, error })?;
+                .map_err(|error| Error::InvalidJob {
+                    index: Some(index),
+                    error,
+                })?;
         }
         Ok(self
             .store

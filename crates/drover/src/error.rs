@@ -6,10 +6,10 @@ use drover_core::{StoreError, ValidationError};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A job handed to enqueue was refused; nothing was stored.
-    #[error("job {index}: {error}")]
+    #[error("{}{}", .index.map(|i| format!("job {i}: ")).unwrap_or_default(), .error)]
     InvalidJob {
-        /// Position of the job in the call (0 for a single enqueue).
-        index: usize,
+        /// Position of the job in a batch; `None` for a single enqueue.
+        index: Option<usize>,
         /// What is wrong with it.
         error: ValidationError,
     },

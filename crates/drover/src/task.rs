@@ -1,5 +1,5 @@
 //! Tasks: what a job of a kind does. A [`Task`] has typed args; a [`RawTask`] gets the args'
-//! JSON text (the standalone server's command and webhook tasks).
+//! JSON text (the standalone server's command tasks).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -152,7 +152,9 @@ impl From<drover::Error> for ApiError {
                 if api.code == "invalid_request" {
                     api.code = "invalid_job";
                 }
-                api.message = format!("job {index}: {}", api.message);
+                if let Some(index) = index {
+                    api.message = format!("job {index}: {}", api.message);
+                }
                 api
             }
             drover::Error::Invalid(error) => error.into(),

@@ -104,7 +104,7 @@ impl Admin {
         let job = self
             .defaults
             .prepare(request)
-            .map_err(|error| Error::InvalidJob { index: 0, error })?;
+            .map_err(|error| Error::InvalidJob { index: None, error })?;
         let inserted = self.client().insert(vec![job]).await?;
         inserted
             .into_iter()
