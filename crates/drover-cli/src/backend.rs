@@ -43,6 +43,25 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
     Ok(store)
 }
 
+/// Opens the store of a database that must exist already: for commands that only look at
+/// jobs or act on existing ones, where a mistyped SQLite path would otherwise create a new,
+/// empty database and answer as if it held no jobs.
+pub(crate) async fn open_existing(url: &str, config: &Config) -> anyhow::Result<DynStore> {
+    if url.starts_with("sqlite:") {
+        let path = SqliteConfig::from_url(url)
+            .map_err(anyhow::Error::msg)?
+            .path;
+        if !path.exists() {
+            bail!(
+                "no database at {}: check --database (or DROVER_DATABASE_URL), or start \
+                 `drover serve` or run `drover migrate` to create it",
+                path.display()
+            );
+        }
+    }
+    open(url, config, false).await
+}
+
 /// Whether `url` names a PostgreSQL database.
 pub(crate) fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")

@@ -506,3 +506,24 @@ fn bench_prints_a_table_a_plot_and_json() {
         "the throughput over time is drawn"
     );
 }
+
+/// Commands that look at jobs do not create a database where none is: a mistyped path would
+/// otherwise answer with an empty, new database.
+#[test]
+fn looking_at_a_database_that_does_not_exist_creates_nothing() {
+    let env = Env::new("");
+    for command in [
+        &["jobs", "list"][..],
+        &["jobs", "show", "1"],
+        &["stats"],
+        &["queues", "list"],
+    ] {
+        let err = env.fails(command);
+        assert!(err.contains("no database at"), "{command:?}: {err}");
+    }
+    assert!(!env.path("drover.db").exists());
+    // Once it exists, the same commands answer.
+    env.ok(&["migrate"]);
+    env.ok(&["jobs", "list"]);
+    env.ok(&["stats"]);
+}

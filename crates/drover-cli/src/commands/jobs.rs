@@ -60,7 +60,7 @@ pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> any
         }
         _ => {}
     }
-    let store = backend::open(url, config, false).await?;
+    let store = backend::open_existing(url, config).await?;
     let admin = setup::admin(store.clone(), config)?;
     let result = dispatch(&admin, command).await;
     store.close().await;

@@ -10,7 +10,7 @@ pub(crate) async fn run(url: &str, config: &Config, command: QueuesCommand) -> a
     if let QueuesCommand::Pause { queue } | QueuesCommand::Resume { queue } = &command {
         drover_core::validate::check_name("queue", queue)?;
     }
-    let store = backend::open(url, config, false).await?;
+    let store = backend::open_existing(url, config).await?;
     let admin = setup::admin(store.clone(), config)?;
     let result = async {
         match command {

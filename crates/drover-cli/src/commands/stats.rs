@@ -28,7 +28,7 @@ struct Stats {
 }
 
 pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Result<()> {
-    let store = backend::open(url, config, false).await?;
+    let store = backend::open_existing(url, config).await?;
     let admin = setup::admin(store.clone(), config)?;
     let counts = admin.exact_counts().await?;
     let cluster = admin.cluster().await?;
