@@ -72,11 +72,12 @@ fn a_schedule_whose_jobs_would_be_discarded_refuses_the_start() {
 #[test]
 fn cron_list_shows_last_and_next_fire() {
     let env = Env::new(
-        "[[cron]]\nname = \"nightly\"\nschedule = \"0 3 * * *\"\nkind = \"report.build\"\ntimezone = \"Europe/Berlin\"\nargs = { format = \"pdf\" }\n",
+        "[tasks.\"report.build\"]\ncommand = [\"true\"]\nqueue = \"reports\"\n\n[[cron]]\nname = \"nightly\"\nschedule = \"0 3 * * *\"\nkind = \"report.build\"\ntimezone = \"Europe/Berlin\"\nargs = { format = \"pdf\" }\n",
     );
     let rows: Value = serde_json::from_str(&env.ok(&["cron", "list", "--json"])).unwrap();
     let row = &rows[0];
     assert_eq!(row["name"], "nightly");
+    assert_eq!(row["queue"], "reports", "the queue of the kind's task");
     assert_eq!(row["timezone"], "Europe/Berlin");
     assert!(row["last_fire_at"].is_null());
     let next: jiff::Timestamp = row["next_fire_at"].as_str().unwrap().parse().unwrap();

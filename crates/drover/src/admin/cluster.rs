@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::Admin;
 use crate::client::EnqueueRequest;
-use crate::cron::{CatchUp, ParsedSchedule};
+use crate::cron::{CatchUp, CronSchedule, ParsedSchedule};
 use crate::error::Error;
 use crate::leader::LEADERSHIP;
 
@@ -32,7 +32,8 @@ pub struct CronView {
     pub timezone: String,
     /// The kind it enqueues.
     pub kind: String,
-    /// The queue it enqueues into, when it sets one.
+    /// The queue it enqueues into: its own, or else its kind's task's (`default` when neither
+    /// says). Always set; optional in the type for compatibility.
     pub queue: Option<String>,
     /// What happens to fire times missed while no leader ran.
     pub catch_up: CatchUp,
@@ -78,7 +79,7 @@ impl Admin {
                     schedule: schedule.expression.clone(),
                     timezone: schedule.timezone.clone().unwrap_or_else(|| "UTC".into()),
                     kind: schedule.kind.clone(),
-                    queue: schedule.queue.clone(),
+                    queue: Some(self.cron_queue(schedule)),
                     catch_up: schedule.catch_up,
                     last_fire_at: state.and_then(|s| s.last_fire_at),
                     last_job_id: state.and_then(|s| s.last_job_id),
@@ -86,6 +87,15 @@ impl Admin {
                 })
             })
             .collect()
+    }
+
+    /// The queue a schedule's jobs go to: the schedule's, else its kind's task's defaults.
+    fn cron_queue(&self, schedule: &CronSchedule) -> String {
+        match self.defaults.prepare(cron_request(schedule)) {
+            Ok(job) => job.queue,
+            // Checked when the engine was built; shown as declared if it fails here.
+            Err(_) => schedule.queue.clone().unwrap_or_else(|| "default".into()),
+        }
     }
 
     /// Enqueues the job of schedule `name` now, outside its schedule. Recorded as an ordinary
@@ -99,11 +109,9 @@ impl Admin {
                     what: "cron schedule",
                     name: name.to_owned(),
                 })?;
-        let mut request = EnqueueRequest::raw(schedule.kind.clone(), schedule.args.clone());
-        request.queue = schedule.queue.clone();
         let job = self
             .defaults
-            .prepare(request)
+            .prepare(cron_request(schedule))
             .map_err(|error| Error::InvalidJob { index: None, error })?;
         let inserted = self.client().insert(vec![job]).await?;
         inserted
@@ -111,4 +119,11 @@ impl Admin {
             .next()
             .ok_or_else(|| Error::Store(StoreError::Internal("insert returned nothing".into())))
     }
+}
+
+/// The enqueue a schedule makes at each fire.
+fn cron_request(schedule: &CronSchedule) -> EnqueueRequest {
+    let mut request = EnqueueRequest::raw(schedule.kind.clone(), schedule.args.clone());
+    request.queue = schedule.queue.clone();
+    request
 }
