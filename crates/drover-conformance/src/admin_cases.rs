@@ -376,7 +376,7 @@ pub async fn list_filters_by_time_and_args(store: DynStore) {
         }
     };
     let contain = |v: serde_json::Value| JobListParams {
-        args_contain: Some(v),
+        args_contain: Some(v.to_string()),
         ..Default::default()
     };
     assert_eq!(list(contain(json!({"user": {"id": 7}}))).await, vec![a]);
@@ -422,6 +422,35 @@ pub async fn list_filters_by_time_and_args(store: DynStore) {
         seen.extend(page);
     }
     assert_eq!(seen, vec![c, b, a]);
+
+    // Numbers compare exactly, past where f64s would call them equal.
+    let big = NewJob::new(
+        "k",
+        r#"{"big": 12345678901234567890123, "n": 9007199254740993}"#,
+    );
+    let big = insert_one(&store, big, at(50)).await;
+    let contain_text = |text: &str| JobListParams {
+        args_contain: Some(text.into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        list(contain_text(r#"{"big": 12345678901234567890123}"#)).await,
+        vec![big]
+    );
+    assert!(
+        list(contain_text(r#"{"big": 12345678901234567890124}"#))
+            .await
+            .is_empty()
+    );
+    assert!(
+        list(contain_text(r#"{"n": 9007199254740992}"#))
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        list(contain_text(r#"{"n": 9007199254740993.0}"#)).await,
+        vec![big]
+    );
 }
 
 /// The same run's outcome presented twice is told apart from a stale run's.

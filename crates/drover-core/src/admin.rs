@@ -239,56 +239,9 @@ pub fn act_refusal(action: JobAction, state: JobState) -> Option<&'static str> {
     }
 }
 
-/// Whether `doc` contains `pattern`, as PostgreSQL's `jsonb @> jsonb` decides: an object
-/// contains an object whose every key it has with a containing value; an array contains an array
-/// whose every element some element of it contains; scalars contain equal scalars (numbers by
-/// value); and, at the top level only, an array contains a scalar it has as an element.
-pub fn json_contains(doc: &serde_json::Value, pattern: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    if let (Value::Array(items), false) = (doc, pattern.is_array() || pattern.is_object()) {
-        return items.iter().any(|item| contains(item, pattern));
-    }
-    contains(doc, pattern)
-}
-
-fn contains(doc: &serde_json::Value, pattern: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match (doc, pattern) {
-        (Value::Object(doc), Value::Object(pattern)) => pattern
-            .iter()
-            .all(|(key, want)| doc.get(key).is_some_and(|have| contains(have, want))),
-        (Value::Array(doc), Value::Array(pattern)) => pattern
-            .iter()
-            .all(|want| doc.iter().any(|have| contains(have, want))),
-        (Value::Number(a), Value::Number(b)) => match (a.as_f64(), b.as_f64()) {
-            (Some(a), Some(b)) => a == b,
-            _ => a == b,
-        },
-        (a, b) => a == b,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn containment_follows_postgres() {
-        let doc = json!({"user": {"id": 7, "tags": ["a", "b"]}, "n": 1.0, "list": [1, [2, 3]]});
-        assert!(json_contains(&doc, &json!({})));
-        assert!(json_contains(&doc, &json!({"user": {"id": 7}})));
-        assert!(json_contains(&doc, &json!({"user": {"tags": ["b"]}})));
-        assert!(json_contains(&doc, &json!({"n": 1})));
-        assert!(json_contains(&doc, &json!({"list": [[3]]})));
-        assert!(!json_contains(&doc, &json!({"user": {"id": 8}})));
-        assert!(!json_contains(&doc, &json!({"user": {"tags": ["c"]}})));
-        assert!(!json_contains(&doc, &json!({"missing": null})));
-        assert!(!json_contains(&doc, &json!({"user": 7})));
-        // An array contains a scalar only at the top level.
-        assert!(json_contains(&json!([1, 2]), &json!(2)));
-        assert!(!json_contains(&json!({"a": [1, 2]}), &json!({"a": 2})));
-    }
 
     #[test]
     fn actions_parse_and_refuse_what_does_not_apply() {

@@ -12,6 +12,7 @@ pub mod capacity;
 pub mod clock;
 pub mod error;
 pub mod job;
+pub mod json_match;
 pub mod parked;
 pub mod redact;
 pub mod retry;
@@ -20,7 +21,7 @@ pub mod validate;
 
 pub use admin::{
     ActResult, COUNT_REST, COUNT_SLICE, FinishedTally, JobActParams, JobAction,
-    QueueCountsRefreshParams, QueuePauseParams, QueueRecord, TimeRange, act_refusal, json_contains,
+    QueueCountsRefreshParams, QueuePauseParams, QueueRecord, TimeRange, act_refusal,
 };
 pub use background::{BackgroundHealth, Outage};
 pub use capacity::*;
@@ -29,6 +30,7 @@ pub use error::{StoreError, ValidationError};
 pub use job::{
     AttemptError, ClaimedJob, Delivery, HistoryEntry, JobId, JobRecord, JobState, NewJob,
 };
+pub use json_match::json_contains;
 pub use retry::{
     ExpiredRun, FailedRun, RescueDecision, RetryPolicy, after_failure, rescue_decision,
 };

@@ -517,7 +517,8 @@ pub(crate) async fn list(db: &Db<'_>, params: &JobListParams) -> Result<Vec<JobR
         );
     }
     if let Some(pattern) = &params.args_contain {
-        add("args @> ?::jsonb", Box::new(Json(pattern.clone())));
+        // As text, cast by the server: the pattern's numbers stay exact.
+        add("args @> ?::text::jsonb", Box::new(pattern.clone()));
     }
     values.push(Box::new(i64::try_from(params.limit).unwrap_or(i64::MAX)));
     let limit = values.len();

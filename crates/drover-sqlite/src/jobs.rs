@@ -517,7 +517,7 @@ pub(crate) fn list(conn: &Connection, params: &JobListParams) -> rusqlite::Resul
     }
     if let Some(pattern) = &params.args_contain {
         // Registered on every reader connection (see readers.rs).
-        add("drover_json_contains(args, ?)", text(&pattern.to_string()));
+        add("drover_json_contains(args, ?)", text(pattern));
     }
     values.push(rusqlite::types::Value::Integer(params.limit as i64));
     let limit_param = format!("?{}", values.len());

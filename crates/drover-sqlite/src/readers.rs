@@ -105,8 +105,8 @@ impl Inner {
     }
 }
 
-/// `drover_json_contains(doc, pattern)`: PostgreSQL's `@>` on JSON text, for the args filter of
-/// job lists. Text that is not JSON contains nothing.
+/// `drover_json_contains(doc, pattern)`: PostgreSQL's `@>` on JSON text, numbers compared
+/// exactly, for the args filter of job lists. Text that is not JSON contains nothing.
 fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     conn.create_scalar_function(
@@ -114,15 +114,13 @@ fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
         2,
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         |ctx| {
-            let parse = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
-                let text = ctx
-                    .get_raw(i)
+            let text = |i: usize| -> rusqlite::Result<Option<&str>> {
+                ctx.get_raw(i)
                     .as_str_or_null()
-                    .map_err(|err| rusqlite::Error::UserFunctionError(Box::new(err)))?;
-                Ok(text.and_then(|t| serde_json::from_str(t).ok()))
+                    .map_err(|err| rusqlite::Error::UserFunctionError(Box::new(err)))
             };
-            Ok(match (parse(0)?, parse(1)?) {
-                (Some(doc), Some(pattern)) => drover_core::json_contains(&doc, &pattern),
+            Ok(match (text(0)?, text(1)?) {
+                (Some(doc), Some(pattern)) => drover_core::json_contains(doc, pattern),
                 _ => false,
             })
         },

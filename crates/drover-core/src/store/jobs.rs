@@ -222,9 +222,10 @@ pub struct JobListParams {
     pub created: TimeRange,
     /// Only jobs finished in this range (terminal states only, when set).
     pub finished: TimeRange,
-    /// Only jobs whose args contain this JSON value, with PostgreSQL's `@>` meaning: every key of
-    /// an object present with a containing value, every element of an array contained.
-    pub args_contain: Option<serde_json::Value>,
+    /// Only jobs whose args contain this JSON value (its text: numbers compare exactly), with
+    /// PostgreSQL's `@>` meaning: every key of an object present with a containing value,
+    /// every element of an array contained.
+    pub args_contain: Option<String>,
     /// Most jobs to return.
     pub limit: usize,
 }

@@ -31,8 +31,9 @@ pub struct JobFilter {
     pub created: TimeRange,
     /// Only jobs finished in this range.
     pub finished: TimeRange,
-    /// Only jobs whose args contain this JSON value (PostgreSQL's `@>` meaning, on both backends).
-    pub args_contain: Option<serde_json::Value>,
+    /// Only jobs whose args contain this JSON value, given as its text so that numbers compare
+    /// exactly (PostgreSQL's `@>` meaning, on both backends).
+    pub args_contain: Option<String>,
 }
 
 impl JobFilter {
@@ -54,14 +55,20 @@ impl JobFilter {
                 });
             }
         }
-        if let Some(pattern) = &self.args_contain
-            && !(pattern.is_object() || pattern.is_array())
-        {
-            return Err(ValidationError::Range {
-                field: "args",
-                reason: "the args filter must be a JSON object (or array), like {\"user\": 7}"
-                    .into(),
-            });
+        if let Some(pattern) = &self.args_contain {
+            let parsed = serde_json::from_str::<serde_json::Value>(pattern).map_err(|err| {
+                ValidationError::Range {
+                    field: "args",
+                    reason: format!("not JSON: {err}"),
+                }
+            })?;
+            if !(parsed.is_object() || parsed.is_array()) {
+                return Err(ValidationError::Range {
+                    field: "args",
+                    reason: "the args filter must be a JSON object (or array), like {\"user\": 7}"
+                        .into(),
+                });
+            }
         }
         Ok(())
     }
@@ -150,16 +157,7 @@ impl FilterText {
                 from: time("finished_after", &self.finished_after)?,
                 to: time("finished_before", &self.finished_before)?,
             },
-            args_contain: nonempty(&self.args)
-                .map(|text| {
-                    serde_json::from_str::<serde_json::Value>(&text).map_err(|err| {
-                        ValidationError::Range {
-                            field: "args",
-                            reason: format!("not JSON: {err}"),
-                        }
-                    })
-                })
-                .transpose()?,
+            args_contain: nonempty(&self.args),
         };
         filter.validate()?;
         Ok(filter)

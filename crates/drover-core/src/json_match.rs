@@ -1,0 +1,186 @@
+//! JSON containment with exact numbers: PostgreSQL's `jsonb @> jsonb`, for the args filter of
+//! job lists on backends without it (SQLite).
+//!
+//! Numbers are compared as decimals, as PostgreSQL's `numeric` does: `1`, `1.0` and `10e-1` are
+//! equal, and `12345678901234567890123` is not `12345678901234567890124`. Parsed into
+//! `serde_json::Value` they would be `f64`s, equal past 2^53, and a filter would match, and an
+//! action on it change, jobs it does not name. So values are read as raw text, one level at a
+//! time, and numbers stay text until compared. Hand-written (a decimal's normal form is twenty
+//! lines) rather than a big-decimal dependency for one comparison.
+
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
+
+/// Whether the JSON text `doc` contains the JSON text `pattern`, as PostgreSQL's
+/// `jsonb @> jsonb` decides: an object contains an object whose every key it has with a
+/// containing value; an array contains an array whose every element some element of it
+/// contains; scalars contain equal scalars (numbers by value); and, at the top level only, an
+/// array contains a scalar it has as an element. Text that is not JSON contains nothing.
+pub fn json_contains(doc: &str, pattern: &str) -> bool {
+    let (Some(doc), Some(pattern)) = (Exact::parse(doc), Exact::parse(pattern)) else {
+        return false;
+    };
+    if let (Exact::Array(items), false) = (&doc, pattern.is_container()) {
+        return items.iter().any(|item| item.contains(&pattern));
+    }
+    doc.contains(&pattern)
+}
+
+/// A JSON value whose numbers are kept exact.
+#[derive(Debug, PartialEq)]
+enum Exact {
+    Null,
+    Bool(bool),
+    Number(Decimal),
+    String(String),
+    Array(Vec<Exact>),
+    Object(BTreeMap<String, Exact>),
+}
+
+impl Exact {
+    fn parse(text: &str) -> Option<Exact> {
+        let raw: &RawValue = serde_json::from_str(text).ok()?;
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: &RawValue) -> Option<Exact> {
+        let text = raw.get();
+        Some(match text.as_bytes().first()? {
+            b'{' => {
+                // The last of repeated keys wins, as in PostgreSQL.
+                let fields: BTreeMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+                let fields = fields
+                    .into_iter()
+                    .map(|(key, value)| Some((key, Self::from_raw(value)?)))
+                    .collect::<Option<_>>()?;
+                Exact::Object(fields)
+            }
+            b'[' => {
+                let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+                Exact::Array(
+                    items
+                        .into_iter()
+                        .map(Self::from_raw)
+                        .collect::<Option<_>>()?,
+                )
+            }
+            b'"' => Exact::String(serde_json::from_str(text).ok()?),
+            b't' => Exact::Bool(true),
+            b'f' => Exact::Bool(false),
+            b'n' => Exact::Null,
+            _ => Exact::Number(Decimal::parse(text)?),
+        })
+    }
+
+    fn is_container(&self) -> bool {
+        matches!(self, Exact::Array(_) | Exact::Object(_))
+    }
+
+    fn contains(&self, pattern: &Exact) -> bool {
+        match (self, pattern) {
+            (Exact::Object(doc), Exact::Object(pattern)) => pattern
+                .iter()
+                .all(|(key, want)| doc.get(key).is_some_and(|have| have.contains(want))),
+            (Exact::Array(doc), Exact::Array(pattern)) => pattern
+                .iter()
+                .all(|want| doc.iter().any(|have| have.contains(want))),
+            (a, b) => a == b,
+        }
+    }
+}
+
+/// A JSON number in a normal form: `negative`, `digits` × 10^`exponent`, with no leading or
+/// trailing zero in `digits` (zero is no digits, not negative), so that equal values are equal.
+#[derive(Debug, PartialEq)]
+struct Decimal {
+    negative: bool,
+    digits: String,
+    exponent: i64,
+}
+
+impl Decimal {
+    /// Reads a number as JSON writes it: `-?int(.frac)?([eE][+-]?exp)?`.
+    fn parse(text: &str) -> Option<Decimal> {
+        let (negative, unsigned) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+            Some((mantissa, exponent)) => (mantissa, exponent.parse::<i64>().ok()?),
+            None => (unsigned, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let all = format!("{int}{frac}");
+        if all.is_empty() || !all.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let significant = all.trim_start_matches('0');
+        let digits = significant.trim_end_matches('0');
+        if digits.is_empty() {
+            return Some(Decimal {
+                negative: false,
+                digits: String::new(),
+                exponent: 0,
+            });
+        }
+        let trailing = (significant.len() - digits.len()) as i64;
+        let exponent = exponent
+            .checked_sub(frac.len() as i64)?
+            .checked_add(trailing)?;
+        Some(Decimal {
+            negative,
+            digits: digits.to_owned(),
+            exponent,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containment_follows_postgres() {
+        let doc = r#"{"user": {"id": 7, "tags": ["a", "b"]}, "n": 1.0, "list": [1, [2, 3]]}"#;
+        for (pattern, expected) in [
+            ("{}", true),
+            (r#"{"user": {"id": 7}}"#, true),
+            (r#"{"user": {"tags": ["b"]}}"#, true),
+            (r#"{"n": 1}"#, true),
+            (r#"{"list": [[3]]}"#, true),
+            (r#"{"user": {"id": 8}}"#, false),
+            (r#"{"user": {"tags": ["c"]}}"#, false),
+            (r#"{"missing": null}"#, false),
+            (r#"{"user": 7}"#, false),
+        ] {
+            assert_eq!(json_contains(doc, pattern), expected, "{pattern}");
+        }
+        // An array contains a scalar only at the top level.
+        assert!(json_contains("[1, 2]", "2"));
+        assert!(!json_contains(r#"{"a": [1, 2]}"#, r#"{"a": 2}"#));
+        assert!(!json_contains("not json", "{}"));
+    }
+
+    #[test]
+    fn numbers_compare_exactly_by_value() {
+        let big = r#"{"big": 12345678901234567890123}"#;
+        assert!(json_contains(big, r#"{"big": 12345678901234567890123}"#));
+        assert!(!json_contains(big, r#"{"big": 12345678901234567890124}"#));
+        // Past 2^53, where f64 would call these equal.
+        assert!(!json_contains(
+            r#"{"n": 9007199254740993}"#,
+            r#"{"n": 9007199254740992}"#
+        ));
+        for same in ["1", "1.0", "10e-1", "0.1e1", "1.000E0", "100e-2"] {
+            assert!(
+                json_contains(r#"{"n": 1}"#, &format!(r#"{{"n": {same}}}"#)),
+                "{same}"
+            );
+        }
+        assert!(json_contains(r#"{"n": 0}"#, r#"{"n": -0.0}"#));
+        assert!(!json_contains(r#"{"n": -1}"#, r#"{"n": 1}"#));
+        assert!(json_contains(r#"{"n": 1500}"#, r#"{"n": 1.5e3}"#));
+        assert!(!json_contains(r#"{"n": 1500}"#, r#"{"n": 1.5e2}"#));
+    }
+}
