@@ -248,6 +248,20 @@ fn args_keep_every_digit(server: &Server) {
     assert_eq!(status, 200, "{leased}");
     // (PostgreSQL writes `{"n": …}`, with a space.)
     assert!(leased.contains("-98765432109876543210.5"), "{leased}");
+    // And as an operator reads it: the API's job, the list, and the dashboard's page.
+    let id = job["id"].as_i64().unwrap();
+    for path in [
+        format!("/api/v1/jobs/{id}"),
+        "/api/v1/jobs?kind=echo.args".to_owned(),
+        format!("/jobs/{id}"),
+    ] {
+        let (status, text) = server.get_text(&path);
+        assert_eq!(status, 200, "{path}: {text}");
+        assert!(
+            text.contains("123456789012345678901234567890"),
+            "{path}: {text}"
+        );
+    }
 }
 
 fn capacity(server: &Server) {

@@ -197,7 +197,7 @@ pub async fn cron_fire_records_each_fire_time_once(store: DynStore) {
     );
     let job = get(&store, job_id).await;
     assert_eq!(job.kind, "report.build");
-    assert_eq!(job.args, serde_json::json!({"format": "pdf"}));
+    assert_eq!(job.args.value(), serde_json::json!({"format": "pdf"}));
 
     // Term a expires; b leads. A stale leader can no longer fire, even a new fire time.
     let b = store

@@ -222,9 +222,9 @@ pub struct JobRecord {
     pub queue: String,
     /// Task kind.
     pub kind: String,
-    /// Arguments (a JSON object).
+    /// Arguments (a JSON object), as stored: every digit of a number kept.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub args: serde_json::Value,
+    pub args: crate::JobArgs,
     /// Current state.
     pub state: JobState,
     /// Higher runs first.

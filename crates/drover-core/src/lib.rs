@@ -12,7 +12,7 @@ pub mod capacity;
 pub mod clock;
 pub mod error;
 pub mod job;
-pub mod json_match;
+pub mod json_text;
 pub mod parked;
 pub mod redact;
 pub mod retry;
@@ -30,7 +30,7 @@ pub use error::{StoreError, ValidationError};
 pub use job::{
     AttemptError, ClaimedJob, Delivery, HistoryEntry, JobId, JobRecord, JobState, NewJob,
 };
-pub use json_match::json_contains;
+pub use json_text::{JobArgs, json_contains};
 pub use retry::{
     ExpiredRun, FailedRun, RescueDecision, RetryPolicy, after_failure, rescue_decision,
 };

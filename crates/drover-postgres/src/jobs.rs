@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use drover_core::{
-    CancelResult, ClaimResult, ClaimedJob, Delivery, ExpiredRun, JobClaimParams,
+    CancelResult, ClaimResult, ClaimedJob, Delivery, ExpiredRun, JobArgs, JobClaimParams,
     JobHeartbeatParams, JobId, JobListParams, JobRecord, JobState, LeaseStatus, QueueStateCount,
     RescuedJob, StoreError, rescue_decision,
 };
@@ -458,7 +458,7 @@ fn unique_conflict(err: tokio_postgres::Error, id: JobId, state: JobState) -> Db
     err.into()
 }
 
-const RECORD_COLUMNS: &str = "drover_jobs.id, queue, kind, args, state, priority, attempt, \
+const RECORD_COLUMNS: &str = "drover_jobs.id, queue, kind, args::text, state, priority, attempt, \
      max_attempts, delivery, unique_key, scheduled_at, created_at, attempted_at, completed_at, \
      lease_owner, lease_expires_at, cancel_requested_at, step, errors, history";
 
@@ -579,7 +579,9 @@ fn record(row: &Row) -> Result<JobRecord, DbError> {
         id: row.get(0),
         queue: row.get(1),
         kind: row.get(2),
-        args: row.get(3),
+        // As text: a number keeps every digit.
+        args: JobArgs::from_text(row.get(3))
+            .map_err(|e| StoreError::Internal(format!("corrupt job row: args: {e}")))?,
         state: parse_state(row.get(4))?,
         priority: row.get(5),
         attempt: row.get(6),

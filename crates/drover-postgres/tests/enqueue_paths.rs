@@ -50,7 +50,7 @@ async fn both_enqueue_paths_answer_in_input_order_and_wake_a_second_store() {
         assert_eq!(result.state, expected, "job {i}");
         let stored = a.job_get(result.id).await.unwrap().expect("stored");
         assert_eq!(stored.queue, job.queue, "the answer's id is this job's");
-        assert_eq!(stored.args, serde_json::json!({ "i": i }));
+        assert_eq!(stored.args.value(), serde_json::json!({ "i": i }));
     }
     tokio::time::timeout(WAKE_WITHIN, woken.changed())
         .await

@@ -60,7 +60,7 @@ async fn bulk_insert_of_70_000_jobs_in_one_call() {
         .await
         .unwrap()
         .expect("last job");
-    assert_eq!(last.args, serde_json::json!({"i": 69_999}));
+    assert_eq!(last.args.value(), serde_json::json!({"i": 69_999}));
     store.close().await;
 }
 

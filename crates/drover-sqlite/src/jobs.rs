@@ -3,9 +3,9 @@
 
 use drover_core::{
     CancelResult, ClaimResult, ClaimedJob, Delivery, ExpiredRun, FinishResult, InsertedJob,
-    JobClaimParams, JobHeartbeatParams, JobId, JobListParams, JobOutcome, JobRecord, JobState,
-    LeaseStatus, NewJob, Outcome, QueueStateCount, RescueDecision, RescuedJob, StoreError,
-    rescue_decision,
+    JobArgs, JobClaimParams, JobHeartbeatParams, JobId, JobListParams, JobOutcome, JobRecord,
+    JobState, LeaseStatus, NewJob, Outcome, QueueStateCount, RescueDecision, RescuedJob,
+    StoreError, rescue_decision,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -584,7 +584,7 @@ fn record(row: &Row<'_>) -> rusqlite::Result<JobRecord> {
         id: row.get(0)?,
         queue: row.get(1)?,
         kind: row.get(2)?,
-        args: json(&row.get::<_, String>(3)?)?,
+        args: JobArgs::from_text(row.get(3)?).map_err(conversion_error)?,
         state: parse_state(&row.get::<_, String>(4)?)?,
         priority: row.get(5)?,
         attempt: row.get(6)?,
@@ -616,10 +616,6 @@ pub(crate) fn parse_state(s: &str) -> rusqlite::Result<JobState> {
 fn parse_delivery(s: &str) -> rusqlite::Result<Delivery> {
     s.parse()
         .map_err(|e: String| conversion_error(std::io::Error::other(e)))
-}
-
-fn json(text: &str) -> rusqlite::Result<serde_json::Value> {
-    serde_json::from_str(text).map_err(conversion_error)
 }
 
 fn json_as<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {

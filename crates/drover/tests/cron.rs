@@ -119,7 +119,7 @@ async fn jobs_of(store: &DynStore, name: &str) -> Vec<serde_json::Value> {
         .await
         .unwrap()
         .into_iter()
-        .map(|j| j.args)
+        .map(|j| j.args.value())
         .filter(|args| args["schedule"] == name)
         .collect()
 }

@@ -225,7 +225,7 @@ fn show(job: &JobRecord) {
         field("cancel requested", output::time(at));
     }
     field("step", job.step.clone().unwrap_or_else(|| "-".into()));
-    field("args", job.args.to_string());
+    field("args", job.args.get().to_owned());
     if !job.errors.is_empty() {
         println!("errors:");
         for error in &job.errors {

@@ -10,7 +10,11 @@ pub(crate) async fn run(url: &str, config: &Config, command: QueuesCommand) -> a
     if let QueuesCommand::Pause { queue } | QueuesCommand::Resume { queue } = &command {
         drover_core::validate::check_name("queue", queue)?;
     }
-    let store = backend::open_existing(url, config).await?;
+    // A pause may come before any worker ran (and made the database); a list may not.
+    let store = match command {
+        QueuesCommand::List { .. } => backend::open_existing(url, config).await?,
+        _ => backend::open(url, config, false).await?,
+    };
     let admin = setup::admin(store.clone(), config)?;
     let result = async {
         match command {

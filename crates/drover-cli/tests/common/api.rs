@@ -138,6 +138,18 @@ impl Server {
         )
     }
 
+    /// GET; returns the status and the body as text (exact, as [`Server::post_text`]).
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let response = match self.request("GET", path).call() {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+            Err(err) => panic!("GET {path}: {err}"),
+        };
+        (
+            response.status(),
+            response.into_string().unwrap_or_default(),
+        )
+    }
+
     /// POST that must succeed; returns the body.
     pub fn ok(&self, path: &str, body: &Value) -> Value {
         let (status, answer) = self.post(path, body);

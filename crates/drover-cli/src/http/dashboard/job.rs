@@ -40,7 +40,7 @@ pub(super) async fn page(State(state): State<AppState>, Path(id): Path<String>) 
                 }
                 section.card {
                     h2 { "Args" }
-                    pre.json { (format::pretty_json(&job.args)) }
+                    pre.json { (job.args.pretty()) }
                     h2 { "Fields" }
                     (fields(&job, now))
                 }

@@ -313,7 +313,7 @@ fn table(jobs: &[JobRecord], now: Timestamp, actions: bool) -> Markup {
                                 td { (state_badge(job.state)) }
                                 td { (job.queue) }
                                 td.mono { (job.kind) }
-                                td.mono.args { (format::short_json(&job.args, 60)) }
+                                td.mono.args { (format::clip(job.args.get(), 60)) }
                                 td.num { (job.attempt) "/" (job.max_attempts) }
                                 td { (format::when(job.created_at, now)) }
                                 td {

@@ -1,4 +1,6 @@
-//! JSON containment with exact numbers: PostgreSQL's `jsonb @> jsonb`, for the args filter of
+//! JSON kept as text, so that numbers stay exact: a job's stored args ([`JobArgs`]), shown as
+//! stored and pretty-printed without re-reading numbers ([`JobArgs::pretty`]), and containment
+//! with exact numbers ([`json_contains`]): PostgreSQL's `jsonb @> jsonb`, for the args filter of
 //! job lists on backends without it (SQLite).
 //!
 //! Numbers are compared as decimals, as PostgreSQL's `numeric` does: `1`, `1.0` and `10e-1` are
@@ -10,7 +12,84 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+
+/// A job's args as stored: JSON text, served as is, so that a number keeps every digit
+/// (through `serde_json::Value` one past 64 bits would come back as a float).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobArgs(Box<RawValue>);
+
+impl JobArgs {
+    /// Args from stored JSON text; an error when it is not JSON.
+    pub fn from_text(text: String) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text).map(Self)
+    }
+
+    /// The JSON text.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The args as a `serde_json::Value` (numbers past 64 bits become floats).
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Indented for reading, keys in order, every number as stored.
+    pub fn pretty(&self) -> String {
+        Tree::parse(&self.0)
+            .and_then(|tree| serde_json::to_string_pretty(&tree).ok())
+            .unwrap_or_else(|| self.get().to_owned())
+    }
+}
+
+/// Equal when the texts are: args are compared as stored.
+impl PartialEq for JobArgs {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// A JSON document for re-printing: containers parsed, scalars kept as their text.
+enum Tree<'a> {
+    Scalar(&'a RawValue),
+    Array(Vec<Tree<'a>>),
+    Object(BTreeMap<String, Tree<'a>>),
+}
+
+impl<'a> Tree<'a> {
+    fn parse(raw: &'a RawValue) -> Option<Tree<'a>> {
+        let text = raw.get();
+        Some(match text.as_bytes().first()? {
+            b'{' => {
+                let fields: BTreeMap<String, &RawValue> = serde_json::from_str(text).ok()?;
+                Tree::Object(
+                    fields
+                        .into_iter()
+                        .map(|(key, value)| Some((key, Tree::parse(value)?)))
+                        .collect::<Option<_>>()?,
+                )
+            }
+            b'[' => {
+                let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
+                Tree::Array(items.into_iter().map(Tree::parse).collect::<Option<_>>()?)
+            }
+            _ => Tree::Scalar(raw),
+        })
+    }
+}
+
+impl Serialize for Tree<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Tree::Scalar(raw) => raw.serialize(serializer),
+            Tree::Array(items) => serializer.collect_seq(items),
+            Tree::Object(fields) => serializer.collect_map(fields),
+        }
+    }
+}
 
 /// Whether the JSON text `doc` contains the JSON text `pattern`, as PostgreSQL's
 /// `jsonb @> jsonb` decides: an object contains an object whose every key it has with a
@@ -160,6 +239,21 @@ mod tests {
         assert!(json_contains("[1, 2]", "2"));
         assert!(!json_contains(r#"{"a": [1, 2]}"#, r#"{"a": 2}"#));
         assert!(!json_contains("not json", "{}"));
+    }
+
+    #[test]
+    fn args_print_every_digit_indented_or_as_stored() {
+        let args = JobArgs::from_text(
+            r#"{"b": [1, {"c": -98765432109876543210.5}], "a": "x\"y", "e": []}"#.into(),
+        )
+        .unwrap();
+        assert_eq!(
+            args.pretty(),
+            "{\n  \"a\": \"x\\\"y\",\n  \"b\": [\n    1,\n    {\n      \"c\": -98765432109876543210.5\n    }\n  ],\n  \"e\": []\n}"
+        );
+        let served = serde_json::to_string(&args).unwrap();
+        assert!(served.contains("-98765432109876543210.5"), "{served}");
+        assert!(JobArgs::from_text("{".into()).is_err());
     }
 
     #[test]
