@@ -287,6 +287,18 @@ fn capacity(server: &Server) {
         (status, bad["error"]["field"].as_str()),
         (400, Some("ttl_seconds"))
     );
+    let (status, bad) = server.post(
+        "/api/v1/reservations",
+        &json!({"system": "gpu", "ttl_seconds": 60, "holder": "a\u{0}b"}),
+    );
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid holder"),
+        "{bad}"
+    );
 }
 
 /// The lease protocol: lease, heartbeat, complete, repeat, and a stale token.
