@@ -172,7 +172,7 @@ fn a_jsonl_file_is_enqueued_whole_or_not_at_all() {
     assert_eq!(out["enqueued"], 2500);
     assert_eq!(total(&env), 2500);
 
-    let bad = "{\"kind\":\"drover.noop\"}\n{\"kind\":\"\"}\nnot json\n{\"kind\":\"k\",\"args\":[1]}\n{\"kind\":\"k\",\"colour\":1}\n{\"kind\":\"k\",\"delay\":\"5s\",\"run_at\":\"2030-01-01T00:00:00Z\"}\n{\"kind\":\"k\",\"args\":{\"s\":\"\\u0000\"}}\n";
+    let bad = "{\"kind\":\"drover.noop\"}\n{\"kind\":\"\"}\nnot json\n{\"kind\":\"k\",\"args\":[1]}\n{\"kind\":\"k\",\"colour\":1}\n{\"kind\":\"k\",\"delay\":\"5s\",\"run_at\":\"2030-01-01T00:00:00Z\"}\n{\"kind\":\"k\",\"args\":{\"s\":\"\\u0000\"}}\n[]\n";
     std::fs::write(env.path("bad.jsonl"), bad).unwrap();
     let err = env.fails(&["enqueue", "--file", "bad.jsonl"]);
     for line in [
@@ -180,9 +180,13 @@ fn a_jsonl_file_is_enqueued_whole_or_not_at_all() {
     ] {
         assert!(err.contains(line), "{line} missing from {err}");
     }
+    assert!(
+        err.contains("line 8: expected a JSON object like") && err.contains("got an array"),
+        "{err}"
+    );
     assert!(!err.contains("line 1:"), "{err}");
     assert!(
-        err.contains("6 bad line(s)") && err.contains("nothing was enqueued"),
+        err.contains("7 bad line(s)") && err.contains("nothing was enqueued"),
         "{err}"
     );
     assert_eq!(total(&env), 2500, "none of the bad file was stored");

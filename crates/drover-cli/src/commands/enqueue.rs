@@ -85,6 +85,26 @@ struct Line {
     delivery: Option<String>,
 }
 
+/// Reads a line; one that is JSON but not an object says what a line should be, rather than
+/// serde's words about the type it reads into ("struct Line with 9 elements").
+fn parse_line(text: &str) -> anyhow::Result<Line> {
+    serde_json::from_str::<Line>(text).map_err(|err| {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(value) if !value.is_object() => anyhow::anyhow!(
+                "expected a JSON object like {{\"kind\": \"email.send\", \"args\": {{}}}}, got {}",
+                match value {
+                    serde_json::Value::Array(_) => "an array",
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Number(_) => "a number",
+                    serde_json::Value::Bool(_) => "a boolean",
+                    _ => "null",
+                }
+            ),
+            _ => err.into(),
+        }
+    })
+}
+
 fn line_request(line: Line) -> anyhow::Result<EnqueueRequest> {
     let args = match line.args {
         None => "{}".to_owned(),
@@ -139,8 +159,7 @@ fn read_jobs(config: &Config, path: &Path) -> anyhow::Result<Vec<NewJob>> {
         if line.trim().is_empty() {
             continue;
         }
-        let checked = serde_json::from_str::<Line>(&line)
-            .map_err(anyhow::Error::from)
+        let checked = parse_line(&line)
             .and_then(line_request)
             .and_then(|request| Ok(checker.prepare(request)?));
         match checked {
