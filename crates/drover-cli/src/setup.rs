@@ -145,6 +145,64 @@ pub(crate) fn command_tasks(config: &Config) -> Vec<Arc<dyn RawTask>> {
         .collect()
 }
 
+/// Checks the command tasks of the queues this process works before any job runs: their
+/// working directory exists, and their program is found where the exec will look for it (on
+/// the task's `PATH`, or the worker's). Otherwise every job of theirs would fail, attempt after
+/// attempt, for a mistake the start could have named. Tasks of other queues are left alone:
+/// their programs may be installed only on the hosts that work them.
+pub(crate) fn check_command_tasks(
+    config: &Config,
+    queues: &BTreeMap<String, usize>,
+) -> anyhow::Result<()> {
+    let options = task_options(config);
+    for (kind, task) in &config.tasks {
+        if !queues.contains_key(&options[kind].queue) {
+            continue;
+        }
+        if let Some(cwd) = &task.cwd
+            && !cwd.is_dir()
+        {
+            anyhow::bail!("tasks.{kind:?}.cwd: {} is not a directory", cwd.display());
+        }
+        let program = &task.command[0];
+        let path = task
+            .env
+            .get("PATH")
+            .cloned()
+            .or_else(|| std::env::var("PATH").ok())
+            .unwrap_or_default();
+        if !program_found(program, task.cwd.as_deref(), &path) {
+            anyhow::bail!(
+                "tasks.{kind:?}.command: no executable {program:?} {}",
+                if program.contains('/') {
+                    "at that path".to_owned()
+                } else {
+                    format!("on PATH ({path})")
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether exec would find `program`: a path (relative to `cwd`, if given) when it has a `/`,
+/// else a name searched on `path`.
+fn program_found(program: &str, cwd: Option<&std::path::Path>, path: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |candidate: &std::path::Path| {
+        std::fs::metadata(candidate)
+            .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let candidate = std::path::Path::new(program);
+        return match cwd {
+            Some(cwd) if candidate.is_relative() => executable(&cwd.join(candidate)),
+            _ => executable(candidate),
+        };
+    }
+    std::env::split_paths(path).any(|dir| executable(&dir.join(program)))
+}
+
 /// The hooks declared in the config.
 pub(crate) fn command_hooks(config: &Config) -> Vec<CommandHook> {
     config

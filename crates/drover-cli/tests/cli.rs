@@ -531,3 +531,32 @@ fn looking_at_a_database_that_does_not_exist_creates_nothing() {
     env.ok(&["jobs", "list"]);
     env.ok(&["stats"]);
 }
+
+/// A command task that could never start (its program is not where exec looks, its working
+/// directory is missing) refuses the start, naming it, rather than failing every job; one of a
+/// queue this process does not work is left alone.
+#[test]
+fn a_task_that_cannot_start_refuses_the_start_naming_it() {
+    for (config, expected) in [
+        (
+            "[tasks.\"a.b\"]\ncommand = [\"no-such-program-xyz\"]\n",
+            "tasks.\"a.b\".command: no executable \"no-such-program-xyz\" on PATH",
+        ),
+        (
+            "[tasks.\"a.b\"]\ncommand = [\"./run.sh\"]\n",
+            "no executable \"./run.sh\" at that path",
+        ),
+        (
+            "[tasks.\"a.b\"]\ncommand = [\"true\"]\ncwd = \"/nonexistent-dir\"\n",
+            "tasks.\"a.b\".cwd: /nonexistent-dir is not a directory",
+        ),
+    ] {
+        let env = Env::new(config);
+        let err = env.fails(&["worker"]);
+        assert!(err.contains(expected), "{config}: {err}");
+    }
+    let env =
+        Env::new("[tasks.\"a.b\"]\ncommand = [\"no-such-program-xyz\"]\nqueue = \"elsewhere\"\n");
+    let worker = env.spawn("worker", &["worker", "--queues", "default"]);
+    assert!(worker.log().contains("drover is running"));
+}
