@@ -25,7 +25,7 @@ pub(crate) struct EnqueueBody {
     kind: String,
     /// Args: a JSON object (default `{}`), stored as sent: numbers of any size keep every
     /// digit.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     args: Option<Box<serde_json::value::RawValue>>,
     /// Queue (default: the kind's queue, else `default`).
     queue: Option<String>,
@@ -224,6 +224,7 @@ pub(crate) struct ListQuery {
     /// The `next` of the previous page.
     after: Option<JobId>,
     /// Most jobs (1 to 1,000; default 50).
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 

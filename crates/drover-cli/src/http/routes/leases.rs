@@ -25,6 +25,7 @@ pub(crate) struct LeaseBody {
     /// This worker's name (recorded as the lease owner `remote:NAME`).
     worker: String,
     /// Most jobs (1 to 1,000; default 1).
+    #[schema(minimum = 1, maximum = 1000)]
     max: Option<usize>,
     /// Seconds to wait for work when none is available (0 to 30; default 0).
     wait: Option<f64>,
