@@ -65,6 +65,7 @@ macro_rules! conformance_suite {
             finished_counts_span_slices_and_are_capped,
             empty_queues_are_forgotten_unless_paused_or_worked,
             list_filters_by_time_and_args,
+            args_filters_compare_numbers_exactly,
             repeated_outcomes_are_told_apart_from_stale_ones
         );
         $crate::conformance_suite!(@cases background; $make;

@@ -133,6 +133,10 @@ pub fn check_name(field: &'static str, value: &str) -> Result<(), ValidationErro
     {
         return refuse("may contain only letters, digits and . _ - : /");
     }
+    // `.` and `..` are path segments a URL resolves away: no link or button could name them.
+    if value.bytes().all(|b| b == b'.') {
+        return refuse("must not be only dots");
+    }
     Ok(())
 }
 
@@ -194,6 +198,9 @@ mod tests {
         assert!(check_name("kind", "has space").is_err());
         assert!(check_name("queue", &"q".repeat(129)).is_err());
         assert!(check_name("queue", "a;drop").is_err());
+        assert!(check_name("queue", "..").is_err());
+        assert!(check_name("queue", ".").is_err());
+        assert!(check_name("queue", "a.b").is_ok());
     }
 
     #[test]

@@ -243,12 +243,16 @@ pub(crate) async fn store_counts(
     // A count that passed its cap may have missed a queue: only an exact one forgets. The
     // queues it found no job in go, unless paused (the pause must outlive an empty queue) or
     // named by a registered process (a worked queue stays listed while idle); otherwise a
-    // queue used once, or a typo, stays on every list forever.
+    // queue used once, or a typo, stays on every list forever. The count is no snapshot (a
+    // job handed back between two of its statements, or enqueued since, was not seen), so
+    // the live jobs are looked for again here, through the partial indexes.
     if counts.iter().all(|(.., estimated)| !estimated) {
         db.execute(
             "DELETE FROM drover_queues q WHERE paused_at IS NULL \
                AND NOT EXISTS (SELECT 1 FROM drover_queue_counts c WHERE c.queue = q.name) \
-               AND NOT EXISTS (SELECT 1 FROM drover_processes p WHERE q.name = ANY (p.queues))",
+               AND NOT EXISTS (SELECT 1 FROM drover_processes p WHERE q.name = ANY (p.queues)) \
+               AND NOT EXISTS (SELECT 1 FROM drover_jobs j WHERE j.queue = q.name \
+                               AND j.state IN ('scheduled', 'available', 'running', 'retryable'))",
             &[],
         )
         .await?;

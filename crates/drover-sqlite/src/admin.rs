@@ -249,11 +249,15 @@ fn count_finished(conn: &Connection, cap: u64, counted: &mut Counted) -> rusqlit
 
 /// Forgets the queues an exact count found no job in, unless paused (the pause must outlive
 /// an empty queue) or named by a registered process (a worked queue stays listed while idle).
-/// Otherwise a queue used once, or a typo, stays on every list forever.
+/// Otherwise a queue used once, or a typo, stays on every list forever. The count was taken on
+/// a reader, statement by statement (a job handed back between two of them, or enqueued since,
+/// was not seen), so the live jobs are looked for again here, in the writer's transaction.
 const FORGET_EMPTY_QUEUES: &str = "DELETE FROM drover_queues \
      WHERE paused_at IS NULL \
        AND name NOT IN (SELECT queue FROM drover_queue_counts) \
-       AND name NOT IN (SELECT q.value FROM drover_processes p, json_each(p.queues) q)";
+       AND name NOT IN (SELECT q.value FROM drover_processes p, json_each(p.queues) q) \
+       AND NOT EXISTS (SELECT 1 FROM drover_jobs j WHERE j.queue = drover_queues.name \
+                       AND j.state IN ('scheduled', 'available', 'running', 'retryable'))";
 
 /// Stores a count as the cache, inside the writer's transaction.
 pub(crate) fn store_counts(

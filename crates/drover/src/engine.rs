@@ -50,7 +50,7 @@ use crate::services::autoscaler::{AutoscalerParts, AutoscalerService};
 use crate::services::counter::Counter;
 use crate::services::presence::{self, Pruner};
 use crate::services::rescuer::{Rescuer, RescuerConfig};
-use crate::services::scheduler::{CronJob, Scheduler, SchedulerService};
+use crate::services::scheduler::{CronJob, Runnable, Scheduler, SchedulerService};
 use crate::stats::EngineStats;
 use crate::supervise;
 use crate::task::{RawTask, Task, TaskOptions, Typed};
@@ -147,7 +147,9 @@ impl EngineBuilder {
     }
 
     /// Validates the configuration — settings, task kinds, every cron expression and time zone,
-    /// every cron job — and builds the engine. Nothing starts on an error.
+    /// every cron job — and builds the engine. Nothing starts on an error. A cron schedule
+    /// whose kind has no task here, in a queue this engine works, is an error (its workers
+    /// would discard every fire as an unknown kind); one left to other processes is logged.
     pub fn build(self) -> Result<Engine, Error> {
         self.config.validate()?;
         for (kind, task) in &self.tasks {
@@ -174,11 +176,14 @@ impl EngineBuilder {
                 job,
             };
             let has_task = |kind: &str| self.tasks.contains_key(kind);
-            if let Some(warning) = cron_job
-                .check_runnable(has_task, &self.config.queues)
-                .map_err(Error::Config)?
-            {
-                tracing::warn!("{warning}");
+            match cron_job.runnable_here(has_task, &self.config.queues) {
+                Runnable::Here => {}
+                Runnable::Discarded(message) => return Err(Error::Config(message)),
+                Runnable::Elsewhere {
+                    message,
+                    likely_mistake: true,
+                } => tracing::warn!("{message}"),
+                Runnable::Elsewhere { message, .. } => tracing::info!("{message}"),
             }
             cron.push(cron_job);
         }

@@ -49,7 +49,7 @@ async fn check(state: &AppState, request: Request, next: Next) -> Response {
     // Without a token the server listens on loopback only, and the one way a web page reaches
     // it is a name of the page's own that resolves to 127.0.0.1 (DNS rebinding): then Origin
     // and Host agree, and only the Host's name gives the page away.
-    if state.settings.token.is_none() && !loopback_host(request.headers()) {
+    if state.settings.token.is_none() && !local_or_ip_host(request.headers()) {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -125,24 +125,35 @@ pub(crate) fn same(got: &str, expected: &str) -> bool {
         == 0
 }
 
-/// Whether `Host` names the machine itself: `localhost` (or a name under it) or an IP address,
-/// with any port. No `Host` at all (HTTP/1.0) passes: a browser always sends one.
-fn loopback_host(headers: &HeaderMap) -> bool {
+/// Whether `Host` is `localhost` (or a name under it) or an IP address, with any port. Any IP
+/// is safe: rebinding needs a name the attacker's DNS answers for, and a page whose origin is
+/// an IP address is the server itself, or another machine the browser would not send here. No
+/// `Host` at all (HTTP/1.0) passes: a browser always sends one.
+fn local_or_ip_host(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST) else {
         return true;
     };
     let Ok(host) = host.to_str() else {
         return false;
     };
-    let name = match host.strip_prefix('[') {
-        // An IPv6 literal: `[::1]:7070`.
-        Some(rest) => {
-            return rest
-                .split_once(']')
-                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
-        }
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    let is_port = |rest: &str| {
+        rest.is_empty()
+            || rest
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok())
     };
+    if let Some(rest) = host.strip_prefix('[') {
+        // An IPv6 literal: `[::1]:7070`.
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, port)| ip.parse::<std::net::Ipv6Addr>().is_ok() && is_port(port));
+    }
+    let (name, port) = host
+        .rsplit_once(':')
+        .map_or((host, ""), |(name, port)| (name, port));
+    if !port.is_empty() && port.parse::<u16>().is_err() {
+        return false;
+    }
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     name == "localhost"
         || name.ends_with(".localhost")
@@ -195,11 +206,11 @@ mod tests {
     }
 
     #[test]
-    fn only_names_of_the_machine_itself_pass_the_host_check() {
+    fn only_localhost_and_ip_addresses_pass_the_host_check() {
         let with_host = |host: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::HOST, host.parse().unwrap());
-            loopback_host(&headers)
+            local_or_ip_host(&headers)
         };
         for ok in [
             "127.0.0.1:7070",
@@ -208,6 +219,8 @@ mod tests {
             "LOCALHOST",
             "app.localhost:8080",
             "[::1]:7070",
+            "localhost.:7070",
+            // Any IP: no DNS answer is involved.
             "10.0.0.5:7070",
         ] {
             assert!(with_host(ok), "{ok}");
@@ -218,10 +231,15 @@ mod tests {
             "localhost.evil.example",
             "127.0.0.1.nip.io:7070",
             "[evil]:7070",
+            "[::1]garbage",
+            "localhost:http",
         ] {
             assert!(!with_host(refused), "{refused}");
         }
-        assert!(loopback_host(&HeaderMap::new()), "HTTP/1.0 sends no Host");
+        assert!(
+            local_or_ip_host(&HeaderMap::new()),
+            "HTTP/1.0 sends no Host"
+        );
     }
 
     #[test]

@@ -73,6 +73,11 @@ impl HttpSettings {
         let configured = serve_by_default
             .then_some(config.http.listen.as_deref())
             .flatten();
+        if !serve_by_default && flag.is_none() && config.http.listen.is_some() {
+            tracing::info!(
+                "[http] listen is for serve; this worker serves HTTP only with --listen ADDR"
+            );
+        }
         let listen = match flag.or(configured) {
             Some("off") => return Ok(None),
             Some(listen) => listen.to_owned(),

@@ -136,7 +136,7 @@ pub async fn reserve(
         .map_err(|err| AdminError::Invalid(err.to_string()))?;
     // Free text, but stored and shown: a NUL would reach PostgreSQL's text as an encoding
     // error, and control characters would garble the dashboard and the CLI.
-    if holder.is_empty() || holder.len() > 200 || holder.chars().any(char::is_control) {
+    if holder.is_empty() || holder.chars().count() > 200 || holder.chars().any(char::is_control) {
         return Err(AdminError::Invalid(
             "invalid holder: 1 to 200 characters, none of them control characters".into(),
         ));

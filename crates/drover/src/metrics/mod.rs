@@ -453,6 +453,11 @@ impl Metrics {
                     })
                     .set(0);
             }
+            self.oldest_available
+                .get_or_create(&QueueLabels {
+                    queue: gone.clone(),
+                })
+                .set(0.0);
         }
         seen.clear();
         for queue in queues {

@@ -39,35 +39,58 @@ pub struct CronJob {
     pub job: NewJob,
 }
 
+/// Whether this process runs the jobs a schedule enqueues ([`CronJob::runnable_here`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runnable {
+    /// Its kind has a task here, in a queue this process works.
+    Here,
+    /// Another process or an HTTP worker must run them; `message` says why. `likely_mistake`
+    /// when the schedule names a queue nobody here works for a kind that has a task here (a
+    /// typo more often than a plan); otherwise the setup the README recommends for HTTP
+    /// workers.
+    Elsewhere {
+        /// What to log at start.
+        message: String,
+        /// Whether it deserves a warning rather than a note.
+        likely_mistake: bool,
+    },
+    /// Its queue is worked here with no task for its kind: every fire would be discarded as an
+    /// unknown kind (a typo, most often). The engine refuses to build.
+    Discarded(String),
+}
+
 impl CronJob {
-    /// Whether this process will run the jobs it enqueues. An error when it would discard them:
-    /// its workers take the queue's jobs, and with no task for the kind each one ends as an
-    /// unknown kind. A warning when it leaves them to others: the kind has no task here, or the
-    /// queue is not one this process works, which is right when another process or an HTTP
-    /// worker runs them, and otherwise a typo that would leave the jobs waiting unnoticed.
-    pub fn check_runnable(
+    /// Whether this process will run the jobs it enqueues, given which kinds have a task here
+    /// and which queues this process works.
+    pub fn runnable_here(
         &self,
         has_task: impl Fn(&str) -> bool,
         queues: &BTreeMap<String, usize>,
-    ) -> Result<Option<String>, String> {
+    ) -> Runnable {
         let name = &self.schedule.schedule.name;
         let (kind, queue) = (&self.job.kind, &self.job.queue);
         match (has_task(kind), queues.contains_key(queue)) {
-            (true, true) => Ok(None),
-            (false, true) => Err(format!(
+            (true, true) => Runnable::Here,
+            (false, true) => Runnable::Discarded(format!(
                 "cron {name:?} enqueues kind {kind:?} into queue {queue:?}, which this process \
                  works with no task for that kind: every fire would be discarded as an unknown \
                  kind. Declare the task, or send the jobs to a queue this process does not work"
             )),
-            (false, false) => Ok(Some(format!(
-                "cron {name:?} enqueues kind {kind:?}, which has no task in this process; its \
-                 jobs wait in queue {queue:?} for a process or an HTTP worker that runs it"
-            ))),
-            (true, false) => Ok(Some(format!(
-                "cron {name:?} enqueues into queue {queue:?}, which this process does not work \
-                 (its queues: {}); its jobs wait for a process that does",
-                queues.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))),
+            (false, false) => Runnable::Elsewhere {
+                message: format!(
+                    "cron {name:?} enqueues kind {kind:?}, which has no task in this process; \
+                     its jobs wait in queue {queue:?} for a process or an HTTP worker that runs it"
+                ),
+                likely_mistake: false,
+            },
+            (true, false) => Runnable::Elsewhere {
+                message: format!(
+                    "cron {name:?} enqueues into queue {queue:?}, which this process does not \
+                     work (its queues: {}); its jobs wait for a process that does",
+                    queues.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+                likely_mistake: true,
+            },
         }
     }
 }
@@ -284,35 +307,40 @@ mod tests {
     }
 
     #[test]
-    fn a_schedule_whose_jobs_would_be_discarded_is_refused_and_one_left_to_others_warned() {
+    fn a_schedule_whose_jobs_would_be_discarded_is_refused_and_one_left_to_others_noted() {
         let queues = BTreeMap::from([("default".to_owned(), 10), ("mail".to_owned(), 2)]);
         let known = |kind: &str| kind == "report.build";
+        let runnable =
+            |kind: &str, queue: &str| cron_job(kind, queue).runnable_here(known, &queues);
 
-        assert_eq!(
-            cron_job("report.build", "mail").check_runnable(known, &queues),
-            Ok(None)
-        );
+        assert_eq!(runnable("report.build", "mail"), Runnable::Here);
 
-        let typo = cron_job("report.biuld", "default")
-            .check_runnable(known, &queues)
-            .unwrap_err();
+        let Runnable::Discarded(typo) = runnable("report.biuld", "default") else {
+            panic!("a kind with no task in a worked queue is refused");
+        };
         assert!(
             typo.contains("\"nightly\"") && typo.contains("\"report.biuld\""),
             "{typo}"
         );
         assert!(typo.contains("discarded as an unknown kind"), "{typo}");
 
-        let remote = cron_job("py.report", "py")
-            .check_runnable(known, &queues)
-            .unwrap()
-            .unwrap();
-        assert!(remote.contains("HTTP worker"), "{remote}");
+        let Runnable::Elsewhere {
+            message,
+            likely_mistake: false,
+        } = runnable("py.report", "py")
+        else {
+            panic!("an HTTP worker's kind in its own queue is the recommended setup");
+        };
+        assert!(message.contains("HTTP worker"), "{message}");
 
-        let elsewhere = cron_job("report.build", "reports")
-            .check_runnable(known, &queues)
-            .unwrap()
-            .unwrap();
-        assert!(elsewhere.contains("queue \"reports\""), "{elsewhere}");
-        assert!(elsewhere.contains("default, mail"), "{elsewhere}");
+        let Runnable::Elsewhere {
+            message,
+            likely_mistake: true,
+        } = runnable("report.build", "reports")
+        else {
+            panic!("a queue nobody here works, for a kind with a task here, is warned about");
+        };
+        assert!(message.contains("queue \"reports\""), "{message}");
+        assert!(message.contains("default, mail"), "{message}");
     }
 }

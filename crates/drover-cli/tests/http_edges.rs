@@ -1,0 +1,241 @@
+//! Who and what reaches a real `drover serve` on loopback: the Host check against DNS
+//! rebinding and the framing headers, the listen address and its token, which process listens,
+//! a lease from a queue the server works itself, and a client too slow with its headers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Env;
+use common::api::{Server, serve_args};
+use serde_json::{Value, json};
+
+/// A web page whose own name resolves to 127.0.0.1 (DNS rebinding) sends Origin and Host that
+/// agree with each other: a server without a token refuses every name but the machine's own,
+/// and no page may frame the dashboard.
+#[test]
+fn a_rebinding_page_cannot_reach_a_server_without_a_token() {
+    let env = Env::new("");
+    let server = env.serve("rebinding", &[]);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let evil = format!("evil.example:{port}");
+    let as_evil = |request: ureq::Request| {
+        request
+            .set("Host", &evil)
+            .set("Origin", &format!("http://{evil}"))
+    };
+    let enqueue = as_evil(ureq::post(&format!("{}/api/v1/jobs", server.url)))
+        .send_json(json!({"kind": "drover.noop"}));
+    let (status, answer) = Server::answer(enqueue);
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("DNS-rebinding"),
+        "{answer}"
+    );
+    for path in ["/api/v1/jobs", "/jobs", "/metrics"] {
+        let (status, _) =
+            Server::answer(as_evil(ureq::get(&format!("{}{path}", server.url))).call());
+        assert_eq!(status, 403, "{path}");
+    }
+    let (_, page) = server.get("/api/v1/jobs");
+    assert_eq!(page["jobs"], json!([]), "nothing was enqueued");
+
+    // The machine's own names pass, and every answer forbids framing.
+    let response = ureq::get(&format!("{}/jobs", server.url))
+        .set("Host", &format!("localhost:{port}"))
+        .call()
+        .unwrap();
+    assert_eq!(response.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        response.header("content-security-policy"),
+        Some("frame-ancestors 'none'")
+    );
+}
+
+/// `[http] listen` is `serve`'s: a `worker` on the same config (beside a `serve` that holds
+/// the port) serves HTTP only when its command line asks.
+#[test]
+fn a_worker_serves_http_only_when_its_command_line_asks() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let env = Env::new(&format!("[http]\nlisten = \"{addr}\"\n"));
+    let worker = env.spawn("worker", &["worker"]);
+    assert!(!worker.log().contains("listening on"), "{}", worker.log());
+    assert!(
+        !worker.log().contains('\x1b'),
+        "a log file gets no colour codes"
+    );
+    let mut serve = env.cmd(&["serve"]);
+    serve.env_remove("DROVER_LISTEN");
+    let out = serve.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+/// An HTTP worker leasing from a queue that `serve`'s own workers take jobs from too is warned
+/// about in the log, once per queue: those workers discard the kinds they have no task for.
+#[test]
+fn leasing_from_a_queue_served_locally_is_warned_once() {
+    let env = Env::new("");
+    let server = env.serve("shared-queue", &[]);
+    let lease = |queue: &str| {
+        let body = json!({"queues": [queue], "worker": "py-1", "max": 1, "wait": 0});
+        let (status, answer) = server.post("/api/v1/leases", &body);
+        assert!(status == 200 || status == 204, "{status} {answer}");
+    };
+    lease("py");
+    lease("default");
+    lease("default");
+    let log = server.process.log();
+    let warned = |queue: &str| {
+        log.matches(&format!("an HTTP worker leases from queue \"{queue}\""))
+            .count()
+    };
+    assert_eq!(warned("default"), 1, "{log}");
+    assert_eq!(warned("py"), 0, "{log}");
+}
+
+#[test]
+fn listening_off_loopback_needs_a_token() {
+    let env = Env::new("");
+    let err = env.fails(&["serve", "--listen", "0.0.0.0:0"]);
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:0 without a token"),
+        "{err}"
+    );
+    let err = env.fails(&["serve", "--listen", "nowhere"]);
+    assert!(err.contains("--listen"), "{err}");
+    // A host name is resolved (loopback, so no token is needed).
+    let named = Server::start(
+        &env,
+        "named",
+        env.cmd(&["serve", "--listen", "localhost:0"]),
+        None,
+    );
+    assert_eq!(named.get("/healthz").0, 200);
+    drop(named);
+    let out = env
+        .cmd(&["serve", "--listen", "0.0.0.0:0"])
+        .env("DROVER_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shorter than 16"));
+    // A port in use fails the start, before the engine runs.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = env.fails(&["serve", "--listen", &addr]);
+    assert!(err.contains("cannot listen on"), "{err}");
+}
+
+/// A client that never finishes its request's headers is cut off after `header_timeout`, and
+/// the server goes on answering others.
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use std::io::{Read, Write};
+    let env = Env::new("[http]\nheader_timeout = \"500ms\"\n");
+    let server = env.serve("serve", &[]);
+    let addr = server.url.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: drover\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    // The server closes the connection (perhaps after a 408): the read ends instead of timing
+    // out.
+    slow.read_to_end(&mut answer)
+        .expect("the connection is closed, not left waiting");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let (status, _) = server.get("/healthz");
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_token_guards_everything_but_the_probes() {
+    let env = Env::new("");
+    let token = "t0ken-for-the-test-0123456789";
+    let server = Server::start(&env, "serve", env.cmd(&serve_args(&[])), Some(token));
+    for client in [
+        server.with_token(None),
+        server.with_token(Some("wrong-token-0123456789")),
+    ] {
+        let (status, answer) = client.get("/api/v1/jobs");
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
+        let (status, _) = client.get("/metrics");
+        assert_eq!(status, 401);
+        let (status, _) = client.get("/healthz");
+        assert_eq!(status, 200, "probes stay open");
+    }
+    let (status, _) = server.get("/api/v1/jobs");
+    assert_eq!(status, 200);
+    // The scheme's name is case-insensitive; a wrong token is told apart from a missing one.
+    let answer = Server::answer(
+        ureq::get(&format!("{}/api/v1/jobs", server.url))
+            .set("Authorization", &format!("bearer {token}"))
+            .call(),
+    );
+    assert_eq!(answer.0, 200, "{:?}", answer.1);
+    let (_, wrong) = server
+        .with_token(Some("wrong-token-0123456789"))
+        .get("/api/v1/jobs");
+    assert!(
+        wrong["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not the server's")),
+        "{wrong}"
+    );
+    // A body declared over the limit is refused at once, before it is sent.
+    let answer = Server::answer(
+        ureq::post(&format!("{}/api/v1/jobs", server.url))
+            .set("Authorization", &format!("Bearer {token}"))
+            .set("Content-Type", "application/json")
+            .set("Content-Length", "99999999999")
+            .timeout(Duration::from_secs(10))
+            .send_bytes(b"{}"),
+    );
+    assert_eq!(
+        (answer.0, answer.1["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{:?}",
+        answer.1
+    );
+    // A batch over 10,000 jobs (within the default 2 MiB body limit) is refused whole.
+    let too_many: Vec<Value> = (0..10_001).map(|_| json!({"kind": "a"})).collect();
+    let (status, answer) = server.post("/api/v1/jobs/batch", &json!({"jobs": too_many}));
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (413, Some("jobs")),
+        "{answer}"
+    );
+    let (_, page) = server.get("/api/v1/jobs");
+    assert!(
+        page["jobs"].as_array().unwrap().is_empty(),
+        "nothing stored"
+    );
+    let (status, _) = server.get("/readyz");
+    assert_eq!(status, 200);
+    assert!(
+        !server.process.log().contains(token),
+        "the token never appears in the log"
+    );
+    // A browser page on another site cannot act, token or not.
+    let answer = Server::answer(
+        ureq::post(&format!("{}/api/v1/queues/default/pause", server.url))
+            .set("Authorization", &format!("Bearer {token}"))
+            .set("Origin", "https://evil.example")
+            .call(),
+    );
+    assert_eq!(answer.0, 403);
+}
