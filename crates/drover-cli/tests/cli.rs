@@ -258,6 +258,11 @@ command = ["sh", "-c", "cat >> hooks.jsonl; echo >> hooks.jsonl"]
     let slow = env.enqueue(&["shell.slow"]);
 
     env.wait_job(ok, T, |j| j["state"] == "completed");
+    let shown = env.ok(&["jobs", "show", &ok.to_string()]);
+    assert!(
+        shown.contains("last run by"),
+        "a finished job names its process: {shown}"
+    );
     let stdin: Value = serde_json::from_str(
         &std::fs::read_to_string(env.path(&format!("out-{ok}.json"))).unwrap(),
     )

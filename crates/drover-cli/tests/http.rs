@@ -493,6 +493,13 @@ fn errors(server: &Server) {
             "lease_lost",
         ),
         (
+            "/api/v1/leases/1.1/heartbeat",
+            b"{\"colour\":1}".to_vec(),
+            "application/json",
+            422,
+            "invalid_request",
+        ),
+        (
             "/api/v1/queues/bad%20name/pause",
             Vec::new(),
             "application/json",

@@ -220,6 +220,9 @@ fn show(job: &JobRecord) {
     if job.state == JobState::Running {
         field("lease owner", job.lease_owner.clone().unwrap_or_default());
         field("lease expires", output::opt_time(job.lease_expires_at));
+    } else if let Some(owner) = &job.lease_owner {
+        // Kept when the run ends: which process ran the last attempt.
+        field("last run by", owner.clone());
     }
     if let Some(at) = job.cancel_requested_at {
         field("cancel requested", output::time(at));

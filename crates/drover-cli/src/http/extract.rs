@@ -47,6 +47,14 @@ where
         }
         serde_json::from_slice(&bytes)
             .map(OptionalBody)
-            .map_err(|err| ApiError::invalid("body", format!("invalid JSON body: {err}")))
+            .map_err(|err| {
+                let mut error = ApiError::invalid("body", format!("invalid JSON body: {err}"));
+                // As axum's own JSON extractor answers: 400 for text that is not JSON, 422 for
+                // JSON of the wrong shape (a wrong type, an unknown field).
+                if err.classify() == serde_json::error::Category::Data {
+                    error.status = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+                }
+                error
+            })
     }
 }
