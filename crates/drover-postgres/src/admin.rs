@@ -222,6 +222,23 @@ pub(crate) async fn count(db: &Db<'_>, cap: u64) -> Result<Counts, DbError> {
     Ok(counts)
 }
 
+/// Forgets the queues an exact count found no job in, unless paused (the pause must outlive an
+/// empty queue) or named by a registered process (a worked queue stays listed while idle);
+/// otherwise a queue used once, or a typo, stays on every list forever. The count is no
+/// snapshot (a job handed back between two of its statements, or enqueued since, was not
+/// seen), so the live jobs are looked for again here: one lookup per partial index, each state
+/// as its index's predicate says it (an `IN` of all four matched none, and the plan read the
+/// whole table at every count, candidates or not).
+pub(crate) const FORGET_EMPTY_QUEUES: &str = "DELETE FROM drover_queues q WHERE paused_at IS NULL \
+       AND NOT EXISTS (SELECT 1 FROM drover_queue_counts c WHERE c.queue = q.name) \
+       AND NOT EXISTS (SELECT 1 FROM drover_processes p WHERE q.name = ANY (p.queues)) \
+       AND NOT EXISTS (SELECT 1 FROM drover_jobs j \
+                       WHERE j.state = 'available' AND j.queue = q.name) \
+       AND NOT EXISTS (SELECT 1 FROM drover_jobs j \
+                       WHERE j.state IN ('scheduled', 'retryable') AND j.queue = q.name) \
+       AND NOT EXISTS (SELECT 1 FROM drover_jobs j \
+                       WHERE j.state = 'running' AND j.queue = q.name)";
+
 /// Stores a count and the oldest available job per queue as the cache, in the store's
 /// transaction.
 pub(crate) async fn store_counts(
@@ -240,22 +257,9 @@ pub(crate) async fn store_counts(
         &[&queues, &states, &numbers, &estimated],
     )
     .await?;
-    // A count that passed its cap may have missed a queue: only an exact one forgets. The
-    // queues it found no job in go, unless paused (the pause must outlive an empty queue) or
-    // named by a registered process (a worked queue stays listed while idle); otherwise a
-    // queue used once, or a typo, stays on every list forever. The count is no snapshot (a
-    // job handed back between two of its statements, or enqueued since, was not seen), so
-    // the live jobs are looked for again here, through the partial indexes.
+    // A count that passed its cap may have missed a queue: only an exact one forgets.
     if counts.iter().all(|(.., estimated)| !estimated) {
-        db.execute(
-            "DELETE FROM drover_queues q WHERE paused_at IS NULL \
-               AND NOT EXISTS (SELECT 1 FROM drover_queue_counts c WHERE c.queue = q.name) \
-               AND NOT EXISTS (SELECT 1 FROM drover_processes p WHERE q.name = ANY (p.queues)) \
-               AND NOT EXISTS (SELECT 1 FROM drover_jobs j WHERE j.queue = q.name \
-                               AND j.state IN ('scheduled', 'available', 'running', 'retryable'))",
-            &[],
-        )
-        .await?;
+        db.execute(FORGET_EMPTY_QUEUES, &[]).await?;
     }
     // Every counted queue gets a row; the kept queues with no jobs left keep theirs.
     db.execute(

@@ -139,6 +139,12 @@ async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
             "'{100001,100002}', '{1,2}', NULL",
             &["drover_jobs_pkey"],
         ),
+        (
+            "forgetting empty queues",
+            crate::admin::FORGET_EMPTY_QUEUES,
+            "",
+            &["drover_jobs_fetch"],
+        ),
     ];
     // Custom plans (a statement's first runs), then the generic plan a prepared statement
     // switches to: the batch statements must reach their jobs by primary key in both, not by
@@ -242,8 +248,13 @@ async fn explain(client: &tokio_postgres::Client, what: &str, sql: &str, args: &
         .batch_execute(&format!("PREPARE plan_check AS {sql}"))
         .await
         .unwrap_or_else(|err| panic!("PREPARE {what}: {err}"));
+    let execute = if args.is_empty() {
+        "EXECUTE plan_check".to_owned()
+    } else {
+        format!("EXECUTE plan_check({args})")
+    };
     let plan: Vec<String> = client
-        .query(&format!("EXPLAIN EXECUTE plan_check({args})"), &[])
+        .query(&format!("EXPLAIN {execute}"), &[])
         .await
         .unwrap_or_else(|err| panic!("EXPLAIN {what}: {err}"))
         .iter()

@@ -251,13 +251,20 @@ fn count_finished(conn: &Connection, cap: u64, counted: &mut Counted) -> rusqlit
 /// an empty queue) or named by a registered process (a worked queue stays listed while idle).
 /// Otherwise a queue used once, or a typo, stays on every list forever. The count was taken on
 /// a reader, statement by statement (a job handed back between two of them, or enqueued since,
-/// was not seen), so the live jobs are looked for again here, in the writer's transaction.
+/// was not seen), so the live jobs are looked for again here, in the writer's transaction: one
+/// lookup per partial index, each state written as its index's predicate is (an `IN` of all
+/// four matched none, and read the whole table).
 const FORGET_EMPTY_QUEUES: &str = "DELETE FROM drover_queues \
      WHERE paused_at IS NULL \
        AND name NOT IN (SELECT queue FROM drover_queue_counts) \
        AND name NOT IN (SELECT q.value FROM drover_processes p, json_each(p.queues) q) \
-       AND NOT EXISTS (SELECT 1 FROM drover_jobs j WHERE j.queue = drover_queues.name \
-                       AND j.state IN ('scheduled', 'available', 'running', 'retryable'))";
+       AND NOT EXISTS (SELECT 1 FROM drover_jobs j \
+                       WHERE j.state = 'available' AND j.queue = drover_queues.name) \
+       AND NOT EXISTS (SELECT 1 FROM drover_jobs j \
+                       WHERE (j.state = 'scheduled' OR j.state = 'retryable') \
+                         AND j.queue = drover_queues.name) \
+       AND NOT EXISTS (SELECT 1 FROM drover_jobs j \
+                       WHERE j.state = 'running' AND j.queue = drover_queues.name)";
 
 /// Stores a count as the cache, inside the writer's transaction.
 pub(crate) fn store_counts(
@@ -299,7 +306,32 @@ pub(crate) fn store_counts(
 mod tests {
     use rusqlite::Connection;
 
-    use super::ID_RANGE;
+    use super::{FORGET_EMPTY_QUEUES, ID_RANGE};
+
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// Forgetting empty queues looks for their live jobs through the partial indexes, never by
+    /// reading the jobs table (in the writer, at every count).
+    #[test]
+    fn forgetting_queues_reads_the_live_jobs_by_index() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&conn, "2030-01-01T00:00:00.000000Z").unwrap();
+        let plan = plan(&conn, FORGET_EMPTY_QUEUES);
+        assert!(!plan.iter().any(|step| step == "SCAN j"), "{plan:?}");
+        for index in ["drover_jobs_fetch", "drover_jobs_due", "drover_jobs_lease"] {
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{index}: {plan:?}"
+            );
+        }
+    }
 
     /// The count's first statement finds the ends of the table by its key, never reading all
     /// of it, and finds them right.
@@ -307,13 +339,7 @@ mod tests {
     fn the_id_range_is_two_lookups_not_a_scan() {
         let conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&conn, "2030-01-01T00:00:00.000000Z").unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {ID_RANGE}"))
-            .unwrap()
-            .query_map([], |row| row.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let plan = plan(&conn, ID_RANGE);
         assert!(
             !plan.iter().any(|step| step.starts_with("SCAN drover_jobs")),
             "{plan:?}"
