@@ -45,6 +45,13 @@ impl JobArgs {
     }
 }
 
+/// `{}`: no args.
+impl Default for JobArgs {
+    fn default() -> Self {
+        Self(RawValue::from_string("{}".to_owned()).expect("{} is JSON"))
+    }
+}
+
 /// Equal when the texts are: args are compared as stored.
 impl PartialEq for JobArgs {
     fn eq(&self, other: &Self) -> bool {
@@ -52,7 +59,9 @@ impl PartialEq for JobArgs {
     }
 }
 
-/// A JSON document for re-printing: containers parsed, scalars kept as their text.
+/// A JSON document read one level at a time: containers parsed, scalars kept as their text,
+/// for re-printing ([`JobArgs::pretty`]) and for containment ([`json_contains`]). Repeated keys:
+/// the last wins, as in PostgreSQL.
 enum Tree<'a> {
     Scalar(&'a RawValue),
     Array(Vec<Tree<'a>>),
@@ -79,6 +88,23 @@ impl<'a> Tree<'a> {
             _ => Tree::Scalar(raw),
         })
     }
+
+    fn is_container(&self) -> bool {
+        !matches!(self, Tree::Scalar(_))
+    }
+
+    fn contains(&self, pattern: &Tree<'_>) -> bool {
+        match (self, pattern) {
+            (Tree::Object(doc), Tree::Object(pattern)) => pattern
+                .iter()
+                .all(|(key, want)| doc.get(key).is_some_and(|have| have.contains(want))),
+            (Tree::Array(doc), Tree::Array(pattern)) => pattern
+                .iter()
+                .all(|want| doc.iter().any(|have| have.contains(want))),
+            (Tree::Scalar(a), Tree::Scalar(b)) => same_scalar(a.get(), b.get()),
+            _ => false,
+        }
+    }
 }
 
 impl Serialize for Tree<'_> {
@@ -97,75 +123,30 @@ impl Serialize for Tree<'_> {
 /// contains; scalars contain equal scalars (numbers by value); and, at the top level only, an
 /// array contains a scalar it has as an element. Text that is not JSON contains nothing.
 pub fn json_contains(doc: &str, pattern: &str) -> bool {
-    let (Some(doc), Some(pattern)) = (Exact::parse(doc), Exact::parse(pattern)) else {
+    let parse = |text| {
+        serde_json::from_str::<&RawValue>(text)
+            .ok()
+            .and_then(Tree::parse)
+    };
+    let (Some(doc), Some(pattern)) = (parse(doc), parse(pattern)) else {
         return false;
     };
-    if let (Exact::Array(items), false) = (&doc, pattern.is_container()) {
+    if let (Tree::Array(items), false) = (&doc, pattern.is_container()) {
         return items.iter().any(|item| item.contains(&pattern));
     }
     doc.contains(&pattern)
 }
 
-/// A JSON value whose numbers are kept exact.
-#[derive(Debug, PartialEq)]
-enum Exact {
-    Null,
-    Bool(bool),
-    Number(Decimal),
-    String(String),
-    Array(Vec<Exact>),
-    Object(BTreeMap<String, Exact>),
-}
-
-impl Exact {
-    fn parse(text: &str) -> Option<Exact> {
-        let raw: &RawValue = serde_json::from_str(text).ok()?;
-        Self::from_raw(raw)
-    }
-
-    fn from_raw(raw: &RawValue) -> Option<Exact> {
-        let text = raw.get();
-        Some(match text.as_bytes().first()? {
-            b'{' => {
-                // The last of repeated keys wins, as in PostgreSQL.
-                let fields: BTreeMap<String, &RawValue> = serde_json::from_str(text).ok()?;
-                let fields = fields
-                    .into_iter()
-                    .map(|(key, value)| Some((key, Self::from_raw(value)?)))
-                    .collect::<Option<_>>()?;
-                Exact::Object(fields)
-            }
-            b'[' => {
-                let items: Vec<&RawValue> = serde_json::from_str(text).ok()?;
-                Exact::Array(
-                    items
-                        .into_iter()
-                        .map(Self::from_raw)
-                        .collect::<Option<_>>()?,
-                )
-            }
-            b'"' => Exact::String(serde_json::from_str(text).ok()?),
-            b't' => Exact::Bool(true),
-            b'f' => Exact::Bool(false),
-            b'n' => Exact::Null,
-            _ => Exact::Number(Decimal::parse(text)?),
-        })
-    }
-
-    fn is_container(&self) -> bool {
-        matches!(self, Exact::Array(_) | Exact::Object(_))
-    }
-
-    fn contains(&self, pattern: &Exact) -> bool {
-        match (self, pattern) {
-            (Exact::Object(doc), Exact::Object(pattern)) => pattern
-                .iter()
-                .all(|(key, want)| doc.get(key).is_some_and(|have| have.contains(want))),
-            (Exact::Array(doc), Exact::Array(pattern)) => pattern
-                .iter()
-                .all(|want| doc.iter().any(|have| have.contains(want))),
-            (a, b) => a == b,
-        }
+/// Whether two scalars' texts are the same value: strings once unescaped, numbers as decimals,
+/// `true`, `false` and `null` as written.
+fn same_scalar(a: &str, b: &str) -> bool {
+    let number = |text: &str| text.starts_with(|c: char| c == '-' || c.is_ascii_digit());
+    if a.starts_with('"') && b.starts_with('"') {
+        serde_json::from_str::<String>(a).ok() == serde_json::from_str::<String>(b).ok()
+    } else if number(a) && number(b) {
+        Decimal::parse(a).is_some_and(|a| Decimal::parse(b) == Some(a))
+    } else {
+        a == b
     }
 }
 
@@ -239,6 +220,9 @@ mod tests {
         assert!(json_contains("[1, 2]", "2"));
         assert!(!json_contains(r#"{"a": [1, 2]}"#, r#"{"a": 2}"#));
         assert!(!json_contains("not json", "{}"));
+        // Strings compare once unescaped; a string is never a number.
+        assert!(json_contains(r#"{"s": "A"}"#, r#"{"s": "\u0041"}"#));
+        assert!(!json_contains(r#"{"s": "1"}"#, r#"{"s": 1}"#));
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub struct LeasedJob {
     /// Its args, as stored: every digit of a number kept (a `Value` would turn an integer
     /// beyond 64 bits into a float).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub args: Box<serde_json::value::RawValue>,
+    pub args: drover_core::JobArgs,
     /// This attempt's number (1 for the first run).
     pub attempt: i32,
     /// Attempts allowed.
@@ -426,9 +426,9 @@ impl RemoteWorkers {
                         expires: Instant::now() + self.lease,
                     },
                 );
-                // Args were checked as a JSON object at enqueue.
-                let args = serde_json::value::RawValue::from_string(job.args)
-                    .unwrap_or_else(|_| empty_args());
+                // Args were checked as a JSON object at enqueue: only a hand-edited row gets
+                // `{}` here.
+                let args = drover_core::JobArgs::from_text(job.args).unwrap_or_default();
                 out.push(LeasedJob {
                     token: token_of(&lease),
                     id: job.id,
@@ -498,6 +498,7 @@ impl RemoteWorkers {
     ) -> Result<Vec<Result<Recorded, Error>>, Error> {
         if tokens.len() > MAX_LEASE {
             return Err(Error::Invalid(ValidationError::BatchTooLarge {
+                field: "tokens",
                 size: tokens.len(),
                 limit: MAX_LEASE,
             }));
@@ -681,12 +682,6 @@ impl RemoteWorkers {
             }
         }
     }
-}
-
-/// `{}`: args for a job whose stored args are not JSON (they were checked at enqueue, so only
-/// a hand-edited row gets these).
-fn empty_args() -> Box<serde_json::value::RawValue> {
-    serde_json::value::RawValue::from_string("{}".to_owned()).expect("{} is JSON")
 }
 
 #[cfg(test)]
