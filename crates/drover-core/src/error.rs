@@ -34,10 +34,12 @@ pub enum ValidationError {
         /// Why it was refused.
         reason: String,
     },
-    /// A batch with more jobs than allowed in one call.
-    #[error("batch of {size} jobs is over the limit of {limit} per call")]
+    /// A batch with more items than allowed in one call.
+    #[error("{size} {field} in one call is over the limit of {limit}")]
     BatchTooLarge {
-        /// Jobs in the batch.
+        /// What the batch holds, as the caller named it (`jobs`, `ids`, `tokens`).
+        field: &'static str,
+        /// Items in the batch.
         size: usize,
         /// The configured limit.
         limit: usize,

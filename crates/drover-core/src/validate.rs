@@ -80,6 +80,7 @@ impl Limits {
     pub fn check_batch(&self, size: usize) -> Result<(), ValidationError> {
         if size > self.max_batch {
             return Err(ValidationError::BatchTooLarge {
+                field: "jobs",
                 size,
                 limit: self.max_batch,
             });
@@ -101,7 +102,8 @@ fn has_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-fn json_type_name(value: &serde_json::Value) -> &'static str {
+/// What a JSON value is, for messages: "an object", "an array", "a number", ...
+pub fn json_type_name(value: &serde_json::Value) -> &'static str {
     match value {
         serde_json::Value::Null => "null",
         serde_json::Value::Bool(_) => "a boolean",

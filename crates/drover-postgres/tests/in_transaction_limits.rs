@@ -40,6 +40,7 @@ async fn insert_in_transaction_uses_the_configured_limits() {
         matches!(
             refused,
             Err(StoreError::Invalid(ValidationError::BatchTooLarge {
+                field: "jobs",
                 size: 3,
                 limit: 2
             }))

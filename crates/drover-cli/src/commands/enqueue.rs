@@ -92,13 +92,7 @@ fn parse_line(text: &str) -> anyhow::Result<Line> {
         match serde_json::from_str::<serde_json::Value>(text) {
             Ok(value) if !value.is_object() => anyhow::anyhow!(
                 "expected a JSON object like {{\"kind\": \"email.send\", \"args\": {{}}}}, got {}",
-                match value {
-                    serde_json::Value::Array(_) => "an array",
-                    serde_json::Value::String(_) => "a string",
-                    serde_json::Value::Number(_) => "a number",
-                    serde_json::Value::Bool(_) => "a boolean",
-                    _ => "null",
-                }
+                drover_core::validate::json_type_name(&value)
             ),
             _ => err.into(),
         }

@@ -92,7 +92,7 @@ pub(crate) fn field_of(error: &ValidationError) -> &'static str {
     match error {
         ValidationError::Name { field, .. } | ValidationError::Range { field, .. } => field,
         ValidationError::Args(_) | ValidationError::ArgsTooLarge { .. } => "args",
-        ValidationError::BatchTooLarge { .. } => "jobs",
+        ValidationError::BatchTooLarge { field, .. } => field,
     }
 }
 

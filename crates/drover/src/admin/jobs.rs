@@ -244,31 +244,31 @@ impl Admin {
     }
 
     /// Counts the jobs matching `filter` (older than the cursor `after`, when given), up to
-    /// `cap` (at most [`MAX_COUNT`]): what an operator is told before an action on every
-    /// matching job. Walks the list a batch at a time, so its cost is bounded by the cap, not
+    /// `limit` (at most [`MAX_COUNT`]): what an operator is told before an action on every
+    /// matching job. Walks the list a batch at a time, so its cost is bounded by the limit, not
     /// by the table.
     pub async fn count_matching(
         &self,
         filter: &JobFilter,
         after: Option<JobId>,
-        cap: usize,
+        limit: usize,
     ) -> Result<JobCount, Error> {
         filter.validate()?;
-        if !(1..=MAX_COUNT).contains(&cap) {
+        if !(1..=MAX_COUNT).contains(&limit) {
             return Err(Error::Invalid(ValidationError::Range {
-                field: "cap",
-                reason: format!("{cap} is not between 1 and {MAX_COUNT}"),
+                field: "limit",
+                reason: format!("{limit} is not between 1 and {MAX_COUNT}"),
             }));
         }
         let mut count = 0usize;
         let mut cursor = after;
         loop {
-            let want = (cap + 1 - count).min(ACTION_BATCH);
+            let want = (limit + 1 - count).min(ACTION_BATCH);
             let page = self.store().job_list(filter.params(cursor, want)).await?;
             count += page.len();
-            if count > cap {
+            if count > limit {
                 return Ok(JobCount {
-                    count: cap as u64,
+                    count: limit as u64,
                     at_least: true,
                 });
             }
@@ -307,6 +307,7 @@ impl Admin {
     ) -> Result<Vec<ActResult>, Error> {
         if ids.len() > MAX_PAGE {
             return Err(Error::Invalid(ValidationError::BatchTooLarge {
+                field: "ids",
                 size: ids.len(),
                 limit: MAX_PAGE,
             }));
