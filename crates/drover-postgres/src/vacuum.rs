@@ -46,10 +46,8 @@ const ANALYZE_AT: [u64; 3] = [1_000, 5_000, 50_000];
 /// A vacuum or an analyze of the jobs table, one at a time per process.
 #[derive(Debug, Clone, Copy)]
 enum Upkeep {
-    /// `throttled`: with [`THROTTLE`].
-    Vacuum { throttled: bool },
-    /// `throttled`: with [`THROTTLE`], as a vacuum.
-    Analyze { throttled: bool },
+    Vacuum,
+    Analyze,
 }
 
 /// Whether the workers kept up with the queue over `claims` claims, `full` of which got every
@@ -138,9 +136,7 @@ impl Vacuum {
             self.claims.load(Ordering::Relaxed),
             self.full_claims.load(Ordering::Relaxed),
         );
-        self.spawn(Upkeep::Analyze {
-            throttled: keeping_up(claims, full),
-        });
+        self.spawn(Upkeep::Analyze, keeping_up(claims, full));
     }
 
     /// Analyzes finished so far.
@@ -164,9 +160,7 @@ impl Vacuum {
         self.claimed.store(0, Ordering::Relaxed);
         let claims = self.claims.swap(0, Ordering::Relaxed);
         let full = self.full_claims.swap(0, Ordering::Relaxed);
-        self.spawn(Upkeep::Vacuum {
-            throttled: keeping_up(claims, full),
-        });
+        self.spawn(Upkeep::Vacuum, keeping_up(claims, full));
     }
 
     /// Marks an upkeep as running; false when one already is.
@@ -176,27 +170,24 @@ impl Vacuum {
             .is_ok()
     }
 
-    /// Runs `upkeep` in the background; the caller has [begun](Self::begin) it.
-    fn spawn(self: &Arc<Self>, upkeep: Upkeep) {
+    /// Runs `upkeep` in the background, with [`THROTTLE`] when `throttled`; the caller has
+    /// [begun](Self::begin) it.
+    fn spawn(self: &Arc<Self>, upkeep: Upkeep, throttled: bool) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let (sql, done, consequence) = match upkeep {
-                Upkeep::Vacuum { .. } => (
+                Upkeep::Vacuum => (
                     &this.sql,
                     &this.runs,
                     "claims slow down until autovacuum runs",
                 ),
-                Upkeep::Analyze { .. } => (
+                Upkeep::Analyze => (
                     &this.analyze_sql,
                     &this.analyses,
                     "statements may read all of it until autovacuum analyzes it",
                 ),
             };
-            let throttled = matches!(
-                upkeep,
-                Upkeep::Vacuum { throttled: true } | Upkeep::Analyze { throttled: true }
-            );
             match this.run(throttled, sql).await {
                 Ok(()) => {
                     done.fetch_add(1, Ordering::Relaxed);

@@ -77,6 +77,15 @@ pub struct ParsedSchedule {
     tz: TimeZone,
 }
 
+impl CronSchedule {
+    /// The enqueue it makes at each fire (the kind's task defaults still to apply).
+    pub fn request(&self) -> crate::client::EnqueueRequest {
+        let mut request = crate::client::EnqueueRequest::raw(self.kind.clone(), self.args.clone());
+        request.queue = self.queue.clone();
+        request
+    }
+}
+
 impl ParsedSchedule {
     /// Parses the expression and the time zone; the error names the schedule and what is wrong.
     pub fn parse(schedule: CronSchedule) -> Result<ParsedSchedule, Error> {

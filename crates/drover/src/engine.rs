@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Admin;
 use crate::builtin;
-use crate::client::{Client, EnqueueRequest, JobDefaults};
+use crate::client::{Client, JobDefaults};
 use crate::completer;
 use crate::config::EngineConfig;
 use crate::cron::{CronSchedule, ParsedSchedule};
@@ -166,9 +166,7 @@ impl EngineBuilder {
                     schedule.name
                 )));
             }
-            let mut request = EnqueueRequest::raw(schedule.kind.clone(), schedule.args.clone());
-            request.queue = schedule.queue.clone();
-            let job = defaults.prepare(request).map_err(|err| {
+            let job = defaults.prepare(schedule.request()).map_err(|err| {
                 Error::Config(format!("cron {:?}: invalid job: {err}", schedule.name))
             })?;
             let cron_job = CronJob {

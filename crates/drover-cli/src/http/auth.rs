@@ -148,10 +148,9 @@ fn local_or_ip_host(headers: &HeaderMap) -> bool {
             .split_once(']')
             .is_some_and(|(ip, port)| ip.parse::<std::net::Ipv6Addr>().is_ok() && is_port(port));
     }
-    let (name, port) = host
-        .rsplit_once(':')
-        .map_or((host, ""), |(name, port)| (name, port));
-    if !port.is_empty() && port.parse::<u16>().is_err() {
+    // A name, with a port after its last colon or none.
+    let (name, port) = host.rfind(':').map_or((host, ""), |at| host.split_at(at));
+    if !is_port(port) {
         return false;
     }
     let name = name.trim_end_matches('.').to_ascii_lowercase();

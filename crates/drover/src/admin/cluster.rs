@@ -5,7 +5,6 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::Admin;
-use crate::client::EnqueueRequest;
 use crate::cron::{CatchUp, CronSchedule, ParsedSchedule};
 use crate::error::Error;
 use crate::leader::LEADERSHIP;
@@ -91,7 +90,7 @@ impl Admin {
 
     /// The queue a schedule's jobs go to: the schedule's, else its kind's task's defaults.
     fn cron_queue(&self, schedule: &CronSchedule) -> String {
-        match self.defaults.prepare(cron_request(schedule)) {
+        match self.defaults.prepare(schedule.request()) {
             Ok(job) => job.queue,
             // Checked when the engine was built; shown as declared if it fails here.
             Err(_) => schedule.queue.clone().unwrap_or_else(|| "default".into()),
@@ -111,7 +110,7 @@ impl Admin {
                 })?;
         let job = self
             .defaults
-            .prepare(cron_request(schedule))
+            .prepare(schedule.request())
             .map_err(|error| Error::InvalidJob { index: None, error })?;
         let inserted = self.client().insert(vec![job]).await?;
         inserted
@@ -119,11 +118,4 @@ impl Admin {
             .next()
             .ok_or_else(|| Error::Store(StoreError::Internal("insert returned nothing".into())))
     }
-}
-
-/// The enqueue a schedule makes at each fire.
-fn cron_request(schedule: &CronSchedule) -> EnqueueRequest {
-    let mut request = EnqueueRequest::raw(schedule.kind.clone(), schedule.args.clone());
-    request.queue = schedule.queue.clone();
-    request
 }
