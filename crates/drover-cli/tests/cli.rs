@@ -284,14 +284,7 @@ command = ["sh", "-c", "cat >> hooks.jsonl; echo >> hooks.jsonl"]
         .trim()
         .parse()
         .unwrap();
-    let deadline = std::time::Instant::now() + T;
-    while nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "child {pid} survived the timeout"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_gone(pid, T, "the background sleep, after its job's timeout");
 
     // Hooks ran once per ended job, with the event on stdin.
     let deadline = std::time::Instant::now() + T;

@@ -153,22 +153,7 @@ command = ["sh", "-c", "sleep 30 & echo $! > child.pid; wait"]
     worker.signal(Signal::SIGTERM);
     let status = worker.wait_exit(T);
     assert_eq!(status.code(), Some(130), "{}", worker.log());
-    let deadline = std::time::Instant::now() + T;
-    // Gone, or a zombie waiting for an init that does not reap (some containers' PID 1).
-    let alive = |pid: i32| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            stat.rsplit(')')
-                .next()
-                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-        })
-    };
-    while alive(pid) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the background sleep {pid} outlived its worker"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_gone(pid, T, "the background sleep, after its worker exited");
 }
 
 #[test]
@@ -292,18 +277,6 @@ fn the_jobs_of_a_stalled_leader_are_reclaimed_by_another_process_within_the_leas
     leader.signal(Signal::SIGCONT);
 }
 
-/// Whether `pid` is a live process: neither gone nor a zombie (a container's init may never
-/// reap an orphan).
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn the_child_of_a_command_task_dies_with_its_sigkilled_worker() {
     let env = Env::new(&format!(
@@ -319,7 +292,7 @@ command = ["sh", "-c", "echo $$ > child.pid.tmp && mv child.pid.tmp child.pid &&
         .trim()
         .parse()
         .unwrap();
-    assert!(alive(pid), "the command runs");
+    assert!(common::alive(pid), "the command runs");
     // It is the worker's own child, not a grandchild through a shell or shim.
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let ppid: u32 = stat
@@ -335,14 +308,7 @@ command = ["sh", "-c", "echo $$ > child.pid.tmp && mv child.pid.tmp child.pid &&
 
     worker.signal(Signal::SIGKILL);
     worker.wait_exit(T);
-    let deadline = std::time::Instant::now() + T;
-    while alive(pid) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the command {pid} outlived its worker"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_gone(pid, T, "the command, after its worker was killed");
 }
 
 #[test]

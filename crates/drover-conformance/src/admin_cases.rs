@@ -13,6 +13,23 @@ fn job(kind: &str, args: serde_json::Value) -> NewJob {
     NewJob::new(kind, args.to_string())
 }
 
+/// Pauses or resumes `queue`, which must succeed.
+async fn pause(
+    store: &DynStore,
+    queue: &str,
+    paused: bool,
+    now: jiff::Timestamp,
+) -> drover_core::QueueRecord {
+    store
+        .queue_pause(QueuePauseParams {
+            queue: queue.into(),
+            paused,
+            now: Some(now),
+        })
+        .await
+        .unwrap()
+}
+
 async fn act(store: &DynStore, ids: Vec<i64>, action: JobAction) -> Vec<ActResult> {
     store
         .job_act_many(JobActParams {
@@ -101,14 +118,7 @@ pub async fn paused_queues_give_no_jobs_until_resumed(store: DynStore) {
     let mut other = job("a", json!({}));
     other.queue = "other".into();
     insert(&store, vec![job("a", json!({})), other], t0()).await;
-    let paused = store
-        .queue_pause(QueuePauseParams {
-            queue: "default".into(),
-            paused: true,
-            now: Some(at(1)),
-        })
-        .await
-        .unwrap();
+    let paused = pause(&store, "default", true, at(1)).await;
     assert_eq!(paused.paused_at, Some(at(1)));
     assert!(claim(&store, "default", 10, "w", at(2)).await.is_empty());
     assert_eq!(claim(&store, "other", 10, "w", at(2)).await.len(), 1);
@@ -116,14 +126,7 @@ pub async fn paused_queues_give_no_jobs_until_resumed(store: DynStore) {
     insert_one(&store, job("b", json!({})), at(3)).await;
     assert!(claim(&store, "default", 10, "w", at(4)).await.is_empty());
     // A queue can be paused before it has jobs.
-    store
-        .queue_pause(QueuePauseParams {
-            queue: "later".into(),
-            paused: true,
-            now: Some(at(4)),
-        })
-        .await
-        .unwrap();
+    pause(&store, "later", true, at(4)).await;
     let names: Vec<String> = store
         .queue_list()
         .await
@@ -135,14 +138,7 @@ pub async fn paused_queues_give_no_jobs_until_resumed(store: DynStore) {
 
     let mut wakeups = store.wakeups();
     wakeups.borrow_and_update();
-    let resumed = store
-        .queue_pause(QueuePauseParams {
-            queue: "default".into(),
-            paused: false,
-            now: Some(at(5)),
-        })
-        .await
-        .unwrap();
+    let resumed = pause(&store, "default", false, at(5)).await;
     assert_eq!(resumed.paused_at, None);
     assert!(wakeups.has_changed().unwrap(), "resuming wakes the workers");
     assert_eq!(claim(&store, "default", 10, "w", at(6)).await.len(), 2);
@@ -288,14 +284,7 @@ pub async fn empty_queues_are_forgotten_unless_paused_or_worked(store: DynStore)
         ["busy", "gone", "paused", "worked"]
     );
 
-    store
-        .queue_pause(QueuePauseParams {
-            queue: "paused".into(),
-            paused: true,
-            now: Some(at(3)),
-        })
-        .await
-        .unwrap();
+    pause(&store, "paused", true, at(3)).await;
     store
         .process_upsert(drover_core::ProcessUpsertParams {
             id: "p1".into(),
@@ -321,14 +310,7 @@ pub async fn empty_queues_are_forgotten_unless_paused_or_worked(store: DynStore)
     assert_eq!(list[0].count(JobState::Available), 1);
 
     // Resumed and no longer worked: both go at the next count.
-    store
-        .queue_pause(QueuePauseParams {
-            queue: "paused".into(),
-            paused: false,
-            now: Some(at(4)),
-        })
-        .await
-        .unwrap();
+    pause(&store, "paused", false, at(4)).await;
     store.process_delete("p1".into()).await.unwrap();
     store.queue_counts_refresh(refresh(100)).await.unwrap();
     assert_eq!(names(store.queue_list().await.unwrap()), ["busy"]);

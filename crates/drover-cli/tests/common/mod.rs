@@ -143,6 +143,27 @@ pub fn wait_file(path: &std::path::Path, limit: Duration) -> String {
     }
 }
 
+/// Whether `pid` is a live process: neither gone nor a zombie (a container's init may never
+/// reap an orphan).
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
+/// Waits until process `pid` is gone, for at most `limit`; `what` names it in the failure.
+pub fn wait_gone(pid: i32, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "{what} ({pid}) is still running");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `drover` process. Killed when dropped.
 pub struct Worker {
     pub child: Child,
