@@ -226,12 +226,22 @@ pub(crate) struct LogSection {
     pub(crate) args: bool,
 }
 
-/// Parses a duration like `30s`, `1m 30s`, `250ms` or `PT30S`.
+/// Parses a duration like `30s`, `1m 30s`, `250ms`, `2d`, `1w` or `PT30S`. Days are 24 hours
+/// and weeks 7 days (a delay of `2d` is 48 hours, whatever the clocks do in between); months
+/// and years are refused, as they have no fixed length.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
+    let span: jiff::Span = text
         .trim()
         .parse()
-        .map_err(|err| format!("{text:?} is not a duration like 30s, 5m or 250ms ({err})"))?;
+        .map_err(|err| format!("{text:?} is not a duration like 30s, 5m, 2d or 250ms ({err})"))?;
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err(format!(
+            "{text:?}: months and years have no fixed length; give days or weeks (like 30d)"
+        ));
+    }
+    let signed = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|err| format!("{text:?} is out of range ({err})"))?;
     Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
 }
 
@@ -548,5 +558,27 @@ mod tests {
         assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("-5s").is_err());
         assert!(parse_duration("five").is_err());
+        assert_eq!(parse_duration("PT30S").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1.5h").unwrap(), Duration::from_secs(5400));
+    }
+
+    #[test]
+    fn days_and_weeks_are_fixed_lengths_months_are_refused() {
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            Duration::from_secs(2 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("1w 1d").unwrap(),
+            Duration::from_secs(8 * 86_400)
+        );
+        assert_eq!(
+            parse_duration("P1DT12H").unwrap(),
+            Duration::from_secs(36 * 3600)
+        );
+        let err = parse_duration("1 month").unwrap_err();
+        assert!(err.contains("no fixed length"), "{err}");
+        let err = parse_duration("99999999999d").unwrap_err();
+        assert!(err.contains("99999999999d"), "{err}");
     }
 }

@@ -114,6 +114,23 @@ pub fn json_type_name(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Parses an RFC 3339 time (`2026-12-01T09:00:00Z`, or with an offset). A well-formed time
+/// outside the range a timestamp can hold (years -9999 to 9999, in UTC) is told apart from
+/// text that is no time at all, whose parser's complaint about an overflow would puzzle.
+pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
+    text.parse::<jiff::Timestamp>().map_err(|err| {
+        if jiff::fmt::temporal::Pieces::parse(text).is_ok() {
+            format!(
+                "{text:?} is out of range: times run from {} to {}",
+                jiff::Timestamp::MIN,
+                jiff::Timestamp::MAX
+            )
+        } else {
+            format!("{text:?} is not an RFC 3339 time like 2026-12-01T09:00:00Z: {err}")
+        }
+    })
+}
+
 /// Checks a kind or queue name: 1 to 128 characters from `A-Z a-z 0-9 . _ - : /`.
 pub fn check_name(field: &'static str, value: &str) -> Result<(), ValidationError> {
     let refuse = |reason| {
@@ -258,5 +275,17 @@ mod tests {
         assert!(Limits::default().check_job(&job).is_err());
         job.priority = -5;
         assert!(Limits::default().check_job(&job).is_ok());
+    }
+
+    #[test]
+    fn times_out_of_range_are_told_from_bad_text() {
+        assert_eq!(
+            parse_time("2026-12-01T09:00:00+02:00").unwrap().to_string(),
+            "2026-12-01T07:00:00Z"
+        );
+        let err = parse_time("9999-12-31T23:59:59Z").unwrap_err();
+        assert!(err.contains("out of range"), "{err}");
+        let err = parse_time("yesterday").unwrap_err();
+        assert!(err.contains("not an RFC 3339 time"), "{err}");
     }
 }

@@ -312,6 +312,11 @@ impl Engine {
         let foremen = spawn_foremen(&shared, &stop_claiming);
         let mut services =
             spawn_process_loops(&shared, outcomes_rx, claims_rx, &abandon, &stop_services);
+        let systems: Vec<String> = self
+            .autoscaler
+            .as_ref()
+            .map(|parts| parts.config.systems.keys().cloned().collect())
+            .unwrap_or_default();
         let leader_services = leader_services(&shared, self.cron, self.retention, self.autoscaler);
         let (elector, leader) = spawn_elector(&shared, leader_services, &stop_services);
         services.push(elector);
@@ -323,6 +328,7 @@ impl Engine {
             cron_schedules,
         )
         .with_retention(retention_policies)
+        .with_systems(systems)
         .with_metrics(shared.metrics.clone());
         let remote = RemoteWorkers::new(
             shared.store.clone(),

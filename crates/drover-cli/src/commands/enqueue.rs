@@ -6,9 +6,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use drover::{Client, EnqueueRequest};
+use drover_core::validate::parse_time;
 use drover_core::{Delivery, JobId, NewJob};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use jiff::Timestamp;
 use serde::Deserialize;
 
 use crate::cli::EnqueueArgs;
@@ -35,7 +35,11 @@ pub(crate) async fn run(url: &str, config: &Config, args: EnqueueArgs) -> anyhow
     request.unique_key = args.unique_key;
     request.delay = args.delay;
     if let Some(at) = &args.run_at {
-        request.run_at = Some(parse_time(at).context("--run-at")?);
+        request.run_at = Some(
+            parse_time(at)
+                .map_err(anyhow::Error::msg)
+                .context("--run-at")?,
+        );
     }
     if args.at_most_once {
         request.delivery = Some(Delivery::AtMostOnce);
@@ -55,12 +59,6 @@ pub(crate) async fn run(url: &str, config: &Config, args: EnqueueArgs) -> anyhow
         println!("{}", inserted.id);
     }
     Ok(())
-}
-
-fn parse_time(text: &str) -> anyhow::Result<Timestamp> {
-    text.parse::<Timestamp>().map_err(|err| {
-        anyhow::anyhow!("{text:?} is not an RFC 3339 time like 2026-12-01T09:00:00Z: {err}")
-    })
 }
 
 /// Validates a request with the config's task defaults, without a database.
@@ -116,7 +114,7 @@ fn line_request(line: Line) -> anyhow::Result<EnqueueRequest> {
         request.delay = Some(parse_duration(&delay).map_err(anyhow::Error::msg)?);
     }
     if let Some(at) = line.run_at {
-        request.run_at = Some(parse_time(&at)?);
+        request.run_at = Some(parse_time(&at).map_err(anyhow::Error::msg)?);
     }
     if let Some(delivery) = line.delivery {
         request.delivery = Some(delivery.parse().map_err(anyhow::Error::msg)?);

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use drover::autoscaler::admin;
 use drover_core::{ReservationRecord, SystemClock};
 
@@ -12,33 +14,22 @@ use crate::{backend, capacity_config, output};
 
 pub(crate) async fn reserve(url: &str, config: &Config, args: ReserveArgs) -> anyhow::Result<()> {
     let systems = capacity_config::autoscaler_config(config)?.unwrap_or_default();
-    let Some(system) = systems.systems.get(&args.system) else {
-        anyhow::bail!(
-            "--system {:?}: no [systems.{}] in the config (declared: {})",
-            args.system,
-            args.system,
-            systems
-                .systems
-                .keys()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+    let declared: Vec<String> = systems.systems.keys().cloned().collect();
+    admin::check_declared(&args.system, &declared).context("--system")?;
+    let system = &systems.systems[&args.system];
     let ttl = args.ttl.unwrap_or(system.reservation_ttl);
     if ttl.is_zero() {
         anyhow::bail!("--ttl: must be positive");
     }
     let store = backend::open(url, config, false).await?;
     let result = async {
-        let mut record = admin::reserve(
-            store.as_ref(),
-            &SystemClock,
-            &args.system,
+        let request = admin::Reservation {
+            system: &args.system,
             ttl,
-            &args.holder,
-        )
-        .await?;
+            holder: &args.holder,
+            declared: Some(&declared),
+        };
+        let mut record = admin::reserve(store.as_ref(), &SystemClock, request).await?;
         if args.wait {
             record =
                 admin::wait_answered(store.as_ref(), record.id, Duration::from_millis(250), ttl)

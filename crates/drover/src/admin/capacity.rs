@@ -31,7 +31,13 @@ impl Admin {
         ttl: Duration,
         holder: &str,
     ) -> Result<ReservationRecord, Error> {
-        Ok(capacity::reserve(self.store(), self.clock.as_ref(), system, ttl, holder).await?)
+        let request = capacity::Reservation {
+            system,
+            ttl,
+            holder,
+            declared: self.systems.as_deref().map(Vec::as_slice),
+        };
+        Ok(capacity::reserve(self.store(), self.clock.as_ref(), request).await?)
     }
 
     /// One reservation: pending, or assigned with its slot and instance.

@@ -129,13 +129,8 @@ impl FilterText {
          -> Result<Option<jiff::Timestamp>, ValidationError> {
             nonempty(v)
                 .map(|text| {
-                    text.parse::<jiff::Timestamp>()
-                        .map_err(|err| ValidationError::Range {
-                            field,
-                            reason: format!(
-                                "{text:?} is not an RFC 3339 time like 2026-12-01T09:00:00Z: {err}"
-                            ),
-                        })
+                    drover_core::validate::parse_time(&text)
+                        .map_err(|reason| ValidationError::Range { field, reason })
                 })
                 .transpose()
         };

@@ -39,6 +39,8 @@ pub struct Admin {
     retention: Arc<Vec<RetentionPolicy>>,
     metrics: Option<Arc<Metrics>>,
     search_budget: drover_core::JobId,
+    /// The autoscaler's systems, when known: a reservation of any other would wait in vain.
+    systems: Option<Arc<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -61,6 +63,7 @@ impl Admin {
             retention: Arc::new(Vec::new()),
             metrics: None,
             search_budget: SEARCH_BUDGET,
+            systems: None,
         }
     }
 
@@ -74,6 +77,13 @@ impl Admin {
     /// The configured retention policies (for their views), in the configuration's order.
     pub fn with_retention(mut self, policies: Vec<RetentionPolicy>) -> Self {
         self.retention = Arc::new(policies);
+        self
+    }
+
+    /// The systems the autoscaler serves: reservations of any other are refused. Without this,
+    /// every system is taken (the autoscaler may run in another process).
+    pub fn with_systems(mut self, systems: Vec<String>) -> Self {
+        self.systems = Some(Arc::new(systems));
         self
     }
 

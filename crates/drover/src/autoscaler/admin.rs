@@ -124,14 +124,47 @@ pub async fn interrupt(
     to_draining(store, clock, id, true).await
 }
 
+/// Refuses a `system` that is not among the `declared` ones (`[systems.NAME]` of the config).
+pub fn check_declared(system: &str, declared: &[String]) -> Result<(), AdminError> {
+    if declared.iter().any(|s| s == system) {
+        return Ok(());
+    }
+    let declared = if declared.is_empty() {
+        "no system is declared".to_owned()
+    } else {
+        format!("declared: {}", declared.join(", "))
+    };
+    Err(AdminError::Invalid(format!(
+        "invalid system: no [systems.{system}] in the config ({declared})"
+    )))
+}
+
+/// A reservation asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct Reservation<'a> {
+    /// The system, like `gpu`.
+    pub system: &'a str,
+    /// How long it lives unless released.
+    pub ttl: Duration,
+    /// Who holds it (shown to operators).
+    pub holder: &'a str,
+    /// The systems the autoscaler serves, when known: any other is refused, since its
+    /// reservation would wait in vain. `None` takes every system.
+    pub declared: Option<&'a [String]>,
+}
+
 /// Makes a reservation of one lease of `system` for `ttl`.
 pub async fn reserve(
     store: &dyn Store,
     clock: &dyn Clock,
-    system: &str,
-    ttl: Duration,
-    holder: &str,
+    request: Reservation<'_>,
 ) -> Result<ReservationRecord, AdminError> {
+    let Reservation {
+        system,
+        ttl,
+        holder,
+        declared,
+    } = request;
     drover_core::validate::check_name("system", system)
         .map_err(|err| AdminError::Invalid(err.to_string()))?;
     // Free text, but stored and shown: a NUL would reach PostgreSQL's text as an encoding
@@ -145,6 +178,9 @@ pub async fn reserve(
         return Err(AdminError::Invalid(
             "the time to live must be positive".into(),
         ));
+    }
+    if let Some(declared) = declared {
+        check_declared(system, declared)?;
     }
     Ok(store
         .reservation_insert(ReservationInsertParams {

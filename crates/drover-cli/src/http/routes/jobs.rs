@@ -71,9 +71,10 @@ impl EnqueueBody {
             ));
         }
         if let Some(run_at) = self.run_at {
-            request.run_at = Some(run_at.parse().map_err(|err| {
-                ApiError::invalid(at("run_at"), format!("not an RFC 3339 time: {err}"))
-            })?);
+            request.run_at = Some(
+                drover_core::validate::parse_time(&run_at)
+                    .map_err(|reason| ApiError::invalid(at("run_at"), reason))?,
+            );
         }
         if let Some(delay) = self.delay_seconds {
             if !(0.0..=1e9).contains(&delay) {
