@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+
 use drover::{Client, EngineConfig, JobDefaults, RawTask, TaskOptions};
 use drover_core::{DynStore, JobState, Limits, RetryPolicy, SystemClock};
 
@@ -93,7 +95,9 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
             cap: worker.counts_cap.unwrap_or(defaults.counts.cap),
         },
     };
-    engine.validate()?;
+    engine
+        .validate()
+        .context("check the config's [worker] and [queues] sections")?;
     Ok(engine)
 }
 
