@@ -275,6 +275,21 @@ def _job(kind: str, args: Optional[Dict[str, Any]], *, queue: Optional[str] = No
     return job
 
 
+def _until(deadline: float, call: Callable[[], Any]) -> Any:
+    """Makes ``call``, and again with backoff while the server cannot be reached (or answers
+    that it is unavailable), until ``deadline`` (monotonic seconds); then raises its error."""
+    pause = 0.25
+    while True:
+        try:
+            return call()
+        except DroverError as err:
+            if err.status not in (0, 502, 503, 504) or time.monotonic() + pause >= deadline:
+                raise
+            log.info("server unavailable (%s); trying again in %.2gs", err, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
 class Job:
     """A leased job, as a handler sees it."""
 
@@ -291,7 +306,13 @@ class Job:
         self.lease_lost = False
         self._step: Optional[str] = None
         self._lease_seconds = max(0.5, float(leased["lease_seconds"]))
-        self._renew_at = time.monotonic() + self._lease_seconds / 3
+        self._renewed(time.monotonic())
+
+    def _renewed(self, at: float) -> None:
+        """The lease was granted or extended at ``at`` (monotonic seconds)."""
+        self._renew_at = at + self._lease_seconds / 3
+        #: Until then the server still takes this run's outcome.
+        self._expires_at = at + self._lease_seconds
 
     def step(self, name: str) -> None:
         """Names the step the run has reached; sent with the next heartbeat, and recorded with a
@@ -330,6 +351,8 @@ class Worker:
                  concurrency: int = 1, prefetch: int = 0, wait: float = 5.0):
         if concurrency < 1 or prefetch < 0:
             raise ValueError("concurrency must be at least 1, prefetch at least 0")
+        if not 0 <= wait <= 30:
+            raise ValueError("wait must be between 0 and 30 seconds (the server's limit)")
         self.prefetch = prefetch
         self.client = client
         self.queues = list(queues)
@@ -340,7 +363,9 @@ class Worker:
         self._stopping = threading.Event()
         self._lock = threading.Condition()
         self._waiting: List[Job] = []
-        self._running: Dict[int, Job] = {}
+        # By token, not job id: a job rescued from this worker may be leased by it again while
+        # the first run is still ending, and the two runs must not share an entry.
+        self._running: Dict[str, Job] = {}
         # Succeeded runs not yet recorded, and whether the completer is recording some now.
         self._succeeded: List[Job] = []
         self._completing = False
@@ -382,9 +407,10 @@ class Worker:
 
     def run(self) -> None:
         """Works until stopped. See the class documentation."""
+        previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: self.stop())
+                previous[sig] = signal.signal(sig, lambda *_: self.stop())
         threads = [threading.Thread(target=self._execute, name=f"drover-{i}", daemon=True)
                    for i in range(self.concurrency)]
         beat = threading.Thread(target=self._heartbeats, name="drover-heartbeat", daemon=True)
@@ -406,6 +432,8 @@ class Worker:
             beat.join()
             if self._waker is not None:
                 self._waker.join()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _lease_loop(self) -> None:
         while not self._stopping.is_set():
@@ -421,6 +449,10 @@ class Worker:
                     break
                 leased = self.client.lease(self.queues, self.name, max=free, wait=self.wait)
             except DroverError as err:
+                if err.status in (400, 401, 403, 404, 422):
+                    # Asking again cannot help (a wrong token, a refused request): say so.
+                    log.error("cannot lease jobs: %s; stopping", err)
+                    raise
                 log.warning("cannot lease jobs: %s; retrying", err)
                 self._stopping.wait(1.0)
                 continue
@@ -439,7 +471,7 @@ class Worker:
             if self._stopping.is_set():
                 return None
             job = self._waiting.pop(0)
-            self._running[job.id] = job
+            self._running[job.token] = job
             return job
 
     def _execute(self) -> None:
@@ -451,29 +483,35 @@ class Worker:
                 self._run_one(job)
             finally:
                 with self._lock:
-                    self._running.pop(job.id, None)
+                    self._running.pop(job.token, None)
                     self._lock.notify_all()
 
     def _run_one(self, job: Job) -> None:
         handler = self._handlers.get(job.kind)
         try:
             if handler is None:
-                self.client.fail(job.token, f"unknown kind {job.kind!r}: no handler in worker "
-                                            f"{self.name}", discard=True)
+                reason = f"unknown kind {job.kind!r}: no handler in worker {self.name}"
+                _until(job._expires_at,
+                       lambda: self.client.fail(job.token, reason, discard=True))
                 return
             try:
                 handler(job.args, job)
-            except Exception as exc:  # noqa: BLE001 - any failure of a handler is an attempt's
+            except BaseException as exc:  # noqa: B036 - SystemExit too: it must not end the thread
                 if not job.lease_lost:
-                    message = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-                    self.client.fail(job.token, message[-4000:], step=job._step)
+                    # The first line sums the failure up (lists show it); the traceback's end
+                    # says where.
+                    message = (f"{type(exc).__name__}: {exc}"[:500] + "\n"
+                               + traceback.format_exc(limit=5)[-3500:])
+                    _until(job._expires_at,
+                           lambda: self.client.fail(job.token, message, step=job._step))
                 return
             if job.lease_lost:
                 return
             if job.cancelled.is_set():
                 # It stopped early, as asked: the server records a failure of a job whose
                 # cancel was requested as cancelled.
-                self.client.fail(job.token, "stopped after a cancel request", step=job._step)
+                _until(job._expires_at, lambda: self.client.fail(
+                    job.token, "stopped after a cancel request", step=job._step))
                 return
             with self._lock:
                 self._succeeded.append(job)
@@ -497,16 +535,20 @@ class Worker:
             self._record(batch)
 
     def _record(self, batch: List[Job]) -> None:
+        # While the server is away, try again until the last lease ends: after that the
+        # outcome would be refused anyway (the job is rescued and runs again).
+        deadline = max(job._expires_at for job in batch)
         try:
             if len(batch) == 1:
                 job = batch[0]
                 try:
-                    self.client.complete(job.token, step=job._step)
+                    _until(deadline, lambda: self.client.complete(job.token, step=job._step))
                 except DroverError as err:
                     # A lost lease: the job was rescued and runs elsewhere; this run is void.
                     log.warning("job %s: outcome not recorded: %s", job.id, err)
                 return
-            results = self.client.complete_many([job.token for job in batch])
+            results = _until(deadline, lambda: self.client.complete_many(
+                [job.token for job in batch]))
         except DroverError as err:
             log.warning("%d completions not recorded (their leases will expire and the jobs "
                         "run again): %s", len(batch), err)
@@ -522,8 +564,9 @@ class Worker:
                        if j._renew_at <= time.monotonic()]
             for job in due:
                 try:
+                    sent = time.monotonic()
                     answer = self.client.heartbeat(job.token, step=job._step)
-                    job._renew_at = time.monotonic() + job._lease_seconds / 3
+                    job._renewed(sent)
                     if answer.get("cancel_requested"):
                         job.cancelled.set()
                 except DroverError as err:

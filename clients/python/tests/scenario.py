@@ -3,6 +3,7 @@ real `drover serve`. Each subcommand prints one JSON line on stdout.
 
     scenario.py enqueue URL QUEUE COUNT [SLEEP]    enqueue one job, then COUNT-1 in a batch
     scenario.py worker URL QUEUE RECORD [CONCURRENCY [PREFETCH [WAIT]]]  work py.record jobs
+                                                    (args: sleep, fail, exit, ignore_cancel)
     scenario.py complete URL TOKEN                  replay a completion (prints its error)
     scenario.py errors URL                          bad calls: each must raise DroverError
 """
@@ -42,7 +43,11 @@ def worker(url, queue, record, concurrency=1, prefetch=0, wait=1.0):
     def run(args, job):
         write("start", job)
         job.step("sleeping")
+        if args.get("exit"):
+            sys.exit(3)
         deadline = time.monotonic() + float(args.get("sleep", 0))
+        if args.get("ignore_cancel"):
+            time.sleep(float(args.get("sleep", 0)))
         while time.monotonic() < deadline:
             if job.cancelled.wait(0.05):
                 if args.get("on_cancel") == "return":
@@ -79,6 +84,12 @@ def errors(url):
             seen.append(None)
         except DroverError as err:
             seen.append({"status": err.status, "code": err.code, "field": err.field})
+    # A worker whose requests the server refuses stops instead of asking forever.
+    try:
+        Worker(client, ["no spaces allowed"], wait=0).run()
+        seen.append(None)
+    except DroverError as err:
+        seen.append({"status": err.status, "code": err.code, "field": err.field})
     print(json.dumps(seen))
 
 

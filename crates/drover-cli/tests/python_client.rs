@@ -1,8 +1,8 @@
 //! The Python client (`clients/python/drover.py`) against a real `drover serve`: enqueue,
 //! a worker that runs jobs, a worker killed with SIGKILL mid-job whose job runs again after its
 //! lease (the killed attempt's completion, replayed, gets 409), a graceful stop on SIGTERM that
-//! ends a waiting lease request at once, and completions of jobs that finish together recorded
-//! in one call.
+//! ends a waiting lease request at once, completions of jobs that finish together recorded
+//! in one call, and a worker that gets its own rescued job back while the first run goes on.
 
 mod common;
 
@@ -134,6 +134,7 @@ fn a_python_worker_runs_jobs_enqueued_by_the_python_client() {
             (404, "not_found"),
             (400, "invalid_request"),
             (400, "invalid_job"),
+            (400, "invalid_request"),
         ]
     );
 
@@ -354,4 +355,49 @@ fn sigterm_ends_a_waiting_lease_request_at_once() {
         (400, Some("worker")),
         "{bad}"
     );
+}
+
+/// A worker that stalled past its lease gets the rescued job back while its first run is still
+/// going: the second run is heartbeated and completed, and the first's end does not drop it
+/// (it did, when runs were kept by job id: the job then ran again every lease, to the last
+/// attempt). A handler that calls `sys.exit` fails its attempt without ending its thread.
+#[test]
+fn a_python_worker_that_gets_its_own_rescued_job_back_finishes_it_once() {
+    let env = Env::new("[worker]\nlease = \"2s\"\nrescue_interval = \"200ms\"\n");
+    let server = env.serve("serve", &[]);
+    let record = env.path("record.jsonl");
+    let client = |body: Value| {
+        let (status, answer) = server.post("/api/v1/jobs", &body);
+        assert_eq!(status, 201, "{answer}");
+        answer["id"].as_i64().unwrap()
+    };
+    let id = client(json!({"kind": "py.record", "queue": "py",
+                           "args": {"sleep": 8, "ignore_cancel": true}}));
+    let worker = PyWorker::start(&server.url, "py", &record, 2);
+    eventually(Duration::from_secs(30), "the first run starts", || {
+        records(&record).into_iter().find(|r| r["event"] == "start")
+    });
+    worker.signal(Signal::SIGSTOP);
+    eventually(Duration::from_secs(30), "the lease expires", || {
+        let job = env.job(id);
+        (job["state"] != "running").then_some(())
+    });
+    worker.signal(Signal::SIGCONT);
+    let exit = client(json!({"kind": "py.record", "queue": "py", "args": {"exit": true}}));
+    eventually(Duration::from_secs(60), "the job completes", || {
+        (env.job(id)["state"] == "completed").then_some(())
+    });
+    let starts: Vec<i64> = records(&record)
+        .iter()
+        .filter(|r| r["event"] == "start" && r["id"] == id)
+        .map(|r| r["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(starts, vec![1, 2], "one rerun, completed");
+    assert_eq!(env.job(id)["attempt"], 2);
+    let exited = eventually(Duration::from_secs(30), "the exit is recorded", || {
+        let job = env.job(exit);
+        (job["state"] != "running" && job["state"] != "available").then_some(job)
+    });
+    let message = exited["errors"][0]["message"].as_str().unwrap();
+    assert!(message.starts_with("SystemExit: 3"), "{exited:#}");
 }
