@@ -83,6 +83,9 @@ pub(crate) async fn open_postgres(
         );
         pg.listener_check_interval = every;
     }
+    if let Some(size) = config.database.pool_size {
+        pg.pool_size = size;
+    }
     // Enqueues in the caller's transaction are checked against the same limits as the rest.
     pg.limits = crate::setup::limits(config);
     let mut tls = config.database.tls()?;

@@ -128,6 +128,8 @@ pub(crate) struct DatabaseSection {
     /// for longer than this.
     #[serde(default, deserialize_with = "duration")]
     pub(crate) listener_check_interval: Option<Duration>,
+    /// PostgreSQL: connections in each process's pool (default 8).
+    pub(crate) pool_size: Option<usize>,
 }
 
 impl DatabaseSection {
@@ -315,6 +317,13 @@ impl Config {
                 .map_err(|err| anyhow::anyhow!("database.synchronous: {err}"))?;
         }
         self.database.tls()?;
+        // A worker runs four statements side by side while a backlog drains (two claims, a
+        // completion write, a heartbeat or enqueue); fewer connections would queue them.
+        if let Some(size) = self.database.pool_size
+            && !(4..=1000).contains(&size)
+        {
+            bail!("database.pool_size {size} is not between 4 and 1000");
+        }
         // Under a couple of bytes not even `{}` fits: every enqueue would be refused.
         if let Some(max) = self.database.max_args_bytes
             && max < 2
@@ -445,6 +454,19 @@ mod tests {
             .to_string();
         assert!(err.contains("database.max_args_bytes"), "{err}");
         assert!(parse("[database]\nmax_args_bytes = 2").is_ok());
+    }
+
+    #[test]
+    fn the_pool_size_is_checked() {
+        let err = parse("[database]\npool_size = 1").unwrap_err().to_string();
+        assert!(err.contains("database.pool_size 1"), "{err}");
+        assert_eq!(
+            parse("[database]\npool_size = 16")
+                .unwrap()
+                .database
+                .pool_size,
+            Some(16)
+        );
     }
 
     #[test]

@@ -4,6 +4,17 @@
 //! it reads `drover.toml`, opens the store a database URL names, and maps commands to engine and
 //! store calls.
 
+/// `println!` for a command's output: when the reader has gone (`drover jobs list | head`) the
+/// command ends quietly, as other Unix tools do, instead of panicking in `println!`.
+macro_rules! outln {
+    () => {
+        $crate::output::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod backend;
 mod capacity_config;
 mod cli;

@@ -41,7 +41,7 @@ pub(crate) async fn run(url: &str, config: &Config, command: ArchiveCommand) -> 
         return output::json(&moved);
     }
     for m in &moved {
-        println!(
+        outln!(
             "{}: moved {} rows from {} to {} (older than {}) in {:.2}s",
             m.policy,
             m.rows,
@@ -118,9 +118,7 @@ async fn list(url: &str, config: &Config, json: bool) -> anyhow::Result<()> {
         return output::json(&views);
     }
     if views.is_empty() {
-        println!(
-            "no retention policies ([jobs_archive] is disabled and there is no [[retention]])"
-        );
+        outln!("no retention policies ([jobs_archive] is disabled and there is no [[retention]])");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = views

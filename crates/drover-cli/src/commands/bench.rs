@@ -169,7 +169,7 @@ fn write_plot(
     )
     .map_err(|err| anyhow::anyhow!("cannot write {}: {err}", path.display()))?;
     if !args.json {
-        println!("plot written to {}", path.display());
+        outln!("plot written to {}", path.display());
     }
     Ok(())
 }
@@ -686,5 +686,5 @@ fn print_table(results: &[Measure]) {
         ],
         &rows,
     );
-    println!("(medians of the runs; latency measures report jobs/s of the paced enqueue only)");
+    outln!("(medians of the runs; latency measures report jobs/s of the paced enqueue only)");
 }

@@ -25,7 +25,7 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
         return output::json(&rows);
     }
     if views.is_empty() {
-        println!("no [[cron]] schedules in the config");
+        outln!("no [[cron]] schedules in the config");
         return Ok(());
     }
     let table: Vec<Vec<String>> = views

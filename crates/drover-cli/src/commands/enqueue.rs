@@ -52,11 +52,11 @@ pub(crate) async fn run(url: &str, config: &Config, args: EnqueueArgs) -> anyhow
     store.close().await;
     let inserted = result?.remove(0);
     if args.json {
-        println!("{}", serde_json::to_string(&inserted)?);
+        outln!("{}", serde_json::to_string(&inserted)?);
     } else if inserted.duplicate {
-        println!("{} (already enqueued with this unique key)", inserted.id);
+        outln!("{} (already enqueued with this unique key)", inserted.id);
     } else {
-        println!("{}", inserted.id);
+        outln!("{}", inserted.id);
     }
     Ok(())
 }
@@ -222,12 +222,12 @@ async fn insert_chunks(
 
 fn print_file_summary(path: &Path, total: usize, duplicates: usize, ids: &[JobId], json: bool) {
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "enqueued": total - duplicates, "duplicates": duplicates, "ids": ids })
         );
     } else {
-        println!(
+        outln!(
             "enqueued {} jobs from {}{}",
             total - duplicates,
             path.display(),

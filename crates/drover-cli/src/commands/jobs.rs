@@ -113,7 +113,7 @@ async fn dispatch(admin: &Admin, command: JobsCommand) -> anyhow::Result<()> {
             if json {
                 return output::json(&report);
             }
-            println!(
+            outln!(
                 "{} jobs matched; {} {}, {} left as they were",
                 report.matched,
                 report.changed,
@@ -152,13 +152,13 @@ async fn act(admin: &Admin, id: i64, action: JobAction, json: bool) -> anyhow::R
     match result {
         ActResult::Changed {
             state: JobState::Available,
-        } => println!("job {id} is available again"),
-        ActResult::Changed { state } => println!("job {id} is {state}"),
+        } => outln!("job {id} is available again"),
+        ActResult::Changed { state } => outln!("job {id} is {state}"),
         ActResult::CancelRequested => {
-            println!("job {id} is running; its worker was asked to stop it")
+            outln!("job {id} is running; its worker was asked to stop it")
         }
         ActResult::Unchanged { state, .. } => {
-            println!("job {id} already finished ({state}); nothing changed")
+            outln!("job {id} already finished ({state}); nothing changed")
         }
         ActResult::NotFound => unreachable!("refused above"),
     }
@@ -198,7 +198,7 @@ fn list(jobs: &[JobRecord]) {
 }
 
 fn show(job: &JobRecord) {
-    let field = |name: &str, value: String| println!("{name:<18}{value}");
+    let field = |name: &str, value: String| outln!("{name:<18}{value}");
     field("id", job.id.to_string());
     field("kind", job.kind.clone());
     field("queue", job.queue.clone());
@@ -230,14 +230,14 @@ fn show(job: &JobRecord) {
     field("step", job.step.clone().unwrap_or_else(|| "-".into()));
     field("args", job.args.get().to_owned());
     if !job.errors.is_empty() {
-        println!("errors:");
+        outln!("errors:");
         for error in &job.errors {
             let step = error
                 .step
                 .as_deref()
                 .map(|s| format!(" in step {s}"))
                 .unwrap_or_default();
-            println!(
+            outln!(
                 "  attempt {} at {}{step}: {}",
                 error.attempt,
                 output::time(error.at),
@@ -246,9 +246,9 @@ fn show(job: &JobRecord) {
         }
     }
     if !job.history.is_empty() {
-        println!("history:");
+        outln!("history:");
         for entry in &job.history {
-            println!(
+            outln!(
                 "  {} {}: {}",
                 output::time(entry.at),
                 entry.event,

@@ -17,12 +17,12 @@ pub(crate) async fn run(url: &str, config: &Config, command: QueuesCommand) -> a
             QueuesCommand::List { json } => print_list(&admin.queues().await?, json),
             QueuesCommand::Pause { queue } => {
                 let view = admin.set_paused(&queue, true).await?;
-                println!("queue {queue} is paused: its jobs wait, running jobs finish");
+                outln!("queue {queue} is paused: its jobs wait, running jobs finish");
                 warn_if_unknown(&admin, config, &view).await
             }
             QueuesCommand::Resume { queue } => {
                 let view = admin.set_paused(&queue, false).await?;
-                println!("queue {queue} is running again");
+                outln!("queue {queue} is running again");
                 warn_if_unknown(&admin, config, &view).await
             }
         }

@@ -210,7 +210,7 @@ fn print_report(report: &SimulationReport, wall: Duration) {
         ],
         &rows,
     );
-    println!(
+    outln!(
         "simulated {:.1} h in {} ticks, in {:.2} s",
         report.simulated_s / 3600.0,
         report.ticks,

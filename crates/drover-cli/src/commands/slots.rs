@@ -33,14 +33,15 @@ async fn dispatch(store: &dyn drover_core::Store, command: SlotsCommand) -> anyh
         }
         SlotsCommand::Drain { id } => {
             let slot = admin::drain(store, &SystemClock, id).await?;
-            println!(
+            outln!(
                 "slot {} is draining: its instance is terminated once its {} lease(s) are finished",
-                slot.id, slot.leases
+                slot.id,
+                slot.leases
             );
         }
         SlotsCommand::Interrupt { id } => {
             let slot = admin::interrupt(store, &SystemClock, id).await?;
-            println!(
+            outln!(
                 "slot {} is interrupted: its work was handed back; the autoscaler terminates it and launches a replacement if needed",
                 slot.id
             );

@@ -75,15 +75,15 @@ pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Resul
     let mut rows: Vec<Vec<String>> = stats.queues.iter().map(|(q, c)| row(q, c)).collect();
     rows.push(row("(all)", &stats.total));
     output::table(&header, &rows);
-    println!();
+    outln!();
     match &stats.leader {
-        Some(leader) => println!(
+        Some(leader) => outln!(
             "leader: {} (term {}, until {})",
             leader.id,
             leader.term,
             output::time(leader.expires_at)
         ),
-        None => println!("leader: none"),
+        None => outln!("leader: none"),
     }
     let rows: Vec<Vec<String>> = stats
         .processes

@@ -187,7 +187,7 @@ async fn measure(
 pub(super) fn print(times: &[PageTime], backend: &str, n: usize, json: bool) -> anyhow::Result<()> {
     if json {
         for time in times {
-            println!("{}", serde_json::to_string(time)?);
+            outln!("{}", serde_json::to_string(time)?);
         }
         return Ok(());
     }
@@ -204,7 +204,7 @@ pub(super) fn print(times: &[PageTime], backend: &str, n: usize, json: bool) -> 
         })
         .collect();
     crate::output::table(&["PAGE", "P50 MS", "P95 MS", "MAX MS", "KB"], &rows);
-    println!(
+    outln!(
         "({backend}, {n} jobs in the table; {} requests per page, each on a new connection, \
          timed to the last byte)",
         times.first().map_or(0, |t| t.requests)

@@ -78,7 +78,7 @@ impl Results {
         }
         let m = summarize(bench.target, name, bench.args, producers, runs);
         if bench.args.json {
-            println!("{}", serde_json::to_string(&m).expect("serializable"));
+            outln!("{}", serde_json::to_string(&m).expect("serializable"));
         }
         self.measures.push(m);
     }
