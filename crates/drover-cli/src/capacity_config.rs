@@ -13,11 +13,46 @@ use crate::config::{Config, duration};
 
 /// A queue: its concurrency (`default = 10`) or a table (`[queues.gpu] concurrency = 2,
 /// system = "gpu"`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub(crate) enum QueueSection {
     Concurrency(usize),
     Table(QueueTable),
+}
+
+/// By hand rather than `untagged`, whose one error for every mistake ("data did not match any
+/// variant") named neither the misspelt key of a table nor what a number must be.
+impl<'de> Deserialize<'de> for QueueSection {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = QueueSection;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a concurrency (like 10) or a table (concurrency, system)")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<QueueSection, E> {
+                usize::try_from(n)
+                    .map(QueueSection::Concurrency)
+                    .map_err(|_| E::custom(format!("concurrency {n} is too large")))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<QueueSection, E> {
+                u64::try_from(n)
+                    .map_err(|_| E::custom(format!("concurrency {n} is negative")))
+                    .and_then(|n| self.visit_u64(n))
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                map: M,
+            ) -> Result<QueueSection, M::Error> {
+                QueueTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(QueueSection::Table)
+            }
+        }
+        de.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

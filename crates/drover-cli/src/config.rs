@@ -457,6 +457,23 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_s_mistake_is_named() {
+        let err = parse("[queues.default]\nsystm = \"gpu\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("systm") && err.contains("system"), "{err}");
+        let err = parse("[queues]\ndefault = -1").unwrap_err().to_string();
+        assert!(err.contains("concurrency -1 is negative"), "{err}");
+        let err = parse("[queues]\ndefault = \"ten\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a concurrency (like 10)"), "{err}");
+        let config = parse("[queues]\na = 3\n[queues.b]\nconcurrency = 2").unwrap();
+        assert_eq!(config.queues["a"].concurrency(10), 3);
+        assert_eq!(config.queues["b"].concurrency(10), 2);
+    }
+
+    #[test]
     fn the_pool_size_is_checked() {
         let err = parse("[database]\npool_size = 1").unwrap_err().to_string();
         assert!(err.contains("database.pool_size 1"), "{err}");

@@ -153,12 +153,14 @@ pub(crate) fn command_tasks(config: &Config) -> Vec<Arc<dyn RawTask>> {
 /// working directory exists, and their program is found where the exec will look for it (on
 /// the task's `PATH`, or the worker's). Otherwise every job of theirs would fail, attempt after
 /// attempt, for a mistake the start could have named. Tasks of other queues are left alone:
-/// their programs may be installed only on the hosts that work them.
-pub(crate) fn check_command_tasks(
+/// their programs may be installed only on the hosts that work them. The hooks' programs are
+/// checked too (on the worker's `PATH`).
+pub(crate) fn check_commands(
     config: &Config,
     queues: &BTreeMap<String, usize>,
 ) -> anyhow::Result<()> {
     let options = task_options(config);
+    let inherited_path = std::env::var("PATH").unwrap_or_default();
     for (kind, task) in &config.tasks {
         if !queues.contains_key(&options[kind].queue) {
             continue;
@@ -168,25 +170,44 @@ pub(crate) fn check_command_tasks(
         {
             anyhow::bail!("tasks.{kind:?}.cwd: {} is not a directory", cwd.display());
         }
-        let program = &task.command[0];
-        let path = task
-            .env
-            .get("PATH")
-            .cloned()
-            .or_else(|| std::env::var("PATH").ok())
-            .unwrap_or_default();
-        if !program_found(program, task.cwd.as_deref(), &path) {
-            anyhow::bail!(
-                "tasks.{kind:?}.command: no executable {program:?} {}",
-                if program.contains('/') {
-                    "at that path".to_owned()
-                } else {
-                    format!("on PATH ({path})")
-                }
-            );
-        }
+        let path = task.env.get("PATH").unwrap_or(&inherited_path);
+        check_program(
+            &format!("tasks.{kind:?}.command"),
+            &task.command[0],
+            task.cwd.as_deref(),
+            path,
+        )?;
+    }
+    // Hooks run at every job's end: a missing program would fail each of them, in the log only.
+    for (i, hook) in config.hooks.iter().enumerate() {
+        check_program(
+            &format!("hooks[{i}].command"),
+            &hook.command[0],
+            None,
+            &inherited_path,
+        )?;
     }
     Ok(())
+}
+
+/// An error naming `key` unless exec would find `program`.
+fn check_program(
+    key: &str,
+    program: &str,
+    cwd: Option<&std::path::Path>,
+    path: &str,
+) -> anyhow::Result<()> {
+    if program_found(program, cwd, path) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{key}: no executable {program:?} {}",
+        if program.contains('/') {
+            "at that path".to_owned()
+        } else {
+            format!("on PATH ({path})")
+        }
+    )
 }
 
 /// Whether exec would find `program`: a path (relative to `cwd`, if given) when it has a `/`,

@@ -530,9 +530,9 @@ fn looking_at_a_database_that_does_not_exist_creates_nothing() {
     env.ok(&["stats"]);
 }
 
-/// A command task that could never start (its program is not where exec looks, its working
-/// directory is missing) refuses the start, naming it, rather than failing every job; one of a
-/// queue this process does not work is left alone.
+/// A command task or hook that could never start (its program is not where exec looks, its
+/// working directory is missing) refuses the start, naming it, rather than failing every job;
+/// a task of a queue this process does not work is left alone.
 #[test]
 fn a_task_that_cannot_start_refuses_the_start_naming_it() {
     for (config, expected) in [
@@ -547,6 +547,10 @@ fn a_task_that_cannot_start_refuses_the_start_naming_it() {
         (
             "[tasks.\"a.b\"]\ncommand = [\"true\"]\ncwd = \"/nonexistent-dir\"\n",
             "tasks.\"a.b\".cwd: /nonexistent-dir is not a directory",
+        ),
+        (
+            "[[hooks]]\ncommand = [\"true\"]\n[[hooks]]\ncommand = [\"/no/such/hook\"]\n",
+            "hooks[1].command: no executable \"/no/such/hook\" at that path",
         ),
     ] {
         let env = Env::new(config);

@@ -103,7 +103,7 @@ async fn build_engine(
     store: &DynStore,
     engine_config: EngineConfig,
 ) -> anyhow::Result<Engine> {
-    setup::check_command_tasks(config, &engine_config.queues)?;
+    setup::check_commands(config, &engine_config.queues)?;
     // The archiver refuses to start on tables it cannot archive safely.
     let retention = setup::prepare_retention(store, config).await?;
     let mut builder = Engine::builder(store.clone())
