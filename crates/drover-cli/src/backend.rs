@@ -30,6 +30,11 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
         Arc::new(SqliteStore::open(sqlite)?)
     } else if is_postgres(url) {
         Arc::new(open_postgres(url, config, watch).await?)
+    } else if !url.contains("://") && !url.contains('@') {
+        // A bare path, like `jobs.db`: no credentials in it to hide.
+        bail!(
+            "database URL {url:?} has no scheme: a SQLite file is sqlite://{url}, a PostgreSQL database postgres://USER@HOST/DB"
+        );
     } else {
         bail!(
             "unsupported database URL {:?}: expected sqlite://PATH or postgres://USER@HOST/DB",

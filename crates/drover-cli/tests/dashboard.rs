@@ -94,8 +94,9 @@ async fn click(browser: &Browser, css: &str) {
     panic!("click {css}: the element went stale five times");
 }
 
-/// Clicks `css`, checks the confirmation asks `question`, and confirms.
-async fn click_and_confirm(browser: &Browser, css: &str, question: &str) {
+/// Clicks `css`, checks the confirmation asks `question` with a button named `verb` (the
+/// action, not a bare "Confirm" beside a "Cancel" that would read as one), and presses it.
+async fn click_and_confirm(browser: &Browser, css: &str, question: &str, verb: &str) {
     click(browser, css).await;
     browser
         .until(
@@ -108,6 +109,11 @@ async fn click_and_confirm(browser: &Browser, css: &str, question: &str) {
         text.contains(question),
         "the confirmation says {text:?}, not {question:?}"
     );
+    let buttons = (
+        browser.find("#confirm-ok").await.text().await.unwrap(),
+        browser.find("#confirm-cancel").await.text().await.unwrap(),
+    );
+    assert_eq!(buttons, (verb.to_owned(), "Back".to_owned()));
     click(browser, "#confirm-ok").await;
 }
 
@@ -209,8 +215,15 @@ async fn retry_a_failed_job_in_place(session: &Session) {
         browser,
         "button[data-post$='/retry']",
         &format!("Retry job {failed}"),
+        "Retry",
     )
     .await;
+    browser
+        .until(
+            "the retry's report",
+            "document.getElementById('toast').textContent === 'Retry: changed (now available)'",
+        )
+        .await;
     browser
         .until(
             "the retried job shows as available",
@@ -239,6 +252,7 @@ async fn pause_a_queue(session: &Session) {
         browser,
         "tr[data-queue='mail'] button[data-post$='/pause']",
         "Pause queue mail",
+        "Pause",
     )
     .await;
     browser.find("tr[data-queue='mail'] .badge.paused").await;
@@ -258,6 +272,7 @@ async fn pause_a_queue(session: &Session) {
         browser,
         "tr[data-queue='mail'] button[data-post$='/resume']",
         "Resume queue mail",
+        "Resume",
     )
     .await;
     blocking(|| wait_state(server, held, "completed"));
@@ -289,6 +304,7 @@ async fn discard_everything_that_matches(session: &Session) {
         browser,
         "button[data-bulk='discard']",
         "Discard 30 jobs that match",
+        "Discard 30 jobs",
     )
     .await;
     browser

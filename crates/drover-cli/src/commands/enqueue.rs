@@ -227,9 +227,10 @@ fn print_file_summary(path: &Path, total: usize, duplicates: usize, ids: &[JobId
             serde_json::json!({ "enqueued": total - duplicates, "duplicates": duplicates, "ids": ids })
         );
     } else {
+        let enqueued = total - duplicates;
         outln!(
-            "enqueued {} jobs from {}{}",
-            total - duplicates,
+            "enqueued {enqueued} job{} from {}{}",
+            if enqueued == 1 { "" } else { "s" },
             path.display(),
             if duplicates > 0 {
                 format!(" ({duplicates} already enqueued with their unique key)")

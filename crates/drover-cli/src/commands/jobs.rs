@@ -216,7 +216,8 @@ fn show(job: &JobRecord) {
     field("created", output::time(job.created_at));
     field("scheduled", output::time(job.scheduled_at));
     field("attempted", output::opt_time(job.attempted_at));
-    field("completed", output::opt_time(job.completed_at));
+    // Set when the job ended, whichever way: "completed" would misname a discarded one's.
+    field("finished", output::opt_time(job.completed_at));
     if job.state == JobState::Running {
         field("lease owner", job.lease_owner.clone().unwrap_or_default());
         field("lease expires", output::opt_time(job.lease_expires_at));

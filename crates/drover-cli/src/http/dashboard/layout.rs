@@ -70,7 +70,7 @@ pub(super) fn page(title: &str, nav: Nav, body: Markup, signed_in: bool) -> Mark
                     form method="dialog" {
                         p #confirm-text {}
                         div.buttons {
-                            button #confirm-cancel value="cancel" { "Cancel" }
+                            button #confirm-cancel value="cancel" { "Back" }
                             button #confirm-ok.danger value="ok" autofocus { "Confirm" }
                         }
                     }

@@ -57,11 +57,15 @@
     toast.timer = setTimeout(() => (el.className = ""), 5000);
   }
 
-  // Asks `question` in the page's dialog; resolves true on Confirm.
-  function confirmAction(question, danger) {
+  // Asks `question` in the page's dialog; resolves true when the button named after the action
+  // (`verb`, like "Cancel 5 jobs") is pressed. The other one is "Back", never "Cancel", which
+  // would read as the action itself when the action cancels jobs.
+  function confirmAction(question, danger, verb) {
     const dialog = document.getElementById("confirm");
     document.getElementById("confirm-text").textContent = question;
-    document.getElementById("confirm-ok").className = danger ? "danger" : "";
+    const ok = document.getElementById("confirm-ok");
+    ok.className = danger ? "danger" : "";
+    ok.textContent = verb || "Confirm";
     return new Promise((resolve) => {
       dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
       dialog.returnValue = "";
@@ -82,6 +86,7 @@
   }
 
   const plural = (n, word) => n.toLocaleString() + " " + word + (n === 1 ? "" : "s");
+  const capitalized = (word) => word[0].toUpperCase() + word.slice(1);
 
   // Bulk actions on the job list: the selected rows, or every job the filter matches.
   function selection() {
@@ -114,18 +119,20 @@
   async function bulk(action) {
     const sel = selection();
     const filter = JSON.parse(document.getElementById("bulk").dataset.filter || "{}");
-    let question, body;
+    let question, body, verb;
     if (sel.matching) {
       const { count, at_least } = await countMatching(filter);
       const described = Object.entries(filter).map(([k, v]) => k + "=" + v).join(", ");
-      question = action[0].toUpperCase() + action.slice(1) + " " + (at_least ? "more than " : "") +
+      question = capitalized(action) + " " + (at_least ? "more than " : "") +
         plural(count, "job") + " that match " + described + "?";
       body = { action, filter };
+      verb = capitalized(action) + " " + (at_least ? "them" : plural(count, "job"));
     } else {
-      question = action[0].toUpperCase() + action.slice(1) + " " + plural(sel.ids.length, "selected job") + "?";
+      question = capitalized(action) + " " + plural(sel.ids.length, "selected job") + "?";
       body = { action, ids: sel.ids };
+      verb = capitalized(action) + " " + plural(sel.ids.length, "job");
     }
-    if (!(await confirmAction(question, action !== "retry"))) return;
+    if (!(await confirmAction(question, action !== "retry", verb))) return;
     const report = await post("/api/v1/jobs/actions", body);
     toast(`${action}: ${plural(report.changed, "job")} changed` +
       (report.unchanged ? `, ${report.unchanged.toLocaleString()} left as they were` : ""));
@@ -151,9 +158,17 @@
     try {
       if (button.dataset.bulk) {
         await bulk(button.dataset.bulk);
-      } else if (await confirmAction(button.dataset.confirm, button.classList.contains("danger"))) {
-        await post(button.dataset.post);
-        toast(button.textContent.trim() + ": done");
+      } else {
+        const label = button.textContent.trim();
+        if (await confirmAction(button.dataset.confirm, button.classList.contains("danger"), label)) {
+          // A job action answers what it did ("requested" for a running job's cancel, which
+          // the job's handler has yet to act on), and the state it left the job in.
+          const answer = (await post(button.dataset.post)).result;
+          toast(label + ": " + (answer && answer.result
+            ? answer.result.replace(/_/g, " ") + (answer.state ? " (now " + answer.state + ")" : "") +
+              (answer.reason ? ": " + answer.reason : "")
+            : "done"));
+        }
       }
       await refresh();
     } catch (err) {
