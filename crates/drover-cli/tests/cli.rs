@@ -225,6 +225,8 @@ fn an_invalid_config_refuses_to_start_and_names_the_key() {
     assert!(err.contains("missing.toml"), "{err}");
     let err = env.fails(&["--database", "mysql://x", "stats"]);
     assert!(err.contains("unsupported database URL"), "{err}");
+    let err = env.fails(&["--database", "jobs.db", "stats"]);
+    assert!(err.contains("sqlite://jobs.db"), "{err}");
 }
 
 #[test]
