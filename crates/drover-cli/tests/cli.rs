@@ -190,6 +190,21 @@ fn a_jsonl_file_is_enqueued_whole_or_not_at_all() {
         "{err}"
     );
     assert_eq!(total(&env), 2500, "none of the bad file was stored");
+
+    // A byte order mark before the first line, and the API's delay_seconds, are taken; a line
+    // with two delays is not.
+    let api_style = "\u{feff}{\"kind\":\"k\",\"delay_seconds\":3600}\n";
+    std::fs::write(env.path("api.jsonl"), api_style).unwrap();
+    let out = env.ok(&["enqueue", "--file", "api.jsonl"]);
+    assert!(out.starts_with("enqueued 1 job from"), "{out}");
+    let two = "{\"kind\":\"k\",\"delay\":\"5s\",\"delay_seconds\":5}\n";
+    std::fs::write(env.path("two.jsonl"), two).unwrap();
+    let err = env.fails(&["enqueue", "--file", "two.jsonl"]);
+    assert!(
+        err.contains("give one of delay, delay_seconds and run_at"),
+        "{err}"
+    );
+    assert_eq!(total(&env), 2501);
 }
 
 #[test]

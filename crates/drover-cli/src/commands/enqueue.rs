@@ -78,6 +78,8 @@ struct Line {
     priority: Option<i32>,
     max_attempts: Option<i32>,
     delay: Option<String>,
+    /// As the HTTP API and the Python client name it: a line written for them reads here too.
+    delay_seconds: Option<f64>,
     run_at: Option<String>,
     unique_key: Option<String>,
     delivery: Option<String>,
@@ -107,11 +109,23 @@ fn line_request(line: Line) -> anyhow::Result<EnqueueRequest> {
     request.priority = line.priority;
     request.max_attempts = line.max_attempts;
     request.unique_key = line.unique_key;
-    if line.delay.is_some() && line.run_at.is_some() {
-        anyhow::bail!("give delay or run_at, not both");
+    let delays = [
+        line.delay.is_some(),
+        line.delay_seconds.is_some(),
+        line.run_at.is_some(),
+    ];
+    if delays.iter().filter(|&&given| given).count() > 1 {
+        anyhow::bail!("give one of delay, delay_seconds and run_at");
     }
     if let Some(delay) = line.delay {
         request.delay = Some(parse_duration(&delay).map_err(anyhow::Error::msg)?);
+    }
+    if let Some(seconds) = line.delay_seconds {
+        // The API's bound, so that a line means the same whichever way it is sent.
+        if !(0.0..=1e9).contains(&seconds) {
+            anyhow::bail!("delay_seconds must be between 0 and 1e9");
+        }
+        request.delay = Some(std::time::Duration::from_secs_f64(seconds));
     }
     if let Some(at) = line.run_at {
         request.run_at = Some(parse_time(&at).map_err(anyhow::Error::msg)?);
@@ -148,6 +162,14 @@ fn read_jobs(config: &Config, path: &Path) -> anyhow::Result<Vec<NewJob>> {
     for (index, line) in reader.lines().enumerate() {
         let number = index + 1;
         let line = line.with_context(|| format!("cannot read line {number}"))?;
+        // A byte order mark, as some Windows editors write, is no part of the first line's JSON.
+        let line = if number == 1 {
+            line.strip_prefix('\u{feff}')
+                .map(str::to_owned)
+                .unwrap_or(line)
+        } else {
+            line
+        };
         if line.trim().is_empty() {
             continue;
         }
