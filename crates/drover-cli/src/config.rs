@@ -430,6 +430,12 @@ fn validate_task(kind: &str, task: &TaskSection) -> anyhow::Result<()> {
     if task.timeout == Some(Duration::ZERO) {
         bail!("tasks.\"{kind}\".timeout: must be positive");
     }
+    // The cap would win from the first retry: the base was meant as something else.
+    if let (Some(base), Some(max)) = (task.backoff, task.backoff_max)
+        && base > max
+    {
+        bail!("tasks.\"{kind}\".backoff {base:?} is longer than its backoff_max {max:?}");
+    }
     for name in &task.env_pass {
         check_env_name(&format!("tasks.\"{kind}\".env_pass"), name)?;
     }
@@ -471,6 +477,13 @@ mod tests {
         let config = parse("[queues]\na = 3\n[queues.b]\nconcurrency = 2").unwrap();
         assert_eq!(config.queues["a"].concurrency(10), 3);
         assert_eq!(config.queues["b"].concurrency(10), 2);
+    }
+
+    #[test]
+    fn a_backoff_longer_than_its_cap_is_refused() {
+        let task = "[tasks.t]\ncommand = [\"true\"]\nbackoff = \"2h\"\nbackoff_max = \"1h\"";
+        let err = parse(task).unwrap_err().to_string();
+        assert!(err.contains("tasks.\"t\".backoff 7200s is longer than"), "{err}");
     }
 
     #[test]

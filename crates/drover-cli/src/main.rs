@@ -43,13 +43,22 @@ use crate::config::Config;
 /// the other commands. tokio-postgres logs every statement's parameters at debug level, job
 /// args among them, so it stays at `warn` unless the filter names it.
 fn log_filter(long_running: bool) -> EnvFilter {
-    let text = ["DROVER_LOG", "RUST_LOG"]
+    let set = ["DROVER_LOG", "RUST_LOG"]
         .into_iter()
-        .find_map(|name| std::env::var(name).ok());
-    let filter = text
-        .as_deref()
-        .and_then(|text| EnvFilter::try_new(text).ok())
-        .unwrap_or_else(|| EnvFilter::new(if long_running { "info" } else { "warn" }));
+        .find_map(|name| std::env::var(name).ok().map(|text| (name, text)));
+    let default = if long_running { "info" } else { "warn" };
+    let filter = set
+        .as_ref()
+        .and_then(|(name, text)| match EnvFilter::try_new(text) {
+            Ok(filter) => Some(filter),
+            Err(err) => {
+                // Said once, on stderr: the log it would configure is not set up yet.
+                eprintln!("warning: {name}={text:?} is not a log filter ({err}); using {default}");
+                None
+            }
+        })
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let text = set.map(|(_, text)| text);
     if text.is_some_and(|text| text.contains("tokio_postgres")) {
         filter
     } else {
