@@ -483,7 +483,10 @@ mod tests {
     fn a_backoff_longer_than_its_cap_is_refused() {
         let task = "[tasks.t]\ncommand = [\"true\"]\nbackoff = \"2h\"\nbackoff_max = \"1h\"";
         let err = parse(task).unwrap_err().to_string();
-        assert!(err.contains("tasks.\"t\".backoff 7200s is longer than"), "{err}");
+        assert!(
+            err.contains("tasks.\"t\".backoff 7200s is longer than"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -579,3 +579,37 @@ fn a_task_that_cannot_start_refuses_the_start_naming_it() {
     let worker = env.spawn("worker", &["worker", "--queues", "default"]);
     assert!(worker.log().contains("drover is running"));
 }
+
+/// A SQLite file this user may not write is refused at start, saying so, rather than opened
+/// read-only by SQLite (as it does, quietly) for every claim to fail. As root, who may write
+/// anything, the command runs as `nobody` (setpriv, from util-linux).
+#[test]
+fn a_read_only_database_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new("");
+    env.ok(&["migrate"]);
+    let db = env.path("drover.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
+    // The directory stays open to others: the test's user may be dropped to nobody.
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The file is this user's own: its owner says whether this user is root.
+    let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&db).unwrap()) == 0;
+    let mut cmd = if root {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_drover"));
+        cmd
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+    };
+    let out = cmd
+        .args(["worker", "--database"])
+        .arg(format!("sqlite://{}", db.display()))
+        .env("DROVER_CONFIG", "/dev/null")
+        .current_dir(env.dir.path())
+        .output()
+        .expect("run drover");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("is read-only for this user"), "{err}");
+}

@@ -61,6 +61,15 @@ impl SqliteStore {
             ))
         })?;
         conn.busy_timeout(config.busy_timeout).map_err(map_err)?;
+        // SQLite opens a file it may not write read-only, quietly: every claim would then fail
+        // with "attempt to write a readonly database" until the engine gave up. Said now.
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(map_err)? {
+            return Err(StoreError::Unavailable(format!(
+                "the SQLite database {} is read-only for this user (the file or its directory, \
+                 where its -wal and -shm files live, is not writable)",
+                config.path.display()
+            )));
+        }
         let journal: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .map_err(map_err)?;
