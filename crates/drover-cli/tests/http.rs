@@ -354,6 +354,28 @@ fn leases(server: &Server) {
         &json!({"queues": ["remote"], "worker": "test", "wait": 0.2}),
     );
     assert_eq!(status, 204, "nothing left to lease");
+    // The worker has no process row, but the server it talks to lists it, on the API and the
+    // processes page.
+    let (_, cluster) = server.get("/api/v1/cluster");
+    let worker = cluster["http_workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "test")
+        .unwrap_or_else(|| panic!("no HTTP worker 'test' in {cluster:#}"));
+    assert_eq!(
+        (&worker["queues"], &worker["running"]),
+        (&json!(["remote"]), &json!(0)),
+        "{worker}"
+    );
+    let (status, page) = server.get_text("/processes");
+    assert_eq!(status, 200);
+    assert!(page.contains("data-http-worker=\"test\""), "{page}");
+    let (_, page) = server.get_text("/queues");
+    assert!(
+        page.contains("1 HTTP"),
+        "the queue's HTTP worker is counted: {page}"
+    );
 
     // A lease left to expire goes back to the queue and its token goes stale.
     server.ok(

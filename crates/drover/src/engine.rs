@@ -322,14 +322,6 @@ impl Engine {
         services.push(elector);
         tracing::info!(process = %shared.process_id, queues = ?shared.config.queues,
             backend = shared.store.backend(), "engine started");
-        let admin = Admin::new(
-            shared.store.clone(),
-            job_defaults(&shared.clock, &shared.config, &shared.tasks),
-            cron_schedules,
-        )
-        .with_retention(retention_policies)
-        .with_systems(systems)
-        .with_metrics(shared.metrics.clone());
         let remote = RemoteWorkers::new(
             shared.store.clone(),
             shared.clock.clone(),
@@ -337,6 +329,15 @@ impl Engine {
             shared.metrics.clone(),
         )
         .with_local_queues(shared.config.queues.keys().cloned());
+        let admin = Admin::new(
+            shared.store.clone(),
+            job_defaults(&shared.clock, &shared.config, &shared.tasks),
+            cron_schedules,
+        )
+        .with_retention(retention_policies)
+        .with_systems(systems)
+        .with_http_workers(remote.clone())
+        .with_metrics(shared.metrics.clone());
         EngineHandle {
             admin,
             remote,

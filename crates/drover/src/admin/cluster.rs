@@ -17,6 +17,9 @@ pub struct ClusterView {
     pub leader: Option<LeaderRecord>,
     /// Every registered process, oldest first.
     pub processes: Vec<ProcessRecord>,
+    /// The HTTP workers the answering server has heard from in the last minute, or that hold
+    /// leases through it; each server knows only its own.
+    pub http_workers: Vec<crate::remote::HttpWorkerView>,
 }
 
 /// A cron schedule with what the database knows of it.
@@ -52,7 +55,16 @@ impl Admin {
             .leader_get(LEADERSHIP.into(), self.clock.store_now())
             .await?;
         let processes = self.store().process_list().await?;
-        Ok(ClusterView { leader, processes })
+        let http_workers = self
+            .remote
+            .as_ref()
+            .map(|remote| remote.http_workers())
+            .unwrap_or_default();
+        Ok(ClusterView {
+            leader,
+            processes,
+            http_workers,
+        })
     }
 
     /// Each configured schedule, its last fire and its next fire times.

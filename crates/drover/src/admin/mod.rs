@@ -41,6 +41,8 @@ pub struct Admin {
     search_budget: drover_core::JobId,
     /// The autoscaler's systems, when known: a reservation of any other would wait in vain.
     systems: Option<Arc<Vec<String>>>,
+    /// The HTTP workers this process serves, for the cluster's view.
+    remote: Option<crate::remote::RemoteWorkers>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -64,6 +66,7 @@ impl Admin {
             metrics: None,
             search_budget: SEARCH_BUDGET,
             systems: None,
+            remote: None,
         }
     }
 
@@ -84,6 +87,12 @@ impl Admin {
     /// every system is taken (the autoscaler may run in another process).
     pub fn with_systems(mut self, systems: Vec<String>) -> Self {
         self.systems = Some(Arc::new(systems));
+        self
+    }
+
+    /// Lists the HTTP workers `remote` serves in [`Admin::cluster`].
+    pub fn with_http_workers(mut self, remote: crate::remote::RemoteWorkers) -> Self {
+        self.remote = Some(remote);
         self
     }
 

@@ -1,5 +1,5 @@
 //! Processes: every registered `drover` process, its host, pid, queues, start and last
-//! heartbeat, and which one leads.
+//! heartbeat, and which one leads; and the HTTP workers this server has heard from.
 
 use axum::extract::State;
 use jiff::Timestamp;
@@ -57,6 +57,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                     p.note { "Processes heartbeat every 5 s; the leader removes one silent for a minute." }
                 }
             }
+            (http_workers(&cluster.http_workers, now))
         }
     };
     Ok(layout::page(
@@ -65,4 +66,38 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
         body,
         state.settings.token.is_some(),
     ))
+}
+
+/// The HTTP workers (the Python client's, or any other language's) that lease through this
+/// server: they have no process row, and the queues they work would otherwise look unworked.
+fn http_workers(workers: &[drover::remote::HttpWorkerView], now: Timestamp) -> maud::Markup {
+    html! {
+        section.card #http-workers {
+            h2 { "HTTP workers" }
+            @if workers.is_empty() {
+                p.muted { "No HTTP worker has leased through this server in the last minute." }
+            } @else {
+                div.scroll {
+                    table.processes {
+                        thead { tr {
+                            th { "name" } th { "queues" } th.num { "running here" } th { "last lease request" }
+                        } }
+                        tbody {
+                            @for w in workers {
+                                tr data-http-worker=(w.name) {
+                                    td.mono { (w.name) }
+                                    td { @for (i, q) in w.queues.iter().enumerate() {
+                                        @if i > 0 { ", " } a href={ "/jobs?queue=" (q) } { (q) }
+                                    } }
+                                    td.num { (w.running) }
+                                    td { (format::when(w.last_seen, now)) }
+                                }
+                            }
+                        }
+                    }
+                }
+                p.note { "Each server lists the workers that talk to it: with several servers, each shows its own." }
+            }
+        }
+    }
 }

@@ -11,6 +11,14 @@ use crate::http::AppState;
 
 pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     let queues = state.admin.queues().await?;
+    // A queue worked only by HTTP workers has no process: they are counted beside them.
+    let http_workers = state.remote.http_workers();
+    let http_count = |queue: &str| {
+        http_workers
+            .iter()
+            .filter(|w| w.queues.iter().any(|q| q == queue))
+            .count()
+    };
     let now = Timestamp::now();
     let actions = !state.settings.read_only;
     let body = html! {
@@ -42,7 +50,13 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                                 span.badge.active { "active" }
                                             }
                                         }
-                                        td.num { (q.processes) }
+                                        td.num {
+                                            (q.processes)
+                                            @let http = http_count(&q.name);
+                                            @if http > 0 {
+                                                " + " a href="/processes#http-workers" title="HTTP workers leasing through this server" { (http) " HTTP" }
+                                            }
+                                        }
                                         td.num { (q.concurrency) }
                                         td.num { (format::count(waiting)) }
                                         td.num { (format::count(q.counts.get(&drover_core::JobState::Running).copied().unwrap_or(0))) }

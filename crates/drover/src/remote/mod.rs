@@ -29,6 +29,10 @@ use tokio_util::sync::CancellationToken;
 use crate::error::Error;
 use crate::metrics::Metrics;
 
+mod seen;
+
+pub use seen::HttpWorkerView;
+
 /// Longest a lease request may wait for work.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Most jobs one lease request may take.
@@ -158,6 +162,8 @@ pub struct Recorded {
 /// What this process knows of a lease it handed out: for metrics and busy counts only. The
 /// database, not this map, decides whether a lease holds.
 struct Held {
+    /// The worker's name, as it leased.
+    worker: Arc<str>,
     queue: String,
     kind: String,
     attempt: i32,
@@ -178,6 +184,7 @@ pub struct RemoteWorkers {
     held: Arc<Mutex<HashMap<(JobId, i64), Held>>>,
     polls: Arc<Polls>,
     shared_queues: Arc<SharedQueues>,
+    seen: Arc<seen::Seen>,
 }
 
 /// The queues this process's own workers also work, and those a lease was already warned about.
@@ -318,6 +325,7 @@ impl RemoteWorkers {
             held: Arc::default(),
             polls: Arc::default(),
             shared_queues: Arc::default(),
+            seen: Arc::default(),
         }
     }
 
@@ -347,6 +355,18 @@ impl RemoteWorkers {
         held.values().filter(|h| h.expires > now).count()
     }
 
+    /// The HTTP workers heard from lately (see [`HttpWorkerView`]), by name.
+    pub fn http_workers(&self) -> Vec<HttpWorkerView> {
+        let now = Instant::now();
+        let mut running: HashMap<String, usize> = HashMap::new();
+        for held in self.held.lock().expect("lease map poisoned").values() {
+            if held.expires > now {
+                *running.entry(held.worker.to_string()).or_default() += 1;
+            }
+        }
+        self.seen.list(&running)
+    }
+
     /// Takes up to `max` jobs, waiting up to `wait` for some to become available. Returns
     /// empty when none came in time, or when `stop` fires (the server is shutting down).
     pub async fn lease(
@@ -356,6 +376,8 @@ impl RemoteWorkers {
     ) -> Result<Vec<LeasedJob>, Error> {
         request.validate()?;
         self.shared_queues.warn_once(&request);
+        self.seen
+            .lease_requested(&request.worker, &request.queues, self.clock.now());
         let deadline = tokio::time::Instant::now() + request.wait;
         let owner = format!("remote:{}", request.worker);
         let mut wakeups = self.store.wakeups();
@@ -406,6 +428,7 @@ impl RemoteWorkers {
                 .await?;
             let now = self.clock.now();
             let expires_at = self.expiry_from(now);
+            let worker: Arc<str> = Arc::from(request.worker.as_str());
             let mut held = self.held.lock().expect("lease map poisoned");
             for job in claimed.jobs {
                 self.metrics
@@ -417,6 +440,7 @@ impl RemoteWorkers {
                 held.insert(
                     (job.id, job.lease_token),
                     Held {
+                        worker: worker.clone(),
                         queue: job.queue.clone(),
                         kind: job.kind.clone(),
                         attempt: job.attempt,
