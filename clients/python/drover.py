@@ -340,19 +340,26 @@ class Worker:
     ``run()`` stops on SIGTERM or SIGINT (or :meth:`stop`): it leases nothing more, ends its own
     waiting lease request at once (``POST /api/v1/leases/wake`` from another connection, so that
     jobs the request had already leased are still delivered and handed back), lets the running
-    jobs finish, records their outcomes, hands back the jobs leased but not started (their
-    attempt is not used), and returns.
+    jobs finish (for at most ``shutdown_timeout`` seconds when it is set: the runs still going
+    then are handed back, their attempt not used), records their outcomes, hands back the jobs
+    leased but not started (their attempt is not used), and returns.
     """
 
     #: Most completions recorded in one call (the server's limit).
     MAX_COMPLETE_BATCH = 1000
 
     def __init__(self, client: Client, queues: List[str], *, name: Optional[str] = None,
-                 concurrency: int = 1, prefetch: int = 0, wait: float = 5.0):
+                 concurrency: int = 1, prefetch: int = 0, wait: float = 5.0,
+                 shutdown_timeout: Optional[float] = None):
         if concurrency < 1 or prefetch < 0:
             raise ValueError("concurrency must be at least 1, prefetch at least 0")
         if not 0 <= wait <= 30:
             raise ValueError("wait must be between 0 and 30 seconds (the server's limit)")
+        if shutdown_timeout is not None and shutdown_timeout < 0:
+            raise ValueError("shutdown_timeout must not be negative")
+        #: Once stopping, how long running jobs get to finish before they are handed back
+        #: (``None``: as long as they take).
+        self.shutdown_timeout = shutdown_timeout
         self.prefetch = prefetch
         self.client = client
         self.queues = list(queues)
@@ -422,8 +429,12 @@ class Worker:
             self._lease_loop()
         finally:
             self.stop()
+            deadline = (None if self.shutdown_timeout is None
+                        else time.monotonic() + self.shutdown_timeout)
             for thread in threads:
-                thread.join()
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if any(thread.is_alive() for thread in threads):
+                self._abandon_running()
             # The completer records what is left, then ends (it sees _stopping).
             with self._lock:
                 self._lock.notify_all()
@@ -577,6 +588,24 @@ class Worker:
                         job._renew_at = time.monotonic() + 1.0
                         log.warning("job %s: heartbeat failed: %s", job.id, err)
             time.sleep(0.2)
+
+    def _abandon_running(self) -> None:
+        """Hands back the runs still going at the shutdown timeout, without using their attempt
+        (an at-most-once job is discarded instead, the server's rule for a started run). Their
+        threads are left to end with the process; what they return is not recorded."""
+        with self._lock:
+            running = list(self._running.values())
+            self._running.clear()
+            self._lock.notify_all()
+        for job in running:
+            job.lease_lost = True
+            job.cancelled.set()
+            try:
+                _until(job._expires_at, lambda: self.client.hand_back(job.token, started=True))
+                log.warning("job %s: still running at the shutdown timeout; handed back", job.id)
+            except DroverError as err:
+                log.warning("job %s: could not hand back (its lease will expire): %s",
+                            job.id, err)
 
     def _hand_back_waiting(self) -> None:
         with self._lock:

@@ -3,7 +3,8 @@ real `drover serve`. Each subcommand prints one JSON line on stdout.
 
     scenario.py enqueue URL QUEUE COUNT [SLEEP]    enqueue one job, then COUNT-1 in a batch
     scenario.py worker URL QUEUE RECORD [CONCURRENCY [PREFETCH [WAIT]]]  work py.record jobs
-                                                    (args: sleep, fail, exit, ignore_cancel)
+                                                    (args: sleep, fail, exit, ignore_cancel;
+                                                    env SHUTDOWN_TIMEOUT: the worker's)
     scenario.py complete URL TOKEN                  replay a completion (prints its error)
     scenario.py errors URL                          bad calls: each must raise DroverError
 """
@@ -29,8 +30,10 @@ def enqueue(url, queue, count, sleep=0.0):
 
 
 def worker(url, queue, record, concurrency=1, prefetch=0, wait=1.0):
+    timeout = os.environ.get("SHUTDOWN_TIMEOUT")
     w = Worker(Client(url), [queue], name=f"py-{os.getpid()}", concurrency=concurrency,
-               prefetch=prefetch, wait=wait)
+               prefetch=prefetch, wait=wait,
+               shutdown_timeout=float(timeout) if timeout else None)
 
     def write(event, job):
         with open(record, "a") as f:

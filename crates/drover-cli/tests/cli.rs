@@ -526,8 +526,8 @@ fn bench_prints_a_table_a_plot_and_json() {
     );
 }
 
-/// Commands that look at jobs do not create a database where none is: a mistyped path would
-/// otherwise answer with an empty, new database.
+/// Commands that only look (at jobs, queues, retention, slots) do not create a
+/// database where none is: a mistyped path would otherwise answer with an empty, new database.
 #[test]
 fn looking_at_a_database_that_does_not_exist_creates_nothing() {
     let env = Env::new("");
@@ -536,6 +536,8 @@ fn looking_at_a_database_that_does_not_exist_creates_nothing() {
         &["jobs", "show", "1"],
         &["stats"],
         &["queues", "list"],
+        &["archive", "list"],
+        &["slots", "list"],
     ] {
         let err = env.fails(command);
         assert!(err.contains("no database at"), "{command:?}: {err}");

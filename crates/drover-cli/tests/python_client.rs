@@ -2,7 +2,8 @@
 //! a worker that runs jobs, a worker killed with SIGKILL mid-job whose job runs again after its
 //! lease (the killed attempt's completion, replayed, gets 409), a graceful stop on SIGTERM that
 //! ends a waiting lease request at once, completions of jobs that finish together recorded
-//! in one call, and a worker that gets its own rescued job back while the first run goes on.
+//! in one call, a worker that gets its own rescued job back while the first run goes on, and
+//! a shutdown timeout that hands back a run still going.
 
 mod common;
 
@@ -400,4 +401,41 @@ fn a_python_worker_that_gets_its_own_rescued_job_back_finishes_it_once() {
     });
     let message = exited["errors"][0]["message"].as_str().unwrap();
     assert!(message.starts_with("SystemExit: 3"), "{exited:#}");
+}
+
+/// With a shutdown timeout, SIGTERM does not wait for a handler that ignores it: at the timeout
+/// its run is handed back (no attempt used) and the worker exits.
+#[test]
+fn sigterm_hands_back_a_run_still_going_at_the_shutdown_timeout() {
+    let env = Env::new(CONFIG);
+    let server = env.serve("serve", &[]);
+    let record = env.path("record.jsonl");
+    let (status, job) = server.post(
+        "/api/v1/jobs",
+        &json!({"kind": "py.record", "queue": "py", "args": {"sleep": 60, "ignore_cancel": true}}),
+    );
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_i64().unwrap();
+    let child = Command::new("python3")
+        .arg(scenario())
+        .args(["worker", &server.url, "py"])
+        .arg(&record)
+        .env("SHUTDOWN_TIMEOUT", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3");
+    let mut worker = PyWorker(child);
+    eventually(Duration::from_secs(30), "the job starts", || {
+        records(&record).into_iter().find(|r| r["event"] == "start")
+    });
+    worker.signal(Signal::SIGTERM);
+    let status = eventually(Duration::from_secs(20), "the worker exits", || {
+        worker.0.try_wait().unwrap()
+    });
+    assert!(status.success(), "{status:?}");
+    let job = env.job(id);
+    assert_eq!(job["state"], "available", "handed back: {job:#}");
+    assert_eq!(job["attempt"], 0, "a hand-back uses no attempt: {job:#}");
 }

@@ -107,7 +107,7 @@ async fn run_policies(
 
 /// `drover archive list`.
 async fn list(url: &str, config: &Config, json: bool) -> anyhow::Result<()> {
-    let store = backend::open(url, config, false).await?;
+    let store = backend::open_existing(url, config).await?;
     let views = match setup::admin(store.clone(), config) {
         Ok(admin) => admin.retention().await.map_err(anyhow::Error::from),
         Err(err) => Err(err),

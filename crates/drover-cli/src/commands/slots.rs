@@ -16,7 +16,12 @@ pub(crate) async fn run(url: &str, config: &Config, command: SlotsCommand) -> an
     {
         drover_core::validate::check_name("system", system)?;
     }
-    let store = backend::open(url, config, false).await?;
+    // Listing reads: a mistyped path must not leave an empty database behind.
+    let store = if matches!(command, SlotsCommand::List { .. }) {
+        backend::open_existing(url, config).await?
+    } else {
+        backend::open(url, config, false).await?
+    };
     let result = dispatch(store.as_ref(), command).await;
     store.close().await;
     result
