@@ -137,9 +137,11 @@ impl TimeRange {
     }
 }
 
-/// What [`crate::Store::job_act_many`] does to each job.
+/// An operator's action on a job: retry, cancel or discard (what `Store::job_act_many` does to
+/// each job it is given).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobAction {
     /// A finished or waiting job becomes available now with a fresh attempt budget.
     Retry,

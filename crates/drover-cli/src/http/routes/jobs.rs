@@ -342,10 +342,11 @@ pub(crate) struct Acted {
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/{action}", tag = "jobs",
     params(
         ("id" = i64, Path, description = "Job id"),
-        ("action" = String, Path, description = "retry, cancel or discard"),
+        ("action" = JobAction, Path, description = "retry, cancel or discard"),
     ),
     responses(
         (status = 200, description = "Done", body = Acted),
+        (status = 400, description = "No such action", body = ErrorBody),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 409, description = "The action does not apply to the job's state", body = ErrorBody),
     ))]
@@ -364,7 +365,9 @@ pub(crate) async fn act_on_job(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ActionBody {
-    /// `retry`, `cancel` or `discard`.
+    /// `retry`, `cancel` or `discard`. Read as text, so that another word gets an error that
+    /// names the field.
+    #[schema(value_type = JobAction)]
     action: String,
     /// These jobs (at most 1,000).
     ids: Option<Vec<JobId>>,
