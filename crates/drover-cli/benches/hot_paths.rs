@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use drover_core::{
-    DynStore, JobClaimParams, JobFinishParams, JobInsertParams, JobOutcome, LeaseRef, NewJob,
-    Outcome, Store,
+    DynStore, JobClaimParams, JobFinishParams, JobInsertParams, JobOutcome, LeaseRef, NewJob, Store,
 };
 use drover_postgres::{PgConfig, PgStore};
 use drover_sqlite::{SqliteConfig, SqliteStore};
@@ -51,13 +50,11 @@ async fn claim(store: &DynStore) -> Vec<drover_core::ClaimedJob> {
 async fn complete(store: &DynStore, claimed: Vec<drover_core::ClaimedJob>) {
     let outcomes = claimed
         .into_iter()
-        .map(|job| JobOutcome {
-            lease: LeaseRef {
+        .map(|job| {
+            JobOutcome::completed(LeaseRef {
                 id: job.id,
                 lease_token: job.lease_token,
-            },
-            step: None,
-            outcome: Outcome::Completed,
+            })
         })
         .collect();
     store

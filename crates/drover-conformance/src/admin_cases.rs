@@ -205,11 +205,7 @@ pub async fn finished_counts_span_slices_and_are_capped(store: DynStore) {
         let claimed = claim(&store, "default", 1000, "w", at(1)).await;
         let outcomes = claimed
             .iter()
-            .map(|job| drover_core::JobOutcome {
-                lease: crate::cases::lease(job),
-                step: None,
-                outcome: Outcome::Completed,
-            })
+            .map(|job| drover_core::JobOutcome::completed(crate::cases::lease(job)))
             .collect();
         store
             .job_finish_many(drover_core::JobFinishParams {

@@ -32,11 +32,7 @@ pub async fn finish_and_claim_records_outcomes_before_claiming(store: DynStore) 
     let result = store
         .job_finish_and_claim(JobFinishClaimParams {
             outcomes: vec![
-                JobOutcome {
-                    lease: lease(&running[0]),
-                    step: None,
-                    outcome: Outcome::Completed,
-                },
+                JobOutcome::completed(lease(&running[0])),
                 JobOutcome {
                     lease: lease(&running[1]),
                     step: None,
@@ -81,11 +77,7 @@ pub async fn finish_and_claim_claims_for_several_queues_and_rejects_stale_outcom
     }
     let ids = insert(&store, jobs, t0()).await;
     let first = claim(&store, "a", 1, "w", at(1)).await.remove(0);
-    let done = JobOutcome {
-        lease: lease(&first),
-        step: None,
-        outcome: Outcome::Completed,
-    };
+    let done = JobOutcome::completed(lease(&first));
     let result = store
         .job_finish_and_claim(JobFinishClaimParams {
             outcomes: vec![done.clone()],

@@ -331,7 +331,7 @@ async fn a_deadlock_is_retryable_and_transient() {
 /// of the process for the server's `deadlock_timeout` (1 s) under steady load.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_completion_and_a_heartbeat_of_the_same_leases_do_not_deadlock() {
-    use drover_core::{JobClaimParams, JobHeartbeatParams, JobOutcome, LeaseRef, Outcome};
+    use drover_core::{JobClaimParams, JobHeartbeatParams, JobOutcome, LeaseRef};
     use std::time::{Duration, Instant};
 
     let (store, _guard) = fresh_store().await;
@@ -412,11 +412,7 @@ async fn a_completion_and_a_heartbeat_of_the_same_leases_do_not_deadlock() {
 
     let outcomes: Vec<JobOutcome> = leases
         .iter()
-        .map(|lease| JobOutcome {
-            lease: lease.clone(),
-            step: None,
-            outcome: Outcome::Completed,
-        })
+        .map(|lease| JobOutcome::completed(lease.clone()))
         .collect();
     let renewals = JobHeartbeatParams {
         leases: leases

@@ -200,13 +200,11 @@ async fn concurrent_claims_never_share_a_job() {
                 }
                 let outcomes = claimed
                     .iter()
-                    .map(|job| JobOutcome {
-                        lease: LeaseRef {
+                    .map(|job| {
+                        JobOutcome::completed(LeaseRef {
                             id: job.id,
                             lease_token: job.lease_token,
-                        },
-                        step: None,
-                        outcome: Outcome::Completed,
+                        })
                     })
                     .collect();
                 let results = store

@@ -27,7 +27,8 @@ pub(crate) async fn reserve(url: &str, config: &Config, args: ReserveArgs) -> an
             system: &args.system,
             ttl,
             holder: &args.holder,
-            declared: Some(&declared),
+            // Checked above, before its time to live was read from it.
+            declared: None,
         };
         let mut record = admin::reserve(store.as_ref(), &SystemClock, request).await?;
         if args.wait {

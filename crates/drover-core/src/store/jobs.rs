@@ -128,6 +128,17 @@ pub struct JobOutcome {
     pub outcome: Outcome,
 }
 
+impl JobOutcome {
+    /// The run of `lease` succeeded (no step to record).
+    pub fn completed(lease: LeaseRef) -> Self {
+        Self {
+            lease,
+            step: None,
+            outcome: Outcome::Completed,
+        }
+    }
+}
+
 /// Params of [`Store::job_finish_many`].
 #[derive(Debug, Clone)]
 pub struct JobFinishParams {

@@ -55,16 +55,20 @@ impl Admin {
             .leader_get(LEADERSHIP.into(), self.clock.store_now())
             .await?;
         let processes = self.store().process_list().await?;
-        let http_workers = self
-            .remote
-            .as_ref()
-            .map(|remote| remote.http_workers())
-            .unwrap_or_default();
         Ok(ClusterView {
             leader,
             processes,
-            http_workers,
+            http_workers: self.http_workers(),
         })
+    }
+
+    /// The HTTP workers this process has heard from lately (none when it serves no HTTP
+    /// worker), by name.
+    pub fn http_workers(&self) -> Vec<crate::remote::HttpWorkerView> {
+        self.remote
+            .as_ref()
+            .map(|remote| remote.http_workers())
+            .unwrap_or_default()
     }
 
     /// Each configured schedule, its last fire and its next fire times.

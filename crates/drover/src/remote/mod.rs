@@ -533,11 +533,7 @@ impl RemoteWorkers {
             .collect::<Result<Vec<_>, _>>()?;
         let outcomes = leases
             .iter()
-            .map(|lease| JobOutcome {
-                lease: lease.clone(),
-                step: None,
-                outcome: Outcome::Completed,
-            })
+            .map(|lease| JobOutcome::completed(lease.clone()))
             .collect();
         let results = self
             .store

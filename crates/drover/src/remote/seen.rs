@@ -49,7 +49,16 @@ impl Seen {
     /// Notes a lease request of `worker` for `queues`, made at `now`.
     pub(crate) fn lease_requested(&self, worker: &str, queues: &[String], now: Timestamp) {
         let mut by_name = self.by_name.lock().expect("seen workers poisoned");
-        if by_name.len() >= MAX_NAMES && !by_name.contains_key(worker) {
+        // A worker asks again and again with the same queues: no allocation then.
+        if let Some(entry) = by_name.get_mut(worker) {
+            if entry.queues != queues {
+                entry.queues = queues.to_vec();
+            }
+            entry.at = Instant::now();
+            entry.last_seen = now;
+            return;
+        }
+        if by_name.len() >= MAX_NAMES {
             let fresh = Instant::now() - SEEN_FOR;
             by_name.retain(|_, entry| entry.at > fresh);
             if by_name.len() >= MAX_NAMES {

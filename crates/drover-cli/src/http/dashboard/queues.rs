@@ -12,7 +12,7 @@ use crate::http::AppState;
 pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     let queues = state.admin.queues().await?;
     // A queue worked only by HTTP workers has no process: they are counted beside them.
-    let http_workers = state.remote.http_workers();
+    let http_workers = state.admin.http_workers();
     let http_count = |queue: &str| {
         http_workers
             .iter()
