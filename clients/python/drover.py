@@ -165,6 +165,13 @@ class Client:
         return self._request("POST", f"/api/v1/leases/{token}/heartbeat", {"step": step},
                              retry=True)
 
+    def cancel_requests(self, tokens: List[str]) -> List[str]:
+        """Which of ``tokens`` (at most 1,000) belong to jobs an operator asked to cancel. A
+        cheap read that renews nothing, for checking more often than the heartbeat."""
+        answer = self._request("POST", "/api/v1/leases/cancel-requests",
+                               {"tokens": list(tokens)}, retry=True)
+        return answer["cancel_requested"]
+
     def complete(self, token: str, step: Optional[str] = None) -> Dict[str, Any]:
         """Records that a leased run succeeded."""
         return self._request("POST", f"/api/v1/leases/{token}/complete", {"step": step},
@@ -343,6 +350,10 @@ class Worker:
     jobs finish (for at most ``shutdown_timeout`` seconds when it is set: the runs still going
     then are handed back, their attempt not used), records their outcomes, hands back the jobs
     leased but not started (their attempt is not used), and returns.
+
+    An operator's cancel reaches a running handler (``job.cancelled``) within ``cancel_check``
+    seconds: the heartbeat thread asks which running jobs were cancelled that often, in one
+    cheap request for all of them (``None``: only at heartbeats, every third of the lease).
     """
 
     #: Most completions recorded in one call (the server's limit).
@@ -350,13 +361,17 @@ class Worker:
 
     def __init__(self, client: Client, queues: List[str], *, name: Optional[str] = None,
                  concurrency: int = 1, prefetch: int = 0, wait: float = 5.0,
-                 shutdown_timeout: Optional[float] = None):
+                 shutdown_timeout: Optional[float] = None, cancel_check: Optional[float] = 1.0):
         if concurrency < 1 or prefetch < 0:
             raise ValueError("concurrency must be at least 1, prefetch at least 0")
         if not 0 <= wait <= 30:
             raise ValueError("wait must be between 0 and 30 seconds (the server's limit)")
         if shutdown_timeout is not None and shutdown_timeout < 0:
             raise ValueError("shutdown_timeout must not be negative")
+        if cancel_check is not None and cancel_check < 0.1:
+            raise ValueError("cancel_check must be at least 0.1 seconds (or None)")
+        #: Seconds between checks for cancel requests of running jobs (``None``: heartbeats only).
+        self.cancel_check = cancel_check
         #: Once stopping, how long running jobs get to finish before they are handed back
         #: (``None``: as long as they take).
         self.shutdown_timeout = shutdown_timeout
@@ -569,7 +584,11 @@ class Worker:
                 log.warning("job %s: outcome not recorded: %s", job.id, result["error"])
 
     def _heartbeats(self) -> None:
+        next_check = time.monotonic()
         while not (self._stopping.is_set() and not self._running):
+            if self.cancel_check is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.cancel_check
+                self._check_cancels()
             with self._lock:
                 due = [j for j in list(self._running.values()) + self._waiting
                        if j._renew_at <= time.monotonic()]
@@ -588,6 +607,26 @@ class Worker:
                         job._renew_at = time.monotonic() + 1.0
                         log.warning("job %s: heartbeat failed: %s", job.id, err)
             time.sleep(0.2)
+
+    def _check_cancels(self) -> None:
+        with self._lock:
+            running = [j for j in self._running.values() if not j.cancelled.is_set()]
+        if not running:
+            return
+        try:
+            asked = set(self.client.cancel_requests([j.token for j in running[:1000]]))
+        except DroverError as err:
+            if err.status == 404:
+                # A server from before this request: heartbeats still carry cancels.
+                log.info("the server does not answer cancel checks; cancels arrive with "
+                         "heartbeats")
+                self.cancel_check = None
+            else:
+                log.warning("cancel check failed: %s", err)
+            return
+        for job in running:
+            if job.token in asked:
+                job.cancelled.set()
 
     def _abandon_running(self) -> None:
         """Hands back the runs still going at the shutdown timeout, without using their attempt

@@ -27,6 +27,15 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
             sqlite.synchronous = sync.parse().map_err(anyhow::Error::msg)?;
         }
         sqlite.watch_wake_file = watch;
+        let ignored = config.database.postgres_only_keys();
+        if !ignored.is_empty() {
+            // Not an error: a config written for PostgreSQL may be run against a SQLite file
+            // with --database for a try-out, and these keys change nothing there.
+            eprintln!(
+                "warning: [database] {} apply to PostgreSQL only; ignored for the SQLite file {url}",
+                ignored.join(", ")
+            );
+        }
         Arc::new(SqliteStore::open(sqlite)?)
     } else if is_postgres(url) {
         Arc::new(open_postgres(url, config, watch).await?)

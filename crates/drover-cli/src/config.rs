@@ -133,6 +133,24 @@ pub(crate) struct DatabaseSection {
 }
 
 impl DatabaseSection {
+    /// The keys set here that only a PostgreSQL store reads.
+    pub(crate) fn postgres_only_keys(&self) -> Vec<&'static str> {
+        [
+            ("sslmode", self.sslmode.is_some()),
+            ("sslrootcert", self.sslrootcert.is_some()),
+            ("sslcert", self.sslcert.is_some()),
+            ("sslkey", self.sslkey.is_some()),
+            (
+                "listener_check_interval",
+                self.listener_check_interval.is_some(),
+            ),
+            ("pool_size", self.pool_size.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+
     /// The TLS settings of a PostgreSQL store.
     pub(crate) fn tls(&self) -> anyhow::Result<drover_postgres::TlsSettings> {
         let mode = match &self.sslmode {

@@ -435,6 +435,22 @@ fn migrate_is_idempotent() {
     assert_eq!(first, second);
 }
 
+/// A config written for PostgreSQL, run against a SQLite file, works, and says which of its
+/// keys changed nothing.
+#[test]
+fn postgres_only_settings_on_sqlite_are_named_as_ignored() {
+    let env = Env::new("[database]\nsslmode = \"require\"\npool_size = 20\n");
+    let out = env.run(&["migrate"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: [database] sslmode, pool_size apply to PostgreSQL only"),
+        "{err}"
+    );
+    let quiet = Env::new("[database]\nsynchronous = \"normal\"\n").run(&["migrate"]);
+    assert!(quiet.stderr.is_empty(), "{quiet:?}");
+}
+
 #[test]
 fn bench_prints_a_table_a_plot_and_json() {
     let env = Env::new("");

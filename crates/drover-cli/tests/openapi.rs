@@ -175,6 +175,9 @@ fn answers(server: &Server) -> Vec<Sample> {
             &json!({"step": "halfway"}),
         ),
     ));
+    let asked = server.post("/api/v1/leases/cancel-requests", &json!({"tokens": tokens}));
+    assert_eq!(asked.1["cancel_requested"], json!([]), "{}", asked.1);
+    out.push(sample("post", "/api/v1/leases/cancel-requests", asked));
     out.push(sample(
         "post",
         "/api/v1/leases/{token}/fail",
@@ -310,6 +313,17 @@ fn every_answer_validates_against_its_typed_schema() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert!(states.contains(&"available") && states.contains(&"discarded"));
+
+    // A client generated from the document must expect the database to be away sometimes.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let operations = item.as_object().unwrap().iter();
+        for (method, operation) in operations.filter(|(key, _)| key.as_str() != "parameters") {
+            assert!(
+                operation["responses"].get("503").is_some(),
+                "{method} {path} does not declare 503"
+            );
+        }
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let doc_path = dir.path().join("openapi.json");

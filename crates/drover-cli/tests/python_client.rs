@@ -196,6 +196,38 @@ fn a_cancelled_python_job_that_returns_is_recorded_cancelled() {
     assert_eq!(job["state"], "cancelled", "{job:#}");
 }
 
+/// A cancel reaches the handler long before the next heartbeat: with a 90 s lease the
+/// heartbeat comes every 30 s, and the worker's cancel check (every second) must carry it.
+#[test]
+fn a_cancel_reaches_a_python_handler_between_heartbeats() {
+    let env = Env::new("[worker]\nlease = \"90s\"\n");
+    let server = env.serve("serve", &[]);
+    let record = env.path("record.jsonl");
+    let _worker = PyWorker::start(&server.url, "py", &record, 1);
+    let job = server.ok(
+        "/api/v1/jobs",
+        &json!({"kind": "py.record", "queue": "py", "args": {"sleep": 60, "on_cancel": "return"}}),
+    );
+    let id = job["id"].as_i64().unwrap();
+    eventually(Duration::from_secs(30), "the job starts", || {
+        records(&record)
+            .into_iter()
+            .find(|r| r["event"] == "start" && r["id"] == id)
+    });
+    let (status, _) = server.post(&format!("/api/v1/jobs/{id}/cancel"), &json!(null));
+    assert_eq!(status, 200);
+    eventually(Duration::from_secs(15), "the handler stops", || {
+        records(&record)
+            .into_iter()
+            .find(|r| r["event"] == "stopped" && r["id"] == id)
+    });
+    let job = eventually(Duration::from_secs(15), "the outcome", || {
+        let job = env.job(id);
+        (job["state"] != "running").then_some(job)
+    });
+    assert_eq!(job["state"], "cancelled", "{job:#}");
+}
+
 #[test]
 fn a_killed_python_worker_s_job_runs_again_and_its_stale_completion_is_refused() {
     let env = Env::new(CONFIG);

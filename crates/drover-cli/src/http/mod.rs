@@ -103,6 +103,19 @@ impl HttpSettings {
         if max_body_bytes < 1024 {
             bail!("http.max_body_bytes {max_body_bytes} is under 1024");
         }
+        let max_args_bytes = config
+            .database
+            .max_args_bytes
+            .unwrap_or(drover_core::validate::Limits::default().max_args_bytes);
+        if max_args_bytes >= max_body_bytes {
+            // Not refused: the CLI and the library enqueue without the API's body limit.
+            tracing::warn!(
+                max_args_bytes,
+                max_body_bytes,
+                "[database] max_args_bytes is not under [http] max_body_bytes: the API refuses \
+                 (413) an enqueue whose args are near the args limit, which the CLI accepts"
+            );
+        }
         let header_timeout = config.http.header_timeout.unwrap_or(DEFAULT_HEADER_TIMEOUT);
         if header_timeout < Duration::from_millis(100) {
             bail!("http.header_timeout {header_timeout:?} is under 100 ms");

@@ -508,6 +508,36 @@ impl RemoteWorkers {
         })
     }
 
+    /// Which of `tokens` belong to jobs an operator asked to cancel: a cheap read (nothing is
+    /// renewed), so that a worker can ask every second or so and stop a cancelled run long
+    /// before its next heartbeat.
+    pub async fn cancel_requested(&self, tokens: &[String]) -> Result<Vec<String>, Error> {
+        if tokens.len() > MAX_LEASE {
+            return Err(Error::Invalid(ValidationError::BatchTooLarge {
+                field: "tokens",
+                size: tokens.len(),
+                limit: MAX_LEASE,
+            }));
+        }
+        let leases = tokens
+            .iter()
+            .map(|t| parse_token(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cancelled = self
+            .store
+            .job_cancel_requested(leases.iter().map(|lease| lease.id).collect())
+            .await?;
+        Ok(leases
+            .iter()
+            .zip(tokens)
+            .filter(|(lease, _)| cancelled.contains(&lease.id))
+            .map(|(_, token)| token.clone())
+            .collect())
+    }
+
     /// Records that the run succeeded.
     pub async fn complete(&self, token: &str, step: Option<String>) -> Result<Recorded, Error> {
         let lease = parse_token(token)?;

@@ -284,6 +284,38 @@ pub(crate) async fn complete_many(
     ))
 }
 
+/// The lease tokens of a worker's running jobs.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokensBody {
+    /// At most 1,000.
+    tokens: Vec<String>,
+}
+
+/// Which runs an operator asked to cancel.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CancelRequests {
+    /// The tokens given whose job has a cancel request: stop those runs, then report with
+    /// `fail` (recorded as cancelled).
+    cancel_requested: Vec<String>,
+}
+
+/// Ask which running jobs were cancelled, without renewing their leases: a cheap read that a
+/// worker can make every second or so, where heartbeats come only every third of the lease.
+#[utoipa::path(post, path = "/api/v1/leases/cancel-requests", tag = "leases", request_body = TokensBody,
+    responses(
+        (status = 200, description = "The tokens whose job has a cancel request", body = CancelRequests),
+        (status = 400, description = "A malformed token, or more than 1,000", body = ErrorBody),
+    ))]
+pub(crate) async fn cancel_requests(
+    State(state): State<AppState>,
+    Body(body): Body<TokensBody>,
+) -> Result<Json<CancelRequests>, ApiError> {
+    Ok(Json(CancelRequests {
+        cancel_requested: state.remote.cancel_requested(&body.tokens).await?,
+    }))
+}
+
 /// A worker that is stopping.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -79,6 +79,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(leases::heartbeat))
         .routes(routes!(leases::complete))
         .routes(routes!(leases::complete_many))
+        .routes(routes!(leases::cancel_requests))
         .routes(routes!(leases::wake))
         .routes(routes!(leases::fail))
         .routes(routes!(leases::hand_back))
@@ -132,6 +133,11 @@ pub(crate) fn declare_common_errors(doc: &mut utoipa::openapi::OpenApi) {
                     "A cross-site request, or an operator action on a read-only server",
                 );
             }
+            // Every operation reads or writes the database (or the engine's state).
+            declare(
+                "503",
+                "The database is unreachable or busy, or the server is shutting down: retry later",
+            );
             if path.contains('{') {
                 declare("400", "A malformed path parameter");
             }
