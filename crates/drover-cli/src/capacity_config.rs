@@ -72,7 +72,8 @@ impl QueueSection {
         }
     }
 
-    fn system(&self) -> Option<&str> {
+    /// The system whose slots run this queue's jobs, when it is bound to one.
+    pub(crate) fn system(&self) -> Option<&str> {
         match self {
             QueueSection::Concurrency(_) => None,
             QueueSection::Table(t) => t.system.as_deref(),

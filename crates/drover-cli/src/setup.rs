@@ -39,10 +39,29 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
             .map(|(queue, section)| (queue.clone(), section.concurrency(DEFAULT_CONCURRENCY)))
             .collect()
     };
+    // A queue bound to a system is worked by that system's slots (`drover worker --slot …
+    // --queues …`): a process that takes its jobs here would leave the capacity idle.
+    let bound: BTreeMap<&str, &str> = config
+        .queues
+        .iter()
+        .filter_map(|(queue, section)| Some((queue.as_str(), section.system()?)))
+        .collect();
+    if args.queues.is_empty() {
+        for (queue, system) in &bound {
+            queues.remove(*queue);
+            tracing::info!(
+                queue,
+                system,
+                "not working queue {queue} here: its jobs run on the slots of system {system} \
+                 (--queues {queue} works it here)"
+            );
+        }
+    }
     // A task's queue must be worked, or its jobs would wait forever.
     for (kind, task) in &config.tasks {
         if let Some(queue) = &task.queue
             && !queues.contains_key(queue)
+            && !bound.contains_key(queue.as_str())
         {
             tracing::info!(
                 queue,

@@ -26,3 +26,17 @@ pub(crate) async fn first_then_arm_second() -> &'static str {
     });
     name
 }
+
+/// SIGINT or SIGTERM, for a command that cleans up after itself before it exits. The handlers
+/// are installed when this is called, not when the future is first polled: a signal sent right
+/// after the command said it is waiting must not find the default action (exit) in place.
+pub(crate) fn interrupted() -> impl std::future::Future<Output = ()> {
+    let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+}

@@ -97,6 +97,47 @@ fn reserve_interrupt_and_release_through_the_cli() {
     assert_eq!(released["phase"], "released");
 }
 
+/// Giving up on `reserve --wait` (Ctrl-C) releases the reservation it made: left pending, it
+/// would take a slot for its whole time to live, and its id was never shown.
+#[test]
+fn an_interrupted_reserve_wait_releases_its_reservation() {
+    use std::io::{BufRead, BufReader};
+    // One slot of one lease, taken by a first reservation: the second one waits.
+    let env = Env::new(&CONFIG.replace("max = 2", "max = 1"));
+    let server = env.serve("serve", &[]);
+    env.ok(&["reserve", "--system", "gpu", "--wait"]);
+    let mut waiting = env
+        .cmd(&["reserve", "--system", "gpu", "--wait", "--ttl", "1h"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(waiting.stderr.take().unwrap()).lines();
+    let said = lines.next().unwrap().unwrap();
+    let id: i64 = said
+        .strip_prefix("reservation ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("no reservation id in {said:?}"));
+    assert!(said.contains("pending"), "{said}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(waiting.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = waiting.wait().unwrap();
+    assert!(!status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter()
+            .any(|l| l.contains(&format!("reservation {id} released"))),
+        "{rest:?}"
+    );
+    let (code, reservation) = server.get(&format!("/api/v1/reservations/{id}"));
+    assert_eq!(code, 200);
+    assert_eq!(reservation["phase"], "released", "{reservation}");
+}
+
 #[test]
 fn bad_capacity_input_is_refused() {
     let env = Env::new(CONFIG);
@@ -106,6 +147,10 @@ fn bad_capacity_input_is_refused() {
         err.contains("[systems.cpu]") && err.contains("gpu"),
         "{err}"
     );
+    for ttl in ["1000000w", "31d", "0s"] {
+        let err = env.fails(&["reserve", "--system", "gpu", "--ttl", ttl]);
+        assert!(err.contains("at most 30 days"), "{ttl}: {err}");
+    }
     let err = env.fails(&["slots", "drain", "999"]);
     assert!(err.contains("no slot with id 999"), "{err}");
     let err = env.fails(&["release", "999"]);
@@ -144,8 +189,8 @@ fn a_backlog_launches_local_workers_that_drain_it_and_stop_when_idle() {
     let env = Env::new(LOCAL);
     let ids: Vec<i64> = (0..12).map(|_| env.enqueue(&["nap"])).collect();
     let _workers = SlotWorkers(&env);
-    // The server itself works only `default`: the `train` jobs need the system's slots.
-    let _server = env.spawn("serve", &["serve", "--queues", "default"]);
+    // The server itself works only `default`: a queue bound to a system is left to its slots.
+    let _server = env.spawn("serve", &["serve"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut most = 0;
     loop {
@@ -167,6 +212,16 @@ fn a_backlog_launches_local_workers_that_drain_it_and_stop_when_idle() {
     }
     // Only slot workers serve `train`, so slots were launched and ran the jobs.
     assert!(most >= 1, "no slot was ever seen");
+    for id in &ids {
+        let owner = env.job(*id)["lease_owner"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            owner.starts_with("local-"),
+            "job {id} ran on {owner}, not a slot"
+        );
+    }
     // Idle: drained and stopped, every worker process gone from the registry.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

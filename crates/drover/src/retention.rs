@@ -13,7 +13,7 @@ use drover_core::{
     validate,
 };
 use jiff::tz::TimeZone;
-use jiff::{Span, Timestamp, ToSpan};
+use jiff::{Span, Timestamp};
 
 use crate::cron::{CatchUp, CronSchedule, ParsedSchedule};
 use crate::error::Error;
@@ -73,15 +73,20 @@ impl RetentionPolicy {
 
 /// The cutoff at `now`: rows older than it are moved.
 pub fn cutoff(now: Timestamp, keep: Keep) -> Timestamp {
-    let span: Span = match keep {
-        Keep::Months(n) => (n as i64).months(),
-        Keep::Days(n) => (n as i64 * 24).hours(),
+    // `check` bounds the age; a span jiff cannot hold keeps every row rather than panic.
+    let span = match keep {
+        Keep::Months(n) => Span::new().try_months(n as i64),
+        Keep::Days(n) => Span::new().try_hours(n as i64 * 24),
     };
-    now.to_zoned(TimeZone::UTC)
-        .checked_sub(span)
+    span.and_then(|span| now.to_zoned(TimeZone::UTC).checked_sub(span))
         .map(|z| z.timestamp())
         .unwrap_or(Timestamp::MIN)
 }
+
+/// Longest age a policy may keep rows, in months.
+pub const MAX_KEEP_MONTHS: u32 = 1_200;
+/// Longest age a policy may keep rows, in days.
+pub const MAX_KEEP_DAYS: u32 = 36_525;
 
 /// Runs kept per policy in the store, newest first.
 pub const RUNS_KEPT: usize = 100;
@@ -218,6 +223,19 @@ pub fn check(policy: &RetentionPolicy) -> Result<ParsedSchedule, Error> {
         return Err(fail("table and archive_table are the same".into()));
     }
     check_not_drovers_own(policy).map_err(fail)?;
+    match policy.keep {
+        Keep::Months(n) if !(1..=MAX_KEEP_MONTHS).contains(&n) => {
+            return Err(fail(format!(
+                "months = {n} is not between 1 and {MAX_KEEP_MONTHS} (100 years)"
+            )));
+        }
+        Keep::Days(n) if !(1..=MAX_KEEP_DAYS).contains(&n) => {
+            return Err(fail(format!(
+                "days = {n} is not between 1 and {MAX_KEEP_DAYS} (100 years)"
+            )));
+        }
+        _ => {}
+    }
     if !(1..=100_000).contains(&policy.batch_size) {
         return Err(fail(format!(
             "batch_size {} is not between 1 and 100000",
@@ -388,5 +406,30 @@ mod tests {
             cutoff(ts("2026-05-07T10:00:00Z"), Keep::Days(30)),
             ts("2026-04-07T10:00:00Z")
         );
+    }
+
+    /// An age past a century is refused by name; one jiff cannot hold (only reachable by
+    /// skipping the check) keeps every row instead of panicking the archiver.
+    #[test]
+    fn an_age_past_a_century_is_refused_and_never_panics() {
+        for keep in [Keep::Days(7_400_000), Keep::Months(240_000), Keep::Days(0)] {
+            let err = check(&RetentionPolicy {
+                keep,
+                ..RetentionPolicy::finished_jobs()
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("100 years"), "{err}");
+        }
+        assert!(
+            check(&RetentionPolicy {
+                keep: Keep::Days(MAX_KEEP_DAYS),
+                ..RetentionPolicy::finished_jobs()
+            })
+            .is_ok()
+        );
+        let now = ts("2026-05-07T10:00:00Z");
+        assert_eq!(cutoff(now, Keep::Days(u32::MAX)), Timestamp::MIN);
+        assert_eq!(cutoff(now, Keep::Months(u32::MAX)), Timestamp::MIN);
     }
 }

@@ -18,8 +18,8 @@ pub(crate) async fn reserve(url: &str, config: &Config, args: ReserveArgs) -> an
     admin::check_declared(&args.system, &declared).context("--system")?;
     let system = &systems.systems[&args.system];
     let ttl = args.ttl.unwrap_or(system.reservation_ttl);
-    if ttl.is_zero() {
-        anyhow::bail!("--ttl: must be positive");
+    if ttl.is_zero() || ttl > admin::MAX_RESERVATION_TTL {
+        anyhow::bail!("--ttl: must be positive and at most 30 days");
     }
     let store = backend::open(url, config, false).await?;
     let result = async {
@@ -32,9 +32,23 @@ pub(crate) async fn reserve(url: &str, config: &Config, args: ReserveArgs) -> an
         };
         let mut record = admin::reserve(store.as_ref(), &SystemClock, request).await?;
         if args.wait {
-            record =
-                admin::wait_answered(store.as_ref(), record.id, Duration::from_millis(250), ttl)
-                    .await?;
+            let interrupted = crate::signals::interrupted();
+            // Said before the wait, so that an operator who gives up knows what to release.
+            eprintln!(
+                "reservation {} is pending; waiting for a slot (Ctrl-C releases it)",
+                record.id
+            );
+            let id = record.id;
+            tokio::select! {
+                answered = admin::wait_answered(store.as_ref(), id, Duration::from_millis(250), ttl) => {
+                    record = answered?;
+                }
+                _ = interrupted => {
+                    // Left pending, it would take a slot for its whole time to live.
+                    admin::release(store.as_ref(), &SystemClock, id).await?;
+                    anyhow::bail!("interrupted: reservation {id} released");
+                }
+            }
         }
         anyhow::Ok(record)
     }

@@ -139,6 +139,9 @@ pub fn check_declared(system: &str, declared: &[String]) -> Result<(), AdminErro
     )))
 }
 
+/// The longest a reservation may live: one forgotten for longer keeps a slot from draining.
+pub const MAX_RESERVATION_TTL: Duration = Duration::from_secs(30 * 86_400);
+
 /// A reservation asked for.
 #[derive(Debug, Clone, Copy)]
 pub struct Reservation<'a> {
@@ -174,9 +177,9 @@ pub async fn reserve(
             "invalid holder: 1 to 200 characters, none of them control characters".into(),
         ));
     }
-    if ttl.is_zero() {
+    if ttl.is_zero() || ttl > MAX_RESERVATION_TTL {
         return Err(AdminError::Invalid(
-            "the time to live must be positive".into(),
+            "invalid ttl: the time to live must be positive and at most 30 days".into(),
         ));
     }
     if let Some(declared) = declared {

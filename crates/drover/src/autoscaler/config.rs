@@ -135,6 +135,9 @@ impl AutoscalerConfig {
                     return Err(invalid(field(f), "must be more than zero"));
                 }
             }
+            if system.reservation_ttl > super::admin::MAX_RESERVATION_TTL {
+                return Err(invalid(field("reservation_ttl"), "must be at most 30 days"));
+            }
             for queue in &system.queues {
                 drover_core::validate::check_name("queue", queue)
                     .map_err(|err| invalid(field("queues"), err.to_string()))?;

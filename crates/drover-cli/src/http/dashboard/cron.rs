@@ -44,7 +44,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                         }
                                         @if !state.settings.read_only {
                                             td.actions {
-                                                (layout::action_button("Run now", &format!("/api/v1/cron/{}/run", c.name),
+                                                (layout::action_button("Run now", &format!("/api/v1/cron/{}/run", layout::path_segment(&c.name)),
                                                     &format!("Enqueue the job of {} now? Its schedule is unchanged.", c.name), false))
                                             }
                                         }

@@ -90,11 +90,38 @@ pub(super) fn stat(label: &str, value: Markup) -> Markup {
     }
 }
 
+/// `name` as one segment of a URL path: every byte but the unreserved ones percent-encoded, so
+/// that a name with `/`, `?`, `#` or `%` (cron names may have them) reaches its own route.
+pub(super) fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~:@".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 /// A button that POSTs to the API after the operator confirms `question`.
 pub(super) fn action_button(label: &str, post: &str, question: &str, danger: bool) -> Markup {
     html! {
         button.action.danger[danger] type="button" data-post=(post) data-confirm=(question) {
             (label)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn a_name_with_url_syntax_stays_one_path_segment() {
+        assert_eq!(path_segment("team/a:b"), "team%2Fa:b");
+        assert_eq!(path_segment("a b?c#d%e"), "a%20b%3Fc%23d%25e");
+        assert_eq!(path_segment("nightly-report_1.x"), "nightly-report_1.x");
+        assert_eq!(path_segment("é"), "%C3%A9");
     }
 }

@@ -69,10 +69,10 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                         @if actions {
                                             td.actions {
                                                 @if q.paused {
-                                                    (layout::action_button("Resume", &format!("/api/v1/queues/{}/resume", path_segment(&q.name)),
+                                                    (layout::action_button("Resume", &format!("/api/v1/queues/{}/resume", layout::path_segment(&q.name)),
                                                         &format!("Resume queue {}? Its jobs start again.", q.name), false))
                                                 } @else {
-                                                    (layout::action_button("Pause", &format!("/api/v1/queues/{}/pause", path_segment(&q.name)),
+                                                    (layout::action_button("Pause", &format!("/api/v1/queues/{}/pause", layout::path_segment(&q.name)),
                                                         &format!("Pause queue {} for every process? Running jobs finish; no new job of it starts.", q.name), true))
                                                 }
                                             }
@@ -97,9 +97,4 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
         body,
         state.settings.token.is_some(),
     ))
-}
-
-/// A queue name as one segment of a URL path: names may hold `/`, which would split it.
-fn path_segment(name: &str) -> String {
-    name.replace('/', "%2F")
 }

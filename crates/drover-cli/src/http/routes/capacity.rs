@@ -90,7 +90,9 @@ pub(crate) async fn reserve(
     State(state): State<AppState>,
     Body(body): Body<ReserveBody>,
 ) -> Result<(StatusCode, Json<ReservationRecord>), ApiError> {
-    if !(body.ttl_seconds > 0.0 && body.ttl_seconds <= 86_400.0 * 30.0) {
+    // Checked here as well as by the admin seam: `from_secs_f64` panics on what is not finite.
+    let limit = drover::autoscaler::admin::MAX_RESERVATION_TTL.as_secs_f64();
+    if !(body.ttl_seconds > 0.0 && body.ttl_seconds <= limit) {
         return Err(ApiError::invalid(
             "ttl_seconds",
             "must be positive and at most 30 days",
