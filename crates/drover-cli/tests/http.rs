@@ -273,6 +273,7 @@ fn capacity(server: &Server) {
         &json!({"system": "gpu", "ttl_seconds": 60, "holder": "api-test"}),
     );
     assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["field"], "system", "{refused}");
     let message = refused["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("no [systems.gpu]") && message.contains("no system is declared"),
@@ -284,19 +285,23 @@ fn capacity(server: &Server) {
     assert_eq!((status, slots.as_array().map(Vec::len)), (200, Some(0)));
     let (status, _) = server.post("/api/v1/slots/424242/drain", &json!(null));
     assert_eq!(status, 404);
-    let (status, bad) = server.post(
-        "/api/v1/reservations",
-        &json!({"system": "gpu", "ttl_seconds": 0, "holder": "x"}),
-    );
-    assert_eq!(
-        (status, bad["error"]["field"].as_str()),
-        (400, Some("ttl_seconds"))
-    );
+    for ttl in [json!(0), json!(0.0001), json!(86_400 * 31)] {
+        let (status, bad) = server.post(
+            "/api/v1/reservations",
+            &json!({"system": "gpu", "ttl_seconds": ttl, "holder": "x"}),
+        );
+        assert_eq!(
+            (status, bad["error"]["field"].as_str()),
+            (400, Some("ttl_seconds")),
+            "{ttl}: {bad}"
+        );
+    }
     let (status, bad) = server.post(
         "/api/v1/reservations",
         &json!({"system": "gpu", "ttl_seconds": 60, "holder": "a\u{0}b"}),
     );
     assert_eq!(status, 400, "{bad}");
+    assert_eq!(bad["error"]["field"], "holder", "{bad}");
     assert!(
         bad["error"]["message"]
             .as_str()

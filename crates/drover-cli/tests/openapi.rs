@@ -31,6 +31,7 @@ queue = "held"
 [systems.gpu]
 max = 1
 idle_timeout = "1h"
+reservation_ttl = "45m"
 
 [autoscaler]
 runtime = "sim"
@@ -253,6 +254,25 @@ fn answers(server: &Server) -> Vec<Sample> {
         "/api/v1/reservations/{id}",
         server.get(&format!("/api/v1/reservations/{reservation}")),
     ));
+    // Only the system: the holder defaults to `api`, the time to live to the system's.
+    let defaulted = server.post("/api/v1/reservations", &json!({"system": "gpu"}));
+    assert_eq!(defaulted.0, 201, "{}", defaulted.1);
+    assert_eq!(defaulted.1["holder"], "api", "{}", defaulted.1);
+    let lives = defaulted.1["expires_at"]
+        .as_str()
+        .unwrap()
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        - defaulted.1["created_at"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap();
+    assert_eq!(lives.get_seconds(), 45 * 60, "{}", defaulted.1);
+    server.post(
+        &format!("/api/v1/reservations/{}/release", defaulted.1["id"]),
+        &json!(null),
+    );
     out.push(sample(
         "post",
         "/api/v1/reservations/{id}/release",

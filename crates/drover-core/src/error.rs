@@ -59,8 +59,12 @@ pub enum StoreError {
     /// ("database is locked", a dropped connection). Callers in background loops retry.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// No job with that id.
-    #[error("no job with id {0}")]
+    /// No job with that id in the jobs table: it never existed, or it finished and the
+    /// retention archiver has moved it to the archive table since.
+    #[error(
+        "no job with id {0} (finished jobs are moved to the table drover_jobs_archive once older \
+         than [jobs_archive] keeps them)"
+    )]
     NotFound(i64),
     /// The operation does not apply to the job in its current state.
     #[error("job {id} is {state}: {reason}")]

@@ -312,10 +312,17 @@ impl Engine {
         let foremen = spawn_foremen(&shared, &stop_claiming);
         let mut services =
             spawn_process_loops(&shared, outcomes_rx, claims_rx, &abandon, &stop_services);
-        let systems: Vec<String> = self
+        let systems: Vec<(String, Duration)> = self
             .autoscaler
             .as_ref()
-            .map(|parts| parts.config.systems.keys().cloned().collect())
+            .map(|parts| {
+                parts
+                    .config
+                    .systems
+                    .iter()
+                    .map(|(name, system)| (name.clone(), system.reservation_ttl))
+                    .collect()
+            })
             .unwrap_or_default();
         let leader_services = leader_services(&shared, self.cron, self.retention, self.autoscaler);
         let (elector, leader) = spawn_elector(&shared, leader_services, &stop_services);

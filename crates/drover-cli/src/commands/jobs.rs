@@ -136,7 +136,7 @@ fn past(action: JobAction) -> &'static str {
 async fn act(admin: &Admin, id: i64, action: JobAction, json: bool) -> anyhow::Result<()> {
     let result = admin.act_on(vec![id], action).await?.remove(0);
     match (&result, action) {
-        (ActResult::NotFound, _) => anyhow::bail!("no job with id {id}"),
+        (ActResult::NotFound, _) => anyhow::bail!(drover_core::StoreError::NotFound(id)),
         // Cancelling or discarding what already ended is not a mistake: it will not run, as
         // wished.
         (ActResult::Unchanged { state, .. }, JobAction::Cancel | JobAction::Discard)

@@ -15,6 +15,15 @@ pub(crate) async fn run(url: &str, config: &Config, command: SlotsCommand) -> an
     } = &command
     {
         drover_core::validate::check_name("system", system)?;
+        // A system the config does not declare has no slots to show, unless another config
+        // once did: only a config that declares systems can tell a typo.
+        let declared: Vec<String> = crate::capacity_config::autoscaler_config(config)?
+            .map(|autoscaler| autoscaler.systems.keys().cloned().collect())
+            .unwrap_or_default();
+        if !declared.is_empty() {
+            admin::check_declared(system, &declared)
+                .map_err(|err| anyhow::anyhow!("--system: {err}"))?;
+        }
     }
     // Listing reads: a mistyped path must not leave an empty database behind.
     let store = if matches!(command, SlotsCommand::List { .. }) {

@@ -167,7 +167,7 @@ impl From<drover::Error> for ApiError {
                     AdminError::Conflict(message) => {
                         Self::new(StatusCode::CONFLICT, "conflict", message)
                     }
-                    AdminError::Invalid(message) => Self::invalid("body", message),
+                    AdminError::Invalid { field, message } => Self::invalid(field, message),
                     AdminError::Store(error) => error.into(),
                 }
             }

@@ -24,18 +24,29 @@ impl Admin {
         Ok(capacity::interrupt(self.store(), self.clock.as_ref(), id).await?)
     }
 
-    /// Reserves one lease of `system` for `ttl`, on behalf of `holder`.
+    /// Reserves one lease of `system` for `ttl` (default: the system's `reservation_ttl`, or
+    /// the default one when the autoscaler runs elsewhere), on behalf of `holder`.
     pub async fn reserve(
         &self,
         system: &str,
-        ttl: Duration,
+        ttl: Option<Duration>,
         holder: &str,
     ) -> Result<ReservationRecord, Error> {
+        let declared: Option<Vec<String>> = self
+            .systems
+            .as_ref()
+            .map(|systems| systems.keys().cloned().collect());
+        let ttl = ttl.unwrap_or_else(|| {
+            self.systems
+                .as_ref()
+                .and_then(|systems| systems.get(system).copied())
+                .unwrap_or(crate::autoscaler::SystemConfig::default().reservation_ttl)
+        });
         let request = capacity::Reservation {
             system,
             ttl,
             holder,
-            declared: self.systems.as_deref().map(Vec::as_slice),
+            declared: declared.as_deref(),
         };
         Ok(capacity::reserve(self.store(), self.clock.as_ref(), request).await?)
     }

@@ -39,8 +39,9 @@ pub struct Admin {
     retention: Arc<Vec<RetentionPolicy>>,
     metrics: Option<Arc<Metrics>>,
     search_budget: drover_core::JobId,
-    /// The autoscaler's systems, when known: a reservation of any other would wait in vain.
-    systems: Option<Arc<Vec<String>>>,
+    /// The autoscaler's systems, when known, with their default reservation time to live: a
+    /// reservation of any other would wait in vain.
+    systems: Option<Arc<std::collections::BTreeMap<String, std::time::Duration>>>,
     /// The HTTP workers this process serves, for the cluster's view.
     remote: Option<crate::remote::RemoteWorkers>,
 }
@@ -83,10 +84,14 @@ impl Admin {
         self
     }
 
-    /// The systems the autoscaler serves: reservations of any other are refused. Without this,
-    /// every system is taken (the autoscaler may run in another process).
-    pub fn with_systems(mut self, systems: Vec<String>) -> Self {
-        self.systems = Some(Arc::new(systems));
+    /// The systems the autoscaler serves, each with its default reservation time to live:
+    /// reservations of any other are refused. Without this, every system is taken (the
+    /// autoscaler may run in another process).
+    pub fn with_systems(
+        mut self,
+        systems: impl IntoIterator<Item = (String, std::time::Duration)>,
+    ) -> Self {
+        self.systems = Some(Arc::new(systems.into_iter().collect()));
         self
     }
 

@@ -19,9 +19,14 @@ pub enum AdminError {
     /// The action does not apply in the current state.
     #[error("{0}")]
     Conflict(String),
-    /// Bad input.
-    #[error("{0}")]
-    Invalid(String),
+    /// Bad input: the field it is in, and what is wrong.
+    #[error("{message}")]
+    Invalid {
+        /// The field (`system`, `holder`, `ttl`).
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -134,9 +139,10 @@ pub fn check_declared(system: &str, declared: &[String]) -> Result<(), AdminErro
     } else {
         format!("declared: {}", declared.join(", "))
     };
-    Err(AdminError::Invalid(format!(
-        "invalid system: no [systems.{system}] in the config ({declared})"
-    )))
+    Err(AdminError::Invalid {
+        field: "system",
+        message: format!("invalid system: no [systems.{system}] in the config ({declared})"),
+    })
 }
 
 /// The longest a reservation may live: one forgotten for longer keeps a slot from draining.
@@ -168,19 +174,24 @@ pub async fn reserve(
         holder,
         declared,
     } = request;
-    drover_core::validate::check_name("system", system)
-        .map_err(|err| AdminError::Invalid(err.to_string()))?;
+    drover_core::validate::check_name("system", system).map_err(|err| AdminError::Invalid {
+        field: "system",
+        message: err.to_string(),
+    })?;
     // Free text, but stored and shown: a NUL would reach PostgreSQL's text as an encoding
     // error, and control characters would garble the dashboard and the CLI.
     if holder.is_empty() || holder.chars().count() > 200 || holder.chars().any(char::is_control) {
-        return Err(AdminError::Invalid(
-            "invalid holder: 1 to 200 characters, none of them control characters".into(),
-        ));
+        return Err(AdminError::Invalid {
+            field: "holder",
+            message: "invalid holder: 1 to 200 characters, none of them control characters".into(),
+        });
     }
-    if ttl.is_zero() || ttl > MAX_RESERVATION_TTL {
-        return Err(AdminError::Invalid(
-            "invalid ttl: the time to live must be positive and at most 30 days".into(),
-        ));
+    if ttl < Duration::from_secs(1) || ttl > MAX_RESERVATION_TTL {
+        return Err(AdminError::Invalid {
+            field: "ttl",
+            message: "invalid ttl: the time to live must be at least 1 second and at most 30 days"
+                .into(),
+        });
     }
     if let Some(declared) = declared {
         check_declared(system, declared)?;

@@ -73,10 +73,11 @@ pub(crate) async fn interrupt_slot(
 pub(crate) struct ReserveBody {
     /// The system, like `gpu`.
     system: String,
-    /// Seconds the reservation lives unless released.
-    ttl_seconds: f64,
-    /// Who holds it (shown to operators).
-    holder: String,
+    /// Seconds the reservation lives unless released, 1 to 30 days' worth (default: the
+    /// system's `reservation_ttl`).
+    ttl_seconds: Option<f64>,
+    /// Who holds it, shown to operators (default `api`).
+    holder: Option<String>,
 }
 
 /// Reserve one lease of a system; poll `GET /api/v1/reservations/{id}` until it is assigned
@@ -92,14 +93,17 @@ pub(crate) async fn reserve(
 ) -> Result<(StatusCode, Json<ReservationRecord>), ApiError> {
     // Checked here as well as by the admin seam: `from_secs_f64` panics on what is not finite.
     let limit = drover::autoscaler::admin::MAX_RESERVATION_TTL.as_secs_f64();
-    if !(body.ttl_seconds > 0.0 && body.ttl_seconds <= limit) {
-        return Err(ApiError::invalid(
-            "ttl_seconds",
-            "must be positive and at most 30 days",
-        ));
-    }
-    let ttl = Duration::from_secs_f64(body.ttl_seconds);
-    let record = state.admin.reserve(&body.system, ttl, &body.holder).await?;
+    let ttl = match body.ttl_seconds {
+        Some(seconds) if !(1.0..=limit).contains(&seconds) => {
+            return Err(ApiError::invalid(
+                "ttl_seconds",
+                "must be at least 1 second and at most 30 days",
+            ));
+        }
+        seconds => seconds.map(Duration::from_secs_f64),
+    };
+    let holder = body.holder.as_deref().unwrap_or("api");
+    let record = state.admin.reserve(&body.system, ttl, holder).await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
