@@ -246,24 +246,7 @@ pub(crate) struct LogSection {
     pub(crate) args: bool,
 }
 
-/// Parses a duration like `30s`, `1m 30s`, `250ms`, `2d`, `1w` or `PT30S`. Days are 24 hours
-/// and weeks 7 days (a delay of `2d` is 48 hours, whatever the clocks do in between); months
-/// and years are refused, as they have no fixed length.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let span: jiff::Span = text
-        .trim()
-        .parse()
-        .map_err(|err| format!("{text:?} is not a duration like 30s, 5m, 2d or 250ms ({err})"))?;
-    if span.get_years() != 0 || span.get_months() != 0 {
-        return Err(format!(
-            "{text:?}: months and years have no fixed length; give days or weeks (like 30d)"
-        ));
-    }
-    let signed = span
-        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(|err| format!("{text:?} is out of range ({err})"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
-}
+pub(crate) use drover_core::validate::parse_duration;
 
 /// An environment variable name as `env_pass` takes it: what a shell could export.
 fn check_env_name(key: &str, name: &str) -> anyhow::Result<()> {

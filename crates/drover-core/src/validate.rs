@@ -114,6 +114,25 @@ pub fn json_type_name(value: &serde_json::Value) -> &'static str {
     }
 }
 
+/// Parses a duration like `30s`, `1m 30s`, `250ms`, `2d`, `1w` or `PT30S`. Days are 24 hours
+/// and weeks 7 days (a delay of `2d` is 48 hours, whatever the clocks do in between); months
+/// and years are refused, as they have no fixed length.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let span: jiff::Span = text
+        .trim()
+        .parse()
+        .map_err(|err| format!("{text:?} is not a duration like 30s, 5m, 2d or 250ms ({err})"))?;
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err(format!(
+            "{text:?}: months and years have no fixed length; give days or weeks (like 30d)"
+        ));
+    }
+    let signed = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|err| format!("{text:?} is out of range ({err})"))?;
+    std::time::Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+}
+
 /// Parses an RFC 3339 time (`2026-12-01T09:00:00Z`, or with an offset). A well-formed time
 /// outside the range a timestamp can hold (years -9999 to 9999, in UTC) is told apart from
 /// text that is no time at all, whose parser's complaint about an overflow would puzzle.

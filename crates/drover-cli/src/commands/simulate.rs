@@ -31,7 +31,14 @@ fn parse_sweep(text: &str) -> anyhow::Result<Sweep> {
     match key.trim() {
         "warm" => {
             let values: Vec<u32> = if let Some((a, b)) = values.split_once("..") {
-                let (a, b): (u32, u32) = (a.trim().parse()?, b.trim().parse()?);
+                let bound = |v: &str| {
+                    v.trim().parse::<u32>().map_err(|_| {
+                        anyhow::anyhow!(
+                            "--sweep warm={values}: {v:?} is not a whole number of slots"
+                        )
+                    })
+                };
+                let (a, b) = (bound(a)?, bound(b)?);
                 if a > b || b - a > 100 {
                     bail!("--sweep warm={values}: want a short rising range like 0..4");
                 }
@@ -129,13 +136,20 @@ async fn run_sweep(
         Sweep::Warm(values) => values
             .iter()
             .map(|&warm| {
+                let largest = base.systems.values().map(|s| s.max).max().unwrap_or(0);
+                if warm > largest {
+                    bail!(
+                        "--sweep warm={warm}: more than any system's max ({largest}), which the \
+                         config itself would refuse"
+                    );
+                }
                 let mut config = base.clone();
                 for system in config.systems.values_mut() {
                     system.warm = warm.min(system.max);
                 }
-                ("warm".to_owned(), warm.to_string(), config)
+                Ok(("warm".to_owned(), warm.to_string(), config))
             })
-            .collect(),
+            .collect::<anyhow::Result<_>>()?,
         Sweep::IdleTimeout(values) => values
             .iter()
             .map(|&idle| {
@@ -143,7 +157,10 @@ async fn run_sweep(
                 for system in config.systems.values_mut() {
                     system.idle_timeout = idle;
                 }
-                ("idle_timeout".to_owned(), format!("{idle:?}"), config)
+                let label = jiff::SignedDuration::try_from(idle)
+                    .map(|d| format!("{d:#}"))
+                    .unwrap_or_else(|_| format!("{idle:?}"));
+                ("idle_timeout".to_owned(), label, config)
             })
             .collect(),
     };
@@ -189,7 +206,12 @@ fn print_report(report: &SimulationReport, wall: Duration) {
                 format!("{}/{}", s.jobs_completed, s.jobs_arrived),
                 fmt_secs(s.wait_p50_s),
                 fmt_secs(s.wait_p95_s),
-                fmt_secs(s.wait_max_s),
+                // A job that never started waited at least this long, not exactly.
+                if s.jobs_never_started > 0 {
+                    format!(">{}", fmt_secs(s.wait_max_s))
+                } else {
+                    fmt_secs(s.wait_max_s)
+                },
                 cost(s.cost),
             ]
         })
@@ -210,6 +232,14 @@ fn print_report(report: &SimulationReport, wall: Duration) {
         ],
         &rows,
     );
+    for s in report.systems.iter().filter(|s| s.jobs_never_started > 0) {
+        outln!(
+            "{}: {} job(s) never started; their waits count until the end of the run, so the \
+             waits are lower bounds",
+            s.system,
+            s.jobs_never_started
+        );
+    }
     outln!(
         "simulated {:.1} h in {} ticks, in {:.2} s",
         report.simulated_s / 3600.0,

@@ -154,6 +154,12 @@ impl AutoscalerConfig {
             }
             mins += u64::from(system.min);
         }
+        if self.max_slots == 0 && !self.systems.is_empty() {
+            return Err(invalid(
+                "autoscaler.max_slots",
+                "0 allows no slot at all: every job of a system would wait forever",
+            ));
+        }
         if mins > u64::from(self.max_slots) {
             return Err(invalid(
                 "autoscaler.max_slots",
@@ -209,6 +215,9 @@ mod tests {
             ..Default::default()
         });
         config.max_slots = 2;
+        assert_eq!(config.validate().unwrap_err().field, "autoscaler.max_slots");
+        let mut config = with(SystemConfig::default());
+        config.max_slots = 0;
         assert_eq!(config.validate().unwrap_err().field, "autoscaler.max_slots");
         let mut config = with(SystemConfig {
             queues: vec!["q".into()],

@@ -41,10 +41,8 @@ fn parse_time(text: &str) -> Result<Duration, String> {
         }
         return Err(format!("{text:?} is negative"));
     }
-    let signed: SignedDuration = text
-        .parse()
-        .map_err(|_| format!("{text:?} is neither seconds nor a duration like 90s or 1h30m"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+    // The same durations as everywhere else: `90s`, `1h30m`, `2d`, `1w`.
+    drover_core::validate::parse_duration(text)
 }
 
 /// Parses a trace: CSV with the header `time,system,jobs,duration`; times and durations in
@@ -132,6 +130,8 @@ pub struct SystemReport {
     pub jobs_arrived: u64,
     /// Jobs that ran to their end.
     pub jobs_completed: u64,
+    /// Jobs that never started; their wait counts as lasting to the end of the run.
+    pub jobs_never_started: u64,
     /// Wait from arrival to first start, in seconds: median.
     pub wait_p50_s: f64,
     /// 95th percentile.
@@ -265,6 +265,7 @@ pub async fn simulate(
         }
         clock.advance(SignedDuration::try_from(config.interval).expect("validated"));
     }
+    count_never_started(&mut books, clock.now());
     let systems = system_reports(books, &metrics.snapshot(), options);
     Ok(SimulationReport {
         systems,
@@ -272,6 +273,22 @@ pub async fn simulate(
         simulated_s: secs(clock.now().duration_since(start)),
         ticks,
     })
+}
+
+/// Jobs that never started wait until the end of the run: counted so, they make the wait
+/// percentiles lower bounds instead of leaving them out (a run where no job started reported
+/// waits of 0 s).
+fn count_never_started(books: &mut Books, end: Timestamp) {
+    for job in books.jobs.values().filter(|job| job.first_start.is_none()) {
+        books
+            .waits
+            .entry(job.system.clone())
+            .or_default()
+            .push(secs(end.duration_since(job.arrival)));
+        if let Some(report) = books.systems.get_mut(&job.system) {
+            report.jobs_never_started += 1;
+        }
+    }
 }
 
 /// Each system's report completed from the run: launches from the metrics, the wait
@@ -497,7 +514,35 @@ mod tests {
         let err = parse_trace("time,system,jobs,duration\n0,gpu,many,30\n").unwrap_err();
         assert!(err.contains("line 2") && err.contains("many"), "{err}");
         assert!(parse_trace("at,what\n").unwrap_err().contains("header"));
+        // Days and weeks, as every other duration of Drover.
+        let days = parse_trace("time,system,jobs,duration\n2d,gpu,1,1w\n").unwrap();
+        assert_eq!(days[0].at, Duration::from_secs(2 * 86_400));
+        assert_eq!(days[0].duration, Duration::from_secs(7 * 86_400));
         assert!(parse_trace("").is_err());
+    }
+
+    #[test]
+    fn a_job_that_never_started_waits_to_the_end_of_the_run() {
+        let config = AutoscalerConfig {
+            systems: BTreeMap::from([("gpu".to_owned(), Default::default())]),
+            ..Default::default()
+        };
+        let mut books = Books::for_systems(&config);
+        let arrival: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        books.jobs.insert(
+            1,
+            Job {
+                system: "gpu".into(),
+                arrival,
+                duration: Duration::from_secs(60),
+                started: None,
+                first_start: None,
+                handbacks: 0,
+            },
+        );
+        count_never_started(&mut books, "2026-01-01T02:00:00Z".parse().unwrap());
+        assert_eq!(books.waits["gpu"], vec![7200.0]);
+        assert_eq!(books.systems["gpu"].jobs_never_started, 1);
     }
 
     #[test]
