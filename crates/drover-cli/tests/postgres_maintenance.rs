@@ -198,6 +198,25 @@ fn mismatched_or_unsafe_tables_are_refused() {
             "{table}: {err}"
         );
     }
+    // Same columns, but an age column of text: no time compares with it. Refused at start
+    // (it used to start, and then every run failed).
+    std::fs::write(pg.path("drover.toml"), USAGE_POLICY).unwrap();
+    pg.sql(
+        "DROP TABLE usage_details, usage_details_archive;
+         CREATE TABLE usage_details (id bigint PRIMARY KEY, account text,
+             completed_at text, created_at timestamptz);
+         CREATE TABLE usage_details_archive (id bigint PRIMARY KEY, account text,
+             completed_at text, created_at timestamptz);
+         INSERT INTO usage_details VALUES (1, 'a', 'yesterday', now());",
+    );
+    let out = pg.run(&["serve"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refuses its archiving statement") && err.contains("operator does not exist"),
+        "{err}"
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM usage_details").trim(), "1");
     assert_eq!(
         pg.sql("SELECT count(*) FROM drover_jobs").trim(),
         "0",

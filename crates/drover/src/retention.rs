@@ -331,11 +331,25 @@ pub async fn prepare(store: &DynStore, policy: RetentionPolicy) -> Result<Prepar
             )));
         }
     }
-    Ok(PreparedPolicy {
+    let prepared = PreparedPolicy {
         policy,
         columns: hot,
         schedule,
-    })
+    };
+    // The statement itself, moving nothing (a batch of no rows, which the database plans but
+    // need not scan for): a column whose type cannot be compared with a time, or archive
+    // columns of other types, fail here, at start, rather than every run.
+    let probe = ArchiveParams {
+        batch_size: 0,
+        ..prepared.params(Timestamp::UNIX_EPOCH)
+    };
+    if let Err(err) = store.archive_batch(probe).await {
+        return Err(Error::Config(format!(
+            "retention {:?}: the database refuses its archiving statement: {err}",
+            prepared.policy.name
+        )));
+    }
+    Ok(prepared)
 }
 
 #[cfg(test)]
