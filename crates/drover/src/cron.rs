@@ -86,21 +86,55 @@ impl CronSchedule {
     }
 }
 
+fn cron_parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// Parses a cron expression; an error names the field at fault (croner's own says only
+/// "Number out of bounds", not where).
+fn parse_expression(expression: &str) -> Result<Cron, String> {
+    let err = match cron_parser().parse(expression) {
+        Ok(cron) => return Ok(cron),
+        Err(err) => err.to_string(),
+    };
+    let fields: Vec<&str> = expression.split_whitespace().collect();
+    let names: &[&str] = match fields.len() {
+        5 => &["minute", "hour", "day of month", "month", "day of week"],
+        6 => &[
+            "second",
+            "minute",
+            "hour",
+            "day of month",
+            "month",
+            "day of week",
+        ],
+        _ => return Err(err),
+    };
+    // Each field alone, every other one a wildcard: the first that fails is the culprit.
+    for (i, name) in names.iter().enumerate() {
+        let alone: Vec<&str> = (0..fields.len())
+            .map(|j| if i == j { fields[j] } else { "*" })
+            .collect();
+        if let Err(field_err) = cron_parser().parse(&alone.join(" ")) {
+            return Err(format!("the {name} field {:?}: {field_err}", fields[i]));
+        }
+    }
+    Err(err)
+}
+
 impl ParsedSchedule {
     /// Parses the expression and the time zone; the error names the schedule and what is wrong.
     pub fn parse(schedule: CronSchedule) -> Result<ParsedSchedule, Error> {
         drover_core::validate::check_name("cron name", &schedule.name)?;
-        let cron = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .year(Year::Disallowed)
-            .build()
-            .parse(&schedule.expression)
-            .map_err(|err| {
-                Error::Config(format!(
-                    "cron {:?}: invalid expression {:?}: {err}",
-                    schedule.name, schedule.expression
-                ))
-            })?;
+        let cron = parse_expression(&schedule.expression).map_err(|err| {
+            Error::Config(format!(
+                "cron {:?}: invalid expression {:?}: {err}",
+                schedule.name, schedule.expression
+            ))
+        })?;
         let tz = match &schedule.timezone {
             None => TimeZone::UTC,
             Some(name) => TimeZone::get(name).map_err(|err| {
@@ -199,6 +233,27 @@ mod tests {
 
     fn ts(text: &str) -> Timestamp {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_bad_expression_names_the_field_at_fault() {
+        for (expression, field) in [
+            ("61 * * * *", "the minute field \"61\""),
+            ("0 25 * * *", "the hour field \"25\""),
+            ("0 0 32 * *", "the day of month field \"32\""),
+            ("*/0 * * * *", "the minute field \"*/0\""),
+            ("0 0 0 * * 9", "the day of week field \"9\""),
+            ("70 0 0 * * *", "the second field \"70\""),
+        ] {
+            let err = parse_expression(expression).unwrap_err();
+            assert!(err.contains(field), "{expression}: {err}");
+        }
+        assert!(
+            parse_expression("* * * *")
+                .unwrap_err()
+                .contains("5 or 6 fields")
+        );
+        assert!(parse_expression("0 3 * * 1-5").is_ok());
     }
 
     fn state(registered: &str, last: Option<&str>) -> CronState {

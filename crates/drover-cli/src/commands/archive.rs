@@ -148,6 +148,12 @@ async fn list(url: &str, config: &Config, json: bool) -> anyhow::Result<()> {
         ],
         &rows,
     );
+    if config.source.is_none() {
+        outln!(
+            "(no config file, ./drover.toml is absent: these are the built-in defaults; a \
+             server's policies show with its config, --config or DROVER_CONFIG)"
+        );
+    }
     Ok(())
 }
 

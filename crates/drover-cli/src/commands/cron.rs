@@ -25,7 +25,13 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
         return output::json(&rows);
     }
     if views.is_empty() {
-        outln!("no [[cron]] schedules in the config");
+        match &config.source {
+            Some(path) => outln!("no [[cron]] schedules in the config {}", path.display()),
+            None => outln!(
+                "no config file (./drover.toml is absent), so no [[cron]] schedules: a server's \
+                 show with its config (--config or DROVER_CONFIG)"
+            ),
+        }
         return Ok(());
     }
     let table: Vec<Vec<String>> = views
