@@ -305,6 +305,14 @@ impl Config {
             anyhow::anyhow!("invalid config {}: {}", path.display(), syntax(&err, &text))
         })?;
         config.source = std::fs::canonicalize(&path).ok();
+        let dir = config
+            .source
+            .as_deref()
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
+        if let Some(dir) = dir {
+            config.resolve_paths(&dir);
+        }
         config
             .validate()
             .with_context(|| format!("invalid config {}", path.display()))?;

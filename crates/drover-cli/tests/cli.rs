@@ -577,7 +577,8 @@ fn a_task_that_cannot_start_refuses_the_start_naming_it() {
         ),
         (
             "[tasks.\"a.b\"]\ncommand = [\"./run.sh\"]\n",
-            "no executable \"./run.sh\" at that path",
+            // Next to the config file, wherever the process starts.
+            "run.sh\" at that path",
         ),
         (
             "[tasks.\"a.b\"]\ncommand = [\"true\"]\ncwd = \"/nonexistent-dir\"\n",
