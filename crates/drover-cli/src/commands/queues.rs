@@ -57,7 +57,8 @@ async fn warn_if_unknown(
     };
     eprintln!(
         "note: no process works queue {} and no count has seen a job in it: check the name \
-         (queues in use: {known})",
+         (queues in use: {known}; HTTP workers are known only to the server they lease from: \
+         its /api/v1/cluster lists them)",
         view.name
     );
     Ok(())
