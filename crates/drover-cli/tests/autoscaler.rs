@@ -253,6 +253,56 @@ fn a_backlog_launches_local_workers_that_drain_it_and_stop_when_idle() {
     assert!(all.iter().all(|s| s["state"] == "empty"), "{all:?}");
 }
 
+/// A slot's worker never leads: it has no autoscaler, so elected it would tick nothing, and no
+/// server could take the term from it to stop it. Here the server that launched it stops, the
+/// slot worker stays (capacity outlives a server), and a new server becomes leader.
+#[test]
+fn a_slot_worker_left_by_its_server_never_takes_the_leadership() {
+    let config = LOCAL
+        .replace("max = 3", "min = 1\nmax = 1")
+        .replace("idle_timeout = \"1s\"", "idle_timeout = \"1h\"")
+        + "[worker]\nleader_ttl = \"1s\"\n";
+    let env = Env::new(&config);
+    let _workers = SlotWorkers(&env);
+    let mut first = env.spawn("serve", &["serve"]);
+    let slot_worker = |stats: &Value| {
+        stats["processes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["id"].as_str().is_some_and(|id| id.starts_with("local-")))
+    };
+    let deadline = Instant::now() + T;
+    while !slot_worker(&env.stats()) {
+        assert!(Instant::now() < deadline, "the minimum slot never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    first.signal(nix::sys::signal::Signal::SIGTERM);
+    first.wait_exit(T);
+    // Its term ended with it: a new server is elected, not the slot worker.
+    let _second = env.spawn("serve2", &["serve"]);
+    let deadline = Instant::now() + T;
+    loop {
+        let stats = env.stats();
+        let leader = stats["leader"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            !leader.starts_with("local-"),
+            "the slot worker leads: {stats}"
+        );
+        if !leader.is_empty() && slot_worker(&stats) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no server became leader: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `drover slots interrupt` on a busy local slot: its job is handed back at once (not after
 /// its 30 s lease) and a replacement slot finishes it.
 #[test]

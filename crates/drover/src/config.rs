@@ -29,6 +29,11 @@ pub struct EngineConfig {
     /// How long a leader's term lasts unless renewed; another process takes over within about
     /// this long (plus a fifth) after the leader dies. Default 10 s.
     pub leader_ttl: Duration,
+    /// Whether this process competes for leadership, and so may run the leader's services
+    /// (cron, retention, counts, the autoscaler's tick). Default true. A process that lacks
+    /// the cluster's leader services (an autoscaler slot's worker, which does not scale) must
+    /// not: elected, it would hold the term and run none of them.
+    pub leader_eligible: bool,
     /// Most jobs a foreman may claim beyond its free slots, into a local buffer, so that short
     /// jobs are claimed in large batches. The buffer adapts to the pace: it holds about what the
     /// workers will start within 25 ms, so slow jobs are claimed only for free slots. `None`
@@ -55,6 +60,7 @@ impl Default for EngineConfig {
             shutdown_timeout: Duration::from_secs(30),
             cancel_grace: Duration::from_secs(5),
             leader_ttl: Duration::from_secs(10),
+            leader_eligible: true,
             prefetch: None,
             hook_concurrency: 4,
             limits: Limits::default(),

@@ -449,7 +449,9 @@ fn spawn_process_loops(
     health.register("heartbeat", Some(config.heartbeat_every()));
     health.register("presence", Some(presence::INTERVAL));
     health.register("rescuer", Some(config.rescue_every()));
-    health.register("leader election", Some(config.leader_ttl));
+    // A process that does not compete never reports in: no deadline to miss.
+    let election_deadline = config.leader_eligible.then_some(config.leader_ttl);
+    health.register("leader election", election_deadline);
     let completer = supervise::spawn(
         shared,
         "completer".into(),

@@ -64,6 +64,10 @@ impl Elector {
 
     /// Competes for leadership until `stop` fires; resigns on the way out.
     pub(crate) async fn run(self, stop: CancellationToken) {
+        if !self.shared.config.leader_eligible {
+            stop.cancelled().await;
+            return;
+        }
         let mut wakeups = self.shared.store.wakeups();
         let retry = (self.ttl() / 5).max(Duration::from_millis(100));
         loop {

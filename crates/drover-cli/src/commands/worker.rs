@@ -33,6 +33,9 @@ pub(crate) async fn run(
     if let (Some(slot), Some(generation)) = (args.slot, args.slot_generation) {
         // The local runtime sees the slot bound once this id is in the process registry.
         engine_config.process_id = Some(crate::local_runtime::worker_process_id(slot, generation));
+        // It has no autoscaler: elected, it would hold the term and tick nothing, and no
+        // server could become leader to stop it (seen: an orphan slot worker ran forever).
+        engine_config.leader_eligible = false;
     }
     let http = http_settings(config, args, serve_by_default)?;
     // A port in use fails the start before anything runs.
