@@ -27,8 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use drover_core::{
-    ClaimResult, FinishResult, JobClaimParams, JobFinishClaimParams, JobFinishParams, JobState,
-    Outcome, StoreError,
+    ClaimResult, FinishResult, JobClaimParams, JobFinishClaimParams, JobFinishParams, Outcome,
+    StoreError,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -257,21 +257,13 @@ async fn settled(shared: &Shared, batch: &mut Vec<Finished>, results: &[FinishRe
                     queue: finished.queue.clone(),
                     state,
                     attempt: finished.attempt,
-                    error: error_of(&finished.outcome.outcome, state),
+                    error: crate::hooks::error_of(&finished.outcome.outcome, state),
                     step: finished.outcome.step.clone(),
                 })
                 .await;
         }
     }
     settle(shared, batch.drain(..).map(|f| f.outcome.lease));
-}
-
-fn error_of(outcome: &Outcome, state: JobState) -> Option<String> {
-    match (outcome, state) {
-        (Outcome::Discard { error } | Outcome::Retry { error, .. }, _) => Some(error.clone()),
-        (Outcome::Cancelled { error }, _) => error.clone(),
-        _ => None,
-    }
 }
 
 /// Forgets runs whose outcome is settled and wakes whoever waits for the engine to go idle.

@@ -288,7 +288,7 @@ impl Engine {
             clock: self.clock.clone(),
             config: self.config,
             tasks: self.tasks,
-            hooks: Hooks::new(self.hooks, hook_concurrency),
+            hooks: Arc::new(Hooks::new(self.hooks, hook_concurrency)),
             process_id: self.process_id,
             running: Mutex::new(HashMap::new()),
             outcomes,
@@ -335,7 +335,8 @@ impl Engine {
             shared.config.lease,
             shared.metrics.clone(),
         )
-        .with_local_queues(shared.config.queues.keys().cloned());
+        .with_local_queues(shared.config.queues.keys().cloned())
+        .with_hooks(shared.hooks.clone());
         let admin = Admin::new(
             shared.store.clone(),
             job_defaults(&shared.clock, &shared.config, &shared.tasks),
@@ -344,6 +345,7 @@ impl Engine {
         .with_retention(retention_policies)
         .with_systems(systems)
         .with_http_workers(remote.clone())
+        .with_hooks(shared.hooks.clone())
         .with_metrics(shared.metrics.clone());
         EngineHandle {
             admin,

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use drover_core::{JobId, JobState};
+use drover_core::{JobId, JobState, Outcome};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
@@ -178,5 +178,14 @@ async fn run_all(hooks: &[Arc<dyn Hook>], event: JobEnd) {
                 tracing::warn!(job = event.id, kind = %event.kind, error = %err, "job-end hook panicked")
             }
         }
+    }
+}
+
+/// The error a job end carries: the failure's, or a cancel's reason when it gave one.
+pub(crate) fn error_of(outcome: &Outcome, state: JobState) -> Option<String> {
+    match (outcome, state) {
+        (Outcome::Discard { error } | Outcome::Retry { error, .. }, _) => Some(error.clone()),
+        (Outcome::Cancelled { error }, _) => error.clone(),
+        _ => None,
     }
 }

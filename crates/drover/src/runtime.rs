@@ -98,7 +98,7 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: EngineConfig,
     pub(crate) tasks: HashMap<String, Arc<dyn RawTask>>,
-    pub(crate) hooks: Hooks,
+    pub(crate) hooks: Arc<Hooks>,
     pub(crate) process_id: String,
     pub(crate) running: Mutex<HashMap<JobId, RunningJob>>,
     /// Bounded ([`OUTCOME_QUEUE`]): when the completer falls behind, executors wait to send,

@@ -44,6 +44,8 @@ pub struct Admin {
     systems: Option<Arc<std::collections::BTreeMap<String, std::time::Duration>>>,
     /// The HTTP workers this process serves, for the cluster's view.
     remote: Option<crate::remote::RemoteWorkers>,
+    /// The job-end hooks of the process, run when an operator's action ends a job.
+    hooks: Option<Arc<crate::hooks::Hooks>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -68,7 +70,15 @@ impl Admin {
             search_budget: SEARCH_BUDGET,
             systems: None,
             remote: None,
+            hooks: None,
         }
+    }
+
+    /// Runs `hooks` when an action of this admin ends a job (a waiting job cancelled or
+    /// discarded), as a worker's outcome does.
+    pub(crate) fn with_hooks(mut self, hooks: Arc<crate::hooks::Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 
     /// Reads at most `ids` ids per page of a search on columns no index covers (default

@@ -27,8 +27,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+use crate::hooks::Hooks;
 use crate::metrics::Metrics;
 
+mod outcomes;
 mod seen;
 
 pub use seen::HttpWorkerView;
@@ -185,6 +187,8 @@ pub struct RemoteWorkers {
     polls: Arc<Polls>,
     shared_queues: Arc<SharedQueues>,
     seen: Arc<seen::Seen>,
+    /// The job-end hooks of the process: a run an HTTP worker ends runs them here.
+    hooks: Option<Arc<Hooks>>,
 }
 
 /// The queues this process's own workers also work, and those a lease was already warned about.
@@ -326,7 +330,15 @@ impl RemoteWorkers {
             polls: Arc::default(),
             shared_queues: Arc::default(),
             seen: Arc::default(),
+            hooks: None,
         }
+    }
+
+    /// Runs `hooks` when an HTTP worker's outcome ends a job, as the process's own workers'
+    /// outcomes do.
+    pub(crate) fn with_hooks(mut self, hooks: Arc<Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 
     /// Names the queues this process's own workers work, so that a lease from one of them is
@@ -572,11 +584,20 @@ impl RemoteWorkers {
                 now: self.clock.store_now(),
             })
             .await?;
-        Ok(leases
+        let settled = leases
             .into_iter()
             .zip(results)
             .map(|(lease, result)| self.settle(lease, &Outcome::Completed, result))
-            .collect())
+            .collect::<Vec<_>>();
+        let mut answers = Vec::with_capacity(settled.len());
+        for (answer, held) in settled {
+            if let Ok(recorded) = &answer {
+                self.announce(recorded, held, &Outcome::Completed, None)
+                    .await;
+            }
+            answers.push(answer);
+        }
+        Ok(answers)
     }
 
     /// Records a failed attempt: retried with backoff while attempts are left, else discarded;
@@ -652,85 +673,6 @@ impl RemoteWorkers {
             .expect("lease map poisoned")
             .get(&(lease.id, lease.lease_token))
             .map(|h| (h.attempt, h.max_attempts, h.delivery))
-    }
-
-    async fn record(
-        &self,
-        lease: LeaseRef,
-        step: Option<String>,
-        outcome: Outcome,
-    ) -> Result<Recorded, Error> {
-        let result = self
-            .store
-            .job_finish_many(JobFinishParams {
-                outcomes: vec![JobOutcome {
-                    lease: lease.clone(),
-                    step,
-                    outcome: outcome.clone(),
-                }],
-                now: self.clock.store_now(),
-            })
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| StoreError::Internal("finish returned nothing".into()))?;
-        self.settle(lease, &outcome, result)
-    }
-
-    /// What one finish result means for the remote worker; metrics for accepted outcomes.
-    fn settle(
-        &self,
-        lease: LeaseRef,
-        outcome: &Outcome,
-        result: drover_core::FinishResult,
-    ) -> Result<Recorded, Error> {
-        let key = (lease.id, lease.lease_token);
-        let held = self.held.lock().expect("lease map poisoned").remove(&key);
-        match (result.accepted, result.state) {
-            (true, Some(state)) => {
-                if let Some(held) = held {
-                    self.metrics.finished(
-                        &held.queue,
-                        &held.kind,
-                        outcome,
-                        held.claimed.elapsed(),
-                        self.clock.now(),
-                    );
-                }
-                Ok(Recorded {
-                    id: lease.id,
-                    state,
-                    repeated: false,
-                })
-            }
-            // The same call again (its first answer was lost): answered as the first. A call
-            // that contradicts what was recorded (a completion after a failure, or the other
-            // way round) must not be answered as a success the worker would believe.
-            (false, Some(state)) if result.recorded_earlier => {
-                if matches!(outcome, Outcome::Completed) != (state == JobState::Completed) {
-                    self.metrics.refused();
-                    return Err(Error::LeaseLost(format!(
-                        "job {} was already recorded as {state} under this lease; this \
-                         different outcome was not recorded",
-                        lease.id
-                    )));
-                }
-                Ok(Recorded {
-                    id: lease.id,
-                    state,
-                    repeated: true,
-                })
-            }
-            (_, None) => Err(Error::Store(StoreError::NotFound(lease.id))),
-            (false, Some(state)) => {
-                self.metrics.refused();
-                Err(Error::LeaseLost(format!(
-                    "job {} is {state} and no longer held by this lease (it expired and was \
-                     rescued, or another run finished it); the outcome was not recorded",
-                    lease.id
-                )))
-            }
-        }
     }
 }
 

@@ -1,0 +1,111 @@
+//! Job-end hooks run however a job ends on a server: an HTTP worker's outcome and an operator's
+//! action through the API run them, as the server's own workers' outcomes do (they ran only
+//! for the latter, so a "tell me about discarded jobs" hook missed most of them).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::Env;
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+[[hooks]]
+command = ["sh", "-c", "cat >> hooks.jsonl; echo >> hooks.jsonl"]
+"#;
+
+/// The job end the hook saw for `id`, once it has run.
+fn hook_saw(env: &Env, id: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(env.path("hooks.jsonl")).unwrap_or_default();
+        let seen = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|end| end["id"] == id);
+        if let Some(end) = seen {
+            return end;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no hook ran for job {id}: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn hooks_run_for_http_workers_and_operator_actions() {
+    let env = Env::new(CONFIG);
+    let server = env.serve("serve", &[]);
+    let enqueue = |kind: &str, delay: u64| {
+        server.ok(
+            "/api/v1/jobs",
+            &json!({"kind": kind, "queue": "remote", "delay_seconds": delay}),
+        )["id"]
+            .as_i64()
+            .unwrap()
+    };
+
+    // An operator ends waiting jobs: one at a time, by ids, and by a filter.
+    let one = enqueue("op.one", 3600);
+    let by_ids = enqueue("op.ids", 3600);
+    let by_filter = enqueue("op.filter", 3600);
+    let (status, _) = server.post(&format!("/api/v1/jobs/{one}/cancel"), &json!(null));
+    assert_eq!(status, 200);
+    server.ok(
+        "/api/v1/jobs/actions",
+        &json!({"action": "discard", "ids": [by_ids]}),
+    );
+    server.ok(
+        "/api/v1/jobs/actions",
+        &json!({"action": "cancel", "filter": {"kind": "op.filter"}}),
+    );
+    for (id, state, kind) in [
+        (one, "cancelled", "op.one"),
+        (by_ids, "discarded", "op.ids"),
+        (by_filter, "cancelled", "op.filter"),
+    ] {
+        let end = hook_saw(&env, id);
+        assert_eq!(
+            (end["state"].as_str(), end["kind"].as_str()),
+            (Some(state), Some(kind))
+        );
+        assert_eq!(end["queue"], "remote");
+    }
+
+    // An HTTP worker ends runs: one completed, one failed for good.
+    let done = enqueue("remote.done", 0);
+    let failed = enqueue("remote.failed", 0);
+    let leased = server.ok(
+        "/api/v1/leases",
+        &json!({"queues": ["remote"], "worker": "w", "max": 2, "wait": 5}),
+    );
+    let token = |id: i64| {
+        leased["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|job| job["id"] == id)
+            .unwrap_or_else(|| panic!("job {id} not leased: {leased}"))["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    server.ok("/api/v1/leases/complete", &json!({"tokens": [token(done)]}));
+    server.ok(
+        &format!("/api/v1/leases/{}/fail", token(failed)),
+        &json!({"error": "boom", "step": "upload", "discard": true}),
+    );
+    let end = hook_saw(&env, done);
+    assert_eq!(
+        (end["state"].as_str(), end["attempt"].as_i64()),
+        (Some("completed"), Some(1))
+    );
+    let end = hook_saw(&env, failed);
+    assert_eq!(end["state"], "discarded");
+    assert_eq!(
+        (end["error"].as_str(), end["step"].as_str()),
+        (Some("boom"), Some("upload"))
+    );
+}

@@ -1,0 +1,146 @@
+//! Recording an HTTP worker's outcome: the store's answer as the worker sees it (a repeat is
+//! answered as the first, a contradiction or a lost lease refused), the metrics, and the
+//! process's job-end hooks for the outcomes that end a job.
+
+use drover_core::{JobFinishParams, JobOutcome, JobState, LeaseRef, Outcome, StoreError};
+
+use super::{Held, Recorded, RemoteWorkers};
+use crate::error::Error;
+use crate::hooks::JobEnd;
+
+impl RemoteWorkers {
+    pub(super) async fn record(
+        &self,
+        lease: LeaseRef,
+        step: Option<String>,
+        outcome: Outcome,
+    ) -> Result<Recorded, Error> {
+        let result = self
+            .store
+            .job_finish_many(JobFinishParams {
+                outcomes: vec![JobOutcome {
+                    lease: lease.clone(),
+                    step: step.clone(),
+                    outcome: outcome.clone(),
+                }],
+                now: self.clock.store_now(),
+            })
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Internal("finish returned nothing".into()))?;
+        let (answer, held) = self.settle(lease, &outcome, result);
+        if let Ok(recorded) = &answer {
+            self.announce(recorded, held, &outcome, step).await;
+        }
+        answer
+    }
+
+    /// Runs the job-end hooks for an outcome that ended its job (a repeat has run them).
+    /// What the lease map no longer knows (another server handed the lease out, or this one
+    /// restarted since) is read from the job.
+    pub(super) async fn announce(
+        &self,
+        recorded: &Recorded,
+        held: Option<Held>,
+        outcome: &Outcome,
+        step: Option<String>,
+    ) {
+        let Some(hooks) = &self.hooks else { return };
+        if hooks.is_empty() || recorded.repeated || !recorded.state.is_terminal() {
+            return;
+        }
+        let (kind, queue, attempt) = match held {
+            Some(held) => (held.kind, held.queue, held.attempt),
+            None => match self.store.job_get(recorded.id).await {
+                Ok(Some(job)) => (job.kind, job.queue, job.attempt),
+                _ => {
+                    tracing::warn!(
+                        job = recorded.id,
+                        "job ended, but cannot be read for its hooks"
+                    );
+                    return;
+                }
+            },
+        };
+        hooks
+            .fire(JobEnd {
+                id: recorded.id,
+                kind,
+                queue,
+                state: recorded.state,
+                attempt,
+                error: crate::hooks::error_of(outcome, recorded.state),
+                step,
+            })
+            .await;
+    }
+
+    /// What one finish result means for the remote worker, and the lease as this process knew
+    /// it (for the hooks) when the outcome was taken; metrics for accepted outcomes.
+    pub(super) fn settle(
+        &self,
+        lease: LeaseRef,
+        outcome: &Outcome,
+        result: drover_core::FinishResult,
+    ) -> (Result<Recorded, Error>, Option<Held>) {
+        let key = (lease.id, lease.lease_token);
+        let held = self.held.lock().expect("lease map poisoned").remove(&key);
+        let answer = self.answer(lease, outcome, result, held.as_ref());
+        (answer, held)
+    }
+
+    fn answer(
+        &self,
+        lease: LeaseRef,
+        outcome: &Outcome,
+        result: drover_core::FinishResult,
+        held: Option<&Held>,
+    ) -> Result<Recorded, Error> {
+        match (result.accepted, result.state) {
+            (true, Some(state)) => {
+                if let Some(held) = held {
+                    self.metrics.finished(
+                        &held.queue,
+                        &held.kind,
+                        outcome,
+                        held.claimed.elapsed(),
+                        self.clock.now(),
+                    );
+                }
+                Ok(Recorded {
+                    id: lease.id,
+                    state,
+                    repeated: false,
+                })
+            }
+            // The same call again (its first answer was lost): answered as the first. A call
+            // that contradicts what was recorded (a completion after a failure, or the other
+            // way round) must not be answered as a success the worker would believe.
+            (false, Some(state)) if result.recorded_earlier => {
+                if matches!(outcome, Outcome::Completed) != (state == JobState::Completed) {
+                    self.metrics.refused();
+                    return Err(Error::LeaseLost(format!(
+                        "job {} was already recorded as {state} under this lease; this \
+                         different outcome was not recorded",
+                        lease.id
+                    )));
+                }
+                Ok(Recorded {
+                    id: lease.id,
+                    state,
+                    repeated: true,
+                })
+            }
+            (_, None) => Err(Error::Store(StoreError::NotFound(lease.id))),
+            (false, Some(state)) => {
+                self.metrics.refused();
+                Err(Error::LeaseLost(format!(
+                    "job {} is {state} and no longer held by this lease (it expired and was \
+                     rescued, or another run finished it); the outcome was not recorded",
+                    lease.id
+                )))
+            }
+        }
+    }
+}
