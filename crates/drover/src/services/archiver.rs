@@ -1,12 +1,15 @@
-//! The retention archiver (leader-only): runs every policy once when this process becomes
-//! leader (to catch up), then each on its schedule. Each batch is one transaction; a crash at
+//! The retention archiver (leader-only): runs each policy on its schedule, and, when this
+//! process becomes leader, at once a policy whose scheduled run was missed (no leader then).
+//! A policy that never ran waits for its schedule: `0 2 * * *` was chosen for the night, and
+//! a run at every deploy or leader change would move rows at the busiest time instead. Each batch is one transaction; a crash at
 //! any point leaves every row in exactly one of the two tables, and the next run continues.
 //! Every run is recorded in the store (`drover_retention_runs`), failed ones with their error.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_core::LeaderTerm;
+use drover_core::{LeaderTerm, RetentionRunListParams};
+use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::leader::LeaderService;
@@ -40,6 +43,33 @@ impl Archiver {
     }
 }
 
+impl Archiver {
+    /// Whether a scheduled run of `policy` fell due since its last recorded run. When the
+    /// runs cannot be read, yes: a run too many moves nothing twice.
+    async fn missed_a_run(&self, policy: &PreparedPolicy) -> bool {
+        let runs = self
+            .shared
+            .store
+            .retention_run_list(RetentionRunListParams {
+                policy: Some(policy.policy.name.clone()),
+                limit: 1,
+            })
+            .await;
+        let last = match runs {
+            Ok(runs) => runs.first().map(|run| run.started_at),
+            Err(_) => return true,
+        };
+        missed(policy, last, self.shared.clock.now())
+    }
+}
+
+/// Whether a scheduled time of `policy` passed between its last run (`None`: it never ran,
+/// and waits for its first) and `now`.
+fn missed(policy: &PreparedPolicy, last: Option<Timestamp>, now: Timestamp) -> bool {
+    last.and_then(|last| policy.schedule.next_after(last))
+        .is_some_and(|due| due <= now)
+}
+
 #[async_trait::async_trait]
 impl LeaderService for Archiver {
     fn name(&self) -> &'static str {
@@ -52,7 +82,9 @@ impl LeaderService for Archiver {
             return;
         }
         for policy in &self.policies {
-            self.run_policy(policy, &stop).await;
+            if self.missed_a_run(policy).await {
+                self.run_policy(policy, &stop).await;
+            }
         }
         loop {
             let now = self.shared.clock.now();
@@ -79,5 +111,32 @@ impl LeaderService for Archiver {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retention::RetentionPolicy;
+
+    #[test]
+    fn only_a_missed_scheduled_run_is_caught_up() {
+        let policy = PreparedPolicy {
+            schedule: crate::retention::check(&RetentionPolicy {
+                schedule: "0 2 * * *".into(),
+                ..RetentionPolicy::finished_jobs()
+            })
+            .unwrap(),
+            policy: RetentionPolicy::finished_jobs(),
+            columns: Vec::new(),
+        };
+        let at = |text: &str| text.parse::<Timestamp>().unwrap();
+        let now = at("2026-12-05T15:00:00Z");
+        // Never ran: its first run is tonight's, not now.
+        assert!(!missed(&policy, None, now));
+        // Ran at 02:00 today: nothing missed.
+        assert!(!missed(&policy, Some(at("2026-12-05T02:00:00Z")), now));
+        // Last ran yesterday morning: today's 02:00 was missed.
+        assert!(missed(&policy, Some(at("2026-12-04T02:00:00Z")), now));
     }
 }
