@@ -11,7 +11,7 @@ use crate::config::parse_duration;
 #[derive(Debug, Parser)]
 #[command(name = "drover", version, about, long_about = None)]
 pub(crate) struct Cli {
-    /// Database URL: sqlite://PATH (default sqlite://drover.db).
+    /// Database URL: sqlite://PATH (default sqlite://drover.db) or postgres://USER@HOST/DB.
     #[arg(long, global = true, env = "DROVER_DATABASE_URL")]
     pub(crate) database: Option<String>,
 

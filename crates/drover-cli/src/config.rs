@@ -82,10 +82,16 @@ pub(crate) struct CronSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RetentionSection {
+    // Required, but optional here: serde's "missing field" for an entry of an array of
+    // tables points at line 1 and names no entry; `setup::retention_policy` names both.
+    #[serde(default)]
     pub(crate) name: String,
+    #[serde(default)]
     pub(crate) table: String,
+    #[serde(default)]
     pub(crate) archive_table: String,
     pub(crate) id_column: Option<String>,
+    #[serde(default)]
     pub(crate) age_column: String,
     pub(crate) fallback_column: Option<String>,
     pub(crate) months: Option<u32>,
@@ -379,6 +385,16 @@ impl Config {
     fn validate_retention(&self) -> anyhow::Result<()> {
         let mut retention_names = std::collections::HashSet::new();
         for (i, policy) in self.retention.iter().enumerate() {
+            for (key, value) in [
+                ("name", &policy.name),
+                ("table", &policy.table),
+                ("archive_table", &policy.archive_table),
+                ("age_column", &policy.age_column),
+            ] {
+                if value.is_empty() {
+                    bail!("retention[{i}]: {key} is required");
+                }
+            }
             if !retention_names.insert(&policy.name) || policy.name == "drover_jobs" {
                 bail!(
                     "retention[{i}]: the name {:?} is already taken",
@@ -464,6 +480,13 @@ mod tests {
 
     #[test]
     fn args_that_nothing_could_fit_are_refused() {
+        let err = parse("[[retention]]\nname = \"u\"\ntable = \"t\"\narchive_table = \"a\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("retention[0]: age_column is required"),
+            "{err}"
+        );
         let err = parse("[database]\nmax_args_bytes = 0")
             .unwrap_err()
             .to_string();

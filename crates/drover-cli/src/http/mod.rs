@@ -85,8 +85,10 @@ impl HttpSettings {
             None => return Ok(None),
         };
         let listen = resolve_listen(&listen)?;
+        // Set but empty (`DROVER_TOKEN=` in a unit file) is taken as unset, as shells do.
         let token = std::env::var("DROVER_TOKEN")
             .ok()
+            .filter(|token| !token.is_empty())
             .or_else(|| config.http.token.clone());
         if let Some(token) = &token
             && token.len() < 16
