@@ -165,11 +165,14 @@ class Client:
         return self._request("POST", f"/api/v1/leases/{token}/heartbeat", {"step": step},
                              retry=True)
 
-    def cancel_requests(self, tokens: List[str]) -> List[str]:
+    def cancel_requests(self, tokens: List[str], *,
+                        timeout: Optional[float] = None) -> List[str]:
         """Which of ``tokens`` (at most 1,000) belong to jobs an operator asked to cancel. A
-        cheap read that renews nothing, for checking more often than the heartbeat."""
+        cheap read that renews nothing, for checking more often than the heartbeat. With a
+        ``timeout`` it is tried once, within it (a check missed is made again soon)."""
         answer = self._request("POST", "/api/v1/leases/cancel-requests",
-                               {"tokens": list(tokens)}, retry=True)
+                               {"tokens": list(tokens)}, timeout=timeout,
+                               retry=timeout is None)
         return answer["cancel_requested"]
 
     def complete(self, token: str, step: Optional[str] = None) -> Dict[str, Any]:
@@ -586,9 +589,6 @@ class Worker:
     def _heartbeats(self) -> None:
         next_check = time.monotonic()
         while not (self._stopping.is_set() and not self._running):
-            if self.cancel_check is not None and time.monotonic() >= next_check:
-                next_check = time.monotonic() + self.cancel_check
-                self._check_cancels()
             with self._lock:
                 due = [j for j in list(self._running.values()) + self._waiting
                        if j._renew_at <= time.monotonic()]
@@ -606,6 +606,10 @@ class Worker:
                     else:
                         job._renew_at = time.monotonic() + 1.0
                         log.warning("job %s: heartbeat failed: %s", job.id, err)
+            # After the heartbeats, and bounded: a slow check must not delay a lease's renewal.
+            if self.cancel_check is not None and time.monotonic() >= next_check:
+                next_check = time.monotonic() + self.cancel_check
+                self._check_cancels()
             time.sleep(0.2)
 
     def _check_cancels(self) -> None:
@@ -614,7 +618,8 @@ class Worker:
         if not running:
             return
         try:
-            asked = set(self.client.cancel_requests([j.token for j in running[:1000]]))
+            asked = set(self.client.cancel_requests([j.token for j in running[:1000]],
+                                                    timeout=min(2 * self.cancel_check, 5.0)))
         except DroverError as err:
             if err.status == 404:
                 # A server from before this request: heartbeats still carry cancels.

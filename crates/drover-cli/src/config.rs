@@ -311,11 +311,11 @@ impl Config {
             anyhow::anyhow!("invalid config {}: {}", path.display(), syntax(&err, &text))
         })?;
         config.source = std::fs::canonicalize(&path).ok();
-        let dir = config
-            .source
-            .as_deref()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf);
+        // The directory as the user named it, symlinks kept: a config mounted as a link (a
+        // Kubernetes ConfigMap's `..data/`) resolves next to the link, not its target.
+        let dir = std::path::absolute(&path)
+            .ok()
+            .and_then(|path| path.parent().map(Path::to_path_buf));
         if let Some(dir) = dir {
             config.resolve_paths(&dir);
         }

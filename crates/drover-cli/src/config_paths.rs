@@ -75,9 +75,13 @@ fn program(command: &mut [String], dir: &Path) {
     }
 }
 
-/// `sqlite://PATH?OPTIONS` with a relative PATH made relative to `dir`; any other URL as is.
+/// `sqlite://PATH?OPTIONS` (or `sqlite:PATH`) with a relative PATH made relative to `dir`; any
+/// other URL as is (a PostgreSQL URL's own `sslrootcert=…` is read as given, like `--database`).
 fn sqlite_url(url: &str, dir: &Path) -> String {
-    let Some(rest) = url.strip_prefix("sqlite://") else {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
         return url.to_owned();
     };
     let (path, query) = match rest.split_once('?') {
@@ -163,6 +167,10 @@ terminate = ["scripts/terminate.sh"]
         assert_eq!(
             sqlite_url("sqlite://drover.db", dir),
             "sqlite:///etc/drover/drover.db"
+        );
+        assert_eq!(
+            sqlite_url("sqlite:data.db", dir),
+            "sqlite:///etc/drover/data.db"
         );
     }
 }

@@ -46,7 +46,9 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
         .iter()
         .filter_map(|(queue, section)| Some((queue.as_str(), section.system()?)))
         .collect();
-    if args.queues.is_empty() {
+    // The sim runtime's instances run nothing: there the server works every queue.
+    let slots_run_jobs = config.autoscaler.runtime.as_deref() != Some("sim");
+    if args.queues.is_empty() && slots_run_jobs {
         for (queue, system) in &bound {
             queues.remove(*queue);
             tracing::info!(
@@ -61,7 +63,7 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
     for (kind, task) in &config.tasks {
         if let Some(queue) = &task.queue
             && !queues.contains_key(queue)
-            && !bound.contains_key(queue.as_str())
+            && !(slots_run_jobs && bound.contains_key(queue.as_str()))
         {
             tracing::info!(
                 queue,

@@ -307,10 +307,10 @@ command = ["sh", "-c", "cat >> hooks.jsonl; echo >> hooks.jsonl"]
     let deadline = std::time::Instant::now() + T;
     let events: Vec<Value> = loop {
         let text = std::fs::read_to_string(env.path("hooks.jsonl")).unwrap_or_default();
-        let events: Vec<Value> = text
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_str(l).unwrap())
+        // Hooks run side by side, so two events may share a line: read them as a stream.
+        let events: Vec<Value> = serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .map_while(Result::ok)
             .collect();
         if events.len() >= 3 || std::time::Instant::now() > deadline {
             break events;

@@ -19,9 +19,10 @@ fn hook_saw(env: &Env, id: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let text = std::fs::read_to_string(env.path("hooks.jsonl")).unwrap_or_default();
-        let seen = text
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        // Hooks run side by side, so two events may share a line: read them as a stream.
+        let seen = serde_json::Deserializer::from_str(&text)
+            .into_iter::<Value>()
+            .map_while(Result::ok)
             .find(|end| end["id"] == id);
         if let Some(end) = seen {
             return end;
@@ -92,6 +93,11 @@ fn hooks_run_for_http_workers_and_operator_actions() {
             .unwrap()
             .to_owned()
     };
+    // The step a heartbeat reported reaches the hook, though the batch completion has none.
+    server.ok(
+        &format!("/api/v1/leases/{}/heartbeat", token(done)),
+        &json!({"step": "halfway"}),
+    );
     server.ok("/api/v1/leases/complete", &json!({"tokens": [token(done)]}));
     server.ok(
         &format!("/api/v1/leases/{}/fail", token(failed)),
@@ -102,6 +108,7 @@ fn hooks_run_for_http_workers_and_operator_actions() {
         (end["state"].as_str(), end["attempt"].as_i64()),
         (Some("completed"), Some(1))
     );
+    assert_eq!(end["step"], "halfway", "{end}");
     let end = hook_saw(&env, failed);
     assert_eq!(end["state"], "discarded");
     assert_eq!(

@@ -343,11 +343,18 @@ pub async fn prepare(store: &DynStore, policy: RetentionPolicy) -> Result<Prepar
         batch_size: 0,
         ..prepared.params(Timestamp::UNIX_EPOCH)
     };
-    if let Err(err) = store.archive_batch(probe).await {
-        return Err(Error::Config(format!(
-            "retention {:?}: the database refuses its archiving statement: {err}",
-            prepared.policy.name
-        )));
+    match store.archive_batch(probe).await {
+        Ok(_) => {}
+        // Not the statement's fault: the runs will say so if it lasts.
+        Err(err @ (StoreError::Unavailable(_) | StoreError::Busy(_) | StoreError::Closed)) => {
+            tracing::warn!(policy = %prepared.policy.name, error = %err, "cannot try the archiving statement now");
+        }
+        Err(err) => {
+            return Err(Error::Config(format!(
+                "retention {:?}: the database refuses its archiving statement: {err}",
+                prepared.policy.name
+            )));
+        }
     }
     Ok(prepared)
 }

@@ -107,8 +107,13 @@ async fn build_engine(
     engine_config: EngineConfig,
 ) -> anyhow::Result<Engine> {
     setup::check_commands(config, &engine_config.queues)?;
-    // The archiver refuses to start on tables it cannot archive safely.
-    let retention = setup::prepare_retention(store, config).await?;
+    // The archiver refuses to start on tables it cannot archive safely. A slot's worker never
+    // leads, so it never archives: its checks would only slow its start.
+    let retention = if args.slot.is_some() {
+        Vec::new()
+    } else {
+        setup::prepare_retention(store, config).await?
+    };
     let mut builder = Engine::builder(store.clone())
         .config(engine_config)
         .builtin_tasks();

@@ -295,47 +295,54 @@ impl Admin {
     }
 
     /// Runs the job-end hooks for the jobs an action ended (a waiting job cancelled or
-    /// discarded; a running one ends through its worker, which runs them). `known` holds the
-    /// jobs as listed before the action, when the caller has them; others are read.
-    async fn announce_ends(
-        &self,
-        ids: &[JobId],
-        results: &[ActResult],
-        known: Option<&[JobRecord]>,
-    ) {
-        let Some(hooks) = self.hooks.as_ref().filter(|hooks| !hooks.is_empty()) else {
+    /// discarded; a running one ends through its worker, which runs them), in a task of its
+    /// own: the action is committed, and a request dropped by its client must not lose them.
+    /// `known` holds the jobs as listed before the action, when the caller has them; others
+    /// are read.
+    fn announce_ends(&self, ids: &[JobId], results: &[ActResult], known: Option<&[JobRecord]>) {
+        let Some(hooks) = self.hooks.clone().filter(|hooks| !hooks.is_empty()) else {
             return;
         };
-        for (&id, result) in ids.iter().zip(results) {
-            let ActResult::Changed { state } = result else {
-                continue;
-            };
-            if !state.is_terminal() {
-                continue;
-            }
-            let listed = known.and_then(|jobs| jobs.iter().find(|job| job.id == id));
-            let job = match listed {
-                Some(job) => job.clone(),
-                None => match self.store().job_get(id).await {
-                    Ok(Some(job)) => job,
-                    _ => {
-                        tracing::warn!(job = id, "job ended, but cannot be read for its hooks");
-                        continue;
-                    }
-                },
-            };
-            hooks
-                .fire(crate::hooks::JobEnd {
-                    id,
-                    kind: job.kind,
-                    queue: job.queue,
-                    state: *state,
-                    attempt: job.attempt,
-                    error: None,
-                    step: job.step,
-                })
-                .await;
+        let ended: Vec<(JobId, JobState, Option<JobRecord>)> = ids
+            .iter()
+            .zip(results)
+            .filter_map(|(&id, result)| match result {
+                ActResult::Changed { state } if state.is_terminal() => {
+                    let listed = known.and_then(|jobs| jobs.iter().find(|job| job.id == id));
+                    Some((id, *state, listed.cloned()))
+                }
+                _ => None,
+            })
+            .collect();
+        if ended.is_empty() {
+            return;
         }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            for (id, state, listed) in ended {
+                let job = match listed {
+                    Some(job) => job,
+                    None => match store.job_get(id).await {
+                        Ok(Some(job)) => job,
+                        _ => {
+                            tracing::warn!(job = id, "job ended, but cannot be read for its hooks");
+                            continue;
+                        }
+                    },
+                };
+                hooks
+                    .fire(crate::hooks::JobEnd {
+                        id,
+                        kind: job.kind,
+                        queue: job.queue,
+                        state,
+                        attempt: job.attempt,
+                        error: None,
+                        step: job.step,
+                    })
+                    .await;
+            }
+        });
     }
 
     /// Applies `action` to the given jobs (at most [`MAX_PAGE`]); one result per id.
@@ -361,7 +368,7 @@ impl Admin {
                     now: self.clock.store_now(),
                 })
                 .await?;
-            self.announce_ends(chunk, &acted, None).await;
+            self.announce_ends(chunk, &acted, None);
             results.extend(acted);
         }
         Ok(results)
@@ -396,7 +403,7 @@ impl Admin {
                     now: self.clock.store_now(),
                 })
                 .await?;
-            self.announce_ends(&ids, &results, Some(&page)).await;
+            self.announce_ends(&ids, &results, Some(&page));
             report.matched += results.len() as u64;
             let changed = results.iter().filter(|r| r.changed()).count() as u64;
             report.changed += changed;

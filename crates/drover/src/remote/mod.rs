@@ -589,15 +589,15 @@ impl RemoteWorkers {
             .zip(results)
             .map(|(lease, result)| self.settle(lease, &Outcome::Completed, result))
             .collect::<Vec<_>>();
-        let mut answers = Vec::with_capacity(settled.len());
-        for (answer, held) in settled {
-            if let Ok(recorded) = &answer {
-                self.announce(recorded, held, &Outcome::Completed, None)
-                    .await;
-            }
-            answers.push(answer);
-        }
-        Ok(answers)
+        Ok(settled
+            .into_iter()
+            .map(|(answer, held)| {
+                if let Ok(recorded) = &answer {
+                    self.announce(recorded, held, &Outcome::Completed, None);
+                }
+                answer
+            })
+            .collect())
     }
 
     /// Records a failed attempt: retried with backoff while attempts are left, else discarded;

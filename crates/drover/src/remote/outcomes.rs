@@ -31,49 +31,60 @@ impl RemoteWorkers {
             .ok_or_else(|| StoreError::Internal("finish returned nothing".into()))?;
         let (answer, held) = self.settle(lease, &outcome, result);
         if let Ok(recorded) = &answer {
-            self.announce(recorded, held, &outcome, step).await;
+            self.announce(recorded, held, &outcome, step);
         }
         answer
     }
 
-    /// Runs the job-end hooks for an outcome that ended its job (a repeat has run them).
-    /// What the lease map no longer knows (another server handed the lease out, or this one
-    /// restarted since) is read from the job.
-    pub(super) async fn announce(
+    /// Runs the job-end hooks for an outcome that ended its job (a repeat has run them), in a
+    /// task of its own: the outcome is committed, and a request dropped by its client (or one
+    /// waiting on a full hook queue) must not lose the hook. What the lease map no longer knows
+    /// (another server handed the lease out, or this one restarted since) and a step the
+    /// outcome did not carry (a heartbeat's) are read from the job.
+    pub(super) fn announce(
         &self,
         recorded: &Recorded,
         held: Option<Held>,
         outcome: &Outcome,
         step: Option<String>,
     ) {
-        let Some(hooks) = &self.hooks else { return };
+        let Some(hooks) = self.hooks.clone() else {
+            return;
+        };
         if hooks.is_empty() || recorded.repeated || !recorded.state.is_terminal() {
             return;
         }
-        let (kind, queue, attempt) = match held {
-            Some(held) => (held.kind, held.queue, held.attempt),
-            None => match self.store.job_get(recorded.id).await {
-                Ok(Some(job)) => (job.kind, job.queue, job.attempt),
-                _ => {
-                    tracing::warn!(
-                        job = recorded.id,
-                        "job ended, but cannot be read for its hooks"
-                    );
-                    return;
-                }
-            },
-        };
-        hooks
-            .fire(JobEnd {
-                id: recorded.id,
-                kind,
-                queue,
-                state: recorded.state,
-                attempt,
-                error: crate::hooks::error_of(outcome, recorded.state),
-                step,
-            })
-            .await;
+        let (id, state) = (recorded.id, recorded.state);
+        let error = crate::hooks::error_of(outcome, state);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let known = held.map(|held| (held.kind, held.queue, held.attempt));
+            let (kind, queue, attempt, step) = match (known, step) {
+                (Some((kind, queue, attempt)), Some(step)) => (kind, queue, attempt, Some(step)),
+                (known, step) => match store.job_get(id).await {
+                    Ok(Some(job)) => {
+                        let (kind, queue, attempt) =
+                            known.unwrap_or((job.kind, job.queue, job.attempt));
+                        (kind, queue, attempt, step.or(job.step))
+                    }
+                    _ => {
+                        tracing::warn!(job = id, "job ended, but cannot be read for its hooks");
+                        return;
+                    }
+                },
+            };
+            hooks
+                .fire(JobEnd {
+                    id,
+                    kind,
+                    queue,
+                    state,
+                    attempt,
+                    error,
+                    step,
+                })
+                .await;
+        });
     }
 
     /// What one finish result means for the remote worker, and the lease as this process knew

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_core::{LeaderTerm, RetentionRunListParams};
+use drover_core::{LeaderTerm, RetentionRunListParams, RetentionRunRecord};
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
@@ -44,29 +44,38 @@ impl Archiver {
 }
 
 impl Archiver {
-    /// Whether a scheduled run of `policy` fell due since its last recorded run. When the
-    /// runs cannot be read, yes: a run too many moves nothing twice.
+    /// Whether a scheduled run of `policy` fell due since its last successful run (a failed
+    /// one is tried again). When the runs cannot be read, or the recent ones all failed, yes:
+    /// a run too many moves nothing twice.
     async fn missed_a_run(&self, policy: &PreparedPolicy) -> bool {
         let runs = self
             .shared
             .store
             .retention_run_list(RetentionRunListParams {
                 policy: Some(policy.policy.name.clone()),
-                limit: 1,
+                limit: 10,
             })
             .await;
-        let last = match runs {
-            Ok(runs) => runs.first().map(|run| run.started_at),
-            Err(_) => return true,
-        };
-        missed(policy, last, self.shared.clock.now())
+        match runs {
+            Ok(runs) => missed(policy, &runs, self.shared.clock.now()),
+            Err(_) => true,
+        }
     }
 }
 
-/// Whether a scheduled time of `policy` passed between its last run (`None`: it never ran,
-/// and waits for its first) and `now`.
-fn missed(policy: &PreparedPolicy, last: Option<Timestamp>, now: Timestamp) -> bool {
-    last.and_then(|last| policy.schedule.next_after(last))
+/// Whether a scheduled time of `policy` passed between its last successful run among `runs`
+/// (newest first) and `now`. A policy that never ran waits for its first; one whose recent
+/// runs all failed is due.
+fn missed(policy: &PreparedPolicy, runs: &[RetentionRunRecord], now: Timestamp) -> bool {
+    if runs.is_empty() {
+        return false;
+    }
+    let Some(last) = runs.iter().find(|run| run.error.is_none()) else {
+        return true;
+    };
+    policy
+        .schedule
+        .next_after(last.started_at)
         .is_some_and(|due| due <= now)
 }
 
@@ -131,12 +140,31 @@ mod tests {
             columns: Vec::new(),
         };
         let at = |text: &str| text.parse::<Timestamp>().unwrap();
+        let run = |started: &str, error: Option<&str>| RetentionRunRecord {
+            policy: "drover_jobs".into(),
+            started_at: at(started),
+            finished_at: at(started),
+            rows_moved: 0,
+            error: error.map(str::to_owned),
+            trigger: "schedule".into(),
+        };
         let now = at("2026-12-05T15:00:00Z");
         // Never ran: its first run is tonight's, not now.
-        assert!(!missed(&policy, None, now));
+        assert!(!missed(&policy, &[], now));
         // Ran at 02:00 today: nothing missed.
-        assert!(!missed(&policy, Some(at("2026-12-05T02:00:00Z")), now));
+        assert!(!missed(&policy, &[run("2026-12-05T02:00:00Z", None)], now));
         // Last ran yesterday morning: today's 02:00 was missed.
-        assert!(missed(&policy, Some(at("2026-12-04T02:00:00Z")), now));
+        assert!(missed(&policy, &[run("2026-12-04T02:00:00Z", None)], now));
+        // Today's run failed: it is tried again, yesterday's success counts.
+        let failed_today = [
+            run("2026-12-05T02:00:00Z", Some("database unavailable")),
+            run("2026-12-04T02:00:00Z", None),
+        ];
+        assert!(missed(&policy, &failed_today, now));
+        assert!(missed(
+            &policy,
+            &[run("2026-12-05T02:00:00Z", Some("boom"))],
+            now
+        ));
     }
 }
