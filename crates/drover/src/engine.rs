@@ -42,6 +42,7 @@ use crate::heartbeat;
 use crate::hooks::{FnHook, Hook, Hooks, JobEnd};
 use crate::leader::{Elector, LeaderService};
 use crate::metrics::{MeteredStore, Metrics};
+use crate::probe::EngineProbe;
 use crate::remote::RemoteWorkers;
 use crate::retention::PreparedPolicy;
 use crate::runtime::{Shared, StopReason};
@@ -633,12 +634,30 @@ impl EngineHandle {
 
     /// Shuts down with the configured `shutdown_timeout`. See the module documentation.
     pub async fn shutdown(self) -> ShutdownReport {
-        let timeout = self.shared.config.shutdown_timeout;
+        let timeout = self.shutdown_timeout();
         self.shutdown_within(timeout).await
+    }
+
+    /// How long [`shutdown`](Self::shutdown) lets running jobs finish (the configured
+    /// `shutdown_timeout`).
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shared.config.shutdown_timeout
     }
 
     /// Shuts down, letting running jobs finish for up to `timeout`.
     pub async fn shutdown_within(self, timeout: Duration) -> ShutdownReport {
+        self.shutdown_within_then(timeout, async {}).await
+    }
+
+    /// Shuts down as [`shutdown_within`](Self::shutdown_within), awaiting `before_hooks` once
+    /// the engine has stopped and before its last throughput flush and the job-end hooks'
+    /// drain: where a server that records HTTP workers' outcomes stops, so that the outcomes
+    /// it takes until then are counted and run their hooks.
+    pub async fn shutdown_within_then(
+        self,
+        timeout: Duration,
+        before_hooks: impl std::future::Future<Output = ()>,
+    ) -> ShutdownReport {
         let shared = &self.shared;
         let grace = shared.config.cancel_grace;
         let mut report = ShutdownReport::default();
@@ -681,6 +700,7 @@ impl EngineHandle {
         for service in self.services {
             let _ = service.await;
         }
+        before_hooks.await;
         // Outcomes recorded after presence's last flush (the completer's last batch, remote
         // workers' completions) are flushed here.
         crate::services::presence::flush_throughput(shared).await;
@@ -694,64 +714,6 @@ impl EngineHandle {
         }
         tracing::info!(stats = ?shared.counters.snapshot(), "engine stopped");
         report
-    }
-}
-
-/// Liveness and metrics of a running engine. See [`EngineHandle::probe`].
-#[derive(Clone)]
-pub struct EngineProbe {
-    shared: Arc<Shared>,
-    leader: watch::Receiver<Option<LeaderTerm>>,
-    remote: RemoteWorkers,
-}
-
-impl std::fmt::Debug for EngineProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EngineProbe")
-            .field("process_id", &self.shared.process_id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EngineProbe {
-    /// The health of every background loop.
-    pub fn health(&self) -> HealthReport {
-        self.shared
-            .health
-            .report(&self.shared.store.background_health())
-    }
-
-    /// The time by the engine's clock.
-    pub fn now(&self) -> jiff::Timestamp {
-        self.shared.clock.now()
-    }
-
-    /// Whether this process leads.
-    pub fn is_leader(&self) -> bool {
-        self.leader.borrow().is_some()
-    }
-
-    /// Runs in progress here: local workers' and remote workers' leases.
-    pub fn busy(&self) -> usize {
-        self.shared.running_count() + self.remote.busy()
-    }
-
-    /// This process's identity.
-    pub fn process_id(&self) -> &str {
-        &self.shared.process_id
-    }
-
-    /// Sets the gauges of the engine's metrics (queue depths from the cached counts, busy runs,
-    /// leadership) and returns them as Prometheus text.
-    pub async fn metrics_text(&self) -> Result<String, Error> {
-        let queues = self.shared.store.queue_list().await?;
-        self.shared.metrics.observe(
-            &queues,
-            self.shared.clock.now(),
-            self.busy(),
-            self.is_leader(),
-        );
-        Ok(self.shared.metrics.encode_text())
     }
 }
 

@@ -65,19 +65,24 @@ pub(crate) async fn run(
 
     let (failure, hand_back) = wait_for_stop(&handle, args).await?;
     stop_leasing.cancel();
-    let report = if hand_back {
-        handle.shutdown_within(std::time::Duration::ZERO).await
-    } else {
-        handle.shutdown().await
+    // The server stays up while the engine stops, so that HTTP workers can still report
+    // their runs; it stops before the hooks drain, so that those outcomes run theirs.
+    let stop_http = async {
+        stop_server.cancel();
+        if let Some(server) = server
+            && tokio::time::timeout(std::time::Duration::from_secs(5), server)
+                .await
+                .is_err()
+        {
+            tracing::warn!("HTTP connections still open after 5s; closing them");
+        }
     };
-    stop_server.cancel();
-    if let Some(server) = server
-        && tokio::time::timeout(std::time::Duration::from_secs(5), server)
-            .await
-            .is_err()
-    {
-        tracing::warn!("HTTP connections still open after 5s; closing them");
-    }
+    let timeout = if hand_back {
+        std::time::Duration::ZERO
+    } else {
+        handle.shutdown_timeout()
+    };
+    let report = handle.shutdown_within_then(timeout, stop_http).await;
     store.close().await;
     Ok(exit_code(failure, &report))
 }
