@@ -107,7 +107,7 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
             .unwrap_or(defaults.shutdown_timeout),
         cancel_grace: worker.cancel_grace.unwrap_or(Duration::from_secs(10)),
         leader_ttl: worker.leader_ttl.unwrap_or(defaults.leader_ttl),
-        leader_eligible: true,
+        leader_eligible: defaults.leader_eligible,
         prefetch: worker.prefetch.or(defaults.prefetch),
         hook_concurrency: worker.hook_concurrency.unwrap_or(defaults.hook_concurrency),
         limits: limits(config),

@@ -164,43 +164,10 @@ fn a_python_worker_runs_jobs_enqueued_by_the_python_client() {
     assert_eq!(stats["queues"]["py"]["discarded"], 0);
 }
 
-/// A handler that returns early because its job was cancelled leaves the job cancelled, not
-/// completed.
-#[test]
-fn a_cancelled_python_job_that_returns_is_recorded_cancelled() {
-    let env = Env::new(CONFIG);
-    let server = env.serve("serve", &[]);
-    let record = env.path("record.jsonl");
-    let _worker = PyWorker::start(&server.url, "py", &record, 1);
-    let job = server.ok(
-        "/api/v1/jobs",
-        &json!({"kind": "py.record", "queue": "py", "args": {"sleep": 30, "on_cancel": "return"}}),
-    );
-    let id = job["id"].as_i64().unwrap();
-    eventually(Duration::from_secs(30), "the job starts", || {
-        records(&record)
-            .into_iter()
-            .find(|r| r["event"] == "start" && r["id"] == id)
-    });
-    let (status, _) = server.post(&format!("/api/v1/jobs/{id}/cancel"), &json!(null));
-    assert_eq!(status, 200);
-    eventually(Duration::from_secs(20), "the handler stops", || {
-        records(&record)
-            .into_iter()
-            .find(|r| r["event"] == "stopped" && r["id"] == id)
-    });
-    let job = eventually(Duration::from_secs(20), "the outcome", || {
-        let job = env.job(id);
-        (job["state"] != "running").then_some(job)
-    });
-    assert_eq!(job["state"], "cancelled", "{job:#}");
-}
-
-/// A cancel reaches the handler long before the next heartbeat: with a 90 s lease the
-/// heartbeat comes every 30 s, and the worker's cancel check (every second) must carry it.
-#[test]
-fn a_cancel_reaches_a_python_handler_between_heartbeats() {
-    let env = Env::new("[worker]\nlease = \"90s\"\n");
+/// Starts a 60 s Python job with `config`, cancels it once it runs, and waits `limit` for its
+/// handler to stop; returns the job once its outcome is recorded.
+fn cancel_a_running_python_job(config: &str, limit: Duration) -> Value {
+    let env = Env::new(config);
     let server = env.serve("serve", &[]);
     let record = env.path("record.jsonl");
     let _worker = PyWorker::start(&server.url, "py", &record, 1);
@@ -216,15 +183,30 @@ fn a_cancel_reaches_a_python_handler_between_heartbeats() {
     });
     let (status, _) = server.post(&format!("/api/v1/jobs/{id}/cancel"), &json!(null));
     assert_eq!(status, 200);
-    eventually(Duration::from_secs(15), "the handler stops", || {
+    eventually(limit, "the handler stops", || {
         records(&record)
             .into_iter()
             .find(|r| r["event"] == "stopped" && r["id"] == id)
     });
-    let job = eventually(Duration::from_secs(15), "the outcome", || {
+    eventually(Duration::from_secs(20), "the outcome", || {
         let job = env.job(id);
         (job["state"] != "running").then_some(job)
-    });
+    })
+}
+
+/// A handler that returns early because its job was cancelled leaves the job cancelled, not
+/// completed.
+#[test]
+fn a_cancelled_python_job_that_returns_is_recorded_cancelled() {
+    let job = cancel_a_running_python_job(CONFIG, Duration::from_secs(20));
+    assert_eq!(job["state"], "cancelled", "{job:#}");
+}
+
+/// A cancel reaches the handler long before the next heartbeat: with a 90 s lease the
+/// heartbeat comes every 30 s, and the worker's cancel check (every second) must carry it.
+#[test]
+fn a_cancel_reaches_a_python_handler_between_heartbeats() {
+    let job = cancel_a_running_python_job("[worker]\nlease = \"90s\"\n", Duration::from_secs(15));
     assert_eq!(job["state"], "cancelled", "{job:#}");
 }
 

@@ -18,9 +18,7 @@ pub(crate) async fn reserve(url: &str, config: &Config, args: ReserveArgs) -> an
     admin::check_declared(&args.system, &declared).context("--system")?;
     let system = &systems.systems[&args.system];
     let ttl = args.ttl.unwrap_or(system.reservation_ttl);
-    if ttl < Duration::from_secs(1) || ttl > admin::MAX_RESERVATION_TTL {
-        anyhow::bail!("--ttl: must be at least 1 second and at most 30 days");
-    }
+    admin::check_ttl(ttl).context("--ttl")?;
     let store = backend::open(url, config, false).await?;
     let result = async {
         let request = admin::Reservation {

@@ -132,14 +132,14 @@ async fn run_sweep(
     options: &SimulationOptions,
     sweep: &Sweep,
 ) -> anyhow::Result<Vec<SweepRow>> {
+    let largest_max = base.systems.values().map(|s| s.max).max().unwrap_or(0);
     let variants: Vec<(String, String, AutoscalerConfig)> = match sweep {
         Sweep::Warm(values) => values
             .iter()
             .map(|&warm| {
-                let largest = base.systems.values().map(|s| s.max).max().unwrap_or(0);
-                if warm > largest {
+                if warm > largest_max {
                     bail!(
-                        "--sweep warm={warm}: more than any system's max ({largest}), which the \
+                        "--sweep warm={warm}: more than any system's max ({largest_max}), which the \
                          config itself would refuse"
                     );
                 }

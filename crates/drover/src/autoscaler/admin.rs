@@ -147,6 +147,21 @@ pub fn check_declared(system: &str, declared: &[String]) -> Result<(), AdminErro
 
 /// The longest a reservation may live: one forgotten for longer keeps a slot from draining.
 pub const MAX_RESERVATION_TTL: Duration = Duration::from_secs(30 * 86_400);
+/// The shortest a reservation may live: less could expire before any tick assigned it.
+pub const MIN_RESERVATION_TTL: Duration = Duration::from_secs(1);
+
+/// A reservation's time to live, checked: between [`MIN_RESERVATION_TTL`] and
+/// [`MAX_RESERVATION_TTL`].
+pub fn check_ttl(ttl: Duration) -> Result<(), AdminError> {
+    if (MIN_RESERVATION_TTL..=MAX_RESERVATION_TTL).contains(&ttl) {
+        return Ok(());
+    }
+    Err(AdminError::Invalid {
+        field: "ttl",
+        message: "invalid ttl: the time to live must be at least 1 second and at most 30 days"
+            .into(),
+    })
+}
 
 /// A reservation asked for.
 #[derive(Debug, Clone, Copy)]
@@ -186,13 +201,7 @@ pub async fn reserve(
             message: "invalid holder: 1 to 200 characters, none of them control characters".into(),
         });
     }
-    if ttl < Duration::from_secs(1) || ttl > MAX_RESERVATION_TTL {
-        return Err(AdminError::Invalid {
-            field: "ttl",
-            message: "invalid ttl: the time to live must be at least 1 second and at most 30 days"
-                .into(),
-        });
-    }
+    check_ttl(ttl)?;
     if let Some(declared) = declared {
         check_declared(system, declared)?;
     }

@@ -173,6 +173,8 @@ struct Held {
     delivery: Delivery,
     claimed: Instant,
     expires: Instant,
+    /// The step the last heartbeat reported, for the job-end hooks.
+    step: Option<String>,
 }
 
 /// The remote-worker protocol over one store. Cheap to clone.
@@ -306,6 +308,21 @@ pub fn parse_token(token: &str) -> Result<LeaseRef, ValidationError> {
         id: id.parse().map_err(|_| invalid())?,
         lease_token: lease_token.parse().map_err(|_| invalid())?,
     })
+}
+
+/// A batch of lease tokens, at most [`MAX_LEASE`], each checked.
+fn parse_tokens(tokens: &[String]) -> Result<Vec<LeaseRef>, Error> {
+    if tokens.len() > MAX_LEASE {
+        return Err(Error::Invalid(ValidationError::BatchTooLarge {
+            field: "tokens",
+            size: tokens.len(),
+            limit: MAX_LEASE,
+        }));
+    }
+    Ok(tokens
+        .iter()
+        .map(|t| parse_token(t))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 fn token_of(lease: &LeaseRef) -> String {
@@ -460,6 +477,7 @@ impl RemoteWorkers {
                         delivery: job.delivery,
                         claimed: Instant::now(),
                         expires: Instant::now() + self.lease,
+                        step: None,
                     },
                 );
                 // Args were checked as a JSON object at enqueue: only a hand-edited row gets
@@ -491,7 +509,7 @@ impl RemoteWorkers {
         let status = self
             .store
             .job_heartbeat(JobHeartbeatParams {
-                leases: vec![(lease.clone(), step)],
+                leases: vec![(lease.clone(), step.clone())],
                 lease: self.lease,
                 now: self.clock.store_now(),
             })
@@ -513,6 +531,9 @@ impl RemoteWorkers {
             .get_mut(&(lease.id, lease.lease_token))
         {
             held.expires = Instant::now() + self.lease;
+            if step.is_some() {
+                held.step = step;
+            }
         }
         Ok(HeartbeatAnswer {
             cancel_requested: status.cancel_requested,
@@ -524,17 +545,7 @@ impl RemoteWorkers {
     /// renewed), so that a worker can ask every second or so and stop a cancelled run long
     /// before its next heartbeat.
     pub async fn cancel_requested(&self, tokens: &[String]) -> Result<Vec<String>, Error> {
-        if tokens.len() > MAX_LEASE {
-            return Err(Error::Invalid(ValidationError::BatchTooLarge {
-                field: "tokens",
-                size: tokens.len(),
-                limit: MAX_LEASE,
-            }));
-        }
-        let leases = tokens
-            .iter()
-            .map(|t| parse_token(t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let leases = parse_tokens(tokens)?;
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -562,17 +573,7 @@ impl RemoteWorkers {
         &self,
         tokens: &[String],
     ) -> Result<Vec<Result<Recorded, Error>>, Error> {
-        if tokens.len() > MAX_LEASE {
-            return Err(Error::Invalid(ValidationError::BatchTooLarge {
-                field: "tokens",
-                size: tokens.len(),
-                limit: MAX_LEASE,
-            }));
-        }
-        let leases = tokens
-            .iter()
-            .map(|t| parse_token(t))
-            .collect::<Result<Vec<_>, _>>()?;
+        let leases = parse_tokens(tokens)?;
         let outcomes = leases
             .iter()
             .map(|lease| JobOutcome::completed(lease.clone()))

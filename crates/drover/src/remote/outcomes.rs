@@ -38,9 +38,8 @@ impl RemoteWorkers {
 
     /// Runs the job-end hooks for an outcome that ended its job (a repeat has run them), in a
     /// task of its own: the outcome is committed, and a request dropped by its client (or one
-    /// waiting on a full hook queue) must not lose the hook. What the lease map no longer knows
-    /// (another server handed the lease out, or this one restarted since) and a step the
-    /// outcome did not carry (a heartbeat's) are read from the job.
+    /// waiting on a full hook queue) must not lose the hook. A lease this process did not hand
+    /// out (another server did, or this one restarted since) is read from the job.
     pub(super) fn announce(
         &self,
         recorded: &Recorded,
@@ -58,15 +57,11 @@ impl RemoteWorkers {
         let error = crate::hooks::error_of(outcome, state);
         let store = self.store.clone();
         tokio::spawn(async move {
-            let known = held.map(|held| (held.kind, held.queue, held.attempt));
-            let (kind, queue, attempt, step) = match (known, step) {
-                (Some((kind, queue, attempt)), Some(step)) => (kind, queue, attempt, Some(step)),
-                (known, step) => match store.job_get(id).await {
-                    Ok(Some(job)) => {
-                        let (kind, queue, attempt) =
-                            known.unwrap_or((job.kind, job.queue, job.attempt));
-                        (kind, queue, attempt, step.or(job.step))
-                    }
+            let (kind, queue, attempt, step) = match held {
+                // The outcome's own step, else the last heartbeat's.
+                Some(held) => (held.kind, held.queue, held.attempt, step.or(held.step)),
+                None => match store.job_get(id).await {
+                    Ok(Some(job)) => (job.kind, job.queue, job.attempt, step.or(job.step)),
                     _ => {
                         tracing::warn!(job = id, "job ended, but cannot be read for its hooks");
                         return;

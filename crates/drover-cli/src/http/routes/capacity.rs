@@ -92,9 +92,10 @@ pub(crate) async fn reserve(
     Body(body): Body<ReserveBody>,
 ) -> Result<(StatusCode, Json<ReservationRecord>), ApiError> {
     // Checked here as well as by the admin seam: `from_secs_f64` panics on what is not finite.
-    let limit = drover::autoscaler::admin::MAX_RESERVATION_TTL.as_secs_f64();
+    use drover::autoscaler::admin::{MAX_RESERVATION_TTL, MIN_RESERVATION_TTL};
+    let limits = MIN_RESERVATION_TTL.as_secs_f64()..=MAX_RESERVATION_TTL.as_secs_f64();
     let ttl = match body.ttl_seconds {
-        Some(seconds) if !(1.0..=limit).contains(&seconds) => {
+        Some(seconds) if !limits.contains(&seconds) => {
             return Err(ApiError::invalid(
                 "ttl_seconds",
                 "must be at least 1 second and at most 30 days",
