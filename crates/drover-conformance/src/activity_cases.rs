@@ -262,6 +262,7 @@ pub async fn processes_record_their_concurrency_per_queue(store: DynStore) {
             .map(|(q, n)| ((*q).to_owned(), *n))
             .collect(),
         version: "0.1.0".into(),
+        http_workers: vec![],
         now: Some(now),
     };
     store

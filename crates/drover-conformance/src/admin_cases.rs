@@ -289,6 +289,7 @@ pub async fn empty_queues_are_forgotten_unless_paused_or_worked(store: DynStore)
             queues: vec!["worked".into()],
             concurrency: Default::default(),
             version: "0.1.0".into(),
+            http_workers: vec![],
             now: Some(at(3)),
         })
         .await

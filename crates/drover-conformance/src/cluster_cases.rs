@@ -111,21 +111,42 @@ pub async fn leader_resign_hands_over_at_once(store: DynStore) {
     assert_eq!(b.term, a.term + 1);
 }
 
-/// Processes register, heartbeat, list, and are pruned when silent.
+/// Processes register, heartbeat, list, and are pruned when silent; each heartbeat replaces
+/// the HTTP workers a process lists.
 pub async fn process_registry_tracks_heartbeats(store: DynStore) {
-    let upsert = |id: &str, now| drover_core::ProcessUpsertParams {
+    let worker = |name: &str, running| drover_core::HttpWorkerRecord {
+        name: name.into(),
+        queues: vec!["py".into()],
+        running,
+        last_seen: at(2),
+    };
+    let upsert = |id: &str, now, http_workers| drover_core::ProcessUpsertParams {
         id: id.into(),
         host: "host-1".into(),
         pid: 42,
         queues: vec!["default".into(), "mail".into()],
         concurrency: Default::default(),
         version: "0.1.0".into(),
+        http_workers,
         now: Some(now),
     };
-    store.process_upsert(upsert("a", t0())).await.unwrap();
-    store.process_upsert(upsert("b", at(1))).await.unwrap();
-    store.process_upsert(upsert("a", at(30))).await.unwrap();
+    let first = vec![worker("w1", 3), worker("w2", 0)];
+    store
+        .process_upsert(upsert("a", t0(), first.clone()))
+        .await
+        .unwrap();
+    store
+        .process_upsert(upsert("b", at(1), vec![]))
+        .await
+        .unwrap();
+    assert_eq!(store.process_list().await.unwrap()[0].http_workers, first);
+    store
+        .process_upsert(upsert("a", at(30), vec![worker("w2", 1)]))
+        .await
+        .unwrap();
     let list = store.process_list().await.unwrap();
+    assert_eq!(list[0].http_workers, vec![worker("w2", 1)]);
+    assert!(list[1].http_workers.is_empty());
     assert_eq!(list.len(), 2);
     assert_eq!(list[0].id, "a");
     assert_eq!(list[0].started_at, t0());

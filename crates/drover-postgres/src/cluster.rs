@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use drover_core::{
     LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm,
-    ProcessRecord, ProcessUpsertParams,
+    HttpWorkerRecord, ProcessRecord, ProcessUpsertParams,
 };
 use jiff::Timestamp;
 use tokio_postgres::types::Json;
@@ -117,11 +117,13 @@ pub(crate) async fn process_upsert(
 ) -> Result<(), DbError> {
     db.execute(
         "INSERT INTO drover_processes \
-             (id, host, pid, queues, version, started_at, heartbeat_at, concurrency) \
+             (id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
+              http_workers) \
          VALUES ($1, $2, $3, $4::text[], $5, coalesce($6::timestamptz, now()), \
-                 coalesce($6::timestamptz, now()), $7::jsonb) \
+                 coalesce($6::timestamptz, now()), $7::jsonb, $8::jsonb) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
-             queues = excluded.queues, concurrency = excluded.concurrency",
+             queues = excluded.queues, concurrency = excluded.concurrency, \
+             http_workers = excluded.http_workers",
         &[
             &params.id,
             &params.host,
@@ -130,6 +132,7 @@ pub(crate) async fn process_upsert(
             &params.version,
             &params.now,
             &Json(&params.concurrency),
+            &Json(&params.http_workers),
         ],
     )
     .await?;
@@ -145,7 +148,8 @@ pub(crate) async fn process_delete(db: &Db<'_>, id: &str) -> Result<(), DbError>
 pub(crate) async fn process_list(db: &Db<'_>) -> Result<Vec<ProcessRecord>, DbError> {
     let rows = db
         .query(
-            "SELECT id, host, pid, queues, version, started_at, heartbeat_at, concurrency \
+            "SELECT id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
+                    http_workers \
              FROM drover_processes ORDER BY started_at, id COLLATE \"C\"",
             &[],
         )
@@ -161,6 +165,12 @@ pub(crate) async fn process_list(db: &Db<'_>) -> Result<Vec<ProcessRecord>, DbEr
             started_at: row.get(5),
             heartbeat_at: row.get(6),
             concurrency: row.get::<_, Json<BTreeMap<String, u32>>>(7).0,
+            // Written by this code only; a shape another version wrote lists no worker
+            // rather than failing the whole list.
+            http_workers: row
+                .try_get::<_, Json<Vec<HttpWorkerRecord>>>(8)
+                .map(|workers| workers.0)
+                .unwrap_or_default(),
         })
         .collect())
 }

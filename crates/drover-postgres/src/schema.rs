@@ -235,10 +235,18 @@ ALTER TABLE drover_processes ADD COLUMN concurrency jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE drover_jobs SET (fillfactor = 50);
 "#,
     ),
+    (
+        8,
+        r#"
+-- The HTTP workers that lease through each server, written with its heartbeat: a worker has
+-- no row of its own, and without this each server knew only its own.
+ALTER TABLE drover_processes ADD COLUMN http_workers jsonb NOT NULL DEFAULT '[]';
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 7;
+pub(crate) const LATEST: u32 = 8;
 
 /// Applies what is missing, inside the caller's transaction; returns the versions applied.
 pub(crate) async fn migrate(db: &Db<'_>, schema: Option<&str>) -> Result<Vec<u32>, DbError> {

@@ -115,12 +115,15 @@ pub(crate) fn process_upsert(
 ) -> rusqlite::Result<()> {
     let queues = serde_json::to_string(&params.queues).expect("strings serialize");
     let concurrency = serde_json::to_string(&params.concurrency).expect("a map serializes");
+    let http_workers = serde_json::to_string(&params.http_workers).expect("records serialize");
     conn.prepare_cached(
         "INSERT INTO drover_processes \
-             (id, host, pid, queues, version, started_at, heartbeat_at, concurrency) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) \
+             (id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
+              http_workers) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
-             queues = excluded.queues, concurrency = excluded.concurrency",
+             queues = excluded.queues, concurrency = excluded.concurrency, \
+             http_workers = excluded.http_workers",
     )?
     .execute(params![
         params.id,
@@ -129,7 +132,8 @@ pub(crate) fn process_upsert(
         queues,
         params.version,
         to_text(now),
-        concurrency
+        concurrency,
+        http_workers
     ])?;
     Ok(())
 }
@@ -142,7 +146,8 @@ pub(crate) fn process_delete(conn: &Connection, id: &str) -> rusqlite::Result<()
 
 pub(crate) fn process_list(conn: &Connection) -> rusqlite::Result<Vec<ProcessRecord>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, host, pid, queues, version, started_at, heartbeat_at, concurrency \
+        "SELECT id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
+                http_workers \
          FROM drover_processes ORDER BY started_at, id",
     )?;
     let rows = stmt.query_map([], |row| {
@@ -156,6 +161,7 @@ pub(crate) fn process_list(conn: &Connection) -> rusqlite::Result<Vec<ProcessRec
             started_at: from_text(&row.get::<_, String>(5)?)?,
             heartbeat_at: from_text(&row.get::<_, String>(6)?)?,
             concurrency: serde_json::from_str(&row.get::<_, String>(7)?).unwrap_or_default(),
+            http_workers: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
         })
     })?;
     rows.collect()

@@ -216,10 +216,18 @@ CREATE TABLE drover_throughput (
 ALTER TABLE drover_processes ADD COLUMN concurrency TEXT NOT NULL DEFAULT '{}';
 "#,
     ),
+    (
+        7,
+        r#"
+-- The HTTP workers that lease through each server (a JSON array), written with its heartbeat:
+-- a worker has no row of its own, and without this each server knew only its own.
+ALTER TABLE drover_processes ADD COLUMN http_workers TEXT NOT NULL DEFAULT '[]';
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 6;
+pub(crate) const LATEST: u32 = 7;
 
 /// Applies what is missing; returns the versions applied.
 pub(crate) fn migrate(conn: &Connection, now: &str) -> rusqlite::Result<Vec<u32>> {

@@ -310,9 +310,23 @@ impl Engine {
         let stop_claiming = CancellationToken::new();
         let stop_services = CancellationToken::new();
         let abandon = CancellationToken::new();
+        let remote = RemoteWorkers::new(
+            shared.store.clone(),
+            shared.clock.clone(),
+            shared.config.lease,
+            shared.metrics.clone(),
+        )
+        .with_local_queues(shared.config.queues.keys().cloned())
+        .with_hooks(shared.hooks.clone());
         let foremen = spawn_foremen(&shared, &stop_claiming);
-        let mut services =
-            spawn_process_loops(&shared, outcomes_rx, claims_rx, &abandon, &stop_services);
+        let mut services = spawn_process_loops(
+            &shared,
+            outcomes_rx,
+            claims_rx,
+            &remote,
+            &abandon,
+            &stop_services,
+        );
         let systems: Vec<(String, Duration)> = self
             .autoscaler
             .as_ref()
@@ -330,14 +344,6 @@ impl Engine {
         services.push(elector);
         tracing::info!(process = %shared.process_id, queues = ?shared.config.queues,
             backend = shared.store.backend(), "engine started");
-        let remote = RemoteWorkers::new(
-            shared.store.clone(),
-            shared.clock.clone(),
-            shared.config.lease,
-            shared.metrics.clone(),
-        )
-        .with_local_queues(shared.config.queues.keys().cloned())
-        .with_hooks(shared.hooks.clone());
         let admin = Admin::new(
             shared.store.clone(),
             job_defaults(&shared.clock, &shared.config, &shared.tasks),
@@ -345,7 +351,7 @@ impl Engine {
         )
         .with_retention(retention_policies)
         .with_systems(systems)
-        .with_http_workers(remote.clone())
+        .with_http_workers(remote.clone(), shared.process_id.clone())
         .with_hooks(shared.hooks.clone())
         .with_metrics(shared.metrics.clone());
         EngineHandle {
@@ -443,6 +449,7 @@ fn spawn_process_loops(
     shared: &Arc<Shared>,
     outcomes_rx: mpsc::Receiver<crate::runtime::Finished>,
     claims_rx: mpsc::UnboundedReceiver<completer::ClaimRequest>,
+    remote: &RemoteWorkers,
     abandon: &CancellationToken,
     stop_services: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
@@ -471,7 +478,7 @@ fn spawn_process_loops(
         shared,
         "presence".into(),
         stop_services.clone(),
-        presence::run(shared.clone(), stop_services.clone()),
+        presence::run(shared.clone(), remote.clone(), stop_services.clone()),
     );
     // The rescuer runs in every process, not only the leader's: its writes are fenced, and
     // orphans of a stalled leader are reclaimed without waiting for a leader handover.

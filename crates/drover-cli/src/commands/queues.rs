@@ -43,11 +43,22 @@ async fn warn_if_unknown(
     if view.processes > 0 || view.counted_at.is_some() || configured {
         return Ok(());
     }
+    let http_workers = admin.http_workers().await?;
+    let leased = |queue: &str| {
+        http_workers
+            .iter()
+            .any(|w| w.queues.iter().any(|q| q == queue))
+    };
+    if leased(&view.name) {
+        return Ok(());
+    }
     let known: Vec<String> = admin
         .queues()
         .await?
         .into_iter()
-        .filter(|q| q.name != view.name && (q.processes > 0 || q.counted_at.is_some()))
+        .filter(|q| {
+            q.name != view.name && (q.processes > 0 || q.counted_at.is_some() || leased(&q.name))
+        })
         .map(|q| q.name)
         .collect();
     let known = if known.is_empty() {
@@ -56,9 +67,8 @@ async fn warn_if_unknown(
         known.join(", ")
     };
     eprintln!(
-        "note: no process works queue {} and no count has seen a job in it: check the name \
-         (queues in use: {known}; HTTP workers are known only to the server they lease from: \
-         its /api/v1/cluster lists them)",
+        "note: no process or HTTP worker works queue {} and no count has seen a job in it: \
+         check the name (queues in use: {known})",
         view.name
     );
     Ok(())

@@ -23,6 +23,8 @@ struct Stats {
     backend: &'static str,
     leader: Option<Leader>,
     processes: Vec<drover_core::ProcessRecord>,
+    /// The HTTP workers every server lists (as of its last heartbeat).
+    http_workers: Vec<drover::remote::HttpWorkerView>,
     queues: BTreeMap<String, BTreeMap<JobState, u64>>,
     total: BTreeMap<JobState, u64>,
 }
@@ -50,6 +52,7 @@ pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Resul
         backend: store.backend(),
         leader,
         processes,
+        http_workers: cluster.http_workers,
         queues: BTreeMap::new(),
         total: JobState::ALL.iter().map(|&s| (s, 0)).collect(),
     };
@@ -105,5 +108,30 @@ pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Resul
             &rows,
         );
     }
+    print_http_workers(&stats.http_workers);
     Ok(())
+}
+
+/// The HTTP workers, as a table after the processes'.
+fn print_http_workers(workers: &[drover::remote::HttpWorkerView]) {
+    if workers.is_empty() {
+        return;
+    }
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.queues.join(","),
+                w.running.to_string(),
+                output::time(w.last_seen),
+                w.server.clone(),
+            ]
+        })
+        .collect();
+    outln!();
+    output::table(
+        &["HTTP WORKER", "QUEUES", "RUNNING", "LAST LEASE REQUEST", "THROUGH SERVER"],
+        &rows,
+    );
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[allow(unused_imports)] // Named by the doc links.
 use super::Store;
@@ -92,8 +92,27 @@ pub struct ProcessUpsertParams {
     pub concurrency: BTreeMap<String, u32>,
     /// Drover version.
     pub version: String,
+    /// The HTTP workers that lease through it (a server), as it last heard from them.
+    pub http_workers: Vec<HttpWorkerRecord>,
     /// The time; `None` for the database clock.
     pub now: Option<Timestamp>,
+}
+
+/// An HTTP worker (the Python client's, or any other language's) as the server it leases
+/// through last saw it. A worker has no row of its own: each server writes the workers it
+/// heard from into its process row with every heartbeat, so that every server and the CLI
+/// see them all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HttpWorkerRecord {
+    /// The name it leases under (its jobs' lease owner is `remote:NAME`).
+    pub name: String,
+    /// The queues of its latest lease request.
+    pub queues: Vec<String>,
+    /// Leases it held through the server then.
+    pub running: usize,
+    /// Its latest lease request.
+    pub last_seen: Timestamp,
 }
 
 /// A registered process.
@@ -117,6 +136,8 @@ pub struct ProcessRecord {
     pub started_at: Timestamp,
     /// Its last heartbeat.
     pub heartbeat_at: Timestamp,
+    /// The HTTP workers that leased through it lately (a server), as of its last heartbeat.
+    pub http_workers: Vec<HttpWorkerRecord>,
 }
 
 /// Params of [`Store::process_prune`].

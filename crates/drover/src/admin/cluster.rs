@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::Admin;
 use crate::cron::{CatchUp, CronSchedule, ParsedSchedule};
 use crate::error::Error;
+use crate::remote::HttpWorkerView;
 use crate::leader::LEADERSHIP;
 
 /// Who leads and who works.
@@ -17,9 +18,10 @@ pub struct ClusterView {
     pub leader: Option<LeaderRecord>,
     /// Every registered process, oldest first.
     pub processes: Vec<ProcessRecord>,
-    /// The HTTP workers the answering server has heard from in the last minute, or that hold
-    /// leases through it; each server knows only its own.
-    pub http_workers: Vec<crate::remote::HttpWorkerView>,
+    /// The HTTP workers heard from in the last minute, or holding leases, by every server:
+    /// the answering server's as it knows them now, the others' as of their last heartbeat
+    /// (every 5 s). By name, then server.
+    pub http_workers: Vec<HttpWorkerView>,
 }
 
 /// A cron schedule with what the database knows of it.
@@ -55,20 +57,44 @@ impl Admin {
             .leader_get(LEADERSHIP.into(), self.clock.store_now())
             .await?;
         let processes = self.store().process_list().await?;
+        let http_workers = self.http_workers_of(&processes);
         Ok(ClusterView {
             leader,
             processes,
-            http_workers: self.http_workers(),
+            http_workers,
         })
     }
 
-    /// The HTTP workers this process has heard from lately (none when it serves no HTTP
-    /// worker), by name.
-    pub fn http_workers(&self) -> Vec<crate::remote::HttpWorkerView> {
-        self.remote
-            .as_ref()
-            .map(|remote| remote.http_workers())
-            .unwrap_or_default()
+    /// The HTTP workers of every server (see [`ClusterView::http_workers`]).
+    pub async fn http_workers(&self) -> Result<Vec<HttpWorkerView>, Error> {
+        let processes = self.store().process_list().await?;
+        Ok(self.http_workers_of(&processes))
+    }
+
+    /// The HTTP workers the `processes` rows list, with this process's own as it knows them
+    /// now rather than as of its last heartbeat.
+    fn http_workers_of(&self, processes: &[ProcessRecord]) -> Vec<HttpWorkerView> {
+        let own = self.remote.as_ref().map(|(_, id)| id.as_str());
+        let mut workers: Vec<HttpWorkerView> = processes
+            .iter()
+            .filter(|process| Some(process.id.as_str()) != own)
+            .flat_map(|process| {
+                process
+                    .http_workers
+                    .iter()
+                    .map(|worker| HttpWorkerView::new(worker.clone(), &process.id))
+            })
+            .collect();
+        if let Some((remote, id)) = &self.remote {
+            workers.extend(
+                remote
+                    .http_workers()
+                    .into_iter()
+                    .map(|worker| HttpWorkerView::new(worker, id)),
+            );
+        }
+        workers.sort_by(|a, b| (&a.name, &a.server).cmp(&(&b.name, &b.server)));
+        workers
     }
 
     /// Each configured schedule, its last fire and its next fire times.

@@ -42,8 +42,8 @@ pub struct Admin {
     /// The autoscaler's systems, when known, with their default reservation time to live: a
     /// reservation of any other would wait in vain.
     systems: Option<Arc<std::collections::BTreeMap<String, std::time::Duration>>>,
-    /// The HTTP workers this process serves, for the cluster's view.
-    remote: Option<crate::remote::RemoteWorkers>,
+    /// The HTTP workers this process serves, and its id, for the cluster's view.
+    remote: Option<(crate::remote::RemoteWorkers, String)>,
     /// The job-end hooks of the process, run when an operator's action ends a job.
     hooks: Option<Arc<crate::hooks::Hooks>>,
 }
@@ -105,9 +105,14 @@ impl Admin {
         self
     }
 
-    /// Lists the HTTP workers `remote` serves in [`Admin::cluster`].
-    pub fn with_http_workers(mut self, remote: crate::remote::RemoteWorkers) -> Self {
-        self.remote = Some(remote);
+    /// Lists the HTTP workers `remote` serves in [`Admin::cluster`] as they are now, rather
+    /// than as the row of `process_id` (this process) last recorded them.
+    pub fn with_http_workers(
+        mut self,
+        remote: crate::remote::RemoteWorkers,
+        process_id: String,
+    ) -> Self {
+        self.remote = Some((remote, process_id));
         self
     }
 

@@ -385,7 +385,7 @@ impl RemoteWorkers {
     }
 
     /// The HTTP workers heard from lately (see [`HttpWorkerView`]), by name.
-    pub fn http_workers(&self) -> Vec<HttpWorkerView> {
+    pub fn http_workers(&self) -> Vec<drover_core::HttpWorkerRecord> {
         let now = Instant::now();
         let mut running: HashMap<String, usize> = HashMap::new();
         for held in self.held.lock().expect("lease map poisoned").values() {

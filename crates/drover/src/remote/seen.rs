@@ -1,13 +1,14 @@
 //! The HTTP workers this server has heard from: their names, the queues they lease from, and
 //! the leases they hold through it. An HTTP worker has no row in the database (only its jobs'
 //! lease owners name it), so without this an operator saw no trace of one on the processes
-//! page or in `GET /api/v1/cluster`. Kept in memory, per server: each server knows the
-//! workers that talk to it.
+//! page or in `GET /api/v1/cluster`. Kept in memory, per server, and written into the server's
+//! process row with each presence heartbeat, so that every server and the CLI list them all.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use drover_core::HttpWorkerRecord;
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -19,7 +20,8 @@ pub(crate) const SEEN_FOR: Duration = Duration::from_secs(60);
 /// new one per request must not grow the map without end. Past it, new names are not listed.
 const MAX_NAMES: usize = 1_000;
 
-/// An HTTP worker, as the server it talks to sees it.
+/// An HTTP worker, as the server it leases through sees it: [`HttpWorkerRecord`] and that
+/// server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HttpWorkerView {
@@ -27,10 +29,27 @@ pub struct HttpWorkerView {
     pub name: String,
     /// The queues of its latest lease request.
     pub queues: Vec<String>,
-    /// Leases it holds through this server now.
+    /// Leases it holds through that server (as of the server's last heartbeat, for another
+    /// server's workers).
     pub running: usize,
     /// Its latest lease request.
     pub last_seen: Timestamp,
+    /// The id of the server process it leases through (see `processes`). A worker behind a
+    /// load balancer that talks to several servers is listed once for each.
+    pub server: String,
+}
+
+impl HttpWorkerView {
+    /// `worker` as `server` saw it.
+    pub fn new(worker: HttpWorkerRecord, server: &str) -> Self {
+        Self {
+            name: worker.name,
+            queues: worker.queues,
+            running: worker.running,
+            last_seen: worker.last_seen,
+            server: server.to_owned(),
+        }
+    }
 }
 
 /// The workers heard from, by name.
@@ -77,15 +96,15 @@ impl Seen {
 
     /// The workers heard from within [`SEEN_FOR`], or holding leases (`running`, by name), by
     /// name; the others are forgotten.
-    pub(crate) fn list(&self, running: &HashMap<String, usize>) -> Vec<HttpWorkerView> {
+    pub(crate) fn list(&self, running: &HashMap<String, usize>) -> Vec<HttpWorkerRecord> {
         let fresh = Instant::now().checked_sub(SEEN_FOR);
         let mut by_name = self.by_name.lock().expect("seen workers poisoned");
         by_name.retain(|name, entry| {
             running.get(name).is_some_and(|&n| n > 0) || fresh.is_none_or(|t| entry.at > t)
         });
-        let mut workers: Vec<HttpWorkerView> = by_name
+        let mut workers: Vec<HttpWorkerRecord> = by_name
             .iter()
-            .map(|(name, entry)| HttpWorkerView {
+            .map(|(name, entry)| HttpWorkerRecord {
                 name: name.clone(),
                 queues: entry.queues.clone(),
                 running: running.get(name).copied().unwrap_or(0),

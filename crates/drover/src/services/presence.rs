@@ -1,6 +1,6 @@
-//! Presence: this process registers itself (id, host, pid, queues and their concurrency) and
-//! heartbeats, so that an operator can see who is working; the leader prunes processes that
-//! went silent.
+//! Presence: this process registers itself (id, host, pid, queues and their concurrency, and the
+//! HTTP workers that lease through it) and heartbeats, so that an operator can see who is
+//! working; the leader prunes processes that went silent.
 //!
 //! The heartbeat also flushes this process's throughput counts (outcomes per minute and queue,
 //! counted in memory by [`crate::metrics::throughput`]) into its own rows, and once more when
@@ -16,6 +16,7 @@ use jiff::SignedDuration;
 use tokio_util::sync::CancellationToken;
 
 use crate::leader::LeaderService;
+use crate::remote::RemoteWorkers;
 use crate::runtime::Shared;
 use crate::supervise::Persistence;
 
@@ -28,7 +29,11 @@ const THROUGHPUT_KEPT: SignedDuration = SignedDuration::from_hours(24);
 
 /// Heartbeats until `stop` fires, then leaves the registry; gives up on a database that no
 /// longer works ([`Persistence`]).
-pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> Result<(), String> {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    remote: RemoteWorkers,
+    stop: CancellationToken,
+) -> Result<(), String> {
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut persistence = Persistence::default();
@@ -36,7 +41,7 @@ pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) -> Result<
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = ticker.tick() => {
-                let call = shared.store.process_upsert(upsert_params(&shared));
+                let call = shared.store.process_upsert(upsert_params(&shared, &remote));
                 match tokio::time::timeout(INTERVAL, call).await {
                     Ok(Ok(())) => {
                         persistence.ok();
@@ -81,7 +86,7 @@ pub(crate) async fn flush_throughput(shared: &Shared) {
     throughput.restore(counts, shared.clock.now());
 }
 
-fn upsert_params(shared: &Shared) -> ProcessUpsertParams {
+fn upsert_params(shared: &Shared, remote: &RemoteWorkers) -> ProcessUpsertParams {
     let (host, pid) = crate::engine::host_and_pid(&shared.process_id);
     ProcessUpsertParams {
         id: shared.process_id.clone(),
@@ -95,6 +100,7 @@ fn upsert_params(shared: &Shared) -> ProcessUpsertParams {
             .map(|(queue, &n)| (queue.clone(), u32::try_from(n).unwrap_or(u32::MAX)))
             .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        http_workers: remote.http_workers(),
         now: shared.clock.store_now(),
     }
 }

@@ -1,5 +1,5 @@
 //! Processes: every registered `drover` process, its host, pid, queues, start and last
-//! heartbeat, and which one leads; and the HTTP workers this server has heard from.
+//! heartbeat, and which one leads; and the HTTP workers that lease through any of them.
 
 use axum::extract::State;
 use jiff::Timestamp;
@@ -68,19 +68,19 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     ))
 }
 
-/// The HTTP workers (the Python client's, or any other language's) that lease through this
+/// The HTTP workers (the Python client's, or any other language's) that lease through any
 /// server: they have no process row, and the queues they work would otherwise look unworked.
 fn http_workers(workers: &[drover::remote::HttpWorkerView], now: Timestamp) -> maud::Markup {
     html! {
         section.card #http-workers {
             h2 { "HTTP workers" }
             @if workers.is_empty() {
-                p.muted { "No HTTP worker has leased through this server in the last minute." }
+                p.muted { "No HTTP worker has leased through any server in the last minute." }
             } @else {
                 div.scroll {
                     table.processes {
                         thead { tr {
-                            th { "name" } th { "queues" } th.num { "running here" } th { "last lease request" }
+                            th { "name" } th { "queues" } th.num { "running" } th { "last lease request" } th { "through server" }
                         } }
                         tbody {
                             @for w in workers {
@@ -91,12 +91,13 @@ fn http_workers(workers: &[drover::remote::HttpWorkerView], now: Timestamp) -> m
                                     } }
                                     td.num { (w.running) }
                                     td { (format::when(w.last_seen, now)) }
+                                    td.mono title=(w.server) { (super::overview::short_process(&w.server)) }
                                 }
                             }
                         }
                     }
                 }
-                p.note { "Each server lists the workers that talk to it: with several servers, each shows its own." }
+                p.note { "Another server's workers are as of its last heartbeat (every 5 s); a worker that talks to several servers is listed once for each." }
             }
         }
     }

@@ -11,13 +11,16 @@ use crate::http::AppState;
 
 pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     let queues = state.admin.queues().await?;
-    // A queue worked only by HTTP workers has no process: they are counted beside them.
-    let http_workers = state.admin.http_workers();
+    // A queue worked only by HTTP workers has no process: they are counted beside them, each
+    // name once however many servers it leases through.
+    let http_workers = state.admin.http_workers().await?;
     let http_count = |queue: &str| {
         http_workers
             .iter()
             .filter(|w| w.queues.iter().any(|q| q == queue))
-            .count()
+            .map(|w| w.name.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
     };
     let now = Timestamp::now();
     let actions = !state.settings.read_only;

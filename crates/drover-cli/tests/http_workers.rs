@@ -1,0 +1,121 @@
+//! HTTP workers are listed by every server and the CLI, not only by the server they lease
+//! through: each server writes the workers it hears from into its process row with its
+//! presence heartbeat. Two real `drover serve` processes on one database, on both backends.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::Env;
+use common::api::{Server, serve_args};
+use serde_json::{Value, json};
+
+const CONFIG: &str = "[queues]\ndefault = 1\n";
+
+/// Waits until `probe` gives `Some`, for at most `limit`.
+fn eventually<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The id `server` registered under, found by its pid in another server's process list.
+fn process_id(of: &Server, asked: &Server) -> String {
+    let pid = of.process.pid().as_raw();
+    eventually(Duration::from_secs(20), "the server registers", || {
+        let (_, cluster) = asked.get("/api/v1/cluster");
+        cluster["processes"]
+            .as_array()?
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .and_then(|p| p["id"].as_str().map(str::to_owned))
+    })
+}
+
+/// `worker` as `cluster` lists it, if it does.
+fn listed<'a>(cluster: &'a Value, worker: &str) -> Option<&'a Value> {
+    cluster["http_workers"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == worker)
+}
+
+/// A worker leases through `a`; `b`, the CLI and `b`'s dashboard list it, with `a` as its
+/// server and its running lease.
+fn listed_everywhere(a: &Server, b: &Server, cli: &dyn Fn(&[&str]) -> Output) {
+    let a_id = process_id(a, b);
+    a.ok("/api/v1/jobs", &json!({"kind": "py.task", "queue": "py"}));
+    let leased = a.ok(
+        "/api/v1/leases",
+        &json!({"queues": ["py"], "worker": "far-worker", "wait": 5}),
+    );
+    let token = leased["jobs"][0]["token"].as_str().unwrap().to_owned();
+
+    // The other server learns of it from the first one's next heartbeat (every 5 s).
+    let worker = eventually(Duration::from_secs(20), "b lists a's worker", || {
+        let (_, cluster) = b.get("/api/v1/cluster");
+        listed(&cluster, "far-worker").cloned()
+    });
+    assert_eq!(
+        (&worker["server"], &worker["queues"], &worker["running"]),
+        (&json!(a_id), &json!(["py"]), &json!(1)),
+        "{worker}"
+    );
+    // The server it talks to lists it once, as it is now.
+    let (_, cluster) = a.get("/api/v1/cluster");
+    let on_a: Vec<&Value> = cluster["http_workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["name"] == "far-worker")
+        .collect();
+    assert_eq!(on_a.len(), 1, "{cluster:#}");
+    assert_eq!(on_a[0]["server"], json!(a_id));
+
+    let (_, page) = b.get_text("/processes");
+    assert!(page.contains("data-http-worker=\"far-worker\""), "{page}");
+    let (_, page) = b.get_text("/queues");
+    assert!(page.contains("1 HTTP"), "b counts the queue's worker: {page}");
+
+    let stats = cli(&["stats", "--json"]);
+    let stats: Value = serde_json::from_slice(&stats.stdout).expect("stats --json");
+    let from_cli = listed(&stats, "far-worker").unwrap_or_else(|| panic!("{stats:#}"));
+    assert_eq!(from_cli["server"], json!(a_id));
+    // A queue only HTTP workers work is known: pausing it warns about no typo.
+    let pause = cli(&["queues", "pause", "py"]);
+    assert!(pause.status.success());
+    let said = String::from_utf8_lossy(&pause.stderr);
+    assert!(!said.contains("no process"), "{said}");
+    cli(&["queues", "resume", "py"]);
+
+    a.ok(&format!("/api/v1/leases/{token}/complete"), &json!(null));
+    let worker = eventually(Duration::from_secs(20), "b sees the lease end", || {
+        let (_, cluster) = b.get("/api/v1/cluster");
+        listed(&cluster, "far-worker").filter(|w| w["running"] == 0).cloned()
+    });
+    assert_eq!(worker["server"], json!(a_id));
+}
+
+#[test]
+fn http_workers_are_listed_by_every_server_on_sqlite() {
+    let env = Env::new(CONFIG);
+    let a = env.serve("serve-a", &[]);
+    let b = env.serve("serve-b", &[]);
+    listed_everywhere(&a, &b, &|args| env.run(args));
+}
+
+#[test]
+fn http_workers_are_listed_by_every_server_on_postgres() {
+    let pg = pg::PgEnv::new(CONFIG);
+    let a = Server::start(&pg.env, "serve-a", pg.cmd(&serve_args(&[])), None);
+    let b = Server::start(&pg.env, "serve-b", pg.cmd(&serve_args(&[])), None);
+    listed_everywhere(&a, &b, &|args| pg.run(args));
+}
