@@ -80,10 +80,24 @@ fn listed_everywhere(a: &Server, b: &Server, cli: &dyn Fn(&[&str]) -> Output) {
     assert_eq!(on_a.len(), 1, "{cluster:#}");
     assert_eq!(on_a[0]["server"], json!(a_id));
 
+    let (_, queues) = b.get("/api/v1/queues");
+    let py = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == "py")
+        .unwrap_or_else(|| panic!("{queues:#}"));
+    assert_eq!(
+        (&py["http_workers"], &py["processes"]),
+        (&json!(1), &json!(0))
+    );
     let (_, page) = b.get_text("/processes");
     assert!(page.contains("data-http-worker=\"far-worker\""), "{page}");
     let (_, page) = b.get_text("/queues");
-    assert!(page.contains("1 HTTP"), "b counts the queue's worker: {page}");
+    assert!(
+        page.contains("1 HTTP"),
+        "b counts the queue's worker: {page}"
+    );
 
     let stats = cli(&["stats", "--json"]);
     let stats: Value = serde_json::from_slice(&stats.stdout).expect("stats --json");
@@ -99,9 +113,54 @@ fn listed_everywhere(a: &Server, b: &Server, cli: &dyn Fn(&[&str]) -> Output) {
     a.ok(&format!("/api/v1/leases/{token}/complete"), &json!(null));
     let worker = eventually(Duration::from_secs(20), "b sees the lease end", || {
         let (_, cluster) = b.get("/api/v1/cluster");
-        listed(&cluster, "far-worker").filter(|w| w["running"] == 0).cloned()
+        listed(&cluster, "far-worker")
+            .filter(|w| w["running"] == 0)
+            .cloned()
     });
     assert_eq!(worker["server"], json!(a_id));
+}
+
+/// The concurrency `queue` has in `server`'s queue list.
+fn concurrency(server: &Server, queue: &str) -> Option<u64> {
+    let (_, queues) = server.get("/api/v1/queues");
+    queues
+        .as_array()?
+        .iter()
+        .find(|q| q["name"] == queue)
+        .and_then(|q| q["concurrency"].as_u64())
+}
+
+/// A worker killed with SIGKILL leaves its row until the leader prunes it (a minute), but stops
+/// counting as working its queue once it has missed its heartbeats.
+#[test]
+fn a_killed_worker_stops_counting_before_it_is_pruned() {
+    let env = Env::new(CONFIG);
+    let server = env.serve("serve", &[]);
+    let worker = env.spawn(
+        "worker",
+        &["worker", "--queues", "local", "--concurrency", "4"],
+    );
+    let pid = worker.pid().as_raw();
+    eventually(Duration::from_secs(20), "the worker counts", || {
+        (concurrency(&server, "local") == Some(4)).then_some(())
+    });
+    worker.signal(nix::sys::signal::Signal::SIGKILL);
+    // Within 45 s of the kill, so at most 50 s after its last heartbeat: the pruner removes
+    // only rows silent for over 60 s.
+    eventually(
+        Duration::from_secs(45),
+        "the silent worker stops counting",
+        || (concurrency(&server, "local").unwrap_or(0) == 0).then_some(()),
+    );
+    let (_, cluster) = server.get("/api/v1/cluster");
+    assert!(
+        cluster["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["pid"] == pid),
+        "the silent worker is still listed, with its last heartbeat: {cluster:#}"
+    );
 }
 
 #[test]

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use drover_core::{
-    LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm,
-    HttpWorkerRecord, ProcessRecord, ProcessUpsertParams,
+    HttpWorkerRecord, LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams,
+    LeaderTerm, ProcessRecord, ProcessUpsertParams,
 };
 use jiff::Timestamp;
 use tokio_postgres::types::Json;

@@ -40,25 +40,17 @@ async fn warn_if_unknown(
     view: &drover::admin::QueueView,
 ) -> anyhow::Result<()> {
     let configured = config.queues.contains_key(&view.name);
-    if view.processes > 0 || view.counted_at.is_some() || configured {
-        return Ok(());
-    }
-    let http_workers = admin.http_workers().await?;
-    let leased = |queue: &str| {
-        http_workers
-            .iter()
-            .any(|w| w.queues.iter().any(|q| q == queue))
+    let worked = |q: &drover::admin::QueueView| {
+        q.processes > 0 || q.http_workers > 0 || q.counted_at.is_some()
     };
-    if leased(&view.name) {
+    if worked(view) || configured {
         return Ok(());
     }
     let known: Vec<String> = admin
         .queues()
         .await?
         .into_iter()
-        .filter(|q| {
-            q.name != view.name && (q.processes > 0 || q.counted_at.is_some() || leased(&q.name))
-        })
+        .filter(|q| q.name != view.name && worked(q))
         .map(|q| q.name)
         .collect();
     let known = if known.is_empty() {
@@ -119,6 +111,7 @@ fn print_list(queues: &[drover::admin::QueueView], json: bool) -> anyhow::Result
                     .map(|s| format!("{s:.1}s"))
                     .unwrap_or_else(|| "-".into()),
                 q.processes.to_string(),
+                q.http_workers.to_string(),
                 output::opt_time(q.counted_at),
             ]
         })
@@ -136,6 +129,7 @@ fn print_list(queues: &[drover::admin::QueueView], json: bool) -> anyhow::Result
             "CANCELLED",
             "OLDEST WAIT",
             "PROCESSES",
+            "HTTP WORKERS",
             "COUNTED",
         ],
         &rows,

@@ -131,7 +131,13 @@ fn print_http_workers(workers: &[drover::remote::HttpWorkerView]) {
         .collect();
     outln!();
     output::table(
-        &["HTTP WORKER", "QUEUES", "RUNNING", "LAST LEASE REQUEST", "THROUGH SERVER"],
+        &[
+            "HTTP WORKER",
+            "QUEUES",
+            "RUNNING",
+            "LAST LEASE REQUEST",
+            "THROUGH SERVER",
+        ],
         &rows,
     );
 }

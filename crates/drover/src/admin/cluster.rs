@@ -7,8 +7,8 @@ use serde::Serialize;
 use super::Admin;
 use crate::cron::{CatchUp, CronSchedule, ParsedSchedule};
 use crate::error::Error;
-use crate::remote::HttpWorkerView;
 use crate::leader::LEADERSHIP;
+use crate::remote::HttpWorkerView;
 
 /// Who leads and who works.
 #[derive(Debug, Clone, Serialize)]
@@ -57,7 +57,9 @@ impl Admin {
             .leader_get(LEADERSHIP.into(), self.clock.store_now())
             .await?;
         let processes = self.store().process_list().await?;
-        let http_workers = self.http_workers_of(&processes);
+        // Every process is listed until the leader prunes it, with its last heartbeat; the
+        // HTTP workers only of those that still heartbeat, whose lists are current.
+        let http_workers = self.http_workers_of(&super::heartbeating(processes.clone()));
         Ok(ClusterView {
             leader,
             processes,
@@ -65,15 +67,15 @@ impl Admin {
         })
     }
 
-    /// The HTTP workers of every server (see [`ClusterView::http_workers`]).
+    /// The HTTP workers of every server that heartbeats (see [`ClusterView::http_workers`]).
     pub async fn http_workers(&self) -> Result<Vec<HttpWorkerView>, Error> {
-        let processes = self.store().process_list().await?;
+        let processes = super::heartbeating(self.store().process_list().await?);
         Ok(self.http_workers_of(&processes))
     }
 
     /// The HTTP workers the `processes` rows list, with this process's own as it knows them
     /// now rather than as of its last heartbeat.
-    fn http_workers_of(&self, processes: &[ProcessRecord]) -> Vec<HttpWorkerView> {
+    pub(super) fn http_workers_of(&self, processes: &[ProcessRecord]) -> Vec<HttpWorkerView> {
         let own = self.remote.as_ref().map(|(_, id)| id.as_str());
         let mut workers: Vec<HttpWorkerView> = processes
             .iter()

@@ -29,6 +29,21 @@ pub use retention::{RUNS_SHOWN, RetentionView};
 pub use search::SEARCH_BUDGET;
 pub use throughput::{MAX_MINUTES, ThroughputPoint};
 
+/// A process whose last heartbeat is this much older than the newest one has stopped: killed,
+/// or cut off from the database. Its row stays until the leader prunes it (after a minute), but
+/// it no longer counts as working its queues. Measured against the newest heartbeat, not this
+/// host's clock: on PostgreSQL heartbeats carry the database's time.
+pub const SILENT_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_secs(20);
+
+/// The processes of `all` that still heartbeat (see [`SILENT_AFTER`]).
+fn heartbeating(mut all: Vec<drover_core::ProcessRecord>) -> Vec<drover_core::ProcessRecord> {
+    let Some(newest) = all.iter().map(|p| p.heartbeat_at).max() else {
+        return all;
+    };
+    all.retain(|p| newest.duration_since(p.heartbeat_at) <= SILENT_AFTER);
+    all
+}
+
 /// The operator's view of one database. Cheap to clone.
 #[derive(Clone)]
 pub struct Admin {

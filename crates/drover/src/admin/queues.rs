@@ -27,17 +27,31 @@ pub struct QueueView {
     pub oldest_available_age_seconds: Option<f64>,
     /// When the counts were taken (the leader refreshes them every few seconds).
     pub counted_at: Option<Timestamp>,
-    /// Registered processes that work this queue.
+    /// Registered processes that work this queue and heartbeat (one silent for longer than
+    /// [`SILENT_AFTER`](super::SILENT_AFTER) is not counted, although it is listed until the
+    /// leader prunes it).
     pub processes: usize,
-    /// Jobs it can run at once, cluster-wide: the sum of the configured concurrency of the
-    /// registered processes that work it (a process that did not record its concurrency counts
-    /// as 0).
+    /// Jobs it can run at once, cluster-wide: the sum of the configured concurrency of those
+    /// processes (a process that did not record its concurrency counts as 0). HTTP workers
+    /// declare none: they are counted in `http_workers`.
     pub concurrency: u64,
+    /// HTTP workers (by name, through any server) whose latest lease request named this queue.
+    pub http_workers: usize,
 }
 
 impl QueueView {
-    fn new(record: QueueRecord, now: Timestamp, processes: &[ProcessRecord]) -> Self {
-        let working = processes.iter().filter(|p| p.queues.contains(&record.name));
+    fn new(record: QueueRecord, now: Timestamp, working: &Working) -> Self {
+        let http_workers = working
+            .http_workers
+            .iter()
+            .filter(|w| w.queues.contains(&record.name))
+            .map(|w| w.name.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+        let working = working
+            .processes
+            .iter()
+            .filter(|p| p.queues.contains(&record.name));
         let concurrency = working
             .clone()
             .map(|p| u64::from(p.concurrency.get(&record.name).copied().unwrap_or(0)))
@@ -58,13 +72,21 @@ impl QueueView {
             counted_at: record.counted_at,
             processes,
             concurrency,
+            http_workers,
             name: record.name,
         }
     }
 }
 
+/// Who works the queues: the processes that heartbeat, and the HTTP workers of every server.
+struct Working {
+    processes: Vec<ProcessRecord>,
+    http_workers: Vec<crate::remote::HttpWorkerView>,
+}
+
 impl Admin {
-    /// Every queue known to the database (counted, paused, or worked by a process), by name.
+    /// Every queue known to the database (counted, paused, worked by a process or leased from
+    /// by an HTTP worker), by name.
     pub async fn queues(&self) -> Result<Vec<QueueView>, Error> {
         let mut records: BTreeMap<String, QueueRecord> = self
             .store()
@@ -73,24 +95,34 @@ impl Admin {
             .into_iter()
             .map(|q| (q.name.clone(), q))
             .collect();
-        let processes = self.store().process_list().await?;
-        for process in &processes {
-            for queue in &process.queues {
-                records.entry(queue.clone()).or_insert_with(|| QueueRecord {
-                    name: queue.clone(),
-                    paused_at: None,
-                    counts: BTreeMap::new(),
-                    estimated: false,
-                    oldest_available_at: None,
-                    counted_at: None,
-                });
-            }
+        let working = self.working().await?;
+        let queues = working.processes.iter().flat_map(|p| p.queues.iter());
+        let leased = working.http_workers.iter().flat_map(|w| w.queues.iter());
+        for queue in queues.chain(leased) {
+            records.entry(queue.clone()).or_insert_with(|| QueueRecord {
+                name: queue.clone(),
+                paused_at: None,
+                counts: BTreeMap::new(),
+                estimated: false,
+                oldest_available_at: None,
+                counted_at: None,
+            });
         }
         let now = self.clock.now();
         Ok(records
             .into_values()
-            .map(|record| QueueView::new(record, now, &processes))
+            .map(|record| QueueView::new(record, now, &working))
             .collect())
+    }
+
+    /// The processes that heartbeat and the HTTP workers of every server.
+    async fn working(&self) -> Result<Working, Error> {
+        let processes = super::heartbeating(self.store().process_list().await?);
+        let http_workers = self.http_workers_of(&processes);
+        Ok(Working {
+            processes,
+            http_workers,
+        })
     }
 
     /// Job counts per queue and state counted now, exactly: a scan of the jobs table, for a
@@ -110,7 +142,10 @@ impl Admin {
                 now: self.clock.store_now(),
             })
             .await?;
-        let processes = self.store().process_list().await?;
-        Ok(QueueView::new(record, self.clock.now(), &processes))
+        Ok(QueueView::new(
+            record,
+            self.clock.now(),
+            &self.working().await?,
+        ))
     }
 }

@@ -11,17 +11,6 @@ use crate::http::AppState;
 
 pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     let queues = state.admin.queues().await?;
-    // A queue worked only by HTTP workers has no process: they are counted beside them, each
-    // name once however many servers it leases through.
-    let http_workers = state.admin.http_workers().await?;
-    let http_count = |queue: &str| {
-        http_workers
-            .iter()
-            .filter(|w| w.queues.iter().any(|q| q == queue))
-            .map(|w| w.name.as_str())
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-    };
     let now = Timestamp::now();
     let actions = !state.settings.read_only;
     let body = html! {
@@ -55,9 +44,8 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                         }
                                         td.num {
                                             (q.processes)
-                                            @let http = http_count(&q.name);
-                                            @if http > 0 {
-                                                " + " a href="/processes#http-workers" title="HTTP workers leasing through this server" { (http) " HTTP" }
+                                            @if q.http_workers > 0 {
+                                                " + " a href="/processes#http-workers" title="HTTP workers leasing from this queue" { (q.http_workers) " HTTP" }
                                             }
                                         }
                                         td.num { (q.concurrency) }
