@@ -632,3 +632,24 @@ fn a_read_only_database_is_refused_at_start() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("is read-only for this user"), "{err}");
 }
+
+/// A bulk action needs a filter that leaves some job out, or `--all`: an empty `--args` or an
+/// empty value narrows nothing and is refused as no filter is.
+#[test]
+fn a_bulk_action_needs_a_filter_that_narrows_or_all() {
+    let env = Env::new("");
+    let kept = env.enqueue(&["report.build", "--queue", "keep", "--args", r#"{"n":1}"#]);
+    let hit = env.enqueue(&["report.build", "--queue", "drop", "--args", r#"{"n":2}"#]);
+    for filter in [vec![], vec!["--args", "{}"], vec!["--queue", ""]] {
+        let mut args = vec!["jobs", "bulk", "discard"];
+        args.extend(&filter);
+        let said = env.fails(&args);
+        assert!(said.contains("--all"), "{filter:?}: {said}");
+    }
+    assert_eq!(env.job(kept)["state"], "available", "nothing was discarded");
+    env.ok(&["jobs", "bulk", "discard", "--args", r#"{"n":2}"#]);
+    assert_eq!(env.job(hit)["state"], "discarded");
+    assert_eq!(env.job(kept)["state"], "available");
+    env.ok(&["jobs", "bulk", "discard", "--all"]);
+    assert_eq!(env.job(kept)["state"], "discarded");
+}

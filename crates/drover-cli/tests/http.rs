@@ -193,14 +193,24 @@ fn round_trip(server: &Server) {
         (Some(1), Some(0), Some(1)),
         "{ids}"
     );
-    let (status, empty) = server.post(
-        "/api/v1/jobs/actions",
-        &json!({"action": "discard", "filter": {}}),
-    );
-    assert_eq!(
-        (status, empty["error"]["field"].as_str()),
-        (400, Some("filter"))
-    );
+    // A filter that narrows nothing (an empty args filter, an empty value) needs "all" too.
+    let discarded = || {
+        let (_, page) = server.get("/api/v1/jobs?state=discarded&limit=1000");
+        page["jobs"].as_array().unwrap().len()
+    };
+    let before = discarded();
+    for filter in [json!({}), json!({"args": "{}"}), json!({"queue": ""})] {
+        let (status, empty) = server.post(
+            "/api/v1/jobs/actions",
+            &json!({"action": "discard", "filter": filter}),
+        );
+        assert_eq!(
+            (status, empty["error"]["field"].as_str()),
+            (400, Some("filter")),
+            "{filter}: {empty}"
+        );
+    }
+    assert_eq!(discarded(), before, "nothing was discarded");
 
     // Cron and the cluster.
     let (_, cron) = server.get("/api/v1/cron");

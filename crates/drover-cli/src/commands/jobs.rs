@@ -51,10 +51,10 @@ pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> any
             ..
         } => {
             action.parse::<JobAction>().map_err(anyhow::Error::msg)?;
-            parse_filter(filter)?;
-            if filter_text(filter).is_empty() && !all {
+            if !parse_filter(filter)?.narrows() && !all {
                 anyhow::bail!(
-                    "no filter given: pass --state/--queue/--kind/... to choose jobs, or --all to act on every job"
+                    "no filter given (an empty --args or empty values narrow nothing): pass \
+                     --state/--queue/--kind/... to choose jobs, or --all to act on every job"
                 );
             }
         }

@@ -37,6 +37,28 @@ pub struct JobFilter {
 }
 
 impl JobFilter {
+    /// Whether the filter leaves any job out: a field is set, other than an args filter that
+    /// is empty (`{}` contains in every object). A bulk action on a filter that narrows
+    /// nothing must say `all`, as one with no field set must.
+    pub fn narrows(&self) -> bool {
+        let args_narrow = self.args_contain.as_deref().is_some_and(|pattern| {
+            serde_json::from_str::<serde_json::Value>(pattern).map_or(true, |value| match value {
+                serde_json::Value::Object(map) => !map.is_empty(),
+                serde_json::Value::Array(items) => !items.is_empty(),
+                _ => true,
+            })
+        });
+        let unset = JobFilter {
+            args_contain: None,
+            ..JobFilter::default()
+        };
+        args_narrow
+            || JobFilter {
+                args_contain: None,
+                ..self.clone()
+            } != unset
+    }
+
     /// Checks names and ranges; the error names the field.
     pub fn validate(&self) -> Result<(), ValidationError> {
         if let Some(queue) = &self.queue {
@@ -115,11 +137,6 @@ pub struct FilterText {
 }
 
 impl FilterText {
-    /// True when no field is set.
-    pub fn is_empty(&self) -> bool {
-        *self == FilterText::default()
-    }
-
     /// The filter, checked.
     pub fn parse(&self) -> Result<JobFilter, ValidationError> {
         let nonempty =

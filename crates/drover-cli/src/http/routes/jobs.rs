@@ -430,13 +430,15 @@ pub(crate) async fn act_on_jobs(
             }
         }
         (None, Some(filter)) => {
-            if filter.is_empty() && !body.all {
+            let filter = filter.parse()?;
+            if !filter.narrows() && !body.all {
                 return Err(ApiError::invalid(
                     "filter",
-                    "the filter is empty: set a field, or \"all\": true to act on every job",
+                    "the filter is empty (an empty args filter or empty values narrow \
+                     nothing): set a field, or \"all\": true to act on every job",
                 ));
             }
-            state.admin.act_matching(&filter.parse()?, action).await?
+            state.admin.act_matching(&filter, action).await?
         }
         _ => {
             return Err(ApiError::invalid(
