@@ -222,6 +222,8 @@ fn an_invalid_config_refuses_to_start_and_names_the_key() {
         ),
         ("[queues]\ndefault = 0\n", "queues.default"),
         ("[database]\nsynchronous = \"off\"\n", "synchronous"),
+        // Named as the config's key, although DROVER_LISTEN (set here) overrides it.
+        ("[http]\nlisten = \"not an addr\"\n", "[http] listen"),
     ];
     for (config, key) in cases {
         let env = Env::new(config);

@@ -78,13 +78,23 @@ impl HttpSettings {
                 "[http] listen is for serve; this worker serves HTTP only with --listen ADDR"
             );
         }
+        // Checked even when the flag overrides it: a bad key would fail the next start that
+        // goes without the flag.
+        if let Some(listen) = config.http.listen.as_deref().filter(|l| *l != "off") {
+            resolve_listen(listen, "[http] listen")?;
+        }
+        let source = if flag.is_some() {
+            "--listen"
+        } else {
+            "[http] listen"
+        };
         let listen = match flag.or(configured) {
             Some("off") => return Ok(None),
             Some(listen) => listen.to_owned(),
             None if serve_by_default => DEFAULT_LISTEN.to_owned(),
             None => return Ok(None),
         };
-        let listen = resolve_listen(&listen)?;
+        let listen = resolve_listen(&listen, source)?;
         // Set but empty (`DROVER_TOKEN=` in a unit file) is taken as unset, as shells do.
         let token = std::env::var("DROVER_TOKEN")
             .ok()
@@ -140,12 +150,13 @@ impl HttpSettings {
 }
 
 /// An address and port (`127.0.0.1:7070`, `[::1]:7070`), or a host name and port
-/// (`localhost:7070`, its first address).
-fn resolve_listen(listen: &str) -> anyhow::Result<SocketAddr> {
+/// (`localhost:7070`, its first address); errors name `source` (`--listen`, `[http] listen`).
+fn resolve_listen(listen: &str, source: &str) -> anyhow::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
     let expected = || {
         format!(
-            "--listen {listen:?}: expected an address or host name and a port, like 127.0.0.1:7070"
+            "{source} {listen:?}: expected an address or host name and a port, like \
+             127.0.0.1:7070"
         )
     };
     if let Ok(addr) = listen.parse() {
