@@ -57,6 +57,48 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
     Ok(store)
 }
 
+/// How long `serve` and `worker` wait at start for a PostgreSQL server they cannot reach yet.
+const DATABASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// [`open`], for the long-running `serve` and `worker`: a PostgreSQL server that cannot be
+/// reached yet (a host that boots Drover before its database, a compose file that starts both
+/// at once, a database restarting) is tried again, with a warning naming the reason each time,
+/// for up to [`DATABASE_WAIT`] or until SIGINT / SIGTERM. Any other error, and every error of a
+/// one-shot command, stops the start at once.
+pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<DynStore> {
+    let deadline = tokio::time::Instant::now() + DATABASE_WAIT;
+    let mut pause = std::time::Duration::from_millis(250);
+    // Installed at the first wait only: before it, and after a start at the first try, a
+    // signal keeps its default action until the engine installs its own handlers.
+    let mut interrupted = None;
+    loop {
+        let error = match open(url, config, true).await {
+            Ok(store) => return Ok(store),
+            Err(error) => error,
+        };
+        let unreachable = is_postgres(url)
+            && matches!(
+                error.downcast_ref::<drover_core::StoreError>(),
+                Some(drover_core::StoreError::Unavailable(_))
+            );
+        if !unreachable || tokio::time::Instant::now() + pause > deadline {
+            return Err(error);
+        }
+        tracing::warn!(
+            "cannot reach the database yet, trying again in {pause:?} (for up to \
+            {DATABASE_WAIT:?} after the start): {error:#}"
+        );
+        let signal = interrupted.get_or_insert_with(|| Box::pin(crate::signals::interrupted()));
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = signal.as_mut() => {
+                return Err(error.context("interrupted while waiting for the database"));
+            }
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(5));
+    }
+}
+
 /// Opens the store of a database that must exist already: for commands that only look at
 /// jobs or act on existing ones, where a mistyped SQLite path would otherwise create a new,
 /// empty database and answer as if it held no jobs.

@@ -370,3 +370,37 @@ fn every_answer_validates_against_its_typed_schema() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What the document says of a request is what the server does: the priority range it
+/// declares is the one taken (one past it, or far past it, is the same 400 naming the field),
+/// and the optional bodies are optional (absent, or `null`).
+#[test]
+fn the_documented_request_rules_are_the_servers() {
+    let env = Env::new(CONFIG);
+    let server = env.serve("serve", &[]);
+    let (_, doc) = server.get("/api/openapi.json");
+    let priority = &doc["components"]["schemas"]["EnqueueBody"]["properties"]["priority"];
+    let (min, max) = (priority["minimum"].as_i64(), priority["maximum"].as_i64());
+    assert_eq!((min, max), (Some(-32768), Some(32767)), "{priority}");
+    for ok in [min.unwrap(), max.unwrap()] {
+        let (status, job) = server.post("/api/v1/jobs", &json!({"kind": "k", "priority": ok}));
+        assert_eq!(status, 201, "{job}");
+        let (_, stored) = server.get(&format!("/api/v1/jobs/{}", job["id"]));
+        assert_eq!(stored["priority"], json!(ok), "{stored}");
+    }
+    for bad in [json!(32768), json!(-32769), json!(99_999_999_999_i64)] {
+        let (status, answer) = server.post("/api/v1/jobs", &json!({"kind": "k", "priority": bad}));
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (400, Some("priority")),
+            "{bad}: {answer}"
+        );
+    }
+    for path in [
+        "/api/v1/leases/{token}/heartbeat",
+        "/api/v1/leases/{token}/complete",
+    ] {
+        let body = &doc["paths"][path]["post"]["requestBody"];
+        assert_ne!(body["required"], true, "{path}: {body}");
+    }
+}

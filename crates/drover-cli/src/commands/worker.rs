@@ -43,7 +43,7 @@ pub(crate) async fn run(
         Some(settings) => Some(settings.bind().await?),
         None => None,
     };
-    let store = backend::open(url, config, true).await?;
+    let store = backend::open_waiting(url, config).await?;
     let handle = build_engine(url, config, args, &store, engine_config)
         .await?
         .start();

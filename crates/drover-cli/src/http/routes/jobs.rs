@@ -29,8 +29,10 @@ pub(crate) struct EnqueueBody {
     args: Option<Box<serde_json::value::RawValue>>,
     /// Queue (default: the kind's queue, else `default`).
     queue: Option<String>,
-    /// Higher runs first (default 0).
-    priority: Option<i32>,
+    /// Higher runs first (default 0), from -32768 to 32767. Taken as any integer so that one
+    /// out of range gets the same 400 naming the field, however large.
+    #[schema(minimum = -32768, maximum = 32767)]
+    priority: Option<i64>,
     /// Attempts before the job is discarded.
     max_attempts: Option<i32>,
     /// Run at this time (RFC 3339).
@@ -61,7 +63,17 @@ impl EnqueueBody {
         };
         let mut request = EnqueueRequest::raw(self.kind, args);
         request.queue = self.queue;
-        request.priority = self.priority;
+        request.priority = self
+            .priority
+            .map(|priority| {
+                i16::try_from(priority).map(i32::from).map_err(|_| {
+                    ApiError::invalid(
+                        at("priority"),
+                        format!("{priority} is not between -32768 and 32767"),
+                    )
+                })
+            })
+            .transpose()?;
         request.max_attempts = self.max_attempts;
         request.unique_key = self.unique_key;
         if self.run_at.is_some() && self.delay_seconds.is_some() {

@@ -106,7 +106,7 @@ impl From<HeartbeatAnswer> for Renewed {
 /// Extend a lease.
 #[utoipa::path(post, path = "/api/v1/leases/{token}/heartbeat", tag = "leases",
     params(("token" = String, Path, description = "The lease token")),
-    request_body(content = StepBody, description = "Optional: the step reached"),
+    request_body(content = Option<StepBody>, description = "Optional: the step reached"),
     responses(
         (status = 200, description = "Renewed", body = Renewed),
         (status = 409, description = "The lease is lost (expired and rescued, or finished)", body = ErrorBody),
@@ -144,7 +144,7 @@ impl From<Recorded> for Done {
 /// Record that the run succeeded.
 #[utoipa::path(post, path = "/api/v1/leases/{token}/complete", tag = "leases",
     params(("token" = String, Path, description = "The lease token")),
-    request_body(content = StepBody, description = "Optional: the last step"),
+    request_body(content = Option<StepBody>, description = "Optional: the last step"),
     responses(
         (status = 200, description = "Recorded", body = Done),
         (status = 409, description = "The lease is lost: not recorded", body = ErrorBody),
@@ -217,7 +217,7 @@ pub(crate) struct HandBackBody {
 /// Give a run back unfinished (the worker is stopping): available again, its attempt not used.
 #[utoipa::path(post, path = "/api/v1/leases/{token}/hand-back", tag = "leases",
     params(("token" = String, Path, description = "The lease token")),
-    request_body(content = HandBackBody, description = "Optional"),
+    request_body(content = Option<HandBackBody>, description = "Optional"),
     responses(
         (status = 200, description = "Recorded", body = Done),
         (status = 409, description = "The lease is lost", body = ErrorBody),
@@ -257,7 +257,8 @@ pub(crate) struct CompletedOne {
 #[utoipa::path(post, path = "/api/v1/leases/complete", tag = "leases", request_body = CompleteManyBody,
     responses(
         (status = 200, description = "One result per token, in order", body = Vec<CompletedOne>),
-        (status = 400, description = "A malformed token, or more than 1,000", body = ErrorBody),
+        (status = 400, description = "A malformed token", body = ErrorBody),
+        (status = 413, description = "More than 1,000 tokens, or the body over the server's limit", body = ErrorBody),
     ))]
 pub(crate) async fn complete_many(
     State(state): State<AppState>,
@@ -305,7 +306,8 @@ pub(crate) struct CancelRequests {
 #[utoipa::path(post, path = "/api/v1/leases/cancel-requests", tag = "leases", request_body = TokensBody,
     responses(
         (status = 200, description = "The tokens whose job has a cancel request", body = CancelRequests),
-        (status = 400, description = "A malformed token, or more than 1,000", body = ErrorBody),
+        (status = 400, description = "A malformed token", body = ErrorBody),
+        (status = 413, description = "More than 1,000 tokens, or the body over the server's limit", body = ErrorBody),
     ))]
 pub(crate) async fn cancel_requests(
     State(state): State<AppState>,

@@ -1,0 +1,118 @@
+//! A PostgreSQL server that comes up after `drover worker` starts (a host that boots Drover
+//! first, a compose file that starts both at once): the worker waits for it, saying why, then
+//! works. The "late server" is a TCP forwarder to the real test server, opened only once the
+//! worker has said it is waiting.
+
+mod common;
+#[path = "common/pg.rs"]
+mod pg;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::Worker;
+use pg::PgEnv;
+
+/// `url` with its `host:port` replaced by `addr`.
+fn via(url: &str, addr: &str) -> String {
+    let (scheme_user, rest) = url.split_once('@').expect("a URL with user@host");
+    let tail = rest.find(['/', '?']).map_or("", |at| &rest[at..]);
+    format!("{scheme_user}@{addr}{tail}")
+}
+
+/// The `host:port` of `url`.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once('@').expect("a URL with user@host").1;
+    rest[..rest.find(['/', '?']).unwrap_or(rest.len())].to_owned()
+}
+
+/// Copies bytes one way until either side closes.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// Forwards every connection to `listener` to `target`, in threads of its own.
+fn forward(listener: TcpListener, target: String) {
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(&target) else {
+                continue;
+            };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || pipe(client, server));
+            std::thread::spawn(move || pipe(s2, c2));
+        }
+    });
+}
+
+#[test]
+fn a_worker_waits_for_a_database_that_comes_up_after_it() {
+    let pg = PgEnv::new("[queues]\ndefault = 1\n");
+    // A free port, closed again: nothing listens there until the forwarder opens it.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let late = via(&pg.url, &format!("127.0.0.1:{port}"));
+    let log = pg.path("worker.log");
+    let child = pg
+        .cmd(&["worker"])
+        .env("DROVER_DATABASE_URL", &late)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn drover worker");
+    let worker = Worker { child, log };
+    worker.wait_log("cannot reach the database yet", Duration::from_secs(20));
+    assert!(
+        !worker.log().contains("drover is running"),
+        "{}",
+        worker.log()
+    );
+
+    forward(
+        TcpListener::bind(("127.0.0.1", port)).expect("the port is still free"),
+        host_port(&pg.url),
+    );
+    worker.wait_log("drover is running", Duration::from_secs(30));
+    let id = pg.enqueue(&["drover.noop"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.job(id)["state"] != "completed" {
+        assert!(
+            Instant::now() < deadline,
+            "the job never ran:\n{}",
+            worker.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_wrong_database_url_still_fails_at_once() {
+    let pg = PgEnv::new("");
+    // A database that does not exist is no passing outage: no wait.
+    let missing = pg.url.replacen("/test", "/no_such_database_here", 1);
+    let started = Instant::now();
+    let out = pg
+        .cmd(&["worker"])
+        .env("DROVER_DATABASE_URL", &missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no_such_database_here"), "{said}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "it failed after {:?}",
+        started.elapsed()
+    );
+}
