@@ -330,6 +330,16 @@ async fn discard_everything_that_matches(session: &Session) {
 /// The other pages, as an operator sees them.
 async fn visit_the_other_pages(session: &Session) {
     let browser = &session.browser;
+    // An HTTP worker holding a lease, for the processes page to list.
+    let server = &session.server;
+    server.ok(
+        "/api/v1/jobs",
+        &json!({"kind": "py.resize", "queue": "images"}),
+    );
+    server.ok(
+        "/api/v1/leases",
+        &json!({"queues": ["images"], "worker": "py-worker-1", "wait": 5}),
+    );
     for (path, name, heading) in [
         ("/cron", "cron", "Cron"),
         ("/retention", "retention", "Retention"),
@@ -350,6 +360,15 @@ async fn visit_the_other_pages(session: &Session) {
             browser
                 .find("section[data-policy='drover_jobs'] table.runs")
                 .await;
+        }
+        if name == "processes" {
+            let row = browser
+                .find("tr[data-http-worker='py-worker-1']")
+                .await
+                .text()
+                .await
+                .unwrap();
+            assert!(row.contains("images") && row.contains('1'), "{row}");
         }
         screenshot(browser, name).await;
     }

@@ -137,7 +137,7 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 /// outside the range a timestamp can hold (years -9999 to 9999, in UTC) is told apart from
 /// text that is no time at all, whose parser's complaint about an overflow would puzzle.
 pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
-    text.parse::<jiff::Timestamp>().map_err(|err| {
+    let time = text.parse::<jiff::Timestamp>().map_err(|err| {
         if jiff::fmt::temporal::Pieces::parse(text).is_ok() {
             format!(
                 "{text:?} is out of range: times run from {} to {}",
@@ -147,7 +147,18 @@ pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
         } else {
             format!("{text:?} is not an RFC 3339 time like 2026-12-01T09:00:00Z: {err}")
         }
-    })
+    })?;
+    // The parser takes offsets up to ±25:59:59 (Temporal's range); RFC 3339's hours stop at
+    // 23, and `+25:00` is more likely a typo than a place.
+    if let Ok(pieces) = jiff::fmt::temporal::Pieces::parse(text)
+        && let Some(jiff::fmt::temporal::PiecesOffset::Numeric(offset)) = pieces.offset()
+        && offset.offset().seconds().abs() >= 24 * 3600
+    {
+        return Err(format!(
+            "{text:?} has an offset of 24 hours or more: RFC 3339 offsets run from -23:59 to +23:59"
+        ));
+    }
+    Ok(time)
 }
 
 /// Checks a kind or queue name: 1 to 128 characters from `A-Z a-z 0-9 . _ - : /`.
@@ -306,5 +317,11 @@ mod tests {
         assert!(err.contains("out of range"), "{err}");
         let err = parse_time("yesterday").unwrap_err();
         assert!(err.contains("not an RFC 3339 time"), "{err}");
+        for typo in ["2030-01-01T00:00:00+25:00", "2030-01-01T00:00:00-24:00"] {
+            let err = parse_time(typo).unwrap_err();
+            assert!(err.contains("-23:59 to +23:59"), "{typo}: {err}");
+        }
+        assert!(parse_time("2030-01-01T00:00:00+23:59").is_ok());
+        assert!(parse_time("2030-01-01T00:00:00-00:00").is_ok());
     }
 }
