@@ -76,6 +76,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(long_running))
         .with_writer(std::io::stderr)
+        // A log that cannot be written (its reader gone: `drover serve 2>&1 | head`) is lost,
+        // not fatal: by default the subscriber reports it with `eprintln!`, which panics on
+        // the same broken pipe and took the server down without a graceful shutdown.
+        .log_internal_errors(false)
         // Colours for a terminal only: a log file or a collector gets plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -655,3 +655,44 @@ fn a_bulk_action_needs_a_filter_that_narrows_or_all() {
     env.ok(&["jobs", "bulk", "discard", "--all"]);
     assert_eq!(env.job(kept)["state"], "discarded");
 }
+
+/// A server whose log reader goes away (`drover serve 2>&1 | head`) keeps running, and still
+/// shuts down gracefully: a log line it cannot write is lost, not a panic.
+#[test]
+fn a_closed_log_pipe_does_not_stop_the_server() {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new("");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = env
+        .cmd(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here: every later log line meets a closed pipe.
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = std::time::Instant::now() + T;
+    while ureq::get(&ready).call().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never answered (first line: {first})"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the server died");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.enqueue(&["drover.noop"]);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "a graceful stop");
+}
