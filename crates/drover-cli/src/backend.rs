@@ -39,10 +39,17 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
         Arc::new(SqliteStore::open(sqlite)?)
     } else if is_postgres(url) {
         Arc::new(open_postgres(url, config, watch).await?)
-    } else if !url.contains("://") && !url.contains('@') {
+    } else if !url.contains("://") && !url.contains('@') && !url.contains(['=', ' ']) {
         // A bare path, like `jobs.db`: no credentials in it to hide.
         bail!(
             "database URL {url:?} has no scheme: a SQLite file is sqlite://{url}, a PostgreSQL database postgres://USER@HOST/DB"
+        );
+    } else if !url.contains("://") {
+        // Perhaps a libpq key/value string (`host=... password=...`): never echoed.
+        bail!(
+            "the database URL has no scheme and is not a path (key=value connection strings \
+             are not supported): a SQLite file is sqlite://PATH, a PostgreSQL database \
+             postgres://USER@HOST/DB"
         );
     } else {
         bail!(
@@ -57,16 +64,18 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
     Ok(store)
 }
 
-/// How long `serve` and `worker` wait at start for a PostgreSQL server they cannot reach yet.
+/// How long `serve` and `worker` wait at start for a PostgreSQL server they cannot reach yet,
+/// unless `[database] wait_at_start` says otherwise.
 const DATABASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// [`open`], for the long-running `serve` and `worker`: a PostgreSQL server that cannot be
 /// reached yet (a host that boots Drover before its database, a compose file that starts both
 /// at once, a database restarting) is tried again, with a warning naming the reason each time,
-/// for up to [`DATABASE_WAIT`] or until SIGINT / SIGTERM. Any other error, and every error of a
+/// for up to `[database] wait_at_start` ([`DATABASE_WAIT`]) or until SIGINT / SIGTERM. Any other error, and every error of a
 /// one-shot command, stops the start at once.
 pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<DynStore> {
-    let deadline = tokio::time::Instant::now() + DATABASE_WAIT;
+    let wait = config.database.wait_at_start.unwrap_or(DATABASE_WAIT);
+    let deadline = tokio::time::Instant::now() + wait;
     let mut pause = std::time::Duration::from_millis(250);
     // Installed at the first wait only: before it, and after a start at the first try, a
     // signal keeps its default action until the engine installs its own handlers.
@@ -81,12 +90,21 @@ pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<D
                 error.downcast_ref::<drover_core::StoreError>(),
                 Some(drover_core::StoreError::Unavailable(_))
             );
-        if !unreachable || tokio::time::Instant::now() + pause > deadline {
+        if !unreachable {
             return Err(error);
         }
+        if tokio::time::Instant::now() + pause > deadline {
+            return Err(if wait.is_zero() {
+                error
+            } else {
+                error.context(format!(
+                    "gave up waiting for the database after {wait:?} ([database] wait_at_start)"
+                ))
+            });
+        }
         tracing::warn!(
-            "cannot reach the database yet, trying again in {pause:?} (for up to \
-            {DATABASE_WAIT:?} after the start): {error:#}"
+            "cannot reach the database yet, trying again in {pause:?} (for up to {wait:?} \
+            after the start): {error:#}"
         );
         let signal = interrupted.get_or_insert_with(|| Box::pin(crate::signals::interrupted()));
         tokio::select! {

@@ -12,7 +12,13 @@ use crate::config::parse_duration;
 #[command(name = "drover", version, about, long_about = None)]
 pub(crate) struct Cli {
     /// Database URL: sqlite://PATH (default sqlite://drover.db) or postgres://USER@HOST/DB.
-    #[arg(long, global = true, env = "DROVER_DATABASE_URL")]
+    // `--help` would show the variable's value, password and all.
+    #[arg(
+        long,
+        global = true,
+        env = "DROVER_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub(crate) database: Option<String>,
 
     /// Config file (default ./drover.toml when present).

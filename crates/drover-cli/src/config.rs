@@ -136,6 +136,10 @@ pub(crate) struct DatabaseSection {
     pub(crate) listener_check_interval: Option<Duration>,
     /// PostgreSQL: connections in each process's pool (default 8).
     pub(crate) pool_size: Option<usize>,
+    /// PostgreSQL: how long `serve` and `worker` wait at start for a server they cannot reach
+    /// yet (default 60 s; `0s` fails at once, for a supervisor that restarts them).
+    #[serde(default, deserialize_with = "duration")]
+    pub(crate) wait_at_start: Option<Duration>,
 }
 
 impl DatabaseSection {
@@ -151,6 +155,7 @@ impl DatabaseSection {
                 self.listener_check_interval.is_some(),
             ),
             ("pool_size", self.pool_size.is_some()),
+            ("wait_at_start", self.wait_at_start.is_some()),
         ]
         .into_iter()
         .filter_map(|(key, set)| set.then_some(key))

@@ -328,7 +328,9 @@ command = ["sh", "-c", "cat >> hooks.jsonl; echo >> hooks.jsonl"]
 
 #[test]
 fn database_urls_in_errors_never_show_a_password() {
-    let env = Env::new("");
+    // No wait for the unreachable server: the wait's own messages are checked in
+    // postgres_late.rs.
+    let env = Env::new("[database]\nwait_at_start = \"0s\"\n");
     let secret = "hunter2";
     let sqlite = format!("sqlite://{}", env.path("x.db").display());
     let cases = [
@@ -342,6 +344,8 @@ fn database_urls_in_errors_never_show_a_password() {
         format!("postgres://u:{secret}@127.0.0.1/db?sslpassword={secret}"),
         format!("postgres://u:{secret}@127.0.0.1:99999/db"),
         format!("postgresql://u@127.0.0.1/db?password={secret}&sslmode=sometimes"),
+        // Not a URL: a libpq key/value string is not echoed.
+        format!("host=127.0.0.1 user=u password={secret}"),
     ];
     for url in &cases {
         for command in [&["migrate"][..], &["stats"], &["worker"]] {
@@ -357,6 +361,15 @@ fn database_urls_in_errors_never_show_a_password() {
             assert!(!text.is_empty(), "{url} {command:?} said why");
         }
     }
+    // `--help` names the variable, not its value.
+    let help = env
+        .cmd(&["serve", "--help"])
+        .env("DROVER_DATABASE_URL", &cases[0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("DROVER_DATABASE_URL"), "{text}");
+    assert!(!text.contains(secret), "{text}");
 }
 
 /// Every `NAME=` line of an `env` dump.
