@@ -655,11 +655,23 @@ fn a_bulk_action_needs_a_filter_that_narrows_or_all() {
     let env = Env::new("");
     let kept = env.enqueue(&["report.build", "--queue", "keep", "--args", r#"{"n":1}"#]);
     let hit = env.enqueue(&["report.build", "--queue", "drop", "--args", r#"{"n":2}"#]);
-    for filter in [vec![], vec!["--args", "{}"], vec!["--queue", ""]] {
+    for filter in [vec![], vec!["--args", "{}"]] {
         let mut args = vec!["jobs", "bulk", "discard"];
         args.extend(&filter);
         let said = env.fails(&args);
         assert!(said.contains("--all"), "{filter:?}: {said}");
+    }
+    // An empty value (an unset variable) is refused even beside a real filter, and even with
+    // --all: it would otherwise widen the action to every queue.
+    for filter in [
+        vec!["--queue", ""],
+        vec!["--queue", " ", "--state", "available"],
+        vec!["--kind", "", "--all"],
+    ] {
+        let mut args = vec!["jobs", "bulk", "discard"];
+        args.extend(&filter);
+        let said = env.fails(&args);
+        assert!(said.contains("is empty"), "{filter:?}: {said}");
     }
     assert_eq!(env.job(kept)["state"], "available", "nothing was discarded");
     env.ok(&["jobs", "bulk", "discard", "--args", r#"{"n":2}"#]);

@@ -199,14 +199,18 @@ fn round_trip(server: &Server) {
         page["jobs"].as_array().unwrap().len()
     };
     let before = discarded();
-    for filter in [json!({}), json!({"args": "{}"}), json!({"queue": ""})] {
+    for (filter, field) in [
+        (json!({}), "filter"),
+        (json!({"args": "{}"}), "filter"),
+        (json!({"queue": "", "state": "available"}), "filter.queue"),
+    ] {
         let (status, empty) = server.post(
             "/api/v1/jobs/actions",
-            &json!({"action": "discard", "filter": filter}),
+            &json!({"action": "discard", "filter": filter, "all": field != "filter"}),
         );
         assert_eq!(
             (status, empty["error"]["field"].as_str()),
-            (400, Some("filter")),
+            (400, Some(field)),
             "{filter}: {empty}"
         );
     }

@@ -51,9 +51,16 @@ pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> any
             ..
         } => {
             action.parse::<JobAction>().map_err(anyhow::Error::msg)?;
+            if let Some(field) = filter_text(filter).blank_field() {
+                anyhow::bail!(
+                    "--{} is empty: a bulk action takes no empty filter value (an unset \
+                     variable?); leave the flag out to not filter on it",
+                    field.replace('_', "-")
+                );
+            }
             if !parse_filter(filter)?.narrows() && !all {
                 anyhow::bail!(
-                    "no filter given (an empty --args or empty values narrow nothing): pass \
+                    "no filter given (an empty --args narrows nothing): pass \
                      --state/--queue/--kind/... to choose jobs, or --all to act on every job"
                 );
             }

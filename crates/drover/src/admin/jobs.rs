@@ -137,6 +137,25 @@ pub struct FilterText {
 }
 
 impl FilterText {
+    /// The first field given as an empty (or blank) value. A list takes it as unset, as a
+    /// form's empty field is; a bulk action refuses it, since `--queue "$QUEUE"` with the
+    /// variable unset would otherwise act on every queue.
+    pub fn blank_field(&self) -> Option<&'static str> {
+        [
+            ("state", &self.state),
+            ("queue", &self.queue),
+            ("kind", &self.kind),
+            ("created_after", &self.created_after),
+            ("created_before", &self.created_before),
+            ("finished_after", &self.finished_after),
+            ("finished_before", &self.finished_before),
+            ("args", &self.args),
+        ]
+        .into_iter()
+        .find(|(_, value)| value.as_deref().is_some_and(|v| v.trim().is_empty()))
+        .map(|(field, _)| field)
+    }
+
     /// The filter, checked.
     pub fn parse(&self) -> Result<JobFilter, ValidationError> {
         let nonempty =

@@ -442,12 +442,18 @@ pub(crate) async fn act_on_jobs(
             }
         }
         (None, Some(filter)) => {
+            if let Some(field) = filter.blank_field() {
+                return Err(ApiError::invalid(
+                    format!("filter.{field}"),
+                    "empty: leave the field out to not filter on it",
+                ));
+            }
             let filter = filter.parse()?;
             if !filter.narrows() && !body.all {
                 return Err(ApiError::invalid(
                     "filter",
-                    "the filter is empty (an empty args filter or empty values narrow \
-                     nothing): set a field, or \"all\": true to act on every job",
+                    "the filter is empty (an empty args filter narrows nothing): set a \
+                     field, or \"all\": true to act on every job",
                 ));
             }
             state.admin.act_matching(&filter, action).await?
