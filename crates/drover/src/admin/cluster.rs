@@ -56,10 +56,16 @@ impl Admin {
             .store()
             .leader_get(LEADERSHIP.into(), self.clock.store_now())
             .await?;
-        let processes = self.store().process_list().await?;
+        let mut processes = self.store().process_list().await?;
         // Every process is listed until the leader prunes it, with its last heartbeat; the
         // HTTP workers only of those that still heartbeat, whose lists are current.
-        let http_workers = self.http_workers_of(&super::heartbeating(processes.clone()));
+        let live = super::heartbeating(processes.clone());
+        let http_workers = self.http_workers_of(&live);
+        for process in &mut processes {
+            if !live.iter().any(|p| p.id == process.id) {
+                process.http_workers.clear();
+            }
+        }
         Ok(ClusterView {
             leader,
             processes,

@@ -39,6 +39,8 @@ pub use seen::HttpWorkerView;
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Most jobs one lease request may take.
 pub const MAX_LEASE: usize = 1000;
+/// Most queues one lease request may name: each worker's queues are listed by every server.
+pub const MAX_QUEUES: usize = 100;
 
 /// A request for jobs.
 #[derive(Debug, Clone)]
@@ -60,6 +62,15 @@ impl LeaseRequest {
             return Err(ValidationError::Range {
                 field: "queues",
                 reason: "name at least one queue".into(),
+            });
+        }
+        if self.queues.len() > MAX_QUEUES {
+            return Err(ValidationError::Range {
+                field: "queues",
+                reason: format!(
+                    "{} queues is over the limit of {MAX_QUEUES}",
+                    self.queues.len()
+                ),
             });
         }
         for queue in &self.queues {
@@ -680,6 +691,19 @@ impl RemoteWorkers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lease_request_names_at_most_a_hundred_queues() {
+        let request = |n: usize| LeaseRequest {
+            queues: (0..n).map(|i| format!("q{i}")).collect(),
+            worker: "w".into(),
+            max: 1,
+            wait: Duration::ZERO,
+        };
+        assert!(request(MAX_QUEUES).validate().is_ok());
+        let err = request(MAX_QUEUES + 1).validate().unwrap_err();
+        assert!(err.to_string().contains("queues"), "{err}");
+    }
 
     #[test]
     fn a_long_failure_keeps_its_start() {

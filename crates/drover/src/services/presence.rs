@@ -100,9 +100,32 @@ fn upsert_params(shared: &Shared, remote: &RemoteWorkers) -> ProcessUpsertParams
             .map(|(queue, &n)| (queue.clone(), u32::try_from(n).unwrap_or(u32::MAX)))
             .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        http_workers: remote.http_workers(),
+        http_workers: recorded_http_workers(remote),
         now: shared.clock.store_now(),
     }
+}
+
+/// Most HTTP workers a process row lists: the row is rewritten every heartbeat and read by
+/// every cluster view, and worker names are the clients' to choose (up to 1,000 are kept in
+/// memory). The ones that asked for work most recently are kept.
+const MAX_RECORDED_WORKERS: usize = 100;
+
+/// The HTTP workers `remote` serves, as this process's row records them.
+fn recorded_http_workers(remote: &RemoteWorkers) -> Vec<drover_core::HttpWorkerRecord> {
+    keep_recorded(remote.http_workers())
+}
+
+/// At most [`MAX_RECORDED_WORKERS`] of `workers`, by name.
+fn keep_recorded(
+    mut workers: Vec<drover_core::HttpWorkerRecord>,
+) -> Vec<drover_core::HttpWorkerRecord> {
+    if workers.len() > MAX_RECORDED_WORKERS {
+        // Those holding leases first, then the most recent.
+        workers.sort_by(|a, b| (b.running > 0, b.last_seen).cmp(&(a.running > 0, a.last_seen)));
+        workers.truncate(MAX_RECORDED_WORKERS);
+        workers.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    workers
 }
 
 /// Leader-only: removes processes that stopped heartbeating (killed, or their host died).
@@ -152,5 +175,31 @@ impl LeaderService for Pruner {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_keeps_the_leaseholders_then_the_latest_workers() {
+        let at = |s| jiff::Timestamp::from_second(s).unwrap();
+        let worker = |i: usize, running| drover_core::HttpWorkerRecord {
+            name: format!("w{i:04}"),
+            queues: vec!["q".into()],
+            running,
+            last_seen: at(i as i64),
+        };
+        // The oldest one holds a lease; the rest are idle, newer and newer.
+        let mut all = vec![worker(0, 2)];
+        all.extend((1..300).map(|i| worker(i, 0)));
+        let kept = keep_recorded(all);
+        assert_eq!(kept.len(), MAX_RECORDED_WORKERS);
+        assert_eq!(kept[0].name, "w0000", "the leaseholder is kept");
+        assert_eq!(kept[1].name, "w0201", "then the 99 latest");
+        assert!(kept.windows(2).all(|w| w[0].name < w[1].name));
+        let few: Vec<_> = (0..3).map(|i| worker(i, 0)).collect();
+        assert_eq!(keep_recorded(few.clone()), few);
     }
 }
