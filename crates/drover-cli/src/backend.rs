@@ -70,7 +70,7 @@ const DATABASE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// [`open`], for the long-running `serve` and `worker`: a PostgreSQL server that cannot be
 /// reached yet (a host that boots Drover before its database, a compose file that starts both
-/// at once, a database restarting) is tried again, with a warning naming the reason each time,
+/// at once, a database restarting), or a SQLite file another process has locked, is tried again, with a warning naming the reason each time,
 /// for up to `[database] wait_at_start` ([`DATABASE_WAIT`]) or until SIGINT / SIGTERM. Any other error, and every error of a
 /// one-shot command, stops the start at once.
 pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<DynStore> {
@@ -85,11 +85,15 @@ pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<D
             Ok(store) => return Ok(store),
             Err(error) => error,
         };
-        let unreachable = is_postgres(url)
-            && matches!(
-                error.downcast_ref::<drover_core::StoreError>(),
-                Some(drover_core::StoreError::Unavailable(_))
-            );
+        // PostgreSQL away, or a SQLite file another process holds (two servers started at
+        // once on a new file: one migrates while the other finds it locked).
+        let unreachable = match error.downcast_ref::<drover_core::StoreError>() {
+            Some(drover_core::StoreError::Unavailable(why)) => {
+                is_postgres(url) || why.contains("locked") || why.contains("busy")
+            }
+            Some(drover_core::StoreError::Busy(_)) => true,
+            _ => false,
+        };
         if !unreachable {
             return Err(error);
         }

@@ -138,7 +138,13 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 /// text that is no time at all, whose parser's complaint about an overflow would puzzle.
 pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
     let time = text.parse::<jiff::Timestamp>().map_err(|err| {
-        if jiff::fmt::temporal::Pieces::parse(text).is_ok() {
+        let pieces = jiff::fmt::temporal::Pieces::parse(text);
+        if pieces.as_ref().is_ok_and(|p| p.offset().is_none()) {
+            format!(
+                "{text:?} has no UTC offset: write Z for UTC (2026-12-01T09:00:00Z) or the \
+                 offset (2026-12-01T10:00:00+01:00)"
+            )
+        } else if pieces.is_ok() {
             format!(
                 "{text:?} is out of range: times run from {} to {}",
                 jiff::Timestamp::MIN,
@@ -323,5 +329,9 @@ mod tests {
         }
         assert!(parse_time("2030-01-01T00:00:00+23:59").is_ok());
         assert!(parse_time("2030-01-01T00:00:00-00:00").is_ok());
+        for local in ["2030-01-01T00:00:00", "2030-01-01"] {
+            let err = parse_time(local).unwrap_err();
+            assert!(err.contains("no UTC offset"), "{local}: {err}");
+        }
     }
 }
