@@ -121,7 +121,7 @@ fn keep_recorded(
 ) -> Vec<drover_core::HttpWorkerRecord> {
     if workers.len() > MAX_RECORDED_WORKERS {
         // Those holding leases first, then the most recent.
-        workers.sort_by(|a, b| (b.running > 0, b.last_seen).cmp(&(a.running > 0, a.last_seen)));
+        workers.sort_by_key(|w| std::cmp::Reverse((w.running > 0, w.last_seen)));
         workers.truncate(MAX_RECORDED_WORKERS);
         workers.sort_by(|a, b| a.name.cmp(&b.name));
     }
