@@ -7,25 +7,14 @@ mod common;
 mod pg;
 
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::Env;
 use common::api::{Server, serve_args};
+use pg::eventually;
 use serde_json::{Value, json};
 
 const CONFIG: &str = "[queues]\ndefault = 1\n";
-
-/// Waits until `probe` gives `Some`, for at most `limit`.
-fn eventually<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(found) = probe() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// The id `server` registered under, found by its pid in another server's process list.
 fn process_id(of: &Server, asked: &Server) -> String {
@@ -33,10 +22,10 @@ fn process_id(of: &Server, asked: &Server) -> String {
     eventually(Duration::from_secs(20), "the server registers", || {
         let (_, cluster) = asked.get("/api/v1/cluster");
         cluster["processes"]
-            .as_array()?
-            .iter()
-            .find(|p| p["pid"] == pid)
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["pid"] == pid))
             .and_then(|p| p["id"].as_str().map(str::to_owned))
+            .ok_or_else(|| cluster.to_string())
     })
 }
 
@@ -55,18 +44,20 @@ fn listed_everywhere(a: &Server, b: &Server, cli: &dyn Fn(&[&str]) -> Output) {
     a.ok("/api/v1/jobs", &json!({"kind": "py.task", "queue": "py"}));
     let leased = a.ok(
         "/api/v1/leases",
-        &json!({"queues": ["py"], "worker": "far-worker", "wait": 5}),
+        &json!({"queues": ["py", "spare"], "worker": "far-worker", "wait": 5}),
     );
     let token = leased["jobs"][0]["token"].as_str().unwrap().to_owned();
 
     // The other server learns of it from the first one's next heartbeat (every 5 s).
     let worker = eventually(Duration::from_secs(20), "b lists a's worker", || {
         let (_, cluster) = b.get("/api/v1/cluster");
-        listed(&cluster, "far-worker").cloned()
+        listed(&cluster, "far-worker")
+            .cloned()
+            .ok_or_else(|| cluster.to_string())
     });
     assert_eq!(
         (&worker["server"], &worker["queues"], &worker["running"]),
-        (&json!(a_id), &json!(["py"]), &json!(1)),
+        (&json!(a_id), &json!(["py", "spare"]), &json!(1)),
         "{worker}"
     );
     // The server it talks to lists it once, as it is now.
@@ -103,12 +94,16 @@ fn listed_everywhere(a: &Server, b: &Server, cli: &dyn Fn(&[&str]) -> Output) {
     let stats: Value = serde_json::from_slice(&stats.stdout).expect("stats --json");
     let from_cli = listed(&stats, "far-worker").unwrap_or_else(|| panic!("{stats:#}"));
     assert_eq!(from_cli["server"], json!(a_id));
-    // A queue only HTTP workers work is known: pausing it warns about no typo.
-    let pause = cli(&["queues", "pause", "py"]);
+    // A queue only HTTP workers work, with no job ever counted in it, is known: pausing it
+    // warns about no typo (without the HTTP workers it would, as for a queue named "sapre").
+    let typo = cli(&["queues", "pause", "sapre"]);
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("no process"));
+    cli(&["queues", "resume", "sapre"]);
+    let pause = cli(&["queues", "pause", "spare"]);
     assert!(pause.status.success());
     let said = String::from_utf8_lossy(&pause.stderr);
     assert!(!said.contains("no process"), "{said}");
-    cli(&["queues", "resume", "py"]);
+    cli(&["queues", "resume", "spare"]);
 
     a.ok(&format!("/api/v1/leases/{token}/complete"), &json!(null));
     let worker = eventually(Duration::from_secs(20), "b sees the lease end", || {
@@ -116,6 +111,7 @@ fn listed_everywhere(a: &Server, b: &Server, cli: &dyn Fn(&[&str]) -> Output) {
         listed(&cluster, "far-worker")
             .filter(|w| w["running"] == 0)
             .cloned()
+            .ok_or_else(|| cluster.to_string())
     });
     assert_eq!(worker["server"], json!(a_id));
 }
@@ -142,7 +138,8 @@ fn a_killed_worker_stops_counting_before_it_is_pruned() {
     );
     let pid = worker.pid().as_raw();
     eventually(Duration::from_secs(20), "the worker counts", || {
-        (concurrency(&server, "local") == Some(4)).then_some(())
+        let seen = concurrency(&server, "local");
+        (seen == Some(4)).then_some(()).ok_or(format!("{seen:?}"))
     });
     worker.signal(nix::sys::signal::Signal::SIGKILL);
     // Within 45 s of the kill, so at most 50 s after its last heartbeat: the pruner removes
@@ -150,7 +147,10 @@ fn a_killed_worker_stops_counting_before_it_is_pruned() {
     eventually(
         Duration::from_secs(45),
         "the silent worker stops counting",
-        || (concurrency(&server, "local").unwrap_or(0) == 0).then_some(()),
+        || {
+            let seen = concurrency(&server, "local").unwrap_or(0);
+            (seen == 0).then_some(()).ok_or(format!("{seen}"))
+        },
     );
     let (_, cluster) = server.get("/api/v1/cluster");
     assert!(

@@ -88,15 +88,12 @@ fn a_worker_waits_for_a_database_that_comes_up_after_it() {
     worker.wait_log("drover is running", Duration::from_secs(30));
     assert!(!worker.log().contains("hunter2"), "{}", worker.log());
     let id = pg.enqueue(&["drover.noop"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pg.job(id)["state"] != "completed" {
-        assert!(
-            Instant::now() < deadline,
-            "the job never ran:\n{}",
-            worker.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    pg::eventually(Duration::from_secs(30), "the job runs", || {
+        let job = pg.job(id);
+        (job["state"] == "completed")
+            .then_some(())
+            .ok_or_else(|| format!("{job}\n{}", worker.log()))
+    });
 }
 
 #[test]

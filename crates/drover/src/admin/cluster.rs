@@ -59,24 +59,17 @@ impl Admin {
         let mut processes = self.store().process_list().await?;
         // Every process is listed until the leader prunes it, with its last heartbeat; the
         // HTTP workers only of those that still heartbeat, whose lists are current.
-        let live = super::heartbeating(processes.clone());
-        let http_workers = self.http_workers_of(&live);
-        for process in &mut processes {
-            if !live.iter().any(|p| p.id == process.id) {
+        if let Some(newest) = super::newest_heartbeat(&processes) {
+            for process in processes.iter_mut().filter(|p| super::silent(p, newest)) {
                 process.http_workers.clear();
             }
         }
+        let http_workers = self.http_workers_of(&processes);
         Ok(ClusterView {
             leader,
             processes,
             http_workers,
         })
-    }
-
-    /// The HTTP workers of every server that heartbeats (see [`ClusterView::http_workers`]).
-    pub async fn http_workers(&self) -> Result<Vec<HttpWorkerView>, Error> {
-        let processes = super::heartbeating(self.store().process_list().await?);
-        Ok(self.http_workers_of(&processes))
     }
 
     /// The HTTP workers the `processes` rows list, with this process's own as it knows them

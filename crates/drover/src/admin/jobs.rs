@@ -48,15 +48,11 @@ impl JobFilter {
                 _ => true,
             })
         });
-        let unset = JobFilter {
-            args_contain: None,
-            ..JobFilter::default()
-        };
         args_narrow
             || JobFilter {
                 args_contain: None,
                 ..self.clone()
-            } != unset
+            } != JobFilter::default()
     }
 
     /// Checks names and ranges; the error names the field.

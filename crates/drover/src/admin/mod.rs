@@ -35,12 +35,21 @@ pub use throughput::{MAX_MINUTES, ThroughputPoint};
 /// host's clock: on PostgreSQL heartbeats carry the database's time.
 pub const SILENT_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_secs(20);
 
+/// The newest heartbeat among `processes`: the time [`SILENT_AFTER`] is measured from.
+fn newest_heartbeat(processes: &[drover_core::ProcessRecord]) -> Option<jiff::Timestamp> {
+    processes.iter().map(|p| p.heartbeat_at).max()
+}
+
+/// Whether `process` has stopped heartbeating, by the `newest` heartbeat of its cluster.
+fn silent(process: &drover_core::ProcessRecord, newest: jiff::Timestamp) -> bool {
+    newest.duration_since(process.heartbeat_at) > SILENT_AFTER
+}
+
 /// The processes of `all` that still heartbeat (see [`SILENT_AFTER`]).
 fn heartbeating(mut all: Vec<drover_core::ProcessRecord>) -> Vec<drover_core::ProcessRecord> {
-    let Some(newest) = all.iter().map(|p| p.heartbeat_at).max() else {
-        return all;
-    };
-    all.retain(|p| newest.duration_since(p.heartbeat_at) <= SILENT_AFTER);
+    if let Some(newest) = newest_heartbeat(&all) {
+        all.retain(|p| !silent(p, newest));
+    }
     all
 }
 

@@ -100,7 +100,7 @@ fn upsert_params(shared: &Shared, remote: &RemoteWorkers) -> ProcessUpsertParams
             .map(|(queue, &n)| (queue.clone(), u32::try_from(n).unwrap_or(u32::MAX)))
             .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
-        http_workers: recorded_http_workers(remote),
+        http_workers: keep_recorded(remote.http_workers()),
         now: shared.clock.store_now(),
     }
 }
@@ -110,12 +110,7 @@ fn upsert_params(shared: &Shared, remote: &RemoteWorkers) -> ProcessUpsertParams
 /// memory). The ones that asked for work most recently are kept.
 const MAX_RECORDED_WORKERS: usize = 100;
 
-/// The HTTP workers `remote` serves, as this process's row records them.
-fn recorded_http_workers(remote: &RemoteWorkers) -> Vec<drover_core::HttpWorkerRecord> {
-    keep_recorded(remote.http_workers())
-}
-
-/// At most [`MAX_RECORDED_WORKERS`] of `workers`, by name.
+/// At most [`MAX_RECORDED_WORKERS`] of `workers`, by name: what this process's row records.
 fn keep_recorded(
     mut workers: Vec<drover_core::HttpWorkerRecord>,
 ) -> Vec<drover_core::HttpWorkerRecord> {
