@@ -3,6 +3,8 @@
 //! a lease from a queue the server works itself, and a client too slow with its headers.
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::time::{Duration, Instant};
 
@@ -238,4 +240,31 @@ fn a_token_guards_everything_but_the_probes() {
             .call(),
     );
     assert_eq!(answer.0, 403);
+}
+
+/// A pause takes effect for a queue nobody knows yet (it may be filled paused), but a typo
+/// would leave the real queue running: the answer carries a note naming the queues in use, and
+/// no note for a queue the server works.
+#[test]
+fn a_pause_of_a_queue_nobody_knows_says_so() {
+    let env = Env::new("[queues]\nmail = 2\n");
+    let server = env.serve("pause-note", &[]);
+    let typo = pg::eventually(Duration::from_secs(20), "a note", || {
+        let (status, answer) = server.post("/api/v1/queues/mial/pause", &json!(null));
+        let note = answer["note"].as_str().unwrap_or_default();
+        (status == 200 && note.contains("mail"))
+            .then_some(answer.clone())
+            .ok_or(format!("{status} {answer}"))
+    });
+    assert_eq!(typo["paused"], true, "the pause took effect: {typo}");
+    assert!(
+        typo["note"].as_str().unwrap().contains("check the name"),
+        "{typo}"
+    );
+    let (status, known) = server.post("/api/v1/queues/mail/pause", &json!(null));
+    assert_eq!((status, &known["paused"]), (200, &json!(true)), "{known}");
+    assert!(
+        known.get("note").is_none(),
+        "a queue in use gets no note: {known}"
+    );
 }

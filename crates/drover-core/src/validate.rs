@@ -164,7 +164,54 @@ pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
             "{text:?} has an offset of 24 hours or more: RFC 3339 offsets run from -23:59 to +23:59"
         ));
     }
+    // The parser also takes Temporal's looser forms (no seconds, `+0100`, a decimal comma),
+    // which other RFC 3339 readers of the same text, such as a client's, would refuse.
+    if !rfc3339_shape(text.as_bytes()) {
+        return Err(format!(
+            "{text:?} is not written as RFC 3339: give seconds and a colon in the offset, like \
+             2026-12-01T09:00:00Z, 2026-12-01T09:00:00.250Z or 2026-12-01T10:00:00+01:00"
+        ));
+    }
     Ok(time)
+}
+
+/// Whether `text` has RFC 3339's shape (section 5.6): `YYYY-MM-DD`, `T` (or `t`, or the space
+/// its note allows), `hh:mm:ss`, an optional `.` and fraction, then `Z` or `±hh:mm`.
+fn rfc3339_shape(text: &[u8]) -> bool {
+    let digits = |range: std::ops::Range<usize>| {
+        text.get(range)
+            .is_some_and(|part| part.iter().all(u8::is_ascii_digit))
+    };
+    let at = |i: usize, allowed: &[u8]| text.get(i).is_some_and(|b| allowed.contains(b));
+    let date_time = digits(0..4)
+        && at(4, b"-")
+        && digits(5..7)
+        && at(7, b"-")
+        && digits(8..10)
+        && at(10, b"Tt ")
+        && digits(11..13)
+        && at(13, b":")
+        && digits(14..16)
+        && at(16, b":")
+        && digits(17..19);
+    if !date_time {
+        return false;
+    }
+    let mut rest = &text[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let len = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+        if len == 0 {
+            return false;
+        }
+        rest = &fraction[len..];
+    }
+    match rest {
+        b"Z" | b"z" => true,
+        [sign, h1, h2, b':', m1, m2] => {
+            matches!(sign, b'+' | b'-') && [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit())
+        }
+        _ => false,
+    }
 }
 
 /// Checks a kind or queue name: 1 to 128 characters from `A-Z a-z 0-9 . _ - : /`.
@@ -329,6 +376,23 @@ mod tests {
         }
         assert!(parse_time("2030-01-01T00:00:00+23:59").is_ok());
         assert!(parse_time("2030-01-01T00:00:00-00:00").is_ok());
+        for loose in [
+            "2030-01-01T00:00Z",
+            "2030-01-01T00:00:00+0100",
+            "2030-01-01T00:00:00,5Z",
+            "2030-01-01T00:00:00+01:00:30",
+            "2030-01-01T00:00:00Z[Europe/Paris]",
+        ] {
+            let err = parse_time(loose).unwrap_err();
+            assert!(err.contains("not written as RFC 3339"), "{loose}: {err}");
+        }
+        for strict in [
+            "2030-01-01t00:00:00z",
+            "2030-01-01 00:00:00.123456789Z",
+            "2030-01-01T00:00:00.5-05:30",
+        ] {
+            assert!(parse_time(strict).is_ok(), "{strict}");
+        }
         for local in ["2030-01-01T00:00:00", "2030-01-01"] {
             let err = parse_time(local).unwrap_err();
             assert!(err.contains("no UTC offset"), "{local}: {err}");

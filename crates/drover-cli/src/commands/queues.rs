@@ -32,37 +32,18 @@ pub(crate) async fn run(url: &str, config: &Config, command: QueuesCommand) -> a
     result
 }
 
-/// A pause may come before the queue's first job (to fill it first), so a queue nobody knows
-/// is paused all the same; but a typo would leave the real queue running, so say so.
+/// Says so when the queue is in no configured list and nobody works it: most often a typo.
 async fn warn_if_unknown(
     admin: &drover::Admin,
     config: &Config,
     view: &drover::admin::QueueView,
 ) -> anyhow::Result<()> {
-    let configured = config.queues.contains_key(&view.name);
-    let worked = |q: &drover::admin::QueueView| {
-        q.processes > 0 || q.http_workers > 0 || q.counted_at.is_some()
-    };
-    if worked(view) || configured {
+    if config.queues.contains_key(&view.name) {
         return Ok(());
     }
-    let known: Vec<String> = admin
-        .queues()
-        .await?
-        .into_iter()
-        .filter(|q| q.name != view.name && worked(q))
-        .map(|q| q.name)
-        .collect();
-    let known = if known.is_empty() {
-        "none yet".to_owned()
-    } else {
-        known.join(", ")
-    };
-    eprintln!(
-        "note: no process or HTTP worker works queue {} and no count has seen a job in it: \
-         check the name (queues in use: {known})",
-        view.name
-    );
+    if let Some(note) = admin.unknown_queue_note(view).await? {
+        eprintln!("note: {note}");
+    }
     Ok(())
 }
 

@@ -131,6 +131,36 @@ impl Admin {
         Ok(self.store().job_count_by_queue().await?)
     }
 
+    /// Why a pause or resume of `view` may have missed its mark, or `None` for a queue in
+    /// use. A pause may come before a queue's first job (to fill it first), so a queue nobody
+    /// knows is paused all the same; but a misspelt name would leave the real queue running.
+    /// A queue counts as in use when a process or an HTTP worker works it or the leader's
+    /// latest count (every few seconds) saw a job in it.
+    pub async fn unknown_queue_note(&self, view: &QueueView) -> Result<Option<String>, Error> {
+        let in_use =
+            |q: &QueueView| q.processes > 0 || q.http_workers > 0 || q.counted_at.is_some();
+        if in_use(view) {
+            return Ok(None);
+        }
+        let known: Vec<String> = self
+            .queues()
+            .await?
+            .into_iter()
+            .filter(|q| q.name != view.name && in_use(q))
+            .map(|q| q.name)
+            .collect();
+        let known = if known.is_empty() {
+            "none yet".to_owned()
+        } else {
+            known.join(", ")
+        };
+        Ok(Some(format!(
+            "no process or HTTP worker works queue {} and no count has seen a job in it: check \
+             the name (queues in use: {known})",
+            view.name
+        )))
+    }
+
     /// Pauses `queue` for every process (`paused = true`) or resumes it.
     pub async fn set_paused(&self, queue: &str, paused: bool) -> Result<QueueView, Error> {
         drover_core::validate::check_name("queue", queue)?;
