@@ -372,7 +372,8 @@ fn every_answer_validates_against_its_typed_schema() {
 }
 
 /// What the document says of a request is what the server does: the priority range it
-/// declares is the one taken (one past it, or far past it, is the same 400 naming the field),
+/// declares is the one taken, as is max_attempts' (one past it, far past it or not whole is the
+/// same 400 naming the field),
 /// and the optional bodies are optional (absent, or `null`).
 #[test]
 fn the_documented_request_rules_are_the_servers() {
@@ -388,12 +389,22 @@ fn the_documented_request_rules_are_the_servers() {
         let (_, stored) = server.get(&format!("/api/v1/jobs/{}", job["id"]));
         assert_eq!(stored["priority"], json!(ok), "{stored}");
     }
-    for bad in [json!(32768), json!(-32769), json!(99_999_999_999_i64)] {
-        let (status, answer) = server.post("/api/v1/jobs", &json!({"kind": "k", "priority": bad}));
+    let attempts = &doc["components"]["schemas"]["EnqueueBody"]["properties"]["max_attempts"];
+    let range = (attempts["minimum"].as_i64(), attempts["maximum"].as_i64());
+    assert_eq!(range, (Some(1), Some(10_000)), "{attempts}");
+    // Past the range, past 64 bits, or not whole: the same 400 naming the field.
+    let beyond = || [json!(u64::MAX), json!(1e30), json!(1.5)];
+    for (field, bad) in [("priority", json!(32768)), ("priority", json!(-32769))]
+        .into_iter()
+        .chain(beyond().map(|bad| ("priority", bad)))
+        .chain([("max_attempts", json!(0)), ("max_attempts", json!(10_001))])
+        .chain(beyond().map(|bad| ("max_attempts", bad)))
+    {
+        let (status, answer) = server.post("/api/v1/jobs", &json!({"kind": "k", field: bad}));
         assert_eq!(
             (status, answer["error"]["field"].as_str()),
-            (400, Some("priority")),
-            "{bad}: {answer}"
+            (400, Some(field)),
+            "{field} {bad}: {answer}"
         );
     }
     for path in [

@@ -29,12 +29,13 @@ pub(crate) struct EnqueueBody {
     args: Option<Box<serde_json::value::RawValue>>,
     /// Queue (default: the kind's queue, else `default`).
     queue: Option<String>,
-    /// Higher runs first (default 0), from -32768 to 32767. Taken as any integer so that one
-    /// out of range gets the same 400 naming the field, however large.
-    #[schema(minimum = -32768, maximum = 32767)]
-    priority: Option<i64>,
-    /// Attempts before the job is discarded.
-    max_attempts: Option<i32>,
+    /// Higher runs first (default 0), from -32768 to 32767. Taken as any number so that one
+    /// out of range or not whole gets the same 400 naming the field, however large.
+    #[schema(value_type = Option<i64>, minimum = -32768, maximum = 32767)]
+    priority: Option<serde_json::Number>,
+    /// Attempts before the job is discarded (default: the kind's, else 25), from 1 to 10000.
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 10000)]
+    max_attempts: Option<serde_json::Number>,
     /// Run at this time (RFC 3339).
     run_at: Option<String>,
     /// Run after this many seconds.
@@ -44,6 +45,32 @@ pub(crate) struct EnqueueBody {
     unique_key: Option<String>,
     /// `at-least-once` (default) or `at-most-once`.
     delivery: Option<String>,
+}
+
+/// `number` as a whole number within `range`, or a 400 naming `field`.
+fn whole(
+    field: String,
+    number: Option<serde_json::Number>,
+    range: std::ops::RangeInclusive<i32>,
+) -> Result<Option<i32>, ApiError> {
+    let Some(number) = number else {
+        return Ok(None);
+    };
+    number
+        .as_i64()
+        .and_then(|n| i32::try_from(n).ok())
+        .filter(|n| range.contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!(
+                    "{number} is not a whole number between {} and {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
 }
 
 impl EnqueueBody {
@@ -63,18 +90,8 @@ impl EnqueueBody {
         };
         let mut request = EnqueueRequest::raw(self.kind, args);
         request.queue = self.queue;
-        request.priority = self
-            .priority
-            .map(|priority| {
-                i16::try_from(priority).map(i32::from).map_err(|_| {
-                    ApiError::invalid(
-                        at("priority"),
-                        format!("{priority} is not between -32768 and 32767"),
-                    )
-                })
-            })
-            .transpose()?;
-        request.max_attempts = self.max_attempts;
+        request.priority = whole(at("priority"), self.priority, -32768..=32767)?;
+        request.max_attempts = whole(at("max_attempts"), self.max_attempts, 1..=10_000)?;
         request.unique_key = self.unique_key;
         if self.run_at.is_some() && self.delay_seconds.is_some() {
             return Err(ApiError::invalid(
