@@ -114,7 +114,7 @@ pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<D
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = signal.as_mut() => {
-                return Err(error.context("interrupted while waiting for the database"));
+                return Err(error.context(crate::signals::Interrupted("waiting for the database")));
             }
         }
         pause = (pause * 2).min(std::time::Duration::from_secs(5));

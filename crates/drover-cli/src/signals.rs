@@ -40,3 +40,14 @@ pub(crate) fn interrupted() -> impl std::future::Future<Output = ()> {
         }
     }
 }
+
+/// The error context of a start cut short by SIGINT or SIGTERM: `main` exits with 130, as a
+/// shell reports a command interrupted by the signal, not with a failure's 1.
+#[derive(Debug)]
+pub(crate) struct Interrupted(pub(crate) &'static str);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted while {}", self.0)
+    }
+}

@@ -116,3 +116,37 @@ fn a_wrong_database_url_still_fails_at_once() {
         started.elapsed()
     );
 }
+
+/// SIGINT ends the wait at once, with the status a shell gives a command the signal stopped.
+#[test]
+fn sigint_ends_the_wait_with_status_130() {
+    let pg = PgEnv::new("");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = pg.path("worker.log");
+    let child = pg
+        .cmd(&["worker"])
+        .env(
+            "DROVER_DATABASE_URL",
+            via(&pg.url, &format!("127.0.0.1:{port}")),
+        )
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn drover worker");
+    let mut worker = Worker { child, log };
+    worker.wait_log("cannot reach the database yet", Duration::from_secs(20));
+    worker.signal(nix::sys::signal::Signal::SIGINT);
+    let status = worker.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{}", worker.log());
+    assert!(
+        worker
+            .log()
+            .contains("interrupted while waiting for the database"),
+        "{}",
+        worker.log()
+    );
+}
