@@ -250,6 +250,33 @@ fn program_found(program: &str, cwd: Option<&std::path::Path>, path: &str) -> bo
     std::env::split_paths(path).any(|dir| executable(&dir.join(program)))
 }
 
+/// `admin` running the config's hooks when its actions end jobs, as a server's does.
+pub(crate) fn with_hooks(admin: drover::Admin, config: &Config) -> drover::Admin {
+    let hooks: Vec<Arc<dyn drover::Hook>> = command_hooks(config)
+        .into_iter()
+        .map(|hook| Arc::new(hook) as Arc<dyn drover::Hook>)
+        .collect();
+    if hooks.is_empty() {
+        return admin;
+    }
+    let concurrency = config
+        .worker
+        .hook_concurrency
+        .unwrap_or(EngineConfig::default().hook_concurrency);
+    admin.with_job_end_hooks(hooks, concurrency)
+}
+
+/// How long a one-shot command waits for the hooks of the jobs it ended: the longest hook's
+/// timeout, and a little for its start.
+pub(crate) fn hooks_limit(config: &Config) -> Duration {
+    command_hooks(config)
+        .iter()
+        .map(|hook| hook.timeout)
+        .max()
+        .unwrap_or_default()
+        + Duration::from_secs(5)
+}
+
 /// The hooks declared in the config.
 pub(crate) fn command_hooks(config: &Config) -> Vec<CommandHook> {
     config

@@ -116,3 +116,45 @@ fn hooks_run_for_http_workers_and_operator_actions() {
         (Some("boom"), Some("upload"))
     );
 }
+
+/// The command line's `jobs cancel`, `discard` and `bulk` run the config's hooks for the jobs
+/// they end, as a server does for the same action, and exit only once the hooks are done (a
+/// hook that takes a second has written its line by the time the command returns).
+#[test]
+fn the_command_lines_actions_run_hooks_before_it_exits() {
+    let env = Env::new(
+        r#"
+[[hooks]]
+command = ["sh", "-c", "sleep 1; cat >> hooks.jsonl; echo >> hooks.jsonl"]
+"#,
+    );
+    let one = env.enqueue(&["cli.one", "--delay", "1h"]);
+    let two = env.enqueue(&["cli.two", "--delay", "1h"]);
+    let bulk = env.enqueue(&["cli.bulk", "--delay", "1h"]);
+    env.ok(&["jobs", "cancel", &one.to_string()]);
+    env.ok(&["jobs", "discard", &two.to_string()]);
+    env.ok(&["jobs", "bulk", "cancel", "--kind", "cli.bulk"]);
+    let text = std::fs::read_to_string(env.path("hooks.jsonl")).unwrap_or_default();
+    let ends: Vec<Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter::<Value>()
+        .map_while(Result::ok)
+        .collect();
+    let seen = |id: i64| {
+        ends.iter()
+            .find(|end| end["id"] == id)
+            .map(|end| end["state"].clone())
+    };
+    assert_eq!(
+        (seen(one), seen(two), seen(bulk)),
+        (
+            Some(json!("cancelled")),
+            Some(json!("discarded")),
+            Some(json!("cancelled"))
+        ),
+        "{text}"
+    );
+    // A retry ends nothing: no hook, and no wait.
+    env.ok(&["jobs", "retry", &two.to_string()]);
+    let again = std::fs::read_to_string(env.path("hooks.jsonl")).unwrap_or_default();
+    assert_eq!(again, text, "a retry ran no hook");
+}

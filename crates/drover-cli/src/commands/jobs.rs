@@ -68,8 +68,25 @@ pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> any
         _ => {}
     }
     let store = backend::open_existing(url, config).await?;
-    let admin = setup::admin(store.clone(), config)?;
+    let mut admin = setup::admin(store.clone(), config)?;
+    // Cancel, discard and a bulk action may end waiting jobs: their hooks run here, as they
+    // would in a server for the same action through its API.
+    let ends_jobs = matches!(
+        command,
+        JobsCommand::Cancel { .. } | JobsCommand::Discard { .. } | JobsCommand::Bulk { .. }
+    );
+    if ends_jobs {
+        admin = setup::with_hooks(admin, config);
+    }
     let result = dispatch(&admin, command).await;
+    let limit = setup::hooks_limit(config);
+    let late = admin.finish_hooks(limit).await;
+    if late > 0 {
+        eprintln!(
+            "warning: the hooks of {late} ended jobs did not finish within {limit:?}; they were \
+             stopped"
+        );
+    }
     store.close().await;
     result
 }

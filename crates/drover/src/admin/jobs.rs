@@ -350,7 +350,7 @@ impl Admin {
             return;
         }
         let store = self.store.clone();
-        tokio::spawn(async move {
+        self.announcing.spawn(async move {
             for (id, state, listed) in ended {
                 let job = match listed {
                     Some(job) => job,

@@ -70,6 +70,8 @@ pub struct Admin {
     remote: Option<(crate::remote::RemoteWorkers, String)>,
     /// The job-end hooks of the process, run when an operator's action ends a job.
     hooks: Option<Arc<crate::hooks::Hooks>>,
+    /// The tasks that hand the jobs an action ended to the hooks, for [`Admin::finish_hooks`].
+    announcing: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for Admin {
@@ -95,6 +97,7 @@ impl Admin {
             systems: None,
             remote: None,
             hooks: None,
+            announcing: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -103,6 +106,30 @@ impl Admin {
     pub(crate) fn with_hooks(mut self, hooks: Arc<crate::hooks::Hooks>) -> Self {
         self.hooks = Some(hooks);
         self
+    }
+
+    /// Runs `hooks` (at most `concurrency` at once) when an action of this admin ends a job,
+    /// for an admin outside an engine, as in a one-shot command: an operator's cancel from the
+    /// command line tells a job-end hook as one through a server's API does. Starts the hook
+    /// pool on the current runtime; call [`Admin::finish_hooks`] before the process exits.
+    pub fn with_job_end_hooks(self, hooks: Vec<Arc<dyn crate::Hook>>, concurrency: usize) -> Self {
+        self.with_hooks(Arc::new(crate::hooks::Hooks::new(hooks, concurrency)))
+    }
+
+    /// Waits, for at most `limit`, for the hooks of the jobs this admin's actions ended; stops
+    /// the hook pool. Returns how many job ends did not get through their hooks in time.
+    pub async fn finish_hooks(&self, limit: std::time::Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        self.announcing.close();
+        let announced = tokio::time::timeout_at(deadline, self.announcing.wait()).await;
+        let Some(hooks) = &self.hooks else {
+            return 0;
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let pending = hooks.shutdown(left).await;
+        // Job ends still being read for their hooks were never handed to the pool: count them
+        // as one at least.
+        pending + usize::from(announced.is_err())
     }
 
     /// Reads at most `ids` ids per page of a search on columns no index covers (default
