@@ -28,6 +28,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -35,7 +36,8 @@ import threading
 import time
 import traceback
 import urllib.parse
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from collections.abc import Mapping
+from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 __all__ = ["Client", "DroverError", "Job", "Worker"]
 
@@ -100,9 +102,7 @@ class Client:
         Each job is a dict with ``kind`` and optionally ``args`` and the options of
         :meth:`enqueue`. Returns ``{"jobs": [...], "inserted", "duplicates"}``.
         """
-        body = [_job(j["kind"], j.get("args"), **{k: v for k, v in j.items()
-                                                   if k not in ("kind", "args")})
-                for j in jobs]
+        body = [_batch_job(index, job) for index, job in enumerate(jobs)]
         return self._request("POST", "/api/v1/jobs/batch", {"jobs": body})
 
     # -- inspect and act -------------------------------------------------------------------
@@ -120,7 +120,7 @@ class Client:
         """
         query = {k: v for k, v in filters.items() if v is not None}
         if isinstance(query.get("args"), (dict, list)):
-            query["args"] = json.dumps(query["args"])
+            query["args"] = _dumps(query["args"], "the args filter")
         query["limit"] = limit
         if after is not None:
             query["after"] = after
@@ -155,6 +155,7 @@ class Client:
     def lease(self, queues: List[str], worker: str, max: int = 1,
               wait: float = 5.0) -> List[Dict[str, Any]]:
         """Leases up to ``max`` jobs, waiting up to ``wait`` seconds (at most 30) for some."""
+        _finite("wait", wait)
         answer = self._request("POST", "/api/v1/leases",
                                {"queues": queues, "worker": worker, "max": max, "wait": wait},
                                timeout=self._timeout + wait)
@@ -197,7 +198,7 @@ class Client:
         """Records a failed attempt (retried with backoff while attempts are left)."""
         body = {"error": error, "step": step, "discard": discard}
         if retry_in is not None:
-            body["retry_in"] = retry_in
+            body["retry_in"] = _finite("retry_in", retry_in)
         return self._request("POST", f"/api/v1/leases/{token}/fail", body, retry=True)
 
     def hand_back(self, token: str, started: bool = False) -> Dict[str, Any]:
@@ -231,7 +232,7 @@ class Client:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
-            data = json.dumps(body).encode()
+            data = _dumps(body, f"the body of {method} {path.split('?')[0]}").encode()
             headers["Content-Type"] = "application/json"
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -275,14 +276,84 @@ def _job(kind: str, args: Optional[Dict[str, Any]], *, queue: Optional[str] = No
          delay: Optional[float] = None, run_at: Optional[str] = None,
          unique_key: Optional[str] = None, at_most_once: bool = False) -> Dict[str, Any]:
     job: Dict[str, Any] = {"kind": kind, "args": {} if args is None else args}
-    for key, value in (("queue", queue), ("priority", priority),
-                       ("max_attempts", max_attempts), ("delay_seconds", delay),
+    for key, value in (("queue", queue), ("priority", _finite("priority", priority)),
+                       ("max_attempts", _finite("max_attempts", max_attempts)),
+                       ("delay_seconds", _finite("delay", delay)),
                        ("run_at", run_at), ("unique_key", unique_key)):
         if value is not None:
             job[key] = value
     if at_most_once:
         job["delivery"] = "at-most-once"
     return job
+
+
+#: The keys a job of ``enqueue_many`` may have: the parameters of ``_job``.
+_JOB_KEYS = ("kind", "args", "queue", "priority", "max_attempts", "delay", "run_at",
+             "unique_key", "at_most_once")
+
+
+def _batch_job(index: int, job: Any) -> Dict[str, Any]:
+    """One job of ``enqueue_many``. Its errors say which job is wrong: a batch is built by a
+    loop, often of thousands, and a bare "unexpected keyword argument" points at none of them."""
+    where = f"jobs[{index}]"
+    if not isinstance(job, Mapping):
+        raise TypeError(f"{where} must be a dict, not {type(job).__name__}")
+    unknown = [key for key in job if key not in _JOB_KEYS]
+    if unknown:
+        raise TypeError(f"{where} has unknown key{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(map(repr, unknown))}; the accepted keys are "
+                        f"{', '.join(_JOB_KEYS)}")
+    if "kind" not in job:
+        raise TypeError(f"{where} has no 'kind'")
+    try:
+        return _job(job["kind"], job.get("args"),
+                    **{k: v for k, v in job.items() if k not in ("kind", "args")})
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _finite(name: str, value: Any) -> Any:
+    """``value``, unless it is NaN or infinite: refused here, by name, because JSON cannot
+    carry it and the server could only answer with a parse error naming neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value!r}")
+    return value
+
+
+def _dumps(value: Any, what: str) -> str:
+    """The JSON text of ``value``. Python would write NaN and Infinity, which are not JSON (the
+    server refuses the whole body with a parse error): refuse them here, and say where they
+    are, since they usually hide deep in a job's args."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError as err:
+        found = _non_finite(value, "", set())
+        if found is None:
+            raise ValueError(f"{what} cannot be sent as JSON: {err}") from None
+        path, number = found
+        raise ValueError(f"{what} holds {number!r} at {path or 'its top'}: JSON has no NaN or "
+                         f"infinity (send null, a string, or a finite number)") from None
+
+
+def _non_finite(value: Any, path: str, seen: set) -> Optional[tuple]:
+    """Where in ``value`` the first NaN or infinite float is (``['args']['x'][2]``) and what it
+    is; ``seen`` stops at a container met before (json itself refuses cycles)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, value)
+    if isinstance(value, dict):
+        items: Iterable[Any] = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    if id(value) in seen:
+        return None
+    seen.add(id(value))
+    for key, item in items:
+        found = _non_finite(item, f"{path}[{key!r}]", seen)
+        if found is not None:
+            return found
+    return None
 
 
 def _until(deadline: float, call: Callable[[], Any]) -> Any:
@@ -333,8 +404,32 @@ class Job:
 Handler = Callable[[Dict[str, Any], Job], Any]
 
 
+def _queue_names(queues: Union[str, Iterable[str]]) -> List[str]:
+    """The queue names of a ``Worker``. A ``str`` is one name: iterating it would lease from
+    one-letter queues, silently."""
+    if isinstance(queues, str):
+        return [queues]
+    if isinstance(queues, (bytes, bytearray)):
+        raise TypeError(f"queues must be a str or a list of str, not {type(queues).__name__}")
+    try:
+        names = list(queues)
+    except TypeError:
+        raise TypeError("queues must be a str or a list of str, "
+                        f"not {type(queues).__name__}") from None
+    if not names:
+        raise ValueError("a worker needs at least one queue (queues is empty)")
+    for index, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(f"queues[{index}] must be a str (a queue name), "
+                            f"not {type(name).__name__}: {name!r}")
+    return names
+
+
 class Worker:
     """Leases jobs of some queues and runs the handler registered for each kind.
+
+    ``queues`` is a list of queue names, or one name as a ``str`` (``"mail"`` is the queue
+    ``mail``, not the queues ``m``, ``a``, ``i``, ``l``).
 
     ``concurrency`` jobs run at once, each in a thread of its own; up to ``prefetch`` more are
     leased ahead, so short jobs do not wait for a round trip each. Leases are renewed by a
@@ -362,17 +457,20 @@ class Worker:
     #: Most completions recorded in one call (the server's limit).
     MAX_COMPLETE_BATCH = 1000
 
-    def __init__(self, client: Client, queues: List[str], *, name: Optional[str] = None,
+    def __init__(self, client: Client, queues: Union[str, Iterable[str]], *,
+                 name: Optional[str] = None,
                  concurrency: int = 1, prefetch: int = 0, wait: float = 5.0,
                  shutdown_timeout: Optional[float] = None, cancel_check: Optional[float] = 1.0):
         if concurrency < 1 or prefetch < 0:
             raise ValueError("concurrency must be at least 1, prefetch at least 0")
         if not 0 <= wait <= 30:
             raise ValueError("wait must be between 0 and 30 seconds (the server's limit)")
-        if shutdown_timeout is not None and shutdown_timeout < 0:
-            raise ValueError("shutdown_timeout must not be negative")
-        if cancel_check is not None and cancel_check < 0.1:
-            raise ValueError("cancel_check must be at least 0.1 seconds (or None)")
+        if shutdown_timeout is not None and not 0 <= shutdown_timeout < math.inf:
+            raise ValueError("shutdown_timeout must be a finite number of seconds, at least 0 "
+                             f"(or None: as long as the jobs take), not {shutdown_timeout!r}")
+        if cancel_check is not None and not 0.1 <= cancel_check < math.inf:
+            raise ValueError("cancel_check must be a finite number of seconds, at least 0.1 "
+                             f"(or None), not {cancel_check!r}")
         #: Seconds between checks for cancel requests of running jobs (``None``: heartbeats only).
         self.cancel_check = cancel_check
         #: Once stopping, how long running jobs get to finish before they are handed back
@@ -380,7 +478,7 @@ class Worker:
         self.shutdown_timeout = shutdown_timeout
         self.prefetch = prefetch
         self.client = client
-        self.queues = list(queues)
+        self.queues = _queue_names(queues)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
         self.concurrency = concurrency
         self.wait = wait
@@ -400,8 +498,23 @@ class Worker:
         self._waker: Optional[threading.Thread] = None
 
     def task(self, kind: str) -> Callable[[Handler], Handler]:
-        """Registers the decorated function ``fn(args, job)`` as the handler of ``kind``."""
+        """Registers the decorated function ``fn(args, job)`` as the handler of ``kind``.
+
+        A kind has one handler: registering a second raises ``ValueError`` rather than silently
+        replacing the first (two modules that both claim a kind is a bug to see at start-up).
+        """
+        if not isinstance(kind, str):
+            # ``@worker.task`` without the kind: the function would become the kind, and the
+            # handler a decorator no job ever reaches.
+            raise TypeError(f"task() takes the kind as a str (@worker.task(\"kind\")), "
+                            f"not {type(kind).__name__}")
+
         def register(fn: Handler) -> Handler:
+            first = self._handlers.get(kind)
+            if first is not None:
+                raise ValueError(f"kind {kind!r} already has a handler "
+                                 f"({getattr(first, '__qualname__', first)!s}): "
+                                 "a kind has one handler")
             self._handlers[kind] = fn
             return fn
         return register

@@ -117,6 +117,30 @@ fn quote(field: &'static str, name: &str) -> Result<String, StoreError> {
     Ok(format!("\"{name}\""))
 }
 
+/// The shape of a time the archiver compares as text: ISO 8601 with a `T`, as Drover writes
+/// them. SQLite compares any number as less than any text, and text character by character, so
+/// an epoch number or `12/31/2099` would be "older" than every cutoff.
+const ISO_TEXT: &str = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*";
+
+/// The same with a space for the `T`: SQLite's own form (`datetime('now')`, `CURRENT_TIMESTAMP`,
+/// in UTC), compared with the cutoff written the same way.
+const SQLITE_TEXT: &str = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] *";
+
+/// `column` past the cutoff, only when it holds a time in one of the two shapes: `?1` is the
+/// cutoff as [`ISO_TEXT`], `?3` as [`SQLITE_TEXT`]. The lower bound keeps numbers (which sort
+/// before text) out of an index's range.
+fn past_cutoff(column: &str) -> String {
+    format!(
+        "(({column} >= '0' AND {column} < ?1 AND {column} GLOB '{ISO_TEXT}') \
+         OR ({column} >= '0' AND {column} < ?3 AND {column} GLOB '{SQLITE_TEXT}'))"
+    )
+}
+
+/// The cutoff as [`SQLITE_TEXT`].
+fn sqlite_text(cutoff: Timestamp) -> String {
+    cutoff.strftime("%Y-%m-%d %H:%M:%S%.f").to_string()
+}
+
 /// The ids past the cutoff, as a subquery over `?1` (cutoff) and `?2` (limit). Two branches, so
 /// that each can use its own index.
 fn due_ids(params: &ArchiveParams) -> Result<String, StoreError> {
@@ -128,14 +152,44 @@ fn due_ids(params: &ArchiveParams) -> Result<String, StoreError> {
     } else {
         String::new()
     };
-    let mut sql = format!("SELECT {id} FROM {table} WHERE {age} < ?1{finished}");
+    let mut sql = format!(
+        "SELECT {id} FROM {table} WHERE {}{finished}",
+        past_cutoff(&age)
+    );
     if let Some(fallback) = &params.fallback_column {
         let fallback = quote("fallback_column", fallback)?;
         sql.push_str(&format!(
-            " UNION ALL SELECT {id} FROM {table} WHERE {age} IS NULL AND {fallback} < ?1{finished}"
+            " UNION ALL SELECT {id} FROM {table} WHERE {age} IS NULL AND {}{finished}",
+            past_cutoff(&fallback)
         ));
     }
     Ok(sql)
+}
+
+/// How many rows of a user's table hold, in the age column, something other than a time in
+/// the [`ISO_TEXT`] shape: rows the archiver never moves. One scan, made once at start-up.
+pub(crate) fn misfit_ages(conn: &Connection, params: &ArchiveParams) -> Result<u64, StoreError> {
+    let table = quote("table", &params.table)?;
+    let age = quote("age_column", &params.age_column)?;
+    let misfit = |column: &str| {
+        format!(
+            "({column} IS NOT NULL AND NOT (typeof({column}) = 'text' \
+             AND ({column} GLOB '{ISO_TEXT}' OR {column} GLOB '{SQLITE_TEXT}')))"
+        )
+    };
+    let mut when = misfit(&age);
+    if let Some(fallback) = &params.fallback_column {
+        let fallback = quote("fallback_column", fallback)?;
+        when = format!("{when} OR ({age} IS NULL AND {})", misfit(&fallback));
+    }
+    let n: i64 = conn
+        .query_row(
+            &format!("SELECT count(*) FROM {table} WHERE {when}"),
+            [],
+            |row| row.get(0),
+        )
+        .sql()?;
+    Ok(n as u64)
 }
 
 pub(crate) fn archive_batch(conn: &Connection, params: &ArchiveParams) -> Result<u64, StoreError> {
@@ -152,7 +206,10 @@ pub(crate) fn archive_batch(conn: &Connection, params: &ArchiveParams) -> Result
     let ids: Vec<i64> = conn
         .prepare_cached(&format!("SELECT {id} FROM ({}) LIMIT ?2", due_ids(params)?))
         .sql()?
-        .query_map(params![cutoff, params.batch_size as i64], |row| row.get(0))
+        .query_map(
+            params![cutoff, params.batch_size as i64, sqlite_text(params.cutoff)],
+            |row| row.get(0),
+        )
         .sql()?
         .collect::<rusqlite::Result<_>>()
         .sql()?;
@@ -183,9 +240,61 @@ pub(crate) fn archive_pending(
     params: &ArchiveParams,
 ) -> Result<u64, StoreError> {
     let n: i64 = conn
-        .prepare_cached(&format!("SELECT count(*) FROM ({})", due_ids(params)?))
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM ({}) LIMIT ?2",
+            due_ids(params)?
+        ))
         .sql()?
-        .query_row([to_text(params.cutoff)], |row| row.get(0))
+        .query_row(
+            params![to_text(params.cutoff), -1, sqlite_text(params.cutoff)],
+            |row| row.get(0),
+        )
         .sql()?;
     Ok(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only times in Drover's own text form or SQLite's are compared with the cutoff (each
+    /// with the cutoff in its own form): an epoch number or a US date would sort as older than
+    /// any cutoff, and a far-future row would be archived. They stay, and the start-up probe
+    /// counts them.
+    #[test]
+    fn only_iso_text_ages_are_archived() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, done);
+             CREATE TABLE t_archive (id INTEGER PRIMARY KEY, done);
+             INSERT INTO t (id, done) VALUES
+                 (1, '2020-01-01T00:00:00Z'), (2, '2099-01-01T00:00:00Z'),
+                 (3, '12/31/2099'), (4, 4102444800), (5, 1.5), (6, NULL),
+                 (7, '2020-01-01 00:00:00'), (8, X'00'), (9, '2099-01-01 00:00:00'),
+                 (10, '2026-11-30 23:59:59'), (11, '2026-12-01 00:00:00');",
+        )
+        .unwrap();
+        let params = ArchiveParams {
+            table: "t".into(),
+            archive_table: "t_archive".into(),
+            columns: vec!["id".into(), "done".into()],
+            id_column: "id".into(),
+            age_column: "done".into(),
+            fallback_column: None,
+            cutoff: "2026-12-01T00:00:00Z".parse().unwrap(),
+            batch_size: 100,
+            finished_jobs_only: false,
+        };
+        assert_eq!(archive_pending(&conn, &params).unwrap(), 3);
+        assert_eq!(archive_batch(&conn, &params).unwrap(), 3);
+        let archived: Vec<i64> = conn
+            .prepare("SELECT id FROM t_archive")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(archived, vec![1, 7, 10]);
+        assert_eq!(misfit_ages(&conn, &params).unwrap(), 4, "3, 4, 5 and 8");
+    }
 }

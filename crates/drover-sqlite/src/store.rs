@@ -621,6 +621,25 @@ impl Store for SqliteStore {
     }
 
     async fn archive_batch(&self, params: ArchiveParams) -> Result<u64, StoreError> {
+        // A batch of none is the start-up probe of a policy: the time to say which rows of a
+        // user's table it will never move, since SQLite stores a time in any form.
+        if params.batch_size == 0 && !params.finished_jobs_only {
+            let probe = params.clone();
+            let misfits = self
+                .readers
+                .read_with(move |conn| maintenance::misfit_ages(conn, &probe))
+                .await?;
+            if misfits > 0 {
+                tracing::warn!(
+                    table = %params.table,
+                    age_column = %params.age_column,
+                    rows = misfits,
+                    "rows whose age is not ISO-8601 text with a T (like 2026-12-01T09:00:00Z) \
+                     are never archived: SQLite would compare a number or another text form \
+                     with the cutoff as text"
+                );
+            }
+        }
         self.write(move |cx| maintenance::archive_batch(cx.conn, &params))
             .await
     }
