@@ -36,6 +36,23 @@ fn python(args: &[&str]) -> Value {
     serde_json::from_slice(out.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap()
 }
 
+/// The client's own checks of what a caller passes (queues given as one name, NaN, unknown
+/// batch keys, a kind registered twice), which need no server: `clients/python/tests`.
+#[test]
+fn the_clients_input_checks_pass() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python");
+    let out = Command::new("python3")
+        .args(["-m", "unittest", "discover", "-s", "tests", "-p", "test_*.py"])
+        .current_dir(&dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 is needed for the client tests");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("Ran ") && said.contains("OK"), "{said}");
+}
+
 /// A Python worker process; killed when dropped.
 struct PyWorker(Child);
 

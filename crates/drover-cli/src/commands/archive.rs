@@ -36,38 +36,48 @@ pub(crate) async fn run(url: &str, config: &Config, command: ArchiveCommand) -> 
     let store = backend::open(url, config, false).await?;
     let result = run_policies(&store, config, policy.as_deref(), json).await;
     store.close().await;
-    let moved = result?;
+    let (moved, failed) = result?;
     if json {
-        return output::json(&moved);
+        output::json(&moved)?;
+    } else {
+        for m in &moved {
+            outln!(
+                "{}: moved {} {} from {} to {} (older than {}) in {:.2}s",
+                m.policy,
+                m.rows,
+                if m.rows == 1 { "row" } else { "rows" },
+                m.table,
+                m.archive_table,
+                output::time(m.cutoff),
+                m.secs
+            );
+        }
     }
-    for m in &moved {
-        outln!(
-            "{}: moved {} rows from {} to {} (older than {}) in {:.2}s",
-            m.policy,
-            m.rows,
-            m.table,
-            m.archive_table,
-            output::time(m.cutoff),
-            m.secs
-        );
+    if failed.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    for error in &failed {
+        eprintln!("error: {error:#}");
+    }
+    anyhow::bail!(
+        "{} of the retention policies failed (the others ran)",
+        failed.len()
+    )
 }
 
+/// Runs each policy (or the one named); a policy that fails, at its check against the database
+/// or in a batch, does not keep the others from running. The rows each moved, and the errors.
 async fn run_policies(
     store: &drover_core::DynStore,
     config: &Config,
     only: Option<&str>,
     json: bool,
-) -> anyhow::Result<Vec<Moved>> {
-    let mut prepared = setup::prepare_retention(store, config).await?;
+) -> anyhow::Result<(Vec<Moved>, Vec<anyhow::Error>)> {
+    let mut policies = setup::retention_policies(config)?;
     if let Some(name) = only {
-        prepared.retain(|p| p.policy.name == name);
-        if prepared.is_empty() {
-            let names: Vec<String> = setup::retention_policies(config)?
-                .into_iter()
-                .map(|p| p.name)
-                .collect();
+        let names: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
+        policies.retain(|p| p.name == name);
+        if policies.is_empty() {
             anyhow::bail!(
                 "no retention policy {name:?}; the policies are: {}",
                 names.join(", ")
@@ -75,34 +85,52 @@ async fn run_policies(
         }
     }
     let mut moved = Vec::new();
-    for policy in prepared {
-        let now = Timestamp::now();
-        let pending = policy.pending(store, now).await?;
-        let progress = if std::io::stderr().is_terminal() && !json {
-            ProgressBar::with_draw_target(Some(pending), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
+    let mut failed = Vec::new();
+    for policy in policies {
+        let name = policy.name.clone();
+        let run = async {
+            let prepared = drover::retention::prepare(store, policy).await?;
+            run_policy(store, prepared, json).await
         };
-        progress.set_style(
-            ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")
-                .expect("valid template"),
-        );
-        progress.set_message(policy.policy.name.clone());
-        let started = std::time::Instant::now();
-        let rows = policy
-            .run_recorded(store, &SystemClock, Trigger::Manual, |n| progress.inc(n))
-            .await?;
-        progress.finish_and_clear();
-        moved.push(Moved {
-            policy: policy.policy.name.clone(),
-            table: policy.policy.table.clone(),
-            archive_table: policy.policy.archive_table.clone(),
-            cutoff: policy.params(now).cutoff,
-            rows,
-            secs: started.elapsed().as_secs_f64(),
-        });
+        match run.await {
+            Ok(m) => moved.push(m),
+            Err(err) => failed.push(err.context(format!("retention {name:?}"))),
+        }
     }
-    Ok(moved)
+    Ok((moved, failed))
+}
+
+/// One policy's run, recorded, with a progress bar on a terminal.
+async fn run_policy(
+    store: &drover_core::DynStore,
+    policy: drover::retention::PreparedPolicy,
+    json: bool,
+) -> anyhow::Result<Moved> {
+    let now = Timestamp::now();
+    let pending = policy.pending(store, now).await?;
+    let progress = if std::io::stderr().is_terminal() && !json {
+        ProgressBar::with_draw_target(Some(pending), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    progress.set_style(
+        ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} rows  {per_sec}  eta {eta}")
+            .expect("valid template"),
+    );
+    progress.set_message(policy.policy.name.clone());
+    let started = std::time::Instant::now();
+    let rows = policy
+        .run_recorded(store, &SystemClock, Trigger::Manual, |n| progress.inc(n))
+        .await?;
+    progress.finish_and_clear();
+    Ok(Moved {
+        policy: policy.policy.name.clone(),
+        table: policy.policy.table.clone(),
+        archive_table: policy.policy.archive_table.clone(),
+        cutoff: policy.params(now).cutoff,
+        rows,
+        secs: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// `drover archive list`.
