@@ -375,3 +375,43 @@ fn mismatched_or_unsafe_tables_are_refused() {
         );
     }
 }
+
+/// A policy whose batch fails (here a NOT NULL column in its archive table only) does not keep
+/// the others from running: the error names it, the exit status says a policy failed, and the
+/// next policy's rows moved all the same.
+#[test]
+fn a_failing_policy_does_not_stop_the_others() {
+    // The failing policy comes first: the usage policy runs after it.
+    let strict = "[[retention]]
+name = \"strict\"
+table = \"notes\"
+archive_table = \"notes_archive\"
+age_column = \"done_at\"
+months = 1
+
+";
+    let config = USAGE_POLICY.replacen("[[retention]]", &format!("{strict}[[retention]]"), 1);
+    assert!(config.find("strict") < config.find("\"usage\""));
+    let env = Env::new(&config);
+    env.ok(&["migrate"]);
+    let conn = db(&env);
+    conn.execute_batch(USAGE_TABLES).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, note TEXT, done_at TEXT);
+         CREATE TABLE notes_archive (id INTEGER PRIMARY KEY, note TEXT NOT NULL, done_at TEXT);
+         INSERT INTO notes VALUES (1, NULL, '2020-01-01T00:00:00Z');
+         INSERT INTO usage_details VALUES (1, 'a', '2020-01-31T10:00:00Z', '2020-01-01T00:00:00Z');",
+    )
+    .unwrap();
+    let err = env.fails(&["archive", "run"]);
+    assert!(
+        err.contains("retention \"strict\"") && err.contains("NOT NULL"),
+        "{err}"
+    );
+    assert!(err.contains("1 of the retention policies failed"), "{err}");
+    assert_eq!(counts(&conn), (0, 1, 0), "the usage policy ran");
+    let notes: i64 = conn
+        .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(notes, 1, "the failed batch moved nothing");
+}

@@ -42,7 +42,15 @@ fn python(args: &[&str]) -> Value {
 fn the_clients_input_checks_pass() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../clients/python");
     let out = Command::new("python3")
-        .args(["-m", "unittest", "discover", "-s", "tests", "-p", "test_*.py"])
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "tests",
+            "-p",
+            "test_*.py",
+        ])
         .current_dir(&dir)
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .stdin(Stdio::null())
