@@ -21,12 +21,25 @@ pub(crate) struct Cli {
     )]
     pub(crate) database: Option<String>,
 
-    /// Config file (default ./drover.toml when present).
-    #[arg(long, global = true, env = "DROVER_CONFIG")]
-    pub(crate) config: Option<PathBuf>,
+    /// Config file (default ./drover.toml when present; an empty DROVER_CONFIG, as an env file
+    /// or a compose file leaves it, counts as not set).
+    // Taken as text, since clap refuses an empty path before anything can look at it; and no
+    // value shown, as `[env: DROVER_CONFIG=]` read like a broken default.
+    #[arg(long, global = true, env = "DROVER_CONFIG", hide_env_values = true)]
+    config: Option<String>,
 
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+impl Cli {
+    /// The config file asked for, if any: an empty value is none.
+    pub(crate) fn config_path(&self) -> Option<PathBuf> {
+        self.config
+            .as_deref()
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from)
+    }
 }
 
 #[derive(Debug, Subcommand)]

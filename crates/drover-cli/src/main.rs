@@ -108,7 +108,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = Config::load(cli.config.as_deref())?;
+    let config = Config::load(cli.config_path().as_deref())?;
     let url = backend::database_url(cli.database.as_deref(), &config);
     match cli.command {
         Command::Serve(args) => return commands::worker::run(&url, &config, &args, true).await,

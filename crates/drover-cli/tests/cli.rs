@@ -557,8 +557,9 @@ fn bench_prints_a_table_a_plot_and_json() {
     );
 }
 
-/// Commands that only look (at jobs, queues, retention, slots) do not create a
-/// database where none is: a mistyped path would otherwise answer with an empty, new database.
+/// Commands that only look (at jobs, queues, retention, slots) or act on what exists (a slot, a
+/// reservation) do not create a database where none is: a mistyped path would otherwise answer
+/// with an empty, new database.
 #[test]
 fn looking_at_a_database_that_does_not_exist_creates_nothing() {
     let env = Env::new("");
@@ -569,11 +570,22 @@ fn looking_at_a_database_that_does_not_exist_creates_nothing() {
         &["queues", "list"],
         &["archive", "list"],
         &["slots", "list"],
+        &["slots", "drain", "1"],
+        &["slots", "interrupt", "1"],
+        &["release", "1"],
     ] {
         let err = env.fails(command);
         assert!(err.contains("no database at"), "{command:?}: {err}");
     }
     assert!(!env.path("drover.db").exists());
+    // An empty DROVER_CONFIG (as an env file leaves it) is no config given, not an error.
+    let out = env
+        .cmd(&["jobs", "list"])
+        .env("DROVER_CONFIG", "")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("no database at"), "{said}");
     // Once it exists, the same commands answer.
     env.ok(&["migrate"]);
     env.ok(&["jobs", "list"]);

@@ -68,7 +68,8 @@ pub(crate) async fn reserve(url: &str, config: &Config, args: ReserveArgs) -> an
 }
 
 pub(crate) async fn release(url: &str, config: &Config, id: i64, json: bool) -> anyhow::Result<()> {
-    let store = backend::open(url, config, false).await?;
+    // A reservation to release exists already: a mistyped path must not create a database.
+    let store = backend::open_existing(url, config).await?;
     let result = admin::release(store.as_ref(), &SystemClock, id).await;
     store.close().await;
     let record = result?;

@@ -25,12 +25,9 @@ pub(crate) async fn run(url: &str, config: &Config, command: SlotsCommand) -> an
                 .map_err(|err| anyhow::anyhow!("--system: {err}"))?;
         }
     }
-    // Listing reads: a mistyped path must not leave an empty database behind.
-    let store = if matches!(command, SlotsCommand::List { .. }) {
-        backend::open_existing(url, config).await?
-    } else {
-        backend::open(url, config, false).await?
-    };
+    // Every slot command reads or acts on slots that exist: a mistyped path must not leave an
+    // empty database behind.
+    let store = backend::open_existing(url, config).await?;
     let result = dispatch(store.as_ref(), command).await;
     store.close().await;
     result
