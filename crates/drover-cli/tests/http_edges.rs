@@ -268,3 +268,59 @@ fn a_pause_of_a_queue_nobody_knows_says_so() {
         "a queue in use gets no note: {known}"
     );
 }
+
+/// A body of the wrong shape names the field at fault, however deep: a wrong type, an unknown
+/// field, a missing one. Text that is no JSON at all is the body's fault.
+#[test]
+fn a_body_of_the_wrong_shape_names_its_field() {
+    let env = Env::new("");
+    let server = env.serve("fields", &[]);
+    for (path, body, field) in [
+        (
+            "/api/v1/jobs",
+            json!({"kind": "a", "priority": "high"}),
+            "priority",
+        ),
+        ("/api/v1/jobs", json!({"kind": "a", "colour": 1}), "colour"),
+        ("/api/v1/jobs", json!({"args": {}}), "kind"),
+        (
+            "/api/v1/jobs",
+            json!({"kind": "a", "delay_seconds": "5m"}),
+            "delay_seconds",
+        ),
+        (
+            "/api/v1/jobs/batch",
+            json!({"jobs": [{"kind": "a"}, {"kind": 5}]}),
+            "jobs[1].kind",
+        ),
+        (
+            "/api/v1/jobs/batch",
+            json!({"jobs": [{"kind": "a"}, {"args": {}}]}),
+            "jobs[1].kind",
+        ),
+        (
+            "/api/v1/jobs/batch",
+            json!({"jobs": [{"kind": "a", "zz": 1}]}),
+            "jobs[0].zz",
+        ),
+    ] {
+        let (status, answer) = server.post(path, &body);
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{path} {body}: {answer}"
+        );
+    }
+    let (status, answer) = Server::answer(
+        ureq::post(&format!("{}/api/v1/jobs", server.url))
+            .set("Content-Type", "application/json")
+            .send_string("{nope"),
+    );
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (400, Some("body")),
+        "{answer}"
+    );
+    let (_, page) = server.get("/api/v1/jobs");
+    assert_eq!(page["jobs"], json!([]), "nothing was enqueued");
+}

@@ -18,12 +18,14 @@ pub(crate) async fn run(url: &str, config: &Config, command: QueuesCommand) -> a
             QueuesCommand::Pause { queue } => {
                 let view = admin.set_paused(&queue, true).await?;
                 outln!("queue {queue} is paused: its jobs wait, running jobs finish");
-                warn_if_unknown(&admin, config, &view).await
+                warn_if_unknown(config, &view);
+                Ok(())
             }
             QueuesCommand::Resume { queue } => {
                 let view = admin.set_paused(&queue, false).await?;
                 outln!("queue {queue} is running again");
-                warn_if_unknown(&admin, config, &view).await
+                warn_if_unknown(config, &view);
+                Ok(())
             }
         }
     }
@@ -32,19 +34,16 @@ pub(crate) async fn run(url: &str, config: &Config, command: QueuesCommand) -> a
     result
 }
 
-/// Says so when the queue is in no configured list and nobody works it: most often a typo.
-async fn warn_if_unknown(
-    admin: &drover::Admin,
-    config: &Config,
-    view: &drover::admin::QueueView,
-) -> anyhow::Result<()> {
-    if config.queues.contains_key(&view.name) {
-        return Ok(());
-    }
-    if let Some(note) = admin.unknown_queue_note(view).await? {
+/// Passes the admin's note on a queue nobody works, unless the config names the queue (this
+/// command runs no workers, so a configured queue may have none running yet).
+fn warn_if_unknown(config: &Config, view: &drover::admin::QueueView) {
+    if let Some(note) = view
+        .note
+        .as_ref()
+        .filter(|_| !config.queues.contains_key(&view.name))
+    {
         eprintln!("note: {note}");
     }
-    Ok(())
 }
 
 /// The store, which a pause may create (it may come before any worker ran) and a list may not.

@@ -193,11 +193,41 @@ impl From<JsonRejection> for ApiError {
         } else {
             StatusCode::BAD_REQUEST
         };
+        let field = json_field(&rejection).unwrap_or_else(|| "body".to_owned());
         Self {
             status,
-            ..Self::invalid("body", rejection.body_text())
+            ..Self::invalid(field, rejection.body_text())
         }
     }
+}
+
+/// The field a JSON body of the wrong shape is wrong at, like `priority`, `jobs[3].kind` or an
+/// unknown `jobs[3].colour`: the path serde reached, and for a missing field (reported at the
+/// object that lacks it) that field's name under it.
+fn json_field(rejection: &JsonRejection) -> Option<String> {
+    // Text that is no JSON (a syntax error) is the body's fault, wherever it stopped.
+    if !matches!(rejection, JsonRejection::JsonDataError(_)) {
+        return None;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    let error = loop {
+        let error = source?;
+        if let Some(found) = error.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            break found;
+        }
+        source = error.source();
+    };
+    let path = error.path().to_string();
+    let message = error.inner().to_string();
+    let named = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    Some(match (named, path.as_str()) {
+        (Some(name), ".") => name.to_owned(),
+        (Some(name), parent) => format!("{parent}.{name}"),
+        (None, "." | "?") => return None,
+        (None, path) => path.to_owned(),
+    })
 }
 
 impl From<QueryRejection> for ApiError {

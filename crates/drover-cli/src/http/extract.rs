@@ -45,15 +45,23 @@ where
         if text.is_empty() || text == b"null" {
             return Ok(OptionalBody(T::default()));
         }
-        serde_json::from_slice(&bytes)
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
             .map(OptionalBody)
             .map_err(|err| {
-                let mut error = ApiError::invalid("body", format!("invalid JSON body: {err}"));
+                let path = err.path().to_string();
+                let err = err.into_inner();
+                let message = format!("invalid JSON body: {err}");
                 // As axum's own JSON extractor answers: 400 for text that is not JSON, 422 for
-                // JSON of the wrong shape (a wrong type, an unknown field).
-                if err.classify() == serde_json::error::Category::Data {
-                    error.status = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+                // JSON of the wrong shape (a wrong type, an unknown field), naming the field.
+                if err.classify() != serde_json::error::Category::Data {
+                    return ApiError::invalid("body", message);
                 }
+                let field = match path.as_str() {
+                    "." | "?" => "body".to_owned(),
+                    path => path.to_owned(),
+                };
+                let mut error = ApiError::invalid(field, message);
+                error.status = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
                 error
             })
     }

@@ -37,6 +37,11 @@ pub struct QueueView {
     pub concurrency: u64,
     /// HTTP workers (by name, through any server) whose latest lease request named this queue.
     pub http_workers: usize,
+    /// In the answer to a pause or resume only, when no process or HTTP worker works the queue
+    /// and no count has seen a job in it: the pause took effect all the same (a queue may be
+    /// paused before its first job), but a misspelt name leaves the real queue running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl QueueView {
@@ -73,6 +78,7 @@ impl QueueView {
             processes,
             concurrency,
             http_workers,
+            note: None,
             name: record.name,
         }
     }
@@ -136,7 +142,7 @@ impl Admin {
     /// knows is paused all the same; but a misspelt name would leave the real queue running.
     /// A queue counts as in use when a process or an HTTP worker works it or the leader's
     /// latest count (every few seconds) saw a job in it.
-    pub async fn unknown_queue_note(&self, view: &QueueView) -> Result<Option<String>, Error> {
+    async fn unknown_queue_note(&self, view: &QueueView) -> Result<Option<String>, Error> {
         let in_use =
             |q: &QueueView| q.processes > 0 || q.http_workers > 0 || q.counted_at.is_some();
         if in_use(view) {
@@ -172,10 +178,8 @@ impl Admin {
                 now: self.clock.store_now(),
             })
             .await?;
-        Ok(QueueView::new(
-            record,
-            self.clock.now(),
-            &self.working().await?,
-        ))
+        let mut view = QueueView::new(record, self.clock.now(), &self.working().await?);
+        view.note = self.unknown_queue_note(&view).await?;
+        Ok(view)
     }
 }
