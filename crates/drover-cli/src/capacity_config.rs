@@ -162,6 +162,9 @@ pub(crate) const RUNTIMES: [&str; 3] = ["local", "command", "sim"];
 
 /// The autoscaler's settings from the config; `None` when it declares no system.
 pub(crate) fn autoscaler_config(config: &Config) -> anyhow::Result<Option<AutoscalerConfig>> {
+    // Checked even with no system declared: every key is checked at start, and a runtime
+    // misspelt there would only show once a system is added.
+    check_runtime(&config.autoscaler)?;
     if config.systems.is_empty() {
         for (queue, section) in &config.queues {
             if let Some(system) = section.system() {
@@ -216,6 +219,11 @@ pub(crate) fn autoscaler_config(config: &Config) -> anyhow::Result<Option<Autosc
         interval: section.interval.unwrap_or(defaults.interval),
     };
     autoscaler.validate()?;
+    Ok(Some(autoscaler))
+}
+
+/// The `[autoscaler]` section's runtime and that runtime's own section.
+fn check_runtime(section: &AutoscalerSection) -> anyhow::Result<()> {
     let runtime = section.runtime.as_deref().unwrap_or("local");
     if !RUNTIMES.contains(&runtime) {
         bail!("autoscaler.runtime: {runtime:?} is not one of local, command, sim");
@@ -224,7 +232,7 @@ pub(crate) fn autoscaler_config(config: &Config) -> anyhow::Result<Option<Autosc
     if runtime == "command" {
         section.command.validate()?;
     }
-    Ok(Some(autoscaler))
+    Ok(())
 }
 
 /// The runtime the config names, for `drover serve`.
@@ -264,6 +272,40 @@ mod tests {
         let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The runtime is checked with no system declared too, and a command runtime's programs
+    /// must be found, naming the key.
+    #[test]
+    fn the_runtime_and_its_programs_are_checked_at_start() {
+        let err = parse("[autoscaler]\nruntime = \"k8s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("autoscaler.runtime"), "{err}");
+        let config = parse(
+            r#"
+            [queues.train]
+            concurrency = 1
+            system = "gpu"
+            [systems.gpu]
+            max = 1
+            [autoscaler]
+            runtime = "command"
+            [autoscaler.command]
+            launch = ["sh", "-c", "true"]
+            terminate = ["/no/such/terminate.sh"]
+            list = ["sh"]
+            "#,
+        )
+        .unwrap();
+        autoscaler_config(&config).unwrap();
+        let err = crate::setup::check_capacity_commands(&config)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("autoscaler.command.terminate") && err.contains("/no/such"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -469,6 +469,16 @@ fn validate_task(kind: &str, task: &TaskSection) -> anyhow::Result<()> {
     for name in &task.env_pass {
         check_env_name(&format!("tasks.\"{kind}\".env_pass"), name)?;
     }
+    // An empty name or one with `=` would set another variable than the one written, and a
+    // NUL fails every exec: each job would fail for what the start can name.
+    for (name, value) in &task.env {
+        check_env_name(&format!("tasks.\"{kind}\".env"), name)?;
+        if value.contains('\0') {
+            bail!(
+                "tasks.\"{kind}\".env.{name}: the value holds a NUL byte, which no environment can carry"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -617,6 +627,14 @@ mod tests {
             err.contains("tasks.\"k\".env_pass") && err.contains("A=B"),
             "{err}"
         );
+        for bad in ["\"\"", "\"A=B\""] {
+            let err = parse(&format!(
+                "[tasks.k]\ncommand = [\"x\"]\nenv = {{ {bad} = \"v\" }}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("tasks.\"k\".env"), "{bad}: {err}");
+        }
         let err = parse("[[hooks]]\ncommand = [\"x\"]\nenv_pass = [\"1X\"]\n")
             .unwrap_err()
             .to_string();

@@ -212,6 +212,33 @@ pub(crate) fn check_commands(
     Ok(())
 }
 
+/// The autoscaler's commands, for a process that may lead (and so tick): the same check, for
+/// a tick that would otherwise warn of a missing program every few seconds.
+pub(crate) fn check_capacity_commands(config: &Config) -> anyhow::Result<()> {
+    let section = &config.autoscaler;
+    if config.systems.is_empty() || section.runtime.as_deref() != Some("command") {
+        return Ok(());
+    }
+    let inherited_path = std::env::var("PATH").unwrap_or_default();
+    let command = &section.command;
+    for (name, argv) in [
+        ("launch", &command.launch),
+        ("terminate", &command.terminate),
+        ("list", &command.list),
+        ("notices", &command.notices),
+    ] {
+        if let Some(program) = argv.first() {
+            check_program(
+                &format!("autoscaler.command.{name}"),
+                program,
+                None,
+                &inherited_path,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// An error naming `key` unless exec would find `program`.
 fn check_program(
     key: &str,
@@ -340,6 +367,11 @@ pub(crate) fn cron_schedule(section: &CronSection) -> anyhow::Result<CronSchedul
         },
     };
     drover_core::validate::check_name("kind", &schedule.kind)?;
+    // The queue too, as the engine checks it at start: `drover cron list` must not show a
+    // schedule that `serve` refuses.
+    if let Some(queue) = &schedule.queue {
+        drover_core::validate::check_name("queue", queue)?;
+    }
     ParsedSchedule::parse(schedule.clone())?;
     Ok(schedule)
 }

@@ -112,6 +112,9 @@ async fn build_engine(
     engine_config: EngineConfig,
 ) -> anyhow::Result<Engine> {
     setup::check_commands(config, &engine_config.queues)?;
+    if args.slot.is_none() {
+        setup::check_capacity_commands(config)?;
+    }
     // The archiver refuses to start on tables it cannot archive safely. A slot's worker never
     // leads, so it never archives: its checks would only slow its start.
     let retention = if args.slot.is_some() {
