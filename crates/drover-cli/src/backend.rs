@@ -32,12 +32,23 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
             // Not an error: a config written for PostgreSQL may be run against a SQLite file
             // with --database for a try-out, and these keys change nothing there.
             eprintln!(
-                "warning: [database] {} apply to PostgreSQL only; ignored for the SQLite file {url}",
-                ignored.join(", ")
+                "warning: [database] {} {} to PostgreSQL only; ignored for the SQLite file {url}",
+                ignored.join(", "),
+                if ignored.len() == 1 {
+                    "applies"
+                } else {
+                    "apply"
+                }
             );
         }
         Arc::new(SqliteStore::open(sqlite)?)
     } else if is_postgres(url) {
+        if config.database.synchronous.is_some() {
+            // PostgreSQL's durability is the server's `synchronous_commit`, not a client's.
+            eprintln!(
+                "warning: [database] synchronous applies to SQLite only; ignored for PostgreSQL"
+            );
+        }
         Arc::new(open_postgres(url, config, watch).await?)
     } else if !url.contains("://") && !url.contains('@') && !url.contains(['=', ' ']) {
         // A bare path, like `jobs.db`: no credentials in it to hide.

@@ -351,6 +351,13 @@ impl Config {
             bail!("database.max_args_bytes {max} is under 2: no args, not even {{}}, would fit");
         }
         self.validate_queues()?;
+        // The engine's own rules for `[worker]`, here so that the error names the file.
+        crate::setup::worker_settings(self, BTreeMap::new(), None)
+            .validate()
+            .map_err(|err| match err {
+                drover::Error::Config(message) => anyhow::anyhow!("[worker] {message}"),
+                other => anyhow::anyhow!("[worker]: {other}"),
+            })?;
         for (kind, task) in &self.tasks {
             validate_task(kind, task)?;
         }
@@ -627,6 +634,17 @@ mod tests {
             err.contains("tasks.\"k\".env_pass") && err.contains("A=B"),
             "{err}"
         );
+        // The engine's rules for [worker], named as the config writes them.
+        for (text, said) in [
+            ("lease = \"0s\"", "[worker] lease 0s is shorter than 500ms"),
+            ("counts_cap = 0", "[worker] counts_cap must be positive"),
+            ("poll_interval = \"1ms\"", "[worker] poll_interval 1ms"),
+        ] {
+            let err = parse(&format!("[worker]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(said), "{text}: {err}");
+        }
         for bad in ["\"\"", "\"A=B\""] {
             let err = parse(&format!(
                 "[tasks.k]\ncommand = [\"x\"]\nenv = {{ {bad} = \"v\" }}\n"

@@ -93,16 +93,29 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
             *value = concurrency;
         }
     }
+    let engine = worker_settings(config, queues, args.shutdown_timeout);
+    engine
+        .validate()
+        .context("check the config's [worker] and [queues] sections")?;
+    Ok(engine)
+}
+
+/// The engine's settings from `[worker]`, for `queues`, with the command line's shutdown
+/// timeout when given.
+pub(crate) fn worker_settings(
+    config: &Config,
+    queues: BTreeMap<String, usize>,
+    shutdown_timeout: Option<Duration>,
+) -> EngineConfig {
     let worker = &config.worker;
     let defaults = EngineConfig::default();
-    let engine = EngineConfig {
+    EngineConfig {
         queues,
         lease: worker.lease.unwrap_or(defaults.lease),
         heartbeat_interval: worker.heartbeat_interval,
         poll_interval: worker.poll_interval.unwrap_or(defaults.poll_interval),
         rescue_interval: worker.rescue_interval,
-        shutdown_timeout: args
-            .shutdown_timeout
+        shutdown_timeout: shutdown_timeout
             .or(worker.shutdown_timeout)
             .unwrap_or(defaults.shutdown_timeout),
         cancel_grace: worker.cancel_grace.unwrap_or(Duration::from_secs(10)),
@@ -116,11 +129,7 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
             interval: worker.counts_interval.unwrap_or(defaults.counts.interval),
             cap: worker.counts_cap.unwrap_or(defaults.counts.cap),
         },
-    };
-    engine
-        .validate()
-        .context("check the config's [worker] and [queues] sections")?;
-    Ok(engine)
+    }
 }
 
 fn task_options(config: &Config) -> HashMap<String, TaskOptions> {

@@ -94,15 +94,15 @@ impl EngineConfig {
         }
         if self.lease < Duration::from_millis(500) {
             return Err(Error::Config(format!(
-                "lease {:?} is shorter than 500ms",
-                self.lease
+                "lease {} is shorter than 500ms",
+                shown(self.lease)
             )));
         }
         if self.heartbeat_every() >= self.lease || self.heartbeat_every().is_zero() {
             return Err(Error::Config(format!(
-                "heartbeat interval {:?} must be positive and shorter than the lease {:?}",
-                self.heartbeat_every(),
-                self.lease
+                "heartbeat_interval {} must be positive and shorter than the lease {}",
+                shown(self.heartbeat_every()),
+                shown(self.lease)
             )));
         }
         if let Some(prefetch) = self.prefetch.filter(|&n| n > 10_000) {
@@ -116,8 +116,8 @@ impl EngineConfig {
         }
         if self.leader_ttl < Duration::from_millis(300) {
             return Err(Error::Config(format!(
-                "leader_ttl {:?} is shorter than 300ms",
-                self.leader_ttl
+                "leader_ttl {} is shorter than 300ms",
+                shown(self.leader_ttl)
             )));
         }
         for (name, value) in [
@@ -127,13 +127,23 @@ impl EngineConfig {
         ] {
             if value < Duration::from_millis(10) {
                 return Err(Error::Config(format!(
-                    "{name} {value:?} is shorter than 10ms"
+                    "{name} {} is shorter than 10ms",
+                    shown(value)
                 )));
             }
         }
         if self.counts.cap == 0 {
-            return Err(Error::Config("the count cap must be positive".into()));
+            return Err(Error::Config("counts_cap must be positive".into()));
         }
         Ok(())
+    }
+}
+
+/// A duration as the config writes it (`0s`, `250ms`, `1.5s`), where `Debug` says `0ns`.
+fn shown(duration: Duration) -> String {
+    if duration.is_zero() {
+        "0s".to_owned()
+    } else {
+        format!("{duration:?}")
     }
 }

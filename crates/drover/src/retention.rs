@@ -307,14 +307,19 @@ pub async fn prepare(store: &DynStore, policy: RetentionPolicy) -> Result<Prepar
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let sides: Vec<String> = [
+            (&policy.table, only(&hot_set, &archive_set)),
+            (&policy.archive_table, only(&archive_set, &hot_set)),
+        ]
+        .into_iter()
+        .filter(|(_, columns)| !columns.is_empty())
+        .map(|(table, columns)| format!("only in {table}: [{columns}]"))
+        .collect();
         return Err(fail(format!(
-            "{} and {} have different columns: only in {}: [{}]; only in {}: [{}]",
+            "{} and {} have different columns: {}",
             policy.table,
             policy.archive_table,
-            policy.table,
-            only(&hot_set, &archive_set),
-            policy.archive_table,
-            only(&archive_set, &hot_set)
+            sides.join("; ")
         )));
     }
     for (field, column) in [
