@@ -89,6 +89,9 @@ pub(crate) async fn run(config: &Config, args: SimulateArgs) -> anyhow::Result<(
         }
     }
     let sweep = args.sweep.as_deref().map(parse_sweep).transpose()?;
+    if sweep.is_some() && args.plot.is_some() {
+        bail!("--plot draws one run and --sweep makes several: give one of them");
+    }
     let mut options = SimulationOptions {
         sim: config.autoscaler.sim.config()?,
         prices: config

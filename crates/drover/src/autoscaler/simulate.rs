@@ -45,9 +45,24 @@ fn parse_time(text: &str) -> Result<Duration, String> {
     drover_core::validate::parse_duration(text)
 }
 
+/// Most jobs a trace may hold: a simulation holds each as a reservation, and 10,000 took 8 s
+/// of a core here.
+pub const MAX_TRACE_JOBS: u64 = 20_000;
+
+/// Latest arrival a trace may have: the simulation ticks every few seconds of simulated time
+/// from the start to the end.
+pub const MAX_TRACE_SPAN: Duration = Duration::from_secs(30 * 86_400);
+
+/// Longest a job of a trace may run: the simulation runs on for this long after the last
+/// arrival (see [`SimulationOptions::max_drain`]), so a longer job could never be seen to end.
+pub const MAX_JOB_DURATION: Duration = Duration::from_secs(86_400);
+
 /// Parses a trace: CSV with the header `time,system,jobs,duration`; times and durations in
-/// seconds or like `1h30m`; `#` starts a comment line. Rows may come in any order.
+/// seconds or like `1h30m`; `#` starts a comment line. Rows may come in any order. At most
+/// [`MAX_TRACE_JOBS`] jobs, arriving within [`MAX_TRACE_SPAN`], each running at most
+/// [`MAX_JOB_DURATION`].
 pub fn parse_trace(text: &str) -> Result<Vec<Arrival>, String> {
+    let mut total: u64 = 0;
     let mut rows = Vec::new();
     let mut header = false;
     for (i, line) in text.lines().enumerate() {
@@ -71,14 +86,34 @@ pub fn parse_trace(text: &str) -> Result<Vec<Arrival>, String> {
             return Err(at("want 4 fields: time,system,jobs,duration"));
         };
         drover_core::validate::check_name("system", system).map_err(|e| at(&e.to_string()))?;
-        rows.push(Arrival {
+        let arrival = Arrival {
             at: parse_time(time).map_err(|e| at(&format!("time {e}")))?,
             system: system.to_owned(),
             jobs: jobs
                 .parse()
                 .map_err(|_| at(&format!("jobs {jobs:?} is not a whole number")))?,
             duration: parse_time(duration).map_err(|e| at(&format!("duration {e}")))?,
-        });
+        };
+        if arrival.at > MAX_TRACE_SPAN {
+            return Err(at(&format!(
+                "time {time} is past the longest trace, {} days",
+                MAX_TRACE_SPAN.as_secs() / 86_400
+            )));
+        }
+        if arrival.duration > MAX_JOB_DURATION {
+            return Err(at(&format!(
+                "duration {duration} is longer than a day, the time the simulation runs on \
+                 after the last arrival: such a job could never be seen to end"
+            )));
+        }
+        total += u64::from(arrival.jobs);
+        if total > MAX_TRACE_JOBS {
+            return Err(at(&format!(
+                "the trace has more than {MAX_TRACE_JOBS} jobs by this line: a simulation \
+                 holds each one; split it, or scale the counts down"
+            )));
+        }
+        rows.push(arrival);
     }
     if !header {
         return Err("the trace is empty: want a header time,system,jobs,duration".into());
@@ -106,7 +141,7 @@ impl Default for SimulationOptions {
             sim: SimConfig::default(),
             prices: BTreeMap::new(),
             sample_every: Duration::from_secs(60),
-            max_drain: Duration::from_secs(86_400),
+            max_drain: MAX_JOB_DURATION,
         }
     }
 }
@@ -515,10 +550,22 @@ mod tests {
         assert!(err.contains("line 2") && err.contains("many"), "{err}");
         assert!(parse_trace("at,what\n").unwrap_err().contains("header"));
         // Days and weeks, as every other duration of Drover.
-        let days = parse_trace("time,system,jobs,duration\n2d,gpu,1,1w\n").unwrap();
+        let days = parse_trace("time,system,jobs,duration\n2d,gpu,1,1d\n").unwrap();
         assert_eq!(days[0].at, Duration::from_secs(2 * 86_400));
-        assert_eq!(days[0].duration, Duration::from_secs(7 * 86_400));
+        assert_eq!(days[0].duration, Duration::from_secs(86_400));
         assert!(parse_trace("").is_err());
+        // Bounded: what a simulation can hold and finish.
+        for (row, said) in [
+            ("0,gpu,1,1w", "longer than a day"),
+            ("31d,gpu,1,5m", "past the longest trace"),
+            ("99999999999,gpu,1,5m", "past the longest trace"),
+            ("0,gpu,1000000,15m", "more than 20000 jobs"),
+        ] {
+            let err = parse_trace(&format!("time,system,jobs,duration\n{row}\n")).unwrap_err();
+            assert!(err.contains("line 2") && err.contains(said), "{row}: {err}");
+        }
+        let two = "time,system,jobs,duration\n0,gpu,15000,5m\n1,gpu,15000,5m\n";
+        assert!(parse_trace(two).unwrap_err().contains("line 3"));
     }
 
     #[test]
