@@ -219,7 +219,8 @@ fn round_trip(server: &Server) {
     // Cron and the cluster.
     let (_, cron) = server.get("/api/v1/cron");
     assert_eq!(cron[0]["name"], "nightly");
-    assert_eq!(cron[0]["next_fire_at"].as_array().unwrap().len(), 5);
+    assert_eq!(cron[0]["next_fire_times"].as_array().unwrap().len(), 5);
+    assert_eq!(cron[0]["next_fire_at"], cron[0]["next_fire_times"][0]);
     let (status, ran) = server.post("/api/v1/cron/nightly/run", &json!(null));
     assert_eq!(status, 201, "{ran}");
     let (status, _) = server.post("/api/v1/cron/weekly/run", &json!(null));

@@ -13,16 +13,7 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
     store.close().await;
     let views = views?;
     if json {
-        // One next fire time, as before; the API gives the next five.
-        let rows: Vec<serde_json::Value> = views
-            .iter()
-            .map(|v| {
-                let mut row = serde_json::to_value(v).expect("serializable");
-                row["next_fire_at"] = serde_json::to_value(v.next_fire_at.first()).expect("ok");
-                row
-            })
-            .collect();
-        return output::json(&rows);
+        return output::json(&views);
     }
     if views.is_empty() {
         match &config.source {
@@ -43,7 +34,7 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
                 v.timezone.clone(),
                 v.kind.clone(),
                 output::opt_time(v.last_fire_at),
-                output::opt_time(v.next_fire_at.first().copied()),
+                output::opt_time(v.next_fire_at),
             ]
         })
         .collect();

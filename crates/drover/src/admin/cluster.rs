@@ -45,8 +45,10 @@ pub struct CronView {
     pub last_fire_at: Option<Timestamp>,
     /// The job that fire enqueued.
     pub last_job_id: Option<i64>,
-    /// The next fire times (up to five).
-    pub next_fire_at: Vec<Timestamp>,
+    /// The next fire time (none for a schedule that never fires again).
+    pub next_fire_at: Option<Timestamp>,
+    /// The next fire times, up to five, the first being `next_fire_at`.
+    pub next_fire_times: Vec<Timestamp>,
 }
 
 impl Admin {
@@ -125,7 +127,8 @@ impl Admin {
                     catch_up: schedule.catch_up,
                     last_fire_at: state.and_then(|s| s.last_fire_at),
                     last_job_id: state.and_then(|s| s.last_job_id),
-                    next_fire_at: next,
+                    next_fire_at: next.first().copied(),
+                    next_fire_times: next,
                 })
             })
             .collect()

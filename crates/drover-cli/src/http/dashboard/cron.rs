@@ -40,7 +40,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                             @if let Some(id) = c.last_job_id { " · " a href={ "/jobs/" (id) } { "job " (id) } }
                                         }
                                         td {
-                                            ul.times { @for at in &c.next_fire_at { li { (format::when(*at, now)) } } }
+                                            ul.times { @for at in &c.next_fire_times { li { (format::when(*at, now)) } } }
                                         }
                                         @if !state.settings.read_only {
                                             td.actions {
