@@ -177,11 +177,28 @@ fn a_token_guards_everything_but_the_probes() {
         );
         let (status, _) = client.get("/metrics");
         assert_eq!(status, 401);
+        // A path no route matches is guarded too: no 404 tells what exists.
+        let (status, _) = client.get("/api/v1/no-such-thing");
+        assert_eq!(status, 401);
         let (status, _) = client.get("/healthz");
         assert_eq!(status, 200, "probes stay open");
     }
     let (status, _) = server.get("/api/v1/jobs");
     assert_eq!(status, 200);
+    // With the token, a path no route matches is the JSON 404, counted as `unmatched`.
+    let (status, answer) = server.get("/api/v1/no-such-thing");
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains(r#"drover_http_requests_total{route="unmatched",status="404"} 1"#),
+        "{metrics}"
+    );
     // The scheme's name is case-insensitive; a wrong token is told apart from a missing one.
     let answer = Server::answer(
         ureq::get(&format!("{}/api/v1/jobs", server.url))

@@ -209,6 +209,9 @@ pub(crate) fn router(state: AppState) -> Router {
     api.merge(routes::openapi_route(openapi))
         .merge(dashboard::router())
         .method_not_allowed_fallback(routes::method_not_allowed)
+        // Before the layers, so that a path no route matches is guarded and counted (as
+        // `route="unmatched"`) like any other request.
+        .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             declared_length,
@@ -222,7 +225,6 @@ pub(crate) fn router(state: AppState) -> Router {
             routes::record_request,
         ))
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
-        .fallback(routes::not_found)
         .with_state(state)
 }
 
