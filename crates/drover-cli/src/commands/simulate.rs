@@ -55,7 +55,11 @@ fn parse_sweep(text: &str) -> anyhow::Result<Sweep> {
         "idle_timeout" => Ok(Sweep::IdleTimeout(
             values
                 .split(',')
-                .map(|v| parse_duration(v).map_err(anyhow::Error::msg))
+                .map(|v| match parse_duration(v) {
+                    Ok(d) if d.is_zero() => bail!("{v:?}: an idle timeout must be positive"),
+                    Ok(d) => Ok(d),
+                    Err(err) => bail!(err),
+                })
                 .collect::<anyhow::Result<_>>()
                 .with_context(|| format!("--sweep idle_timeout={values}"))?,
         )),
@@ -295,5 +299,6 @@ mod tests {
         assert!(parse_sweep("warm=4..1").is_err());
         assert!(parse_sweep("max=1..2").is_err());
         assert!(parse_sweep("warm").is_err());
+        assert!(parse_sweep("idle_timeout=0s,5m").is_err());
     }
 }

@@ -36,10 +36,14 @@ pub struct Arrival {
 fn parse_time(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if let Ok(secs) = text.parse::<f64>() {
-        if secs >= 0.0 && secs.is_finite() {
-            return Ok(Duration::from_secs_f64(secs));
+        if secs.is_nan() {
+            return Err(format!("{text:?} is not a number of seconds"));
         }
-        return Err(format!("{text:?} is negative"));
+        if secs < 0.0 {
+            return Err(format!("{text:?} is negative"));
+        }
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("{text:?} is too long to be a time or a duration"));
     }
     // The same durations as everywhere else: `90s`, `1h30m`, `2d`, `1w`.
     drover_core::validate::parse_duration(text)
@@ -53,8 +57,9 @@ pub const MAX_TRACE_JOBS: u64 = 20_000;
 /// from the start to the end.
 pub const MAX_TRACE_SPAN: Duration = Duration::from_secs(30 * 86_400);
 
-/// Longest a job of a trace may run: the simulation runs on for this long after the last
-/// arrival (see [`SimulationOptions::max_drain`]), so a longer job could never be seen to end.
+/// Longest a job of a trace may run: the simulation runs on for twice this long after the last
+/// arrival (see [`SimulationOptions::max_drain`]), so that such a job can wait a day for a
+/// slot and still be seen to end.
 pub const MAX_JOB_DURATION: Duration = Duration::from_secs(86_400);
 
 /// Parses a trace: CSV with the header `time,system,jobs,duration`; times and durations in
@@ -102,8 +107,8 @@ pub fn parse_trace(text: &str) -> Result<Vec<Arrival>, String> {
         }
         if arrival.duration > MAX_JOB_DURATION {
             return Err(at(&format!(
-                "duration {duration} is longer than a day, the time the simulation runs on \
-                 after the last arrival: such a job could never be seen to end"
+                "duration {duration} is longer than a day: the simulation runs on for two days \
+                 after the last arrival, and a longer job might never be seen to end"
             )));
         }
         total += u64::from(arrival.jobs);
@@ -131,7 +136,7 @@ pub struct SimulationOptions {
     pub prices: BTreeMap<String, f64>,
     /// Time between two samples of the plot's series. Default 1 minute.
     pub sample_every: Duration,
-    /// Longest simulated time after the last arrival to let the work finish. Default 1 day.
+    /// Longest simulated time after the last arrival to let the work finish. Default two days.
     pub max_drain: Duration,
 }
 
@@ -141,7 +146,7 @@ impl Default for SimulationOptions {
             sim: SimConfig::default(),
             prices: BTreeMap::new(),
             sample_every: Duration::from_secs(60),
-            max_drain: MAX_JOB_DURATION,
+            max_drain: 2 * MAX_JOB_DURATION,
         }
     }
 }
@@ -560,6 +565,10 @@ mod tests {
             ("31d,gpu,1,5m", "past the longest trace"),
             ("99999999999,gpu,1,5m", "past the longest trace"),
             ("0,gpu,1000000,15m", "more than 20000 jobs"),
+            ("1e20,gpu,1,60", "too long"),
+            ("0,gpu,1,1e400", "too long"),
+            ("NaN,gpu,1,60", "not a number"),
+            ("0,gpu,1,inf", "too long"),
         ] {
             let err = parse_trace(&format!("time,system,jobs,duration\n{row}\n")).unwrap_err();
             assert!(err.contains("line 2") && err.contains(said), "{row}: {err}");
