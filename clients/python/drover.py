@@ -25,6 +25,7 @@ or raise): a run that ends after a cancel request is recorded as cancelled, not 
 
 from __future__ import annotations
 
+import datetime
 import http.client
 import json
 import logging
@@ -85,12 +86,16 @@ class Client:
     def enqueue(self, kind: str, args: Optional[Dict[str, Any]] = None, *,
                 queue: Optional[str] = None, priority: Optional[int] = None,
                 max_attempts: Optional[int] = None, delay: Optional[float] = None,
-                run_at: Optional[str] = None, unique_key: Optional[str] = None,
+                run_at: Optional[Union[str, datetime.datetime]] = None,
+                unique_key: Optional[str] = None,
                 at_most_once: bool = False) -> Dict[str, Any]:
         """Enqueues one job; returns ``{"id", "state", "duplicate"}`` once it is committed.
 
-        ``delay`` is in seconds; ``run_at`` an RFC 3339 time; ``unique_key`` makes a second
-        enqueue return the first job while it is unfinished (an idempotency key).
+        ``delay`` is in seconds; ``run_at`` an RFC 3339 time with an offset (a ``str``, sent as
+        it is) or a ``datetime.datetime`` with a time zone (sent in UTC, e.g.
+        ``2030-01-01T09:00:00Z``; a naive one raises ``ValueError``, since which zone it means is
+        a guess the server would refuse to make); ``unique_key`` makes a second enqueue return
+        the first job while it is unfinished (an idempotency key).
         """
         return self._request("POST", "/api/v1/jobs", _job(
             kind, args, queue=queue, priority=priority, max_attempts=max_attempts,
@@ -102,6 +107,12 @@ class Client:
         Each job is a dict with ``kind`` and optionally ``args`` and the options of
         :meth:`enqueue`. Returns ``{"jobs": [...], "inserted", "duplicates"}``.
         """
+        # A dict is iterable (its keys): one job passed without its list would be refused as
+        # "jobs[0] must be a dict, not str", naming the wrong mistake.
+        if isinstance(jobs, (Mapping, str, bytes, bytearray)) or not hasattr(jobs, "__iter__"):
+            raise TypeError("jobs must be a list of job dicts, not a "
+                            f"{type(jobs).__name__}"
+                            + (" (for one job, pass [job])" if isinstance(jobs, Mapping) else ""))
         body = [_batch_job(index, job) for index, job in enumerate(jobs)]
         return self._request("POST", "/api/v1/jobs/batch", {"jobs": body})
 
@@ -273,13 +284,14 @@ class Client:
 
 def _job(kind: str, args: Optional[Dict[str, Any]], *, queue: Optional[str] = None,
          priority: Optional[int] = None, max_attempts: Optional[int] = None,
-         delay: Optional[float] = None, run_at: Optional[str] = None,
+         delay: Optional[float] = None,
+         run_at: Optional[Union[str, datetime.datetime]] = None,
          unique_key: Optional[str] = None, at_most_once: bool = False) -> Dict[str, Any]:
     job: Dict[str, Any] = {"kind": kind, "args": {} if args is None else args}
     for key, value in (("queue", queue), ("priority", _finite("priority", priority)),
                        ("max_attempts", _finite("max_attempts", max_attempts)),
                        ("delay_seconds", _finite("delay", delay)),
-                       ("run_at", run_at), ("unique_key", unique_key)):
+                       ("run_at", _run_at(run_at)), ("unique_key", unique_key)):
         if value is not None:
             job[key] = value
     if at_most_once:
@@ -310,6 +322,8 @@ def _batch_job(index: int, job: Any) -> Dict[str, Any]:
                     **{k: v for k, v in job.items() if k not in ("kind", "args")})
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
+    except TypeError as err:
+        raise TypeError(f"{where}: {err}") from None
 
 
 def _finite(name: str, value: Any) -> Any:
@@ -318,6 +332,32 @@ def _finite(name: str, value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, not {value!r}")
     return value
+
+
+def _run_at(value: Any) -> Optional[str]:
+    """``run_at`` as the server reads it: a ``str`` as it is (the server checks it), a
+    ``datetime`` in RFC 3339, in UTC. A naive ``datetime`` is refused rather than read as local
+    time: the server refuses a time without an offset for the same reason (the zone would be a
+    guess, and a wrong one runs the job hours early or late)."""
+    if value is None or isinstance(value, str):
+        return value
+    if not isinstance(value, datetime.datetime):
+        # A ``date`` (no time of day) or a number (no unit) says too little to be a time.
+        raise TypeError("run_at must be an RFC 3339 str or a datetime.datetime, "
+                        f"not {type(value).__name__}: {value!r}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"run_at has no time zone: give tzinfo, e.g. datetime.timezone.utc "
+                         f"(not {value!r})")
+    try:
+        utc = value.astimezone(datetime.timezone.utc)
+    except OverflowError:
+        raise ValueError(f"run_at is out of range once in UTC: {value!r}") from None
+    # By hand, not isoformat(): the server wants seconds and an offset; "Z" is its shortest.
+    text = (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}"
+            f"T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}")
+    if utc.microsecond:
+        text += f".{utc.microsecond:06d}"
+    return text + "Z"
 
 
 def _dumps(value: Any, what: str) -> str:
@@ -409,7 +449,9 @@ def _queue_names(queues: Union[str, Iterable[str]]) -> List[str]:
     one-letter queues, silently."""
     if isinstance(queues, str):
         return [queues]
-    if isinstance(queues, (bytes, bytearray)):
+    # A dict iterates its keys: {"mail": 2} would lease from "mail" and drop the 2 without a
+    # word, whatever the 2 was meant to be (a weight, a concurrency).
+    if isinstance(queues, (bytes, bytearray, Mapping)):
         raise TypeError(f"queues must be a str or a list of str, not {type(queues).__name__}")
     try:
         names = list(queues)
@@ -423,6 +465,25 @@ def _queue_names(queues: Union[str, Iterable[str]]) -> List[str]:
             raise TypeError(f"queues[{index}] must be a str (a queue name), "
                             f"not {type(name).__name__}: {name!r}")
     return names
+
+
+def _whole(name: str, value: Any, least: int) -> None:
+    """Refuses a count of the ``Worker`` that is not a whole number of at least ``least``,
+    now: a float would only fail inside ``run()`` (``range(1.5)``, a lease of 1.5 jobs), far
+    from the mistake. A bool is refused too: ``True`` threads is a slip, not a count."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}: {value!r}")
+    if value < least:
+        raise ValueError(f"{name} must be at least {least}, not {value!r}")
+
+
+def _number(name: str, value: Any) -> None:
+    """Refuses a duration of the ``Worker`` that is not an int or a float, naming it: a str
+    would fail in a comparison that names neither, and a bool or a ``Decimal`` would be accepted
+    here and refused by the server (or by ``json``) once ``run()`` sends it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds (an int or a float), "
+                        f"not {type(value).__name__}: {value!r}")
 
 
 class Worker:
@@ -461,10 +522,15 @@ class Worker:
                  name: Optional[str] = None,
                  concurrency: int = 1, prefetch: int = 0, wait: float = 5.0,
                  shutdown_timeout: Optional[float] = None, cancel_check: Optional[float] = 1.0):
-        if concurrency < 1 or prefetch < 0:
-            raise ValueError("concurrency must be at least 1, prefetch at least 0")
+        _whole("concurrency", concurrency, 1)
+        _whole("prefetch", prefetch, 0)
+        _number("wait", wait)
         if not 0 <= wait <= 30:
             raise ValueError("wait must be between 0 and 30 seconds (the server's limit)")
+        if shutdown_timeout is not None:
+            _number("shutdown_timeout", shutdown_timeout)
+        if cancel_check is not None:
+            _number("cancel_check", cancel_check)
         if shutdown_timeout is not None and not 0 <= shutdown_timeout < math.inf:
             raise ValueError("shutdown_timeout must be a finite number of seconds, at least 0 "
                              f"(or None: as long as the jobs take), not {shutdown_timeout!r}")
@@ -508,6 +574,9 @@ class Worker:
             # handler a decorator no job ever reaches.
             raise TypeError(f"task() takes the kind as a str (@worker.task(\"kind\")), "
                             f"not {type(kind).__name__}")
+        if not kind:
+            # No job can have the empty kind (the server refuses it): the handler would never run.
+            raise ValueError("task() needs a kind: the kind is empty")
 
         def register(fn: Handler) -> Handler:
             first = self._handlers.get(kind)

@@ -3,6 +3,7 @@ clients/python/tests``. What the server refuses is tested against a real one (sc
 these are the mistakes the client must catch itself, because the server's answer to them would
 be wrong (one-letter queues) or say nothing useful (a JSON parse error for NaN)."""
 
+import datetime
 import math
 import os
 import sys
@@ -49,6 +50,43 @@ class Queues(unittest.TestCase):
             self.worker(b"mail")
         with self.assertRaisesRegex(TypeError, "not int"):
             self.worker(3)
+
+    def test_a_dict_is_refused_not_read_as_its_keys(self):
+        with self.assertRaisesRegex(TypeError, "queues must be a str or a list of str, not dict"):
+            self.worker({"a": 1})
+
+
+class WorkerCounts(unittest.TestCase):
+    def setUp(self):
+        self.client = Client(NOWHERE)
+
+    def test_concurrency_must_be_an_int(self):
+        for bad in (1.5, 2.0, "4", None, True):
+            with self.assertRaisesRegex(TypeError, "concurrency must be an int"):
+                Worker(self.client, "q", concurrency=bad)
+
+    def test_concurrency_must_be_at_least_one(self):
+        for bad in (0, -3):
+            with self.assertRaisesRegex(ValueError, "concurrency must be at least 1"):
+                Worker(self.client, "q", concurrency=bad)
+        self.assertEqual(Worker(self.client, "q", concurrency=4).concurrency, 4)
+
+    def test_prefetch_must_be_an_int_of_at_least_zero(self):
+        for bad in (0.5, "1", False):
+            with self.assertRaisesRegex(TypeError, "prefetch must be an int"):
+                Worker(self.client, "q", prefetch=bad)
+        with self.assertRaisesRegex(ValueError, "prefetch must be at least 0"):
+            Worker(self.client, "q", prefetch=-1)
+        self.assertEqual(Worker(self.client, "q", prefetch=0).prefetch, 0)
+
+    def test_durations_must_be_numbers(self):
+        for name in ("wait", "shutdown_timeout", "cancel_check"):
+            for bad in ("5", True):
+                with self.assertRaisesRegex(TypeError, f"{name} must be a number of seconds"):
+                    Worker(self.client, "q", **{name: bad})
+        worker = Worker(self.client, "q", wait=2, shutdown_timeout=0.5, cancel_check=None)
+        self.assertEqual((worker.wait, worker.shutdown_timeout, worker.cancel_check),
+                         (2, 0.5, None))
 
 
 class NonFinite(unittest.TestCase):
@@ -119,10 +157,65 @@ class Batches(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, r"jobs\[1\]: delay must be a finite number"):
             self.client.enqueue_many([{"kind": "a"}, {"kind": "b", "delay": math.nan}])
 
+    def test_one_job_without_its_list_is_refused_as_such(self):
+        with self.assertRaisesRegex(TypeError, r"jobs must be a list of job dicts, not a dict "
+                                               r"\(for one job, pass \[job\]\)"):
+            self.client.enqueue_many({"kind": "k"})
+        for bad in ("k", b"k", None):
+            with self.assertRaisesRegex(TypeError, "jobs must be a list of job dicts, not a "
+                                                   + type(bad).__name__):
+                self.client.enqueue_many(bad)
+        self.assertTrue(reached_server(lambda: self.client.enqueue_many(
+            {"kind": k} for k in ("a", "b"))))
+
     def test_every_accepted_key_goes_out(self):
         job = {"kind": "a", "args": {}, "queue": "q", "priority": 1, "max_attempts": 3,
                "delay": 2.0, "run_at": None, "unique_key": "u", "at_most_once": True}
         self.assertTrue(reached_server(lambda: self.client.enqueue_many([job])))
+
+
+class RunAt(unittest.TestCase):
+    def sent(self, run_at):
+        import drover
+        return drover._job("k", None, run_at=run_at).get("run_at")
+
+    def test_an_aware_datetime_is_sent_in_utc(self):
+        utc = datetime.timezone.utc
+        self.assertEqual(self.sent(datetime.datetime(2030, 1, 1, 9, tzinfo=utc)),
+                         "2030-01-01T09:00:00Z")
+        paris = datetime.timezone(datetime.timedelta(hours=1))
+        self.assertEqual(self.sent(datetime.datetime(2030, 1, 1, 0, 30, tzinfo=paris)),
+                         "2029-12-31T23:30:00Z")
+
+    def test_microseconds_are_kept_when_there_are_some(self):
+        at = datetime.datetime(2030, 1, 1, 9, 0, 0, 250000, tzinfo=datetime.timezone.utc)
+        self.assertEqual(self.sent(at), "2030-01-01T09:00:00.250000Z")
+
+    def test_a_str_is_sent_as_it_is(self):
+        self.assertEqual(self.sent("2030-01-01T10:00:00+01:00"), "2030-01-01T10:00:00+01:00")
+        self.assertIsNone(self.sent(None))
+
+    def test_a_naive_datetime_is_refused(self):
+        naive = datetime.datetime(2030, 1, 1, 9)
+        with self.assertRaisesRegex(ValueError, r"run_at has no time zone: give tzinfo, e\.g\. "
+                                                r"datetime\.timezone\.utc"):
+            Client(NOWHERE).enqueue("k", run_at=naive)
+        with self.assertRaisesRegex(ValueError, r"jobs\[1\]: run_at has no time zone"):
+            Client(NOWHERE).enqueue_many([{"kind": "a"}, {"kind": "b", "run_at": naive}])
+
+    def test_other_types_are_refused_by_name(self):
+        with self.assertRaisesRegex(TypeError, "run_at must be an RFC 3339 str or a "
+                                               "datetime.datetime, not date"):
+            Client(NOWHERE).enqueue("k", run_at=datetime.date(2030, 1, 1))
+        with self.assertRaisesRegex(TypeError, r"jobs\[0\]: run_at must be .* not int"):
+            Client(NOWHERE).enqueue_many([{"kind": "a", "run_at": 1893456000}])
+
+    def test_a_datetime_goes_out(self):
+        at = datetime.datetime(2030, 1, 1, 9, tzinfo=datetime.timezone.utc)
+        client = Client(NOWHERE)
+        self.assertTrue(reached_server(lambda: client.enqueue("k", run_at=at)))
+        self.assertTrue(reached_server(lambda: client.enqueue_many([{"kind": "k",
+                                                                    "run_at": at}])))
 
 
 class Tasks(unittest.TestCase):
@@ -151,6 +244,11 @@ class Tasks(unittest.TestCase):
             @self.worker.task
             def handler(args, job):
                 pass
+
+    def test_an_empty_kind_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "the kind is empty"):
+            self.worker.task("")
+        self.assertEqual(self.worker._handlers, {})
 
 
 if __name__ == "__main__":

@@ -124,8 +124,8 @@ pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<D
         let signal = interrupted.get_or_insert_with(|| Box::pin(crate::signals::interrupted()));
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = signal.as_mut() => {
-                return Err(error.context(crate::signals::Interrupted("waiting for the database")));
+            code = signal.as_mut() => {
+                return Err(error.context(crate::signals::Interrupted("waiting for the database", code)));
             }
         }
         pause = (pause * 2).min(std::time::Duration::from_secs(5));

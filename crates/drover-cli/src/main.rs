@@ -98,10 +98,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if err.downcast_ref::<signals::Interrupted>().is_some() {
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
+            match err.downcast_ref::<signals::Interrupted>() {
+                Some(interrupted) => ExitCode::from(interrupted.1),
+                None => ExitCode::FAILURE,
             }
         }
     }

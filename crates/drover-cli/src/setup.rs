@@ -302,17 +302,6 @@ pub(crate) fn with_hooks(admin: drover::Admin, config: &Config) -> drover::Admin
     admin.with_job_end_hooks(hooks, concurrency)
 }
 
-/// How long a one-shot command waits for the hooks of the jobs it ended: the longest hook's
-/// timeout, and a little for its start.
-pub(crate) fn hooks_limit(config: &Config) -> Duration {
-    command_hooks(config)
-        .iter()
-        .map(|hook| hook.timeout)
-        .max()
-        .unwrap_or_default()
-        + Duration::from_secs(5)
-}
-
 /// The hooks declared in the config.
 pub(crate) fn command_hooks(config: &Config) -> Vec<CommandHook> {
     config

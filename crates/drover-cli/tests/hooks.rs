@@ -158,3 +158,45 @@ command = ["sh", "-c", "sleep 1; cat >> hooks.jsonl; echo >> hooks.jsonl"]
     let again = std::fs::read_to_string(env.path("hooks.jsonl")).unwrap_or_default();
     assert_eq!(again, text, "a retry ran no hook");
 }
+
+/// Ctrl-C while the command line waits for its hooks stops them, what they started in the
+/// background included, and exits with 130, saying how many job ends were left without them.
+#[test]
+fn sigint_stops_the_command_lines_hooks_and_what_they_started() {
+    let env = Env::new(
+        r#"
+[[hooks]]
+command = ["sh", "-c", "sleep 60 & echo $! > sleeper.pid; wait"]
+timeout = "2m"
+"#,
+    );
+    let id = env.enqueue(&["cli.slow", "--delay", "1h"]);
+    let log = env.path("cancel.log");
+    let child = env
+        .cmd(&["jobs", "cancel", &id.to_string()])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn drover jobs cancel");
+    let mut cancel = common::Worker { child, log };
+    let pid: i32 = common::wait_file(&env.path("sleeper.pid"), Duration::from_secs(30))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(common::alive(pid));
+    cancel.signal(nix::sys::signal::Signal::SIGINT);
+    let status = cancel.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{}", cancel.log());
+    assert!(
+        cancel
+            .log()
+            .contains("the hooks of 1 ended jobs did not run or were stopped"),
+        "{}",
+        cancel.log()
+    );
+    common::wait_gone(pid, Duration::from_secs(10), "the hook's background sleep");
+    assert_eq!(
+        env.job(id)["state"],
+        "cancelled",
+        "the cancel itself stands"
+    );
+}

@@ -126,6 +126,11 @@ impl Hooks {
         }
     }
 
+    /// Job ends handed to the pool and not yet through every hook.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+
     /// Lets the queued hooks run, for at most `limit`; returns how many job ends did not get
     /// through their hooks in time.
     pub(crate) async fn shutdown(&self, limit: Duration) -> usize {

@@ -19,8 +19,8 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
         match &config.source {
             Some(path) => outln!("no [[cron]] schedules in the config {}", path.display()),
             None => outln!(
-                "no config file (./drover.toml is absent), so no [[cron]] schedules: a server's \
-                 show with its config (--config or DROVER_CONFIG)"
+                "no config file (./drover.toml is absent), so no [[cron]] schedules: give the \
+                 server's config (--config or DROVER_CONFIG) to list its schedules"
             ),
         }
         return Ok(());

@@ -79,16 +79,33 @@ pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> any
         admin = setup::with_hooks(admin, config);
     }
     let result = dispatch(&admin, command).await;
-    let limit = setup::hooks_limit(config);
-    let late = admin.finish_hooks(limit).await;
-    if late > 0 {
-        eprintln!(
-            "warning: the hooks of {late} ended jobs did not finish within {limit:?}; they were \
-             stopped"
-        );
-    }
+    let hooks = finish_hooks(&admin).await;
     store.close().await;
-    result
+    result.and(hooks)
+}
+
+/// Waits for the hooks of the jobs an action ended, all of them: each is bounded by its own
+/// `timeout`, and a job end's hooks are not dropped. SIGINT or SIGTERM stops the wait, kills
+/// the hooks still running (their whole process groups) and says how many job ends are left
+/// without their hooks.
+async fn finish_hooks(admin: &Admin) -> anyhow::Result<()> {
+    let interrupted = crate::signals::interrupted();
+    let left = admin.hooks_left();
+    if left > 0 {
+        eprintln!("running the hooks of {left} ended jobs (Ctrl-C stops them)");
+    }
+    tokio::select! {
+        _ = admin.finish_hooks(None) => Ok(()),
+        code = interrupted => {
+            crate::process::kill_all();
+            let left = admin.hooks_left();
+            Err(anyhow::anyhow!(
+                "the hooks of {left} ended jobs did not run or were stopped (the jobs' own \
+                 states are recorded)"
+            )
+            .context(crate::signals::Interrupted("running hooks", code)))
+        }
+    }
 }
 
 async fn dispatch(admin: &Admin, command: JobsCommand) -> anyhow::Result<()> {
@@ -138,8 +155,9 @@ async fn dispatch(admin: &Admin, command: JobsCommand) -> anyhow::Result<()> {
                 return output::json(&report);
             }
             outln!(
-                "{} jobs matched; {} {}, {} left as they were",
+                "{} {} matched; {} {}, {} left as they were",
                 report.matched,
+                if report.matched == 1 { "job" } else { "jobs" },
                 report.changed,
                 past(action),
                 report.unchanged

@@ -350,18 +350,24 @@ impl Admin {
             return;
         }
         let store = self.store.clone();
+        let unannounced = self.unannounced.clone();
+        unannounced.fetch_add(ended.len(), std::sync::atomic::Ordering::SeqCst);
         self.announcing.spawn(async move {
             for (id, state, listed) in ended {
+                let handed = || unannounced.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
                 let job = match listed {
                     Some(job) => job,
                     None => match store.job_get(id).await {
                         Ok(Some(job)) => job,
                         _ => {
                             tracing::warn!(job = id, "job ended, but cannot be read for its hooks");
+                            handed();
                             continue;
                         }
                     },
                 };
+                // Counted from here by the pool, as pending.
+                handed();
                 hooks
                     .fire(crate::hooks::JobEnd {
                         id,

@@ -72,6 +72,8 @@ pub struct Admin {
     hooks: Option<Arc<crate::hooks::Hooks>>,
     /// The tasks that hand the jobs an action ended to the hooks, for [`Admin::finish_hooks`].
     announcing: tokio_util::task::TaskTracker,
+    /// Jobs an action ended that are not handed to the hooks yet.
+    unannounced: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -98,6 +100,7 @@ impl Admin {
             remote: None,
             hooks: None,
             announcing: tokio_util::task::TaskTracker::new(),
+            unannounced: Default::default(),
         }
     }
 
@@ -116,20 +119,33 @@ impl Admin {
         self.with_hooks(Arc::new(crate::hooks::Hooks::new(hooks, concurrency)))
     }
 
-    /// Waits, for at most `limit`, for the hooks of the jobs this admin's actions ended; stops
-    /// the hook pool. Returns how many job ends did not get through their hooks in time.
-    pub async fn finish_hooks(&self, limit: std::time::Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + limit;
-        self.announcing.close();
-        let announced = tokio::time::timeout_at(deadline, self.announcing.wait()).await;
-        let Some(hooks) = &self.hooks else {
-            return 0;
+    /// Job ends of this admin's actions whose hooks have not all run yet.
+    pub fn hooks_left(&self) -> usize {
+        let pending = self.hooks.as_ref().map_or(0, |hooks| hooks.pending());
+        pending + self.unannounced.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits for the hooks of the jobs this admin's actions ended, then stops the hook pool:
+    /// for all of them, or for at most `limit`. Returns how many job ends did not get through
+    /// their hooks.
+    pub async fn finish_hooks(&self, limit: Option<std::time::Duration>) -> usize {
+        let finish = async {
+            self.announcing.close();
+            self.announcing.wait().await;
+            if let Some(hooks) = &self.hooks {
+                // Every job end is in the pool now: the pool's own wait is all that is left.
+                hooks
+                    .shutdown(std::time::Duration::from_secs(u64::MAX >> 2))
+                    .await;
+            }
         };
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let pending = hooks.shutdown(left).await;
-        // Job ends still being read for their hooks were never handed to the pool: count them
-        // as one at least.
-        pending + usize::from(announced.is_err())
+        match limit {
+            Some(limit) => {
+                let _ = tokio::time::timeout(limit, finish).await;
+            }
+            None => finish.await,
+        }
+        self.hooks_left()
     }
 
     /// Reads at most `ids` ids per page of a search on columns no index covers (default
