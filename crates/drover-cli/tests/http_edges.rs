@@ -264,7 +264,7 @@ fn a_token_guards_everything_but_the_probes() {
 /// no note for a queue the server works.
 #[test]
 fn a_pause_of_a_queue_nobody_knows_says_so() {
-    let env = Env::new("[queues]\nmail = 2\n");
+    let env = Env::new("[queues]\nmail = 2\n[worker]\ncounts_interval = \"100ms\"\n");
     let server = env.serve("pause-note", &[]);
     let typo = pg::eventually(Duration::from_secs(20), "a note", || {
         let (status, answer) = server.post("/api/v1/queues/mial/pause", &json!(null));
@@ -278,6 +278,18 @@ fn a_pause_of_a_queue_nobody_knows_says_so() {
         typo["note"].as_str().unwrap().contains("check the name"),
         "{typo}"
     );
+    // Once the counter has written the paused typo's zeros, it is still no queue in use.
+    pg::eventually(Duration::from_secs(20), "the typo counted", || {
+        let (_, queues) = server.get("/api/v1/queues");
+        let counted = queues
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|q| q["name"] == "mial" && !q["counted_at"].is_null());
+        counted.then_some(()).ok_or(queues.to_string())
+    });
+    let (_, again) = server.post("/api/v1/queues/mial/pause", &json!(null));
+    assert!(again["note"].as_str().is_some(), "{again}");
     let (status, known) = server.post("/api/v1/queues/mail/pause", &json!(null));
     assert_eq!((status, &known["paused"]), (200, &json!(true)), "{known}");
     assert!(

@@ -9,6 +9,9 @@ use serde::Serialize;
 use super::Admin;
 use crate::error::Error;
 
+/// Most queue names a pause's note lists.
+const NOTE_QUEUES: usize = 20;
+
 /// A queue as an operator sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -141,10 +144,14 @@ impl Admin {
     /// use. A pause may come before a queue's first job (to fill it first), so a queue nobody
     /// knows is paused all the same; but a misspelt name would leave the real queue running.
     /// A queue counts as in use when a process or an HTTP worker works it or the leader's
-    /// latest count (every few seconds) saw a job in it.
+    /// latest count (every few seconds) saw a job in it: a job enqueued a moment ago is not
+    /// seen yet, which the note says.
     async fn unknown_queue_note(&self, view: &QueueView) -> Result<Option<String>, Error> {
-        let in_use =
-            |q: &QueueView| q.processes > 0 || q.http_workers > 0 || q.counted_at.is_some();
+        // A count of none is no sign of use: the counter also writes the zeros of a paused
+        // queue, typo or not.
+        let in_use = |q: &QueueView| {
+            q.processes > 0 || q.http_workers > 0 || q.counts.values().any(|&n| n > 0)
+        };
         if in_use(view) {
             return Ok(None);
         }
@@ -155,14 +162,18 @@ impl Admin {
             .filter(|q| q.name != view.name && in_use(q))
             .map(|q| q.name)
             .collect();
-        let known = if known.is_empty() {
-            "none yet".to_owned()
-        } else {
-            known.join(", ")
+        let shown = match known.len() {
+            0 => "none yet".to_owned(),
+            n if n > NOTE_QUEUES => format!(
+                "{} and {} more",
+                known[..NOTE_QUEUES].join(", "),
+                n - NOTE_QUEUES
+            ),
+            _ => known.join(", "),
         };
         Ok(Some(format!(
-            "no process or HTTP worker works queue {} and no count has seen a job in it: check \
-             the name (queues in use: {known})",
+            "no process or HTTP worker works queue {} and the latest count (every few seconds) \
+             saw no job in it: check the name (queues in use: {shown})",
             view.name
         )))
     }
