@@ -340,16 +340,22 @@ fn a_body_of_the_wrong_shape_names_its_field() {
             "{path} {body}: {answer}"
         );
     }
-    let (status, answer) = Server::answer(
-        ureq::post(&format!("{}/api/v1/jobs", server.url))
-            .set("Content-Type", "application/json")
-            .send_string("{nope"),
-    );
-    assert_eq!(
-        (status, answer["error"]["field"].as_str()),
-        (400, Some("body")),
-        "{answer}"
-    );
+    for (text, field) in [
+        ("{nope", "body"),
+        ("", "body"),
+        (r#"{"kind": "a", "priority": 1e400}"#, "priority"),
+    ] {
+        let (status, answer) = Server::answer(
+            ureq::post(&format!("{}/api/v1/jobs", server.url))
+                .set("Content-Type", "application/json")
+                .send_string(text),
+        );
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{text}: {answer}"
+        );
+    }
     let (_, page) = server.get("/api/v1/jobs");
     assert_eq!(page["jobs"], json!([]), "nothing was enqueued");
 }

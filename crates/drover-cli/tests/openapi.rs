@@ -383,6 +383,13 @@ fn the_documented_request_rules_are_the_servers() {
     let priority = &doc["components"]["schemas"]["EnqueueBody"]["properties"]["priority"];
     let (min, max) = (priority["minimum"].as_i64(), priority["maximum"].as_i64());
     assert_eq!((min, max), (Some(-32768), Some(32767)), "{priority}");
+    // A whole number written as a float is that number.
+    for (written, stored) in [(json!(1.0), 1), (json!(-0.0), 0), (json!(1e2), 100)] {
+        let (status, job) = server.post("/api/v1/jobs", &json!({"kind": "k", "priority": written}));
+        assert_eq!(status, 201, "{written}: {job}");
+        let (_, got) = server.get(&format!("/api/v1/jobs/{}", job["id"]));
+        assert_eq!(got["priority"], json!(stored), "{written}: {got}");
+    }
     for ok in [min.unwrap(), max.unwrap()] {
         let (status, job) = server.post("/api/v1/jobs", &json!({"kind": "k", "priority": ok}));
         assert_eq!(status, 201, "{job}");

@@ -205,8 +205,12 @@ impl From<JsonRejection> for ApiError {
 /// unknown `jobs[3].colour`: the path serde reached, and for a missing field (reported at the
 /// object that lacks it) that field's name under it.
 fn json_field(rejection: &JsonRejection) -> Option<String> {
-    // Text that is no JSON (a syntax error) is the body's fault, wherever it stopped.
-    if !matches!(rejection, JsonRejection::JsonDataError(_)) {
+    // Text that is no JSON at all is the body's fault; a bad token inside a field's value
+    // (`1e400`, a stray comma) is reported at that field's path.
+    if !matches!(
+        rejection,
+        JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_)
+    ) {
         return None;
     }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);

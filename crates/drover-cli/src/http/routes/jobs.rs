@@ -56,8 +56,14 @@ fn whole(
     let Some(number) = number else {
         return Ok(None);
     };
-    number
-        .as_i64()
+    // A whole number written as a float (`1.0`, `1e2`, `-0`) is that number, as JSON means it.
+    let whole = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+            .map(|f| f as i64)
+    });
+    whole
         .and_then(|n| i32::try_from(n).ok())
         .filter(|n| range.contains(n))
         .map(Some)
