@@ -409,6 +409,24 @@ months = 1
         "{err}"
     );
     assert!(err.contains("1 of the retention policies failed"), "{err}");
+    let out = env.run(&["archive", "run", "--json"]);
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let strict = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["policy"] == "strict")
+        .expect("the failed policy is in the JSON");
+    assert!(
+        strict["error"].as_str().unwrap().contains("NOT NULL"),
+        "{rows}"
+    );
+    // Asked for alone, its own error is the answer.
+    let alone = env.fails(&["archive", "run", "--policy", "strict"]);
+    assert!(
+        alone.contains("NOT NULL") && !alone.contains("the others ran"),
+        "{alone}"
+    );
     assert_eq!(counts(&conn), (0, 1, 0), "the usage policy ran");
     let notes: i64 = conn
         .query_row("SELECT count(*) FROM notes", [], |r| r.get(0))

@@ -38,7 +38,15 @@ pub(crate) async fn run(url: &str, config: &Config, command: ArchiveCommand) -> 
     store.close().await;
     let (moved, failed) = result?;
     if json {
-        output::json(&moved)?;
+        // The policies that ran, then each that failed, with its error instead of its rows.
+        let mut rows: Vec<serde_json::Value> = Vec::new();
+        for m in &moved {
+            rows.push(serde_json::to_value(m)?);
+        }
+        for (policy, error) in &failed {
+            rows.push(serde_json::json!({"policy": policy, "error": format!("{error:#}")}));
+        }
+        output::json(&rows)?;
     } else {
         for m in &moved {
             outln!(
@@ -53,16 +61,19 @@ pub(crate) async fn run(url: &str, config: &Config, command: ArchiveCommand) -> 
             );
         }
     }
-    if failed.is_empty() {
-        return Ok(());
+    match (failed.len(), moved.len()) {
+        (0, _) => Ok(()),
+        (1, 0) => Err(failed.into_iter().next().expect("one").1),
+        (n, ran) => {
+            for (_, error) in &failed {
+                eprintln!("error: {error:#}");
+            }
+            if ran == 0 {
+                anyhow::bail!("all {n} retention policies failed")
+            }
+            anyhow::bail!("{n} of the retention policies failed (the others ran)")
+        }
     }
-    for error in &failed {
-        eprintln!("error: {error:#}");
-    }
-    anyhow::bail!(
-        "{} of the retention policies failed (the others ran)",
-        failed.len()
-    )
 }
 
 /// Runs each policy (or the one named); a policy that fails, at its check against the database
@@ -72,7 +83,7 @@ async fn run_policies(
     config: &Config,
     only: Option<&str>,
     json: bool,
-) -> anyhow::Result<(Vec<Moved>, Vec<anyhow::Error>)> {
+) -> anyhow::Result<(Vec<Moved>, Vec<(String, anyhow::Error)>)> {
     let mut policies = setup::retention_policies(config)?;
     if let Some(name) = only {
         let names: Vec<String> = policies.iter().map(|p| p.name.clone()).collect();
@@ -94,7 +105,10 @@ async fn run_policies(
         };
         match run.await {
             Ok(m) => moved.push(m),
-            Err(err) => failed.push(err.context(format!("retention {name:?}"))),
+            Err(err) => {
+                let err = err.context(format!("retention {name:?}"));
+                failed.push((name, err));
+            }
         }
     }
     Ok((moved, failed))
