@@ -126,13 +126,28 @@ const ISO_TEXT: &str = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*";
 /// in UTC), compared with the cutoff written the same way.
 const SQLITE_TEXT: &str = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] *";
 
-/// `column` past the cutoff, only when it holds a time in one of the two shapes: `?1` is the
-/// cutoff as [`ISO_TEXT`], `?3` as [`SQLITE_TEXT`]. The lower bound keeps numbers (which sort
-/// before text) out of an index's range.
+/// A time with an offset other than `Z` (`+05:00`, `-05:00` after the time): as text it
+/// compares as if it were UTC, hours off.
+const OFFSET: [&str; 2] = ["*[+]*", "??????????[T ]*-*"];
+
+/// Whether `column` holds a UTC time in one of the two shapes, as SQL.
+fn utc_text(column: &str) -> String {
+    format!(
+        "({column} GLOB '{ISO_TEXT}' OR {column} GLOB '{SQLITE_TEXT}') \
+         AND {column} NOT GLOB '{}' AND {column} NOT GLOB '{}'",
+        OFFSET[0], OFFSET[1]
+    )
+}
+
+/// `column` past the cutoff, only when it holds a UTC time in one of the two shapes: `?1` is
+/// the cutoff as [`ISO_TEXT`], `?3` as [`SQLITE_TEXT`]. The lower bound keeps numbers (which
+/// sort before text) out of an index's range.
 fn past_cutoff(column: &str) -> String {
     format!(
-        "(({column} >= '0' AND {column} < ?1 AND {column} GLOB '{ISO_TEXT}') \
-         OR ({column} >= '0' AND {column} < ?3 AND {column} GLOB '{SQLITE_TEXT}'))"
+        "((({column} >= '0' AND {column} < ?1 AND {column} GLOB '{ISO_TEXT}') \
+         OR ({column} >= '0' AND {column} < ?3 AND {column} GLOB '{SQLITE_TEXT}')) \
+         AND {column} NOT GLOB '{}' AND {column} NOT GLOB '{}')",
+        OFFSET[0], OFFSET[1]
     )
 }
 
@@ -173,8 +188,8 @@ pub(crate) fn misfit_ages(conn: &Connection, params: &ArchiveParams) -> Result<u
     let age = quote("age_column", &params.age_column)?;
     let misfit = |column: &str| {
         format!(
-            "({column} IS NOT NULL AND NOT (typeof({column}) = 'text' \
-             AND ({column} GLOB '{ISO_TEXT}' OR {column} GLOB '{SQLITE_TEXT}')))"
+            "({column} IS NOT NULL AND NOT (typeof({column}) = 'text' AND {}))",
+            utc_text(column)
         )
     };
     let mut when = misfit(&age);
@@ -271,7 +286,8 @@ mod tests {
                  (1, '2020-01-01T00:00:00Z'), (2, '2099-01-01T00:00:00Z'),
                  (3, '12/31/2099'), (4, 4102444800), (5, 1.5), (6, NULL),
                  (7, '2020-01-01 00:00:00'), (8, X'00'), (9, '2099-01-01 00:00:00'),
-                 (10, '2026-11-30 23:59:59'), (11, '2026-12-01 00:00:00');",
+                 (10, '2026-11-30 23:59:59'), (11, '2026-12-01 00:00:00'),
+                 (12, '2026-11-30T20:00:00-05:00'), (13, '2026-12-01T04:00:00+05:00');",
         )
         .unwrap();
         let params = ArchiveParams {
@@ -295,6 +311,10 @@ mod tests {
             .collect::<rusqlite::Result<_>>()
             .unwrap();
         assert_eq!(archived, vec![1, 7, 10]);
-        assert_eq!(misfit_ages(&conn, &params).unwrap(), 4, "3, 4, 5 and 8");
+        assert_eq!(
+            misfit_ages(&conn, &params).unwrap(),
+            6,
+            "3, 4, 5, 8, 12 and 13"
+        );
     }
 }

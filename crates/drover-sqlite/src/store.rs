@@ -634,9 +634,9 @@ impl Store for SqliteStore {
                     table = %params.table,
                     age_column = %params.age_column,
                     rows = misfits,
-                    "rows whose age is not ISO-8601 text with a T (like 2026-12-01T09:00:00Z) \
-                     are never archived: SQLite would compare a number or another text form \
-                     with the cutoff as text"
+                    "rows whose age is not a UTC time as ISO 8601 text (2026-12-01T09:00:00Z, \
+                     or SQLite's 2026-12-01 09:00:00) are never archived: SQLite would compare \
+                     a number, another form or another offset with the cutoff as text"
                 );
             }
         }
