@@ -427,6 +427,15 @@ impl Config {
             for name in &hook.env_pass {
                 check_env_name(&format!("hooks[{i}].env_pass"), name)?;
             }
+            if hook.on.as_ref().is_some_and(Vec::is_empty) {
+                bail!(
+                    "hooks[{i}].on: an empty list runs the hook for nothing; leave it out for \
+                     every final state"
+                );
+            }
+            if hook.timeout == Some(Duration::ZERO) {
+                bail!("hooks[{i}].timeout: must be positive");
+            }
             for state in hook.on.iter().flatten() {
                 let parsed: JobState = state
                     .parse()
@@ -480,6 +489,12 @@ fn validate_task(kind: &str, task: &TaskSection) -> anyhow::Result<()> {
     // NUL fails every exec: each job would fail for what the start can name.
     for (name, value) in &task.env {
         check_env_name(&format!("tasks.\"{kind}\".env"), name)?;
+        if name.starts_with("DROVER_JOB_") {
+            bail!(
+                "tasks.\"{kind}\".env.{name}: DROVER_JOB_* are set by the worker for each job, \
+                 over any value given here"
+            );
+        }
         if value.contains('\0') {
             bail!(
                 "tasks.\"{kind}\".env.{name}: the value holds a NUL byte, which no environment can carry"
@@ -645,7 +660,16 @@ mod tests {
                 .to_string();
             assert!(err.contains(said), "{text}: {err}");
         }
-        for bad in ["\"\"", "\"A=B\""] {
+        for (text, said) in [
+            ("on = []", "hooks[0].on"),
+            ("timeout = \"0s\"", "hooks[0].timeout"),
+        ] {
+            let err = parse(&format!("[[hooks]]\ncommand = [\"x\"]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(said), "{text}: {err}");
+        }
+        for bad in ["\"\"", "\"A=B\"", "DROVER_JOB_ID"] {
             let err = parse(&format!(
                 "[tasks.k]\ncommand = [\"x\"]\nenv = {{ {bad} = \"v\" }}\n"
             ))

@@ -137,6 +137,16 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 /// outside the range a timestamp can hold (years -9999 to 9999, in UTC) is told apart from
 /// text that is no time at all, whose parser's complaint about an overflow would puzzle.
 pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
+    // A `+` in a URL's query string is read as a space, and the time loses its offset's sign.
+    if let Some((time, offset)) = text.rsplit_once(' ')
+        && time.len() >= 19
+        && offset.len() == 5
+        && offset.as_bytes()[2] == b':'
+    {
+        return Err(format!(
+            "{text:?} has a space where its offset's + should be: in a URL's query, write + as %2B"
+        ));
+    }
     let time = text.parse::<jiff::Timestamp>().map_err(|err| {
         let pieces = jiff::fmt::temporal::Pieces::parse(text);
         if pieces.as_ref().is_ok_and(|p| p.offset().is_none()) {
@@ -166,6 +176,13 @@ pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
     }
     // The parser also takes Temporal's looser forms (no seconds, `+0100`, a decimal comma),
     // which other RFC 3339 readers of the same text, such as a client's, would refuse.
+    // The parser reads a leap second as :59 of the same minute, at any minute: refused rather
+    // than moved.
+    if text.get(17..19) == Some("60") {
+        return Err(format!(
+            "{text:?} has 60 seconds: leap seconds are not taken; write :59"
+        ));
+    }
     if !rfc3339_shape(text.as_bytes()) {
         return Err(format!(
             "{text:?} is not written as RFC 3339: give seconds and a colon in the offset, like \
@@ -386,6 +403,10 @@ mod tests {
             let err = parse_time(loose).unwrap_err();
             assert!(err.contains("not written as RFC 3339"), "{loose}: {err}");
         }
+        let err = parse_time("2030-01-01T09:17:60Z").unwrap_err();
+        assert!(err.contains("leap seconds"), "{err}");
+        let err = parse_time("2030-01-01T09:00:00 01:00").unwrap_err();
+        assert!(err.contains("%2B"), "{err}");
         for strict in [
             "2030-01-01t00:00:00z",
             "2030-01-01 00:00:00.123456789Z",
