@@ -88,13 +88,28 @@ struct Line {
 /// Reads a line; one that is JSON but not an object says what a line should be, rather than
 /// serde's words about the type it reads into ("struct Line with 9 elements").
 fn parse_line(text: &str) -> anyhow::Result<Line> {
-    serde_json::from_str::<Line>(text).map_err(|err| {
+    let mut reader = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, Line>(&mut reader).map_err(|err| {
         match serde_json::from_str::<serde_json::Value>(text) {
             Ok(value) if !value.is_object() => anyhow::anyhow!(
                 "expected a JSON object like {{\"kind\": \"email.send\", \"args\": {{}}}}, got {}",
                 drover_core::validate::json_type_name(&value)
             ),
-            _ => err.into(),
+            _ => {
+                // The field at fault, and the column: serde's "at line 1" would read as the
+                // file's first line.
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                let message = inner.to_string();
+                let message = message
+                    .rsplit_once(" at line ")
+                    .map_or(message.as_str(), |(head, _)| head);
+                let column = inner.column();
+                match path.as_str() {
+                    "." | "?" => anyhow::anyhow!("{message} (column {column})"),
+                    field => anyhow::anyhow!("{field}: {message} (column {column})"),
+                }
+            }
         }
     })
 }
