@@ -356,6 +356,25 @@ fn a_body_of_the_wrong_shape_names_its_field() {
             "{text}: {answer}"
         );
     }
+    // What the engine refuses in a batch is named by the job's place too, the first included.
+    for (jobs, field) in [
+        (json!([{"kind": "a"}, {"kind": ""}]), "jobs[1].kind"),
+        (
+            json!([{"kind": "a", "priority": 40000}]),
+            "jobs[0].priority",
+        ),
+        (
+            json!([{"kind": "a"}, {"kind": "b", "queue": "bad q"}]),
+            "jobs[1].queue",
+        ),
+    ] {
+        let (status, answer) = server.post("/api/v1/jobs/batch", &json!({"jobs": jobs}));
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{jobs}: {answer}"
+        );
+    }
     let (_, page) = server.get("/api/v1/jobs");
     assert_eq!(page["jobs"], json!([]), "nothing was enqueued");
 }

@@ -154,6 +154,7 @@ impl From<drover::Error> for ApiError {
                 }
                 if let Some(index) = index {
                     api.message = format!("job {index}: {}", api.message);
+                    api.field = api.field.map(|field| format!("jobs[{index}].{field}"));
                 }
                 api
             }

@@ -81,13 +81,10 @@ fn whole(
 
 impl EnqueueBody {
     /// The engine's request; `index` names the job in a batch's errors.
-    fn into_request(self, index: usize) -> Result<EnqueueRequest, ApiError> {
-        let at = |field: &str| {
-            if index == 0 {
-                field.to_owned()
-            } else {
-                format!("jobs[{index}].{field}")
-            }
+    fn into_request(self, index: Option<usize>) -> Result<EnqueueRequest, ApiError> {
+        let at = |field: &str| match index {
+            None => field.to_owned(),
+            Some(index) => format!("jobs[{index}].{field}"),
         };
         let args = match self.args {
             None => "{}".to_owned(),
@@ -164,7 +161,7 @@ pub(crate) async fn enqueue(
     State(state): State<AppState>,
     Body(body): Body<EnqueueBody>,
 ) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
-    let request = body.into_request(0)?;
+    let request = body.into_request(None)?;
     let inserted = state.admin.client().enqueue(request).await?;
     let status = if inserted.duplicate {
         StatusCode::OK
@@ -222,7 +219,7 @@ pub(crate) async fn enqueue_batch(
         .jobs
         .into_iter()
         .enumerate()
-        .map(|(index, job)| job.into_request(index))
+        .map(|(index, job)| job.into_request(Some(index)))
         .collect::<Result<Vec<_>, _>>()?;
     let inserted = state.admin.client().enqueue_many(requests).await?;
     let duplicates = inserted.iter().filter(|job| job.duplicate).count();
