@@ -378,3 +378,48 @@ fn a_body_of_the_wrong_shape_names_its_field() {
     let (_, page) = server.get("/api/v1/jobs");
     assert_eq!(page["jobs"], json!([]), "nothing was enqueued");
 }
+
+/// A route that acts on what its path names takes no body: nothing, `null` or `{}` pass, and
+/// anything else is refused before it acts, rather than ignored while its sender thinks it
+/// counted.
+#[test]
+fn a_body_sent_to_a_route_that_takes_none_is_refused() {
+    let env = Env::new("");
+    let server = env.serve("no-body", &[]);
+    let id = server.ok("/api/v1/jobs", &json!({"kind": "a", "delay_seconds": 3600}))["id"]
+        .as_i64()
+        .unwrap();
+    let send = |path: &str, body: &str| {
+        Server::answer(
+            ureq::post(&format!("{}{path}", server.url))
+                .set("Content-Type", "application/json")
+                .send_string(body),
+        )
+    };
+    for body in ["garbage{", r#"{"reason": "maintenance"}"#, "[]"] {
+        let (status, answer) = send("/api/v1/queues/default/pause", body);
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (400, Some("body")),
+            "{body}"
+        );
+        let (status, _) = send(&format!("/api/v1/jobs/{id}/cancel"), body);
+        assert_eq!(status, 400, "{body}");
+    }
+    let (_, queues) = server.get("/api/v1/queues");
+    let paused = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|q| q["paused"] == true);
+    assert!(!paused, "no queue was paused: {queues}");
+    assert_eq!(
+        env.job(id)["state"],
+        "scheduled",
+        "the job was not cancelled"
+    );
+    for body in ["", "null", "{}"] {
+        let (status, answer) = send("/api/v1/queues/default/pause", body);
+        assert_eq!(status, 200, "{body:?}: {answer}");
+    }
+}

@@ -66,3 +66,42 @@ where
             })
     }
 }
+
+/// No body: a request that acts on what its path names. Nothing, `null` or `{}` is taken; any
+/// other body is refused, since it would be ignored while its sender believes it counted (a
+/// `{"reason": ...}` on a pause, or text sent to the wrong route).
+pub(crate) struct NoBody;
+
+impl<S> FromRequest<S> for NoBody
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::body_too_large()
+                } else {
+                    ApiError::invalid("body", rejection.body_text())
+                }
+            })?;
+        let empty = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            _ if bytes.trim_ascii().is_empty() => true,
+            Ok(serde_json::Value::Null) => true,
+            Ok(serde_json::Value::Object(fields)) => fields.is_empty(),
+            _ => false,
+        };
+        if empty {
+            Ok(NoBody)
+        } else {
+            Err(ApiError::invalid(
+                "body",
+                "this request takes no body: send none, null or {} (what the path names is \
+                 all it acts on)",
+            ))
+        }
+    }
+}

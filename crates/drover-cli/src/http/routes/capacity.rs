@@ -11,7 +11,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::error::ErrorBody;
-use crate::http::extract::{Body, Path, Query};
+use crate::http::extract::{Body, NoBody, Path, Query};
 use crate::http::{ApiError, AppState};
 
 /// Which slots.
@@ -47,6 +47,7 @@ pub(crate) async fn list_slots(
 pub(crate) async fn drain_slot(
     State(state): State<AppState>,
     Path(id): Path<i64>,
+    _: NoBody,
 ) -> Result<Json<SlotRecord>, ApiError> {
     Ok(Json(state.admin.drain_slot(id).await?))
 }
@@ -63,6 +64,7 @@ pub(crate) async fn drain_slot(
 pub(crate) async fn interrupt_slot(
     State(state): State<AppState>,
     Path(id): Path<i64>,
+    _: NoBody,
 ) -> Result<Json<SlotRecord>, ApiError> {
     Ok(Json(state.admin.interrupt_slot(id).await?))
 }
@@ -132,6 +134,7 @@ pub(crate) async fn get_reservation(
 pub(crate) async fn release(
     State(state): State<AppState>,
     Path(id): Path<i64>,
+    _: NoBody,
 ) -> Result<Json<ReservationRecord>, ApiError> {
     Ok(Json(state.admin.release(id).await?))
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::http::error::ErrorBody;
-use crate::http::extract::Path;
+use crate::http::extract::{NoBody, Path};
 use crate::http::{ApiError, AppState};
 
 /// The leader and every registered process.
@@ -42,6 +42,7 @@ pub(crate) async fn list_cron(
 pub(crate) async fn run_cron(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    _: NoBody,
 ) -> Result<(StatusCode, Json<drover_core::InsertedJob>), ApiError> {
     Ok((
         StatusCode::CREATED,

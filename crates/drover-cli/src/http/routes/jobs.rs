@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::http::error::ErrorBody;
-use crate::http::extract::{Body, Path, Query};
+use crate::http::extract::{Body, NoBody, Path, Query};
 use crate::http::{ApiError, AppState};
 
 /// Most jobs in one batch request.
@@ -385,6 +385,7 @@ pub(crate) struct Acted {
 pub(crate) async fn act_on_job(
     State(state): State<AppState>,
     Path((id, action)): Path<(JobId, String)>,
+    _: NoBody,
 ) -> Result<Json<Acted>, ApiError> {
     let action: JobAction = action
         .parse()

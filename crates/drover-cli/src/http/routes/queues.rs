@@ -5,7 +5,7 @@ use axum::extract::State;
 use drover::admin::QueueView;
 
 use crate::http::error::ErrorBody;
-use crate::http::extract::Path;
+use crate::http::extract::{NoBody, Path};
 use crate::http::{ApiError, AppState};
 
 /// Every queue: counts per state (from the leader's cached count, refreshed every few seconds;
@@ -29,6 +29,7 @@ pub(crate) async fn list_queues(
 pub(crate) async fn pause_queue(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    _: NoBody,
 ) -> Result<Json<QueueView>, ApiError> {
     Ok(Json(state.admin.set_paused(&name, true).await?))
 }
@@ -43,6 +44,7 @@ pub(crate) async fn pause_queue(
 pub(crate) async fn resume_queue(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    _: NoBody,
 ) -> Result<Json<QueueView>, ApiError> {
     Ok(Json(state.admin.set_paused(&name, false).await?))
 }
