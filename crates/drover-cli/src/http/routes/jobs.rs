@@ -47,38 +47,6 @@ pub(crate) struct EnqueueBody {
     delivery: Option<String>,
 }
 
-/// `number` as a whole number within `range`, or a 400 naming `field`.
-fn whole(
-    field: String,
-    number: Option<serde_json::Number>,
-    range: std::ops::RangeInclusive<i32>,
-) -> Result<Option<i32>, ApiError> {
-    let Some(number) = number else {
-        return Ok(None);
-    };
-    // A whole number written as a float (`1.0`, `1e2`, `-0`) is that number, as JSON means it.
-    let whole = number.as_i64().or_else(|| {
-        number
-            .as_f64()
-            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
-            .map(|f| f as i64)
-    });
-    whole
-        .and_then(|n| i32::try_from(n).ok())
-        .filter(|n| range.contains(n))
-        .map(Some)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                format!(
-                    "{number} is not a whole number between {} and {}",
-                    range.start(),
-                    range.end()
-                ),
-            )
-        })
-}
-
 impl EnqueueBody {
     /// The engine's request; `index` names the job in a batch's errors.
     fn into_request(self, index: Option<usize>) -> Result<EnqueueRequest, ApiError> {
@@ -93,8 +61,8 @@ impl EnqueueBody {
         };
         let mut request = EnqueueRequest::raw(self.kind, args);
         request.queue = self.queue;
-        request.priority = whole(at("priority"), self.priority, -32768..=32767)?;
-        request.max_attempts = whole(at("max_attempts"), self.max_attempts, 1..=10_000)?;
+        request.priority = super::whole(at("priority"), self.priority, -32768..=32767)?;
+        request.max_attempts = super::whole(at("max_attempts"), self.max_attempts, 1..=10_000)?;
         request.unique_key = self.unique_key;
         if self.run_at.is_some() && self.delay_seconds.is_some() {
             return Err(ApiError::invalid(

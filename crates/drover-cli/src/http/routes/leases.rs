@@ -25,8 +25,8 @@ pub(crate) struct LeaseBody {
     /// This worker's name (recorded as the lease owner `remote:NAME`).
     worker: String,
     /// Most jobs (1 to 1,000; default 1).
-    #[schema(minimum = 1, maximum = 1000)]
-    max: Option<usize>,
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    max: Option<serde_json::Number>,
     /// Seconds to wait for work when none is available (0 to 30; default 0).
     wait: Option<f64>,
 }
@@ -67,7 +67,7 @@ pub(crate) async fn lease_jobs(
     let request = LeaseRequest {
         queues: body.queues,
         worker: body.worker,
-        max: body.max.unwrap_or(1),
+        max: super::whole("max".into(), body.max, 1..=1000)?.map_or(1, |max| max as usize),
         wait: Duration::from_secs_f64(wait),
     };
     let jobs = state.remote.lease(request, &state.stop).await?;

@@ -208,3 +208,35 @@ pub(crate) async fn not_found(request: Request) -> Response {
     ))
     .into_response()
 }
+
+/// `number` as a whole number within `range`, or a 400 naming `field`.
+pub(crate) fn whole(
+    field: String,
+    number: Option<serde_json::Number>,
+    range: std::ops::RangeInclusive<i32>,
+) -> Result<Option<i32>, ApiError> {
+    let Some(number) = number else {
+        return Ok(None);
+    };
+    // A whole number written as a float (`1.0`, `1e2`, `-0`) is that number, as JSON means it.
+    let whole = number.as_i64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 1e15)
+            .map(|f| f as i64)
+    });
+    whole
+        .and_then(|n| i32::try_from(n).ok())
+        .filter(|n| range.contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!(
+                    "{number} is not a whole number between {} and {}",
+                    range.start(),
+                    range.end()
+                ),
+            )
+        })
+}
