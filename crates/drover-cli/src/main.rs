@@ -43,11 +43,10 @@ use crate::config::Config;
 /// The log filter: `DROVER_LOG`, else `RUST_LOG`, else `info` for the servers and `warn` for
 /// the other commands. tokio-postgres logs every statement's parameters at debug level, job
 /// args among them, so it stays at `warn` unless the filter names it.
-fn log_filter(long_running: bool) -> EnvFilter {
+fn log_filter(default: &'static str) -> EnvFilter {
     let set = ["DROVER_LOG", "RUST_LOG"]
         .into_iter()
         .find_map(|name| std::env::var(name).ok().map(|text| (name, text)));
-    let default = if long_running { "info" } else { "warn" };
     let filter = set
         .as_ref()
         .and_then(|(name, text)| match EnvFilter::try_new(text) {
@@ -72,9 +71,15 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    let long_running = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    // A simulation's launch failures and interruptions are simulated, and counted in its
+    // report: as warnings they would only break up its table.
+    let default_log = match cli.command {
+        Command::Serve(_) | Command::Worker(_) => "info",
+        Command::Simulate(_) => "error",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(log_filter(long_running))
+        .with_env_filter(log_filter(default_log))
         .with_writer(std::io::stderr)
         // A log that cannot be written (its reader gone: `drover serve 2>&1 | head`) is lost,
         // not fatal: by default the subscriber reports it with `eprintln!`, which panics on

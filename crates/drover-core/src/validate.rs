@@ -137,6 +137,20 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 /// outside the range a timestamp can hold (years -9999 to 9999, in UTC) is told apart from
 /// text that is no time at all, whose parser's complaint about an overflow would puzzle.
 pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
+    // The parser's own words for these would name a byte or its internals.
+    if !text.is_ascii() {
+        return Err(format!(
+            "{text:?} is not an RFC 3339 time: it holds a character other than ASCII digits, \
+             letters and separators (like 2026-12-01T09:00:00Z)"
+        ));
+    }
+    if let Some((_, fraction)) = text.split_once('.')
+        && fraction.bytes().take_while(u8::is_ascii_digit).count() > 9
+    {
+        return Err(format!(
+            "{text:?} has more than 9 digits of fraction: times are kept to the nanosecond"
+        ));
+    }
     // A `+` in a URL's query string is read as a space, and the time loses its offset's sign.
     if let Some((time, offset)) = text.rsplit_once(' ')
         && time.len() >= 19
@@ -403,6 +417,10 @@ mod tests {
             let err = parse_time(loose).unwrap_err();
             assert!(err.contains("not written as RFC 3339"), "{loose}: {err}");
         }
+        let err = parse_time("２０３０-01-01T00:00:00Z").unwrap_err();
+        assert!(err.contains("ASCII"), "{err}");
+        let err = parse_time("2030-01-01T00:00:00.1234567891Z").unwrap_err();
+        assert!(err.contains("9 digits"), "{err}");
         let err = parse_time("2030-01-01T09:17:60Z").unwrap_err();
         assert!(err.contains("leap seconds"), "{err}");
         let err = parse_time("2030-01-01T09:00:00 01:00").unwrap_err();
