@@ -283,17 +283,68 @@ pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
 /// Where a config file is wrong, and why, without the line itself: the parser's own report
 /// quotes it, and the line may hold a database password or the API token.
 fn syntax(err: &toml::de::Error, text: &str) -> String {
-    let message = err.message().trim_end();
+    let message = hide_strings(err.message().trim_end());
+    let message = message.as_str();
     let Some(span) = err.span() else {
         return message.to_owned();
     };
     let before = &text[..span.start.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before[before.rfind('\n').map_or(0, |at| at + 1)..]
-        .chars()
-        .count()
-        + 1;
-    format!("line {line}, column {column}: {message}")
+    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
+    let column = before[line_start..].chars().count() + 1;
+    match key_at(text, line_start, span.start) {
+        Some(key) => format!("line {line}, column {column} ({key}): {message}"),
+        None => format!("line {line}, column {column}: {message}"),
+    }
+}
+
+/// `message` with the text of every `string "..."` serde quotes (a wrong type's value, which
+/// may be a secret put under the wrong key) left out.
+fn hide_strings(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(at) = rest.find("string \"") {
+        out.push_str(&rest[..at]);
+        out.push_str("a string");
+        let after = &rest[at + "string \"".len()..];
+        // The value ends at the last quote before serde's ", expected ...", or the last one.
+        let end = after
+            .rfind("\", expected")
+            .or_else(|| after.rfind('"'))
+            .unwrap_or(after.len());
+        rest = after.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The key whose value holds `at`, with its table (`[worker] counts_cap`), when the line is a
+/// plain `key = value`: a wrong type's message names only the type. The key and the table's
+/// header are quoted, never the value, which may be a secret.
+fn key_at(text: &str, line_start: usize, at: usize) -> Option<String> {
+    let line = text[line_start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 64
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'))
+    };
+    let key = key.trim();
+    if at < line_start + line.find('=')? || !plain(key) {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .filter(|header| header.len() <= 80 && !header.contains('='));
+    Some(match table {
+        Some(header) => format!("{header} {key}"),
+        None => key.to_owned(),
+    })
 }
 
 impl Config {
@@ -588,6 +639,16 @@ mod tests {
                 "[http]\n  tokn = \"PwSecret99-0123456789\"",
                 "line 2, column 3",
                 "tokn",
+            ),
+            (
+                "[worker]\ncounts_cap = -1\n",
+                "line 2, column 14 ([worker] counts_cap)",
+                "u64",
+            ),
+            (
+                "[database]\npool_size = \"PwSecret99\"\n",
+                "([database] pool_size)",
+                "string",
             ),
         ] {
             let err = parse(text).unwrap_err().to_string();
