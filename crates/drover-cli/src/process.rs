@@ -88,10 +88,39 @@ fn running_groups() -> std::sync::MutexGuard<'static, std::collections::BTreeSet
 /// only, and what it started in the background (a shell's `sleep`) would run on beside the
 /// rerun of its job.
 pub(crate) fn kill_all() {
-    for &pgid in running_groups().iter() {
+    let groups = running_groups();
+    // Under the same lock as a new group's registration: a command started from now on is
+    // killed as it registers, so none slips past on its way to starting.
+    KILLED_ALL.store(true, std::sync::atomic::Ordering::SeqCst);
+    for &pgid in groups.iter() {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 }
+
+/// Registers the process group `pgid` (a command's own, just started) for [`kill_all`], from
+/// the thread that started it: its task may be dropped before it can hold a guard (the process
+/// exiting after a signal), and then only this registration stands between what the command
+/// starts and an orphan. Killed at once when [`kill_all`] has run.
+pub(crate) fn register_group(pgid: u32) {
+    let mut groups = running_groups();
+    let pgid = pgid as i32;
+    if KILLED_ALL.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+    groups.insert(pgid);
+}
+
+/// Kills the process group `pgid` and forgets it: its command never reached the task that
+/// started it.
+pub(crate) fn forget_group(pgid: u32) {
+    let mut groups = running_groups();
+    let pgid = pgid as i32;
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    groups.remove(&pgid);
+}
+
+/// Set by [`kill_all`]: the process is on its way out, and no command may outlive it.
+static KILLED_ALL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl GroupGuard {
     /// Forgets the group: its process was reaped, and its id may be reused.
@@ -103,7 +132,11 @@ impl GroupGuard {
 
     fn new(pgid: Option<Pid>) -> Self {
         if let Some(pgid) = pgid {
-            running_groups().insert(pgid.as_raw());
+            let mut groups = running_groups();
+            if KILLED_ALL.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            groups.insert(pgid.as_raw());
         }
         Self { pgid }
     }

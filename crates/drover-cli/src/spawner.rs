@@ -60,7 +60,27 @@ pub(crate) fn command(argv: &[String]) -> Command {
 struct Request {
     command: Command,
     runtime: tokio::runtime::Handle,
-    reply: oneshot::Sender<std::io::Result<Child>>,
+    reply: oneshot::Sender<std::io::Result<Spawned>>,
+}
+
+/// A child on its way from the spawner thread to the task that asked for it. Dropped on the
+/// way (that task gone, the process exiting), it kills the child's process group and forgets
+/// it: what the child started must not outlive it as an orphan, and the group's id must not
+/// stay registered for a later kill to hit whatever reuses it.
+struct Spawned(Option<Child>);
+
+impl Spawned {
+    fn take(mut self) -> Child {
+        self.0.take().expect("taken once")
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.as_ref().and_then(|child| child.id()) {
+            crate::process::forget_group(pid);
+        }
+    }
 }
 
 /// Spawns `command` from the process's long-lived spawner thread (see the module docs).
@@ -74,7 +94,14 @@ pub(crate) async fn spawn(command: Command) -> std::io::Result<Child> {
                 for mut request in rx {
                     // Tokio's child reaping needs the runtime the caller runs on.
                     let _runtime = request.runtime.enter();
-                    let _ = request.reply.send(request.command.spawn());
+                    let spawned = request.command.spawn().map(|child| {
+                        // Every command runs in a process group of its own, led by itself.
+                        if let Some(pid) = child.id() {
+                            crate::process::register_group(pid);
+                        }
+                        Spawned(Some(child))
+                    });
+                    let _ = request.reply.send(spawned);
                 }
             })
             .expect("start the spawner thread");
@@ -96,6 +123,7 @@ pub(crate) async fn spawn(command: Command) -> std::io::Result<Child> {
     answer
         .await
         .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+        .map(Spawned::take)
 }
 
 /// When the binary was started as the exec shim: arms the parent-death signal and execs the

@@ -356,6 +356,31 @@ fn a_body_of_the_wrong_shape_names_its_field() {
             "{text}: {answer}"
         );
     }
+    // A key given twice is named too; a compressed body is refused as such, not as garbage.
+    let (status, answer) = Server::answer(
+        ureq::post(&format!("{}/api/v1/jobs", server.url))
+            .set("Content-Type", "application/json")
+            .send_string(r#"{"kind": "a", "kind": "b"}"#),
+    );
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (422, Some("kind")),
+        "{answer}"
+    );
+    let (status, answer) = Server::answer(
+        ureq::post(&format!("{}/api/v1/jobs", server.url))
+            .set("Content-Type", "application/json")
+            .set("Content-Encoding", "gzip")
+            .send_bytes(&[0x1f, 0x8b, 8, 0]),
+    );
+    assert_eq!(status, 415, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("gzip"),
+        "{answer}"
+    );
     // What the engine refuses in a batch is named by the job's place too, the first included.
     for (jobs, field) in [
         (json!([{"kind": "a"}, {"kind": ""}]), "jobs[1].kind"),

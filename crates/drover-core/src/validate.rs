@@ -72,6 +72,10 @@ impl Limits {
                 "must be a JSON object, got {}",
                 json_type_name(&other)
             ))),
+            // serde_json stops at 128 levels: the text may be valid JSON, only too deep.
+            Err(err) if err.to_string().starts_with("recursion limit exceeded") => Err(
+                ValidationError::Args("nested more than 128 levels deep".to_owned()),
+            ),
             Err(err) => Err(ValidationError::Args(format!("not valid JSON: {err}"))),
         }
     }

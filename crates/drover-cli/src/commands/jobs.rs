@@ -78,8 +78,23 @@ pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> any
     if ends_jobs {
         admin = setup::with_hooks(admin, config);
     }
-    let result = dispatch(&admin, command).await;
-    let hooks = finish_hooks(&admin).await;
+    // Installed before the action: a signal during a long bulk action stops it between its
+    // batches (each committed) instead of finding a handler that only the hooks' wait reads.
+    let mut interrupted = std::pin::pin!(crate::signals::interrupted());
+    let result = tokio::select! {
+        result = dispatch(&admin, command) => result,
+        code = &mut interrupted => {
+            let left = admin.hooks_left();
+            crate::process::kill_all();
+            store.close().await;
+            return Err(anyhow::anyhow!(
+                "the jobs acted on so far keep their new states; the hooks of {left} ended \
+                 jobs did not run or were stopped"
+            )
+            .context(crate::signals::Interrupted("acting on jobs", code)));
+        }
+    };
+    let hooks = finish_hooks(&admin, interrupted).await;
     store.close().await;
     result.and(hooks)
 }
@@ -88,8 +103,10 @@ pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> any
 /// `timeout`, and a job end's hooks are not dropped. SIGINT or SIGTERM stops the wait, kills
 /// the hooks still running (their whole process groups) and says how many job ends are left
 /// without their hooks.
-async fn finish_hooks(admin: &Admin) -> anyhow::Result<()> {
-    let interrupted = crate::signals::interrupted();
+async fn finish_hooks(
+    admin: &Admin,
+    interrupted: std::pin::Pin<&mut impl std::future::Future<Output = u8>>,
+) -> anyhow::Result<()> {
     let left = admin.hooks_left();
     if left > 0 {
         eprintln!("running the hooks of {left} ended jobs (Ctrl-C stops them)");
@@ -97,8 +114,9 @@ async fn finish_hooks(admin: &Admin) -> anyhow::Result<()> {
     tokio::select! {
         _ = admin.finish_hooks(None) => Ok(()),
         code = interrupted => {
-            crate::process::kill_all();
+            // Counted first: a killed hook's run ends, and would leave the count.
             let left = admin.hooks_left();
+            crate::process::kill_all();
             Err(anyhow::anyhow!(
                 "the hooks of {left} ended jobs did not run or were stopped (the jobs' own \
                  states are recorded)"

@@ -203,8 +203,8 @@ impl From<JsonRejection> for ApiError {
 }
 
 /// The field a JSON body of the wrong shape is wrong at, like `priority`, `jobs[3].kind` or an
-/// unknown `jobs[3].colour`: the path serde reached, and for a missing field (reported at the
-/// object that lacks it) that field's name under it.
+/// unknown `jobs[3].colour`: the path serde reached, and for a missing or repeated field
+/// (reported at the object that holds it) that field's name under it.
 fn json_field(rejection: &JsonRejection) -> Option<String> {
     // Text that is no JSON at all is the body's fault; a bad token inside a field's value
     // (`1e400`, a stray comma) is reported at that field's path.
@@ -224,9 +224,9 @@ fn json_field(rejection: &JsonRejection) -> Option<String> {
     };
     let path = error.path().to_string();
     let message = error.inner().to_string();
-    let named = message
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next());
+    let named = ["missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|start| message.strip_prefix(start)?.split('`').next());
     Some(match (named, path.as_str()) {
         (Some(name), ".") => name.to_owned(),
         (Some(name), parent) => format!("{parent}.{name}"),

@@ -244,6 +244,19 @@ async fn declared_length(
     if declared.is_some_and(|bytes| bytes > state.settings.max_body_bytes as u64) {
         return ApiError::body_too_large().into_response();
     }
+    // A compressed body would otherwise be read as JSON and refused as garbage.
+    let encoding = request
+        .headers()
+        .get(axum::http::header::CONTENT_ENCODING)
+        .map(|value| value.to_str().unwrap_or("?").trim().to_ascii_lowercase());
+    if let Some(encoding) = encoding.filter(|e| !e.is_empty() && e != "identity") {
+        return ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            format!("Content-Encoding {encoding:?} is not taken: send the body uncompressed"),
+        )
+        .into_response();
+    }
     next.run(request).await
 }
 

@@ -233,7 +233,7 @@ pub(crate) fn whole(
             ApiError::invalid(
                 field,
                 format!(
-                    "{number} is not a whole number between {} and {}",
+                    "must be a whole number from {} to {}, not {number}",
                     range.start(),
                     range.end()
                 ),
