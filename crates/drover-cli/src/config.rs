@@ -710,24 +710,25 @@ mod tests {
             err.contains("tasks.\"k\".env_pass") && err.contains("A=B"),
             "{err}"
         );
-        // The engine's rules for [worker], named as the config writes them.
+        // The engine's rules for [worker], named as the config writes them; hooks' settings.
+        let hook = "[[hooks]]\ncommand = [\"x\"]";
         for (text, said) in [
-            ("lease = \"0s\"", "[worker] lease 0s is shorter than 500ms"),
-            ("counts_cap = 0", "[worker] counts_cap must be positive"),
-            ("poll_interval = \"1ms\"", "[worker] poll_interval 1ms"),
+            (
+                "[worker]\nlease = \"0s\"",
+                "[worker] lease 0s is shorter than 500ms",
+            ),
+            (
+                "[worker]\ncounts_cap = 0",
+                "[worker] counts_cap must be positive",
+            ),
+            (
+                "[worker]\npoll_interval = \"1ms\"",
+                "[worker] poll_interval 1ms",
+            ),
+            (&format!("{hook}\non = []"), "hooks[0].on"),
+            (&format!("{hook}\ntimeout = \"0s\""), "hooks[0].timeout"),
         ] {
-            let err = parse(&format!("[worker]\n{text}\n"))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains(said), "{text}: {err}");
-        }
-        for (text, said) in [
-            ("on = []", "hooks[0].on"),
-            ("timeout = \"0s\"", "hooks[0].timeout"),
-        ] {
-            let err = parse(&format!("[[hooks]]\ncommand = [\"x\"]\n{text}\n"))
-                .unwrap_err()
-                .to_string();
+            let err = parse(&format!("{text}\n")).unwrap_err().to_string();
             assert!(err.contains(said), "{text}: {err}");
         }
         for bad in ["\"\"", "\"A=B\"", "DROVER_JOB_ID"] {

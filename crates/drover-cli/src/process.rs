@@ -97,17 +97,26 @@ pub(crate) fn kill_all() {
     }
 }
 
-/// Registers the process group `pgid` (a command's own, just started) for [`kill_all`], from
-/// the thread that started it: its task may be dropped before it can hold a guard (the process
-/// exiting after a signal), and then only this registration stands between what the command
-/// starts and an orphan. Killed at once when [`kill_all`] has run.
-pub(crate) fn register_group(pgid: u32) {
+/// Starts a command (`spawn`, which puts it in a process group of its own, led by itself) and
+/// registers its group for [`kill_all`], both under the registry's lock: a [`kill_all`] waits
+/// for a start under way and kills it too, and once it has run no command starts. Registered
+/// here, by the thread that starts it, because the task that asked may be dropped before it
+/// holds a guard (the process exiting after a signal), and what the command started would be
+/// left an orphan.
+pub(crate) fn start_registered(
+    spawn: impl FnOnce() -> std::io::Result<tokio::process::Child>,
+) -> std::io::Result<tokio::process::Child> {
     let mut groups = running_groups();
-    let pgid = pgid as i32;
     if KILLED_ALL.load(std::sync::atomic::Ordering::SeqCst) {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        return Err(std::io::Error::other(
+            "the process is stopping: no command starts",
+        ));
     }
-    groups.insert(pgid);
+    let child = spawn()?;
+    if let Some(pid) = child.id() {
+        groups.insert(pid as i32);
+    }
+    Ok(child)
 }
 
 /// Kills the process group `pgid` and forgets it: its command never reached the task that
@@ -130,14 +139,8 @@ impl GroupGuard {
         }
     }
 
+    /// Guards a group registered as it started ([`start_registered`]).
     fn new(pgid: Option<Pid>) -> Self {
-        if let Some(pgid) = pgid {
-            let mut groups = running_groups();
-            if KILLED_ALL.load(std::sync::atomic::Ordering::SeqCst) {
-                let _ = killpg(pgid, Signal::SIGKILL);
-            }
-            groups.insert(pgid.as_raw());
-        }
         Self { pgid }
     }
 

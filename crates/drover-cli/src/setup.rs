@@ -295,10 +295,7 @@ pub(crate) fn with_hooks(admin: drover::Admin, config: &Config) -> drover::Admin
     if hooks.is_empty() {
         return admin;
     }
-    let concurrency = config
-        .worker
-        .hook_concurrency
-        .unwrap_or(EngineConfig::default().hook_concurrency);
+    let concurrency = worker_settings(config, BTreeMap::new(), None).hook_concurrency;
     admin.with_job_end_hooks(hooks, concurrency)
 }
 

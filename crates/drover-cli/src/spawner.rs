@@ -94,13 +94,9 @@ pub(crate) async fn spawn(command: Command) -> std::io::Result<Child> {
                 for mut request in rx {
                     // Tokio's child reaping needs the runtime the caller runs on.
                     let _runtime = request.runtime.enter();
-                    let spawned = request.command.spawn().map(|child| {
-                        // Every command runs in a process group of its own, led by itself.
-                        if let Some(pid) = child.id() {
-                            crate::process::register_group(pid);
-                        }
-                        Spawned(Some(child))
-                    });
+                    let command = &mut request.command;
+                    let spawned = crate::process::start_registered(|| command.spawn())
+                        .map(|child| Spawned(Some(child)));
                     let _ = request.reply.send(spawned);
                 }
             })

@@ -171,13 +171,10 @@ timeout = "2m"
 "#,
     );
     let id = env.enqueue(&["cli.slow", "--delay", "1h"]);
-    let log = env.path("cancel.log");
-    let child = env
-        .cmd(&["jobs", "cancel", &id.to_string()])
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn drover jobs cancel");
-    let mut cancel = common::Worker { child, log };
+    let mut cancel = common::Worker::start(
+        env.cmd(&["jobs", "cancel", &id.to_string()]),
+        env.path("cancel.log"),
+    );
     let pid: i32 = common::wait_file(&env.path("sleeper.pid"), Duration::from_secs(30))
         .trim()
         .parse()
@@ -199,4 +196,52 @@ timeout = "2m"
         "cancelled",
         "the cancel itself stands"
     );
+}
+
+/// Ctrl-C while many hooks wait their turn: the hooks that start as the process stops (the
+/// pool frees the killed ones' places) are killed with what they started too, not left as
+/// orphans. Every hook's background `sleep` is gone once the command has exited.
+#[test]
+fn sigint_leaves_no_hook_of_a_long_bulk_running() {
+    let env = Env::new(
+        r#"
+[worker]
+hook_concurrency = 16
+
+[[hooks]]
+command = ["sh", "-c", "sleep 60 & echo $! >> sleepers; wait"]
+timeout = "2m"
+"#,
+    );
+    let lines: String = (0..300)
+        .map(|_| "{\"kind\":\"cli.many\",\"delay\":\"1h\"}\n")
+        .collect();
+    std::fs::write(env.path("jobs.jsonl"), lines).unwrap();
+    env.ok(&["enqueue", "--file", "jobs.jsonl"]);
+    let mut bulk = common::Worker::start(
+        env.cmd(&["jobs", "bulk", "cancel", "--kind", "cli.many"]),
+        env.path("bulk.log"),
+    );
+    let sleepers = || {
+        std::fs::read_to_string(env.path("sleepers"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|pid| pid.trim().parse::<i32>().ok())
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sleepers().len() < 16 {
+        assert!(
+            Instant::now() < deadline,
+            "the hooks never started: {}",
+            bulk.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bulk.signal(nix::sys::signal::Signal::SIGINT);
+    let status = bulk.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "{}", bulk.log());
+    for pid in sleepers() {
+        common::wait_gone(pid, Duration::from_secs(10), "a hook's background sleep");
+    }
 }

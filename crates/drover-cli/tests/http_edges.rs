@@ -345,11 +345,7 @@ fn a_body_of_the_wrong_shape_names_its_field() {
         ("", "body"),
         (r#"{"kind": "a", "priority": 1e400}"#, "priority"),
     ] {
-        let (status, answer) = Server::answer(
-            ureq::post(&format!("{}/api/v1/jobs", server.url))
-                .set("Content-Type", "application/json")
-                .send_string(text),
-        );
+        let (status, answer) = server.post_raw("/api/v1/jobs", "application/json", text.as_bytes());
         assert_eq!(
             (status, answer["error"]["field"].as_str()),
             (400, Some(field)),
@@ -357,10 +353,10 @@ fn a_body_of_the_wrong_shape_names_its_field() {
         );
     }
     // A key given twice is named too; a compressed body is refused as such, not as garbage.
-    let (status, answer) = Server::answer(
-        ureq::post(&format!("{}/api/v1/jobs", server.url))
-            .set("Content-Type", "application/json")
-            .send_string(r#"{"kind": "a", "kind": "b"}"#),
+    let (status, answer) = server.post_raw(
+        "/api/v1/jobs",
+        "application/json",
+        br#"{"kind": "a", "kind": "b"}"#,
     );
     assert_eq!(
         (status, answer["error"]["field"].as_str()),
@@ -414,13 +410,7 @@ fn a_body_sent_to_a_route_that_takes_none_is_refused() {
     let id = server.ok("/api/v1/jobs", &json!({"kind": "a", "delay_seconds": 3600}))["id"]
         .as_i64()
         .unwrap();
-    let send = |path: &str, body: &str| {
-        Server::answer(
-            ureq::post(&format!("{}{path}", server.url))
-                .set("Content-Type", "application/json")
-                .send_string(body),
-        )
-    };
+    let send = |path: &str, body: &str| server.post_raw(path, "application/json", body.as_bytes());
     for body in ["garbage{", r#"{"reason": "maintenance"}"#, "[]"] {
         let (status, answer) = send("/api/v1/queues/default/pause", body);
         assert_eq!(

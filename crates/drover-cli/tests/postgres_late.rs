@@ -28,6 +28,15 @@ fn host_port(url: &str) -> String {
     rest[..rest.find(['/', '?']).unwrap_or(rest.len())].to_owned()
 }
 
+/// A free port, closed again: nothing listens there until a test opens it.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Copies bytes one way until either side closes.
 fn pipe(mut from: TcpStream, mut to: TcpStream) {
     let mut buf = [0u8; 16 * 1024];
@@ -56,24 +65,13 @@ fn forward(listener: TcpListener, target: String) {
 #[test]
 fn a_worker_waits_for_a_database_that_comes_up_after_it() {
     let pg = PgEnv::new("[queues]\ndefault = 1\n");
-    // A free port, closed again: nothing listens there until the forwarder opens it.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     // A password in the URL (the test server trusts, and ignores it) must stay out of the
     // wait's messages.
     let late = via(&pg.url, &format!("127.0.0.1:{port}")).replacen('@', ":hunter2@", 1);
-    let log = pg.path("worker.log");
-    let child = pg
-        .cmd(&["worker"])
-        .env("DROVER_DATABASE_URL", &late)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn drover worker");
-    let worker = Worker { child, log };
+    let mut cmd = pg.cmd(&["worker"]);
+    cmd.env("DROVER_DATABASE_URL", &late).stdout(Stdio::null());
+    let worker = Worker::start(cmd, pg.path("worker.log"));
     worker.wait_log("cannot reach the database yet", Duration::from_secs(20));
     assert!(
         !worker.log().contains("drover is running"),
@@ -121,23 +119,14 @@ fn a_wrong_database_url_still_fails_at_once() {
 #[test]
 fn sigint_ends_the_wait_with_status_130() {
     let pg = PgEnv::new("");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = pg.path("worker.log");
-    let child = pg
-        .cmd(&["worker"])
-        .env(
-            "DROVER_DATABASE_URL",
-            via(&pg.url, &format!("127.0.0.1:{port}")),
-        )
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("spawn drover worker");
-    let mut worker = Worker { child, log };
+    let port = free_port();
+    let mut cmd = pg.cmd(&["worker"]);
+    cmd.env(
+        "DROVER_DATABASE_URL",
+        via(&pg.url, &format!("127.0.0.1:{port}")),
+    )
+    .stdout(Stdio::null());
+    let mut worker = Worker::start(cmd, pg.path("worker.log"));
     worker.wait_log("cannot reach the database yet", Duration::from_secs(20));
     worker.signal(nix::sys::signal::Signal::SIGINT);
     let status = worker.wait_exit(Duration::from_secs(10));

@@ -130,24 +130,30 @@ const SQLITE_TEXT: &str = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9] *";
 /// compares as if it were UTC, hours off.
 const OFFSET: [&str; 2] = ["*[+]*", "??????????[T ]*-*"];
 
-/// Whether `column` holds a UTC time in one of the two shapes, as SQL.
-fn utc_text(column: &str) -> String {
+/// Whether `column` has no offset but `Z`, as SQL.
+fn no_offset(column: &str) -> String {
     format!(
-        "({column} GLOB '{ISO_TEXT}' OR {column} GLOB '{SQLITE_TEXT}') \
-         AND {column} NOT GLOB '{}' AND {column} NOT GLOB '{}'",
+        "{column} NOT GLOB '{}' AND {column} NOT GLOB '{}'",
         OFFSET[0], OFFSET[1]
     )
 }
 
+/// Whether `column` holds a UTC time in one of the two shapes, as SQL.
+fn utc_text(column: &str) -> String {
+    format!(
+        "({column} GLOB '{ISO_TEXT}' OR {column} GLOB '{SQLITE_TEXT}') AND {}",
+        no_offset(column)
+    )
+}
+
 /// `column` past the cutoff, only when it holds a UTC time in one of the two shapes: `?1` is
-/// the cutoff as [`ISO_TEXT`], `?3` as [`SQLITE_TEXT`]. The lower bound keeps numbers (which
-/// sort before text) out of an index's range.
+/// the cutoff as [`ISO_TEXT`], `?3` as [`SQLITE_TEXT`]. Each branch has both bounds, so that
+/// each can be an index's range; the lower one keeps numbers (which sort before text) out.
 fn past_cutoff(column: &str) -> String {
     format!(
         "((({column} >= '0' AND {column} < ?1 AND {column} GLOB '{ISO_TEXT}') \
-         OR ({column} >= '0' AND {column} < ?3 AND {column} GLOB '{SQLITE_TEXT}')) \
-         AND {column} NOT GLOB '{}' AND {column} NOT GLOB '{}')",
-        OFFSET[0], OFFSET[1]
+         OR ({column} >= '0' AND {column} < ?3 AND {column} GLOB '{SQLITE_TEXT}')) AND {})",
+        no_offset(column)
     )
 }
 

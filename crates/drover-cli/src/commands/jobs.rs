@@ -84,14 +84,9 @@ pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> any
     let result = tokio::select! {
         result = dispatch(&admin, command) => result,
         code = &mut interrupted => {
-            let left = admin.hooks_left();
-            crate::process::kill_all();
+            let stopped = stop_hooks(&admin, "acting on jobs", code);
             store.close().await;
-            return Err(anyhow::anyhow!(
-                "the jobs acted on so far keep their new states; the hooks of {left} ended \
-                 jobs did not run or were stopped"
-            )
-            .context(crate::signals::Interrupted("acting on jobs", code)));
+            return Err(stopped);
         }
     };
     let hooks = finish_hooks(&admin, interrupted).await;
@@ -100,9 +95,8 @@ pub(crate) async fn run(url: &str, config: &Config, command: JobsCommand) -> any
 }
 
 /// Waits for the hooks of the jobs an action ended, all of them: each is bounded by its own
-/// `timeout`, and a job end's hooks are not dropped. SIGINT or SIGTERM stops the wait, kills
-/// the hooks still running (their whole process groups) and says how many job ends are left
-/// without their hooks.
+/// `timeout`, and a job end's hooks are not dropped. SIGINT or SIGTERM stops the wait (see
+/// [`stop_hooks`]).
 async fn finish_hooks(
     admin: &Admin,
     interrupted: std::pin::Pin<&mut impl std::future::Future<Output = u8>>,
@@ -112,18 +106,23 @@ async fn finish_hooks(
         eprintln!("running the hooks of {left} ended jobs (Ctrl-C stops them)");
     }
     tokio::select! {
-        _ = admin.finish_hooks(None) => Ok(()),
-        code = interrupted => {
-            // Counted first: a killed hook's run ends, and would leave the count.
-            let left = admin.hooks_left();
-            crate::process::kill_all();
-            Err(anyhow::anyhow!(
-                "the hooks of {left} ended jobs did not run or were stopped (the jobs' own \
-                 states are recorded)"
-            )
-            .context(crate::signals::Interrupted("running hooks", code)))
-        }
+        _ = admin.finish_hooks() => Ok(()),
+        code = interrupted => Err(stop_hooks(admin, "running hooks", code)),
     }
+}
+
+/// After SIGINT or SIGTERM (exit status `code`) while `doing`: kills the hooks still running,
+/// their whole process groups, and says how many job ends are left without their hooks. The
+/// jobs acted on keep their new states: each batch of an action was committed.
+fn stop_hooks(admin: &Admin, doing: &'static str, code: u8) -> anyhow::Error {
+    // Counted first: a killed hook's run ends, and would leave the count.
+    let left = admin.hooks_left();
+    crate::process::kill_all();
+    anyhow::anyhow!(
+        "the jobs acted on keep their new states; the hooks of {left} ended jobs did not run or \
+         were stopped"
+    )
+    .context(crate::signals::Interrupted(doing, code))
 }
 
 async fn dispatch(admin: &Admin, command: JobsCommand) -> anyhow::Result<()> {

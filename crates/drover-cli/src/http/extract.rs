@@ -21,6 +21,22 @@ pub(crate) struct Query<T>(pub(crate) T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub(crate) struct Path<T>(pub(crate) T);
 
+/// The body's bytes, within the server's limit (413 past it).
+async fn body_bytes<S: Send + Sync>(
+    request: axum::extract::Request,
+    state: &S,
+) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::body_too_large()
+            } else {
+                ApiError::invalid("body", rejection.body_text())
+            }
+        })
+}
+
 /// A JSON body that may be absent (empty, or `null`): then `T::default()`.
 pub(crate) struct OptionalBody<T>(pub(crate) T);
 
@@ -32,15 +48,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::body_too_large()
-                } else {
-                    ApiError::invalid("body", rejection.body_text())
-                }
-            })?;
+        let bytes = body_bytes(request, state).await?;
         let text = bytes.trim_ascii();
         if text.is_empty() || text == b"null" {
             return Ok(OptionalBody(T::default()));
@@ -79,21 +87,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::body_too_large()
-                } else {
-                    ApiError::invalid("body", rejection.body_text())
-                }
-            })?;
-        let empty = match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            _ if bytes.trim_ascii().is_empty() => true,
-            Ok(serde_json::Value::Null) => true,
-            Ok(serde_json::Value::Object(fields)) => fields.is_empty(),
-            _ => false,
-        };
+        let bytes = body_bytes(request, state).await?;
+        let empty = bytes.trim_ascii().is_empty()
+            || match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Null) => true,
+                Ok(serde_json::Value::Object(fields)) => fields.is_empty(),
+                _ => false,
+            };
         if empty {
             Ok(NoBody)
         } else {

@@ -112,15 +112,10 @@ impl Env {
 
     /// Starts a prepared `drover` command like [`Env::spawn`].
     pub fn spawn_cmd(&self, name: &str, mut cmd: Command) -> Worker {
-        let log = self.path(&format!("{name}.log"));
-        let child = cmd
-            .stdout(Stdio::from(
-                fs::File::create(self.path(&format!("{name}.out"))).unwrap(),
-            ))
-            .stderr(Stdio::from(fs::File::create(&log).unwrap()))
-            .spawn()
-            .expect("spawn drover");
-        let worker = Worker { child, log };
+        cmd.stdout(Stdio::from(
+            fs::File::create(self.path(&format!("{name}.out"))).unwrap(),
+        ));
+        let worker = Worker::start(cmd, self.path(&format!("{name}.log")));
         worker.wait_log("drover is running", Duration::from_secs(20));
         worker
     }
@@ -171,6 +166,16 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Starts `cmd` with its stderr in `log`, without waiting for it to say anything: for a
+    /// command that is not a server, or one that waits before it runs.
+    pub fn start(mut cmd: Command, log: PathBuf) -> Worker {
+        let child = cmd
+            .stderr(Stdio::from(fs::File::create(&log).unwrap()))
+            .spawn()
+            .expect("spawn drover");
+        Worker { child, log }
+    }
+
     pub fn pid(&self) -> Pid {
         Pid::from_raw(self.child.id() as i32)
     }

@@ -125,27 +125,16 @@ impl Admin {
         pending + self.unannounced.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Waits for the hooks of the jobs this admin's actions ended, then stops the hook pool:
-    /// for all of them, or for at most `limit`. Returns how many job ends did not get through
-    /// their hooks.
-    pub async fn finish_hooks(&self, limit: Option<std::time::Duration>) -> usize {
-        let finish = async {
-            self.announcing.close();
-            self.announcing.wait().await;
-            if let Some(hooks) = &self.hooks {
-                // Every job end is in the pool now: the pool's own wait is all that is left.
-                hooks
-                    .shutdown(std::time::Duration::from_secs(u64::MAX >> 2))
-                    .await;
-            }
-        };
-        match limit {
-            Some(limit) => {
-                let _ = tokio::time::timeout(limit, finish).await;
-            }
-            None => finish.await,
+    /// Waits for the hooks of every job this admin's actions ended, each bounded by its own
+    /// timeout, then stops the hook pool. A caller that must stop sooner drops the future and
+    /// reads [`Admin::hooks_left`].
+    pub async fn finish_hooks(&self) {
+        self.announcing.close();
+        self.announcing.wait().await;
+        if let Some(hooks) = &self.hooks {
+            // Every job end is in the pool now: the pool's own wait is all that is left.
+            hooks.shutdown(std::time::Duration::MAX).await;
         }
-        self.hooks_left()
     }
 
     /// Reads at most `ids` ids per page of a search on columns no index covers (default
