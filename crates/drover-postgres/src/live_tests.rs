@@ -140,6 +140,12 @@ async fn hot_statements_use_indexes_over_a_table_of_finished_jobs() {
             &["drover_jobs_pkey"],
         ),
         (
+            "cancel check",
+            jobs::CANCEL_REQUESTED,
+            "'{100001,100002,100003}'",
+            &["drover_jobs_cancel_requested"],
+        ),
+        (
             "forgetting empty queues",
             crate::admin::FORGET_EMPTY_QUEUES,
             "",

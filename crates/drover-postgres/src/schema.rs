@@ -243,10 +243,22 @@ ALTER TABLE drover_jobs SET (fillfactor = 50);
 ALTER TABLE drover_processes ADD COLUMN http_workers jsonb NOT NULL DEFAULT '[]';
 "#,
     ),
+    (
+        9,
+        r#"
+-- Running jobs with a cancel request: almost always none. Each process reads it for its own
+-- runs whenever anything wakes it (every enqueue, under load) so that a cancel takes effect at
+-- once; by primary key that read cost one probe per job the process holds, claimed buffers
+-- included (up to a thousand), ten times a second: 7 % of the server's time under a steady
+-- 15,000 jobs/s.
+CREATE INDEX drover_jobs_cancel_requested ON drover_jobs (id)
+    WHERE state = 'running' AND cancel_requested_at IS NOT NULL;
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 8;
+pub(crate) const LATEST: u32 = 9;
 
 /// Applies what is missing, inside the caller's transaction; returns the versions applied.
 pub(crate) async fn migrate(db: &Db<'_>, schema: Option<&str>) -> Result<Vec<u32>, DbError> {
