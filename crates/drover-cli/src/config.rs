@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 use drover_core::{Delivery, JobState};
 use serde::Deserialize;
 
+use crate::config_errors::{FileValues, syntax};
+
 /// The whole file. Every section is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -280,73 +282,6 @@ pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
         .map_err(serde::de::Error::custom)
 }
 
-/// Where a config file is wrong, and why, without the line itself: the parser's own report
-/// quotes it, and the line may hold a database password or the API token.
-fn syntax(err: &toml::de::Error, text: &str) -> String {
-    let message = hide_strings(err.message().trim_end());
-    let message = message.as_str();
-    let Some(span) = err.span() else {
-        return message.to_owned();
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |at| at + 1);
-    let column = before[line_start..].chars().count() + 1;
-    match key_at(text, line_start, span.start) {
-        Some(key) => format!("line {line}, column {column} ({key}): {message}"),
-        None => format!("line {line}, column {column}: {message}"),
-    }
-}
-
-/// `message` with the text of every `string "..."` serde quotes (a wrong type's value, which
-/// may be a secret put under the wrong key) left out.
-fn hide_strings(message: &str) -> String {
-    let mut out = String::new();
-    let mut rest = message;
-    while let Some(at) = rest.find("string \"") {
-        out.push_str(&rest[..at]);
-        out.push_str("a string");
-        let after = &rest[at + "string \"".len()..];
-        // The value ends at the last quote before serde's ", expected ...", or the last one.
-        let end = after
-            .rfind("\", expected")
-            .or_else(|| after.rfind('"'))
-            .unwrap_or(after.len());
-        rest = after.get(end + 1..).unwrap_or("");
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The key whose value holds `at`, with its table (`[worker] counts_cap`), when the line is a
-/// plain `key = value`: a wrong type's message names only the type. The key and the table's
-/// header are quoted, never the value, which may be a secret.
-fn key_at(text: &str, line_start: usize, at: usize) -> Option<String> {
-    let line = text[line_start..].lines().next()?;
-    let (key, _) = line.split_once('=')?;
-    let plain = |part: &str| {
-        !part.is_empty()
-            && part.len() <= 64
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'))
-    };
-    let key = key.trim();
-    if at < line_start + line.find('=')? || !plain(key) {
-        return None;
-    }
-    let table = text[..line_start]
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|l| l.starts_with('['))
-        .filter(|header| header.len() <= 80 && !header.contains('='));
-    Some(match table {
-        Some(header) => format!("{header} {key}"),
-        None => key.to_owned(),
-    })
-}
-
 impl Config {
     /// Loads `path`, or the default `./drover.toml` when present, or an empty config.
     pub(crate) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
@@ -363,8 +298,11 @@ impl Config {
                 return Err(err).with_context(|| format!("cannot read config {}", path.display()));
             }
         };
+        // A value of the file is never part of an error: a secret may sit under the wrong key.
+        let values = FileValues::of(&text);
         let mut config: Config = toml::from_str(&text).map_err(|err| {
-            anyhow::anyhow!("invalid config {}: {}", path.display(), syntax(&err, &text))
+            let message = values.hide(&syntax(&err, &text));
+            anyhow::anyhow!("invalid config {}: {message}", path.display())
         })?;
         config.source = std::fs::canonicalize(&path).ok();
         // The directory as the user named it, symlinks kept: a config mounted as a link (a
@@ -375,9 +313,10 @@ impl Config {
         if let Some(dir) = dir {
             config.resolve_paths(&dir);
         }
-        config
-            .validate()
-            .with_context(|| format!("invalid config {}", path.display()))?;
+        config.validate().map_err(|err| {
+            let message = values.hide(&format!("{err:#}"));
+            anyhow::anyhow!("invalid config {}: {message}", path.display())
+        })?;
         Ok(config)
     }
 

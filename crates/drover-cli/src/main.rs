@@ -21,6 +21,7 @@ mod cli;
 mod command_runtime;
 mod commands;
 mod config;
+mod config_errors;
 mod config_paths;
 mod hooks;
 mod http;

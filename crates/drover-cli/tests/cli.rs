@@ -214,7 +214,7 @@ fn a_jsonl_file_is_enqueued_whole_or_not_at_all() {
 fn an_invalid_config_refuses_to_start_and_names_the_key() {
     let cases = [
         ("[worker]\nshutdown_timout = \"5s\"\n", "shutdown_timout"),
-        ("[worker]\nlease = \"forever\"\n", "forever"),
+        ("[worker]\nlease = \"forever\"\n", "[worker] lease"),
         (
             "[tasks.\"report.build\"]\ntimeout = \"60s\"\n",
             "tasks.\"report.build\".command",
@@ -247,6 +247,39 @@ fn an_invalid_config_refuses_to_start_and_names_the_key() {
     assert!(err.contains("unsupported database URL"), "{err}");
     let err = env.fails(&["--database", "jobs.db", "stats"]);
     assert!(err.contains("sqlite://jobs.db"), "{err}");
+}
+
+/// A secret under the wrong key is never shown: every check names the key, not the value.
+#[test]
+fn a_config_error_never_shows_a_value_of_the_file() {
+    const SECRET: &str = "postgres://u:S3cret-x@h/db";
+    let cases = [
+        "[worker]\nlease = \"@\"",
+        "[database]\nsslmode = \"@\"",
+        "[database]\nsynchronous = \"@\"",
+        "[http]\nlisten = \"@\"",
+        "[[cron]]\nname = \"a\"\nschedule = \"@\"\nkind = \"k\"",
+        "[[cron]]\nname = \"a\"\nschedule = \"* * * * *\"\nkind = \"k\"\ntimezone = \"@\"",
+        "[[cron]]\nname = \"a\"\nschedule = \"* * * * *\"\nkind = \"k\"\ncatch_up = \"@\"",
+        "[tasks.k]\ncommand = [\"true\"]\ndelivery = \"@\"",
+        "[tasks.k]\ncommand = [\"true\"]\nqueue = \"@\"",
+        "[tasks.k]\ncommand = [\"true\"]\nenv_pass = [\"@\"]",
+        "[[hooks]]\ncommand = [\"true\"]\non = [\"@\"]",
+        "[jobs_archive]\nschedule = \"@\"",
+        "[autoscaler]\nruntime = \"@\"",
+    ];
+    for case in cases {
+        let env = Env::new(&case.replace('@', SECRET));
+        let err = env.fails(&["serve"]);
+        assert!(
+            !err.to_lowercase().contains("s3cret"),
+            "{case}: the value is shown: {err}"
+        );
+        assert!(
+            err.contains("invalid config") || err.contains("listen"),
+            "{case}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -150,14 +150,17 @@ impl HttpSettings {
 }
 
 /// An address and port (`127.0.0.1:7070`, `[::1]:7070`), or a host name and port
-/// (`localhost:7070`, its first address); errors name `source` (`--listen`, `[http] listen`).
+/// (`localhost:7070`, its first address); errors name `source` (`--listen`, `[http] listen`),
+/// and quote the value only when it came from the command line (see `config_errors`).
 fn resolve_listen(listen: &str, source: &str) -> anyhow::Result<SocketAddr> {
     use std::net::ToSocketAddrs;
     let expected = || {
-        format!(
-            "{source} {listen:?}: expected an address or host name and a port, like \
-             127.0.0.1:7070"
-        )
+        let what = if source.starts_with('-') {
+            format!("{source} {listen:?}")
+        } else {
+            source.to_owned()
+        };
+        format!("{what}: expected an address or host name and a port, like 127.0.0.1:7070")
     };
     if let Ok(addr) = listen.parse() {
         return Ok(addr);
