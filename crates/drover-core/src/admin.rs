@@ -56,9 +56,11 @@ pub struct QueueCountsRefreshParams {
     pub now: Option<Timestamp>,
 }
 
-/// Ids per slice of a count of the finished jobs. A backend counts the finished states (which
-/// have no index of their own holding the queue) by walking the table in ranges of this many
-/// ids, each its own short read, and rests [`COUNT_REST`] times a slice's duration after it.
+/// Ids per slice of a count of the completed jobs. Every other state has a partial index of its
+/// own and is counted through it, at most the cap's worth of rows; completed jobs have none
+/// holding their queue (they are most of the table), so a backend walks the table in ranges of
+/// this many ids, each its own short read, rests [`COUNT_REST`] times a slice's duration after
+/// it, and stops once the cap is passed ([`CompletedTally`]).
 ///
 /// In one statement, a count of a million completed jobs held a core (and, on SQLite, a read
 /// snapshot that kept the checkpoint from the WAL) for a few hundred milliseconds, and the
@@ -71,52 +73,60 @@ pub const COUNT_SLICE: i64 = 10_000;
 /// How long a count rests after a slice, as a multiple of the slice's duration.
 pub const COUNT_REST: u32 = 2;
 
-/// The finished jobs counted so far by a sliced count, at most `cap` per state.
+/// The states a count reads through their own partial indexes, at most the cap's worth of rows
+/// each: every state but `completed` (see [`COUNT_SLICE`]).
+pub const INDEXED_COUNT_STATES: [JobState; 6] = [
+    JobState::Scheduled,
+    JobState::Available,
+    JobState::Running,
+    JobState::Retryable,
+    JobState::Discarded,
+    JobState::Cancelled,
+];
+
+/// The completed jobs counted so far by a sliced count, per queue, until the cap is passed.
+///
+/// The walk stops there: when it went on until every finished state was past the cap (as it
+/// did while discarded and cancelled jobs were counted in the same slices), a table with more
+/// completed jobs than the cap and few failures was read whole at every count, and the count's
+/// pause (ten times its length) left the cached counts, live ones included, minutes old.
 #[derive(Debug)]
-pub struct FinishedTally {
+pub struct CompletedTally {
     cap: u64,
-    counts: BTreeMap<(String, JobState), u64>,
-    totals: BTreeMap<JobState, u64>,
+    counts: BTreeMap<String, u64>,
+    total: u64,
 }
 
-impl FinishedTally {
-    /// An empty tally that stops counting a state past `cap`.
+impl CompletedTally {
+    /// An empty tally that stops counting past `cap`.
     pub fn new(cap: u64) -> Self {
         Self {
             cap,
             counts: BTreeMap::new(),
-            totals: BTreeMap::new(),
+            total: 0,
         }
     }
 
-    /// Adds `n` jobs of `queue` in `state`, unless the state is already past the cap.
-    pub fn add(&mut self, queue: String, state: JobState, n: u64) {
-        let total = self.totals.entry(state).or_default();
-        if *total > self.cap {
+    /// Adds `n` completed jobs of `queue`, unless the cap is already passed.
+    pub fn add(&mut self, queue: String, n: u64) {
+        if self.capped() {
             return;
         }
-        *total += n;
-        *self.counts.entry((queue, state)).or_default() += n;
+        self.total += n;
+        *self.counts.entry(queue).or_default() += n;
     }
 
-    /// Whether every finished state is past the cap: slices further on change nothing.
-    pub fn all_capped(&self) -> bool {
-        JobState::ALL
-            .into_iter()
-            .filter(|state| state.is_terminal())
-            .all(|state| self.totals.get(&state).is_some_and(|&n| n > self.cap))
+    /// Whether the cap is passed: slices further on change nothing.
+    pub fn capped(&self) -> bool {
+        self.total > self.cap
     }
 
-    /// The counts per queue and state, each marked estimated when its state passed the cap.
+    /// The counts per queue, each marked estimated when the cap was passed.
     pub fn into_counts(self) -> Vec<(String, JobState, u64, bool)> {
-        let Self {
-            cap,
-            counts,
-            totals,
-        } = self;
-        counts
+        let estimated = self.capped();
+        self.counts
             .into_iter()
-            .map(|((queue, state), n)| (queue, state, n, totals[&state] > cap))
+            .map(|(queue, n)| (queue, JobState::Completed, n, estimated))
             .collect()
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use drover_core::{
-    ActResult, COUNT_REST, COUNT_SLICE, CancelResult, FinishedTally, JobAction, JobId, JobState,
-    QueueRecord, StoreError, act_refusal,
+    ActResult, COUNT_REST, COUNT_SLICE, CancelResult, CompletedTally, INDEXED_COUNT_STATES,
+    JobAction, JobId, JobState, QueueRecord, StoreError, act_refusal,
 };
 use jiff::Timestamp;
 
@@ -161,13 +161,13 @@ pub(crate) async fn queue_list(db: &Db<'_>) -> Result<Vec<QueueRecord>, DbError>
 pub(crate) type Counts = Vec<(String, JobState, u64, bool)>;
 
 /// Counts at most `cap` jobs per state, so the cost is bounded by the cap, not by the table.
-/// The live states are counted through their partial indexes, the finished ones in slices of
-/// [`COUNT_SLICE`] ids with a rest after each (see [`COUNT_SLICE`] for why). Outside any
-/// transaction, so that no snapshot is held across the slices.
+/// Every state but `completed` is counted through its partial index, the completed jobs in
+/// slices of [`COUNT_SLICE`] ids with a rest after each (see [`COUNT_SLICE`] for why). Outside
+/// any transaction, so that no snapshot is held across the slices.
 pub(crate) async fn count(db: &Db<'_>, cap: u64) -> Result<Counts, DbError> {
     let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
     let mut counts = Counts::new();
-    for state in JobState::ALL.into_iter().filter(|s| !s.is_terminal()) {
+    for state in INDEXED_COUNT_STATES {
         // The state is written into the statement so that the planner can pick the state's
         // partial index (a generic plan for a parameter could not).
         let rows = db
@@ -195,25 +195,20 @@ pub(crate) async fn count(db: &Db<'_>, cap: u64) -> Result<Counts, DbError> {
     else {
         return Ok(counts);
     };
-    let mut tally = FinishedTally::new(cap);
-    while from <= last && !tally.all_capped() {
+    let mut tally = CompletedTally::new(cap);
+    while from <= last && !tally.capped() {
         let started = std::time::Instant::now();
         let to = from.saturating_add(COUNT_SLICE);
         for row in db
             .query(
-                "SELECT queue, state, count(*) FROM drover_jobs \
-                 WHERE id >= $1 AND id < $2 \
-                   AND state IN ('completed', 'discarded', 'cancelled') \
-                 GROUP BY queue, state",
+                "SELECT queue, count(*) FROM drover_jobs \
+                 WHERE id >= $1 AND id < $2 AND state = 'completed' \
+                 GROUP BY queue",
                 &[&from, &to],
             )
             .await?
         {
-            tally.add(
-                row.get(0),
-                parse_state(row.get(1))?,
-                row.get::<_, i64>(2) as u64,
-            );
+            tally.add(row.get(0), row.get::<_, i64>(1) as u64);
         }
         from = to;
         tokio::time::sleep(started.elapsed() * COUNT_REST).await;

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use drover_core::{
-    ActResult, COUNT_REST, COUNT_SLICE, FinishedTally, JobAction, JobId, JobState, QueueRecord,
-    StoreError, act_refusal,
+    ActResult, COUNT_REST, COUNT_SLICE, CompletedTally, INDEXED_COUNT_STATES, JobAction, JobId,
+    JobState, QueueRecord, StoreError, act_refusal,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -156,12 +156,12 @@ pub(crate) struct Counted {
 
 /// Counts at most `cap` jobs per state, so the cost is bounded by the cap, not by the table.
 ///
-/// The live states are counted through their partial indexes, the finished ones by
-/// [`count_finished`].
+/// Every state but `completed` is counted through its partial index, the completed jobs by
+/// [`count_completed`].
 pub(crate) fn count(conn: &Connection, cap: u64) -> rusqlite::Result<Counted> {
     let mut counted = Counted::default();
     let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
-    for state in JobState::ALL.into_iter().filter(|s| !s.is_terminal()) {
+    for state in INDEXED_COUNT_STATES {
         // The state is written into the statement so that SQLite can pick the state's partial
         // index (it cannot for a bound parameter).
         let mut stmt = conn.prepare_cached(&format!(
@@ -179,7 +179,7 @@ pub(crate) fn count(conn: &Connection, cap: u64) -> rusqlite::Result<Counted> {
             counted.counts.push((queue, state, n as u64, estimated));
         }
     }
-    count_finished(conn, cap, &mut counted)?;
+    count_completed(conn, cap, &mut counted)?;
     // The fetch index is ordered by priority; the oldest is the smallest scheduled_at among
     // available jobs, read per queue from the queues found above.
     let mut oldest = conn.prepare_cached(
@@ -210,10 +210,10 @@ pub(crate) fn count(conn: &Connection, cap: u64) -> rusqlite::Result<Counted> {
 const ID_RANGE: &str =
     "SELECT (SELECT min(id) FROM drover_jobs), (SELECT max(id) FROM drover_jobs)";
 
-/// Counts the finished jobs (at most `cap` per state) in slices of [`COUNT_SLICE`] ids, each
-/// its own read transaction, so that the checkpoint is free between them, resting after each
-/// (see [`COUNT_SLICE`] for why).
-fn count_finished(conn: &Connection, cap: u64, counted: &mut Counted) -> rusqlite::Result<()> {
+/// Counts the completed jobs (until past `cap`) in slices of [`COUNT_SLICE`] ids, each its own
+/// read transaction, so that the checkpoint is free between them, resting after each (see
+/// [`COUNT_SLICE`] for why).
+fn count_completed(conn: &Connection, cap: u64, counted: &mut Counted) -> rusqlite::Result<()> {
     let (first, last): (Option<i64>, Option<i64>) =
         conn.query_row(ID_RANGE, [], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let (Some(mut from), Some(last)) = (first, last) else {
@@ -222,23 +222,19 @@ fn count_finished(conn: &Connection, cap: u64, counted: &mut Counted) -> rusqlit
     // NOT INDEXED: the slice is a range of the table itself; the finished index would cost a
     // lookup of the table per row.
     let mut slice = conn.prepare_cached(
-        "SELECT queue, state, count(*) FROM drover_jobs NOT INDEXED \
-         WHERE id >= ?1 AND id < ?2 AND state IN ('completed', 'discarded', 'cancelled') \
-         GROUP BY queue, state",
+        "SELECT queue, count(*) FROM drover_jobs NOT INDEXED \
+         WHERE id >= ?1 AND id < ?2 AND state = 'completed' \
+         GROUP BY queue",
     )?;
-    let mut tally = FinishedTally::new(cap);
-    while from <= last && !tally.all_capped() {
+    let mut tally = CompletedTally::new(cap);
+    while from <= last && !tally.capped() {
         let started = std::time::Instant::now();
         let rows = slice.query_map(params![from, from.saturating_add(COUNT_SLICE)], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-            ))
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
         })?;
         for row in rows {
-            let (queue, state, n) = row?;
-            tally.add(queue, jobs::parse_state(&state)?, n as u64);
+            let (queue, n) = row?;
+            tally.add(queue, n as u64);
         }
         from = from.saturating_add(COUNT_SLICE);
         std::thread::sleep(started.elapsed() * COUNT_REST);
