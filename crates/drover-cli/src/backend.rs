@@ -50,6 +50,14 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
             );
         }
         Arc::new(open_postgres(url, config, watch).await?)
+    } else if (url.starts_with("postgres:") || url.starts_with("postgresql:"))
+        && !url.contains("://")
+    {
+        // `postgres:/u:pw@h/db`: a slash short. Not echoed, for the password it may hold.
+        bail!(
+            "the database URL starts with postgres: but not postgres:// (two slashes): a \
+             PostgreSQL database is postgres://USER@HOST/DB"
+        );
     } else if !url.contains("://") && !url.contains('@') && !url.contains(['=', ' ']) {
         // A bare path, like `jobs.db`: no credentials in it to hide.
         bail!(
@@ -99,8 +107,11 @@ pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<D
         // PostgreSQL away, or a SQLite file another process holds (two servers started at
         // once on a new file: one migrates while the other finds it locked).
         let unreachable = match error.downcast_ref::<drover_core::StoreError>() {
+            // A refused certificate is a TLS setting's matter, which waiting will not mend.
             Some(drover_core::StoreError::Unavailable(why)) => {
-                is_postgres(url) || why.contains("locked") || why.contains("busy")
+                (is_postgres(url) && !drover_postgres::is_certificate_refused(why))
+                    || why.contains("locked")
+                    || why.contains("busy")
             }
             Some(drover_core::StoreError::Busy(_)) => true,
             _ => false,
@@ -133,10 +144,23 @@ pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<D
 }
 
 /// Opens the store of a database that must exist already: for commands that only look at
-/// jobs or act on existing ones, where a mistyped SQLite path would otherwise create a new,
-/// empty database and answer as if it held no jobs.
+/// jobs or act on existing ones, where a mistyped SQLite path (or a PostgreSQL URL with the
+/// wrong database or `schema=`) would otherwise get new, empty tables and answer as if it held
+/// no jobs.
 pub(crate) async fn open_existing(url: &str, config: &Config) -> anyhow::Result<DynStore> {
-    if url.starts_with("sqlite:") {
+    if is_postgres(url) {
+        let store = open_postgres(url, config, false).await?;
+        let version = store.schema_version().await;
+        drover_core::Store::close(&store).await;
+        if version? == 0 {
+            bail!(
+                "no Drover tables in the database at {}: check --database (or \
+                 DROVER_DATABASE_URL), its database name and its schema=, or start `drover \
+                 serve` or run `drover migrate` to create them",
+                redact(url)
+            );
+        }
+    } else if url.starts_with("sqlite:") {
         let path = SqliteConfig::from_url(url)
             .map_err(anyhow::Error::msg)?
             .path;

@@ -187,6 +187,7 @@ fn a_jsonl_file_is_enqueued_whole_or_not_at_all() {
     assert!(!err.contains("line 1:"), "{err}");
     // A field of the wrong shape is named, with its column, not serde's "at line 1".
     assert!(err.contains("line 5: colour: unknown field"), "{err}");
+    assert!(err.contains("line 3: not valid JSON"), "{err}");
     assert!(!err.contains("at line 1 column"), "{err}");
     assert!(
         err.contains("7 bad line(s)") && err.contains("nothing was enqueued"),

@@ -198,11 +198,19 @@ fn another_process_leads_within_the_bound_after_the_leader_is_killed() {
         r#"
 [worker]
 leader_ttl = "2s"
+
+[[cron]]
+name = "tick"
+schedule = "* * * * * *"
+kind = "drover.noop"
 "#,
     );
+    // The second process's config lacks the schedule: once it leads, it says so.
+    std::fs::write(pg.path("second.toml"), "[worker]\nleader_ttl = \"2s\"\n").unwrap();
     let mut first = pg.spawn("first", &["worker"]);
     first.wait_log("elected leader", T);
-    let second = pg.spawn("second", &["worker"]);
+    first.wait_log("cron fired", T);
+    let second = pg.spawn("second", &["--config", "second.toml", "worker"]);
     // A process registers itself (presence) just after it starts: wait for both.
     let stats = pg::eventually(T, "both processes registered", || {
         let stats = pg.stats();
@@ -239,6 +247,7 @@ leader_ttl = "2s"
         "the term grows with the change of hands: {stats:#}"
     );
     assert!(second.log().contains("elected leader"), "{}", second.log());
+    second.wait_log("no [[cron]] schedule of this name", T);
     eprintln!("new leader after {took:?}");
 }
 
@@ -345,6 +354,22 @@ fn tls_settings_in_the_config_apply_and_bad_ones_fail_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("sslmode is set twice"), "{err}");
+
+    // A certificate refused (signed by a CA the URL does not trust) stops a worker's start at
+    // once: waiting for the server, as for one that is down, would not change it.
+    let other_ca = drover_test_support::certs::TestPki::new(&["localhost"], "drover");
+    std::fs::write(pg.path("other-ca.pem"), &other_ca.ca_cert).unwrap();
+    std::fs::write(
+        pg.path("drover.toml"),
+        "[database]\nsslmode = \"verify-ca\"\nsslrootcert = \"other-ca.pem\"\n\
+         wait_at_start = \"3s\"\n",
+    )
+    .unwrap();
+    let out = pg.run(&["worker"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("not signed by a trusted root"), "{err}");
+    assert!(!err.contains("trying again"), "the start waited: {err}");
 }
 
 /// The `/metrics` text of a worker started with `--listen`, read once its counts have settled:
@@ -411,9 +436,17 @@ fn every_session_ends_with_a_goodbye_not_a_dropped_connection() {
     let _drop = DropDatabase(&server, &database);
     let url = with_database(&server, &database);
     let env = common::Env::new("");
+    // Past 1,000 inserted jobs the store starts an ANALYZE on a connection of its own, which
+    // the command's exit used to cut off.
+    std::fs::write(
+        env.path("many.jsonl"),
+        "{\"kind\":\"drover.noop\"}\n".repeat(1_200),
+    )
+    .unwrap();
     for args in [
         &["migrate"][..],
         &["enqueue", "drover.noop"],
+        &["enqueue", "--file", "many.jsonl"],
         &["jobs", "list"],
         &[
             "bench",
@@ -459,6 +492,35 @@ fn every_session_ends_with_a_goodbye_not_a_dropped_connection() {
         abandoned, "0",
         "sessions ended without a goodbye, of {sessions}"
     );
+}
+
+/// A mistyped `schema=` (or database) gets an error from the commands that only look, not new
+/// empty tables and an empty answer.
+#[test]
+fn looking_at_a_schema_that_was_never_made_creates_nothing() {
+    pg::require_server();
+    let server = pg::server_url();
+    let schema = pg::random_schema();
+    let separator = if server.contains('?') { '&' } else { '?' };
+    let url = format!("{server}{separator}schema={schema}");
+    let env = common::Env::new("");
+    for args in [&["jobs", "list"][..], &["stats"], &["queues", "list"]] {
+        let out = env
+            .cmd(args)
+            .env("DROVER_DATABASE_URL", &url)
+            .output()
+            .expect("run drover");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "drover {args:?} answered: {err}");
+        assert!(err.contains("no Drover tables"), "{args:?}: {err}");
+        assert!(err.contains(&schema), "the URL's schema is named: {err}");
+    }
+    let made = pg::psql(
+        &server,
+        &format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'"),
+    )
+    .unwrap();
+    assert_eq!(made, "0", "the schema was created");
 }
 
 /// `url` with its database replaced by `database`.

@@ -1,6 +1,6 @@
-//! PostgreSQL restarted under a running `drover worker`. A test binary of its own, with one
-//! test: the restart breaks every connection to the server, so it must not run alongside the
-//! other PostgreSQL tests.
+//! PostgreSQL restarted, and stopped for longer than the lease, under a running `drover
+//! worker`. A test binary of its own, with one test: an outage breaks every connection to the
+//! server, so it must not run alongside the other PostgreSQL tests, nor beside itself.
 
 mod common;
 #[path = "common/pg.rs"]
@@ -66,8 +66,9 @@ impl Drop for ServerComesBack {
     }
 }
 
+/// One test, two outages one after the other (see the module's note).
 #[test]
-fn a_worker_survives_a_server_restart_and_every_job_completes() {
+fn a_worker_rides_out_a_restart_and_an_outage_longer_than_the_lease() {
     // It restarts the machine's Debian cluster, so it must be the one the tests use, not a
     // throwaway cluster.
     assert!(
@@ -75,6 +76,72 @@ fn a_worker_survives_a_server_restart_and_every_job_completes() {
         "this test restarts the local Debian cluster: set {} to it (as .ci/run does)",
         drover_conformance::pg_server::URL_VAR
     );
+    a_worker_survives_a_server_restart_and_every_job_completes();
+    an_outage_longer_than_the_lease_runs_no_job_twice();
+}
+
+/// The server down for three leases while jobs run: the runs that ended in the outage are
+/// recorded by their worker, and the ones still going have their leases renewed, before any
+/// rescue; every job completes at its first attempt.
+fn an_outage_longer_than_the_lease_runs_no_job_twice() {
+    let pg = PgEnv::new(
+        r#"
+[worker]
+lease = "2s"
+shutdown_timeout = "10s"
+
+[queues]
+default = 4
+"#,
+    );
+    let version = cluster_version();
+    let mut worker = pg.spawn("worker", &["worker"]);
+    // Two end in the outage, two after it.
+    let lines: Vec<String> = [2_500, 2_500, 9_000, 9_000]
+        .iter()
+        .map(|ms| format!(r#"{{"kind":"drover.sleep","args":{{"ms":{ms}}}}}"#))
+        .collect();
+    let all = pg.enqueue_file("long.jsonl", &lines);
+    pg.wait_sql(
+        "SELECT count(*) FROM drover_jobs WHERE state = 'running'",
+        T,
+        |n| n == "4",
+    );
+    let back = ServerComesBack { version };
+    let out = pg_ctlcluster(&back.version, &["stop", "-m", "fast"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The outage itself: three leases without a server.
+    std::thread::sleep(Duration::from_secs(6));
+    let out = pg_ctlcluster(&back.version, &["start"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pg.wait_sql(
+        "SELECT count(*) FROM drover_jobs WHERE state = 'completed'",
+        Duration::from_secs(60),
+        |n| n == "4",
+    );
+    for &id in &all {
+        let job = pg.job(id);
+        assert_eq!(job["attempt"], 1, "ran again after the outage: {job:#}");
+        assert_eq!(job["errors"], serde_json::json!([]), "{job:#}");
+    }
+    let log = worker.log();
+    assert!(
+        !log.contains("lease lost") && !log.contains("lost its lease"),
+        "{log}"
+    );
+    worker.signal(Signal::SIGTERM);
+    assert_eq!(worker.wait_exit(T).code(), Some(0), "{}", worker.log());
+}
+
+fn a_worker_survives_a_server_restart_and_every_job_completes() {
     const JOBS: usize = 40;
     // A 60 s poll: after the restart only the store's own retries and the reconnected
     // listener's wake-ups can get the work done in time.

@@ -173,11 +173,9 @@ pub fn parse_time(text: &str) -> Result<jiff::Timestamp, String> {
                  offset (2026-12-01T10:00:00+01:00)"
             )
         } else if pieces.is_ok() {
-            format!(
-                "{text:?} is out of range: times run from {} to {}",
-                jiff::Timestamp::MIN,
-                jiff::Timestamp::MAX
-            )
+            // The exact ends (jiff's, a day short of the years' ends, -009999-01-02T01:59:59Z
+            // and 9999-12-30T22:00:00.999999999Z) read as a mistake; the years say enough.
+            format!("{text:?} is out of range: times run from the year -9999 to 9999-12-30")
         } else {
             format!("{text:?} is not an RFC 3339 time like 2026-12-01T09:00:00Z: {err}")
         }

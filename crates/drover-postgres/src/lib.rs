@@ -72,4 +72,4 @@ mod writer;
 
 pub use config::{MAX_SCHEMA_LEN, PgConfig, check_schema, redact};
 pub use store::PgStore;
-pub use tls::{SslMode, TlsSettings};
+pub use tls::{SslMode, TlsSettings, is_certificate_refused};

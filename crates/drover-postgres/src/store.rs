@@ -134,6 +134,7 @@ impl PgStore {
             schema.as_deref(),
             config.vacuum_after_claims,
             config.connect_timeout,
+            connections.clone(),
         );
         let mut store = PgStore {
             vacuum,
@@ -242,6 +243,13 @@ impl PgStore {
         work.await.map_err(DbError::into_store)
     }
 
+    /// The schema version of the database (0 when Drover never migrated it), read without
+    /// migrating: for the commands that must not create the tables where a mistyped URL or
+    /// `schema=` points.
+    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+        on_connection!(self, |db| schema::version(db).await?)
+    }
+
     /// Drops the store's own schema and everything in it (what `drover bench` does with the
     /// schema it created). Refused when the store has no schema of its own: it never drops
     /// `public`.
@@ -252,7 +260,7 @@ impl PgStore {
             ));
         };
         // An upkeep still running on the table fails once it is gone; that is expected now.
-        self.vacuum.close();
+        self.vacuum.close().await;
         let client = self.pool.get().await.map_err(map_pool)?;
         // The name was checked as a plain identifier when the config was parsed.
         client
@@ -689,7 +697,7 @@ impl Store for PgStore {
         )
         .await;
         self.closed.store(true, Ordering::Release);
-        self.vacuum.close();
+        self.vacuum.close().await;
         self.writer.parked.clear();
         // Later gets fail with Closed; idle connections are closed now, busy ones when they
         // come back. Their tasks say goodbye to the server: waited for, briefly, so that a

@@ -111,14 +111,18 @@ impl TlsSettings {
     /// Fills the unset fields from `other` (the URL's); a field set differently in both is an
     /// error.
     pub fn merge(&mut self, other: TlsSettings) -> Result<(), String> {
-        fn one<T: PartialEq + fmt::Debug>(
+        // Each value as it is written in a URL or the config (`verify-full`, a path).
+        fn one<T: PartialEq>(
             name: &str,
             mine: &mut Option<T>,
             theirs: Option<T>,
+            written: impl Fn(&T) -> String,
         ) -> Result<(), String> {
             match (mine.as_ref(), theirs) {
                 (Some(a), Some(b)) if *a != b => Err(format!(
-                    "{name} is set twice, to {a:?} in the config and to {b:?} in the URL"
+                    "{name} is set twice, to {} in the config and to {} in the URL",
+                    written(a),
+                    written(&b)
                 )),
                 (None, Some(b)) => {
                     *mine = Some(b);
@@ -127,10 +131,13 @@ impl TlsSettings {
                 _ => Ok(()),
             }
         }
-        one("sslmode", &mut self.mode, other.mode)?;
-        one("sslrootcert", &mut self.root_cert, other.root_cert)?;
-        one("sslcert", &mut self.client_cert, other.client_cert)?;
-        one("sslkey", &mut self.client_key, other.client_key)
+        let path = |path: &std::path::PathBuf| path.display().to_string();
+        one("sslmode", &mut self.mode, other.mode, |mode| {
+            mode.as_str().into()
+        })?;
+        one("sslrootcert", &mut self.root_cert, other.root_cert, path)?;
+        one("sslcert", &mut self.client_cert, other.client_cert, path)?;
+        one("sslkey", &mut self.client_key, other.client_key, path)
     }
 
     /// The `tokio-postgres` mode: it knows only whether TLS is off, tried or required.
@@ -417,6 +424,19 @@ where
     }
 }
 
+/// How a refused server certificate is described: a matter of the TLS settings (or of the
+/// server's certificate), which trying again will not change.
+const CERTIFICATE_REFUSED: [&str; 2] = [
+    "certificate verify failed",
+    "certificate host name mismatch",
+];
+
+/// Whether an error's text says the server's certificate was refused (see [`explain`]): for
+/// a start-up that waits for an unreachable server, which must stop at once on this instead.
+pub fn is_certificate_refused(text: &str) -> bool {
+    CERTIFICATE_REFUSED.iter().any(|what| text.contains(what))
+}
+
 /// Says what went wrong in the handshake in the terms of the settings.
 fn explain(err: io::Error, host: &str) -> io::Error {
     let Some(tls) = err
@@ -430,20 +450,22 @@ fn explain(err: io::Error, host: &str) -> io::Error {
             presented,
             ..
         }) => format!(
-            "certificate host name mismatch: the server's certificate is not valid for {host} \
-             (it names {}); connect by one of those names, or use sslmode=verify-ca",
+            "{}: the server's certificate is not valid for {host} (it names {}); connect by \
+             one of those names, or use sslmode=verify-ca",
+            CERTIFICATE_REFUSED[1],
             presented.join(", ")
         ),
         rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => format!(
-            "certificate host name mismatch: the server's certificate is not valid for {host}"
+            "{}: the server's certificate is not valid for {host}",
+            CERTIFICATE_REFUSED[1]
         ),
-        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            "certificate verify failed: the server's certificate is not signed by a trusted \
-             root (set sslrootcert to the server's CA)"
-                .to_owned()
-        }
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "{}: the server's certificate is not signed by a trusted root (set sslrootcert to \
+             the server's CA)",
+            CERTIFICATE_REFUSED[0]
+        ),
         rustls::Error::InvalidCertificate(other) => {
-            format!("certificate verify failed: {other:?}")
+            format!("{}: {other:?}", CERTIFICATE_REFUSED[0])
         }
         other => format!("TLS handshake failed: {other}"),
     };

@@ -26,9 +26,12 @@
 //! new statistics make every session plan again, and past a few thousand rows the plans read
 //! by index whatever the size.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio_postgres::CancelToken;
+use tokio_util::task::TaskTracker;
 
 use crate::tls::RustlsConnect;
 
@@ -85,6 +88,11 @@ pub(crate) struct Vacuum {
     analyzed: AtomicUsize,
     /// Analyzes run so far.
     analyses: AtomicU64,
+    /// The store's tracker of connection tasks: an upkeep's is one, so that the store's close
+    /// waits for its session to end with a goodbye, not cut off by the process's exit.
+    tasks: TaskTracker,
+    /// Stops the statement of the upkeep running now, if any, when the store closes.
+    current: Mutex<Option<CancelToken>>,
 }
 
 impl Vacuum {
@@ -94,6 +102,7 @@ impl Vacuum {
         schema: Option<&str>,
         after_claims: u64,
         connect_timeout: Duration,
+        tasks: TaskTracker,
     ) -> Arc<Vacuum> {
         let table = match schema {
             Some(schema) => format!("\"{}\".drover_jobs", schema.replace('"', "\"\"")),
@@ -115,6 +124,8 @@ impl Vacuum {
             inserted: AtomicU64::new(0),
             analyzed: AtomicUsize::new(0),
             analyses: AtomicU64::new(0),
+            tasks,
+            current: Mutex::new(None),
         })
     }
 
@@ -174,7 +185,7 @@ impl Vacuum {
     /// [begun](Self::begin) it.
     fn spawn(self: &Arc<Self>, upkeep: Upkeep, throttled: bool) {
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let started = std::time::Instant::now();
             let (sql, done, consequence) = match upkeep {
                 Upkeep::Vacuum => (
@@ -205,9 +216,17 @@ impl Vacuum {
     }
 
     /// The store is closing, or dropping its schema: from now on a failed upkeep is logged at
-    /// debug level only.
-    pub(crate) fn close(&self) {
+    /// debug level only, and the one running now is cancelled (a vacuum of a large table would
+    /// outlast the store's wait for its sessions), to end its session itself.
+    pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        let current = self.current.lock().expect("upkeep lock poisoned").take();
+        if let Some(token) = current {
+            let cancel = token.cancel_query(self.tls.clone());
+            if let Err(error) = tokio::time::timeout(self.connect_timeout, cancel).await {
+                tracing::debug!(%error, "cancelling the jobs table's upkeep timed out");
+            }
+        }
     }
 
     /// Vacuums finished so far.
@@ -225,6 +244,14 @@ impl Vacuum {
                 .map_err(|_| "connecting timed out".to_owned())?
                 .map_err(|err| crate::error::describe(&err))?;
         let driver = tokio::spawn(connection);
+        *self.current.lock().expect("upkeep lock poisoned") = Some(client.cancel_token());
+        if self.closed.load(Ordering::Acquire) {
+            // Closed while connecting: nothing to cancel yet, and nothing to start.
+            self.current.lock().expect("upkeep lock poisoned").take();
+            drop(client);
+            let _ = driver.await;
+            return Err("the store closed".to_owned());
+        }
         let result = async {
             if throttled {
                 client.batch_execute(THROTTLE).await?;
@@ -233,6 +260,7 @@ impl Vacuum {
         }
         .await
         .map_err(|err| crate::error::describe(&err));
+        self.current.lock().expect("upkeep lock poisoned").take();
         drop(client);
         let _ = driver.await;
         result

@@ -340,7 +340,11 @@ impl Engine {
             })
             .unwrap_or_default();
         let leader_services = leader_services(&shared, self.cron, self.retention, self.autoscaler);
-        let (elector, leader) = spawn_elector(&shared, leader_services, &stop_services);
+        // Leadership ends as the shutdown begins, with the claiming: a process draining its
+        // last jobs neither keeps nor takes the lead, which another can hold without a gap (a
+        // draining process elected when the leader resigned held it until it exited, and one
+        // killed at the end of its drain left none for a term).
+        let (elector, leader) = spawn_elector(&shared, leader_services, &stop_claiming);
         services.push(elector);
         tracing::info!(process = %shared.process_id, queues = ?shared.config.queues,
             backend = shared.store.backend(), "engine started");
@@ -406,20 +410,20 @@ fn leader_services(
     leader_services
 }
 
-/// The supervised leader election, which runs `leader_services` while this process leads, and
-/// the receiver of the current leader term.
+/// The supervised leader election, which runs `leader_services` while this process leads and
+/// resigns when `stop` fires, and the receiver of the current leader term.
 fn spawn_elector(
     shared: &Arc<Shared>,
     leader_services: Vec<Arc<dyn LeaderService>>,
-    stop_services: &CancellationToken,
+    stop: &CancellationToken,
 ) -> (JoinHandle<()>, watch::Receiver<Option<LeaderTerm>>) {
     let (leader_tx, leader) = watch::channel(None);
     let elector = Elector::new(shared.clone(), leader_services, leader_tx);
     let elector = supervise::spawn(
         shared,
         "leader election".into(),
-        stop_services.clone(),
-        elector.run(stop_services.clone()),
+        stop.clone(),
+        elector.run(stop.clone()),
     );
     (elector, leader)
 }

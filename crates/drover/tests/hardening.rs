@@ -508,6 +508,99 @@ async fn executors_wait_while_outcomes_cannot_be_recorded_and_all_are_recorded_a
     assert_eq!(completed, n as u64, "every job recorded completed");
 }
 
+/// Sleeps for its args' `ms`, counting its starts.
+struct CountedSleep(Arc<std::sync::atomic::AtomicUsize>);
+
+#[async_trait]
+impl RawTask for CountedSleep {
+    fn kind(&self) -> &str {
+        "test.sleep"
+    }
+
+    async fn run_raw(
+        &self,
+        _ctx: drover::JobContext,
+        args: String,
+    ) -> Result<(), drover::JobError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let args: serde_json::Value = serde_json::from_str(&args).unwrap();
+        tokio::time::sleep(Duration::from_millis(args["ms"].as_u64().unwrap())).await;
+        Ok(())
+    }
+}
+
+/// An outage longer than the lease: every lease expires by the database's clock while the
+/// runs go on and their outcomes wait. Once the database answers again, the owner renews its
+/// leases and records what finished (here 3 s later, as a completer between two tries would)
+/// before any rescue: no job runs twice, none is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_longer_than_the_lease_the_owner_records_before_any_rescue() {
+    let (inner, _dir) = store().await;
+    let store = Arc::new(support::StallingStore::new(inner));
+    let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let requests: Vec<EnqueueRequest> = [1_000, 1_000, 1_000, 1_000, 9_000, 9_000]
+        .iter()
+        .map(|ms| EnqueueRequest::raw("test.sleep", format!(r#"{{"ms":{ms}}}"#)))
+        .collect();
+    Engine::builder(store.clone())
+        .raw_task(Arc::new(CountedSleep(Arc::default())))
+        .build()
+        .unwrap()
+        .client()
+        .enqueue_many(requests)
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(2);
+    let handle = Engine::builder(store.clone())
+        .config(EngineConfig {
+            queues: [("default".to_owned(), 6)].into(),
+            lease,
+            // A rescue pass soon after the outage, a heartbeat later: the rescuer must hold
+            // back on its own, not win or lose a race.
+            rescue_interval: Some(Duration::from_millis(100)),
+            heartbeat_interval: Some(Duration::from_secs(1)),
+            ..quick_config()
+        })
+        .raw_task(Arc::new(CountedSleep(started.clone())))
+        .build()
+        .unwrap()
+        .start();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while started.load(Ordering::SeqCst) < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the jobs did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.set_down(true);
+    store.close_finish();
+    // The outage itself: three leases, in which the short runs end.
+    tokio::time::sleep(3 * lease).await;
+    store.set_down(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    store.open_finish();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while handle.stats().completed < 6 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not all recorded: {:?}",
+            handle.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(handle.shutdown().await.clean());
+    assert_eq!(started.load(Ordering::SeqCst), 6, "a job ran twice");
+    let all = drover_core::JobListParams {
+        limit: 10,
+        ..Default::default()
+    };
+    for job in store.job_list(all).await.unwrap() {
+        assert_eq!(job.state, JobState::Completed, "{job:?}");
+        assert_eq!(job.attempt, 1, "{job:?}");
+    }
+}
+
 /// While claims are slow and jobs fast, a foreman sends a second claim beside the first (its
 /// workers ran through the buffer meanwhile), never a third, and every job runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

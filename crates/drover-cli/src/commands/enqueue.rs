@@ -105,6 +105,10 @@ fn parse_line(text: &str) -> anyhow::Result<Line> {
                     .rsplit_once(" at line ")
                     .map_or(message.as_str(), |(head, _)| head);
                 let column = inner.column();
+                if inner.is_syntax() || inner.is_eof() {
+                    // serde's "expected ident" for `not json` reads as a field's problem.
+                    return anyhow::anyhow!("not valid JSON: {message} (column {column})");
+                }
                 match path.as_str() {
                     "." | "?" => anyhow::anyhow!("{message} (column {column})"),
                     field => anyhow::anyhow!("{field}: {message} (column {column})"),

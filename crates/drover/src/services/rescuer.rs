@@ -5,15 +5,21 @@
 //! are reclaimed by the others without waiting for a leader handover.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use drover_core::{JobRescueParams, JobState, RescuedJob, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::hooks::JobEnd;
+use crate::leader::LEADERSHIP;
 use crate::runtime::Shared;
 use crate::stats::Counters;
 use crate::supervise::Persistence;
+
+/// Least time the rescuer leaves expired leases to their owners once the database answers
+/// again after an outage: longer than the completer's longest pause between two tries of the
+/// outcomes it holds (5 s), whatever the lease.
+const AFTER_OUTAGE: Duration = Duration::from_secs(10);
 
 /// Settings of the rescuer.
 #[derive(Debug, Clone, Copy)]
@@ -37,20 +43,46 @@ impl Rescuer {
 
     /// Runs a pass every interval until `stop` fires, or until it gives up on a database that
     /// no longer works ([`Persistence`]).
+    ///
+    /// No pass until the database has answered this process for one lease (at least
+    /// [`AFTER_OUTAGE`] after an outage it saw). After an outage longer than the lease, every
+    /// lease taken before it has expired by the database's clock, though the processes that
+    /// hold them are alive, their runs going on and their outcomes waiting to be recorded.
+    /// Rescued at once (as they were), every job that had finished in the outage ran again and
+    /// every run still going was stopped; given the time, the owners' heartbeats renew their
+    /// leases and their completers record the outcomes first. A process that starts waits one
+    /// lease too, having no way to know that the others are not in that case.
     pub(crate) async fn run(&self, stop: CancellationToken) -> Result<(), String> {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut persistence = Persistence::default();
+        // The engine has just reached the database (it migrated before starting this).
+        let mut grace = self.shared.config.lease;
+        let mut reachable_since = Some(Instant::now());
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = ticker.tick() => {
-                    match self.run_once().await {
-                        Ok(_) => {
+                    let settled = reachable_since.is_some_and(|at| at.elapsed() >= grace);
+                    let pass = if settled {
+                        self.run_once().await.map(drop)
+                    } else {
+                        self.probe().await
+                    };
+                    match pass {
+                        Ok(()) => {
+                            if reachable_since.is_none() {
+                                grace = self.shared.config.lease.max(AFTER_OUTAGE);
+                                tracing::info!(?grace, "the database answers again; expired \
+                                    leases are left to their owners for one lease before any \
+                                    is rescued");
+                                reachable_since = Some(Instant::now());
+                            }
                             persistence.ok();
                             self.shared.health.ok("rescuer");
                         }
                         Err(err) => {
+                            reachable_since = None;
                             tracing::warn!(error = %err, "rescuer pass failed");
                             persistence.failed(&err)?;
                         }
@@ -58,6 +90,18 @@ impl Rescuer {
                 }
             }
         }
+    }
+
+    /// Whether the database answers, without rescuing anything: a read of the leadership.
+    async fn probe(&self) -> Result<(), StoreError> {
+        let call = self
+            .shared
+            .store
+            .leader_get(LEADERSHIP.into(), self.shared.clock.store_now());
+        tokio::time::timeout(self.config.interval.max(Duration::from_secs(5)), call)
+            .await
+            .map_err(|_| StoreError::Unavailable("the database did not answer".into()))??;
+        Ok(())
     }
 
     /// One pass: rescues every expired lease. Returns the jobs rescued.

@@ -29,6 +29,9 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fire records older than this are pruned (each schedule's latest is always kept).
 const KEEP_FIRES: SignedDuration = SignedDuration::from_hours(24 * 31);
+/// A schedule that fired within this time, and that a new leader's config lacks, is warned of
+/// at its election (see [`SchedulerService::warn_of_schedules_not_here`]).
+const LATELY: SignedDuration = SignedDuration::from_hours(24);
 
 /// A schedule with the job it enqueues, checked at start-up.
 #[derive(Debug, Clone)]
@@ -203,6 +206,36 @@ pub(crate) struct SchedulerService {
     pub(crate) shared: Arc<Shared>,
 }
 
+impl SchedulerService {
+    /// Each process fires the schedules of its own config while it leads: a schedule that
+    /// fired lately under another leader, and that this process's config lacks, stops firing
+    /// now. Said at the election, since nothing else would say it (a rolling deploy with a
+    /// new config, or a `drover worker` started with another file).
+    async fn warn_of_schedules_not_here(&self) {
+        let scheduler = &self.scheduler;
+        let Ok(states) = deadline("cron states", scheduler.store.cron_states()).await else {
+            return;
+        };
+        let lately = scheduler
+            .clock
+            .now()
+            .checked_sub(LATELY)
+            .unwrap_or(Timestamp::MIN);
+        for state in states {
+            let here = scheduler
+                .jobs
+                .iter()
+                .any(|job| job.schedule.schedule.name == state.name);
+            if let Some(at) = state.last_fire_at.filter(|at| *at > lately && !here) {
+                tracing::warn!(schedule = %state.name, last_fire_at = %at,
+                    "this process leads now, and its config has no [[cron]] schedule of this \
+                     name, which fired lately: it does not fire while this process leads (give \
+                     every process that may lead the same [[cron]] section)");
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl LeaderService for SchedulerService {
     fn name(&self) -> &'static str {
@@ -211,6 +244,7 @@ impl LeaderService for SchedulerService {
 
     async fn run(self: Arc<Self>, term: LeaderTerm, stop: CancellationToken) {
         let scheduler = &self.scheduler;
+        self.warn_of_schedules_not_here().await;
         if scheduler.jobs.is_empty() {
             stop.cancelled().await;
             return;

@@ -1,6 +1,6 @@
 //! A store for tests that stalls on request, around a real one: chosen calls that never answer
 //! (a hung connection), a gate that holds every outcome write until it opens (a database that
-//! stops recording), and claims that take a while (a database under load), counted as they
+//! stops recording), an outage of heartbeats, rescues and leadership reads, and claims that take a while (a database under load), counted as they
 //! overlap. Everything else goes straight to the inner store.
 
 use std::collections::HashMap;
@@ -39,6 +39,8 @@ pub(crate) struct StallingStore {
     /// Claims out now, and the most seen out at once.
     claims_now: AtomicUsize,
     claims_most: AtomicUsize,
+    /// The database is away for heartbeats, rescues and reads of the leadership.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl StallingStore {
@@ -55,7 +57,21 @@ impl StallingStore {
             claim_delay: Mutex::new(Duration::ZERO),
             claims_now: AtomicUsize::new(0),
             claims_most: AtomicUsize::new(0),
+            down: Default::default(),
         }
+    }
+
+    /// From now on heartbeats, rescues and reads of the leadership fail as if the database
+    /// were away (outcome writes are held by [`StallingStore::close_finish`]), or no longer.
+    pub(crate) fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn check_up(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the test's outage".into()));
+        }
+        Ok(())
     }
 
     /// Every claim from now on takes `delay` before it is made.
@@ -172,6 +188,7 @@ impl Store for StallingStore {
         &self,
         params: JobHeartbeatParams,
     ) -> Result<Vec<LeaseStatus>, StoreError> {
+        self.check_up()?;
         let answer = self.inner.job_heartbeat(params).await;
         self.heartbeats.fetch_add(1, Ordering::SeqCst);
         answer
@@ -214,6 +231,7 @@ impl Store for StallingStore {
         &self,
         params: JobRescueParams,
     ) -> Result<Vec<RescuedJob>, StoreError> {
+        self.check_up()?;
         self.inner.job_rescue_expired(params).await
     }
 
@@ -283,6 +301,7 @@ impl Store for StallingStore {
         name: String,
         now: Option<jiff::Timestamp>,
     ) -> Result<Option<LeaderRecord>, StoreError> {
+        self.check_up()?;
         self.inner.leader_get(name, now).await
     }
 
