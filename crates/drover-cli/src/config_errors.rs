@@ -6,9 +6,17 @@
 //! every string the file holds is cut out of an error before it is shown ([`FileValues`]), so
 //! that no check, present or future, can quote one. The key, line and column find the value.
 
-/// Keys whose values name things (a schedule, a job kind): shown, so that an error can say
-/// which schedule or task it is about.
-const NAMING_KEYS: &[&str] = &["name", "kind"];
+/// Keys whose values name things (a schedule, a job kind, a retention policy's tables and
+/// columns): shown, so that an error can say which schedule, task or table it is about.
+const NAMING_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "table",
+    "archive_table",
+    "id_column",
+    "age_column",
+    "fallback_column",
+];
 
 /// Shorter values are left in: they cannot hold a secret, and cutting every `1d` or `on` out of
 /// a message would leave it unreadable.

@@ -29,11 +29,12 @@ fn a_bad_schedule_refuses_the_start_naming_it() {
         ),
         (
             "[[cron]]\nname = \"nightly-report\"\nschedule = \"0 3 * * *\"\nkind = \"report.build\"\ntimezone = \"Europe/Atlantis\"\n",
-            "Europe/Atlantis",
+            // Named by its key, not quoted: no value of the file is (see config_errors).
+            "unknown time zone",
         ),
         (
             "[[cron]]\nname = \"x\"\nschedule = \"0 3 * * *\"\nkind = \"k\"\ncatch_up = \"sometimes\"\n",
-            "sometimes",
+            "unknown catch_up",
         ),
         (
             "[[cron]]\nname = \"x\"\nschedule = \"0 3 * * *\"\nkind = \"k\"\nargs = 5\n",

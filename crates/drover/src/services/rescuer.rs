@@ -11,7 +11,6 @@ use drover_core::{JobRescueParams, JobState, RescuedJob, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::hooks::JobEnd;
-use crate::leader::LEADERSHIP;
 use crate::runtime::Shared;
 use crate::stats::Counters;
 use crate::supervise::Persistence;
@@ -92,12 +91,13 @@ impl Rescuer {
         }
     }
 
-    /// Whether the database answers, without rescuing anything: a read of the leadership.
+    /// Whether the database answers the rescuer's own statement, without rescuing anything:
+    /// a rescue of none (a jobs table gone fails it, as it fails a pass).
     async fn probe(&self) -> Result<(), StoreError> {
-        let call = self
-            .shared
-            .store
-            .leader_get(LEADERSHIP.into(), self.shared.clock.store_now());
+        let call = self.shared.store.job_rescue_expired(JobRescueParams {
+            limit: 0,
+            now: self.shared.clock.store_now(),
+        });
         tokio::time::timeout(self.config.interval.max(Duration::from_secs(5)), call)
             .await
             .map_err(|_| StoreError::Unavailable("the database did not answer".into()))??;
