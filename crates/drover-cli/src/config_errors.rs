@@ -18,9 +18,10 @@ const NAMING_KEYS: &[&str] = &[
     "fallback_column",
 ];
 
-/// Shorter values are left in: they cannot hold a secret, and cutting every `1d` or `on` out of
-/// a message would leave it unreadable.
-const SHORTEST_HIDDEN: usize = 4;
+/// Shorter values are left in, a trade: a credential that short is unlikely, and cutting every
+/// `default`, `mail` or `1d` of a file out of its messages (wherever the word appears) would
+/// leave them unreadable.
+const SHORTEST_HIDDEN: usize = 8;
 
 /// What stands for a value cut out of an error.
 const HIDDEN: &str = "(value not shown)";
@@ -199,14 +200,14 @@ lease = "postgres://u:S3cret@h/db"
 name = "nightly"
 schedule = "0 3 * * *"
 kind = "report"
-timezone = 'Eu"rope'
+timezone = 'Europe/"Mars'
 [tasks.k]
-command = ["true", "--token=abcdef"]
+command = ["true", "--token=abcdefgh"]
 "#,
         );
         let hidden = values.hide(
             "cron \"nightly\": lease \"postgres://u:S3cret@h/db\" is not a duration; \
-             sync POSTGRES://U:S3CRET@H/DB; zone `Eu\\\"rope`; flag --token=abcdef; 0 3 * * * bad",
+             sync POSTGRES://U:S3CRET@H/DB; zone `Europe/\\\"Mars`; flag --token=abcdefgh; 0 3 * * * bad",
         );
         assert_eq!(
             hidden,
@@ -216,9 +217,15 @@ command = ["true", "--token=abcdef"]
     }
 
     #[test]
-    fn short_values_and_a_file_that_does_not_parse_hide_nothing() {
-        assert_eq!(FileValues::of("a = \"off\"").hide("on or off"), "on or off");
-        assert_eq!(FileValues::of("a = [\"true\"]").hide("untrue"), "untrue");
+    fn short_values_words_inside_words_and_unparsed_files_hide_nothing() {
+        assert_eq!(
+            FileValues::of("a = \"default\"").hide("the default"),
+            "the default"
+        );
+        assert_eq!(
+            FileValues::of("a = [\"truetrue\"]").hide("untruetrue"),
+            "untruetrue"
+        );
         assert_eq!(FileValues::of("a = = 1").hide("a = 1"), "a = 1");
     }
 }
