@@ -58,8 +58,14 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
             "the database URL starts with postgres: but not postgres:// (two slashes): a \
              PostgreSQL database is postgres://USER@HOST/DB"
         );
-    } else if !url.contains("://") && !url.contains('@') && !url.contains(['=', ' ']) {
-        // A bare path, like `jobs.db`: no credentials in it to hide.
+    } else if !url.contains("://") && !url.contains('@') && !url.contains(['=', ' ']) && {
+        // A bare path, like `jobs.db`, echoed as the URL it should be; anything else (a token
+        // set as the URL by mistake) is not.
+        url.contains('/')
+            || [".db", ".sqlite", ".sqlite3"]
+                .iter()
+                .any(|e| url.ends_with(e))
+    } {
         bail!(
             "database URL {url:?} has no scheme: a SQLite file is sqlite://{url}, a PostgreSQL database postgres://USER@HOST/DB"
         );

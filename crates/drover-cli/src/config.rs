@@ -277,9 +277,14 @@ pub(crate) fn duration<'de, D: serde::Deserializer<'de>>(
     de: D,
 ) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(de)?;
-    parse_duration(&text)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    // The parser's own words quote what it could not read, a piece of the value that
+    // config_errors cannot recognise to hide: only the rule is said.
+    parse_duration(&text).map(Some).map_err(|_| {
+        serde::de::Error::custom(
+            "not a duration like 30s, 5m, 2d or 250ms (a day is 24 hours; months and years \
+             are refused)",
+        )
+    })
 }
 
 impl Config {
@@ -301,7 +306,7 @@ impl Config {
         // A value of the file is never part of an error: a secret may sit under the wrong key.
         let values = FileValues::of(&text);
         let mut config: Config = toml::from_str(&text).map_err(|err| {
-            let message = values.hide(&syntax(&err, &text));
+            let message = syntax(&err, &text, &values);
             anyhow::anyhow!("invalid config {}: {message}", path.display())
         })?;
         config.source = std::fs::canonicalize(&path).ok();
@@ -499,8 +504,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> anyhow::Result<Config> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", syntax(&e, text)))?;
+        let config: Config = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}", syntax(&e, text, &FileValues::of(text))))?;
         config.validate()?;
         Ok(config)
     }
@@ -631,7 +636,10 @@ mod tests {
         let err = parse("[worker]\nlease = \"soon\"\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("soon"), "{err}");
+        assert!(
+            err.contains("[worker] lease") && err.contains("not a duration"),
+            "{err}"
+        );
         let err = parse("[tasks.\"a.b\"]\ntimeout = \"5s\"\n")
             .unwrap_err()
             .to_string();

@@ -68,10 +68,21 @@ fn collect_table(table: &toml::Table, out: &mut Vec<String>) {
 }
 
 fn collect(value: &toml::Value, out: &mut Vec<String>) {
-    match value {
-        toml::Value::String(text) if text.chars().count() >= SHORTEST_HIDDEN => {
-            out.push(text.clone());
+    let mut add = |text: String| {
+        if text.chars().count() >= SHORTEST_HIDDEN {
+            out.push(text);
         }
+    };
+    match value {
+        toml::Value::String(text) => {
+            // Each word of it too: a check may quote the one it stopped at (a cron field).
+            text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';'))
+                .filter(|word| word.len() < text.len())
+                .for_each(|word| add(word.to_owned()));
+            add(text.clone());
+        }
+        toml::Value::Integer(n) => add(n.to_string()),
+        toml::Value::Float(x) => add(x.to_string()),
         toml::Value::Array(items) => items.iter().for_each(|item| collect(item, out)),
         toml::Value::Table(table) => collect_table(table, out),
         _ => {}
@@ -121,8 +132,9 @@ fn cut(message: &str, value: &str) -> String {
 
 /// Where a config file is wrong, and why, without the line itself: the parser's own report
 /// quotes it, and the line may hold a database password or the API token.
-pub(crate) fn syntax(err: &toml::de::Error, text: &str) -> String {
-    let message = hide_strings(err.message().trim_end());
+pub(crate) fn syntax(err: &toml::de::Error, text: &str, values: &FileValues) -> String {
+    // Only the message is cut: the place (`[worker] lease`) is the file's keys, not its values.
+    let message = values.hide(&hide_strings(err.message().trim_end()));
     let message = message.as_str();
     let Some(span) = err.span() else {
         return message.to_owned();
@@ -140,8 +152,9 @@ pub(crate) fn syntax(err: &toml::de::Error, text: &str) -> String {
 /// `message` with the text of every `string "..."` serde quotes (a wrong type's value, which
 /// may be a secret put under the wrong key) left out.
 fn hide_strings(message: &str) -> String {
+    let message = hide_numbers(message);
     let mut out = String::new();
-    let mut rest = message;
+    let mut rest = message.as_str();
     while let Some(at) = rest.find("string \"") {
         out.push_str(&rest[..at]);
         out.push_str("a string");
@@ -154,6 +167,25 @@ fn hide_strings(message: &str) -> String {
         rest = after.get(end + 1..).unwrap_or("");
     }
     out.push_str(rest);
+    out
+}
+
+/// `message` without the number serde quotes for a wrong type (``integer `98765432` ``), which
+/// may be a numeric secret under the wrong key.
+fn hide_numbers(message: &str) -> String {
+    let mut out = message.to_owned();
+    for (quoted, plain) in [
+        ("integer `", "an integer"),
+        ("floating point `", "a number"),
+    ] {
+        while let Some(at) = out.find(quoted) {
+            let after = at + quoted.len();
+            let Some(end) = out[after..].find('`') else {
+                break;
+            };
+            out.replace_range(at..after + end + 1, plain);
+        }
+    }
     out
 }
 
@@ -213,6 +245,19 @@ command = ["true", "--token=abcdefgh"]
             hidden,
             "cron \"nightly\": lease (value not shown) is not a duration; sync (value not shown); \
              zone (value not shown); flag (value not shown); (value not shown) bad"
+        );
+    }
+
+    #[test]
+    fn a_word_of_a_value_and_a_long_number_are_cut_too() {
+        let values = FileValues::of("a = \"* * * * * SECRETTOKEN1\"\nb = 98765432109\n");
+        assert_eq!(
+            values.hide("the day of week field \"SECRETTOKEN1\": bad; pool 98765432109"),
+            "the day of week field (value not shown): bad; pool (value not shown)"
+        );
+        assert_eq!(
+            hide_strings("invalid type: integer `98765432109`, expected a string"),
+            "invalid type: an integer, expected a string"
         );
     }
 

@@ -188,6 +188,17 @@ fn a_jsonl_file_is_enqueued_whole_or_not_at_all() {
     // A field of the wrong shape is named, with its column, not serde's "at line 1".
     assert!(err.contains("line 5: colour: unknown field"), "{err}");
     assert!(err.contains("line 3: not valid JSON"), "{err}");
+    // A second job on one line is refused, not dropped.
+    std::fs::write(
+        env.path("glued.jsonl"),
+        "{\"kind\":\"drover.noop\"}{\"kind\":\"drover.noop\"}\n",
+    )
+    .unwrap();
+    let glued = env.fails(&["enqueue", "--file", "glued.jsonl"]);
+    assert!(
+        glued.contains("line 1: more after the job's JSON object"),
+        "{glued}"
+    );
     assert!(!err.contains("at line 1 column"), "{err}");
     assert!(
         err.contains("7 bad line(s)") && err.contains("nothing was enqueued"),

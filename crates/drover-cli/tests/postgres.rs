@@ -504,7 +504,13 @@ fn looking_at_a_schema_that_was_never_made_creates_nothing() {
     let separator = if server.contains('?') { '&' } else { '?' };
     let url = format!("{server}{separator}schema={schema}");
     let env = common::Env::new("");
-    for args in [&["jobs", "list"][..], &["stats"], &["queues", "list"]] {
+    for args in [
+        &["jobs", "list"][..],
+        &["stats"],
+        &["queues", "list"],
+        &["queues", "resume", "default"],
+        &["archive", "run"],
+    ] {
         let out = env
             .cmd(args)
             .env("DROVER_DATABASE_URL", &url)
@@ -515,6 +521,17 @@ fn looking_at_a_schema_that_was_never_made_creates_nothing() {
         assert!(err.contains("no Drover tables"), "{args:?}: {err}");
         assert!(err.contains(&schema), "the URL's schema is named: {err}");
     }
+    // With no schedules to show, `cron list` does not even open the database.
+    let out = env
+        .cmd(&["cron", "list"])
+        .env("DROVER_DATABASE_URL", &url)
+        .output()
+        .expect("run drover");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let made = pg::psql(
         &server,
         &format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{schema}'"),

@@ -33,7 +33,8 @@ pub(crate) async fn run(url: &str, config: &Config, command: ArchiveCommand) -> 
         ArchiveCommand::Run { policy, json } => (policy, json),
         ArchiveCommand::List { json } => return list(url, config, json).await,
     };
-    let store = backend::open(url, config, false).await?;
+    // Moves rows of tables that must exist: a mistyped URL gets no new tables.
+    let store = backend::open_existing(url, config).await?;
     let result = run_policies(&store, config, policy.as_deref(), json).await;
     store.close().await;
     let (moved, failed) = result?;

@@ -7,6 +7,11 @@ use crate::{backend, output, setup};
 pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> anyhow::Result<()> {
     let CronCommand::List { json } = command;
     let admin_config = setup::cron_schedules(config)?;
+    if admin_config.is_empty() && !json {
+        // Nothing to look up: the database is not opened (nor created where the URL points).
+        no_schedules(config);
+        return Ok(());
+    }
     let store = backend::open(url, config, false).await?;
     let admin = drover::Admin::new(store.clone(), setup::job_defaults(config), admin_config);
     let views = admin.cron().await;
@@ -16,13 +21,7 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
         return output::json(&views);
     }
     if views.is_empty() {
-        match &config.source {
-            Some(path) => outln!("no [[cron]] schedules in the config {}", path.display()),
-            None => outln!(
-                "no config file (./drover.toml is absent), so no [[cron]] schedules: give the \
-                 server's config (--config or DROVER_CONFIG) to list its schedules"
-            ),
-        }
+        no_schedules(config);
         return Ok(());
     }
     let table: Vec<Vec<String>> = views
@@ -50,4 +49,15 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
         &table,
     );
     Ok(())
+}
+
+/// Says that there is nothing to list, and why.
+fn no_schedules(config: &Config) {
+    match &config.source {
+        Some(path) => outln!("no [[cron]] schedules in the config {}", path.display()),
+        None => outln!(
+            "no config file (./drover.toml is absent), so no [[cron]] schedules: give the \
+             server's config (--config or DROVER_CONFIG) to list its schedules"
+        ),
+    }
 }

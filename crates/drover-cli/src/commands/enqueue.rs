@@ -89,7 +89,7 @@ struct Line {
 /// serde's words about the type it reads into ("struct Line with 9 elements").
 fn parse_line(text: &str) -> anyhow::Result<Line> {
     let mut reader = serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize::<_, Line>(&mut reader).map_err(|err| {
+    let line = serde_path_to_error::deserialize::<_, Line>(&mut reader).map_err(|err| {
         match serde_json::from_str::<serde_json::Value>(text) {
             Ok(value) if !value.is_object() => anyhow::anyhow!(
                 "expected a JSON object like {{\"kind\": \"email.send\", \"args\": {{}}}}, got {}",
@@ -115,7 +115,15 @@ fn parse_line(text: &str) -> anyhow::Result<Line> {
                 }
             }
         }
-    })
+    })?;
+    // One job per line: a second object (or anything) after the first was dropped unseen.
+    reader.end().map_err(|err| {
+        anyhow::anyhow!(
+            "more after the job's JSON object (column {}): one job per line",
+            err.column()
+        )
+    })?;
+    Ok(line)
 }
 
 fn line_request(line: Line) -> anyhow::Result<EnqueueRequest> {
@@ -197,13 +205,24 @@ fn read_jobs(config: &Config, path: &Path) -> anyhow::Result<Vec<NewJob>> {
             .and_then(|request| Ok(checker.prepare(request)?));
         match checked {
             Ok(job) => jobs.push(job),
-            Err(err) => bad.push(format!("line {number}: {err}")),
+            Err(err) => bad.push(format!("line {number}: {}", shortened(&err.to_string()))),
         }
     }
     if !bad.is_empty() {
         return Err(refuse_bad_lines(&bad, path));
     }
     Ok(jobs)
+}
+
+/// Longest message printed for a bad line: a value quoted in it may be megabytes long.
+const MAX_MESSAGE: usize = 300;
+
+/// `message`, cut to [`MAX_MESSAGE`] characters.
+fn shortened(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE) {
+        Some((at, _)) => format!("{}… (cut)", &message[..at]),
+        None => message.to_owned(),
+    }
 }
 
 /// Prints the first bad lines to stderr and returns the error that refuses the file.

@@ -46,14 +46,17 @@ fn warn_if_unknown(config: &Config, view: &drover::admin::QueueView) {
     }
 }
 
-/// The store, which a pause may create (it may come before any worker ran) and a list may not.
+/// The store, which a pause may create (it may come before any worker ran), and a list or a
+/// resume (of a pause that must exist) may not.
 async fn open(
     url: &str,
     config: &Config,
     command: &QueuesCommand,
 ) -> anyhow::Result<drover_core::DynStore> {
     match command {
-        QueuesCommand::List { .. } => backend::open_existing(url, config).await,
+        QueuesCommand::List { .. } | QueuesCommand::Resume { .. } => {
+            backend::open_existing(url, config).await
+        }
         _ => backend::open(url, config, false).await,
     }
 }
