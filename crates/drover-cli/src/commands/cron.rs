@@ -7,8 +7,11 @@ use crate::{backend, output, setup};
 pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> anyhow::Result<()> {
     let CronCommand::List { json } = command;
     let admin_config = setup::cron_schedules(config)?;
-    if admin_config.is_empty() && !json {
+    if admin_config.is_empty() {
         // Nothing to look up: the database is not opened (nor created where the URL points).
+        if json {
+            return output::json(&Vec::<drover::admin::CronView>::new());
+        }
         no_schedules(config);
         return Ok(());
     }
