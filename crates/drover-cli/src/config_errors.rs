@@ -3,8 +3,9 @@
 //! to terminals, logs and bug reports.
 //!
 //! Two guards: the parser's report is reduced to the place and the reason ([`syntax`]), and
-//! every string the file holds is cut out of an error before it is shown ([`FileValues`]), so
-//! that no check, present or future, can quote one. The key, line and column find the value.
+//! every value the file holds (each string, each word of one, each long number) is cut out of
+//! an error before it is shown ([`FileValues`]), so that no check, present or future, can quote
+//! one. The key, or its section, finds the value.
 
 /// Keys whose values name things (a schedule, a job kind, a retention policy's tables and
 /// columns): shown, so that an error can say which schedule, task or table it is about.
@@ -26,8 +27,8 @@ const SHORTEST_HIDDEN: usize = 8;
 /// What stands for a value cut out of an error.
 const HIDDEN: &str = "(value not shown)";
 
-/// The string values of a config file (array items included, keys not), to be cut out of the
-/// errors about it.
+/// The values of a config file (strings and their words, numbers of eight characters or more,
+/// array items included, keys not), to be cut out of the errors about it.
 pub(crate) struct FileValues(Vec<String>);
 
 impl FileValues {
@@ -106,7 +107,7 @@ fn cut(message: &str, value: &str) -> String {
     while let Some(found) = lower[at..].find(&needle) {
         let (mut start, mut end) = (at + found, at + found + needle.len());
         at = end;
-        // Whole words only: `true` of `command = ["true"]` is not cut out of `untrue`.
+        // Whole words only: a value `password` is not cut out of `passwords`.
         let glued_before = start > 0 && word(bytes[start - 1]) && word(needle.as_bytes()[0]);
         let glued_after =
             end < bytes.len() && word(bytes[end]) && word(needle.as_bytes()[needle.len() - 1]);
