@@ -43,12 +43,6 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
         }
         Arc::new(SqliteStore::open(sqlite)?)
     } else if is_postgres(url) {
-        if config.database.synchronous.is_some() {
-            // PostgreSQL's durability is the server's `synchronous_commit`, not a client's.
-            eprintln!(
-                "warning: [database] synchronous applies to SQLite only; ignored for PostgreSQL"
-            );
-        }
         Arc::new(open_postgres(url, config, watch).await?)
     } else if (url.starts_with("postgres:") || url.starts_with("postgresql:"))
         && !url.contains("://")
@@ -82,6 +76,11 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
             redact(url)
         );
     };
+    migrated(store, url).await
+}
+
+/// `store`, migrated.
+async fn migrated(store: DynStore, url: &str) -> anyhow::Result<DynStore> {
     store
         .migrate()
         .await
@@ -155,10 +154,12 @@ pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<D
 /// no jobs.
 pub(crate) async fn open_existing(url: &str, config: &Config) -> anyhow::Result<DynStore> {
     if is_postgres(url) {
+        // One connection pool: checked, then migrated (an older schema) and used.
         let store = open_postgres(url, config, false).await?;
         let version = store.schema_version().await;
-        drover_core::Store::close(&store).await;
-        if version? == 0 {
+        if !matches!(version, Ok(v) if v > 0) {
+            drover_core::Store::close(&store).await;
+            version?;
             bail!(
                 "no Drover tables in the database at {}: check --database (or \
                  DROVER_DATABASE_URL), its database name and its schema=, or start `drover \
@@ -166,6 +167,7 @@ pub(crate) async fn open_existing(url: &str, config: &Config) -> anyhow::Result<
                 redact(url)
             );
         }
+        return migrated(Arc::new(store), url).await;
     } else if url.starts_with("sqlite:") {
         let path = SqliteConfig::from_url(url)
             .map_err(anyhow::Error::msg)?
@@ -193,6 +195,10 @@ pub(crate) async fn open_postgres(
     config: &Config,
     listen: bool,
 ) -> anyhow::Result<PgStore> {
+    if config.database.synchronous.is_some() {
+        // PostgreSQL's durability is the server's `synchronous_commit`, not a client's.
+        eprintln!("warning: [database] synchronous applies to SQLite only; ignored for PostgreSQL");
+    }
     let mut pg = PgConfig::from_url(url).map_err(anyhow::Error::msg)?;
     pg.listen = listen;
     if let Some(every) = config.database.listener_check_interval {

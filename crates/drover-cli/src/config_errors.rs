@@ -135,7 +135,7 @@ fn cut(message: &str, value: &str) -> String {
 /// quotes it, and the line may hold a database password or the API token.
 pub(crate) fn syntax(err: &toml::de::Error, text: &str, values: &FileValues) -> String {
     // Only the message is cut: the place (`[worker] lease`) is the file's keys, not its values.
-    let message = values.hide(&hide_strings(err.message().trim_end()));
+    let message = values.hide(&hide_numbers(&hide_strings(err.message().trim_end())));
     let message = message.as_str();
     let Some(span) = err.span() else {
         return message.to_owned();
@@ -153,9 +153,8 @@ pub(crate) fn syntax(err: &toml::de::Error, text: &str, values: &FileValues) -> 
 /// `message` with the text of every `string "..."` serde quotes (a wrong type's value, which
 /// may be a secret put under the wrong key) left out.
 fn hide_strings(message: &str) -> String {
-    let message = hide_numbers(message);
     let mut out = String::new();
-    let mut rest = message.as_str();
+    let mut rest = message;
     while let Some(at) = rest.find("string \"") {
         out.push_str(&rest[..at]);
         out.push_str("a string");
@@ -257,7 +256,7 @@ command = ["true", "--token=abcdefgh"]
             "the day of week field (value not shown): bad; pool (value not shown)"
         );
         assert_eq!(
-            hide_strings("invalid type: integer `98765432109`, expected a string"),
+            hide_numbers("invalid type: integer `98765432109`, expected a string"),
             "invalid type: an integer, expected a string"
         );
     }

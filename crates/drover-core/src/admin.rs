@@ -75,14 +75,11 @@ pub const COUNT_REST: u32 = 2;
 
 /// The states a count reads through their own partial indexes, at most the cap's worth of rows
 /// each: every state but `completed` (see [`COUNT_SLICE`]).
-pub const INDEXED_COUNT_STATES: [JobState; 6] = [
-    JobState::Scheduled,
-    JobState::Available,
-    JobState::Running,
-    JobState::Retryable,
-    JobState::Discarded,
-    JobState::Cancelled,
-];
+pub fn indexed_count_states() -> impl Iterator<Item = JobState> {
+    JobState::ALL
+        .into_iter()
+        .filter(|state| *state != JobState::Completed)
+}
 
 /// The completed jobs counted so far by a sliced count, per queue, until the cap is passed.
 ///

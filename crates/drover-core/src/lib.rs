@@ -20,8 +20,9 @@ pub mod store;
 pub mod validate;
 
 pub use admin::{
-    ActResult, COUNT_REST, COUNT_SLICE, CompletedTally, INDEXED_COUNT_STATES, JobActParams,
-    JobAction, QueueCountsRefreshParams, QueuePauseParams, QueueRecord, TimeRange, act_refusal,
+    ActResult, COUNT_REST, COUNT_SLICE, CompletedTally, JobActParams, JobAction,
+    QueueCountsRefreshParams, QueuePauseParams, QueueRecord, TimeRange, act_refusal,
+    indexed_count_states,
 };
 pub use background::{BackgroundHealth, Outage};
 pub use capacity::*;

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use drover_core::{
-    ActResult, COUNT_REST, COUNT_SLICE, CancelResult, CompletedTally, INDEXED_COUNT_STATES,
-    JobAction, JobId, JobState, QueueRecord, StoreError, act_refusal,
+    ActResult, COUNT_REST, COUNT_SLICE, CancelResult, CompletedTally, JobAction, JobId, JobState,
+    QueueRecord, StoreError, act_refusal, indexed_count_states,
 };
 use jiff::Timestamp;
 
@@ -167,7 +167,7 @@ pub(crate) type Counts = Vec<(String, JobState, u64, bool)>;
 pub(crate) async fn count(db: &Db<'_>, cap: u64) -> Result<Counts, DbError> {
     let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
     let mut counts = Counts::new();
-    for state in INDEXED_COUNT_STATES {
+    for state in indexed_count_states() {
         // The state is written into the statement so that the planner can pick the state's
         // partial index (a generic plan for a parameter could not).
         let rows = db

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use drover_core::{
-    ActResult, COUNT_REST, COUNT_SLICE, CompletedTally, INDEXED_COUNT_STATES, JobAction, JobId,
-    JobState, QueueRecord, StoreError, act_refusal,
+    ActResult, COUNT_REST, COUNT_SLICE, CompletedTally, JobAction, JobId, JobState, QueueRecord,
+    StoreError, act_refusal, indexed_count_states,
 };
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -161,7 +161,7 @@ pub(crate) struct Counted {
 pub(crate) fn count(conn: &Connection, cap: u64) -> rusqlite::Result<Counted> {
     let mut counted = Counted::default();
     let limit = i64::try_from(cap.saturating_add(1)).unwrap_or(i64::MAX);
-    for state in INDEXED_COUNT_STATES {
+    for state in indexed_count_states() {
         // The state is written into the statement so that SQLite can pick the state's partial
         // index (it cannot for a bound parameter).
         let mut stmt = conn.prepare_cached(&format!(

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::cli::EnqueueArgs;
 use crate::config::{Config, parse_duration};
-use crate::{backend, setup};
+use crate::{backend, output, setup};
 
 /// Jobs per transaction when enqueuing a file.
 const CHUNK: usize = 1000;
@@ -205,7 +205,10 @@ fn read_jobs(config: &Config, path: &Path) -> anyhow::Result<Vec<NewJob>> {
             .and_then(|request| Ok(checker.prepare(request)?));
         match checked {
             Ok(job) => jobs.push(job),
-            Err(err) => bad.push(format!("line {number}: {}", shortened(&err.to_string()))),
+            Err(err) => bad.push(format!(
+                "line {number}: {}",
+                output::cut(&err.to_string(), MAX_MESSAGE)
+            )),
         }
     }
     if !bad.is_empty() {
@@ -216,14 +219,6 @@ fn read_jobs(config: &Config, path: &Path) -> anyhow::Result<Vec<NewJob>> {
 
 /// Longest message printed for a bad line: a value quoted in it may be megabytes long.
 const MAX_MESSAGE: usize = 300;
-
-/// `message`, cut to [`MAX_MESSAGE`] characters.
-fn shortened(message: &str) -> String {
-    match message.char_indices().nth(MAX_MESSAGE) {
-        Some((at, _)) => format!("{}… (cut)", &message[..at]),
-        None => message.to_owned(),
-    }
-}
 
 /// Prints the first bad lines to stderr and returns the error that refuses the file.
 fn refuse_bad_lines(bad: &[String], path: &Path) -> anyhow::Error {

@@ -73,7 +73,7 @@ impl Rescuer {
                             if reachable_since.is_none() {
                                 grace = self.shared.config.lease.max(AFTER_OUTAGE);
                                 tracing::info!(?grace, "the database answers again; expired \
-                                    leases are left to their owners for one lease before any \
+                                    leases are left to their owners for the grace before any \
                                     is rescued");
                                 reachable_since = Some(Instant::now());
                             }
@@ -94,28 +94,25 @@ impl Rescuer {
     /// Whether the database answers the rescuer's own statement, without rescuing anything:
     /// a rescue of none (a jobs table gone fails it, as it fails a pass).
     async fn probe(&self) -> Result<(), StoreError> {
+        self.rescue(0).await.map(drop)
+    }
+
+    /// Rescues up to `limit` expired leases, in one store call with a deadline.
+    async fn rescue(&self, limit: usize) -> Result<Vec<RescuedJob>, StoreError> {
         let call = self.shared.store.job_rescue_expired(JobRescueParams {
-            limit: 0,
+            limit,
             now: self.shared.clock.store_now(),
         });
         tokio::time::timeout(self.config.interval.max(Duration::from_secs(5)), call)
             .await
-            .map_err(|_| StoreError::Unavailable("the database did not answer".into()))??;
-        Ok(())
+            .map_err(|_| StoreError::Unavailable("rescue timed out".into()))?
     }
 
     /// One pass: rescues every expired lease. Returns the jobs rescued.
     pub(crate) async fn run_once(&self) -> Result<Vec<RescuedJob>, StoreError> {
         let mut all = Vec::new();
         loop {
-            let call = self.shared.store.job_rescue_expired(JobRescueParams {
-                limit: self.config.batch,
-                now: self.shared.clock.store_now(),
-            });
-            let rescued =
-                tokio::time::timeout(self.config.interval.max(Duration::from_secs(5)), call)
-                    .await
-                    .map_err(|_| StoreError::Unavailable("rescue timed out".into()))??;
+            let rescued = self.rescue(self.config.batch).await?;
             let n = rescued.len();
             for job in &rescued {
                 tracing::info!(job = job.id, kind = %job.kind, state = %job.state, "rescued a job whose lease expired");
