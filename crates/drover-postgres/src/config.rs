@@ -49,9 +49,10 @@ pub struct PgConfig {
     /// `application_name` of the connections, shown in `pg_stat_activity`, unless the URL sets
     /// one. Default `drover`.
     pub application_name: String,
-    /// After this many jobs claimed by this process, vacuum the jobs table (in the background,
-    /// skipped while another vacuum runs), so that a long drain does not slow down on dead
-    /// index entries; see the `vacuum` module. Default 50,000; 0: leave it to autovacuum.
+    /// After this many jobs claimed by this process (the first time after a tenth of them),
+    /// vacuum the jobs table (in the background, skipped while another vacuum runs), so that a
+    /// long drain does not slow down on dead index entries; see the `vacuum` module. Default
+    /// 50,000; 0: leave it to autovacuum.
     pub vacuum_after_claims: u64,
     /// TLS of every connection (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`, with libpq's
     /// meanings; see [`SslMode`](crate::SslMode)). The URL's options fill the fields left

@@ -9,7 +9,8 @@
 //! help in time (it wakes once a minute by default, a server-wide setting).
 //!
 //! So every process counts the jobs it claims and, after
-//! [`vacuum_after_claims`](crate::PgConfig::vacuum_after_claims) of them, runs
+//! [`vacuum_after_claims`](crate::PgConfig::vacuum_after_claims) of them (a tenth of that
+//! the first time), runs
 //! `VACUUM (SKIP_LOCKED)` on the jobs table from a connection of its own, in the background:
 //! at full speed while a backlog drains, throttled as autovacuum is ([`THROTTLE`]) while the
 //! workers keep up ([`keeping_up`]). `SKIP_LOCKED` makes it a no-op while another vacuum
@@ -45,6 +46,14 @@ const THROTTLE: &str = "SET vacuum_cost_delay = 2; SET vacuum_cost_limit = 200";
 
 /// Jobs inserted by a process after which it analyzes the jobs table.
 const ANALYZE_AT: [u64; 3] = [1_000, 5_000, 50_000];
+
+/// The columns the analyze gathers statistics on: those the store's statements filter, sort or
+/// join by. The JSON columns (`args`, `errors`, `history`) cost the most to analyze and no plan
+/// reads their statistics: on 50,000 jobs the analyze of these columns took 45-50 ms, of the
+/// whole row 75-86 ms. The table's size, what the plans needed, is counted either way;
+/// autovacuum's own analyze still covers every column.
+const ANALYZED_COLUMNS: &str = "id, state, queue, priority, kind, scheduled_at, \
+     lease_expires_at, unique_key, completed_at, cancel_requested_at";
 
 /// A vacuum or an analyze of the jobs table, one at a time per process.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +121,7 @@ impl Vacuum {
             pg,
             tls,
             sql: format!("VACUUM (SKIP_LOCKED) {table}"),
-            analyze_sql: format!("ANALYZE (SKIP_LOCKED) {table}"),
+            analyze_sql: format!("ANALYZE (SKIP_LOCKED) {table} ({ANALYZED_COLUMNS})"),
             after_claims,
             connect_timeout,
             claimed: AtomicU64::new(0),
@@ -165,13 +174,28 @@ impl Vacuum {
             self.full_claims.fetch_add(1, Ordering::Relaxed);
         }
         let total = self.claimed.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        if total < self.after_claims || !self.begin() {
+        if total < self.claims_due() || !self.begin() {
             return;
         }
         self.claimed.store(0, Ordering::Relaxed);
         let claims = self.claims.swap(0, Ordering::Relaxed);
         let full = self.full_claims.swap(0, Ordering::Relaxed);
         self.spawn(Upkeep::Vacuum, keeping_up(claims, full));
+    }
+
+    /// Claims after which the next vacuum is due: a tenth of `after_claims` for the first one.
+    /// Until a table has been vacuumed its free space map is empty, so every row a claim or a
+    /// completion moves off its page goes to a new page at the table's end; a steady load that
+    /// starts on a new table showed it as starts slower than 20 ms in 3, 7 and 14 windows of
+    /// 100 ms of its first 3 s (vacuum after 50,000 claims), against 0, 3 and 3 with the first
+    /// vacuum after 5,000 and the analyze of [`ANALYZED_COLUMNS`] (alternated runs of `drover
+    /// bench --scenario steady --rate 28000`, 2026-12-06).
+    fn claims_due(&self) -> u64 {
+        if self.runs.load(Ordering::Relaxed) == 0 {
+            (self.after_claims / 10).max(1)
+        } else {
+            self.after_claims
+        }
     }
 
     /// Marks an upkeep as running; false when one already is.

@@ -528,9 +528,9 @@ async fn an_expired_lease_with_a_cancel_request_is_cancelled() {
     store.close().await;
 }
 
-/// After `vacuum_after_claims` claimed jobs the store vacuums the jobs table on its own (the
-/// dead entries that claims leave in the index of available jobs would otherwise slow every
-/// later claim of a long drain), and the server records the vacuum.
+/// After `vacuum_after_claims` claimed jobs (a tenth of them the first time) the store vacuums
+/// the jobs table on its own (the dead entries that claims leave in the index of available jobs
+/// would otherwise slow every later claim of a long drain), and the server records the vacuum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_add_up_to_a_vacuum_of_the_jobs_table() {
     let (schema, _guard) = common::fresh_schema();
@@ -552,13 +552,22 @@ async fn claims_add_up_to_a_vacuum_of_the_jobs_table() {
         lease: Duration::from_secs(30),
         now: None,
     };
-    assert_eq!(store.job_claim(claim(60)).await.unwrap().jobs.len(), 60);
-    // 60 claimed: not yet.
+    assert_eq!(store.job_claim(claim(5)).await.unwrap().jobs.len(), 5);
+    // 5 claimed: not yet.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.vacuums(), 0);
-    assert_eq!(store.job_claim(claim(60)).await.unwrap().jobs.len(), 60);
-    eventually(Duration::from_secs(20), "the store vacuumed", || async {
+    assert_eq!(store.job_claim(claim(10)).await.unwrap().jobs.len(), 10);
+    eventually(Duration::from_secs(20), "the first vacuum", || async {
         store.vacuums() == 1
+    })
+    .await;
+    // Past the first, a vacuum every 100 claims.
+    assert_eq!(store.job_claim(claim(60)).await.unwrap().jobs.len(), 60);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.vacuums(), 1);
+    assert_eq!(store.job_claim(claim(60)).await.unwrap().jobs.len(), 60);
+    eventually(Duration::from_secs(20), "the second vacuum", || async {
+        store.vacuums() == 2
     })
     .await;
     let vacuumed: i64 = admin_on(&schema)
@@ -571,5 +580,5 @@ async fn claims_add_up_to_a_vacuum_of_the_jobs_table() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(vacuumed, 1);
+    assert_eq!(vacuumed, 2);
 }
