@@ -19,7 +19,12 @@ pub(crate) fn database_url(flag: Option<&str>, config: &Config) -> String {
 
 /// Opens and migrates the store. `watch` asks for cross-process wake-ups (workers only).
 pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Result<DynStore> {
-    let store: DynStore = if url.starts_with("sqlite:") {
+    migrated(connect(url, config, watch).await?, url).await
+}
+
+/// Opens the store, not migrated.
+pub(crate) async fn connect(url: &str, config: &Config, watch: bool) -> anyhow::Result<DynStore> {
+    Ok(if url.starts_with("sqlite:") {
         let mut sqlite = SqliteConfig::from_url(url).map_err(anyhow::Error::msg)?;
         if let Some(sync) = &config.database.synchronous
             && !url.contains("synchronous=")
@@ -75,17 +80,32 @@ pub(crate) async fn open(url: &str, config: &Config, watch: bool) -> anyhow::Res
             "unsupported database URL {:?}: expected sqlite://PATH or postgres://USER@HOST/DB",
             redact(url)
         );
-    };
-    migrated(store, url).await
+    })
 }
 
-/// `store`, migrated.
+/// `store`, migrated. A schema newer than this build knows is used, with a warning: during a
+/// rolling upgrade the older processes keep running against it until they are replaced.
 async fn migrated(store: DynStore, url: &str) -> anyhow::Result<DynStore> {
-    store
+    let report = store
         .migrate()
         .await
         .with_context(|| format!("cannot migrate the database at {}", redact(url)))?;
+    if report.is_newer_than_known() {
+        tracing::warn!("{}", newer_schema(url, &report));
+    }
     Ok(store)
+}
+
+/// What to say of a database whose schema a newer build of Drover migrated.
+pub(crate) fn newer_schema(url: &str, report: &drover_core::MigrateReport) -> String {
+    format!(
+        "the database at {} is at schema version {}, newer than this drover knows ({}): a \
+         newer drover migrated it, and this one may misread or miswrite what it holds; run \
+         the newer drover",
+        redact(url),
+        report.version,
+        report.known
+    )
 }
 
 /// How long `serve` and `worker` wait at start for a PostgreSQL server they cannot reach yet,

@@ -385,8 +385,18 @@ impl std::fmt::Debug for ParkedClaim {
 pub struct MigrateReport {
     /// Versions applied by this call (empty when the schema was current).
     pub applied: Vec<u32>,
-    /// The schema version now.
+    /// The schema version now: the database's own when a newer build migrated it.
     pub version: u32,
+    /// The newest schema version this build knows.
+    pub known: u32,
+}
+
+impl MigrateReport {
+    /// Whether a newer build migrated the database past what this one knows: it may misread
+    /// or miswrite what the newer schema holds. Never migrated down.
+    pub fn is_newer_than_known(&self) -> bool {
+        self.version > self.known
+    }
 }
 
 /// The wake-up channel a backend feeds and the engine listens to: a counter bumped whenever

@@ -260,8 +260,9 @@ CREATE INDEX drover_jobs_cancel_requested ON drover_jobs (id)
 /// The newest schema version this build knows.
 pub(crate) const LATEST: u32 = 9;
 
-/// Applies what is missing, inside the caller's transaction; returns the versions applied.
-pub(crate) async fn migrate(db: &Db<'_>, schema: Option<&str>) -> Result<Vec<u32>, DbError> {
+/// Applies what is missing, inside the caller's transaction; returns the version found and the
+/// versions applied.
+pub(crate) async fn migrate(db: &Db<'_>, schema: Option<&str>) -> Result<(u32, Vec<u32>), DbError> {
     // Serializes migrations of this schema across processes until the transaction ends.
     db.execute(
         "SELECT pg_advisory_xact_lock($1::bigint)",
@@ -303,7 +304,7 @@ pub(crate) async fn migrate(db: &Db<'_>, schema: Option<&str>) -> Result<Vec<u32
         .await?;
         applied.push(version);
     }
-    Ok(applied)
+    Ok((current.max(0) as u32, applied))
 }
 
 /// The schema version of the database (0 when never migrated).

@@ -311,11 +311,12 @@ impl Store for PgStore {
 
     async fn migrate(&self) -> Result<MigrateReport, StoreError> {
         let schema = self.schema.as_deref();
-        let applied = in_transaction!(self, |db| schema::migrate(db, schema).await?)?;
+        let (found, applied) = in_transaction!(self, |db| schema::migrate(db, schema).await?)?;
         self.schema_current.store(true, Ordering::Release);
         Ok(MigrateReport {
             applied,
-            version: schema::LATEST,
+            version: found.max(schema::LATEST),
+            known: schema::LATEST,
         })
     }
 

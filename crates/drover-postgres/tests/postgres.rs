@@ -264,6 +264,31 @@ async fn concurrent_migrations_apply_each_version_once() {
     }
 }
 
+/// A schema a newer build migrated is reported as such (its version, above the one this build
+/// knows), and nothing is applied or rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_the_build_is_reported() {
+    let (schema, _guard) = common::fresh_schema();
+    let store = connect_with(common::config(&schema)).await;
+    let first = store.migrate().await.expect("migrate");
+    assert!(!first.is_newer_than_known());
+    assert_eq!(first.version, first.known);
+    admin_on(&schema)
+        .await
+        .execute(
+            "INSERT INTO drover_schema (version) VALUES ($1)",
+            &[&(first.known as i32 + 1)],
+        )
+        .await
+        .unwrap();
+    let again = store.migrate().await.expect("migrate again");
+    assert!(again.applied.is_empty(), "{again:?}");
+    assert_eq!(again.version, first.known + 1);
+    assert_eq!(again.known, first.known);
+    assert!(again.is_newer_than_known());
+    store.close().await;
+}
+
 /// `now: None` means the database clock: times come from the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_clock_decides_when_now_is_not_pinned() {

@@ -220,6 +220,7 @@ impl Store for SqliteStore {
             return Ok(MigrateReport {
                 applied: Vec::new(),
                 version,
+                known: schema::LATEST,
             });
         }
         self.write(|cx| {
@@ -227,6 +228,7 @@ impl Store for SqliteStore {
             Ok(MigrateReport {
                 applied,
                 version: schema::LATEST,
+                known: schema::LATEST,
             })
         })
         .await

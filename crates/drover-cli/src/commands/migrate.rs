@@ -4,9 +4,22 @@ use crate::backend;
 use crate::config::Config;
 
 pub(crate) async fn run(url: &str, config: &Config) -> anyhow::Result<()> {
-    // `open` migrates; a second call reports the version.
-    let store = backend::open(url, config, false).await?;
-    let report = store.migrate().await?;
+    let store = backend::connect(url, config, false).await?;
+    let report = match store.migrate().await {
+        Ok(report) => report,
+        Err(error) => {
+            store.close().await;
+            return Err(anyhow::Error::new(error).context(format!(
+                "cannot migrate the database at {}",
+                backend::redact(url)
+            )));
+        }
+    };
+    if report.is_newer_than_known() {
+        store.close().await;
+        // A schema is never migrated down: the newer build's columns and rows stay.
+        anyhow::bail!("{}", backend::newer_schema(url, &report));
+    }
     outln!(
         "database {} is at schema version {}",
         backend::redact(url),

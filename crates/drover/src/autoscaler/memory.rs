@@ -174,6 +174,7 @@ impl Store for MemoryCapacityStore {
         Ok(MigrateReport {
             applied: Vec::new(),
             version: 0,
+            known: 0,
         })
     }
 
