@@ -10,9 +10,12 @@ use drover_sqlite::{SqliteConfig, SqliteStore};
 
 use crate::config::Config;
 
-/// The database URL in force: flag or environment, then the config, then the default.
+/// The database URL in force: flag or environment, then the config, then the default. An empty
+/// value counts as not set, as an env file or a compose file leaves `DROVER_DATABASE_URL=`: the
+/// config's URL is not overridden by nothing.
 pub(crate) fn database_url(flag: Option<&str>, config: &Config) -> String {
-    flag.map(str::to_owned)
+    flag.filter(|url| !url.trim().is_empty())
+        .map(str::to_owned)
         .or_else(|| config.database.url.clone())
         .unwrap_or_else(|| "sqlite://drover.db".to_owned())
 }

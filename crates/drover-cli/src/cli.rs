@@ -11,7 +11,8 @@ use crate::config::parse_duration;
 #[derive(Debug, Parser)]
 #[command(name = "drover", version, about, long_about = None)]
 pub(crate) struct Cli {
-    /// Database URL: sqlite://PATH (default sqlite://drover.db) or postgres://USER@HOST/DB.
+    /// Database URL: sqlite://PATH (default sqlite://drover.db) or postgres://USER@HOST/DB (an
+    /// empty DROVER_DATABASE_URL counts as not set).
     // `--help` would show the variable's value, password and all.
     #[arg(
         long,

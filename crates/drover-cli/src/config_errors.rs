@@ -144,7 +144,9 @@ pub(crate) fn syntax(err: &toml::de::Error, text: &str, values: &FileValues) -> 
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |at| at + 1);
     let column = before[line_start..].chars().count() + 1;
-    match key_at(text, line_start, span.start) {
+    // A duplicate key's report points at the key without naming it.
+    let on_key = message.starts_with("duplicate key");
+    match key_at(text, line_start, span.start, on_key) {
         Some(key) => format!("line {line}, column {column} ({key}): {message}"),
         None => format!("line {line}, column {column}: {message}"),
     }
@@ -189,10 +191,10 @@ fn hide_numbers(message: &str) -> String {
     out
 }
 
-/// The key whose value holds `at`, with its table (`[worker] counts_cap`), when the line is a
-/// plain `key = value`: a wrong type's message names only the type. The key and the table's
-/// header are quoted, never the value, which may be a secret.
-fn key_at(text: &str, line_start: usize, at: usize) -> Option<String> {
+/// The key whose value holds `at` (or, `on_key`, whose key does), with its table (`[worker]
+/// counts_cap`), when the line is a plain `key = value`: a wrong type's message names only the
+/// type. The key and the table's header are quoted, never the value, which may be a secret.
+fn key_at(text: &str, line_start: usize, at: usize, on_key: bool) -> Option<String> {
     let line = text[line_start..].lines().next()?;
     let (key, _) = line.split_once('=')?;
     let plain = |part: &str| {
@@ -203,7 +205,7 @@ fn key_at(text: &str, line_start: usize, at: usize) -> Option<String> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '"'))
     };
     let key = key.trim();
-    if at < line_start + line.find('=')? || !plain(key) {
+    if (!on_key && at < line_start + line.find('=')?) || !plain(key) {
         return None;
     }
     let table = text[..line_start]
@@ -272,5 +274,17 @@ command = ["true", "--token=abcdefgh"]
             "untruetrue"
         );
         assert_eq!(FileValues::of("a = = 1").hide("a = 1"), "a = 1");
+    }
+
+    #[test]
+    fn a_duplicate_key_is_named_not_its_values() {
+        let text = "[worker]\nlease = \"30s\"\nlease = \"secret-duration\"\n";
+        let err = toml::from_str::<toml::Table>(text).expect_err("a duplicate key");
+        let said = syntax(&err, text, &FileValues::of(text));
+        assert!(
+            said.starts_with("line 3, column 1 ([worker] lease): duplicate key"),
+            "{said}"
+        );
+        assert!(!said.contains("secret-duration"), "{said}");
     }
 }
