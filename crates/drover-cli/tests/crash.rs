@@ -131,6 +131,50 @@ fn sigterm_hands_back_a_job_longer_than_the_timeout_and_exits_non_zero() {
     assert_eq!(job["history"][0]["event"], "handed_back");
 }
 
+/// While it drains, a process is listed as draining (by `stats`, and so by the API and the
+/// dashboard, which read the same registry), and it leaves the list once the drain is over.
+#[test]
+fn a_draining_process_is_listed_as_draining_until_it_exits() {
+    let env = Env::new("[worker]\nshutdown_timeout = \"30s\"\n");
+    let mut worker = env.spawn("worker", &["worker"]);
+    let id = env.enqueue(&["drover.sleep", "--args", r#"{"ms":5000}"#]);
+    env.wait_job(id, T, |j| state(j) == "running");
+    let working = env.stats();
+    assert_eq!(
+        working["processes"].as_array().map(Vec::len),
+        Some(1),
+        "{working:#}"
+    );
+    assert!(
+        working["processes"][0]["draining_since"].is_null(),
+        "{working:#}"
+    );
+    worker.signal(Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + T;
+    while !env.stats()["processes"][0]["draining_since"].is_string() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listed as draining"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let table = env.ok(&["stats"]);
+    assert!(table.contains("draining since"), "{table}");
+    assert_eq!(
+        state(&env.job(id)),
+        "running",
+        "listed as draining while its job runs"
+    );
+    assert_eq!(worker.wait_exit(T).code(), Some(0), "{}", worker.log());
+    assert_eq!(state(&env.job(id)), "completed");
+    let gone = env.stats();
+    assert_eq!(
+        gone["processes"].as_array().map(Vec::len),
+        Some(0),
+        "{gone:#}"
+    );
+}
+
 /// A second SIGTERM exits at once, and takes the running command's whole process group with
 /// it: a shell's background `sleep` does not run on beside the job's rerun.
 #[test]

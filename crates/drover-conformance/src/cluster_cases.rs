@@ -128,6 +128,7 @@ pub async fn process_registry_tracks_heartbeats(store: DynStore) {
         concurrency: Default::default(),
         version: "0.1.0".into(),
         http_workers,
+        draining: false,
         now: Some(now),
     };
     let first = vec![worker("w1", 3), worker("w2", 0)];
@@ -156,6 +157,21 @@ pub async fn process_registry_tracks_heartbeats(store: DynStore) {
         vec!["default".to_owned(), "mail".to_owned()]
     );
     assert_eq!(list[0].pid, 42);
+    assert_eq!(list[0].draining_since, None);
+    // Its shutdown began: the first heartbeat that says so records when, later ones keep it.
+    for now in [at(31), at(33)] {
+        store
+            .process_upsert(drover_core::ProcessUpsertParams {
+                draining: true,
+                ..upsert("a", now, vec![])
+            })
+            .await
+            .unwrap();
+    }
+    let list = store.process_list().await.unwrap();
+    assert_eq!(list[0].draining_since, Some(at(31)));
+    assert_eq!(list[0].heartbeat_at, at(33));
+    assert_eq!(list[1].draining_since, None);
     let pruned = store
         .process_prune(drover_core::ProcessPruneParams {
             stale_after: Duration::from_secs(20),

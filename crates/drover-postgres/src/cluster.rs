@@ -118,12 +118,15 @@ pub(crate) async fn process_upsert(
     db.execute(
         "INSERT INTO drover_processes \
              (id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
-              http_workers) \
+              http_workers, draining_since) \
          VALUES ($1, $2, $3, $4::text[], $5, coalesce($6::timestamptz, now()), \
-                 coalesce($6::timestamptz, now()), $7::jsonb, $8::jsonb) \
+                 coalesce($6::timestamptz, now()), $7::jsonb, $8::jsonb, \
+                 CASE WHEN $9 THEN coalesce($6::timestamptz, now()) END) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
              queues = excluded.queues, concurrency = excluded.concurrency, \
-             http_workers = excluded.http_workers",
+             http_workers = excluded.http_workers, \
+             draining_since = CASE WHEN $9 THEN coalesce(drover_processes.draining_since, \
+                                                         excluded.draining_since) END",
         &[
             &params.id,
             &params.host,
@@ -133,6 +136,7 @@ pub(crate) async fn process_upsert(
             &params.now,
             &Json(&params.concurrency),
             &Json(&params.http_workers),
+            &params.draining,
         ],
     )
     .await?;
@@ -149,7 +153,7 @@ pub(crate) async fn process_list(db: &Db<'_>) -> Result<Vec<ProcessRecord>, DbEr
     let rows = db
         .query(
             "SELECT id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
-                    http_workers \
+                    http_workers, draining_since \
              FROM drover_processes ORDER BY started_at, id COLLATE \"C\"",
             &[],
         )
@@ -171,6 +175,7 @@ pub(crate) async fn process_list(db: &Db<'_>) -> Result<Vec<ProcessRecord>, DbEr
                 .try_get::<_, Json<Vec<HttpWorkerRecord>>>(8)
                 .map(|workers| workers.0)
                 .unwrap_or_default(),
+            draining_since: row.get(9),
         })
         .collect())
 }

@@ -255,10 +255,17 @@ CREATE INDEX drover_jobs_cancel_requested ON drover_jobs (id)
     WHERE state = 'running' AND cancel_requested_at IS NOT NULL;
 "#,
     ),
+    (
+        10,
+        r#"
+-- When a process began its graceful shutdown: it claims nothing more and finishes its runs.
+ALTER TABLE drover_processes ADD COLUMN draining_since timestamptz;
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 9;
+pub(crate) const LATEST: u32 = 10;
 
 /// Applies what is missing, inside the caller's transaction; returns the version found and the
 /// versions applied.

@@ -119,11 +119,13 @@ pub(crate) fn process_upsert(
     conn.prepare_cached(
         "INSERT INTO drover_processes \
              (id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
-              http_workers) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8) \
+              http_workers, draining_since) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, CASE WHEN ?9 THEN ?6 END) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
              queues = excluded.queues, concurrency = excluded.concurrency, \
-             http_workers = excluded.http_workers",
+             http_workers = excluded.http_workers, \
+             draining_since = CASE WHEN ?9 THEN coalesce(drover_processes.draining_since, \
+                                                         excluded.draining_since) END",
     )?
     .execute(params![
         params.id,
@@ -133,7 +135,8 @@ pub(crate) fn process_upsert(
         params.version,
         to_text(now),
         concurrency,
-        http_workers
+        http_workers,
+        params.draining
     ])?;
     Ok(())
 }
@@ -147,7 +150,7 @@ pub(crate) fn process_delete(conn: &Connection, id: &str) -> rusqlite::Result<()
 pub(crate) fn process_list(conn: &Connection) -> rusqlite::Result<Vec<ProcessRecord>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
-                http_workers \
+                http_workers, draining_since \
          FROM drover_processes ORDER BY started_at, id",
     )?;
     let rows = stmt.query_map([], |row| {
@@ -162,6 +165,10 @@ pub(crate) fn process_list(conn: &Connection) -> rusqlite::Result<Vec<ProcessRec
             heartbeat_at: from_text(&row.get::<_, String>(6)?)?,
             concurrency: serde_json::from_str(&row.get::<_, String>(7)?).unwrap_or_default(),
             http_workers: serde_json::from_str(&row.get::<_, String>(8)?).unwrap_or_default(),
+            draining_since: row
+                .get::<_, Option<String>>(9)?
+                .map(|at| from_text(&at))
+                .transpose()?,
         })
     })?;
     rows.collect()

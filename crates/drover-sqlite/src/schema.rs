@@ -234,10 +234,17 @@ CREATE INDEX drover_jobs_cancel_requested ON drover_jobs (id)
     WHERE state = 'running' AND cancel_requested_at IS NOT NULL;
 "#,
     ),
+    (
+        9,
+        r#"
+-- When a process began its graceful shutdown: it claims nothing more and finishes its runs.
+ALTER TABLE drover_processes ADD COLUMN draining_since TEXT;
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 8;
+pub(crate) const LATEST: u32 = 9;
 
 /// Applies what is missing; returns the versions applied.
 pub(crate) fn migrate(conn: &Connection, now: &str) -> rusqlite::Result<Vec<u32>> {

@@ -325,6 +325,7 @@ impl Engine {
             claims_rx,
             &remote,
             &abandon,
+            &stop_claiming,
             &stop_services,
         );
         let systems: Vec<(String, Duration)> = self
@@ -455,6 +456,7 @@ fn spawn_process_loops(
     claims_rx: mpsc::UnboundedReceiver<completer::ClaimRequest>,
     remote: &RemoteWorkers,
     abandon: &CancellationToken,
+    stop_claiming: &CancellationToken,
     stop_services: &CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let config = &shared.config;
@@ -482,7 +484,12 @@ fn spawn_process_loops(
         shared,
         "presence".into(),
         stop_services.clone(),
-        presence::run(shared.clone(), remote.clone(), stop_services.clone()),
+        presence::run(
+            shared.clone(),
+            remote.clone(),
+            stop_claiming.clone(),
+            stop_services.clone(),
+        ),
     );
     // The rescuer runs in every process, not only the leader's: its writes are fenced, and
     // orphans of a stalled leader are reclaimed without waiting for a leader handover.

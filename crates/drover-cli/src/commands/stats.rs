@@ -99,12 +99,24 @@ pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Resul
                 p.queues.join(","),
                 output::time(p.started_at),
                 output::time(p.heartbeat_at),
+                match p.draining_since {
+                    Some(since) => format!("draining since {}", output::time(since)),
+                    None => "working".to_owned(),
+                },
             ]
         })
         .collect();
     if !rows.is_empty() {
         output::table(
-            &["PROCESS", "HOST", "PID", "QUEUES", "STARTED", "LAST SEEN"],
+            &[
+                "PROCESS",
+                "HOST",
+                "PID",
+                "QUEUES",
+                "STARTED",
+                "LAST SEEN",
+                "STATE",
+            ],
             &rows,
         );
     }

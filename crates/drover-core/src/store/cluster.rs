@@ -94,6 +94,9 @@ pub struct ProcessUpsertParams {
     pub version: String,
     /// The HTTP workers that lease through it (a server), as it last heard from them.
     pub http_workers: Vec<HttpWorkerRecord>,
+    /// It has begun its graceful shutdown: it claims nothing more and finishes what it runs.
+    /// The first heartbeat that says so records when.
+    pub draining: bool,
     /// The time; `None` for the database clock.
     pub now: Option<Timestamp>,
 }
@@ -138,6 +141,9 @@ pub struct ProcessRecord {
     pub heartbeat_at: Timestamp,
     /// The HTTP workers that leased through it lately (a server), as of its last heartbeat.
     pub http_workers: Vec<HttpWorkerRecord>,
+    /// When it began its graceful shutdown (it claims nothing more, finishes what it runs and
+    /// then leaves the registry); `None` while it works.
+    pub draining_since: Option<Timestamp>,
 }
 
 /// Params of [`Store::process_prune`].

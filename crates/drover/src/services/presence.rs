@@ -1,6 +1,7 @@
 //! Presence: this process registers itself (id, host, pid, queues and their concurrency, and the
 //! HTTP workers that lease through it) and heartbeats, so that an operator can see who is
-//! working; the leader prunes processes that went silent.
+//! working, and who is draining: when the graceful shutdown begins a heartbeat says so at once,
+//! and the row stays until the drain is over. The leader prunes processes that went silent.
 //!
 //! The heartbeat also flushes this process's throughput counts (outcomes per minute and queue,
 //! counted in memory by [`crate::metrics::throughput`]) into its own rows, and once more when
@@ -28,34 +29,37 @@ const STALE_AFTER: Duration = Duration::from_secs(60);
 const THROUGHPUT_KEPT: SignedDuration = SignedDuration::from_hours(24);
 
 /// Heartbeats until `stop` fires, then leaves the registry; gives up on a database that no
-/// longer works ([`Persistence`]).
+/// longer works ([`Persistence`]). Once `draining` fires (claiming has stopped) the heartbeats
+/// say so, the first one at once.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     remote: RemoteWorkers,
+    draining: CancellationToken,
     stop: CancellationToken,
 ) -> Result<(), String> {
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut persistence = Persistence::default();
+    let mut said_draining = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = ticker.tick() => {
-                let call = shared.store.process_upsert(upsert_params(&shared, &remote));
-                match tokio::time::timeout(INTERVAL, call).await {
-                    Ok(Ok(())) => {
-                        persistence.ok();
-                        shared.health.ok("presence");
-                    }
-                    Ok(Err(err)) => {
-                        tracing::debug!(error = %err, "presence heartbeat failed");
-                        persistence.failed(&err)?;
-                    }
-                    Err(_) => tracing::debug!("presence heartbeat timed out"),
-                }
-                flush_throughput(&shared).await;
-            }
+            _ = draining.cancelled(), if !said_draining => said_draining = true,
+            _ = ticker.tick() => {}
         }
+        let params = upsert_params(&shared, &remote, draining.is_cancelled());
+        match tokio::time::timeout(INTERVAL, shared.store.process_upsert(params)).await {
+            Ok(Ok(())) => {
+                persistence.ok();
+                shared.health.ok("presence");
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "presence heartbeat failed");
+                persistence.failed(&err)?;
+            }
+            Err(_) => tracing::debug!("presence heartbeat timed out"),
+        }
+        flush_throughput(&shared).await;
     }
     flush_throughput(&shared).await;
     let delete = shared.store.process_delete(shared.process_id.clone());
@@ -86,7 +90,7 @@ pub(crate) async fn flush_throughput(shared: &Shared) {
     throughput.restore(counts, shared.clock.now());
 }
 
-fn upsert_params(shared: &Shared, remote: &RemoteWorkers) -> ProcessUpsertParams {
+fn upsert_params(shared: &Shared, remote: &RemoteWorkers, draining: bool) -> ProcessUpsertParams {
     let (host, pid) = crate::engine::host_and_pid(&shared.process_id);
     ProcessUpsertParams {
         id: shared.process_id.clone(),
@@ -101,6 +105,7 @@ fn upsert_params(shared: &Shared, remote: &RemoteWorkers) -> ProcessUpsertParams
             .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         http_workers: keep_recorded(remote.http_workers()),
+        draining,
         now: shared.clock.store_now(),
     }
 }

@@ -59,6 +59,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                             li {
                                 span.mono title=(p.id) { (short_process(&p.id)) }
                                 @if leader.as_deref() == Some(p.id.as_str()) { " " span.badge.leader { "leader" } }
+                                @if p.draining_since.is_some() { " " span.badge.draining { "draining" } }
                                 span.muted { " · " (p.queues.join(", ")) " · seen " (format::when(p.heartbeat_at, now)) }
                             }
                         }

@@ -48,13 +48,17 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                         td { (p.version) }
                                         td { (format::when(p.started_at, now)) }
                                         td { (format::when(p.heartbeat_at, now)) }
-                                        td { @if leads { span.badge.leader { "leader" } } @else { span.muted { "worker" } } }
+                                        td {
+                                            @if let Some(since) = p.draining_since {
+                                                span.badge.draining title={ "shutting down since " (format::when(since, now)) ": claims nothing more, finishes what it runs" } { "draining" }
+                                            } @else if leads { span.badge.leader { "leader" } } @else { span.muted { "worker" } }
+                                        }
                                     }
                                 }
                             }
                         }
                     }
-                    p.note { "Processes heartbeat every 5 s; the leader removes one silent for a minute." }
+                    p.note { "Processes heartbeat every 5 s; the leader removes one silent for a minute. A draining process has begun its graceful shutdown: it claims nothing more, finishes what it runs, then leaves this list." }
                 }
             }
             (http_workers(&cluster.http_workers, now))
