@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import select
 import signal
 import socket
 import threading
@@ -96,6 +97,11 @@ class Client:
         ``2030-01-01T09:00:00Z``; a naive one raises ``ValueError``, since which zone it means is
         a guess the server would refuse to make); ``unique_key`` makes a second enqueue return
         the first job while it is unfinished (an idempotency key).
+
+        An enqueue is sent once: if the connection fails after the request went out, the
+        answer is lost and ``DroverError`` (status 0, ``unreachable``) says so, since the job
+        may have been committed. Sending it again with a ``unique_key`` cannot make a second
+        job while the first is unfinished.
         """
         return self._request("POST", "/api/v1/jobs", _job(
             kind, args, queue=queue, priority=priority, max_attempts=max_attempts,
@@ -105,7 +111,8 @@ class Client:
         """Enqueues up to 10,000 jobs in one transaction, all or nothing.
 
         Each job is a dict with ``kind`` and optionally ``args`` and the options of
-        :meth:`enqueue`. Returns ``{"jobs": [...], "inserted", "duplicates"}``.
+        :meth:`enqueue`. Returns ``{"jobs": [...], "inserted", "duplicates"}``. Sent once, as
+        :meth:`enqueue` is.
         """
         # A dict is iterable (its keys): one job passed without its list would be refused as
         # "jobs[0] must be a dict, not str", naming the wrong mistake.
@@ -221,6 +228,11 @@ class Client:
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and conn.sock is not None and _closed_by_peer(conn.sock):
+            # The server (its idle timeout) or a proxy closed this keep-alive connection: a
+            # request sent on it would fail without saying whether it arrived. A new one.
+            self._drop_connection()
+            conn = None
         if conn is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             conn = cls(self._host, self._port, timeout=timeout)
@@ -239,7 +251,9 @@ class Client:
     def _request(self, method: str, path: str, body: Any = None, *,
                  timeout: Optional[float] = None, retry: bool = False) -> Any:
         """One call. Calls that are safe to repeat (every call about a lease token: the server
-        answers a repeat as the first) are retried when the connection fails."""
+        answers a repeat as the first) are retried when the connection fails, and a GET once;
+        any other call is sent once, since a failure after it went out does not say whether the
+        server acted on it (an enqueue retried then could make the job twice)."""
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
@@ -247,7 +261,7 @@ class Client:
             headers["Content-Type"] = "application/json"
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        attempts = 5 if retry else 2
+        attempts = 5 if retry else 2 if method == "GET" else 1
         for attempt in range(attempts):
             conn = self._connection(timeout or self._timeout)
             try:
@@ -256,14 +270,13 @@ class Client:
                 payload = response.read()
             except (ConnectionError, http.client.HTTPException, socket.timeout, OSError) as err:
                 self._drop_connection()
-                # A request on a keep-alive connection the server closed never reached it: one
-                # more try is always safe; more only for calls safe to repeat.
-                if attempt + 1 < attempts and (retry or isinstance(
-                        err, (http.client.RemoteDisconnected, BrokenPipeError,
-                              ConnectionResetError))):
+                if attempt + 1 < attempts:
                     time.sleep(min(0.1 * 2 ** attempt, 2.0))
                     continue
-                raise DroverError(0, "unreachable", f"{method} {path}: {err}") from err
+                unknown = "" if retry or method == "GET" else (
+                    "; the answer was lost, so whether the server acted on the request is "
+                    "unknown")
+                raise DroverError(0, "unreachable", f"{method} {path}: {err}{unknown}") from err
             if response.status == 204:
                 return None
             try:
@@ -280,6 +293,16 @@ class Client:
                               error.get("message", payload.decode(errors="replace")[:500]),
                               error.get("field"))
         raise AssertionError("unreachable")
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether an idle connection's peer has closed it: readable with nothing asked means an
+    end of stream (or bytes no request asked for, which make it as unusable)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _job(kind: str, args: Optional[Dict[str, Any]], *, queue: Optional[str] = None,

@@ -7,12 +7,18 @@ real `drover serve`. Each subcommand prints one JSON line on stdout.
                                                     env SHUTDOWN_TIMEOUT: the worker's)
     scenario.py complete URL TOKEN                  replay a completion (prints its error)
     scenario.py errors URL                          bad calls: each must raise DroverError
+    scenario.py lost-answer URL QUEUE               an enqueue whose answer a proxy drops, and
+                                                    one on a connection the server closed idle
 """
 
 import json
 import os
+import select
+import socket
 import sys
+import threading
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -103,6 +109,52 @@ def queues(url, name):
     print(json.dumps({"paused": paused, "resumed": resumed}))
 
 
+def _answer_dropping_proxy(upstream):
+    """A proxy on loopback that passes each request to ``upstream`` and closes the client's
+    connection without the answer, as a server killed after its commit, or a load balancer,
+    would. Returns its URL."""
+    host, port = urllib.parse.urlsplit(upstream).hostname, urllib.parse.urlsplit(upstream).port
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        while True:
+            client, _ = listener.accept()
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += client.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(body) < length:
+                body += client.recv(65536)
+            with socket.create_connection((host, port)) as server:
+                server.sendall(head.replace(b"Connection: keep-alive", b"Connection: close")
+                               + b"\r\n\r\n" + body)
+                while server.recv(65536):
+                    pass
+            client.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def lost_answer(url, queue):
+    result = {}
+    try:
+        Client(_answer_dropping_proxy(url)).enqueue("py.lost", {"n": 1}, queue=queue)
+        result["lost"] = "returned"
+    except DroverError as err:
+        result["lost"] = {"status": err.status, "code": err.code, "message": err.message}
+    # The server closes a keep-alive connection idle past its header timeout: the next enqueue
+    # goes on a new connection, once.
+    client = Client(url)
+    client.queues()
+    sock = client._local.conn.sock
+    result["closed_idle"] = bool(select.select([sock], [], [], 30)[0])
+    result["after_idle"] = client.enqueue("py.idle", {"n": 2}, queue=queue)
+    print(json.dumps(result))
+
+
 if __name__ == "__main__":
     command, rest = sys.argv[1], sys.argv[2:]
     if command == "enqueue":
@@ -116,5 +168,7 @@ if __name__ == "__main__":
         errors(rest[0])
     elif command == "queues":
         queues(rest[0], rest[1])
+    elif command == "lost-answer":
+        lost_answer(rest[0], rest[1])
     else:
         sys.exit(f"unknown scenario {command}")

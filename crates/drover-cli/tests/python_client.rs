@@ -189,6 +189,35 @@ fn a_python_worker_runs_jobs_enqueued_by_the_python_client() {
     assert_eq!(stats["queues"]["py"]["discarded"], 0);
 }
 
+/// An enqueue whose answer is lost (a proxy passes it on and drops the answer) is sent once and
+/// raises, saying the outcome is unknown, rather than being sent again as a second job; and a
+/// keep-alive connection the server closed while idle is replaced before the next enqueue.
+#[test]
+fn an_enqueue_whose_answer_is_lost_is_not_sent_twice() {
+    let env = Env::new("[http]\nheader_timeout = \"1s\"\n");
+    let server = env.serve("serve", &[]);
+    let said = python(&["lost-answer", &server.url, "lost"]);
+    assert_eq!(said["lost"]["code"], "unreachable", "{said}");
+    assert!(
+        said["lost"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("unknown")),
+        "{said}"
+    );
+    assert_eq!(said["closed_idle"], true, "the server kept the idle connection: {said}");
+    assert!(said["after_idle"]["id"].is_i64(), "{said}");
+    let jobs: Value =
+        serde_json::from_str(&env.ok(&["jobs", "list", "--queue", "lost", "--json"])).unwrap();
+    let kinds: Vec<&str> = jobs["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.iter().filter(|&&k| k == "py.lost").count(), 1, "{jobs:#}");
+    assert_eq!(kinds.iter().filter(|&&k| k == "py.idle").count(), 1, "{jobs:#}");
+}
+
 /// Starts a 60 s Python job with `config`, cancels it once it runs, and waits `limit` for its
 /// handler to stop; returns the job once its outcome is recorded.
 fn cancel_a_running_python_job(config: &str, limit: Duration) -> Value {
