@@ -178,3 +178,26 @@ fn http_workers_are_listed_by_every_server_on_postgres() {
     let b = Server::start(&pg.env, "serve-b", pg.cmd(&serve_args(&[])), None);
     listed_everywhere(&a, &b, &|args| pg.run(args));
 }
+
+/// A waiting lease request is answered when a scheduled job comes due, not at the engine's
+/// next poll (ten minutes away here) or at the end of its wait.
+#[test]
+fn a_waiting_lease_request_gets_a_job_as_it_comes_due() {
+    let env = Env::new("[worker]\npoll_interval = \"10m\"\n");
+    let server = env.serve("serve", &[]);
+    let url = format!("{}/api/v1/leases", server.url);
+    let waiting = std::thread::spawn(move || {
+        Server::answer(
+            ureq::post(&url)
+                .timeout(Duration::from_secs(40))
+                .send_json(json!({"queues": ["due"], "worker": "w", "wait": 30})),
+        )
+    });
+    let job = server.ok(
+        "/api/v1/jobs",
+        &json!({"kind": "k", "queue": "due", "delay_seconds": 1}),
+    );
+    let (status, leased) = waiting.join().expect("the lease request");
+    assert_eq!(status, 200, "{leased}");
+    assert_eq!(leased["jobs"][0]["id"], job["id"], "{leased}");
+}

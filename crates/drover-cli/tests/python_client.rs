@@ -204,7 +204,10 @@ fn an_enqueue_whose_answer_is_lost_is_not_sent_twice() {
             .is_some_and(|m| m.contains("unknown")),
         "{said}"
     );
-    assert_eq!(said["closed_idle"], true, "the server kept the idle connection: {said}");
+    assert_eq!(
+        said["closed_idle"], true,
+        "the server kept the idle connection: {said}"
+    );
     assert!(said["after_idle"]["id"].is_i64(), "{said}");
     let jobs: Value =
         serde_json::from_str(&env.ok(&["jobs", "list", "--queue", "lost", "--json"])).unwrap();
@@ -214,8 +217,16 @@ fn an_enqueue_whose_answer_is_lost_is_not_sent_twice() {
         .iter()
         .map(|job| job["kind"].as_str().unwrap())
         .collect();
-    assert_eq!(kinds.iter().filter(|&&k| k == "py.lost").count(), 1, "{jobs:#}");
-    assert_eq!(kinds.iter().filter(|&&k| k == "py.idle").count(), 1, "{jobs:#}");
+    assert_eq!(
+        kinds.iter().filter(|&&k| k == "py.lost").count(),
+        1,
+        "{jobs:#}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|&&k| k == "py.idle").count(),
+        1,
+        "{jobs:#}"
+    );
 }
 
 /// Starts a 60 s Python job with `config`, cancels it once it runs, and waits `limit` for its

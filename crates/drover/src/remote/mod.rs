@@ -425,16 +425,26 @@ impl RemoteWorkers {
         let (_poll, mut woken) = self.polls.enter(&request.worker);
         loop {
             wakeups.borrow_and_update();
-            let jobs = self.claim(&request, &owner).await?;
+            let (jobs, next_due_at) = self.claim(&request, &owner).await?;
             if !jobs.is_empty() {
                 return Ok(jobs);
             }
+            // A scheduled or retried job coming due wakes nobody: the claim said when the next
+            // one will be, and the wait ends then (a little after, so that it is due by the
+            // database's clock too).
+            let due = next_due_at.map(|at| {
+                let wait = Duration::try_from(at.duration_since(self.clock.now()))
+                    .unwrap_or(Duration::ZERO);
+                tokio::time::Instant::now() + wait + Duration::from_millis(1)
+            });
             tokio::select! {
                 changed = wakeups.changed() => {
                     if changed.is_err() {
                         return Ok(Vec::new());
                     }
                 }
+                _ = async { tokio::time::sleep_until(due.unwrap_or(deadline)).await },
+                    if due.is_some_and(|due| due < deadline) => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
                 _ = stop.cancelled() => return Ok(Vec::new()),
                 _ = woken.changed() => return Ok(Vec::new()),
@@ -449,8 +459,15 @@ impl RemoteWorkers {
         Ok(self.polls.wake(worker))
     }
 
-    async fn claim(&self, request: &LeaseRequest, owner: &str) -> Result<Vec<LeasedJob>, Error> {
+    /// Claims for `request`, queue by queue; the jobs, and when the next job not yet due in
+    /// those queues will be.
+    async fn claim(
+        &self,
+        request: &LeaseRequest,
+        owner: &str,
+    ) -> Result<(Vec<LeasedJob>, Option<Timestamp>), Error> {
         let mut out = Vec::new();
+        let mut next_due_at: Option<Timestamp> = None;
         for queue in &request.queues {
             let want = request.max - out.len();
             if want == 0 {
@@ -466,6 +483,9 @@ impl RemoteWorkers {
                     now: self.clock.store_now(),
                 })
                 .await?;
+            if let Some(at) = claimed.next_due_at {
+                next_due_at = Some(next_due_at.map_or(at, |next| next.min(at)));
+            }
             let now = self.clock.now();
             let expires_at = self.expiry_from(now);
             let worker: Arc<str> = Arc::from(request.worker.as_str());
@@ -507,7 +527,7 @@ impl RemoteWorkers {
                 });
             }
         }
-        Ok(out)
+        Ok((out, next_due_at))
     }
 
     /// Renews a lease, recording the step the run has reached.
