@@ -201,3 +201,46 @@ fn a_waiting_lease_request_gets_a_job_as_it_comes_due() {
     assert_eq!(status, 200, "{leased}");
     assert_eq!(leased["jobs"][0]["id"], job["id"], "{leased}");
 }
+
+/// An outcome sent through another server than the one that handed out the lease (behind a
+/// load balancer, or after a restart) is counted by the server that records it, in its metrics
+/// and in the cluster's throughput.
+#[test]
+fn an_outcome_through_another_server_is_counted_there() {
+    let env = Env::new(CONFIG);
+    let a = env.serve("serve-a", &[]);
+    let b = env.serve("serve-b", &[]);
+    a.ok("/api/v1/jobs", &json!({"kind": "k", "queue": "elsewhere"}));
+    let leased = a.ok(
+        "/api/v1/leases",
+        &json!({"queues": ["elsewhere"], "worker": "w", "wait": 5}),
+    );
+    let token = leased["jobs"][0]["token"].as_str().unwrap().to_owned();
+    b.ok(&format!("/api/v1/leases/{token}/complete"), &json!(null));
+    let counted = |server: &Server| {
+        let (_, text) = server.get_text("/metrics");
+        text.lines()
+            .filter(|line| line.starts_with("drover_jobs_finished_total{"))
+            .filter(|line| line.contains("queue=\"elsewhere\""))
+            .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    eventually(Duration::from_secs(20), "b counts the completion", || {
+        let seen = counted(&b);
+        (seen == 1.0).then_some(()).ok_or(format!("{seen}"))
+    });
+    assert_eq!(
+        counted(&a),
+        0.0,
+        "only the server that recorded it counts it"
+    );
+    // The throughput comes from each process's counts, flushed with its heartbeat.
+    eventually(Duration::from_secs(20), "the throughput counts it", || {
+        let (_, minutes) = a.get("/api/v1/throughput?minutes=5");
+        let completed: u64 = minutes
+            .as_array()
+            .map(|all| all.iter().filter_map(|m| m["completed"].as_u64()).sum())
+            .unwrap_or(0);
+        (completed == 1).then_some(()).ok_or(minutes.to_string())
+    });
+}

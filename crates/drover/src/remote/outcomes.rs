@@ -36,10 +36,12 @@ impl RemoteWorkers {
         answer
     }
 
-    /// Runs the job-end hooks for an outcome that ended its job (a repeat has run them), in a
-    /// task of its own: the outcome is committed, and a request dropped by its client (or one
-    /// waiting on a full hook queue) must not lose the hook. A lease this process did not hand
-    /// out (another server did, or this one restarted since) is read from the job.
+    /// After an outcome was taken: runs the job-end hooks if it ended its job (a repeat has run
+    /// them), and counts it in the metrics and the throughput if the lease was not handed out
+    /// here (another server did, or this one restarted since: [`Self::settle`] counted the
+    /// others), reading the job for what the lease would have said. In a task of its own: the
+    /// outcome is committed, and a request dropped by its client (or one waiting on a full
+    /// hook queue) must not lose the hook.
     pub(super) fn announce(
         &self,
         recorded: &Recorded,
@@ -47,26 +49,50 @@ impl RemoteWorkers {
         outcome: &Outcome,
         step: Option<String>,
     ) {
-        let Some(hooks) = self.hooks.clone() else {
+        if recorded.repeated {
             return;
-        };
-        if hooks.is_empty() || recorded.repeated || !recorded.state.is_terminal() {
+        }
+        let hooks = self
+            .hooks
+            .clone()
+            .filter(|hooks| !hooks.is_empty() && recorded.state.is_terminal());
+        let uncounted = held.is_none();
+        if hooks.is_none() && !uncounted {
             return;
         }
         let (id, state) = (recorded.id, recorded.state);
         let error = crate::hooks::error_of(outcome, state);
-        let store = self.store.clone();
+        let (store, metrics, clock) =
+            (self.store.clone(), self.metrics.clone(), self.clock.clone());
+        let outcome = outcome.clone();
         tokio::spawn(async move {
             let (kind, queue, attempt, step) = match held {
                 // The outcome's own step, else the last heartbeat's.
                 Some(held) => (held.kind, held.queue, held.attempt, step.or(held.step)),
                 None => match store.job_get(id).await {
-                    Ok(Some(job)) => (job.kind, job.queue, job.attempt, step.or(job.step)),
+                    Ok(Some(job)) => {
+                        let now = clock.now();
+                        let ran = job
+                            .attempted_at
+                            .and_then(|at| {
+                                std::time::Duration::try_from(now.duration_since(at)).ok()
+                            })
+                            .unwrap_or_default();
+                        metrics.finished(&job.queue, &job.kind, &outcome, ran, now);
+                        (job.kind, job.queue, job.attempt, step.or(job.step))
+                    }
                     _ => {
-                        tracing::warn!(job = id, "job ended, but cannot be read for its hooks");
+                        tracing::warn!(
+                            job = id,
+                            "job ended, but cannot be read for its hooks \
+                            and metrics"
+                        );
                         return;
                     }
                 },
+            };
+            let Some(hooks) = hooks else {
+                return;
             };
             hooks
                 .fire(JobEnd {
