@@ -438,3 +438,32 @@ fn a_body_sent_to_a_route_that_takes_none_is_refused() {
         assert_eq!(status, 200, "{body:?}: {answer}");
     }
 }
+
+/// A batch whose every job matched an unfinished one by its unique key made nothing new: 200,
+/// as a duplicate single enqueue answers; one that made a job is 201. A body of the wrong
+/// shape is said in JSON's words, not Rust's, and an args filter that is not an object is
+/// refused.
+#[test]
+fn a_batch_of_duplicates_only_answers_200() {
+    let env = Env::new("");
+    let server = env.serve("serve", &[]);
+    let batch = json!({"jobs": [
+        {"kind": "k", "queue": "held", "unique_key": "u-1", "delay_seconds": 3600}
+    ]});
+    let (first, _) = server.post("/api/v1/jobs/batch", &batch);
+    let (again, answer) = server.post("/api/v1/jobs/batch", &batch);
+    assert_eq!((first, again), (201, 200), "{answer}");
+    assert_eq!(answer["duplicates"], 1, "{answer}");
+    let (status, refused) = server.post("/api/v1/jobs", &json!([]));
+    assert_eq!(status, 422, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("expected a JSON object"), "{refused}");
+    assert!(!message.contains("struct"), "{refused}");
+    // Args are always an object: a filter that is not one would match nothing, silently.
+    let (status, refused) = server.get("/api/v1/jobs?args=%5B1%5D");
+    assert_eq!(
+        (status, &refused["error"]["field"]),
+        (400, &json!("args")),
+        "{refused}"
+    );
+}

@@ -197,7 +197,7 @@ impl From<JsonRejection> for ApiError {
         let field = json_field(&rejection).unwrap_or_else(|| "body".to_owned());
         Self {
             status,
-            ..Self::invalid(field, rejection.body_text())
+            ..Self::invalid(field, in_json_terms(&rejection.body_text()))
         }
     }
 }
@@ -237,12 +237,74 @@ fn json_field(rejection: &JsonRejection) -> Option<String> {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        Self::invalid("query", rejection.body_text())
+        Self::invalid("query", in_json_terms(&rejection.body_text()))
     }
+}
+
+/// serde's words for what was expected, in the words of JSON: Rust's names (`struct
+/// EnqueueBody with 9 elements`, `i64`, `sequence`) mean nothing to a client in another
+/// language.
+fn in_json_terms(message: &str) -> String {
+    let mut out = message.to_owned();
+    while let Some(at) = out.find("expected struct ") {
+        let name = at + "expected struct ".len();
+        let mut end = name
+            + out[name..]
+                .find(|c: char| !c.is_alphanumeric() && c != '_')
+                .unwrap_or(out.len() - name);
+        // serde's count of the struct's fields: `with 9 elements`.
+        if let Some(count) = out[end..].strip_prefix(" with ")
+            && let Some(len) = count.find(" element")
+        {
+            end += " with ".len() + len + " element".len();
+            if out[end..].starts_with('s') {
+                end += 1;
+            }
+        }
+        out.replace_range(at..end, "expected a JSON object");
+    }
+    for (rust, json) in [
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: map", "invalid type: object"),
+        ("expected i64", "expected an integer"),
+        ("expected i32", "expected an integer"),
+        ("expected u64", "expected an integer of 0 or more"),
+        ("expected u32", "expected an integer of 0 or more"),
+        ("expected usize", "expected an integer of 0 or more"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected an object"),
+    ] {
+        out = out.replace(rust, json);
+    }
+    out
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         Self::invalid("path", rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_json_terms;
+
+    #[test]
+    fn serde_s_rust_names_are_said_in_json_terms() {
+        assert_eq!(
+            in_json_terms(
+                "invalid type: sequence, expected struct EnqueueBody with 9 elements at line 1"
+            ),
+            "invalid type: array, expected a JSON object at line 1"
+        );
+        assert_eq!(
+            in_json_terms("invalid type: string \"x\", expected i64"),
+            "invalid type: string \"x\", expected an integer"
+        );
+        assert_eq!(
+            in_json_terms("expected struct LeaseBody"),
+            "expected a JSON object"
+        );
     }
 }

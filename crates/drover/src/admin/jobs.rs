@@ -80,11 +80,11 @@ impl JobFilter {
                     reason: format!("not JSON: {err}"),
                 }
             })?;
-            if !(parsed.is_object() || parsed.is_array()) {
+            // Args are always an object: any other filter would match no job, silently.
+            if !parsed.is_object() {
                 return Err(ValidationError::Range {
                     field: "args",
-                    reason: "the args filter must be a JSON object (or array), like {\"user\": 7}"
-                        .into(),
+                    reason: "the args filter must be a JSON object, like {\"user\": 7}".into(),
                 });
             }
         }

@@ -163,6 +163,7 @@ pub(crate) struct BatchEnqueued {
 #[utoipa::path(post, path = "/api/v1/jobs/batch", tag = "jobs", request_body = BatchBody,
     responses(
         (status = 201, description = "Enqueued (committed)", body = BatchEnqueued),
+        (status = 200, description = "Every job's unique key matched an unfinished job: nothing new", body = BatchEnqueued),
         (status = 400, description = "A job is invalid; nothing stored", body = ErrorBody),
         (status = 413, description = "More than 10,000 jobs, or a body over the limit", body = ErrorBody),
     ))]
@@ -191,8 +192,14 @@ pub(crate) async fn enqueue_batch(
         .collect::<Result<Vec<_>, _>>()?;
     let inserted = state.admin.client().enqueue_many(requests).await?;
     let duplicates = inserted.iter().filter(|job| job.duplicate).count();
+    // As for one job: 200 when nothing new was made, every job a duplicate.
+    let status = if duplicates == inserted.len() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((
-        StatusCode::CREATED,
+        status,
         Json(BatchEnqueued {
             inserted: inserted.len() - duplicates,
             duplicates,
