@@ -131,12 +131,13 @@ fn sigterm_hands_back_a_job_longer_than_the_timeout_and_exits_non_zero() {
     assert_eq!(job["history"][0]["event"], "handed_back");
 }
 
-/// While it drains, a process is listed as draining (by `stats`, and so by the API and the
-/// dashboard, which read the same registry), and it leaves the list once the drain is over.
+/// While it drains, a process is listed as draining (by `stats`, and by the dashboard, which a
+/// draining server still serves), and it leaves the list once the drain is over.
 #[test]
 fn a_draining_process_is_listed_as_draining_until_it_exits() {
     let env = Env::new("[worker]\nshutdown_timeout = \"30s\"\n");
-    let mut worker = env.spawn("worker", &["worker"]);
+    let server = env.serve("serve", &[]);
+    let mut worker = server.process;
     let id = env.enqueue(&["drover.sleep", "--args", r#"{"ms":5000}"#]);
     env.wait_job(id, T, |j| state(j) == "running");
     let working = env.stats();
@@ -160,6 +161,15 @@ fn a_draining_process_is_listed_as_draining_until_it_exits() {
     }
     let table = env.ok(&["stats"]);
     assert!(table.contains("draining since"), "{table}");
+    let page = ureq::get(&format!("{}/processes", server.url))
+        .call()
+        .expect("the processes page")
+        .into_string()
+        .unwrap();
+    assert!(
+        page.contains("title=\"shutting down since ") && page.contains(">draining <time"),
+        "{page}"
+    );
     assert_eq!(
         state(&env.job(id)),
         "running",

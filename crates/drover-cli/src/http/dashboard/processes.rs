@@ -50,7 +50,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                         td { (format::when(p.heartbeat_at, now)) }
                                         td {
                                             @if let Some(since) = p.draining_since {
-                                                span.badge.draining title={ "shutting down since " (format::when(since, now)) ": claims nothing more, finishes what it runs" } { "draining" }
+                                                span.badge.draining title={ "shutting down since " (format::exact(since)) ": claims nothing more, finishes what it runs" } { "draining " (format::when(since, now)) }
                                             } @else if leads { span.badge.leader { "leader" } } @else { span.muted { "worker" } }
                                         }
                                     }
