@@ -45,8 +45,8 @@ fn throughput_validates_and_zero_fills(server: &Server) {
     for (query, field) in [
         ("minutes=0", "minutes"),
         ("minutes=1441", "minutes"),
-        ("minutes=-3", "query"),
-        ("minutes=lots", "query"),
+        ("minutes=-3", "minutes"),
+        ("minutes=lots", "minutes"),
     ] {
         let (status, answer) = server.get(&format!("/api/v1/throughput?{query}"));
         assert_eq!(

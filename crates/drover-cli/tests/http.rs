@@ -588,8 +588,8 @@ fn errors(server: &Server) {
         ("/api/v1/jobs?created_after=yesterday", "created_after"),
         ("/api/v1/jobs?limit=0", "limit"),
         ("/api/v1/jobs/count?limit=0", "limit"),
-        ("/api/v1/jobs?limit=abc", "query"),
-        ("/api/v1/jobs?colour=red", "query"),
+        ("/api/v1/jobs?limit=abc", "limit"),
+        ("/api/v1/jobs?colour=red", "colour"),
         ("/api/v1/jobs/abc", "path"),
     ] {
         let (status, answer) = server.get(path);

@@ -237,7 +237,38 @@ fn json_field(rejection: &JsonRejection) -> Option<String> {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        Self::invalid("query", in_json_terms(&rejection.body_text()))
+        let text = rejection.body_text();
+        // `Failed to deserialize query string: limit: invalid digit found in string` names
+        // the parameter at fault: the field is that parameter, not the whole query.
+        let named = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .and_then(|rest| rest.split_once(": "))
+            .filter(|(name, _)| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            });
+        match named {
+            Some((name, why)) => {
+                // Every numeric parameter of the API is a whole number of 0 or more.
+                let why = match why {
+                    "invalid digit found in string" | "cannot parse integer from empty string" => {
+                        "not a whole number of 0 or more".to_owned()
+                    }
+                    other => in_json_terms(other),
+                };
+                Self::invalid(name.to_owned(), format!("{name}: {why}"))
+            }
+            None => {
+                // An unknown parameter: `unknown field `colour`, expected one of ...`.
+                let unknown = text
+                    .split_once("unknown field `")
+                    .and_then(|(_, rest)| rest.split_once('`'))
+                    .map(|(name, _)| name.to_owned());
+                Self::invalid(
+                    unknown.unwrap_or_else(|| "query".to_owned()),
+                    in_json_terms(&text),
+                )
+            }
+        }
     }
 }
 
