@@ -84,7 +84,9 @@ fn cron_list_shows_last_and_next_fire() {
     let next: jiff::Timestamp = row["next_fire_at"].as_str().unwrap().parse().unwrap();
     let berlin = next.to_zoned(jiff::tz::TimeZone::get("Europe/Berlin").unwrap());
     assert_eq!((berlin.hour(), berlin.minute()), (3, 0));
-    assert!(env.ok(&["cron", "list"]).contains("nightly"));
+    let listed = env.ok(&["cron", "list"]);
+    assert!(listed.contains("nightly"), "{listed}");
+    assert!(listed.contains("no process leads now"), "{listed}");
 }
 
 #[test]
@@ -138,6 +140,10 @@ catch_up = "all"
     for _ in 0..3 {
         let (now, pid) = fired_twice_more(seen, &workers);
         seen = now;
+        if kills == 0 {
+            let listed = env.ok(&["cron", "list"]);
+            assert!(!listed.contains("no process leads"), "{listed}");
+        }
         let i = workers.iter().position(|w| w.child.id() == pid).unwrap();
         let mut leader = workers.remove(i);
         leader.signal(Signal::SIGKILL);

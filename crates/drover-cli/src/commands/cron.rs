@@ -18,6 +18,12 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
     let store = backend::open(url, config, false).await?;
     let admin = drover::Admin::new(store.clone(), setup::job_defaults(config), admin_config);
     let views = admin.cron().await;
+    // Only a leader fires: with none (every process stopped, or the only one draining) the
+    // next fire times below are when it will fire once one leads again.
+    let led = admin
+        .cluster()
+        .await
+        .map(|cluster| cluster.leader.is_some());
     store.close().await;
     let views = views?;
     if json {
@@ -51,6 +57,12 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
         ],
         &table,
     );
+    if !led? {
+        outln!(
+            "no process leads now: the schedules fire only while a `drover serve` or `drover \
+             worker` with this [[cron]] section runs"
+        );
+    }
     Ok(())
 }
 
