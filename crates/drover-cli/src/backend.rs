@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use drover_core::DynStore;
 use drover_postgres::{PgConfig, PgStore};
 use drover_sqlite::{SqliteConfig, SqliteStore};
@@ -89,14 +89,26 @@ pub(crate) async fn connect(url: &str, config: &Config, watch: bool) -> anyhow::
 /// `store`, migrated. A schema newer than this build knows is used, with a warning: during a
 /// rolling upgrade the older processes keep running against it until they are replaced.
 async fn migrated(store: DynStore, url: &str) -> anyhow::Result<DynStore> {
-    let report = store
-        .migrate()
-        .await
-        .with_context(|| format!("cannot migrate the database at {}", redact(url)))?;
+    let report = migrate(&store, url).await?;
     if report.is_newer_than_known() {
         tracing::warn!("{}", newer_schema(url, &report));
     }
     Ok(store)
+}
+
+/// Migrates `store`; when that fails, closes it and names the URL in the error.
+pub(crate) async fn migrate(
+    store: &DynStore,
+    url: &str,
+) -> anyhow::Result<drover_core::MigrateReport> {
+    match store.migrate().await {
+        Ok(report) => Ok(report),
+        Err(error) => {
+            store.close().await;
+            Err(anyhow::Error::new(error)
+                .context(format!("cannot migrate the database at {}", redact(url))))
+        }
+    }
 }
 
 /// What to say of a database whose schema a newer build of Drover migrated.

@@ -458,11 +458,7 @@ fn every_session_ends_with_a_goodbye_not_a_dropped_connection() {
             "1000",
         ],
     ] {
-        let out = env
-            .cmd(args)
-            .env("DROVER_DATABASE_URL", &url)
-            .output()
-            .expect("run drover");
+        let out = drover_at(&env, &url, args);
         assert!(
             out.status.success(),
             "drover {args:?}: {}",
@@ -511,22 +507,14 @@ fn looking_at_a_schema_that_was_never_made_creates_nothing() {
         &["queues", "resume", "default"],
         &["archive", "run"],
     ] {
-        let out = env
-            .cmd(args)
-            .env("DROVER_DATABASE_URL", &url)
-            .output()
-            .expect("run drover");
+        let out = drover_at(&env, &url, args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "drover {args:?} answered: {err}");
         assert!(err.contains("no Drover tables"), "{args:?}: {err}");
         assert!(err.contains(&schema), "the URL's schema is named: {err}");
     }
     // With no schedules to show, `cron list` does not even open the database.
-    let out = env
-        .cmd(&["cron", "list"])
-        .env("DROVER_DATABASE_URL", &url)
-        .output()
-        .expect("run drover");
+    let out = drover_at(&env, &url, &["cron", "list"]);
     assert!(
         out.status.success(),
         "{}",
@@ -541,6 +529,14 @@ fn looking_at_a_schema_that_was_never_made_creates_nothing() {
 }
 
 /// `url` with its database replaced by `database`.
+/// `drover ARGS` on the database at `url`, run to its end.
+fn drover_at(env: &common::Env, url: &str, args: &[&str]) -> std::process::Output {
+    env.cmd(args)
+        .env("DROVER_DATABASE_URL", url)
+        .output()
+        .expect("run drover")
+}
+
 fn with_database(url: &str, database: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let server = base.rsplit_once('/').map_or(base, |(server, _)| server);

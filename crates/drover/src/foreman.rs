@@ -324,7 +324,9 @@ impl Foreman {
     /// more may be waiting; otherwise the foreman waits for a signal.
     fn claimed(&mut self, result: ClaimResult, limit: usize) -> State {
         let full = result.jobs.len() >= limit;
-        self.next_due = result.next_due_at.map(|at| due_instant(&self.shared, at));
+        self.next_due = result
+            .next_due_at
+            .map(|at| due_instant(&*self.shared.clock, at));
         Counters::add(&self.shared.counters.claimed, result.jobs.len() as u64);
         self.buffer_claimed(result.jobs);
         self.start_buffered();
@@ -403,14 +405,16 @@ fn claim_params(shared: &Shared, queue: &str, limit: usize) -> JobClaimParams {
     }
 }
 
-fn due_instant(shared: &Shared, at: jiff::Timestamp) -> Instant {
-    let wait = at.duration_since(shared.clock.now());
+/// When a job due at `at` (by `clock`) is due here; also the HTTP lease requests' wake-up.
+pub(crate) fn due_instant(clock: &dyn drover_core::Clock, at: jiff::Timestamp) -> Instant {
+    let wait = at.duration_since(clock.now());
     let wait = Duration::try_from(wait).unwrap_or(Duration::ZERO);
     // A little after the due time, so the job is due by the database's clock too.
     Instant::now() + wait + Duration::from_millis(1)
 }
 
-async fn sleep_until(at: Option<Instant>) {
+/// Sleeps until `at`; forever when there is none.
+pub(crate) async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,

@@ -12,7 +12,13 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
         if json {
             return output::json(&Vec::<drover::admin::CronView>::new());
         }
-        no_schedules(config);
+        match &config.source {
+            Some(path) => outln!("no [[cron]] schedules in the config {}", path.display()),
+            None => outln!(
+                "no config file (./drover.toml is absent), so no [[cron]] schedules: give the \
+                 server's config (--config or DROVER_CONFIG) to list its schedules"
+            ),
+        }
         return Ok(());
     }
     let store = backend::open(url, config, false).await?;
@@ -20,18 +26,11 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
     let views = admin.cron().await;
     // Only a leader fires: with none (every process stopped, or the only one draining) the
     // next fire times below are when it will fire once one leads again.
-    let led = admin
-        .cluster()
-        .await
-        .map(|cluster| cluster.leader.is_some());
+    let led = admin.leader().await.map(|leader| leader.is_some());
     store.close().await;
     let views = views?;
     if json {
         return output::json(&views);
-    }
-    if views.is_empty() {
-        no_schedules(config);
-        return Ok(());
     }
     let table: Vec<Vec<String>> = views
         .iter()
@@ -64,15 +63,4 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
         );
     }
     Ok(())
-}
-
-/// Says that there is nothing to list, and why.
-fn no_schedules(config: &Config) {
-    match &config.source {
-        Some(path) => outln!("no [[cron]] schedules in the config {}", path.display()),
-        None => outln!(
-            "no config file (./drover.toml is absent), so no [[cron]] schedules: give the \
-             server's config (--config or DROVER_CONFIG) to list its schedules"
-        ),
-    }
 }

@@ -5,16 +5,7 @@ use crate::config::Config;
 
 pub(crate) async fn run(url: &str, config: &Config) -> anyhow::Result<()> {
     let store = backend::connect(url, config, false).await?;
-    let report = match store.migrate().await {
-        Ok(report) => report,
-        Err(error) => {
-            store.close().await;
-            return Err(anyhow::Error::new(error).context(format!(
-                "cannot migrate the database at {}",
-                backend::redact(url)
-            )));
-        }
-    };
+    let report = backend::migrate(&store, url).await?;
     if report.is_newer_than_known() {
         store.close().await;
         // A schema is never migrated down: the newer build's columns and rows stay.

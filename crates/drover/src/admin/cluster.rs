@@ -52,12 +52,17 @@ pub struct CronView {
 }
 
 impl Admin {
-    /// The leader and the registered processes.
-    pub async fn cluster(&self) -> Result<ClusterView, Error> {
-        let leader = self
+    /// The current leader, if any process leads now (a term that has not expired).
+    pub async fn leader(&self) -> Result<Option<LeaderRecord>, Error> {
+        Ok(self
             .store()
             .leader_get(LEADERSHIP.into(), self.clock.store_now())
-            .await?;
+            .await?)
+    }
+
+    /// The leader and the registered processes.
+    pub async fn cluster(&self) -> Result<ClusterView, Error> {
+        let leader = self.leader().await?;
         let mut processes = self.store().process_list().await?;
         // Every process is listed until the leader prunes it, with its last heartbeat; the
         // HTTP workers only of those that still heartbeat, whose lists are current.

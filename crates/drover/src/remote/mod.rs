@@ -430,21 +430,15 @@ impl RemoteWorkers {
                 return Ok(jobs);
             }
             // A scheduled or retried job coming due wakes nobody: the claim said when the next
-            // one will be, and the wait ends then (a little after, so that it is due by the
-            // database's clock too).
-            let due = next_due_at.map(|at| {
-                let wait = Duration::try_from(at.duration_since(self.clock.now()))
-                    .unwrap_or(Duration::ZERO);
-                tokio::time::Instant::now() + wait + Duration::from_millis(1)
-            });
+            // one will be, and the wait ends then, as a local foreman's does.
+            let due = next_due_at.map(|at| crate::foreman::due_instant(&*self.clock, at));
             tokio::select! {
                 changed = wakeups.changed() => {
                     if changed.is_err() {
                         return Ok(Vec::new());
                     }
                 }
-                _ = async { tokio::time::sleep_until(due.unwrap_or(deadline)).await },
-                    if due.is_some_and(|due| due < deadline) => {}
+                _ = crate::foreman::sleep_until(due) => {}
                 _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
                 _ = stop.cancelled() => return Ok(Vec::new()),
                 _ = woken.changed() => return Ok(Vec::new()),

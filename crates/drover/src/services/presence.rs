@@ -40,11 +40,11 @@ pub(crate) async fn run(
     let mut ticker = tokio::time::interval(INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut persistence = Persistence::default();
-    let mut said_draining = false;
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = draining.cancelled(), if !said_draining => said_draining = true,
+            // Wakes once, when the drain begins; a heartbeat follows at once.
+            _ = draining.cancelled(), if !draining.is_cancelled() => {}
             _ = ticker.tick() => {}
         }
         let params = upsert_params(&shared, &remote, draining.is_cancelled());
