@@ -75,6 +75,21 @@ async fn wait_for(store: &DynStore, id: JobId, check: impl Fn(&JobRecord) -> boo
     }
 }
 
+/// Waits until the engine has taken `n` jobs in (and, with a free slot each, started them). A
+/// job's state is `running` from its claim's commit, which on SQLite can be the enqueue's own
+/// (a parked claim), before the foreman has it: a shutdown then hands it back unstarted.
+async fn wait_taken(handle: &EngineHandle, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while handle.running() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the engine took {} of {n} jobs",
+            handle.running()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn enqueue(handle: &EngineHandle, request: EnqueueRequest) -> JobId {
     handle.client().enqueue(request).await.unwrap().id
 }
@@ -381,6 +396,7 @@ async fn shutdown_lets_short_jobs_finish() {
     )
     .await;
     wait_for(&h.store, id, |j| j.state == JobState::Running).await;
+    wait_taken(&handle, 1).await;
     let report = handle.shutdown_within(Duration::from_secs(5)).await;
     assert!(report.clean(), "{report:?}");
     assert_eq!(get(&h.store, id).await.state, JobState::Completed);
@@ -408,6 +424,7 @@ async fn shutdown_hands_back_long_jobs_without_using_an_attempt() {
     for id in [cooperative, stubborn, once] {
         wait_for(&h.store, id, |j| j.state == JobState::Running).await;
     }
+    wait_taken(&handle, 3).await;
     let report = handle.shutdown_within(Duration::from_millis(200)).await;
     assert_eq!(report.cancelled, 3);
     assert_eq!(report.aborted, 1, "the stubborn handler was aborted");
