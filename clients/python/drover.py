@@ -419,15 +419,18 @@ def _non_finite(value: Any, path: str, seen: set) -> Optional[tuple]:
     return None
 
 
-def _until(deadline: float, call: Callable[[], Any]) -> Any:
+def _until(give_up_at: Callable[[], Optional[float]], call: Callable[[], Any]) -> Any:
     """Makes ``call``, and again with backoff while the server cannot be reached (or answers
-    that it is unavailable), until ``deadline`` (monotonic seconds); then raises its error."""
+    that it is unavailable), until ``give_up_at()`` (monotonic seconds, asked after each
+    failure; ``None``: not yet); then raises its error."""
     pause = 0.25
     while True:
         try:
             return call()
         except DroverError as err:
-            if err.status not in (0, 502, 503, 504) or time.monotonic() + pause >= deadline:
+            limit = give_up_at()
+            if (err.status not in (0, 502, 503, 504)
+                    or (limit is not None and time.monotonic() + pause >= limit)):
                 raise
             log.info("server unavailable (%s); trying again in %.2gs", err, pause)
             time.sleep(pause)
@@ -455,7 +458,7 @@ class Job:
     def _renewed(self, at: float) -> None:
         """The lease was granted or extended at ``at`` (monotonic seconds)."""
         self._renew_at = at + self._lease_seconds / 3
-        #: Until then the server still takes this run's outcome.
+        #: The lease ends then (as last renewed); after it the server may rescue the job.
         self._expires_at = at + self._lease_seconds
 
     def step(self, name: str) -> None:
@@ -536,10 +539,20 @@ class Worker:
     An operator's cancel reaches a running handler (``job.cancelled``) within ``cancel_check``
     seconds: the heartbeat thread asks which running jobs were cancelled that often, in one
     cheap request for all of them (``None``: only at heartbeats, every third of the lease).
+
+    While the server cannot be reached (a restart, a deploy), jobs keep running and their
+    heartbeats and outcomes are sent again with backoff until it answers, however long that
+    takes: a restarted server waits a lease before rescuing expired ones, so the outcomes of
+    jobs that finished during the outage are recorded and the jobs do not run again. Once
+    stopping, an outcome is offered for :attr:`OUTCOME_PATIENCE` seconds at most.
     """
 
     #: Most completions recorded in one call (the server's limit).
     MAX_COMPLETE_BATCH = 1000
+
+    #: Once stopping, how many seconds an outcome is still offered to a server that cannot be
+    #: reached (at least until its lease ends).
+    OUTCOME_PATIENCE = 30.0
 
     def __init__(self, client: Client, queues: Union[str, Iterable[str]], *,
                  name: Optional[str] = None,
@@ -573,6 +586,8 @@ class Worker:
         self.wait = wait
         self._handlers: Dict[str, Handler] = {}
         self._stopping = threading.Event()
+        # When stop() was first called (monotonic seconds).
+        self._stopped_at: Optional[float] = None
         self._lock = threading.Condition()
         self._waiting: List[Job] = []
         # By token, not job id: a job rescued from this worker may be leased by it again while
@@ -614,6 +629,8 @@ class Worker:
     def stop(self) -> None:
         """Asks :meth:`run` to stop gracefully. Safe to call from a signal handler."""
         first = not self._stopping.is_set()
+        if first:
+            self._stopped_at = time.monotonic()
         self._stopping.set()
         with self._lock:
             self._lock.notify_all()
@@ -725,7 +742,7 @@ class Worker:
         try:
             if handler is None:
                 reason = f"unknown kind {job.kind!r}: no handler in worker {self.name}"
-                _until(job._expires_at,
+                _until(self._outcome_limit(job),
                        lambda: self.client.fail(job.token, reason, discard=True))
                 return
             try:
@@ -736,7 +753,7 @@ class Worker:
                     # says where.
                     message = (f"{type(exc).__name__}: {exc}"[:500] + "\n"
                                + traceback.format_exc(limit=5)[-3500:])
-                    _until(job._expires_at,
+                    _until(self._outcome_limit(job),
                            lambda: self.client.fail(job.token, message, step=job._step))
                 return
             if job.lease_lost:
@@ -744,7 +761,7 @@ class Worker:
             if job.cancelled.is_set():
                 # It stopped early, as asked: the server records a failure of a job whose
                 # cancel was requested as cancelled.
-                _until(job._expires_at, lambda: self.client.fail(
+                _until(self._outcome_limit(job), lambda: self.client.fail(
                     job.token, "stopped after a cancel request", step=job._step))
                 return
             with self._lock:
@@ -768,20 +785,32 @@ class Worker:
                 del self._succeeded[:len(batch)]
             self._record(batch)
 
+    def _outcome_limit(self, *jobs: Job) -> Callable[[], Optional[float]]:
+        """Until when the outcome of ``jobs`` is offered again to a server that cannot be
+        reached: while the worker runs, until the server answers, even past the leases' end —
+        the server takes the outcome of an expired lease until the job is rescued, and after an
+        outage it waits a lease before rescuing, so that the owners can report first. Once
+        stopping, until the last lease ends or :attr:`OUTCOME_PATIENCE` after the stop,
+        whichever is later; then the outcome is dropped and the job runs again."""
+        def limit() -> Optional[float]:
+            stopped_at = self._stopped_at
+            if stopped_at is None:
+                return None
+            return max(max(job._expires_at for job in jobs), stopped_at + self.OUTCOME_PATIENCE)
+        return limit
+
     def _record(self, batch: List[Job]) -> None:
-        # While the server is away, try again until the last lease ends: after that the
-        # outcome would be refused anyway (the job is rescued and runs again).
-        deadline = max(job._expires_at for job in batch)
+        limit = self._outcome_limit(*batch)
         try:
             if len(batch) == 1:
                 job = batch[0]
                 try:
-                    _until(deadline, lambda: self.client.complete(job.token, step=job._step))
+                    _until(limit, lambda: self.client.complete(job.token, step=job._step))
                 except DroverError as err:
                     # A lost lease: the job was rescued and runs elsewhere; this run is void.
                     log.warning("job %s: outcome not recorded: %s", job.id, err)
                 return
-            results = _until(deadline, lambda: self.client.complete_many(
+            results = _until(limit, lambda: self.client.complete_many(
                 [job.token for job in batch]))
         except DroverError as err:
             log.warning("%d completions not recorded (their leases will expire and the jobs "
@@ -850,7 +879,8 @@ class Worker:
             job.lease_lost = True
             job.cancelled.set()
             try:
-                _until(job._expires_at, lambda: self.client.hand_back(job.token, started=True))
+                _until(lambda: job._expires_at,
+                       lambda: self.client.hand_back(job.token, started=True))
                 log.warning("job %s: still running at the shutdown timeout; handed back", job.id)
             except DroverError as err:
                 log.warning("job %s: could not hand back (its lease will expire): %s",

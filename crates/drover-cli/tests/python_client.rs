@@ -2,8 +2,9 @@
 //! a worker that runs jobs, a worker killed with SIGKILL mid-job whose job runs again after its
 //! lease (the killed attempt's completion, replayed, gets 409), a graceful stop on SIGTERM that
 //! ends a waiting lease request at once, completions of jobs that finish together recorded
-//! in one call, a worker that gets its own rescued job back while the first run goes on, and
-//! a shutdown timeout that hands back a run still going.
+//! in one call, a worker that gets its own rescued job back while the first run goes on,
+//! a shutdown timeout that hands back a run still going, and an outcome recorded through a
+//! server outage longer than the lease.
 
 mod common;
 
@@ -517,4 +518,56 @@ fn sigterm_hands_back_a_run_still_going_at_the_shutdown_timeout() {
     let job = env.job(id);
     assert_eq!(job["state"], "available", "handed back: {job:#}");
     assert_eq!(job["attempt"], 0, "a hand-back uses no attempt: {job:#}");
+}
+
+/// A server away for longer than the lease (killed, then started again on the same database
+/// and address): the Python worker keeps offering the outcome of the job that finished
+/// meanwhile, the restarted server leaves the expired lease to its owner for a lease before it
+/// rescues anything, and takes the completion: the job ran once. The lease is longer than the
+/// client's longest pause between tries (5 s), so a try lands within the server's grace.
+#[test]
+fn an_outcome_offered_through_a_server_outage_longer_than_the_lease_is_recorded() {
+    let env = Env::new("[worker]\nlease = \"8s\"\n");
+    let server = env.serve("serve", &[]);
+    let url = server.url.clone();
+    let record = env.path("record.jsonl");
+    python(&["enqueue", &url, "py", "1", "1"]);
+    let worker = PyWorker::start(&url, "py", &record, 1);
+    let started = eventually(Duration::from_secs(30), "the job starts", || {
+        records(&record).into_iter().find(|r| r["event"] == "start")
+    });
+    let id = started["id"].as_i64().unwrap();
+    server.process.signal(Signal::SIGKILL);
+    drop(server);
+    eventually(
+        Duration::from_secs(30),
+        "the job ends, the server away",
+        || records(&record).into_iter().find(|r| r["event"] == "end"),
+    );
+
+    // The server stays away until the lease has ended by its clock, and then for longer than
+    // the client's longest pause, so that the client has tried past the lease's end.
+    let job = env.job(id);
+    assert_eq!(job["state"], "running", "{job:#}");
+    let expires: jiff::Timestamp = job["lease_expires_at"].as_str().unwrap().parse().unwrap();
+    eventually(Duration::from_secs(30), "the lease ends", || {
+        (jiff::Timestamp::now() > expires + jiff::SignedDuration::from_secs(6)).then_some(())
+    });
+
+    let addr = url.trim_start_matches("http://");
+    let _restarted = common::api::Server::start(
+        &env,
+        "restarted",
+        env.cmd(&["serve", "--listen", addr]),
+        None,
+    );
+    let job = env.wait_job(id, Duration::from_secs(30), |job| job["state"] != "running");
+    assert_eq!(job["state"], "completed", "{job:#}");
+    assert_eq!(job["attempt"], 1, "it ran once: {job:#}");
+    let starts = records(&record)
+        .into_iter()
+        .filter(|r| r["event"] == "start")
+        .count();
+    assert_eq!(starts, 1, "the job ran again");
+    drop(worker);
 }

@@ -507,3 +507,58 @@ async fn a_worker_store_opens_its_connections_at_connect() {
     assert_eq!(sessions.len(), 1, "calls went to sessions {sessions:?}");
     worker.close().await;
 }
+
+/// `drover bench` checkpoints before each run: a superuser's checkpoint reaches the server (its
+/// count of requested checkpoints grows), and a role without the privilege gets `false`, not
+/// an error that would end the bench.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_runs_with_the_privilege_and_is_declined_without_it() {
+    let (store, _guard) = fresh_store().await;
+    let client = store.client().await.expect("connection");
+    let requested = async || -> i64 {
+        client
+            .query_one("SELECT checkpoints_req FROM pg_stat_bgwriter", &[])
+            .await
+            .expect("bgwriter stats")
+            .get(0)
+    };
+    let before = requested().await;
+    assert!(
+        store.checkpoint().await.expect("checkpoint"),
+        "a superuser may"
+    );
+    assert!(
+        requested().await > before,
+        "the server counted no requested checkpoint"
+    );
+
+    let role = format!("drover_t_role_{:08x}", fastrand::u32(..));
+    client
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+        .await
+        .expect("create role");
+    let mut config = PgConfig::from_url(&test_url()).expect("test URL parses");
+    // The same server as the test's user (trust authentication, as the test servers have).
+    let (scheme, rest) = config.url.split_once("://").expect("a URL");
+    let host = rest.split_once('@').map_or(rest, |(_, host)| host);
+    config.url = format!("{scheme}://{role}@{host}");
+    config.listen = false;
+    let outcome = match PgStore::connect(config).await {
+        Ok(unprivileged) => {
+            let outcome = unprivileged.checkpoint().await;
+            unprivileged.close().await;
+            outcome
+        }
+        Err(err) => Err(err),
+    };
+    client
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .expect("drop role");
+    assert!(
+        !outcome.expect("declined, not failed"),
+        "an unprivileged role may not"
+    );
+    drop(client);
+    store.close().await;
+}
