@@ -159,7 +159,8 @@ pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<D
         if !unreachable {
             return Err(error);
         }
-        if tokio::time::Instant::now() + pause > deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             return Err(if wait.is_zero() {
                 error
             } else {
@@ -168,13 +169,16 @@ pub(crate) async fn open_waiting(url: &str, config: &Config) -> anyhow::Result<D
                 ))
             });
         }
+        // The last pause ends at the deadline, where the last try is made: the wait is as long
+        // as it says.
+        let pause_now = pause.min(deadline - now);
         tracing::warn!(
-            "cannot reach the database yet, trying again in {pause:?} (for up to {wait:?} \
+            "cannot reach the database yet, trying again in {pause_now:?} (for up to {wait:?} \
             after the start): {error:#}"
         );
         let signal = interrupted.get_or_insert_with(|| Box::pin(crate::signals::interrupted()));
         tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
+            _ = tokio::time::sleep(pause_now) => {}
             code = signal.as_mut() => {
                 return Err(error.context(crate::signals::Interrupted("waiting for the database", code)));
             }

@@ -115,6 +115,32 @@ fn a_wrong_database_url_still_fails_at_once() {
     );
 }
 
+/// A server that never comes: the worker tries until `wait_at_start` has passed, the last try
+/// at its end (the pauses between tries double, and the last is cut to fit), then gives up
+/// saying how long it waited.
+#[test]
+fn a_worker_waits_as_long_as_wait_at_start_says() {
+    let pg = PgEnv::new("[database]\nwait_at_start = \"3s\"\n");
+    let nowhere = via(&pg.url, &format!("127.0.0.1:{}", free_port()));
+    let started = Instant::now();
+    let out = pg
+        .cmd(&["worker"])
+        .env("DROVER_DATABASE_URL", &nowhere)
+        .output()
+        .unwrap();
+    let waited = started.elapsed();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("gave up waiting for the database after 3s"),
+        "{said}"
+    );
+    assert!(
+        waited >= Duration::from_secs(3),
+        "gave up after {waited:?}: {said}"
+    );
+}
+
 /// SIGINT ends the wait at once, with the status a shell gives a command the signal stopped.
 #[test]
 fn sigint_ends_the_wait_with_status_130() {

@@ -82,7 +82,9 @@ fn a_worker_rides_out_a_restart_and_an_outage_longer_than_the_lease() {
 
 /// The server down for three leases while jobs run: the runs that ended in the outage are
 /// recorded by their worker, and the ones still going have their leases renewed, before any
-/// rescue; every job completes at its first attempt.
+/// rescue; every job completes at its first attempt. Meanwhile the worker answers its probes:
+/// alive (an orchestrator must not restart it), not ready, and its metrics with the database
+/// marked down.
 fn an_outage_longer_than_the_lease_runs_no_job_twice() {
     let pg = PgEnv::new(
         r#"
@@ -95,7 +97,12 @@ default = 4
 "#,
     );
     let version = cluster_version();
-    let mut worker = pg.spawn("worker", &["worker"]);
+    let mut server = common::api::Server::start(
+        &pg.env,
+        "worker",
+        pg.cmd(&["worker", "--listen", "127.0.0.1:0"]),
+        None,
+    );
     // Two end in the outage, two after it.
     let lines: Vec<String> = [2_500, 2_500, 9_000, 9_000]
         .iter()
@@ -114,8 +121,18 @@ default = 4
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let down_at = Instant::now();
+    let (status, health) = server.get("/healthz");
+    assert_eq!(status, 200, "{health:#}");
+    assert_eq!(health["database"], false, "{health:#}");
+    let (status, ready) = server.get_text("/readyz");
+    assert_eq!(status, 503, "{ready}");
+    let (status, metrics) = server.get_text("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    assert!(metrics.contains("drover_database_up 0"), "{metrics}");
+    assert!(metrics.contains("drover_workers_busy "), "{metrics}");
     // The outage itself: three leases without a server.
-    std::thread::sleep(Duration::from_secs(6));
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(down_at.elapsed()));
     let out = pg_ctlcluster(&back.version, &["start"]);
     assert!(
         out.status.success(),
@@ -132,6 +149,9 @@ default = 4
         assert_eq!(job["attempt"], 1, "ran again after the outage: {job:#}");
         assert_eq!(job["errors"], serde_json::json!([]), "{job:#}");
     }
+    let (_, metrics) = server.get_text("/metrics");
+    assert!(metrics.contains("drover_database_up 1"), "{metrics}");
+    let worker = &mut server.process;
     let log = worker.log();
     assert!(
         !log.contains("lease lost") && !log.contains("lost its lease"),

@@ -280,6 +280,11 @@ pub fn check_schema(name: &str) -> Result<&str, String> {
             "invalid schema name {name:?}: the prefix pg_ is reserved by PostgreSQL"
         ));
     }
+    if name == "information_schema" {
+        return Err(format!(
+            "invalid schema name {name:?}: PostgreSQL's own catalog views live there"
+        ));
+    }
     Ok(name)
 }
 
@@ -364,6 +369,7 @@ mod tests {
             "postgres://h/db?schema=jobs;drop",
             "postgres://h/db?schema=",
             "postgres://h/db?schema=pg_jobs",
+            "postgres://h/db?schema=information_schema",
             "postgres://h/db?schema=a&schema=b",
             "postgres://h/db?nonsense=1",
             "postgres://h/db?sslmode=allow",

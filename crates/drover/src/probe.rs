@@ -8,10 +8,12 @@ use std::sync::Arc;
 use drover_core::LeaderTerm;
 use tokio::sync::watch;
 
-use crate::error::Error;
 use crate::health::HealthReport;
 use crate::remote::RemoteWorkers;
 use crate::runtime::Shared;
+
+/// How long a scrape waits for the cached queue counts before it answers without them.
+const COUNTS_READ_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Liveness and metrics of a running engine. See [`EngineHandle::probe`](crate::EngineHandle::probe).
 #[derive(Clone)]
@@ -58,15 +60,26 @@ impl EngineProbe {
     }
 
     /// Sets the gauges of the engine's metrics (queue depths from the cached counts, busy runs,
-    /// leadership) and returns them as Prometheus text.
-    pub async fn metrics_text(&self) -> Result<String, Error> {
-        let queues = self.shared.store.queue_list().await?;
+    /// leadership) and returns them as Prometheus text. While the database does not answer
+    /// the text is still given, with `drover_database_up 0`: a scraper that lost every series
+    /// for the length of an outage would lose the process's own counters with them.
+    pub async fn metrics_text(&self) -> String {
+        // Within a scraper's patience: a pool waiting for a server that is down takes longer.
+        let read = tokio::time::timeout(COUNTS_READ_LIMIT, self.shared.store.queue_list()).await;
+        let queues = match read {
+            Ok(Ok(queues)) => Some(queues),
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "metrics: the queue counts could not be read");
+                None
+            }
+            Err(_) => None,
+        };
         self.shared.metrics.observe(
-            &queues,
+            queues.as_deref(),
             self.shared.clock.now(),
             self.busy(),
             self.is_leader(),
         );
-        Ok(self.shared.metrics.encode_text())
+        self.shared.metrics.encode_text()
     }
 }

@@ -120,6 +120,7 @@ pub struct Metrics {
     leases_expired: Family<JobLabels, Counter>,
     outcomes_refused: Counter,
     leader: Gauge,
+    database_up: Gauge,
     cron_fires: Family<JobLabels, Counter>,
     archive_rows: Family<TableLabels, Counter>,
     store_seconds: Family<OpLabels, Histogram, fn() -> Histogram>,
@@ -164,6 +165,7 @@ impl Metrics {
             leases_expired: Family::default(),
             outcomes_refused: Counter::default(),
             leader: Gauge::default(),
+            database_up: Gauge::default(),
             cron_fires: Family::default(),
             archive_rows: Family::default(),
             store_seconds: Family::new_with_constructor(fast_histogram as fn() -> Histogram),
@@ -242,6 +244,12 @@ impl Metrics {
             "drover_leader",
             "1 while this process leads, else 0",
             self.leader.clone(),
+        );
+        r.register(
+            "drover_database_up",
+            "1 when the scrape's read of the cached queue counts answered, else 0 (the queue \
+             gauges then keep the values of the last read that did)",
+            self.database_up.clone(),
         );
         r.register(
             "drover_cron_fires",
@@ -436,9 +444,28 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the queue gauges from the cached counts, this process's busy runs, and its
-    /// leadership. Called just before a scrape.
-    pub fn observe(&self, queues: &[QueueRecord], now: Timestamp, busy: usize, leader: bool) {
+    /// Sets the queue gauges from the cached counts (`None`: the database did not answer, so
+    /// they keep their last values and `drover_database_up` reads 0), this process's busy
+    /// runs, and its leadership. Called just before a scrape.
+    pub fn observe(
+        &self,
+        queues: Option<&[QueueRecord]>,
+        now: Timestamp,
+        busy: usize,
+        leader: bool,
+    ) {
+        self.workers_busy.set(busy as i64);
+        self.leader.set(i64::from(leader));
+        if let Some(source) = self.autoscaler_source.get() {
+            self.autoscaler.observe(source);
+        }
+        self.database_up.set(i64::from(queues.is_some()));
+        if let Some(queues) = queues {
+            self.observe_queues(queues, now);
+        }
+    }
+
+    fn observe_queues(&self, queues: &[QueueRecord], now: Timestamp) {
         let mut seen = self.seen_queues.lock().expect("metrics lock poisoned");
         // Queues gone from the counts read zero rather than their last value.
         for gone in seen
@@ -480,11 +507,6 @@ impl Metrics {
                 })
                 .set(age);
             seen.push(queue.name.clone());
-        }
-        self.workers_busy.set(busy as i64);
-        self.leader.set(i64::from(leader));
-        if let Some(source) = self.autoscaler_source.get() {
-            self.autoscaler.observe(source);
         }
     }
 
@@ -579,8 +601,8 @@ mod tests {
         source.launch("gpu", "success");
         source.launch("gpu", "success");
         source.interruption();
-        metrics.observe(&[], Timestamp::now(), 0, true);
-        metrics.observe(&[], Timestamp::now(), 0, true);
+        metrics.observe(Some(&[]), Timestamp::now(), 0, true);
+        metrics.observe(Some(&[]), Timestamp::now(), 0, true);
         let text = metrics.encode_text();
         assert!(
             text.contains("drover_autoscaler_launches_total{system=\"gpu\",result=\"success\"} 2"),
