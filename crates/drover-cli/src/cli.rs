@@ -249,8 +249,9 @@ pub(crate) struct WorkerArgs {
     /// Queues to work, comma-separated (default: every queue of the config).
     #[arg(long, value_delimiter = ',')]
     pub(crate) queues: Vec<String>,
-    /// Jobs run at once per queue (overrides the config).
-    #[arg(long)]
+    /// Jobs run at once per queue (overrides the config; from 1 to 10000).
+    #[arg(long, value_parser = clap::builder::TypedValueParser::map(
+        clap::value_parser!(u64).range(1..=10_000), |n| n as usize))]
     pub(crate) concurrency: Option<usize>,
     /// How long running jobs may finish after SIGTERM before they are cancelled.
     #[arg(long, value_parser = parse_duration)]
@@ -279,8 +280,9 @@ pub(crate) struct EnqueueArgs {
     /// Queue (default: the task's queue, else `default`).
     #[arg(long)]
     pub(crate) queue: Option<String>,
-    /// Higher runs first (default 0).
-    #[arg(long, allow_negative_numbers = true)]
+    /// Higher runs first (default 0; from -32768 to 32767).
+    #[arg(long, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(i16::MIN as i64..=i16::MAX as i64))]
     pub(crate) priority: Option<i32>,
     /// Run after this delay, like 30s or 5m.
     #[arg(long, value_parser = parse_duration, conflicts_with = "run_at")]
@@ -288,8 +290,8 @@ pub(crate) struct EnqueueArgs {
     /// Run at this time (RFC 3339, like 2026-12-01T09:00:00Z).
     #[arg(long)]
     pub(crate) run_at: Option<String>,
-    /// Attempts before the job is discarded.
-    #[arg(long)]
+    /// Attempts before the job is discarded (default 25, or the task's; from 1 to 10000).
+    #[arg(long, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub(crate) max_attempts: Option<i32>,
     /// While a job with this key is unfinished, enqueue returns that job instead.
     #[arg(long)]

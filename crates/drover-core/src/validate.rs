@@ -122,10 +122,14 @@ pub fn json_type_name(value: &serde_json::Value) -> &'static str {
 /// and weeks 7 days (a delay of `2d` is 48 hours, whatever the clocks do in between); months
 /// and years are refused, as they have no fixed length.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let span: jiff::Span = text
-        .trim()
-        .parse()
-        .map_err(|err| format!("{text:?} is not a duration like 30s, 5m, 2d or 250ms ({err})"))?;
+    let span: jiff::Span = text.trim().parse().map_err(|err: jiff::Error| {
+        // jiff says `failed to set nan value for seconds` of a number too big for its unit.
+        if err.to_string().contains("failed to set") {
+            format!("{text:?} is out of range (the longest duration is about 19,000 years)")
+        } else {
+            format!("{text:?} is not a duration like 30s, 5m, 2d or 250ms ({err})")
+        }
+    })?;
     if span.get_years() != 0 || span.get_months() != 0 {
         return Err(format!(
             "{text:?}: months and years have no fixed length; give days or weeks (like 30d)"
@@ -266,7 +270,7 @@ pub fn check_name(field: &'static str, value: &str) -> Result<(), ValidationErro
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'))
     {
-        return refuse("may contain only letters, digits and . _ - : /");
+        return refuse("may contain only ASCII letters, digits and . _ - : /");
     }
     // `.` and `..` are path segments a URL resolves away: no link or button could name them.
     if value.bytes().all(|b| b == b'.') {
@@ -297,7 +301,7 @@ pub fn check_identifier(field: &'static str, value: &str) -> Result<(), Validati
         return refuse("longer than 63 characters");
     }
     if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return refuse("may contain only letters, digits and _ (a plain identifier)");
+        return refuse("may contain only ASCII letters, digits and _ (a plain identifier)");
     }
     Ok(())
 }

@@ -177,7 +177,10 @@ impl ParsedSchedule {
 
     /// The fire times to enqueue at `now`, oldest first, given what the database recorded.
     /// Times after the baseline (the last fire, or the registration when it never fired) and
-    /// at or before `now` are due; the catch-up policy says which of them run.
+    /// at or before `now` are due. When every one of them is under [`ON_TIME_GRACE`] late,
+    /// nothing was missed but a leader handover or a restart, and all of them run (a schedule
+    /// every 2 s loses no fire time to a 4 s handover); otherwise the catch-up policy says
+    /// which run.
     pub fn plan(&self, state: Option<&CronState>, now: Timestamp) -> Vec<Timestamp> {
         let baseline = match state {
             Some(state) => state.last_fire_at.unwrap_or(state.registered_at),
@@ -186,31 +189,38 @@ impl ParsedSchedule {
         let Some(latest) = self.latest_at_or_before(now).filter(|t| *t > baseline) else {
             return Vec::new();
         };
+        let (due, complete) = self.due_back_to(latest, baseline);
+        let on_time = |t: Timestamp| now.duration_since(t) <= ON_TIME_GRACE;
+        if complete && on_time(due[0]) {
+            return due;
+        }
         match self.schedule.catch_up {
             CatchUp::Once => vec![latest],
-            CatchUp::Skip => {
-                if now.duration_since(latest) <= ON_TIME_GRACE {
-                    vec![latest]
-                } else {
-                    Vec::new()
-                }
-            }
-            CatchUp::All => {
-                let mut due = vec![latest];
-                while due.len() < MAX_CATCH_UP {
-                    let before = due
-                        .last()
-                        .expect("not empty")
-                        .checked_sub(SignedDuration::from_nanos(1));
-                    match before.ok().and_then(|t| self.latest_at_or_before(t)) {
-                        Some(t) if t > baseline => due.push(t),
-                        _ => break,
-                    }
-                }
-                due.reverse();
-                due
-            }
+            CatchUp::Skip if on_time(latest) => vec![latest],
+            CatchUp::Skip => Vec::new(),
+            CatchUp::All => due,
         }
+    }
+
+    /// The fire times from `latest` back to just after `baseline`, oldest first, at most
+    /// [`MAX_CATCH_UP`] of them, and whether they reach back to the baseline.
+    fn due_back_to(&self, latest: Timestamp, baseline: Timestamp) -> (Vec<Timestamp>, bool) {
+        let mut due = vec![latest];
+        let complete = loop {
+            if due.len() >= MAX_CATCH_UP {
+                break false;
+            }
+            let before = due
+                .last()
+                .expect("not empty")
+                .checked_sub(SignedDuration::from_nanos(1));
+            match before.ok().and_then(|t| self.latest_at_or_before(t)) {
+                Some(t) if t > baseline => due.push(t),
+                _ => break true,
+            }
+        };
+        due.reverse();
+        (due, complete)
     }
 }
 
@@ -339,6 +349,35 @@ mod tests {
         let minutely = schedule("* * * * *", None, CatchUp::All);
         let week = state("2026-04-30T00:00:00Z", None);
         assert_eq!(minutely.plan(Some(&week), now).len(), MAX_CATCH_UP);
+    }
+
+    /// A leader handover of a few seconds under a schedule of every 2 s: the times it missed
+    /// are all under the grace, so they all fire whatever the policy; after a real outage (a
+    /// missed time older than the grace) the policy decides again.
+    #[test]
+    fn a_handover_shorter_than_the_grace_loses_no_fire_time() {
+        let fired = state("2026-05-07T08:00:00Z", Some("2026-05-07T08:22:52Z"));
+        let now = ts("2026-05-07T08:22:57.030Z");
+        let missed = vec![ts("2026-05-07T08:22:54Z"), ts("2026-05-07T08:22:56Z")];
+        for catch_up in [CatchUp::Once, CatchUp::Skip, CatchUp::All] {
+            let every_2s = schedule("*/2 * * * * *", None, catch_up);
+            assert_eq!(every_2s.plan(Some(&fired), now), missed, "{catch_up:?}");
+        }
+        // Ten minutes away: the oldest missed time is past the grace.
+        let later = ts("2026-05-07T08:32:53Z");
+        let once = schedule("*/2 * * * * *", None, CatchUp::Once);
+        assert_eq!(
+            once.plan(Some(&fired), later),
+            vec![ts("2026-05-07T08:32:52Z")]
+        );
+        let skip = schedule("*/2 * * * * *", None, CatchUp::Skip);
+        assert_eq!(
+            skip.plan(Some(&fired), later),
+            vec![ts("2026-05-07T08:32:52Z")],
+            "the latest is on time"
+        );
+        let all = schedule("*/2 * * * * *", None, CatchUp::All);
+        assert_eq!(all.plan(Some(&fired), later).len(), MAX_CATCH_UP);
     }
 
     #[test]
