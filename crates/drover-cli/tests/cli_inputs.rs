@@ -34,6 +34,15 @@ fn flags_out_of_range_name_the_range_the_engine_accepts() {
             "only ASCII letters",
         ),
         (vec!["worker", "--concurrency", "0"], "1..=10000"),
+        // A built-in kind's args are checked at enqueue, not first when a worker runs them.
+        (
+            vec!["enqueue", "drover.sleep", "--args", r#"{"ms":5,"k":1}"#],
+            "drover.sleep takes {\"ms\": N}: unknown field `k`",
+        ),
+        (
+            vec!["enqueue", "drover.sleep", "--args", r#"{"ms":"5"}"#],
+            "drover.sleep takes {\"ms\": N}",
+        ),
     ] {
         let err = env.fails(&args);
         assert!(err.contains(said), "{args:?}: {err}");

@@ -124,6 +124,6 @@ impl Notifier {
         let db = Db::new(&client, Some(client.statement_cache.as_ref()));
         wake::notify(&db, &self.channel, payloads)
             .await
-            .map_err(|err| format!("{err:?}"))
+            .map_err(|err| err.into_store().to_string())
     }
 }

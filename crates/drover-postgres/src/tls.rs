@@ -437,6 +437,19 @@ pub fn is_certificate_refused(text: &str) -> bool {
     CERTIFICATE_REFUSED.iter().any(|what| text.contains(what))
 }
 
+/// A name from a certificate as rustls reports it (`DnsName("db.example.com")`,
+/// `IpAddress(10.0.0.1)`), as a person writes it.
+fn plain_name(name: &str) -> &str {
+    let inner = name
+        .strip_prefix("DnsName(")
+        .or_else(|| name.strip_prefix("IpAddress("))
+        .and_then(|rest| rest.strip_suffix(')'));
+    match inner {
+        Some(inner) => inner.trim_matches('"'),
+        None => name,
+    }
+}
+
 /// Says what went wrong in the handshake in the terms of the settings.
 fn explain(err: io::Error, host: &str) -> io::Error {
     let Some(tls) = err
@@ -453,7 +466,11 @@ fn explain(err: io::Error, host: &str) -> io::Error {
             "{}: the server's certificate is not valid for {host} (it names {}); connect by \
              one of those names, or use sslmode=verify-ca",
             CERTIFICATE_REFUSED[1],
-            presented.join(", ")
+            presented
+                .iter()
+                .map(|name| plain_name(name))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => format!(
             "{}: the server's certificate is not valid for {host}",

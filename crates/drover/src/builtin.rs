@@ -74,6 +74,32 @@ impl Task for Fail {
     }
 }
 
+/// Refuses, at enqueue, args a built-in kind would refuse when it runs (`{"ms": "5"}`, an
+/// unknown key): a bad job is better refused by its producer than discarded by a worker
+/// later. Other kinds' args are their tasks' business; only their shape (an object) is
+/// checked.
+pub(crate) fn check_args(kind: &str, args: &str) -> Result<(), drover_core::ValidationError> {
+    let refused = |err: serde_json::Error| {
+        drover_core::ValidationError::Args(format!("{kind} takes {}: {err}", expected(kind)))
+    };
+    match kind {
+        Sleep::KIND => serde_json::from_str::<SleepArgs>(args)
+            .map(drop)
+            .map_err(refused),
+        Fail::KIND => serde_json::from_str::<FailArgs>(args)
+            .map(drop)
+            .map_err(refused),
+        _ => Ok(()),
+    }
+}
+
+fn expected(kind: &str) -> &'static str {
+    match kind {
+        Sleep::KIND => r#"{"ms": N}"#,
+        _ => r#"{"message": "…"} or {}"#,
+    }
+}
+
 pub(crate) fn all() -> Vec<Arc<dyn RawTask>> {
     vec![
         Arc::new(Noop),

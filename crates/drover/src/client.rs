@@ -184,6 +184,7 @@ impl JobDefaults {
             (None, None) => None,
         };
         self.limits.check_job(&job)?;
+        crate::builtin::check_args(&job.kind, &job.args)?;
         Ok(job)
     }
 }

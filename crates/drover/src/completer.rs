@@ -227,7 +227,10 @@ async fn settled(shared: &Shared, batch: &mut Vec<Finished>, results: &[FinishRe
         if !result.accepted {
             shared.metrics.refused();
             Counters::add(&counters.stale_rejected, 1);
-            tracing::warn!(job = result.id, state = ?result.state,
+            let state = result
+                .state
+                .map_or_else(|| "gone".to_owned(), |s| s.to_string());
+            tracing::warn!(job = result.id, %state,
                 "outcome refused: this run had lost its lease (it was rescued or finished elsewhere)");
             continue;
         }
