@@ -84,9 +84,8 @@ fn running_groups() -> std::sync::MutexGuard<'static, std::collections::BTreeSet
 }
 
 /// SIGKILLs the process group of every command running now. For an exit that runs no drops
-/// (the second signal's): the kernel's parent-death signal reaches a command's own process
-/// only, and what it started in the background (a shell's `sleep`) would run on beside the
-/// rerun of its job.
+/// (the second signal's): each command's shim would kill its group once the kernel tells it
+/// that this process died, but this kills them before the exit, not after it.
 pub(crate) fn kill_all() {
     let groups = running_groups();
     // Under the same lock as a new group's registration: a command started from now on is

@@ -1,30 +1,34 @@
-//! Children that die with their worker.
+//! Children that die with their worker, and everything they started.
 //!
 //! A command task's process group is killed when its run ends, is cancelled or is dropped
 //! ([`crate::process`]); but a worker killed with SIGKILL runs no code, and its children would
 //! run on, orphaned, beside the rerun of their job. Linux's parent-death signal
-//! (`PR_SET_PDEATHSIG`) asks the kernel to SIGKILL the child when its parent dies.
+//! (`PR_SET_PDEATHSIG`) asks the kernel to signal a child when its parent dies.
 //!
-//! Two details decide how it is set up:
+//! Three details decide how it is set up:
 //!
-//! - **Who sets it.** The signal must be armed in the child, after the fork and before the exec
-//!   of the command. `Command::pre_exec` would do that, but it is `unsafe` (the closure runs in a
-//!   forked copy of a multi-threaded process) and the workspace forbids `unsafe`. Instead the
-//!   child is this binary again, started as `drover __drover-exec PID -- PROGRAM ARGS…`: it arms
-//!   the signal with the safe `nix` call, checks that its parent is still the worker `PID` (had
-//!   the worker died between fork and `prctl`, no signal would ever come), and execs the
-//!   program, which keeps the signal across `execve`. It runs before any other start-up of the
-//!   binary ([`exec_if_asked`] is the first thing `main` calls).
+//! - **Who sets it.** The signal must be armed in the child, after the fork. `Command::pre_exec`
+//!   would do that, but it is `unsafe` (the closure runs in a forked copy of a multi-threaded
+//!   process) and the workspace forbids `unsafe`. Instead the child is this binary again,
+//!   started as `drover __drover-exec PID -- PROGRAM ARGS…`: it arms the signal with the safe
+//!   `nix` call and checks that its parent is still the worker `PID` (had the worker died
+//!   between fork and `prctl`, no signal would ever come). It runs before any other start-up
+//!   of the binary ([`exec_if_asked`] is the first thing `main` calls).
+//! - **Who gets killed.** The shim does not exec the program: it starts it and stays, the
+//!   leader of the run's process group, waiting for it. When the worker dies the shim gets
+//!   the parent-death signal and SIGKILLs the whole group, so that what the command started
+//!   dies too: a shell's foreground `sleep` outlived its killed shell when the shim exec'd the
+//!   shell (seen in QA: the job's rerun and the old run's child ran side by side). The shim
+//!   passes the program's exit on as its own, its exit code or the signal that ended it; a
+//!   SIGTERM sent to the group (a cancel) is the program's to handle, not the shim's.
 //! - **Which parent.** The kernel sends the signal when the *thread* that forked the child
 //!   exits, not the process. Tokio's blocking-pool threads exit after ten idle seconds, and a
 //!   runtime worker thread can become one (`block_in_place`). So every child is spawned from one
 //!   dedicated thread that lives as long as the process ([`spawn`]).
 //!
-//! What it does not cover: a grandchild (a command's own background process) is not the
-//! worker's child, and outlives a SIGKILLed worker unless the command waits for it.
+//! What it does not cover: a process that leaves the group (`setsid`, a daemon) on purpose.
 
-use std::ffi::{CString, OsString};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::{Mutex, OnceLock, mpsc};
 
@@ -122,8 +126,9 @@ pub(crate) async fn spawn(command: Command) -> std::io::Result<Child> {
         .map(Spawned::take)
 }
 
-/// When the binary was started as the exec shim: arms the parent-death signal and execs the
-/// program; returns only if that failed, with the exit code. `None` for every other start.
+/// When the binary was started as the shim: runs the program until it ends (see the module
+/// docs) and returns its exit code, or ends by the signal that ended it. `None` for every
+/// other start.
 pub(crate) fn exec_if_asked() -> Option<ExitCode> {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(SHIM.as_ref()) {
@@ -132,37 +137,85 @@ pub(crate) fn exec_if_asked() -> Option<ExitCode> {
     let parent = args.next();
     let _separator = args.next();
     let argv: Vec<OsString> = args.collect();
-    Some(match exec(parent, &argv) {
-        Ok(never) => match never {},
-        Err(err) => {
-            let program = argv.first().map(|p| p.to_string_lossy().into_owned());
-            eprintln!("cannot start {:?}: {err}", program.unwrap_or_default());
-            ExitCode::from(NOT_STARTED)
-        }
-    })
+    Some(supervise(parent, &argv).unwrap_or_else(|err| {
+        let program = argv.first().map(|p| p.to_string_lossy().into_owned());
+        eprintln!("cannot start {:?}: {err}", program.unwrap_or_default());
+        ExitCode::from(NOT_STARTED)
+    }))
 }
 
+/// The shim's parent-death signal: one nobody sends a command's process group, so that it
+/// means only that the worker died.
 #[cfg(target_os = "linux")]
-fn exec(parent: Option<OsString>, argv: &[OsString]) -> Result<std::convert::Infallible, String> {
-    use nix::sys::signal::Signal;
-    use nix::unistd::{Pid, execvp, getppid};
+const WORKER_DIED: nix::sys::signal::Signal = nix::sys::signal::Signal::SIGUSR2;
+
+#[cfg(target_os = "linux")]
+fn supervise(parent: Option<OsString>, argv: &[OsString]) -> Result<ExitCode, String> {
+    use nix::sys::signal::{SigSet, Signal, killpg};
+    use nix::unistd::{Pid, getpgrp, getppid};
 
     let parent: i32 = parent
         .and_then(|p| p.to_str()?.parse().ok())
         .ok_or("the shim needs the worker's pid")?;
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| e.to_string())?;
+    // Blocked before they can arrive, and taken with sigwait below. The program starts with
+    // an empty mask: std's spawn resets it in the child.
+    let mut waited = SigSet::empty();
+    for signal in [
+        WORKER_DIED,
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+    ] {
+        waited.add(signal);
+    }
+    waited.thread_block().map_err(|e| e.to_string())?;
+    nix::sys::prctl::set_pdeathsig(WORKER_DIED).map_err(|e| e.to_string())?;
     if getppid() != Pid::from_raw(parent) {
         return Err("the worker died before the command started".into());
     }
-    let argv: Vec<CString> = argv
-        .iter()
-        .map(|arg| CString::new(arg.as_bytes()).map_err(|e| e.to_string()))
-        .collect::<Result<_, _>>()?;
-    let program = argv.first().ok_or("no program to run")?;
-    execvp(program, &argv).map_err(|e| e.desc().to_owned())
+    let (program, args) = argv.split_first().ok_or("no program to run")?;
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    loop {
+        match waited.wait().map_err(|e| e.to_string())? {
+            WORKER_DIED => {
+                // This process too: nothing of the run outlives its worker.
+                let _ = killpg(getpgrp(), Signal::SIGKILL);
+            }
+            // A cancel's SIGTERM reached the program too: ending is its call.
+            Signal::SIGTERM | Signal::SIGINT => {}
+            _ => {
+                if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                    return Ok(pass_on(status));
+                }
+            }
+        }
+    }
+}
+
+/// Ends as the program did: with its exit code, or by the signal that killed it.
+#[cfg(target_os = "linux")]
+fn pass_on(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt;
+
+    if let Some(signal) = status
+        .signal()
+        .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
+    {
+        let _ = nix::sys::signal::SigSet::all().thread_unblock();
+        let _ = nix::sys::signal::raise(signal);
+    }
+    // A signal that did not end this process (none should be left): a shell's status for it.
+    let code = status
+        .code()
+        .or(status.signal().map(|n| 128 + n))
+        .unwrap_or(1);
+    ExitCode::from(code as u8)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn exec(_parent: Option<OsString>, _argv: &[OsString]) -> Result<std::convert::Infallible, String> {
-    Err("the exec shim is for Linux only".into())
+fn supervise(_parent: Option<OsString>, _argv: &[OsString]) -> Result<ExitCode, String> {
+    Err("the shim is for Linux only".into())
 }

@@ -143,10 +143,10 @@ fn bad_input_is_refused_with_a_clear_error_and_nothing_stored() {
             "over the limit of 64 bytes",
         ),
         (&["enqueue", "k", "--queue", ""], "invalid queue"),
-        (&["enqueue", "k", "--max-attempts", "0"], "max_attempts"),
+        (&["enqueue", "k", "--max-attempts", "0"], "--max-attempts"),
         (&["enqueue", "k", "--delay", "soon"], "not a duration"),
         (&["enqueue", "k", "--run-at", "tomorrow"], "RFC 3339"),
-        (&["enqueue", "k", "--priority", "99999"], "priority"),
+        (&["enqueue", "k", "--priority", "99999"], "--priority"),
         (&["jobs", "list", "--state", "sleeping"], "unknown state"),
         (&["jobs", "list", "--limit", "0"], "--limit"),
     ];

@@ -331,38 +331,55 @@ fn the_jobs_of_a_stalled_leader_are_reclaimed_by_another_process_within_the_leas
     leader.signal(Signal::SIGCONT);
 }
 
-#[test]
-fn the_child_of_a_command_task_dies_with_its_sigkilled_worker() {
-    let env = Env::new(&format!(
-        r#"{FAST_LEASE}
-[tasks."shell.long"]
-command = ["sh", "-c", "echo $$ > child.pid.tmp && mv child.pid.tmp child.pid && exec sleep 300"]
-"#
-    ));
-    let mut worker = env.spawn("worker", &["worker"]);
-    let id = env.enqueue(&["shell.long"]);
-    env.wait_job(id, T, |j| state(j) == "running");
-    let pid: i32 = common::wait_file(&env.path("child.pid"), T)
-        .trim()
-        .parse()
-        .unwrap();
-    assert!(common::alive(pid), "the command runs");
-    // It is the worker's own child, not a grandchild through a shell or shim.
+/// The parent of `pid`, from `/proc`.
+fn parent_of(pid: i32) -> u32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let ppid: u32 = stat
-        .rsplit_once(')')
+    stat.rsplit_once(')')
         .unwrap()
         .1
         .split_whitespace()
         .nth(1)
         .unwrap()
         .parse()
+        .unwrap()
+}
+
+/// A worker killed with SIGKILL takes its command's whole process group with it: the shell it
+/// started and the shell's own child, which a kill of the shell alone would have orphaned
+/// (seen in QA: the old run's child beside its job's rerun).
+#[test]
+fn the_children_of_a_command_task_die_with_their_sigkilled_worker() {
+    let env = Env::new(&format!(
+        r#"{FAST_LEASE}
+[tasks."shell.long"]
+command = ["sh", "-c", "echo $$ > shell.pid; sleep 300 & echo $! > child.pid.tmp && mv child.pid.tmp child.pid; wait"]
+"#
+    ));
+    let mut worker = env.spawn("worker", &["worker"]);
+    let id = env.enqueue(&["shell.long"]);
+    env.wait_job(id, T, |j| state(j) == "running");
+    let child: i32 = common::wait_file(&env.path("child.pid"), T)
+        .trim()
+        .parse()
         .unwrap();
-    assert_eq!(ppid, worker.child.id(), "{stat}");
+    let shell: i32 = common::wait_file(&env.path("shell.pid"), T)
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        common::alive(child) && common::alive(shell),
+        "the command runs"
+    );
+    // The shell is the child of the worker's shim, which is the worker's own child.
+    let shim = parent_of(shell);
+    assert_eq!(parent_of(shim as i32), worker.child.id());
+    assert_eq!(parent_of(child), shell as u32);
 
     worker.signal(Signal::SIGKILL);
     worker.wait_exit(T);
-    common::wait_gone(pid, T, "the command, after its worker was killed");
+    common::wait_gone(shell, T, "the shell, after its worker was killed");
+    common::wait_gone(child, T, "the shell's child, after its worker was killed");
+    common::wait_gone(shim as i32, T, "the shim, after its worker was killed");
 }
 
 #[test]
