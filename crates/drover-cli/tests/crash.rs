@@ -185,6 +185,48 @@ fn a_draining_process_is_listed_as_draining_until_it_exits() {
     );
 }
 
+/// A process killed with SIGKILL stops heartbeating: once its last heartbeat is 20 s behind
+/// the newest, `stats` (table and JSON) and the dashboard mark it silent rather than working,
+/// until the leader prunes it.
+#[test]
+fn a_killed_process_is_listed_as_silent_until_it_is_pruned() {
+    let env = Env::new("");
+    let server = env.serve("serve", &[]);
+    let mut victim = env.spawn("worker", &["worker"]);
+    let victim_pid = victim.child.id();
+    let id_of_victim = |stats: &serde_json::Value| {
+        stats["processes"]
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["pid"] == victim_pid))
+            .map(|p| p["id"].as_str().unwrap().to_owned())
+    };
+    let victim_id = id_of_victim(&env.stats()).expect("the worker is registered");
+    assert_eq!(env.stats()["silent"], serde_json::json!([]));
+    victim.signal(Signal::SIGKILL);
+    victim.wait_exit(T);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while env.stats()["silent"] != serde_json::json!([victim_id]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never listed as silent: {:#}",
+            env.stats()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let table = env.ok(&["stats"]);
+    let row = table
+        .lines()
+        .find(|line| line.contains(&victim_pid.to_string()) && line.contains(&victim_id))
+        .unwrap_or_else(|| panic!("no row for the killed worker:\n{table}"));
+    assert!(row.contains("silent"), "{table}");
+    let page = ureq::get(&format!("{}/processes", server.url))
+        .call()
+        .expect("the processes page")
+        .into_string()
+        .unwrap();
+    assert_eq!(page.matches("class=\"badge silent\"").count(), 1, "{page}");
+}
+
 /// A second SIGTERM exits at once, and takes the running command's whole process group with
 /// it: a shell's background `sleep` does not run on beside the job's rerun.
 #[test]

@@ -23,6 +23,9 @@ struct Stats {
     backend: &'static str,
     leader: Option<Leader>,
     processes: Vec<drover_core::ProcessRecord>,
+    /// The processes that stopped heartbeating (killed, or cut off from the database): listed
+    /// until the leader prunes them, working nothing.
+    silent: Vec<String>,
     /// The HTTP workers every server lists (as of its last heartbeat).
     http_workers: Vec<drover::remote::HttpWorkerView>,
     queues: BTreeMap<String, BTreeMap<JobState, u64>>,
@@ -34,6 +37,12 @@ pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Resul
     let admin = setup::admin(store.clone(), config)?;
     let counts = admin.exact_counts().await?;
     let cluster = admin.cluster().await?;
+    let silent = cluster
+        .processes
+        .iter()
+        .filter(|p| cluster.is_silent(p))
+        .map(|p| p.id.clone())
+        .collect();
     let processes = cluster.processes;
     let leader = cluster.leader.map(|leader| {
         let process = processes.iter().find(|p| p.id == leader.leader_id);
@@ -52,6 +61,7 @@ pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Resul
         backend: store.backend(),
         leader,
         processes,
+        silent,
         http_workers: cluster.http_workers,
         queues: BTreeMap::new(),
         total: JobState::ALL.iter().map(|&s| (s, 0)).collect(),
@@ -100,6 +110,7 @@ pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Resul
                 output::time(p.started_at),
                 output::time(p.heartbeat_at),
                 match p.draining_since {
+                    _ if stats.silent.contains(&p.id) => "silent (stopped, or cut off)".to_owned(),
                     Some(since) => format!("draining since {}", output::time(since)),
                     None => "working".to_owned(),
                 },

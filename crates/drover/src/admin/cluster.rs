@@ -24,6 +24,16 @@ pub struct ClusterView {
     pub http_workers: Vec<HttpWorkerView>,
 }
 
+impl ClusterView {
+    /// Whether `process` has stopped heartbeating ([`SILENT_AFTER`](super::SILENT_AFTER) behind
+    /// the newest heartbeat): killed, or cut off from the database. It is listed until the
+    /// leader prunes it, but works nothing.
+    pub fn is_silent(&self, process: &ProcessRecord) -> bool {
+        super::newest_heartbeat(&self.processes)
+            .is_some_and(|newest| super::silent(process, newest))
+    }
+}
+
 /// A cron schedule with what the database knows of it.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

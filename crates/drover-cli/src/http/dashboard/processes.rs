@@ -49,7 +49,9 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                         td { (format::when(p.started_at, now)) }
                                         td { (format::when(p.heartbeat_at, now)) }
                                         td {
-                                            @if let Some(since) = p.draining_since {
+                                            @if cluster.is_silent(p) {
+                                                span.badge.silent title={ "no heartbeat since " (format::exact(p.heartbeat_at)) ": killed, or cut off from the database; its expired leases are rescued, and the leader removes it after a minute" } { "silent" }
+                                            } @else if let Some(since) = p.draining_since {
                                                 span.badge.draining title={ "shutting down since " (format::exact(since)) ": claims nothing more, finishes what it runs" } { "draining " (format::when(since, now)) }
                                             } @else if leads { span.badge.leader { "leader" } } @else { span.muted { "worker" } }
                                         }
@@ -58,7 +60,7 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                             }
                         }
                     }
-                    p.note { "Processes heartbeat every 5 s; the leader removes one silent for a minute. A draining process has begun its graceful shutdown: it claims nothing more, finishes what it runs, then leaves this list." }
+                    p.note { "Processes heartbeat every 5 s; the leader removes one silent for a minute (marked silent after 20 s). A draining process has begun its graceful shutdown: it claims nothing more, finishes what it runs, then leaves this list." }
                 }
             }
             (http_workers(&cluster.http_workers, now))
