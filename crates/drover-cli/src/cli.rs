@@ -11,8 +11,9 @@ use crate::config::parse_duration;
 #[derive(Debug, Parser)]
 #[command(name = "drover", version, about, long_about = None)]
 pub(crate) struct Cli {
-    /// Database URL: sqlite://PATH (default sqlite://drover.db) or postgres://USER@HOST/DB (an
-    /// empty DROVER_DATABASE_URL counts as not set).
+    /// Database URL: sqlite://PATH (default sqlite://drover.db) or postgres://USER@HOST/DB,
+    /// with ?schema=NAME for tables of their own and ?sslmode=… as libpq (an empty
+    /// DROVER_DATABASE_URL counts as not set).
     // `--help` would show the variable's value, password and all.
     #[arg(
         long,

@@ -228,6 +228,15 @@ fn split_options(url: &str) -> Result<UrlOptions, String> {
             "sslcert" => options.tls.client_cert = Some(path()),
             "sslkey" if options.tls.client_key.is_some() => return Err(twice(key)),
             "sslkey" => options.tls.client_key = Some(path()),
+            // libpq's passphrase of an encrypted client key: rustls reads plain keys only.
+            "sslpassword" => {
+                return Err(format!(
+                    "sslpassword is not supported in {}: give sslkey a key without a \
+                     passphrase (openssl pkey -in key.pem -out plain-key.pem), readable by \
+                     Drover's user only",
+                    redact(url)
+                ));
+            }
             _ => kept.push(pair),
         }
     }
@@ -376,9 +385,14 @@ mod tests {
             "postgres://h/db?sslmode=verify",
             "postgres://h/db?sslmode=require&sslmode=disable",
             "postgres://h/db?sslrootcert=a&sslrootcert=b",
+            "postgres://h/db?sslkey=k.pem&sslpassword=secret",
         ] {
             assert!(PgConfig::from_url(url).is_err(), "{url} was accepted");
         }
+        let err = PgConfig::from_url("postgres://h/db?sslkey=k.pem&sslpassword=secret")
+            .expect_err("refused");
+        assert!(err.contains("sslpassword is not supported"), "{err}");
+        assert!(!err.contains("secret"), "the passphrase leaked: {err}");
         let long = "a".repeat(MAX_SCHEMA_LEN + 1);
         assert!(PgConfig::from_url(&format!("postgres://h/db?schema={long}")).is_err());
         let longest = "a".repeat(MAX_SCHEMA_LEN);
