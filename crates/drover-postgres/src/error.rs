@@ -115,13 +115,24 @@ pub(crate) fn describe(err: &tokio_postgres::Error) -> String {
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
         let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
+        let cause_text = without_manual_link(&cause_text);
+        if !text.contains(cause_text) {
             text.push_str(": ");
-            text.push_str(&cause_text);
+            text.push_str(cause_text);
         }
         source = cause.source();
     }
     text
+}
+
+/// rustls ends some errors with a link to its manual (`peer closed connection without sending
+/// TLS close_notify: https://docs.rs/rustls/…`): for its developers, not an operator reading
+/// why the database went away.
+fn without_manual_link(text: &str) -> &str {
+    match text.find(": https://docs.rs/") {
+        Some(at) => &text[..at],
+        None => text,
+    }
 }
 
 fn has_io_source(err: &tokio_postgres::Error) -> bool {
@@ -144,4 +155,24 @@ fn is_connection_failure(text: &str) -> bool {
     ]
     .iter()
     .any(|needle| text.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rustls_manual_links_are_left_out() {
+        assert_eq!(
+            without_manual_link(
+                "peer closed connection without sending TLS close_notify: \
+                 https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof"
+            ),
+            "peer closed connection without sending TLS close_notify"
+        );
+        assert_eq!(
+            without_manual_link("connection refused"),
+            "connection refused"
+        );
+    }
 }

@@ -102,11 +102,12 @@ impl PgStore {
         let connections = connector.tasks.clone();
         let pool = session::pool(&config, pg.clone(), connector, schema.as_deref())
             .map_err(StoreError::Internal)?;
+        // Every refusal names the server, a missing role or database as much as a refused
+        // connection: the operator may have several.
+        let at = || format!("cannot connect to PostgreSQL at {}", redact(&config.url));
         let first = pool.get().await.map_err(|err| match map_pool(err) {
-            StoreError::Unavailable(why) => StoreError::Unavailable(format!(
-                "cannot connect to PostgreSQL at {}: {why}",
-                redact(&config.url)
-            )),
+            StoreError::Unavailable(why) => StoreError::Unavailable(format!("{}: {why}", at())),
+            StoreError::Internal(why) => StoreError::Internal(format!("{}: {why}", at())),
             other => other,
         })?;
         if config.listen {
