@@ -508,29 +508,34 @@ async fn a_worker_store_opens_its_connections_at_connect() {
     worker.close().await;
 }
 
-/// `drover bench` checkpoints before each run: a superuser's checkpoint reaches the server (its
-/// count of requested checkpoints grows), and a role without the privilege gets `false`, not
-/// an error that would end the bench.
+/// `drover bench` checkpoints before each run: a superuser's checkpoint reaches the server (a
+/// new checkpoint record, which `CHECKPOINT` waits for), and a role without the privilege gets
+/// `false`, not an error that would end the bench.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_runs_with_the_privilege_and_is_declined_without_it() {
     let (store, _guard) = fresh_store().await;
     let client = store.client().await.expect("connection");
-    let requested = async || -> i64 {
-        client
-            .query_one("SELECT checkpoints_req FROM pg_stat_bgwriter", &[])
-            .await
-            .expect("bgwriter stats")
-            .get(0)
-    };
-    let before = requested().await;
+    let last: String = client
+        .query_one(
+            "SELECT checkpoint_lsn::text FROM pg_control_checkpoint()",
+            &[],
+        )
+        .await
+        .expect("the control file")
+        .get(0);
     assert!(
         store.checkpoint().await.expect("checkpoint"),
         "a superuser may"
     );
-    assert!(
-        requested().await > before,
-        "the server counted no requested checkpoint"
-    );
+    let newer: bool = client
+        .query_one(
+            "SELECT checkpoint_lsn > $1::text::pg_lsn FROM pg_control_checkpoint()",
+            &[&last],
+        )
+        .await
+        .expect("the control file")
+        .get(0);
+    assert!(newer, "no checkpoint after {last}");
 
     let role = format!("drover_t_role_{:08x}", fastrand::u32(..));
     client
