@@ -225,6 +225,16 @@ fn a_killed_process_is_listed_as_silent_until_it_is_pruned() {
         .into_string()
         .unwrap();
     assert_eq!(page.matches("class=\"badge silent\"").count(), 1, "{page}");
+    let cluster: serde_json::Value = ureq::get(&format!("{}/api/v1/cluster", server.url))
+        .call()
+        .expect("the cluster")
+        .into_json()
+        .unwrap();
+    assert_eq!(
+        cluster["silent"],
+        serde_json::json!([victim_id]),
+        "{cluster:#}"
+    );
 }
 
 /// A second SIGTERM exits at once, and takes the running command's whole process group with

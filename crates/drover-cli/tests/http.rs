@@ -589,6 +589,8 @@ fn errors(server: &Server) {
         ("/api/v1/jobs?limit=0", "limit"),
         ("/api/v1/jobs/count?limit=0", "limit"),
         ("/api/v1/jobs?limit=abc", "limit"),
+        ("/api/v1/jobs?after=-5", "after"),
+        ("/api/v1/jobs/count?after=-5", "after"),
         ("/api/v1/jobs?colour=red", "colour"),
         ("/api/v1/jobs/abc", "path"),
     ] {

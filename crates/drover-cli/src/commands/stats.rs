@@ -37,12 +37,7 @@ pub(crate) async fn run(url: &str, config: &Config, json: bool) -> anyhow::Resul
     let admin = setup::admin(store.clone(), config)?;
     let counts = admin.exact_counts().await?;
     let cluster = admin.cluster().await?;
-    let silent = cluster
-        .processes
-        .iter()
-        .filter(|p| cluster.is_silent(p))
-        .map(|p| p.id.clone())
-        .collect();
+    let silent = cluster.silent;
     let processes = cluster.processes;
     let leader = cluster.leader.map(|leader| {
         let process = processes.iter().find(|p| p.id == leader.leader_id);

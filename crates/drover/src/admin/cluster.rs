@@ -18,6 +18,10 @@ pub struct ClusterView {
     pub leader: Option<LeaderRecord>,
     /// Every registered process, oldest first.
     pub processes: Vec<ProcessRecord>,
+    /// The ids of the processes that stopped heartbeating ([`SILENT_AFTER`](super::SILENT_AFTER)
+    /// behind the newest heartbeat): killed, or cut off from the database. They are listed
+    /// until the leader prunes them, but work nothing.
+    pub silent: Vec<String>,
     /// The HTTP workers heard from in the last minute, or holding leases, by every server:
     /// the answering server's as it knows them now, the others' as of their last heartbeat
     /// (every 5 s). By name, then server.
@@ -25,12 +29,9 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    /// Whether `process` has stopped heartbeating ([`SILENT_AFTER`](super::SILENT_AFTER) behind
-    /// the newest heartbeat): killed, or cut off from the database. It is listed until the
-    /// leader prunes it, but works nothing.
+    /// Whether `process` has stopped heartbeating (see [`ClusterView::silent`]).
     pub fn is_silent(&self, process: &ProcessRecord) -> bool {
-        super::newest_heartbeat(&self.processes)
-            .is_some_and(|newest| super::silent(process, newest))
+        self.silent.contains(&process.id)
     }
 }
 
@@ -76,15 +77,18 @@ impl Admin {
         let mut processes = self.store().process_list().await?;
         // Every process is listed until the leader prunes it, with its last heartbeat; the
         // HTTP workers only of those that still heartbeat, whose lists are current.
+        let mut silent = Vec::new();
         if let Some(newest) = super::newest_heartbeat(&processes) {
             for process in processes.iter_mut().filter(|p| super::silent(p, newest)) {
                 process.http_workers.clear();
+                silent.push(process.id.clone());
             }
         }
         let http_workers = self.http_workers_of(&processes);
         Ok(ClusterView {
             leader,
             processes,
+            silent,
             http_workers,
         })
     }

@@ -276,7 +276,15 @@ pub(crate) async fn list_jobs(
 }
 
 impl ListQuery {
+    /// The filters, checked; and `after`, which no job id below 0 can be (a page after one
+    /// would be empty, which reads as "no such jobs" rather than as the mistake it is).
     fn filter(&self) -> Result<JobFilter, ApiError> {
+        if let Some(after) = self.after.filter(|&after| after < 0) {
+            return Err(ApiError::invalid(
+                "after",
+                format!("after: {after} is not a job id (a whole number of 0 or more)"),
+            ));
+        }
         Ok(FilterText {
             state: self.state.clone(),
             queue: self.queue.clone(),
