@@ -62,12 +62,18 @@ fn a_sqlite_worker_whose_jobs_table_is_dropped_exits_4_naming_the_loop() {
     });
 }
 
+/// A job runs when the schema goes: its outcome can never be recorded, so the worker stops it
+/// at once rather than giving it the whole `shutdown_timeout` (120 s here, longer than
+/// `gives_up_with_status_4` waits for the exit).
 #[test]
 fn a_postgres_worker_whose_schema_is_dropped_exits_4_naming_the_loop() {
-    let pg = pg::PgEnv::new(WORKER);
+    let pg =
+        pg::PgEnv::new(&WORKER.replace("shutdown_timeout = \"2s\"", "shutdown_timeout = \"120s\""));
     let mut worker = pg.spawn("worker", &["worker"]);
     let id = pg.enqueue(&["drover.noop"]);
     pg.wait_job(id, T, |j| j["state"] == "completed");
+    let long = pg.enqueue(&["drover.sleep", "--args", r#"{"ms":300000}"#]);
+    pg.wait_job(long, T, |j| j["state"] == "running");
     gives_up_with_status_4(&mut worker, || {
         pg.sql(&format!("DROP SCHEMA {} CASCADE", pg.schema));
     });

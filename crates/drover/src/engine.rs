@@ -300,6 +300,7 @@ impl Engine {
             metrics: self.metrics,
             failed: CancellationToken::new(),
             failure: Mutex::new(None),
+            store_gave_up: Default::default(),
         });
         let retention_policies: Vec<_> = self.retention.iter().map(|p| p.policy.clone()).collect();
         let cron_schedules: Vec<CronSchedule> = self
@@ -654,6 +655,16 @@ impl EngineHandle {
     pub async fn shutdown(self) -> ShutdownReport {
         let timeout = self.shutdown_timeout();
         self.shutdown_within(timeout).await
+    }
+
+    /// Whether a background loop gave up on the store: every call it made for a while failed
+    /// with an error that retrying does not fix (its tables dropped, say). Running jobs cannot
+    /// record their outcomes then, and will run again once their leases expire on a mended
+    /// database, so a shutdown need not wait for them.
+    pub fn store_gave_up(&self) -> bool {
+        self.shared
+            .store_gave_up
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How long [`shutdown`](Self::shutdown) lets running jobs finish (the configured

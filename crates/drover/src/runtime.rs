@@ -116,6 +116,9 @@ pub(crate) struct Shared {
     pub(crate) failed: CancellationToken,
     /// The first loop that failed, and how.
     pub(crate) failure: Mutex<Option<String>>,
+    /// A loop gave up on the store ([`crate::supervise::Persistence`]): what runs now cannot
+    /// record its outcome.
+    pub(crate) store_gave_up: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {

@@ -97,7 +97,12 @@ pub(crate) fn spawn<E: LoopEnd + Send + 'static>(
         let why = match ended {
             Ok(_) if stop.is_cancelled() => return,
             Ok(end) => match end.gave_up() {
-                Some(why) => format!("gave up: {why}"),
+                Some(why) => {
+                    shared
+                        .store_gave_up
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
+                    format!("gave up: {why}")
+                }
                 None => "ended on its own".to_owned(),
             },
             Err(err) if err.is_panic() => format!("panicked: {}", panic_text(err.into_panic())),

@@ -77,7 +77,9 @@ pub(crate) async fn run(
             tracing::warn!("HTTP connections still open after 5s; closing them");
         }
     };
-    let timeout = if hand_back {
+    // Nothing is gained by waiting for runs whose outcomes cannot be recorded: with a store
+    // given up on, they stop at once (and run again on a mended database).
+    let timeout = if hand_back || (failure.is_some() && handle.store_gave_up()) {
         std::time::Duration::ZERO
     } else {
         handle.shutdown_timeout()
