@@ -97,10 +97,20 @@ pub(crate) async fn execute(
 /// Hands back a job claimed into the foreman's buffer that never started (shutdown): available
 /// again without using an attempt, whatever its delivery.
 pub(crate) async fn hand_back_unstarted(handles: RunHandles) {
-    let outcome = Outcome::HandBack {
-        reason: "claimed but not started before a worker shutdown; handed back".into(),
-    };
-    handles.guard.finish(None, outcome).await;
+    hand_back_waiting(
+        handles,
+        "claimed but not started before a worker shutdown; handed back".into(),
+    )
+    .await;
+}
+
+/// Hands back a job that never started, for `reason`: available again without using an
+/// attempt, whatever its delivery.
+pub(crate) async fn hand_back_waiting(handles: RunHandles, reason: String) {
+    handles
+        .guard
+        .finish(None, Outcome::HandBack { reason })
+        .await;
 }
 
 /// Waits for the handler; on timeout asks it to stop, then abandons it after the grace.

@@ -34,6 +34,14 @@
 //! like running jobs — an at-most-once job that waited in the buffer is then discarded although
 //! it never ran, which at-most-once allows.
 //!
+//! The pace comes from finished jobs, so it cannot see long jobs coming after short ones: a
+//! queue whose pace was set by a cron no-op claims a batch of minute-long jobs into its buffer,
+//! where they wait behind its busy slots while other processes idle (seen in QA: 9/3/3 of 15
+//! jobs over three processes of 5 slots). So a buffered job that has waited [`STALE_AFTER`]
+//! with every slot busy is handed back, unstarted and without using an attempt, for any
+//! process to claim (the hand-back wakes them), and its wait counts as a sample of the pace,
+//! which stops this foreman claiming it straight back into its buffer.
+//!
 //! Parked claims: when nothing is known to be claimable, the foreman parks a claim with the
 //! store ([`drover_core::Store::job_claim_parked`]). A backend that supports it makes that claim
 //! inside the transaction of the next enqueue into the queue from this process, so an idle
@@ -58,6 +66,10 @@ use crate::stats::Counters;
 
 /// Most claims a foreman has out at once.
 const CLAIMS_IN_FLIGHT: usize = 2;
+
+/// How long a buffered job may wait, every slot busy, before it is handed back for another
+/// process: forty times the [`prefetch::HORIZON`] it was claimed to start within.
+const STALE_AFTER: Duration = Duration::from_secs(1);
 
 /// Longest a freed slot waits for others before the foreman claims for it.
 const TOP_UP_WAIT: Duration = Duration::from_millis(2);
@@ -132,8 +144,8 @@ struct Foreman {
     /// One permit per slot of the queue's concurrency.
     slots: Arc<Semaphore>,
     pool: Arc<Pool>,
-    /// Claimed jobs not started yet, oldest claim first.
-    buffer: VecDeque<(ClaimedJob, RunHandles)>,
+    /// Claimed jobs not started yet, oldest claim first, with the time of their claim.
+    buffer: VecDeque<(ClaimedJob, RunHandles, Instant)>,
     wakeups: watch::Receiver<u64>,
     /// When the next scheduled job of the queue comes due, as the last claim said.
     next_due: Option<Instant>,
@@ -153,6 +165,7 @@ impl Foreman {
                     biased;
                     _ = self.stop.cancelled() => return Err(Stopped(None)),
                     _ = self.pool.slot_freed.notified() => {}
+                    _ = sleep_until(self.stale_at()) => self.hand_back_stale(),
                 }
                 Ok(state)
             }
@@ -198,6 +211,7 @@ impl Foreman {
             None => None,
         };
         let poll = self.shared.config.poll_interval;
+        let stale_at = self.stale_at();
         tokio::select! {
             biased;
             _ = self.stop.cancelled() => return Err(Stopped(parked.map(|(claim, _)| claim))),
@@ -217,6 +231,10 @@ impl Foreman {
                 }
             }
             _ = self.pool.slot_freed.notified() => return Ok(State::Idle(parked)),
+            _ = sleep_until(stale_at) => {
+                self.hand_back_stale();
+                return Ok(State::Idle(parked));
+            }
             _ = tokio::time::sleep(poll) => {}
             _ = sleep_until(self.next_due) => self.next_due = None,
         }
@@ -228,6 +246,52 @@ impl Foreman {
             return Ok(self.claimed(result, limit));
         }
         Ok(State::Claimable)
+    }
+
+    /// When the oldest buffered job goes stale ([`STALE_AFTER`]), while every slot is busy.
+    fn stale_at(&self) -> Option<Instant> {
+        if self.slots.available_permits() > 0 {
+            return None;
+        }
+        self.buffer.front().map(|(_, _, at)| *at + STALE_AFTER)
+    }
+
+    /// Hands back the buffered jobs that waited [`STALE_AFTER`] with every slot busy (see the
+    /// module docs), each wait recorded as a sample of the pace.
+    fn hand_back_stale(&mut self) {
+        if self.slots.available_permits() > 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut handed = 0;
+        while let Some((_, _, at)) = self.buffer.front()
+            && now.duration_since(*at) >= STALE_AFTER
+        {
+            let (job, handles, at) = self.buffer.pop_front().expect("not empty");
+            let waited = now.duration_since(at);
+            self.pool.pace.record(waited);
+            let reason = format!(
+                "waited {} ms in the buffer of a worker whose slots were all busy; handed \
+                 back for any worker",
+                waited.as_millis()
+            );
+            tracing::debug!(
+                job = job.id,
+                queue = self.queue,
+                ?waited,
+                "handed back from the buffer"
+            );
+            // From a task of its own: the outcome goes through the completer's queue.
+            tokio::spawn(executor::hand_back_waiting(handles, reason));
+            handed += 1;
+        }
+        if handed > 0 {
+            tracing::info!(
+                queue = self.queue,
+                jobs = handed,
+                "buffered jobs waited behind busy slots; handed back for other workers"
+            );
+        }
     }
 
     /// Free slots plus the room left in the buffer.
@@ -340,9 +404,10 @@ impl Foreman {
     /// Registers claimed jobs as this process's runs and queues them in the buffer.
     fn buffer_claimed(&mut self, jobs: Vec<ClaimedJob>) {
         let shared = &self.shared;
+        let now = Instant::now();
         self.buffer.extend(jobs.into_iter().map(|job| {
             let handles = shared.register(&job);
-            (job, handles)
+            (job, handles, now)
         }));
     }
 
@@ -352,7 +417,7 @@ impl Foreman {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 break;
             };
-            let (job, handles) = self.buffer.pop_front().expect("not empty");
+            let (job, handles, _) = self.buffer.pop_front().expect("not empty");
             tokio::spawn(executor::execute(
                 self.shared.clone(),
                 job,
@@ -371,7 +436,7 @@ impl Foreman {
         {
             self.buffer_claimed(result.jobs);
         }
-        for (_, handles) in self.buffer.drain(..) {
+        for (_, handles, _) in self.buffer.drain(..) {
             executor::hand_back_unstarted(handles).await;
         }
     }

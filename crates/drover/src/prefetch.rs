@@ -11,8 +11,9 @@
 //!
 //! The pace is learned from finished jobs only, so a pool that has finished nothing yet claims
 //! for its free slots alone, and a job that runs long after a run of short ones leaves at most
-//! the configured maximum waiting behind it (their leases renewed by heartbeats, handed back
-//! unstarted at shutdown).
+//! the configured maximum waiting behind it (their leases renewed by heartbeats). The foreman
+//! hands those back for other processes once they have waited a second with every slot busy,
+//! and records each wait as a sample here, which shrinks the buffer ([`crate::foreman`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
