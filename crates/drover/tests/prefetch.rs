@@ -1,5 +1,5 @@
-//! The prefetch buffer when long jobs follow short ones, with two engines on one SQLite file as
-//! two processes would run: the first, its pace set by no-op jobs, claims a batch of long jobs
+//! The prefetch buffer when long jobs follow short ones, with two engines on one database (a
+//! SQLite file, a PostgreSQL schema) as two processes would run: the first, its pace set by no-op jobs, claims a batch of long jobs
 //! into its buffer; the ones waiting there behind its busy slot are handed back (unstarted, no
 //! attempt used) and the idle second engine runs them.
 
@@ -37,10 +37,38 @@ async fn jobs(store: &DynStore, ids: &[i64]) -> Vec<JobRecord> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn long_jobs_waiting_in_a_busy_buffer_go_to_an_idle_process() {
+async fn on_sqlite_long_jobs_waiting_in_a_busy_buffer_go_to_an_idle_process() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("prefetch.db");
-    let store_a = open(&path).await;
+    long_jobs_waiting_in_a_busy_buffer_go_to_an_idle_process(open(&path).await, open(&path).await)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_long_jobs_waiting_in_a_busy_buffer_go_to_an_idle_process() {
+    let url = drover_conformance::pg_server::url();
+    let schema = format!("drover_prefetch_{:016x}", fastrand::u64(..));
+    let connect = async || {
+        let config =
+            drover_postgres::PgConfig::from_url(&format!("{url}?schema={schema}")).unwrap();
+        let store = drover_postgres::PgStore::connect(config)
+            .await
+            .unwrap_or_else(|err| {
+                panic!("cannot reach the PostgreSQL test server at {url}: {err}")
+            });
+        store.migrate().await.unwrap();
+        Arc::new(store)
+    };
+    let (store_a, store_b) = (connect().await, connect().await);
+    long_jobs_waiting_in_a_busy_buffer_go_to_an_idle_process(store_a.clone(), store_b.clone())
+        .await;
+    store_a.drop_schema().await.unwrap();
+}
+
+async fn long_jobs_waiting_in_a_busy_buffer_go_to_an_idle_process(
+    store_a: DynStore,
+    store_b: DynStore,
+) {
     let first = Engine::builder(store_a.clone())
         .config(config(1))
         .builtin_tasks()
@@ -96,7 +124,6 @@ async fn long_jobs_waiting_in_a_busy_buffer_go_to_an_idle_process() {
     }
 
     // An idle second process, with three free slots.
-    let store_b = open(&path).await;
     let second = Engine::builder(store_b.clone())
         .config(config(3))
         .builtin_tasks()
