@@ -588,6 +588,7 @@ fn errors(server: &Server) {
         ("/api/v1/jobs?created_after=yesterday", "created_after"),
         ("/api/v1/jobs?limit=0", "limit"),
         ("/api/v1/jobs/count?limit=0", "limit"),
+        ("/api/v1/jobs?limit=-1", "limit"),
         ("/api/v1/jobs?limit=abc", "limit"),
         ("/api/v1/jobs?after=-5", "after"),
         ("/api/v1/jobs/count?after=-5", "after"),

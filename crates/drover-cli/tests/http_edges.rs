@@ -467,3 +467,27 @@ fn a_batch_of_duplicates_only_answers_200() {
         "{refused}"
     );
 }
+
+/// Query numbers out of range say the range of their parameter: a limit is 1 or more, a page
+/// cursor a job id (0 or more).
+#[test]
+fn a_query_number_out_of_range_says_its_range() {
+    let env = Env::new("");
+    let server = env.serve("query-ranges", &[]);
+    for (path, said) in [
+        (
+            "/api/v1/jobs?limit=-1",
+            "limit: not a whole number of 1 or more",
+        ),
+        ("/api/v1/jobs?after=-5", "after: -5 is not a job id"),
+        (
+            "/api/v1/jobs?after=x",
+            "after: not a whole number of 0 or more",
+        ),
+    ] {
+        let (status, answer) = server.get(path);
+        assert_eq!(status, 400, "GET {path}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(said), "GET {path}: {answer}");
+    }
+}

@@ -741,7 +741,18 @@ impl EngineHandle {
                 "stopped before every job-end hook had run"
             );
         }
-        tracing::info!(stats = ?shared.counters.snapshot(), "engine stopped");
+        let stats = shared.counters.snapshot();
+        tracing::info!(
+            claimed = stats.claimed,
+            completed = stats.completed,
+            retried = stats.retried,
+            discarded = stats.discarded,
+            cancelled = stats.cancelled,
+            handed_back = stats.handed_back,
+            stale_rejected = stats.stale_rejected,
+            rescued = stats.rescued,
+            "engine stopped"
+        );
         report
     }
 }

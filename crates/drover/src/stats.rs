@@ -48,7 +48,7 @@ pub struct EngineStats {
     pub discarded: u64,
     /// Runs recorded as cancelled.
     pub cancelled: u64,
-    /// Runs handed back at shutdown.
+    /// Runs handed back unstarted: at shutdown, or from a buffer whose slots stayed busy.
     pub handed_back: u64,
     /// Outcomes refused because the run had lost its lease (a late write from a stalled run).
     pub stale_rejected: u64,

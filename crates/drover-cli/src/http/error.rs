@@ -248,10 +248,12 @@ impl From<QueryRejection> for ApiError {
             });
         match named {
             Some((name, why)) => {
-                // Every numeric parameter of the API is a whole number of 0 or more.
+                // Every numeric parameter of the API is a whole number of 0 or more; a limit,
+                // of 1 or more (its route says how many at most).
+                let least = if name == "limit" { 1 } else { 0 };
                 let why = match why {
                     "invalid digit found in string" | "cannot parse integer from empty string" => {
-                        "not a whole number of 0 or more".to_owned()
+                        format!("not a whole number of {least} or more")
                     }
                     other => in_json_terms(other),
                 };
