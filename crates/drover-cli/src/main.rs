@@ -68,7 +68,7 @@ fn log_filter(default: &'static str) -> EnvFilter {
 }
 
 fn main() -> ExitCode {
-    if let Some(code) = spawner::exec_if_asked() {
+    if let Some(code) = spawner::shim_if_asked() {
         return code;
     }
     let cli = Cli::parse();

@@ -13,7 +13,7 @@
 //!   started as `drover __drover-exec PID -- PROGRAM ARGS…`: it arms the signal with the safe
 //!   `nix` call and checks that its parent is still the worker `PID` (had the worker died
 //!   between fork and `prctl`, no signal would ever come). It runs before any other start-up
-//!   of the binary ([`exec_if_asked`] is the first thing `main` calls).
+//!   of the binary ([`shim_if_asked`] is the first thing `main` calls).
 //! - **Who gets killed.** The shim does not exec the program: it starts it and stays, the
 //!   leader of the run's process group, waiting for it. When the worker dies the shim gets
 //!   the parent-death signal and SIGKILLs the whole group, so that what the command started
@@ -35,7 +35,7 @@ use std::sync::{Mutex, OnceLock, mpsc};
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-/// The first argument that makes the binary the exec shim.
+/// The first argument that makes the binary the shim that runs a command (see the module docs).
 const SHIM: &str = "__drover-exec";
 
 /// The exit status of a shim that could not start its program (as a shell's "not found").
@@ -129,7 +129,7 @@ pub(crate) async fn spawn(command: Command) -> std::io::Result<Child> {
 /// When the binary was started as the shim: runs the program until it ends (see the module
 /// docs) and returns its exit code, or ends by the signal that ended it. `None` for every
 /// other start.
-pub(crate) fn exec_if_asked() -> Option<ExitCode> {
+pub(crate) fn shim_if_asked() -> Option<ExitCode> {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some(SHIM.as_ref()) {
         return None;

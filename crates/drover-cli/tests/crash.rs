@@ -194,13 +194,11 @@ fn a_killed_process_is_listed_as_silent_until_it_is_pruned() {
     let server = env.serve("serve", &[]);
     let mut victim = env.spawn("worker", &["worker"]);
     let victim_pid = victim.child.id();
-    let id_of_victim = |stats: &serde_json::Value| {
-        stats["processes"]
-            .as_array()
-            .and_then(|all| all.iter().find(|p| p["pid"] == victim_pid))
-            .map(|p| p["id"].as_str().unwrap().to_owned())
-    };
-    let victim_id = id_of_victim(&env.stats()).expect("the worker is registered");
+    let victim_id = env.stats()["processes"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["pid"] == victim_pid))
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .expect("the worker is registered");
     assert_eq!(env.stats()["silent"], serde_json::json!([]));
     victim.signal(Signal::SIGKILL);
     victim.wait_exit(T);
@@ -219,17 +217,9 @@ fn a_killed_process_is_listed_as_silent_until_it_is_pruned() {
         .find(|line| line.contains(&victim_pid.to_string()) && line.contains(&victim_id))
         .unwrap_or_else(|| panic!("no row for the killed worker:\n{table}"));
     assert!(row.contains("silent"), "{table}");
-    let page = ureq::get(&format!("{}/processes", server.url))
-        .call()
-        .expect("the processes page")
-        .into_string()
-        .unwrap();
+    let (_, page) = server.get_text("/processes");
     assert_eq!(page.matches("class=\"badge silent\"").count(), 1, "{page}");
-    let cluster: serde_json::Value = ureq::get(&format!("{}/api/v1/cluster", server.url))
-        .call()
-        .expect("the cluster")
-        .into_json()
-        .unwrap();
+    let (_, cluster) = server.get("/api/v1/cluster");
     assert_eq!(
         cluster["silent"],
         serde_json::json!([victim_id]),

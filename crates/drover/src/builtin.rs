@@ -79,25 +79,20 @@ impl Task for Fail {
 /// later. Other kinds' args are their tasks' business; only their shape (an object) is
 /// checked.
 pub(crate) fn check_args(kind: &str, args: &str) -> Result<(), drover_core::ValidationError> {
-    let refused = |err: serde_json::Error| {
-        drover_core::ValidationError::Args(format!("{kind} takes {}: {err}", expected(kind)))
+    let (decoded, expected) = match kind {
+        Sleep::KIND => (
+            serde_json::from_str::<SleepArgs>(args).map(drop),
+            r#"{"ms": N}"#,
+        ),
+        Fail::KIND => (
+            serde_json::from_str::<FailArgs>(args).map(drop),
+            r#"{"message": "…"} or {}"#,
+        ),
+        _ => return Ok(()),
     };
-    match kind {
-        Sleep::KIND => serde_json::from_str::<SleepArgs>(args)
-            .map(drop)
-            .map_err(refused),
-        Fail::KIND => serde_json::from_str::<FailArgs>(args)
-            .map(drop)
-            .map_err(refused),
-        _ => Ok(()),
-    }
-}
-
-fn expected(kind: &str) -> &'static str {
-    match kind {
-        Sleep::KIND => r#"{"ms": N}"#,
-        _ => r#"{"message": "…"} or {}"#,
-    }
+    decoded.map_err(|err| {
+        drover_core::ValidationError::Args(format!("{kind} takes {expected}: {err}"))
+    })
 }
 
 pub(crate) fn all() -> Vec<Arc<dyn RawTask>> {

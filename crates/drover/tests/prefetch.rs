@@ -1,7 +1,7 @@
 //! The prefetch buffer when long jobs follow short ones, with two engines on one database (a
-//! SQLite file, a PostgreSQL schema) as two processes would run: the first, its pace set by no-op jobs, claims a batch of long jobs
-//! into its buffer; the ones waiting there behind its busy slot are handed back (unstarted, no
-//! attempt used) and the idle second engine runs them.
+//! SQLite file, a PostgreSQL schema) as two processes would run: the first, its pace set by
+//! no-op jobs, claims a batch of long jobs into its buffer; the ones waiting there behind its
+//! busy slot are handed back (unstarted, no attempt used) and the idle second engine runs them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -77,51 +77,21 @@ async fn long_jobs_waiting_in_a_busy_buffer_go_to_an_idle_process(
         .start();
     let client = first.client();
     // No-op jobs set the first engine's pace to microseconds: a big buffer.
-    let quick: Vec<_> = (0..50)
-        .map(|_| EnqueueRequest::raw("drover.noop", "{}"))
-        .collect();
-    let quick: Vec<i64> = client
-        .enqueue_many(quick)
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.id)
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !jobs(&store_a, &quick)
-        .await
-        .iter()
-        .all(|j| j.state == JobState::Completed)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the no-ops never finished"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let quick = enqueue(&client, "drover.noop", "{}", 50).await;
+    wait_for_jobs(&store_a, &quick, "the no-ops finish", |all| {
+        all.iter().all(|j| j.state == JobState::Completed)
+    })
+    .await;
 
     // Six long jobs: one runs, the first engine's buffer takes the other five.
-    let long: Vec<_> = (0..6)
-        .map(|_| EnqueueRequest::raw("drover.sleep", r#"{"ms":60000}"#))
-        .collect();
-    let long: Vec<i64> = client
-        .enqueue_many(long)
-        .await
-        .unwrap()
-        .iter()
-        .map(|j| j.id)
-        .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !jobs(&store_a, &long).await.iter().all(|j| {
-        j.state == JobState::Running && j.lease_owner.as_deref() == Some(first.process_id())
-    }) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the first engine did not take all six: {:#?}",
-            jobs(&store_a, &long).await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let long = enqueue(&client, "drover.sleep", r#"{"ms":60000}"#, 6).await;
+    let held_by = |engine: &drover::EngineHandle, job: &JobRecord| {
+        job.state == JobState::Running && job.lease_owner.as_deref() == Some(engine.process_id())
+    };
+    wait_for_jobs(&store_a, &long, "the first engine takes all six", |all| {
+        all.iter().all(|j| held_by(&first, j))
+    })
+    .await;
 
     // An idle second process, with three free slots.
     let second = Engine::builder(store_b.clone())
@@ -130,28 +100,11 @@ async fn long_jobs_waiting_in_a_busy_buffer_go_to_an_idle_process(
         .build()
         .unwrap()
         .start();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let taken = loop {
-        let all = jobs(&store_b, &long).await;
-        let taken: Vec<JobRecord> = all
-            .into_iter()
-            .filter(|j| {
-                j.state == JobState::Running
-                    && j.lease_owner.as_deref() == Some(second.process_id())
-            })
-            .collect();
-        if taken.len() == 3 {
-            break taken;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the idle engine got {} of the waiting jobs: {:#?}",
-            taken.len(),
-            jobs(&store_b, &long).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    for job in &taken {
+    let all = wait_for_jobs(&store_b, &long, "the idle engine gets three", |all| {
+        all.iter().filter(|j| held_by(&second, j)).count() == 3
+    })
+    .await;
+    for job in all.iter().filter(|j| held_by(&second, j)) {
         assert_eq!(job.attempt, 1, "the hand-back used no attempt: {job:#?}");
         assert!(
             job.history
@@ -163,12 +116,37 @@ async fn long_jobs_waiting_in_a_busy_buffer_go_to_an_idle_process(
     // The first engine did not take them straight back: it still runs one, buffers none of
     // the two left (available, for whichever slot frees first).
     let all = jobs(&store_a, &long).await;
-    let by_first = all
-        .iter()
-        .filter(|j| j.lease_owner.as_deref() == Some(first.process_id()))
-        .filter(|j| j.state == JobState::Running)
-        .count();
+    let by_first = all.iter().filter(|j| held_by(&first, j)).count();
     assert_eq!(by_first, 1, "{all:#?}");
     second.shutdown().await;
     first.shutdown().await;
+}
+
+/// Enqueues `n` jobs of `kind` with `args` in one call; their ids.
+async fn enqueue(client: &drover::Client, kind: &str, args: &str, n: usize) -> Vec<i64> {
+    let requests = (0..n).map(|_| EnqueueRequest::raw(kind, args)).collect();
+    let inserted = client.enqueue_many(requests).await.unwrap();
+    inserted.iter().map(|j| j.id).collect()
+}
+
+/// The jobs `ids`, read again every 20 ms until `done` holds of them; fails after 10 s,
+/// saying `what` did not happen.
+async fn wait_for_jobs(
+    store: &DynStore,
+    ids: &[i64],
+    what: &str,
+    done: impl Fn(&[JobRecord]) -> bool,
+) -> Vec<JobRecord> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = jobs(store, ids).await;
+        if done(&all) {
+            return all;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within 10 s: {all:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
