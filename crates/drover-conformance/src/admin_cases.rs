@@ -112,6 +112,12 @@ pub async fn actions_on_many_jobs_change_only_what_they_apply_to(store: DynStore
     assert!(act(&store, vec![], JobAction::Retry).await.is_empty());
 }
 
+/// The names of the queues the store lists.
+async fn queue_names(store: &DynStore) -> Vec<String> {
+    let queues = store.queue_list().await.unwrap();
+    queues.into_iter().map(|q| q.name).collect()
+}
+
 /// A paused queue gives no job to any claim; resuming gives them again, and other queues are
 /// never affected.
 pub async fn paused_queues_give_no_jobs_until_resumed(store: DynStore) {
@@ -127,14 +133,7 @@ pub async fn paused_queues_give_no_jobs_until_resumed(store: DynStore) {
     assert!(claim(&store, "default", 10, "w", at(4)).await.is_empty());
     // A queue can be paused before it has jobs.
     pause(&store, "later", true, at(4)).await;
-    let names: Vec<String> = store
-        .queue_list()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|q| q.name)
-        .collect();
-    assert_eq!(names, vec!["default".to_string(), "later".to_string()]);
+    assert_eq!(queue_names(&store).await, ["default", "later"]);
 
     let mut wakeups = store.wakeups();
     wakeups.borrow_and_update();
@@ -142,6 +141,10 @@ pub async fn paused_queues_give_no_jobs_until_resumed(store: DynStore) {
     assert_eq!(resumed.paused_at, None);
     assert!(wakeups.has_changed().unwrap(), "resuming wakes the workers");
     assert_eq!(claim(&store, "default", 10, "w", at(6)).await.len(), 2);
+    // Resuming a name never paused (a typo) leaves no queue behind it.
+    let typo = pause(&store, "defualt", false, at(7)).await;
+    assert_eq!(typo.paused_at, None);
+    assert_eq!(queue_names(&store).await, ["default", "later"]);
     assert!(
         store
             .queue_pause(QueuePauseParams {

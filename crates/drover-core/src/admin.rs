@@ -40,6 +40,18 @@ pub struct QueueRecord {
 }
 
 impl QueueRecord {
+    /// A queue the database has no row or count of yet: running, never counted.
+    pub fn unseen(name: &str) -> Self {
+        QueueRecord {
+            name: name.to_owned(),
+            paused_at: None,
+            counts: BTreeMap::new(),
+            estimated: false,
+            oldest_available_at: None,
+            counted_at: None,
+        }
+    }
+
     /// The cached count of one state.
     pub fn count(&self, state: JobState) -> u64 {
         self.counts.get(&state).copied().unwrap_or(0)

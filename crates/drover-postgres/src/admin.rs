@@ -107,13 +107,23 @@ pub(crate) async fn pause(
     paused: bool,
     now: Option<Timestamp>,
 ) -> Result<(), DbError> {
-    db.execute(
-        "INSERT INTO drover_queues (name, paused_at) \
-         VALUES ($1, CASE WHEN $2 THEN coalesce($3::timestamptz, now()) END) \
-         ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at",
-        &[&queue, &paused, &now],
-    )
-    .await?;
+    // A resume only clears a pause: resuming a name never seen must not make it a queue that
+    // lists forever after.
+    if paused {
+        db.execute(
+            "INSERT INTO drover_queues (name, paused_at) \
+             VALUES ($1, coalesce($2::timestamptz, now())) \
+             ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at",
+            &[&queue, &now],
+        )
+        .await?;
+    } else {
+        db.execute(
+            "UPDATE drover_queues SET paused_at = NULL WHERE name = $1",
+            &[&queue],
+        )
+        .await?;
+    }
     Ok(())
 }
 

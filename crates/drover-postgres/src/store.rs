@@ -426,10 +426,11 @@ impl Store for PgStore {
             admin::queue_list(db).await?
         })?;
         self.woke(!params.paused);
+        // A resume of a queue with no row writes none.
         Ok(queues
             .into_iter()
             .find(|q| q.name == params.queue)
-            .expect("the queue's row was just written"))
+            .unwrap_or_else(|| drover_core::QueueRecord::unseen(&params.queue)))
     }
 
     async fn queue_list(&self) -> Result<Vec<drover_core::QueueRecord>, StoreError> {

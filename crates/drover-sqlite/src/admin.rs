@@ -83,11 +83,18 @@ pub(crate) fn pause(
     paused: bool,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO drover_queues (name, paused_at) VALUES (?1, ?2) \
-         ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at",
-    )?
-    .execute(params![queue, paused.then(|| to_text(now))])?;
+    // A resume only clears a pause: resuming a name never seen must not make it a queue that
+    // lists forever after.
+    if paused {
+        conn.prepare_cached(
+            "INSERT INTO drover_queues (name, paused_at) VALUES (?1, ?2) \
+             ON CONFLICT (name) DO UPDATE SET paused_at = excluded.paused_at",
+        )?
+        .execute(params![queue, to_text(now)])?;
+    } else {
+        conn.prepare_cached("UPDATE drover_queues SET paused_at = NULL WHERE name = ?1")?
+            .execute(params![queue])?;
+    }
     Ok(())
 }
 
@@ -137,14 +144,7 @@ pub(crate) fn queue_list(conn: &Connection) -> rusqlite::Result<Vec<QueueRecord>
 /// One queue as stored, after a pause or resume.
 pub(crate) fn queue_get(conn: &Connection, queue: &str) -> rusqlite::Result<QueueRecord> {
     let found = queue_list(conn)?.into_iter().find(|q| q.name == queue);
-    Ok(found.unwrap_or_else(|| QueueRecord {
-        name: queue.to_owned(),
-        paused_at: None,
-        counts: BTreeMap::new(),
-        estimated: false,
-        oldest_available_at: None,
-        counted_at: None,
-    }))
+    Ok(found.unwrap_or_else(|| QueueRecord::unseen(queue)))
 }
 
 /// A count taken on a reader: per queue, per state (capped), and the oldest available job.

@@ -108,14 +108,9 @@ impl Admin {
         let queues = working.processes.iter().flat_map(|p| p.queues.iter());
         let leased = working.http_workers.iter().flat_map(|w| w.queues.iter());
         for queue in queues.chain(leased) {
-            records.entry(queue.clone()).or_insert_with(|| QueueRecord {
-                name: queue.clone(),
-                paused_at: None,
-                counts: BTreeMap::new(),
-                estimated: false,
-                oldest_available_at: None,
-                counted_at: None,
-            });
+            records
+                .entry(queue.clone())
+                .or_insert_with(|| QueueRecord::unseen(queue));
         }
         let now = self.clock.now();
         Ok(records
