@@ -157,8 +157,10 @@ fn supervise(parent: Option<OsString>, argv: &[OsString]) -> Result<ExitCode, St
     let parent: i32 = parent
         .and_then(|p| p.to_str()?.parse().ok())
         .ok_or("the shim needs the worker's pid")?;
-    // Blocked before they can arrive, and taken with sigwait below. The program starts with
-    // an empty mask: std's spawn resets it in the child.
+    // Blocked before they can arrive, and taken with sigwait below. A blocked signal stays
+    // blocked across exec, and std's spawn leaves the mask as it is: the program is started
+    // with `posix_spawnp` and an empty mask of its own ([`start`]), or a cancel's SIGTERM
+    // would never reach it (seen in QA: every cancel and timeout waited for the SIGKILL).
     let mut waited = SigSet::empty();
     for signal in [
         WORKER_DIED,
@@ -173,11 +175,7 @@ fn supervise(parent: Option<OsString>, argv: &[OsString]) -> Result<ExitCode, St
     if getppid() != Pid::from_raw(parent) {
         return Err("the worker died before the command started".into());
     }
-    let (program, args) = argv.split_first().ok_or("no program to run")?;
-    let mut child = std::process::Command::new(program)
-        .args(args)
-        .spawn()
-        .map_err(|e| e.to_string())?;
+    let child = start(argv)?;
     loop {
         match waited.wait().map_err(|e| e.to_string())? {
             WORKER_DIED => {
@@ -187,32 +185,70 @@ fn supervise(parent: Option<OsString>, argv: &[OsString]) -> Result<ExitCode, St
             // A cancel's SIGTERM reached the program too: ending is its call.
             Signal::SIGTERM | Signal::SIGINT => {}
             _ => {
-                if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-                    return Ok(pass_on(status));
+                if let Some(code) = ended(child)? {
+                    return Ok(code);
                 }
             }
         }
     }
 }
 
-/// Ends as the program did: with its exit code, or by the signal that killed it.
+/// Starts the program (found on `PATH`, as a shell would) with this process's environment, an
+/// empty signal mask and SIGPIPE at its default (std ignores it in this binary, and an ignored
+/// signal stays ignored across exec).
 #[cfg(target_os = "linux")]
-fn pass_on(status: std::process::ExitStatus) -> ExitCode {
-    use std::os::unix::process::ExitStatusExt;
+fn start(argv: &[OsString]) -> Result<nix::unistd::Pid, String> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
 
-    if let Some(signal) = status
-        .signal()
-        .and_then(|n| nix::sys::signal::Signal::try_from(n).ok())
-    {
-        let _ = nix::sys::signal::SigSet::all().thread_unblock();
-        let _ = nix::sys::signal::raise(signal);
+    use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags, posix_spawnp};
+    use nix::sys::signal::{SigSet, Signal};
+
+    let c_string = |text: &[u8]| {
+        CString::new(text).map_err(|_| "an argument or variable holds a NUL byte".to_string())
+    };
+    let args = argv
+        .iter()
+        .map(|arg| c_string(arg.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let program = args.first().ok_or("no program to run")?;
+    let env = std::env::vars_os()
+        .map(|(key, value)| {
+            let mut pair = key.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            c_string(&pair)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut attr = PosixSpawnAttr::init().map_err(|e| e.to_string())?;
+    let mut pipe = SigSet::empty();
+    pipe.add(Signal::SIGPIPE);
+    let flags = PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF;
+    attr.set_sigmask(&SigSet::empty())
+        .and_then(|()| attr.set_sigdefault(&pipe))
+        .and_then(|()| attr.set_flags(flags))
+        .map_err(|e| e.to_string())?;
+    let actions = PosixSpawnFileActions::init().map_err(|e| e.to_string())?;
+    posix_spawnp(program, &actions, &attr, &args, &env).map_err(|errno| errno.desc().to_string())
+}
+
+/// The shim's exit once the program has ended, as the program ended: with its exit code, or by
+/// the signal that killed it. `None` while it runs.
+#[cfg(target_os = "linux")]
+fn ended(child: nix::unistd::Pid) -> Result<Option<ExitCode>, String> {
+    use nix::sys::signal::{SigSet, raise};
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+
+    match waitpid(child, Some(WaitPidFlag::WNOHANG)).map_err(|e| e.to_string())? {
+        WaitStatus::Exited(_, code) => Ok(Some(ExitCode::from(code as u8))),
+        WaitStatus::Signaled(_, signal, _) => {
+            let _ = SigSet::all().thread_unblock();
+            let _ = raise(signal);
+            // A signal that did not end this process (none should be left): a shell's status.
+            Ok(Some(ExitCode::from(128 + signal as u8)))
+        }
+        _ => Ok(None),
     }
-    // A signal that did not end this process (none should be left): a shell's status for it.
-    let code = status
-        .code()
-        .or(status.signal().map(|n| 128 + n))
-        .unwrap_or(1);
-    ExitCode::from(code as u8)
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -252,6 +252,33 @@ command = ["sh", "-c", "sleep 30 & echo $! > child.pid; wait"]
     common::wait_gone(pid, T, "the background sleep, after its worker exited");
 }
 
+/// A cancel's SIGTERM reaches the command itself, with no signal blocked or ignored (a shell
+/// clears what it inherits, a Python program does not): a program that handles it cleans up and
+/// ends long before `kill_grace` would have killed it.
+#[test]
+fn a_command_gets_a_cancels_sigterm() {
+    let env = Env::new(
+        r#"
+[tasks."py.term"]
+command = ["python3", "-c", "import pathlib, signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *_: (pathlib.Path('term.txt').write_text('cleaned up'), sys.exit(3)))\npathlib.Path('status.txt').write_text(open('/proc/self/status').read())\ntime.sleep(120)"]
+kill_grace = "120s"
+"#,
+    );
+    let _worker = env.spawn("worker", &["worker"]);
+    let id = env.enqueue(&["py.term"]);
+    let status = common::wait_file(&env.path("status.txt"), T);
+    for field in ["SigBlk:", "SigIgn:"] {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        let mask = u64::from_str_radix(line[field.len()..].trim(), 16).unwrap();
+        let term_or_int = (1 << (15 - 1)) | (1 << (2 - 1));
+        assert_eq!(mask & term_or_int, 0, "{line}");
+    }
+    env.ok(&["jobs", "cancel", &id.to_string()]);
+    env.wait_job(id, T, |j| state(j) == "cancelled");
+    let said = std::fs::read_to_string(env.path("term.txt")).unwrap();
+    assert_eq!(said, "cleaned up");
+}
+
 #[test]
 fn an_enqueue_from_another_process_wakes_a_running_worker() {
     // The poll is 60 s: only the file-system wake-up can start the job in time.
