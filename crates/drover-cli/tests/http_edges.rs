@@ -100,6 +100,37 @@ fn leasing_from_a_queue_served_locally_is_warned_once() {
     assert_eq!(warned("py"), 0, "{log}");
 }
 
+/// A failure repeated as it was recorded is answered as the first; one that says something
+/// else (a discard after a retry, a hand-back after it) is a 409 and changes nothing.
+#[test]
+fn a_different_failure_for_the_same_lease_is_refused() {
+    let env = Env::new("");
+    let server = env.serve("repeats", &[]);
+    let id = server.ok("/api/v1/jobs", &json!({"kind": "py.task", "queue": "py"}))["id"].clone();
+    let body = json!({"queues": ["py"], "worker": "py-1", "wait": 5});
+    let token = server.ok("/api/v1/leases", &body)["jobs"][0]["token"].clone();
+    let fail = format!("/api/v1/leases/{}/fail", token.as_str().unwrap());
+    let retry = json!({"error": "flaky", "retry_in": 3600});
+    assert_eq!(server.ok(&fail, &retry)["state"], "retryable");
+    assert_eq!(server.ok(&fail, &retry)["repeated"], true);
+    let discard = json!({"error": "flaky", "discard": true});
+    let hand_back = format!("/api/v1/leases/{}/hand-back", token.as_str().unwrap());
+    for (path, body) in [(&fail, discard), (&hand_back, json!(null))] {
+        let (status, answer) = server.post(path, &body);
+        assert_eq!(status, 409, "{path}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("already recorded as retryable"),
+            "{answer}"
+        );
+    }
+    let job = server.get(&format!("/api/v1/jobs/{id}")).1;
+    assert_eq!(
+        (&job["state"], job["errors"].as_array().map(Vec::len)),
+        (&json!("retryable"), Some(1))
+    );
+}
+
 #[test]
 fn listening_off_loopback_needs_a_token() {
     let env = Env::new("");

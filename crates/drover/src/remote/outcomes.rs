@@ -147,10 +147,11 @@ impl RemoteWorkers {
                 })
             }
             // The same call again (its first answer was lost): answered as the first. A call
-            // that contradicts what was recorded (a completion after a failure, or the other
-            // way round) must not be answered as a success the worker would believe.
+            // that contradicts what was recorded (a completion after a failure, a discard after
+            // a retry, a hand-back after either) must not be answered as a success the worker
+            // would believe.
             (false, Some(state)) if result.recorded_earlier => {
-                if matches!(outcome, Outcome::Completed) != (state == JobState::Completed) {
+                if !could_have_led_to(outcome, state) {
                     self.metrics.refused();
                     return Err(Error::LeaseLost(format!(
                         "job {} was already recorded as {state} under this lease; this \
@@ -174,5 +175,17 @@ impl RemoteWorkers {
                 )))
             }
         }
+    }
+}
+
+/// Whether `outcome`, recorded under a lease, can have left its job in `state` while no other
+/// lease took it since: a retry's job may have become available again when it came due.
+fn could_have_led_to(outcome: &Outcome, state: JobState) -> bool {
+    match outcome {
+        Outcome::Completed => state == JobState::Completed,
+        Outcome::Retry { .. } => matches!(state, JobState::Retryable | JobState::Available),
+        Outcome::Discard { .. } => state == JobState::Discarded,
+        Outcome::Cancelled { .. } => state == JobState::Cancelled,
+        Outcome::HandBack { .. } => state == JobState::Available,
     }
 }
