@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::Env;
 use nix::sys::signal::Signal;
 use rusqlite::Connection;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -336,6 +336,25 @@ fn mismatched_or_unsafe_tables_are_refused() {
     assert!(err.contains("region") && err.contains("note"), "{err}");
     let err = env.fails(&["archive", "run"]);
     assert!(err.contains("different columns"), "{err}");
+    // The refused run is recorded as the policy's newest, with its error.
+    let listed: Value = serde_json::from_str(&env.ok(&["archive", "list", "--json"])).unwrap();
+    let usage = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "usage");
+    let newest = &usage.unwrap_or_else(|| panic!("{listed}"))["runs"][0];
+    assert_eq!(
+        (&newest["trigger"], &newest["rows_moved"]),
+        (&json!("manual"), &json!(0))
+    );
+    assert!(
+        newest["error"]
+            .as_str()
+            .unwrap()
+            .contains("different columns"),
+        "{listed}"
+    );
 
     for table in ["usage\\\"details", "usage; DROP TABLE drover_jobs", "it's"] {
         let env = Env::new(

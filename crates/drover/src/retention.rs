@@ -185,22 +185,50 @@ impl PreparedPolicy {
             error: result.as_ref().err().map(ToString::to_string),
             trigger: trigger.as_str().to_owned(),
         };
-        let recorded = store
-            .retention_run_insert(RetentionRunInsertParams {
-                run,
-                keep: RUNS_KEPT,
-            })
-            .await;
-        if let Err(err) = recorded {
-            tracing::warn!(policy = %self.policy.name, error = %err,
-                "cannot record the retention run");
-        }
+        record(store, run).await;
         result
     }
 
     /// Rows past the cutoff at `now`.
     pub async fn pending(&self, store: &DynStore, now: Timestamp) -> Result<u64, StoreError> {
         store.archive_pending(self.params(now)).await
+    }
+}
+
+/// Records a run of the policy `name` that failed before it could move a row (its check
+/// against the database, [`prepare`]), as [`PreparedPolicy::run_recorded`] records the others:
+/// an operator reading the runs sees the failure, not the last success.
+pub async fn record_failure(
+    store: &DynStore,
+    clock: &dyn Clock,
+    name: &str,
+    trigger: Trigger,
+    error: &Error,
+) {
+    let now = clock.now();
+    let run = RetentionRunRecord {
+        policy: name.to_owned(),
+        started_at: now,
+        finished_at: now,
+        rows_moved: 0,
+        error: Some(error.to_string()),
+        trigger: trigger.as_str().to_owned(),
+    };
+    record(store, run).await;
+}
+
+/// Stores `run`, keeping the newest [`RUNS_KEPT`] of its policy. A run that cannot be recorded
+/// is logged: the run itself happened, or failed, all the same.
+async fn record(store: &DynStore, run: RetentionRunRecord) {
+    let policy = run.policy.clone();
+    let recorded = store
+        .retention_run_insert(RetentionRunInsertParams {
+            run,
+            keep: RUNS_KEPT,
+        })
+        .await;
+    if let Err(err) = recorded {
+        tracing::warn!(%policy, error = %err, "cannot record the retention run");
     }
 }
 

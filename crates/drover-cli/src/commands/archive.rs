@@ -101,7 +101,14 @@ async fn run_policies(
     for policy in policies {
         let name = policy.name.clone();
         let run = async {
-            let prepared = drover::retention::prepare(store, policy).await?;
+            let prepared = match drover::retention::prepare(store, policy).await {
+                Ok(prepared) => prepared,
+                Err(err) => {
+                    let (clock, trigger) = (&SystemClock, Trigger::Manual);
+                    drover::retention::record_failure(store, clock, &name, trigger, &err).await;
+                    return Err(err.into());
+                }
+            };
             run_policy(store, prepared, json).await
         };
         match run.await {
