@@ -131,6 +131,32 @@ fn a_different_failure_for_the_same_lease_is_refused() {
     );
 }
 
+/// A delayed job in a queue no process works (its HTTP workers between requests) is counted as
+/// waiting once it is due, not as scheduled: the leader promotes it before counting.
+#[test]
+fn a_due_job_of_a_queue_nobody_works_counts_as_waiting() {
+    let env = Env::new("");
+    let server = env.serve("due", &[]);
+    let body = json!({"kind": "py.task", "queue": "later", "delay_seconds": 1});
+    let id = server.ok("/api/v1/jobs", &body)["id"].clone();
+    let later = pg::eventually(Duration::from_secs(20), "counted as waiting", || {
+        let (_, queues) = server.get("/api/v1/queues");
+        let later = queues
+            .as_array()
+            .and_then(|q| q.iter().find(|q| q["name"] == "later"));
+        let later = later.ok_or_else(|| queues.to_string())?;
+        let waiting = later["counts"]["available"] == 1 && later["counts"]["scheduled"] == 0;
+        waiting
+            .then(|| later.clone())
+            .ok_or_else(|| later.to_string())
+    });
+    assert!(later["oldest_available_age_seconds"].is_number(), "{later}");
+    assert_eq!(
+        server.get(&format!("/api/v1/jobs/{id}")).1["state"],
+        "available"
+    );
+}
+
 #[test]
 fn listening_off_loopback_needs_a_token() {
     let env = Env::new("");

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use drover_core::{
     CancelResult, Delivery, DynStore, JobCancelParams, JobClaimParams, JobFinishParams,
-    JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobOutcome, JobRescueParams,
-    JobRetryParams, JobState, LeaseRef, NewJob, Outcome, StoreError,
+    JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobOutcome, JobPromoteParams,
+    JobRescueParams, JobRetryParams, JobState, LeaseRef, NewJob, Outcome, StoreError,
 };
 use jiff::{SignedDuration, Timestamp};
 
@@ -288,6 +288,43 @@ pub async fn scheduled_jobs_wait_until_due(store: DynStore) {
     let due = claim(&store, "default", 10, "w", at(60)).await;
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].id, inserted[0].id);
+}
+
+/// Due jobs of every queue become available without a claim, up to the limit and no further;
+/// a job not due yet stays scheduled, and the workers are woken.
+pub async fn due_jobs_of_every_queue_are_promoted(store: DynStore) {
+    let scheduled = |queue: &str, secs| {
+        let mut job = NewJob::new("later", "{}");
+        job.queue = queue.into();
+        job.scheduled_at = Some(at(secs));
+        job
+    };
+    let jobs = vec![
+        scheduled("a", 5),
+        scheduled("b", 6),
+        scheduled("b", 7),
+        scheduled("a", 100),
+    ];
+    let ids = insert(&store, jobs, t0()).await;
+    let promote = |limit, secs| JobPromoteParams {
+        limit,
+        now: Some(at(secs)),
+    };
+    assert_eq!(store.job_promote_due(promote(10, 4)).await.unwrap(), 0);
+    let mut wakeups = store.wakeups();
+    wakeups.borrow_and_update();
+    assert_eq!(store.job_promote_due(promote(2, 10)).await.unwrap(), 2);
+    assert!(
+        wakeups.has_changed().unwrap(),
+        "promoting wakes the workers"
+    );
+    assert_eq!(store.job_promote_due(promote(10, 10)).await.unwrap(), 1);
+    let mut states = Vec::new();
+    for id in ids {
+        states.push(store.job_get(id).await.unwrap().unwrap().state);
+    }
+    use JobState::{Available, Scheduled};
+    assert_eq!(states, [Available, Available, Available, Scheduled]);
 }
 
 /// An outcome presented with a wrong token changes nothing; the right token is accepted once.

@@ -30,6 +30,7 @@ macro_rules! conformance_suite {
             claim_takes_highest_priority_then_oldest,
             claim_respects_limit_and_queue,
             scheduled_jobs_wait_until_due,
+            due_jobs_of_every_queue_are_promoted,
             completion_is_fenced_by_the_lease_token,
             stale_completion_after_rescue_and_reclaim_is_rejected,
             heartbeat_renews_held_leases_and_reports_lost_ones,

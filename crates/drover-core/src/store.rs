@@ -79,6 +79,13 @@ pub trait Store: Send + Sync + 'static {
         params: JobFinishParams,
     ) -> Result<Vec<FinishResult>, StoreError>;
 
+    /// Makes the due scheduled and retryable jobs of every queue available (at most
+    /// `params.limit`, skipping rows another transaction holds) and returns how many; wakes the
+    /// workers when any became available. A claim promotes its own queue's due jobs; this is
+    /// for the queues nobody claims from at the moment (HTTP workers between requests, or none
+    /// yet), so that their counts, lists and metrics show a due job as waiting, not scheduled.
+    async fn job_promote_due(&self, params: JobPromoteParams) -> Result<u64, StoreError>;
+
     /// Rescues running jobs whose lease has expired: available again (at-least-once, attempts
     /// left), or discarded (at-most-once, or no attempts left), with the reason recorded.
     async fn job_rescue_expired(

@@ -271,6 +271,32 @@ pub(crate) const RESCUE_APPLY: &str = concat!(
      RETURNING j.id, j.kind, j.queue, j.state"
 );
 
+/// Makes at most `$2` due scheduled and retryable jobs of any queue available, skipping rows
+/// another transaction holds (a claim promoting its own queue); one row per queue that got any.
+const PROMOTE_DUE: &str = "WITH promoted AS ( \
+         UPDATE drover_jobs SET state = 'available' \
+         WHERE id = ANY(ARRAY( \
+             SELECT id FROM drover_jobs \
+             WHERE state IN ('scheduled', 'retryable') \
+               AND scheduled_at <= coalesce($1::timestamptz, now()) \
+             LIMIT $2 FOR UPDATE SKIP LOCKED)) \
+         RETURNING queue) \
+     SELECT queue, count(*) FROM promoted GROUP BY queue";
+
+/// [`PROMOTE_DUE`], in the caller's transaction: how many jobs each queue got.
+pub(crate) async fn promote_due(
+    db: &Db<'_>,
+    limit: usize,
+    now: Option<Timestamp>,
+) -> Result<Vec<(String, u64)>, DbError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = db.query(PROMOTE_DUE, &[&now, &limit]).await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), row.get::<_, i64>(1) as u64))
+        .collect())
+}
+
 /// Rescues expired leases, oldest first, in the caller's transaction: locks them, decides
 /// each with [`drover_core::rescue_decision`], and applies the decisions.
 pub(crate) async fn rescue_expired(

@@ -10,12 +10,13 @@ use drover_core::{
     ArchiveParams, CancelResult, ClaimResult, CronFireParams, CronFireResult, CronPruneParams,
     CronRegisterParams, CronState, FinishClaimResult, FinishResult, InsertedJob, JobCancelParams,
     JobClaimParams, JobFinishClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
-    JobInsertParams, JobListParams, JobRecord, JobRescueParams, JobRetryParams, LeaderElectParams,
-    LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport,
-    NewJob, ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob,
-    ReservationAssignParams, ReservationCount, ReservationExpireParams, ReservationInsertParams,
-    ReservationListParams, ReservationRecord, ReservationReleaseParams, SlotInsertParams,
-    SlotListParams, SlotRecord, SlotTransitionParams, Store, StoreError, Wakeups,
+    JobInsertParams, JobListParams, JobPromoteParams, JobRecord, JobRescueParams, JobRetryParams,
+    LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm,
+    LeaseStatus, MigrateReport, NewJob, ProcessPruneParams, ProcessRecord, ProcessUpsertParams,
+    QueueStateCount, RescuedJob, ReservationAssignParams, ReservationCount,
+    ReservationExpireParams, ReservationInsertParams, ReservationListParams, ReservationRecord,
+    ReservationReleaseParams, SlotInsertParams, SlotListParams, SlotRecord, SlotTransitionParams,
+    Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use tokio::sync::{oneshot, watch};
@@ -334,6 +335,17 @@ impl Store for PgStore {
             finished: finished.results,
             claimed,
         })
+    }
+
+    async fn job_promote_due(&self, params: JobPromoteParams) -> Result<u64, StoreError> {
+        let promoted = in_transaction!(self, |db| {
+            let promoted = jobs::promote_due(db, params.limit, params.now).await?;
+            let payloads = wake::payloads(promoted.iter().map(|(queue, _)| queue.as_str()));
+            wake::notify(db, &self.channel, &payloads).await?;
+            promoted
+        })?;
+        self.woke(!promoted.is_empty());
+        Ok(promoted.iter().map(|(_, n)| n).sum())
     }
 
     async fn job_rescue_expired(

@@ -318,6 +318,21 @@ fn refused_finish(conn: &Connection, id: JobId, token: i64) -> rusqlite::Result<
     })
 }
 
+/// Makes at most `limit` due scheduled and retryable jobs of any queue available.
+pub(crate) fn promote_due(
+    conn: &Connection,
+    limit: usize,
+    now: Timestamp,
+) -> rusqlite::Result<u64> {
+    let promoted = conn
+        .prepare_cached(&format!(
+            "UPDATE drover_jobs SET state = 'available' WHERE id IN ( \
+                 SELECT id FROM drover_jobs WHERE {DUE} AND scheduled_at <= ?1 LIMIT ?2)"
+        ))?
+        .execute(params![to_text(now), limit as i64])?;
+    Ok(promoted as u64)
+}
+
 pub(crate) fn rescue_expired(
     conn: &Connection,
     limit: usize,

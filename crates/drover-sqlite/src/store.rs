@@ -9,12 +9,13 @@ use drover_core::{
     ArchiveParams, CancelResult, ClaimResult, CronFireParams, CronFireResult, CronPruneParams,
     CronRegisterParams, CronState, FinishClaimResult, FinishResult, InsertedJob, JobCancelParams,
     JobClaimParams, JobFinishClaimParams, JobFinishParams, JobHeartbeatParams, JobId,
-    JobInsertParams, JobListParams, JobRecord, JobRescueParams, JobRetryParams, LeaderElectParams,
-    LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport,
-    ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob,
-    ReservationAssignParams, ReservationCount, ReservationExpireParams, ReservationInsertParams,
-    ReservationListParams, ReservationRecord, ReservationReleaseParams, SlotInsertParams,
-    SlotListParams, SlotRecord, SlotTransitionParams, Store, StoreError, Wakeups,
+    JobInsertParams, JobListParams, JobPromoteParams, JobRecord, JobRescueParams, JobRetryParams,
+    LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams, LeaderTerm,
+    LeaseStatus, MigrateReport, ProcessPruneParams, ProcessRecord, ProcessUpsertParams,
+    QueueStateCount, RescuedJob, ReservationAssignParams, ReservationCount,
+    ReservationExpireParams, ReservationInsertParams, ReservationListParams, ReservationRecord,
+    ReservationReleaseParams, SlotInsertParams, SlotListParams, SlotRecord, SlotTransitionParams,
+    Store, StoreError, Wakeups,
 };
 use jiff::Timestamp;
 use rusqlite::Connection;
@@ -334,6 +335,19 @@ impl Store for SqliteStore {
                     )
             });
             Ok(results)
+        })
+        .await
+    }
+
+    async fn job_promote_due(&self, params: JobPromoteParams) -> Result<u64, StoreError> {
+        self.write(move |cx| {
+            let promoted = sql(jobs::promote_due(
+                cx.conn,
+                params.limit,
+                now_or_clock(params.now),
+            ))?;
+            cx.wake |= promoted > 0;
+            Ok(promoted)
         })
         .await
     }

@@ -172,6 +172,15 @@ pub struct JobRescueParams {
     pub now: Option<Timestamp>,
 }
 
+/// Parameters of [`Store::job_promote_due`].
+#[derive(Debug, Clone)]
+pub struct JobPromoteParams {
+    /// Most jobs to make available in one call.
+    pub limit: usize,
+    /// The time; `None` for the database clock.
+    pub now: Option<Timestamp>,
+}
+
 /// One job handled by [`Store::job_rescue_expired`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RescuedJob {

@@ -13,13 +13,14 @@ use async_trait::async_trait;
 use drover_core::{
     ArchiveParams, CancelResult, ClaimResult, CronFireParams, CronFireResult, CronPruneParams,
     CronRegisterParams, CronState, FinishResult, InsertedJob, JobCancelParams, JobClaimParams,
-    JobFinishParams, JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobRecord,
-    JobRescueParams, JobRetryParams, LeaderElectParams, LeaderRecord, LeaderReelectParams,
-    LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport, ProcessPruneParams, ProcessRecord,
-    ProcessUpsertParams, QueueStateCount, RescuedJob, ReservationAssignParams, ReservationCount,
-    ReservationExpireParams, ReservationId, ReservationInsertParams, ReservationListParams,
-    ReservationPhase, ReservationRecord, ReservationReleaseParams, SlotId, SlotInsertParams,
-    SlotListParams, SlotRecord, SlotState, SlotTransitionParams, Store, StoreError, Wakeups,
+    JobFinishParams, JobHeartbeatParams, JobId, JobInsertParams, JobListParams, JobPromoteParams,
+    JobRecord, JobRescueParams, JobRetryParams, LeaderElectParams, LeaderRecord,
+    LeaderReelectParams, LeaderResignParams, LeaderTerm, LeaseStatus, MigrateReport,
+    ProcessPruneParams, ProcessRecord, ProcessUpsertParams, QueueStateCount, RescuedJob,
+    ReservationAssignParams, ReservationCount, ReservationExpireParams, ReservationId,
+    ReservationInsertParams, ReservationListParams, ReservationPhase, ReservationRecord,
+    ReservationReleaseParams, SlotId, SlotInsertParams, SlotListParams, SlotRecord, SlotState,
+    SlotTransitionParams, Store, StoreError, Wakeups,
 };
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::watch;
@@ -191,6 +192,10 @@ impl Store for MemoryCapacityStore {
     }
 
     async fn job_finish_many(&self, _: JobFinishParams) -> Result<Vec<FinishResult>, StoreError> {
+        Err(unsupported())
+    }
+
+    async fn job_promote_due(&self, _: JobPromoteParams) -> Result<u64, StoreError> {
         Err(unsupported())
     }
 

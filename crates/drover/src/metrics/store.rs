@@ -104,6 +104,10 @@ impl Store for MeteredStore {
         timed!(self, "job_finish_many", self.inner.job_finish_many(params))
     }
 
+    async fn job_promote_due(&self, params: JobPromoteParams) -> Result<u64, StoreError> {
+        timed!(self, "job_promote_due", self.inner.job_promote_due(params))
+    }
+
     async fn job_rescue_expired(
         &self,
         params: JobRescueParams,

@@ -9,11 +9,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use drover_core::{QueueCountsRefreshParams, StoreError};
+use drover_core::{JobPromoteParams, QueueCountsRefreshParams, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::leader::LeaderService;
 use crate::runtime::Shared;
+
+/// Most due jobs made available before one count: a backlog larger than that is promoted over
+/// several refreshes (or by its queue's claims), keeping each refresh's write short.
+const PROMOTE_LIMIT: usize = 10_000;
 
 /// Settings of the counter.
 #[derive(Debug, Clone, Copy)]
@@ -44,16 +48,26 @@ impl Counter {
         Self { shared, config }
     }
 
-    /// One refresh; returns how long it took.
+    /// One refresh; returns how long it took. Due scheduled and retryable jobs are made
+    /// available first, in every queue: a claim promotes its own queue's, but a queue nobody
+    /// claims from at the moment (its HTTP workers between requests, or none yet) would
+    /// otherwise count a job that is due, and waits, as scheduled, and its oldest wait as none.
     pub(crate) async fn run_once(&self) -> Result<Duration, StoreError> {
         let started = Instant::now();
-        let call = self
-            .shared
-            .store
-            .queue_counts_refresh(QueueCountsRefreshParams {
-                cap: self.config.cap,
-                now: self.shared.clock.store_now(),
-            });
+        let now = self.shared.clock.store_now();
+        let store = &self.shared.store;
+        let call = async {
+            store
+                .job_promote_due(JobPromoteParams {
+                    limit: PROMOTE_LIMIT,
+                    now,
+                })
+                .await?;
+            let cap = self.config.cap;
+            store
+                .queue_counts_refresh(QueueCountsRefreshParams { cap, now })
+                .await
+        };
         // A hung count must not stall the service silently: every database call of a
         // background loop has a deadline.
         tokio::time::timeout(self.config.interval.max(Duration::from_secs(30)), call)

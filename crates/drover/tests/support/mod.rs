@@ -227,6 +227,11 @@ impl Store for StallingStore {
         self.inner.job_claim_parked(params)
     }
 
+    async fn job_promote_due(&self, params: JobPromoteParams) -> Result<u64, StoreError> {
+        self.check_up()?;
+        self.inner.job_promote_due(params).await
+    }
+
     async fn job_rescue_expired(
         &self,
         params: JobRescueParams,
