@@ -37,6 +37,11 @@ pub(crate) async fn run(
         // server could become leader to stop it (seen: an orphan slot worker ran forever).
         engine_config.leader_eligible = false;
     }
+    // A command that cannot start fails the start before the database file is created.
+    setup::check_commands(config, &engine_config.queues)?;
+    if args.slot.is_none() {
+        setup::check_capacity_commands(config)?;
+    }
     let http = http_settings(config, args, serve_by_default)?;
     // A port in use fails the start before anything runs.
     let listener = match &http {
@@ -113,10 +118,6 @@ async fn build_engine(
     store: &DynStore,
     engine_config: EngineConfig,
 ) -> anyhow::Result<Engine> {
-    setup::check_commands(config, &engine_config.queues)?;
-    if args.slot.is_none() {
-        setup::check_capacity_commands(config)?;
-    }
     // The archiver refuses to start on tables it cannot archive safely. A slot's worker never
     // leads, so it never archives: its checks would only slow its start.
     let retention = if args.slot.is_some() {
