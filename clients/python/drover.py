@@ -273,7 +273,9 @@ class Client:
                 if attempt + 1 < attempts:
                     time.sleep(min(0.1 * 2 ** attempt, 2.0))
                     continue
-                unknown = "" if retry or method == "GET" else (
+                # A refused connection or an unknown host sent nothing: the server did not act.
+                unsent = isinstance(err, (ConnectionRefusedError, socket.gaierror))
+                unknown = "" if retry or method == "GET" or unsent else (
                     "; the answer was lost, so whether the server acted on the request is "
                     "unknown")
                 raise DroverError(0, "unreachable", f"{method} {path}: {err}{unknown}") from err

@@ -251,5 +251,14 @@ class Tasks(unittest.TestCase):
         self.assertEqual(self.worker._handlers, {})
 
 
+class Unreachable(unittest.TestCase):
+    def test_a_refused_enqueue_says_nothing_was_sent(self):
+        with self.assertRaises(DroverError) as caught:
+            Client(NOWHERE).enqueue("k", {})
+        self.assertEqual(caught.exception.code, "unreachable")
+        self.assertIn("refused", caught.exception.message)
+        self.assertNotIn("unknown", caught.exception.message)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -737,6 +737,9 @@ mod tests {
             parse_duration("P1DT12H").unwrap(),
             Duration::from_secs(36 * 3600)
         );
+        let err = parse_duration("1M").unwrap_err();
+        assert!(err.contains("one of the units w, d"), "{err}");
+        assert!(!err.contains("years"), "{err}");
         let err = parse_duration("1 month").unwrap_err();
         assert!(err.contains("no fixed length"), "{err}");
         let err = parse_duration("99999999999d").unwrap_err();

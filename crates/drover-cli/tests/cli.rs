@@ -667,7 +667,10 @@ fn a_task_that_cannot_start_refuses_the_start_naming_it() {
         let env = Env::new(config);
         let err = env.fails(&["worker"]);
         assert!(err.contains(expected), "{config}: {err}");
-        assert!(!env.path("drover.db").exists(), "refused before the database");
+        assert!(
+            !env.path("drover.db").exists(),
+            "refused before the database"
+        );
     }
     let env =
         Env::new("[tasks.\"a.b\"]\ncommand = [\"no-such-program-xyz\"]\nqueue = \"elsewhere\"\n");

@@ -124,8 +124,15 @@ pub fn json_type_name(value: &serde_json::Value) -> &'static str {
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let span: jiff::Span = text.trim().parse().map_err(|err: jiff::Error| {
         // jiff says `failed to set nan value for seconds` of a number too big for its unit.
-        if err.to_string().contains("failed to set") {
+        let said = err.to_string();
+        if said.contains("failed to set") {
             format!("{text:?} is out of range (the longest duration is about 19,000 years)")
+        } else if said.contains("unit designator") {
+            // jiff's own example units here, `years` among them, are refused below.
+            format!(
+                "{text:?} is not a duration like 30s, 5m, 2d or 250ms: each number needs one \
+                 of the units w, d, h, m, s, ms, us or ns"
+            )
         } else {
             format!("{text:?} is not a duration like 30s, 5m, 2d or 250ms ({err})")
         }

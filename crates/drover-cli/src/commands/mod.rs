@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod archive;
+mod axis;
 pub(crate) mod bench;
 pub(crate) mod cron;
 pub(crate) mod enqueue;

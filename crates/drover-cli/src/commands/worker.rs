@@ -105,6 +105,8 @@ fn http_settings(
         serve_by_default
             .then(|| std::env::var("DROVER_LISTEN").ok())
             .flatten()
+            // Empty, as an env file or a compose file leaves it: not set, as for DROVER_TOKEN.
+            .filter(|listen| !listen.is_empty())
     });
     HttpSettings::resolve(listen.as_deref(), config, serve_by_default)
 }

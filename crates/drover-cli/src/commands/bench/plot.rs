@@ -4,6 +4,8 @@
 
 use std::fmt::Write;
 
+use super::super::axis;
+
 /// A named line.
 #[derive(Clone)]
 pub(super) struct Series {
@@ -106,8 +108,8 @@ fn chart(svg: &mut String, y0: f64, title: &str, x_label: &str, y_label: &str, s
         .iter()
         .flat_map(|s| s.points.iter())
         .fold((0.0f64, 0.0f64), |(x, y), p| (x.max(p.0), y.max(p.1)));
-    let x_max = nice(x_max);
-    let y_max = nice(y_max);
+    let x_max = axis::end(x_max);
+    let y_max = axis::end(y_max);
     let plot_w = W - LEFT - RIGHT;
     let plot_h = H - TOP - BOTTOM;
     let px = |x: f64| LEFT + x / x_max * plot_w;
@@ -119,9 +121,9 @@ fn chart(svg: &mut String, y0: f64, title: &str, x_label: &str, y_label: &str, s
         y0 + TOP - 12.0,
         escape(title)
     );
-    for i in 0..=4 {
-        let fx = x_max * i as f64 / 4.0;
-        let fy = y_max * i as f64 / 4.0;
+    for i in 0..=axis::STEPS {
+        let fx = x_max * f64::from(i) / f64::from(axis::STEPS);
+        let fy = y_max * f64::from(i) / f64::from(axis::STEPS);
         let _ = write!(
             svg,
             r##"<line x1="{x}" y1="{top}" x2="{x}" y2="{bottom}" stroke="#eee"/><text x="{x}" y="{label}" text-anchor="middle">{v}</text>"##,
@@ -129,7 +131,7 @@ fn chart(svg: &mut String, y0: f64, title: &str, x_label: &str, y_label: &str, s
             top = y0 + TOP,
             bottom = y0 + TOP + plot_h,
             label = y0 + TOP + plot_h + 16.0,
-            v = short(fx)
+            v = axis::label(fx)
         );
         let _ = write!(
             svg,
@@ -139,7 +141,7 @@ fn chart(svg: &mut String, y0: f64, title: &str, x_label: &str, y_label: &str, s
             y = py(fy),
             lx = LEFT - 6.0,
             ty = py(fy) + 4.0,
-            v = short(fy)
+            v = axis::label(fy)
         );
     }
     let _ = write!(
@@ -180,30 +182,6 @@ fn chart(svg: &mut String, y0: f64, title: &str, x_label: &str, y_label: &str, s
     }
 }
 
-/// A round upper bound for an axis.
-fn nice(max: f64) -> f64 {
-    if max <= 0.0 {
-        return 1.0;
-    }
-    let magnitude = 10f64.powf(max.log10().floor());
-    for step in [1.0, 2.0, 2.5, 5.0, 10.0] {
-        if step * magnitude >= max {
-            return step * magnitude;
-        }
-    }
-    10.0 * magnitude
-}
-
-fn short(v: f64) -> String {
-    if v >= 10_000.0 {
-        format!("{:.0}k", v / 1000.0)
-    } else if v >= 10.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -237,7 +215,5 @@ mod tests {
         assert_eq!(three.matches("<polyline").count(), 3);
         assert!(three.contains("slowest enqueue → start"));
         assert!(svg.contains("drover &lt;bench&gt;"));
-        assert_eq!(nice(37_000.0), 50_000.0);
-        assert_eq!(nice(0.8), 1.0);
     }
 }

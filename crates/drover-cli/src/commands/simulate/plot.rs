@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use super::super::axis;
+
 use drover::autoscaler::simulate::{Arrival, Sample, SimulationReport};
 
 const WIDTH: f64 = 900.0;
@@ -28,7 +30,7 @@ pub(super) fn render(report: &SimulationReport, _trace: &[Arrival]) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{total_h}" font-family="sans-serif" font-size="11">"#
     );
     let _ = write!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let max_x = (report.simulated_s / 3600.0).max(1e-9);
+    let max_x = axis::end(report.simulated_s / 3600.0);
     for (i, system) in systems.iter().enumerate() {
         let y0 = i as f64 * HEIGHT;
         let points: Vec<_> = report
@@ -42,6 +44,7 @@ pub(super) fn render(report: &SimulationReport, _trace: &[Arrival]) -> String {
             .max()
             .unwrap_or(1)
             .max(1) as f64;
+        let max_y = axis::end(max_y);
         let _ = write!(
             svg,
             r#"<text x="{LEFT}" y="{}" font-size="13">system {}: jobs and slots over simulated hours</text>"#,
@@ -62,21 +65,22 @@ pub(super) fn render(report: &SimulationReport, _trace: &[Arrival]) -> String {
 
 /// The value labels of the y axis and the hour labels of the x axis, four steps each.
 fn draw_axis_labels(svg: &mut String, y0: f64, max_x: f64, max_y: f64) {
-    for tick in 0..=4 {
-        let v = max_y * f64::from(tick) / 4.0;
-        let y = y0 + TOP + PLOT_H - PLOT_H * f64::from(tick) / 4.0;
+    for tick in 0..=axis::STEPS {
+        let share = f64::from(tick) / f64::from(axis::STEPS);
+        let y = y0 + TOP + PLOT_H - PLOT_H * share;
         let _ = write!(
             svg,
-            r#"<text x="{}" y="{}" text-anchor="end">{v:.0}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
             LEFT - 5.0,
-            y + 4.0
+            y + 4.0,
+            axis::label(max_y * share)
         );
-        let h = max_x * f64::from(tick) / 4.0;
-        let x = LEFT + PLOT_W * f64::from(tick) / 4.0;
+        let x = LEFT + PLOT_W * share;
         let _ = write!(
             svg,
-            r#"<text x="{x}" y="{}" text-anchor="middle">{h:.1} h</text>"#,
-            y0 + TOP + PLOT_H + 15.0
+            r#"<text x="{x}" y="{}" text-anchor="middle">{} h</text>"#,
+            y0 + TOP + PLOT_H + 15.0,
+            axis::label(max_x * share)
         );
     }
 }
