@@ -10,6 +10,9 @@
 #   terminate = ["examples/autoscaler/capacity.sh", "terminate"]
 #   list = ["examples/autoscaler/capacity.sh", "list"]
 #   timeout = "60s"
+#   # The scripts get none of the server's environment but what is named here: the workers
+#   # they start find the database through these (or a drover.toml in their directory).
+#   env_pass = ["CAPACITY_DIR", "DROVER_DATABASE_URL", "DROVER_CONFIG"]
 #
 # Protocol: JSON on stdin and stdout; exit 0 = done, 75 = retryable failure, other = permanent.
 set -eu

@@ -45,6 +45,11 @@ pub(crate) struct CommandSection {
     pub(crate) timeout: Option<Duration>,
     #[serde(default, deserialize_with = "crate::config::duration")]
     pub(crate) kill_grace: Option<Duration>,
+    /// Variables of the server's environment the scripts also get (a cloud's credentials),
+    /// beside the safe base every child gets: none of the others, the server's secrets among
+    /// them.
+    #[serde(default)]
+    pub(crate) env_pass: Vec<String>,
 }
 
 impl CommandSection {
@@ -59,6 +64,9 @@ impl CommandSection {
                     "autoscaler.command.{name}: the command runtime needs a {name} command, like {name} = [\"./capacity.sh\", \"{name}\"]"
                 );
             }
+        }
+        for name in &self.env_pass {
+            crate::config::check_env_name("autoscaler.command.env_pass", name)?;
         }
         if self.timeout == Some(Duration::ZERO) {
             anyhow::bail!("autoscaler.command.timeout: must be positive");
@@ -111,9 +119,15 @@ impl CommandRuntime {
     ) -> Result<Vec<u8>, RuntimeError> {
         let timeout = self.section.timeout.unwrap_or(Duration::from_secs(60));
         let grace = self.section.kill_grace.unwrap_or(Duration::from_secs(5));
+        let set = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let env = crate::process::child_env(std::env::vars_os(), &self.section.env_pass, set);
         let mut child = tokio::process::Command::new(&command[0])
             .args(&command[1..])
-            .envs(env.iter().map(|(k, v)| (*k, v)))
+            .env_clear()
+            .envs(env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -267,7 +281,24 @@ mod tests {
             notices: Vec::new(),
             timeout: Some(Duration::from_millis(timeout_ms)),
             kill_grace: Some(Duration::from_millis(100)),
+            env_pass: Vec::new(),
         })
+    }
+
+    /// The scripts see the server's variables only when `env_pass` names them (cargo sets
+    /// `CARGO_PKG_NAME` in the environment of this test, as a server's secret would be).
+    #[tokio::test]
+    async fn scripts_get_only_the_variables_passed_to_them() {
+        assert!(
+            std::env::var_os("CARGO_PKG_NAME").is_some(),
+            "run under cargo"
+        );
+        let script = r#"cat >/dev/null; echo "{\"instance_id\":\"i-${CARGO_PKG_NAME:-none}\"}""#;
+        let mut runtime = runtime(&["sh", "-c", script], 5_000);
+        assert_eq!(runtime.launch(&request()).await.unwrap(), "i-none");
+        runtime.section.env_pass = vec!["CARGO_PKG_NAME".into()];
+        let passed = runtime.launch(&request()).await.unwrap();
+        assert_eq!(passed, format!("i-{}", env!("CARGO_PKG_NAME")));
     }
 
     fn request() -> LaunchRequest {

@@ -262,7 +262,7 @@ pub(crate) struct LogSection {
 pub(crate) use drover_core::validate::parse_duration;
 
 /// An environment variable name as `env_pass` takes it: what a shell could export.
-fn check_env_name(key: &str, name: &str) -> anyhow::Result<()> {
+pub(crate) fn check_env_name(key: &str, name: &str) -> anyhow::Result<()> {
     let mut chars = name.chars();
     let first_ok = chars
         .next()

@@ -39,7 +39,7 @@ pub(crate) struct Spec<'a> {
 
 /// The child's whole environment, from the worker's `inherited` variables: the safe base, the
 /// `LC_*` locale variables, the named `pass` ones, then `set`.
-fn child_env(
+pub(crate) fn child_env(
     inherited: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
     pass: &[String],
     set: Vec<(String, String)>,
@@ -212,6 +212,10 @@ pub(crate) async fn run(
     let outcome = tokio::select! {
         status = child.wait() => {
             let status = status?;
+            // The run ends with its command: what it left running in its group is killed now,
+            // before the pipes are drained, or a background child holding stderr open would
+            // keep the run going (and deaf to a cancel) for as long as it lives.
+            guard.signal(Signal::SIGKILL);
             let _ = writer.await;
             let stderr_tail = reader.await.unwrap_or_default();
             Exit::Exited { status, stderr_tail }

@@ -375,6 +375,7 @@ launch = ["{script}", "launch"]
 terminate = ["{script}", "terminate"]
 list = ["{script}", "list"]
 timeout = "20s"
+env_pass = ["CAPACITY_DIR"]
 "#
     );
     let env = Env::new(&config);

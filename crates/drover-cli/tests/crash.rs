@@ -279,6 +279,26 @@ kill_grace = "120s"
     assert_eq!(said, "cleaned up");
 }
 
+/// A command that exits leaving a child in the background (holding its stderr open) ends its
+/// run at once, and the child is killed: the run neither waits for it nor outlives a cancel.
+#[test]
+fn a_command_ends_when_its_program_exits_and_its_leftovers_die() {
+    let env = Env::new(
+        r#"
+[tasks."shell.bg"]
+command = ["sh", "-c", "sleep 60 & echo $! > bg.pid; exit 0"]
+"#,
+    );
+    let _worker = env.spawn("worker", &["worker"]);
+    let id = env.enqueue(&["shell.bg"]);
+    let pid: i32 = common::wait_file(&env.path("bg.pid"), T)
+        .trim()
+        .parse()
+        .unwrap();
+    env.wait_job(id, T, |j| state(j) == "completed");
+    common::wait_gone(pid, T, "the background sleep, once its command exited");
+}
+
 #[test]
 fn an_enqueue_from_another_process_wakes_a_running_worker() {
     // The poll is 60 s: only the file-system wake-up can start the job in time.

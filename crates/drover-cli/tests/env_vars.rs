@@ -39,7 +39,10 @@ fn an_empty_listen_address_leaves_the_configs_in_force() {
     let mut cmd = env.cmd(&["serve"]);
     cmd.env("DROVER_LISTEN", "");
     let server = env.spawn_cmd("serve", cmd);
-    server.wait_log(&format!("127.0.0.1:{port}"), std::time::Duration::from_secs(20));
+    server.wait_log(
+        &format!("127.0.0.1:{port}"),
+        std::time::Duration::from_secs(20),
+    );
     let health = ureq::get(&format!("http://127.0.0.1:{port}/healthz")).call();
     assert_eq!(health.map(|r| r.status()).ok(), Some(200));
 }
