@@ -106,17 +106,17 @@ async fn run_policies(
                 Err(err) => {
                     let (clock, trigger) = (&SystemClock, Trigger::Manual);
                     drover::retention::record_failure(store, clock, &name, trigger, &err).await;
-                    return Err(err.into());
+                    // Its message names the policy already.
+                    return Err(anyhow::Error::from(err));
                 }
             };
-            run_policy(store, prepared, json).await
+            run_policy(store, prepared, json)
+                .await
+                .map_err(|err| err.context(format!("retention {name:?}")))
         };
         match run.await {
             Ok(m) => moved.push(m),
-            Err(err) => {
-                let err = err.context(format!("retention {name:?}"));
-                failed.push((name, err));
-            }
+            Err(err) => failed.push((name, err)),
         }
     }
     Ok((moved, failed))

@@ -28,6 +28,12 @@ pub(crate) fn end(max: f64) -> f64 {
     step * f64::from(STEPS)
 }
 
+/// [`end`] for counts: every step a whole number, at least 1 (no tick at 1.5 jobs).
+pub(crate) fn end_whole(max: f64) -> f64 {
+    let step = end(max) / f64::from(STEPS);
+    step.max(1.0).ceil() * f64::from(STEPS)
+}
+
 /// A tick's label: at most two decimals, none that are zero; thousands as `k` from 10,000.
 pub(crate) fn label(v: f64) -> String {
     let trimmed = |text: String| {
@@ -60,6 +66,10 @@ mod tests {
             .map(|i| label(end(100.0) * f64::from(i) / f64::from(STEPS)))
             .collect();
         assert_eq!(ticks, ["0", "25", "50", "75", "100"]);
+        assert_eq!(
+            (end_whole(6.0), end_whole(2.0), end_whole(250.0)),
+            (8.0, 4.0, 320.0)
+        );
         assert_eq!(label(12_500.0), "12.5k");
         assert_eq!(label(0.6), "0.6");
         assert_eq!(label(37.5), "37.5");

@@ -169,8 +169,9 @@ impl RemoteWorkers {
             (false, Some(state)) => {
                 self.metrics.refused();
                 Err(Error::LeaseLost(format!(
-                    "job {} is {state} and no longer held by this lease (it expired and was \
-                     rescued, or another run finished it); the outcome was not recorded",
+                    "job {} is {state} and no longer held by this lease: it expired and was \
+                     rescued, or another run has it now (also when this outcome was recorded \
+                     before and the job was retried since); this call changed nothing",
                     lease.id
                 )))
             }

@@ -44,7 +44,7 @@ pub(super) fn render(report: &SimulationReport, _trace: &[Arrival]) -> String {
             .max()
             .unwrap_or(1)
             .max(1) as f64;
-        let max_y = axis::end(max_y);
+        let max_y = axis::end_whole(max_y);
         let _ = write!(
             svg,
             r#"<text x="{LEFT}" y="{}" font-size="13">system {}: jobs and slots over simulated hours</text>"#,
