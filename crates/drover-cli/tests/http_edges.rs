@@ -218,6 +218,40 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert_eq!(status, 200);
 }
 
+/// A body that does not arrive (less than its Content-Length, then nothing) is answered 408
+/// within the header timeout, and the server stays responsive meanwhile.
+#[test]
+fn a_client_that_never_finishes_its_body_is_cut_off() {
+    use std::io::{Read, Write};
+    let env = Env::new("[http]\nheader_timeout = \"500ms\"\n");
+    let server = env.serve("serve", &[]);
+    let addr = server.url.trim_start_matches("http://");
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100\r\n\r\n{{"
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut answer = [0u8; 12];
+    slow.read_exact(&mut answer).expect("an answer, not a wait");
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 408",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(server.get("/healthz").0, 200);
+    assert_eq!(
+        server.get("/api/v1/jobs").1["jobs"],
+        json!([]),
+        "nothing was enqueued"
+    );
+}
+
 #[test]
 fn a_token_guards_everything_but_the_probes() {
     let env = Env::new("");

@@ -217,7 +217,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(routes::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            declared_length,
+            body_guard,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -233,8 +233,11 @@ pub(crate) fn router(state: AppState) -> Router {
 
 /// Refuses a body declared (`Content-Length`) over the limit before reading it: the limit
 /// itself only stops a body once that many bytes arrived, and a client that declares more than
-/// it sends would hold the request open until it gave up.
-async fn declared_length(
+/// it sends would hold the request open until it gave up. Then reads the body, which must
+/// arrive within `header_timeout` as the headers had to: hyper's timeout covers the headers
+/// only, and a client trickling its body (or sending less than it declared) held a request,
+/// and its connection, open for as long as it liked.
+async fn body_guard(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
@@ -260,7 +263,30 @@ async fn declared_length(
         )
         .into_response();
     }
-    next.run(request).await
+    let (parts, body) = request.into_parts();
+    let limit = state.settings.max_body_bytes;
+    let within = state.settings.header_timeout;
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, limit));
+    let body = match tokio::time::timeout(within, read).await {
+        Ok(Ok(collected)) => axum::body::Body::from(collected.to_bytes()),
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+            return ApiError::body_too_large().into_response();
+        }
+        Ok(Err(err)) => {
+            return ApiError::invalid("body", format!("the request body could not be read: {err}"))
+                .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "invalid_request",
+                format!("the request body did not arrive within {within:?} (http.header_timeout)"),
+            )
+            .into_response();
+        }
+    };
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
 }
 
 /// Serves until `stop` fires, then finishes the requests in flight. hyper's HTTP/1 server,

@@ -96,9 +96,10 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
 
 /// Declares on every operation the error answers any route may give, so that a client
 /// generated from the document knows them: 401 and 403 (the token, the same-origin check,
-/// read-only) except on the open health probes; 400 for a malformed path parameter; and
-/// for a JSON body 413 (too large), 415 (not JSON) and 422 (a field of the wrong type, or one
-/// the route does not know). Each route's own answers stay as they are.
+/// read-only) except on the open health probes; 400 for a malformed path parameter; and for a
+/// JSON body 408 (it did not arrive in time), 413 (too large), 415 (not JSON) and 422 (a field
+/// of the wrong type, or one the route does not know). Each route's own answers stay as they
+/// are.
 pub(crate) fn declare_common_errors(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
     let error = |description: &str| {
@@ -142,6 +143,10 @@ pub(crate) fn declare_common_errors(doc: &mut utoipa::openapi::OpenApi) {
                 declare("400", "A malformed path parameter");
             }
             if operation.request_body.is_some() {
+                declare(
+                    "408",
+                    "The body did not arrive within the server's header timeout",
+                );
                 declare("413", "The body is over the server's limit");
                 declare("415", "The body is not JSON (Content-Type)");
                 declare(
