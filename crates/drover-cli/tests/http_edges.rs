@@ -189,17 +189,27 @@ fn listening_off_loopback_needs_a_token() {
     assert!(err.contains("cannot listen on"), "{err}");
 }
 
+/// A server config whose clients have half a second for their headers, and then their body.
+const HALF_SECOND: &str = "[http]\nheader_timeout = \"500ms\"\n";
+
+/// A raw connection to `server` (and its address) whose reads give up after 20 s, for a
+/// client that sends part of a request and waits.
+fn slow_client(server: &Server) -> (std::net::TcpStream, String) {
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    (slow, addr)
+}
+
 /// A client that never finishes its request's headers is cut off after `header_timeout`, and
 /// the server goes on answering others.
 #[test]
 fn a_client_that_never_finishes_its_headers_is_cut_off() {
     use std::io::{Read, Write};
-    let env = Env::new("[http]\nheader_timeout = \"500ms\"\n");
+    let env = Env::new(HALF_SECOND);
     let server = env.serve("serve", &[]);
-    let addr = server.url.trim_start_matches("http://");
-    let mut slow = std::net::TcpStream::connect(addr).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let (mut slow, _) = slow_client(&server);
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: drover\r\n")
         .unwrap();
     let started = Instant::now();
@@ -223,12 +233,9 @@ fn a_client_that_never_finishes_its_headers_is_cut_off() {
 #[test]
 fn a_client_that_never_finishes_its_body_is_cut_off() {
     use std::io::{Read, Write};
-    let env = Env::new("[http]\nheader_timeout = \"500ms\"\n");
+    let env = Env::new(HALF_SECOND);
     let server = env.serve("serve", &[]);
-    let addr = server.url.trim_start_matches("http://");
-    let mut slow = std::net::TcpStream::connect(addr).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    let (mut slow, addr) = slow_client(&server);
     let head = format!(
         "POST /api/v1/jobs HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: 100\r\n\r\n{{"
