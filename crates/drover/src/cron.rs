@@ -75,6 +75,8 @@ pub struct ParsedSchedule {
     pub schedule: CronSchedule,
     cron: Cron,
     tz: TimeZone,
+    /// Whether a wall-clock time repeated when the clocks fall back fires on both passes.
+    repeats_in_fall_back: bool,
 }
 
 impl CronSchedule {
@@ -125,6 +127,17 @@ fn parse_expression(expression: &str) -> Result<Cron, String> {
     Err(err)
 }
 
+/// Whether a schedule fires on both passes of an hour repeated when the clocks fall back: as
+/// in Vixie cron, only when its second, minute or hour field is `*` or a step (`*/15`, `0/10`),
+/// a rate in real time. A schedule of named times (`30 2`, `0,30 2`, `0 2-4`) fires at each
+/// wall-clock time once, on its first pass.
+fn repeats_in_fall_back(cron: &Cron) -> bool {
+    let pattern = &cron.pattern;
+    [&pattern.seconds, &pattern.minutes, &pattern.hours]
+        .iter()
+        .any(|field| field.from_wildcard || field.step > 1)
+}
+
 impl ParsedSchedule {
     /// Parses the expression and the time zone; the error names the schedule and what is wrong.
     pub fn parse(schedule: CronSchedule) -> Result<ParsedSchedule, Error> {
@@ -144,7 +157,13 @@ impl ParsedSchedule {
                 ))
             })?,
         };
-        let parsed = ParsedSchedule { schedule, cron, tz };
+        let repeats_in_fall_back = repeats_in_fall_back(&cron);
+        let parsed = ParsedSchedule {
+            schedule,
+            cron,
+            tz,
+            repeats_in_fall_back,
+        };
         // An expression that never matches (like 30 February) is refused now, not at 3 am.
         if parsed.next_after(Timestamp::now()).is_none() {
             return Err(Error::Config(format!(
@@ -161,18 +180,79 @@ impl ParsedSchedule {
 
     /// The first fire time strictly after `after`.
     pub fn next_after(&self, after: Timestamp) -> Option<Timestamp> {
-        self.cron
-            .find_next_occurrence(&self.zoned(after), false)
-            .ok()
-            .map(|z| z.timestamp())
+        let mut from = after;
+        let next = loop {
+            let next = self
+                .cron
+                .find_next_occurrence(&self.zoned(from), false)
+                .ok()?
+                .timestamp();
+            if !self.skips(next) {
+                break next;
+            }
+            from = next;
+        };
+        Some(self.skipped_over(after, next).unwrap_or(next))
     }
 
     /// The last fire time at or before `at`.
     pub fn latest_at_or_before(&self, at: Timestamp) -> Option<Timestamp> {
-        self.cron
-            .find_previous_occurrence(&self.zoned(at), true)
-            .ok()
-            .map(|z| z.timestamp())
+        let mut to = at;
+        let latest = loop {
+            let latest = self
+                .cron
+                .find_previous_occurrence(&self.zoned(to), true)
+                .ok()?
+                .timestamp();
+            if !self.skips(latest) {
+                break latest;
+            }
+            to = latest.checked_sub(SignedDuration::from_nanos(1)).ok()?;
+        };
+        Some(self.skipped_over(latest, at).unwrap_or(latest))
+    }
+
+    /// The instant in `(from, to]` when the clocks sprang over a wall-clock time that this
+    /// schedule names, if any: its fire time that night. croner gives it for a pattern of one
+    /// time (`30 2 * * *` at 03:00) but skips it for one of several (`0,30 2 * * *`).
+    fn skipped_over(&self, from: Timestamp, to: Timestamp) -> Option<Timestamp> {
+        if self.repeats_in_fall_back {
+            return None;
+        }
+        let just_before = |t: Timestamp| t.checked_sub(SignedDuration::from_nanos(1)).ok();
+        for transition in self.tz.following(from) {
+            let at = transition.timestamp();
+            if at > to {
+                break;
+            }
+            let old = self.tz.to_offset(just_before(at)?);
+            if transition.offset() <= old {
+                continue;
+            }
+            // The wall clock jumped from `at` in the old offset to `at` in the new one.
+            let (gap_start, gap_end) = (old.to_datetime(at), transition.offset().to_datetime(at));
+            let probe = gap_start.to_zoned(TimeZone::UTC).ok()?;
+            let named = self.cron.find_next_occurrence(&probe, true).ok()?;
+            if named.datetime() < gap_end {
+                return Some(at);
+            }
+        }
+        None
+    }
+
+    /// Whether croner's `fire` is the second pass of a wall-clock time that this schedule
+    /// fires only once. croner repeats every time of a pattern with more than one value in its
+    /// second, minute or hour field, so that `0,30 2 * * *` fired twice at 02:00 and at 02:30
+    /// on the night the clocks fall back, where `30 2 * * *` fired once.
+    fn skips(&self, fire: Timestamp) -> bool {
+        if self.repeats_in_fall_back {
+            return false;
+        }
+        let wall = fire.to_zoned(self.tz.clone()).datetime();
+        self.tz
+            .to_ambiguous_timestamp(wall)
+            .earlier()
+            .is_ok_and(|first| first < fire)
     }
 
     /// The fire times to enqueue at `now`, oldest first, given what the database recorded.
@@ -417,5 +497,82 @@ mod tests {
             days,
             ["2026-10-24", "2026-10-25", "2026-10-26", "2026-10-27"]
         );
+    }
+
+    /// Berlin wall-clock times (with their offsets) of every fire over the night `day` (from
+    /// noon UTC the day before to 18:00 UTC), found forwards, and the same found backwards.
+    fn night(expression: &str, day: &str) -> (Vec<String>, Vec<String>) {
+        let berlin = schedule(expression, Some("Europe/Berlin"), CatchUp::All);
+        let to = ts(&format!("{day}T18:00:00Z"));
+        let from = to.checked_sub(SignedDuration::from_hours(30)).unwrap();
+        let wall = |t: Timestamp| {
+            t.to_zoned(TimeZone::get("Europe/Berlin").unwrap())
+                .strftime("%d %H:%M%:z")
+                .to_string()
+        };
+        let mut forwards = Vec::new();
+        let mut t = from;
+        while let Some(next) = berlin.next_after(t).filter(|next| *next <= to) {
+            forwards.push(wall(next));
+            t = next;
+        }
+        let mut backwards = Vec::new();
+        let mut t = to;
+        while let Some(latest) = berlin.latest_at_or_before(t).filter(|l| *l > from) {
+            backwards.push(wall(latest));
+            t = latest.checked_sub(SignedDuration::from_nanos(1)).unwrap();
+        }
+        backwards.reverse();
+        (forwards, backwards)
+    }
+
+    const FALL_BACK: &str = "2026-10-25";
+    const SPRING_FORWARD: &str = "2026-03-29";
+
+    #[test]
+    fn named_times_the_clocks_skip_fire_when_they_spring_forward_and_rates_do_not() {
+        for expression in ["30 2 * * *", "0,30 2 * * *"] {
+            let (forwards, backwards) = night(expression, SPRING_FORWARD);
+            assert_eq!(forwards, ["29 03:00+02:00"], "{expression}");
+            assert_eq!(backwards, forwards, "{expression}");
+        }
+        let (forwards, backwards) = night("15 1-3 * * *", SPRING_FORWARD);
+        assert_eq!(
+            forwards,
+            ["29 01:15+01:00", "29 03:00+02:00", "29 03:15+02:00"]
+        );
+        assert_eq!(backwards, forwards);
+        let (forwards, backwards) = night("*/30 2 * * *", SPRING_FORWARD);
+        assert!(forwards.is_empty(), "{forwards:?}");
+        assert!(backwards.is_empty(), "{backwards:?}");
+    }
+
+    #[test]
+    fn named_times_fire_once_when_the_clocks_fall_back_and_rates_keep_real_time() {
+        // Two named times a night fire once each, as one does.
+        let (forwards, backwards) = night("0,30 2 * * *", FALL_BACK);
+        assert_eq!(forwards, ["25 02:00+02:00", "25 02:30+02:00"]);
+        assert_eq!(backwards, forwards);
+        let (forwards, _) = night("30 2 * * *", FALL_BACK);
+        assert_eq!(forwards, ["25 02:30+02:00"]);
+        // A range of hours is named times too.
+        let (forwards, backwards) = night("15 1-3 * * *", FALL_BACK);
+        assert_eq!(
+            forwards,
+            ["25 01:15+02:00", "25 02:15+02:00", "25 03:15+01:00"]
+        );
+        assert_eq!(backwards, forwards);
+        // Every 30 minutes is a rate: the repeated hour runs it twice, 30 minutes apart.
+        let (forwards, backwards) = night("*/30 2 * * *", FALL_BACK);
+        assert_eq!(
+            forwards,
+            [
+                "25 02:00+02:00",
+                "25 02:30+02:00",
+                "25 02:00+01:00",
+                "25 02:30+01:00"
+            ]
+        );
+        assert_eq!(backwards, forwards);
     }
 }
