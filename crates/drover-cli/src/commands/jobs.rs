@@ -237,7 +237,7 @@ fn list(jobs: &[JobRecord]) {
                 output::time(job.created_at),
                 job.errors
                     .last()
-                    .map(|e| output::cut(&e.message, 60))
+                    .map(|e| format!("attempt {}: {}", e.attempt, output::cut(&e.message, 50)))
                     .unwrap_or_default(),
             ]
         })

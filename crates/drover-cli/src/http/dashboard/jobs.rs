@@ -323,10 +323,15 @@ fn table(jobs: &[JobRecord], now: Timestamp, actions: bool) -> Markup {
                                         _ => span.muted { "–" },
                                     }
                                 }
-                                td.error-text {
-                                    @if let Some(error) = job.errors.last() {
-                                        (format::clip(&error.message, 60))
-                                    }
+                                @match (job.errors.last(), job.state) {
+                                    // A later attempt succeeded: the error is history, not news.
+                                    (Some(error), JobState::Completed) => td.muted title="an earlier attempt's error; a later one completed" {
+                                        "attempt " (error.attempt) ": " (format::clip(&error.message, 60))
+                                    },
+                                    (Some(error), _) => td.error-text {
+                                        "attempt " (error.attempt) ": " (format::clip(&error.message, 60))
+                                    },
+                                    (None, _) => td {},
                                 }
                             }
                         }
@@ -340,4 +345,41 @@ fn table(jobs: &[JobRecord], now: Timestamp, actions: bool) -> Markup {
 /// A job state as a coloured badge.
 pub(super) fn state_badge(state: JobState) -> Markup {
     html! { span class={ "badge state-" (state.as_str()) } { (state.as_str()) } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: i64, state: &str, errors: &str) -> JobRecord {
+        serde_json::from_str(&format!(
+            r#"{{"id":{id},"queue":"default","kind":"x","args":{{}},"state":"{state}",
+            "priority":0,"attempt":2,"max_attempts":3,"delivery":"at-least-once",
+            "unique_key":null,"scheduled_at":"2026-12-06T10:00:00Z",
+            "created_at":"2026-12-06T10:00:00Z","attempted_at":null,"completed_at":null,
+            "lease_owner":null,"lease_expires_at":null,"cancel_requested_at":null,"step":null,
+            "errors":{errors},"history":[]}}"#
+        ))
+        .expect("a job record")
+    }
+
+    #[test]
+    fn an_earlier_attempts_error_is_shown_muted_on_a_completed_job() {
+        let error = r#"[{"attempt":1,"at":"2026-12-06T10:00:01Z","message":"card declined"}]"#;
+        let jobs = [
+            job(1, "completed", error),
+            job(2, "retryable", error),
+            job(3, "completed", "[]"),
+        ];
+        let html = table(&jobs, "2026-12-06T10:01:00Z".parse().unwrap(), false).into_string();
+        let rows: Vec<&str> = html.split("<tr data-id=").skip(1).collect();
+        assert_eq!(rows.len(), 3);
+        assert!(rows[0].contains(r#"<td class="muted" title="an earlier attempt's error; a later one completed">attempt 1: card declined</td>"#), "{}", rows[0]);
+        assert!(
+            rows[1].contains(r#"<td class="error-text">attempt 1: card declined</td>"#),
+            "{}",
+            rows[1]
+        );
+        assert!(!rows[2].contains("attempt 1"), "{}", rows[2]);
+    }
 }
