@@ -494,6 +494,39 @@ fn a_body_of_the_wrong_shape_names_its_field() {
             "{jobs}: {answer}"
         );
     }
+    // serde reads a struct from an array, field by field: every body is an object or nothing.
+    for (path, body) in [
+        (
+            "/api/v1/jobs",
+            json!([
+                "drover.noop",
+                {},
+                "arrays",
+                5,
+                2,
+                null,
+                null,
+                "k",
+                "at-most-once"
+            ]),
+        ),
+        (
+            "/api/v1/jobs/batch",
+            json!([[["drover.noop", {}, "arrays", 0, 1, null, null, null, null]]]),
+        ),
+        ("/api/v1/leases", json!([["arrays"], "w", 1, 0])),
+        ("/api/v1/jobs/actions", json!(["discard", [1], null, false])),
+        ("/api/v1/jobs", json!([1])),
+    ] {
+        let (status, answer) = server.post(path, &body);
+        assert_eq!(
+            (status, answer["error"]["field"].as_str()),
+            (422, Some("body")),
+            "{path} {body}: {answer}"
+        );
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains("expected a JSON object"), "{message}");
+    }
     let (_, page) = server.get("/api/v1/jobs");
     assert_eq!(page["jobs"], json!([]), "nothing was enqueued");
 }

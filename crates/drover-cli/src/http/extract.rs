@@ -6,10 +6,63 @@ use axum::extract::FromRequestParts;
 
 use super::ApiError;
 
-/// A JSON body.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body: an object. serde reads a struct from an array too, field by field in order,
+/// so `["drover.noop", {}, "q", 5]` enqueued a job of priority 5 where every API says its body
+/// is an object with named fields: an array is refused before it is read.
 pub(crate) struct Body<T>(pub(crate) T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        if !json_content_type(request.headers()) {
+            let mut error = ApiError::invalid(
+                "body",
+                "Expected request with `Content-Type: application/json`",
+            );
+            error.status = axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            return Err(error);
+        }
+        let bytes = body_bytes(request, state).await?;
+        refuse_array(&bytes)?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        Ok(Body(value))
+    }
+}
+
+/// An array where an object is due (see [`Body`]), refused before serde reads it.
+fn refuse_array(bytes: &[u8]) -> Result<(), ApiError> {
+    if !bytes.trim_ascii_start().starts_with(b"[") {
+        return Ok(());
+    }
+    let mut error = ApiError::invalid(
+        "body",
+        "the body is an array: expected a JSON object ({\"name\": value, ...})",
+    );
+    error.status = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+    Err(error)
+}
+
+/// Whether the request says its body is JSON, as axum's own extractor asks:
+/// `application/json`, or an `application/…+json` type, parameters allowed.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application") && (subtype == "json" || subtype.ends_with("+json"))
+}
 
 /// A query string.
 #[derive(FromRequestParts)]
@@ -53,6 +106,7 @@ where
         if text.is_empty() || text == b"null" {
             return Ok(OptionalBody(T::default()));
         }
+        refuse_array(text)?;
         serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(&bytes))
             .map(OptionalBody)
             .map_err(|err| {
