@@ -103,25 +103,36 @@ fn parse_expression(expression: &str) -> Result<Cron, String> {
         Err(err) => err.to_string(),
     };
     let fields: Vec<&str> = expression.split_whitespace().collect();
-    let names: &[&str] = match fields.len() {
-        5 => &["minute", "hour", "day of month", "month", "day of week"],
-        6 => &[
-            "second",
-            "minute",
-            "hour",
-            "day of month",
-            "month",
-            "day of week",
-        ],
+    // Each field's name and what it takes.
+    const SECOND: (&str, &str) = ("second", "0-59");
+    let names: &[(&str, &str)] = &[
+        ("minute", "0-59"),
+        ("hour", "0-23"),
+        ("day of month", "1-31, L, W"),
+        ("month", "1-12 or JAN-DEC"),
+        ("day of week", "0-7 or SUN-SAT, L, #"),
+    ];
+    let names: Vec<(&str, &str)> = match fields.len() {
+        5 => names.to_vec(),
+        6 => std::iter::once(SECOND)
+            .chain(names.iter().copied())
+            .collect(),
         _ => return Err(err),
     };
     // Each field alone, every other one a wildcard: the first that fails is the culprit.
-    for (i, name) in names.iter().enumerate() {
+    for (i, (name, takes)) in names.iter().enumerate() {
         let alone: Vec<&str> = (0..fields.len())
             .map(|j| if i == j { fields[j] } else { "*" })
             .collect();
         if let Err(field_err) = cron_parser().parse(&alone.join(" ")) {
-            return Err(format!("the {name} field {:?}: {field_err}", fields[i]));
+            // croner's words after its own prefix: "Number out of bounds.", "Invalid pattern".
+            let why = field_err.to_string();
+            let why = why.strip_prefix("Component error: ").unwrap_or(&why);
+            let why = why.trim_end_matches('.');
+            return Err(format!(
+                "the {name} field {:?}: {why} (a {name} is {takes}, with * , - and /)",
+                fields[i]
+            ));
         }
     }
     Err(err)
@@ -344,6 +355,23 @@ mod tests {
                 .contains("5 or 6 fields")
         );
         assert!(parse_expression("0 3 * * 1-5").is_ok());
+        // What the field takes, in place of croner's "Component error: Number out of bounds.".
+        let err = parse_expression("61 * * * *").unwrap_err();
+        assert_eq!(
+            err,
+            "the minute field \"61\": Number out of bounds (a minute is 0-59, with * , - and /)"
+        );
+        // What the message says a field takes, it does take.
+        for expression in [
+            "0 0 L * *",
+            "0 0 15W * *",
+            "0 0 * JAN-DEC SUN-SAT",
+            "0 0 * * 5#2",
+            "0 0 * * 5L",
+            "0 0 * * 7",
+        ] {
+            assert!(parse_expression(expression).is_ok(), "{expression}");
+        }
     }
 
     fn state(registered: &str, last: Option<&str>) -> CronState {
