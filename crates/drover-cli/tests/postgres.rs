@@ -423,18 +423,9 @@ fn sample_sum(metrics: &str, name: &str, label: &str) -> u64 {
 /// per database, so the test runs on a database of its own.
 #[test]
 fn every_session_ends_with_a_goodbye_not_a_dropped_connection() {
-    pg::require_server();
-    let server = pg::server_url();
-    let database = format!("drover_cli_{:016x}", fastrand::u64(..));
-    pg::psql(&server, &format!("CREATE DATABASE {database}")).expect("create the database");
-    struct DropDatabase<'a>(&'a str, &'a str);
-    impl Drop for DropDatabase<'_> {
-        fn drop(&mut self) {
-            let _ = pg::psql(self.0, &format!("DROP DATABASE {} WITH (FORCE)", self.1));
-        }
-    }
-    let _drop = DropDatabase(&server, &database);
-    let url = with_database(&server, &database);
+    let (server, database) = (pg::server_url(), OwnDatabase::new());
+    let url = with_database(&server, &database.0);
+    let database = &database.0;
     let env = common::Env::new("");
     // Past 1,000 inserted jobs the store starts an ANALYZE on a connection of its own, which
     // the command's exit used to cut off.
@@ -490,6 +481,53 @@ fn every_session_ends_with_a_goodbye_not_a_dropped_connection() {
     );
 }
 
+/// A bench interrupted by SIGINT drops the schemas of its runs: left behind, each held up to
+/// a million jobs (counted per database, so the test runs on a database of its own).
+#[test]
+fn an_interrupted_bench_leaves_no_schema_behind() {
+    let (server, database) = (pg::server_url(), OwnDatabase::new());
+    let url = with_database(&server, &database.0);
+    let env = common::Env::new("");
+    let mut cmd = env.cmd(&[
+        "bench",
+        "--runs",
+        "3",
+        "--scenario",
+        "drain",
+        "--jobs",
+        "300000",
+    ]);
+    cmd.env("DROVER_DATABASE_URL", &url);
+    let mut bench = common::Worker::start(cmd, env.path("bench.log"));
+    let schemas = "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'drover_bench%'";
+    let jobs = pg::eventually(T, "the first run's jobs are being enqueued", || {
+        if pg::psql(&url, schemas)? == "0" {
+            return Err("no schema yet".into());
+        }
+        let table = "SELECT n.nspname FROM pg_namespace n JOIN pg_class c \
+                     ON c.relnamespace = n.oid WHERE c.relname = 'drover_jobs'";
+        let schema = pg::psql(&url, table)?;
+        let count = pg::psql(&url, &format!("SELECT count(*) FROM {schema}.drover_jobs"))?;
+        if count == "0" {
+            return Err("no job yet".into());
+        }
+        Ok(count)
+    });
+    bench.signal(Signal::SIGINT);
+    let status = bench.wait_exit(T);
+    assert_eq!(status.code(), Some(130), "{}", bench.log());
+    assert!(
+        bench.log().contains("databases were removed"),
+        "{}",
+        bench.log()
+    );
+    assert_eq!(
+        pg::psql(&url, schemas).unwrap(),
+        "0",
+        "a schema is left (interrupted with {jobs} jobs in it)"
+    );
+}
+
 /// A mistyped `schema=` (or database) gets an error from the commands that only look, not new
 /// empty tables and an empty answer.
 #[test]
@@ -528,7 +566,6 @@ fn looking_at_a_schema_that_was_never_made_creates_nothing() {
     assert_eq!(made, "0", "the schema was created");
 }
 
-/// `url` with its database replaced by `database`.
 /// `drover ARGS` on the database at `url`, run to its end.
 fn drover_at(env: &common::Env, url: &str, args: &[&str]) -> std::process::Output {
     env.cmd(args)
@@ -537,6 +574,28 @@ fn drover_at(env: &common::Env, url: &str, args: &[&str]) -> std::process::Outpu
         .expect("run drover")
 }
 
+/// A database of the test's own on the test server, dropped with it: for what the server
+/// counts or lists per database.
+struct OwnDatabase(String);
+
+impl OwnDatabase {
+    fn new() -> OwnDatabase {
+        pg::require_server();
+        let database = format!("drover_cli_{:016x}", fastrand::u64(..));
+        pg::psql(&pg::server_url(), &format!("CREATE DATABASE {database}"))
+            .expect("create the database");
+        OwnDatabase(database)
+    }
+}
+
+impl Drop for OwnDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE {} WITH (FORCE)", self.0);
+        let _ = pg::psql(&pg::server_url(), &sql);
+    }
+}
+
+/// `url` with its database replaced by `database`.
 fn with_database(url: &str, database: &str) -> String {
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let server = base.rsplit_once('/').map_or(base, |(server, _)| server);

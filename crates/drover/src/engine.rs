@@ -703,11 +703,14 @@ impl EngineHandle {
 
         if !wait_idle(shared, timeout).await {
             report.cancelled = shared.stop_all(StopReason::Shutdown);
-            tracing::warn!(
-                jobs = report.cancelled,
-                ?grace,
+            // A zero timeout is the caller's choice (a second signal, a store given up on),
+            // not a wait that ran out.
+            let why = if timeout.is_zero() {
+                "cancelling running jobs at once"
+            } else {
                 "shutdown timeout passed; cancelling running jobs"
-            );
+            };
+            tracing::warn!(jobs = report.cancelled, ?grace, "{why}");
             if !wait_idle(shared, grace).await {
                 report.aborted = shared.running_count();
                 tracing::warn!(

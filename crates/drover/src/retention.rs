@@ -322,7 +322,12 @@ pub async fn prepare(store: &DynStore, policy: RetentionPolicy) -> Result<Prepar
             .table_columns(table.clone())
             .await
             .map_err(|err| fail(format!("cannot read the columns of {table}: {err}")))?
-            .ok_or_else(|| fail(format!("table {table} does not exist")))
+            .ok_or_else(|| {
+                fail(format!(
+                    "table {table} does not exist where Drover's own tables are (with \
+                     PostgreSQL's ?schema=NAME, in that schema only)"
+                ))
+            })
     };
     let hot = columns_of(policy.table.clone()).await?;
     let archive = columns_of(policy.archive_table.clone()).await?;

@@ -100,10 +100,33 @@ pub(crate) async fn run(
         progress: &progress,
     };
     let mut results = Results::default();
-    scenarios::run_measures(&bench, &mut results).await?;
-    // Not part of `all`: it fills a table of its own, usually of a million jobs.
+    // A run's database outlives the process that the default action of SIGINT ends: a
+    // PostgreSQL schema of thousands of jobs, or a SQLite file. Caught, the run stops and its
+    // database is removed.
+    let interrupted = crate::signals::interrupted();
+    let measured = tokio::select! {
+        measured = async {
+            scenarios::run_measures(&bench, &mut results).await?;
+            // Not part of `all`: it fills a table of its own, usually of a million jobs.
+            if args.scenario == Scenario::Pages {
+                run_pages(&bench).await?;
+            }
+            anyhow::Ok(())
+        } => Ok(measured),
+        code = interrupted => Err(code),
+    };
+    match measured {
+        Ok(measured) => measured?,
+        Err(code) => {
+            progress.finish_and_clear();
+            target.remove_all(config).await;
+            crate::process::kill_all();
+            return Err(anyhow::anyhow!("the runs' databases were removed")
+                .context(crate::signals::Interrupted("benchmarking", code)));
+        }
+    }
     if args.scenario == Scenario::Pages {
-        return run_pages(&bench).await;
+        return Ok(());
     }
     progress.finish_and_clear();
     if !args.json {

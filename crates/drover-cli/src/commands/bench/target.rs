@@ -162,6 +162,31 @@ impl Target {
         Ok(fresh)
     }
 
+    /// Drops the schema of every run started, on PostgreSQL: after an interrupt, when a run
+    /// could not finish. SQLite's files go when the target is dropped.
+    pub(super) async fn remove_all(&self, config: &Config) {
+        if !matches!(self.kind, Kind::Postgres { .. }) {
+            return;
+        }
+        for n in 0..self.counter.load(Ordering::Relaxed) {
+            let url = self.url(n);
+            let dropped = match backend::open_postgres(&url, config, false).await {
+                Ok(pg) => {
+                    let dropped = pg.drop_schema().await;
+                    pg.close().await;
+                    dropped.map_err(anyhow::Error::new)
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = dropped {
+                eprintln!(
+                    "could not drop the schema of run {n} ({}): {err:#}",
+                    backend::redact(&url)
+                );
+            }
+        }
+    }
+
     /// A second, independent store on the same database as `fresh`, as another process would
     /// open it.
     pub(super) async fn second(&self, config: &Config, fresh: &Fresh) -> anyhow::Result<DynStore> {
