@@ -87,6 +87,43 @@ fn cron_list_shows_last_and_next_fire() {
     let listed = env.ok(&["cron", "list"]);
     assert!(listed.contains("nightly"), "{listed}");
     assert!(listed.contains("no process leads now"), "{listed}");
+    assert!(row["leader_fires"].is_null(), "{row}");
+
+    // A leader whose config lacks the schedule does not fire it: the list says so (each
+    // leader fires its own config's schedules), and says when one that has it leads.
+    std::fs::write(env.path("bare.toml"), "").unwrap();
+    let mut cmd = env.cmd(&["worker"]);
+    cmd.env("DROVER_CONFIG", env.path("bare.toml"));
+    let mut bare = env.spawn_cmd("bare", cmd);
+    bare.wait_log("elected leader", T);
+    let row = leader_fires_known(&env);
+    assert_eq!(row["leader_fires"], false, "{row}");
+    let listed = env.ok(&["cron", "list"]);
+    assert!(
+        listed.contains("the process that leads now does not fire nightly"),
+        "{listed}"
+    );
+    bare.signal(Signal::SIGTERM);
+    bare.wait_exit(T);
+    let worker = env.spawn("worker", &["worker"]);
+    worker.wait_log("elected leader", T);
+    assert_eq!(leader_fires_known(&env)["leader_fires"], true);
+    let listed = env.ok(&["cron", "list"]);
+    assert!(!listed.contains("does not fire"), "{listed}");
+}
+
+/// The first schedule of `cron list --json` once it says whether the leader fires it (the
+/// leader's row lists its schedules from its first heartbeat on).
+fn leader_fires_known(env: &Env) -> Value {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let rows: Value = serde_json::from_str(&env.ok(&["cron", "list", "--json"])).unwrap();
+        if !rows[0]["leader_fires"].is_null() {
+            return rows[0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "never known: {rows}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -263,6 +263,7 @@ pub async fn processes_record_their_concurrency_per_queue(store: DynStore) {
             .collect(),
         version: "0.1.0".into(),
         http_workers: vec![],
+        cron: vec![],
         draining: false,
         now: Some(now),
     };

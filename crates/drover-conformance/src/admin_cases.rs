@@ -293,6 +293,7 @@ pub async fn empty_queues_are_forgotten_unless_paused_or_worked(store: DynStore)
             concurrency: Default::default(),
             version: "0.1.0".into(),
             http_workers: vec![],
+            cron: vec![],
             draining: false,
             now: Some(at(3)),
         })

@@ -120,6 +120,11 @@ pub async fn process_registry_tracks_heartbeats(store: DynStore) {
         running,
         last_seen: at(2),
     };
+    let nightly = drover_core::CronSignature {
+        name: "nightly".into(),
+        schedule: "0 3 * * *".into(),
+        timezone: Some("Europe/Berlin".into()),
+    };
     let upsert = |id: &str, now, http_workers| drover_core::ProcessUpsertParams {
         id: id.into(),
         host: "host-1".into(),
@@ -128,6 +133,11 @@ pub async fn process_registry_tracks_heartbeats(store: DynStore) {
         concurrency: Default::default(),
         version: "0.1.0".into(),
         http_workers,
+        cron: if id == "a" {
+            vec![nightly.clone()]
+        } else {
+            vec![]
+        },
         draining: false,
         now: Some(now),
     };
@@ -158,6 +168,9 @@ pub async fn process_registry_tracks_heartbeats(store: DynStore) {
     );
     assert_eq!(list[0].pid, 42);
     assert_eq!(list[0].draining_since, None);
+    // The schedules each fires while it leads: a process with none says so.
+    assert_eq!(list[0].cron, Some(vec![nightly.clone()]));
+    assert_eq!(list[1].cron, Some(vec![]));
     // Its shutdown began: the first heartbeat that says so records when, later ones keep it.
     for now in [at(31), at(33)] {
         store

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use drover_core::{
-    HttpWorkerRecord, LeaderElectParams, LeaderRecord, LeaderReelectParams, LeaderResignParams,
-    LeaderTerm, ProcessRecord, ProcessUpsertParams,
+    CronSignature, HttpWorkerRecord, LeaderElectParams, LeaderRecord, LeaderReelectParams,
+    LeaderResignParams, LeaderTerm, ProcessRecord, ProcessUpsertParams,
 };
 use jiff::Timestamp;
 use tokio_postgres::types::Json;
@@ -118,13 +118,13 @@ pub(crate) async fn process_upsert(
     db.execute(
         "INSERT INTO drover_processes \
              (id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
-              http_workers, draining_since) \
+              http_workers, draining_since, cron) \
          VALUES ($1, $2, $3, $4::text[], $5, coalesce($6::timestamptz, now()), \
                  coalesce($6::timestamptz, now()), $7::jsonb, $8::jsonb, \
-                 CASE WHEN $9 THEN coalesce($6::timestamptz, now()) END) \
+                 CASE WHEN $9 THEN coalesce($6::timestamptz, now()) END, $10::jsonb) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
              queues = excluded.queues, concurrency = excluded.concurrency, \
-             http_workers = excluded.http_workers, \
+             http_workers = excluded.http_workers, cron = excluded.cron, \
              draining_since = CASE WHEN $9 THEN coalesce(drover_processes.draining_since, \
                                                          excluded.draining_since) END",
         &[
@@ -137,6 +137,7 @@ pub(crate) async fn process_upsert(
             &Json(&params.concurrency),
             &Json(&params.http_workers),
             &params.draining,
+            &Json(&params.cron),
         ],
     )
     .await?;
@@ -153,7 +154,7 @@ pub(crate) async fn process_list(db: &Db<'_>) -> Result<Vec<ProcessRecord>, DbEr
     let rows = db
         .query(
             "SELECT id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
-                    http_workers, draining_since \
+                    http_workers, draining_since, cron \
              FROM drover_processes ORDER BY started_at, id COLLATE \"C\"",
             &[],
         )
@@ -176,6 +177,11 @@ pub(crate) async fn process_list(db: &Db<'_>) -> Result<Vec<ProcessRecord>, DbEr
                 .map(|workers| workers.0)
                 .unwrap_or_default(),
             draining_since: row.get(9),
+            cron: row
+                .try_get::<_, Option<Json<Vec<CronSignature>>>>(10)
+                .ok()
+                .flatten()
+                .map(|cron| cron.0),
         })
         .collect())
 }

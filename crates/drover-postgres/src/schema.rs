@@ -262,10 +262,18 @@ CREATE INDEX drover_jobs_cancel_requested ON drover_jobs (id)
 ALTER TABLE drover_processes ADD COLUMN draining_since timestamptz;
 "#,
     ),
+    (
+        11,
+        r#"
+-- The cron schedules each process fires while it leads, so that a view of a schedule can say
+-- when the leader's config lacks it; NULL for a process of an older version.
+ALTER TABLE drover_processes ADD COLUMN cron jsonb;
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 10;
+pub(crate) const LATEST: u32 = 11;
 
 /// Applies what is missing, inside the caller's transaction; returns the version found and the
 /// versions applied.

@@ -116,14 +116,15 @@ pub(crate) fn process_upsert(
     let queues = serde_json::to_string(&params.queues).expect("strings serialize");
     let concurrency = serde_json::to_string(&params.concurrency).expect("a map serializes");
     let http_workers = serde_json::to_string(&params.http_workers).expect("records serialize");
+    let cron = serde_json::to_string(&params.cron).expect("records serialize");
     conn.prepare_cached(
         "INSERT INTO drover_processes \
              (id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
-              http_workers, draining_since) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, CASE WHEN ?9 THEN ?6 END) \
+              http_workers, draining_since, cron) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, CASE WHEN ?9 THEN ?6 END, ?10) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
              queues = excluded.queues, concurrency = excluded.concurrency, \
-             http_workers = excluded.http_workers, \
+             http_workers = excluded.http_workers, cron = excluded.cron, \
              draining_since = CASE WHEN ?9 THEN coalesce(drover_processes.draining_since, \
                                                          excluded.draining_since) END",
     )?
@@ -136,7 +137,8 @@ pub(crate) fn process_upsert(
         to_text(now),
         concurrency,
         http_workers,
-        params.draining
+        params.draining,
+        cron
     ])?;
     Ok(())
 }
@@ -150,7 +152,7 @@ pub(crate) fn process_delete(conn: &Connection, id: &str) -> rusqlite::Result<()
 pub(crate) fn process_list(conn: &Connection) -> rusqlite::Result<Vec<ProcessRecord>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, host, pid, queues, version, started_at, heartbeat_at, concurrency, \
-                http_workers, draining_since \
+                http_workers, draining_since, cron \
          FROM drover_processes ORDER BY started_at, id",
     )?;
     let rows = stmt.query_map([], |row| {
@@ -169,6 +171,10 @@ pub(crate) fn process_list(conn: &Connection) -> rusqlite::Result<Vec<ProcessRec
                 .get::<_, Option<String>>(9)?
                 .map(|at| from_text(&at))
                 .transpose()?,
+            // Written by this code only; another shape reads as not recorded.
+            cron: row
+                .get::<_, Option<String>>(10)?
+                .and_then(|cron| serde_json::from_str(&cron).ok()),
         })
     })?;
     rows.collect()

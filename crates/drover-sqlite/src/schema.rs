@@ -241,10 +241,18 @@ CREATE INDEX drover_jobs_cancel_requested ON drover_jobs (id)
 ALTER TABLE drover_processes ADD COLUMN draining_since TEXT;
 "#,
     ),
+    (
+        10,
+        r#"
+-- The cron schedules each process fires while it leads (a JSON array), so that a view of a
+-- schedule can say when the leader's config lacks it; NULL for a process of an older version.
+ALTER TABLE drover_processes ADD COLUMN cron TEXT;
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
-pub(crate) const LATEST: u32 = 9;
+pub(crate) const LATEST: u32 = 10;
 
 /// Applies what is missing; returns the versions applied.
 pub(crate) fn migrate(conn: &Connection, now: &str) -> rusqlite::Result<Vec<u32>> {

@@ -301,6 +301,18 @@ impl Engine {
             failed: CancellationToken::new(),
             failure: Mutex::new(None),
             store_gave_up: Default::default(),
+            cron: self
+                .cron
+                .iter()
+                .map(|job| {
+                    let schedule = &job.schedule.schedule;
+                    drover_core::CronSignature {
+                        name: schedule.name.clone(),
+                        schedule: schedule.expression.clone(),
+                        timezone: schedule.timezone.clone(),
+                    }
+                })
+                .collect(),
         });
         let retention_policies: Vec<_> = self.retention.iter().map(|p| p.policy.clone()).collect();
         let cron_schedules: Vec<CronSchedule> = self

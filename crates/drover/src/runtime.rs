@@ -119,6 +119,8 @@ pub(crate) struct Shared {
     /// A loop gave up on the store ([`crate::supervise::Persistence`]): what runs now cannot
     /// record its outcome.
     pub(crate) store_gave_up: std::sync::atomic::AtomicBool,
+    /// The cron schedules this process fires while it leads, as its presence row lists them.
+    pub(crate) cron: Vec<drover_core::CronSignature>,
 }
 
 impl Shared {

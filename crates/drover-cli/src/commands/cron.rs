@@ -62,5 +62,19 @@ pub(crate) async fn run(url: &str, config: &Config, command: CronCommand) -> any
              worker` with this [[cron]] section runs"
         );
     }
+    let not_fired: Vec<&str> = views
+        .iter()
+        .filter(|view| view.leader_fires == Some(false))
+        .map(|view| view.name.as_str())
+        .collect();
+    if !not_fired.is_empty() {
+        outln!(
+            "the process that leads now does not fire {} as this config says (its config lacks \
+             {}, or has another expression or time zone): the next fire times above hold once \
+             a process with this [[cron]] section leads",
+            not_fired.join(", "),
+            if not_fired.len() == 1 { "it" } else { "them" }
+        );
+    }
     Ok(())
 }

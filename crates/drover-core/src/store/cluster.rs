@@ -94,6 +94,8 @@ pub struct ProcessUpsertParams {
     pub version: String,
     /// The HTTP workers that lease through it (a server), as it last heard from them.
     pub http_workers: Vec<HttpWorkerRecord>,
+    /// The cron schedules it fires while it leads.
+    pub cron: Vec<CronSignature>,
     /// It has begun its graceful shutdown: it claims nothing more and finishes what it runs.
     /// The first heartbeat that says so records when.
     pub draining: bool,
@@ -116,6 +118,20 @@ pub struct HttpWorkerRecord {
     pub running: usize,
     /// Its latest lease request.
     pub last_seen: Timestamp,
+}
+
+/// A cron schedule as a process fires it while it leads: written with its heartbeat, so that
+/// every view of a schedule can say whether the leader of the moment fires it (each process
+/// fires the schedules of its own config).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CronSignature {
+    /// Schedule name.
+    pub name: String,
+    /// Its cron expression.
+    pub schedule: String,
+    /// Its time zone (IANA name; `None` for UTC).
+    pub timezone: Option<String>,
 }
 
 /// A registered process.
@@ -144,6 +160,9 @@ pub struct ProcessRecord {
     /// When it began its graceful shutdown (it claims nothing more, finishes what it runs and
     /// then leaves the registry); `None` while it works.
     pub draining_since: Option<Timestamp>,
+    /// The cron schedules it fires while it leads; `None` for a process of a version that did
+    /// not record them.
+    pub cron: Option<Vec<CronSignature>>,
 }
 
 /// Params of [`Store::process_prune`].

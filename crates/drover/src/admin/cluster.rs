@@ -1,6 +1,6 @@
 //! The cluster (the leader and the registered processes) and the cron schedules.
 
-use drover_core::{CronState, InsertedJob, LeaderRecord, ProcessRecord, StoreError};
+use drover_core::{CronSignature, CronState, InsertedJob, LeaderRecord, ProcessRecord, StoreError};
 use jiff::Timestamp;
 use serde::Serialize;
 
@@ -60,6 +60,12 @@ pub struct CronView {
     pub next_fire_at: Option<Timestamp>,
     /// The next fire times, up to five, the first being `next_fire_at`.
     pub next_fire_times: Vec<Timestamp>,
+    /// Whether the process that leads now fires this schedule as shown here: `false` when
+    /// its config lacks it, or has it with another expression or time zone (each leader fires
+    /// its own config's schedules), so that the next fire times above hold only once a process
+    /// with this schedule leads; `None` when no process leads, or the leader's version does
+    /// not say.
+    pub leader_fires: Option<bool>,
 }
 
 impl Admin {
@@ -122,6 +128,7 @@ impl Admin {
     /// Each configured schedule, its last fire and its next fire times.
     pub async fn cron(&self) -> Result<Vec<CronView>, Error> {
         let states = self.store().cron_states().await?;
+        let leader_fires = self.leader_cron().await?;
         let now = self.clock.now();
         self.cron
             .iter()
@@ -148,9 +155,30 @@ impl Admin {
                     last_job_id: state.and_then(|s| s.last_job_id),
                     next_fire_at: next.first().copied(),
                     next_fire_times: next,
+                    leader_fires: leader_fires.as_ref().map(|fired| {
+                        fired.contains(&CronSignature {
+                            name: schedule.name.clone(),
+                            schedule: schedule.expression.clone(),
+                            timezone: schedule.timezone.clone(),
+                        })
+                    }),
                 })
             })
             .collect()
+    }
+
+    /// The schedules the process that leads now fires, when one leads and its row says.
+    async fn leader_cron(&self) -> Result<Option<Vec<CronSignature>>, Error> {
+        let Some(leader) = self.leader().await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store()
+            .process_list()
+            .await?
+            .into_iter()
+            .find(|process| process.id == leader.leader_id)
+            .and_then(|process| process.cron))
     }
 
     /// The queue a schedule's jobs go to: the schedule's, else its kind's task's defaults.

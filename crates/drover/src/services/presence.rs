@@ -105,6 +105,12 @@ fn upsert_params(shared: &Shared, remote: &RemoteWorkers, draining: bool) -> Pro
             .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         http_workers: keep_recorded(remote.http_workers()),
+        // A process that may not lead fires nothing.
+        cron: if shared.config.leader_eligible {
+            shared.cron.clone()
+        } else {
+            Vec::new()
+        },
         draining,
         now: shared.clock.store_now(),
     }

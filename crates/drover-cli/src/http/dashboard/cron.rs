@@ -40,6 +40,9 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                                             @if let Some(id) = c.last_job_id { " · " a href={ "/jobs/" (id) } { "job " (id) } }
                                         }
                                         td {
+                                            @if c.leader_fires == Some(false) {
+                                                span.badge.paused title="The process that leads now has no such schedule in its config, or another expression or time zone: these times hold once a process with this schedule leads." { "not fired by the leader" }
+                                            }
                                             ul.times { @for at in &c.next_fire_times { li { (format::when(*at, now)) } } }
                                         }
                                         @if !state.settings.read_only {

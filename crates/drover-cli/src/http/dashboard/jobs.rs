@@ -207,8 +207,22 @@ fn filter_payload(text: &FilterText) -> serde_json::Map<String, serde_json::Valu
     map
 }
 
+/// `text` as a page may show it: a control character (a NUL sent in a filter, refused) is a
+/// parse error in HTML, which escaping leaves in; it is shown as U+FFFD, as browsers do.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 fn filter_form(query: &JobsQuery, queues: &[String], error: Option<(&str, &str)>) -> Markup {
-    let value = |v: &Option<String>| v.clone().unwrap_or_default();
+    let value = |v: &Option<String>| printable(v.as_deref().unwrap_or_default());
     let bad = |field: &str| error.is_some_and(|(f, _)| f == field);
     let exact_open = [
         &query.created_after,
@@ -269,7 +283,7 @@ fn filter_form(query: &JobsQuery, queues: &[String], error: Option<(&str, &str)>
                 a.button.secondary href="/jobs" { "Clear" }
             }
             @if let Some((field, message)) = error {
-                p.form-error role="alert" { strong { (field) } ": " (message) }
+                p.form-error role="alert" { strong { (field) } ": " (printable(message)) }
             }
         }
     }
@@ -361,6 +375,15 @@ mod tests {
             "errors":{errors},"history":[]}}"#
         ))
         .expect("a job record")
+    }
+
+    #[test]
+    fn a_control_character_sent_in_a_filter_is_not_echoed_into_the_page() {
+        let query: JobsQuery =
+            serde_json::from_value(serde_json::json!({"queue": "a\u{0}b"})).expect("a query");
+        let html = filter_form(&query, &[], Some(("queue", "bad \u{0}"))).into_string();
+        assert!(!html.contains('\u{0}'), "{html}");
+        assert!(html.contains("value=\"a\u{FFFD}b\""), "{html}");
     }
 
     #[test]
