@@ -110,6 +110,14 @@ fn a_different_failure_for_the_same_lease_is_refused() {
     let body = json!({"queues": ["py"], "worker": "py-1", "wait": 5});
     let token = server.ok("/api/v1/leases", &body)["jobs"][0]["token"].clone();
     let fail = format!("/api/v1/leases/{}/fail", token.as_str().unwrap());
+    // Given up on and retried later: contradictory, refused, and the run is still leased.
+    let both = json!({"error": "flaky", "retry_in": 5, "discard": true});
+    let (status, answer) = server.post(&fail, &both);
+    assert_eq!(
+        (status, &answer["error"]["field"]),
+        (400, &json!("retry_in")),
+        "{answer}"
+    );
     let retry = json!({"error": "flaky", "retry_in": 3600});
     assert_eq!(server.ok(&fail, &retry)["state"], "retryable");
     assert_eq!(server.ok(&fail, &retry)["repeated"], true);

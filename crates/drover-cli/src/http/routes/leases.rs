@@ -187,6 +187,13 @@ pub(crate) async fn fail(
     Body(body): Body<FailBody>,
 ) -> Result<Json<Done>, ApiError> {
     let retry_in = match body.retry_in {
+        // Either would be ignored while its sender believed it counted.
+        Some(_) if body.discard => {
+            return Err(ApiError::invalid(
+                "retry_in",
+                "a run given up on (discard: true) is not retried: send one or the other",
+            ));
+        }
         Some(secs) if !(0.0..=1e9).contains(&secs) => {
             return Err(ApiError::invalid(
                 "retry_in",
