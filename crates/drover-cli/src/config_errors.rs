@@ -60,6 +60,26 @@ impl FileValues {
     }
 }
 
+/// What the engine refused in what `config` declares (a cron job's args, a task), said as the
+/// config's own errors are: naming the file, with the file's values cut out (a cron job's args
+/// may quote a token given where a number was due).
+pub(crate) fn engine_refused(config: &crate::config::Config, err: drover::Error) -> anyhow::Error {
+    let drover::Error::Config(message) = err else {
+        return err.into();
+    };
+    match &config.source {
+        Some(path) => {
+            let values = FileValues::of(&std::fs::read_to_string(path).unwrap_or_default());
+            anyhow::anyhow!(
+                "invalid config {}: {}",
+                path.display(),
+                values.hide(&message)
+            )
+        }
+        None => anyhow::anyhow!("invalid configuration: {message}"),
+    }
+}
+
 fn collect_table(table: &toml::Table, out: &mut Vec<String>) {
     for (key, value) in table {
         if !NAMING_KEYS.contains(&key.as_str()) {

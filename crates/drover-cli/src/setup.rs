@@ -367,7 +367,11 @@ pub(crate) fn cron_schedule(section: &CronSection) -> anyhow::Result<CronSchedul
     if let Some(queue) = &schedule.queue {
         drover_core::validate::check_name("queue", queue)?;
     }
-    ParsedSchedule::parse(schedule.clone())?;
+    // Said within the config's own error ("invalid config FILE: cron[0]: …"), not as another.
+    ParsedSchedule::parse(schedule.clone()).map_err(|err| match err {
+        drover::Error::Config(message) => anyhow::Error::msg(message),
+        other => other.into(),
+    })?;
     Ok(schedule)
 }
 

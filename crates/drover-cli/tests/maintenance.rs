@@ -48,6 +48,15 @@ fn a_bad_schedule_refuses_the_start_naming_it() {
         assert!(err.contains("cron"), "{err}");
         assert!(!env.path("drover.db").exists());
     }
+    // Args the kind's task refuses: named as the file's other errors are, the value cut out.
+    let env = Env::new(
+        "[[cron]]\nname = \"x\"\nschedule = \"0 3 * * *\"\nkind = \"drover.sleep\"\nargs = { ms = \"supersecretvalue\" }\n",
+    );
+    let err = env.fails(&["serve"]);
+    assert!(err.contains("invalid config "), "{err}");
+    assert!(err.contains("drover.sleep takes"), "{err}");
+    assert!(!err.contains("supersecretvalue"), "{err}");
+    assert!(!err.contains("invalid configuration"), "{err}");
 }
 
 /// A schedule this process would discard every fire of (its queue is worked here, with no task

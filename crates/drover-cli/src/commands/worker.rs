@@ -153,7 +153,9 @@ async fn build_engine(
             metrics: Default::default(),
         });
     }
-    Ok(builder.build()?)
+    builder
+        .build()
+        .map_err(|err| crate::config_errors::engine_refused(config, err))
 }
 
 /// Serves the API, the dashboard and /metrics on `listener` until `stop_server` is cancelled;
