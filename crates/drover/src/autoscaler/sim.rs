@@ -51,6 +51,8 @@ impl Default for SimConfig {
 struct SimInstance {
     slot: Option<(SlotId, i64)>,
     created_at: Timestamp,
+    /// When it shows in the list (its launch, unless the list lags).
+    listed_at: Timestamp,
     binding_at: Timestamp,
     ready_at: Timestamp,
     interrupt_at: Option<Timestamp>,
@@ -68,6 +70,8 @@ struct State {
     made: u64,
     terminated: u64,
     interrupted: u64,
+    /// How long a new instance stays out of the list (a test's lagging cloud API).
+    list_lag: Duration,
 }
 
 /// The simulated runtime. Cloning shares the same capacity.
@@ -109,6 +113,7 @@ impl SimRuntime {
                 made: 0,
                 terminated: 0,
                 interrupted: 0,
+                list_lag: Duration::ZERO,
             })),
             clock,
             config,
@@ -117,6 +122,12 @@ impl SimRuntime {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("sim runtime lock poisoned")
+    }
+
+    /// Instances launched from now on appear in the list `lag` after their launch, as a
+    /// cloud's list can lag behind its launches (a test's way to make that certain).
+    pub fn lag_list(&self, lag: Duration) {
+        self.lock().list_lag = lag;
     }
 
     /// The next `n` launches fail (a test's way to make failures certain).
@@ -160,6 +171,7 @@ impl SimRuntime {
             SimInstance {
                 slot: None,
                 created_at: now,
+                listed_at: now,
                 binding_at: now,
                 ready_at: now,
                 interrupt_at: None,
@@ -251,11 +263,13 @@ impl CapacityRuntime for SimRuntime {
         state.next += 1;
         state.made += 1;
         state.by_slot.insert(key, id.clone());
+        let listed_at = after(now, state.list_lag);
         state.instances.insert(
             id.clone(),
             SimInstance {
                 slot: Some(key),
                 created_at: now,
+                listed_at,
                 binding_at,
                 ready_at,
                 interrupt_at,
@@ -280,6 +294,7 @@ impl CapacityRuntime for SimRuntime {
         Ok(state
             .instances
             .iter()
+            .filter(|(_, i)| i.listed_at <= now)
             .map(|(id, i)| Instance {
                 id: id.clone(),
                 slot: i.slot,

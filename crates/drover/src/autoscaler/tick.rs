@@ -75,7 +75,7 @@ pub(crate) async fn tick_with_slots(
     let inventory = read_inventory(cx).await;
     let mut slots = cx.store.slot_list(SlotListParams::default()).await?;
     if let Some(inventory) = &inventory {
-        report.interrupted = handle_interruptions(cx, &mut slots, inventory).await?;
+        report.interrupted = handle_interruptions(cx, &mut slots, inventory, now).await?;
         advance_booting(cx, &mut slots, inventory).await?;
     }
     report.assigned = assign_reservations(cx, &mut slots).await?;
@@ -169,17 +169,18 @@ async fn handle_interruptions(
     cx: TickInputs<'_>,
     slots: &mut [SlotRecord],
     inventory: &HashMap<String, Instance>,
+    now: Timestamp,
 ) -> Result<u64, StoreError> {
     let mut interrupted = 0;
     for slot in slots.iter_mut() {
-        let Some(instance_id) = slot.instance_id.as_deref() else {
+        let Some(instance_id) = slot.instance_id.clone() else {
             continue;
         };
         let serving = matches!(
             slot.state,
             SlotState::Booting | SlotState::Binding | SlotState::Ready
         );
-        match inventory.get(instance_id) {
+        match inventory.get(&instance_id) {
             Some(instance) if serving && instance.notice_at.is_some() => {
                 let change = Change {
                     hand_back: true,
@@ -191,12 +192,28 @@ async fn handle_interruptions(
                     cx.metrics.interruption();
                 }
             }
+            // Not listed yet: a cloud's list can lag its launch. As an instance no slot knows
+            // is not an orphan before the grace period, a launch is not vanished before it;
+            // taken for vanished at once, it was relaunched every tick and never terminated.
+            None if slot.state == SlotState::Booting
+                && slot
+                    .launched_at
+                    .is_some_and(|at| elapsed(at, now) < cx.config.orphan_grace) => {}
             None if serving => {
                 let counted = slot.notice_at.is_some();
                 let change = Change::default();
-                if transition(cx, slot, SlotState::Empty, "instance vanished", change).await?
-                    && !counted
-                {
+                if !transition(cx, slot, SlotState::Empty, "instance vanished", change).await? {
+                    continue;
+                }
+                tracing::warn!(slot = slot.id, instance = %instance_id,
+                    "the instance left the runtime's list: replaced, and sent a terminate in case it still runs");
+                // A list that lost it may lag or be wrong; a terminate costs nothing if it is
+                // gone, and a leaked instance costs money.
+                if let Err(err) = cx.runtime.terminate(&instance_id).await {
+                    tracing::warn!(slot = slot.id, instance = %instance_id, error = %err,
+                        "cannot terminate a vanished instance");
+                }
+                if !counted {
                     interrupted += 1;
                     cx.metrics.interruption();
                 }
