@@ -3,7 +3,7 @@
 //! with the instance id), so the inventory is read from the process registry in the database:
 //! a new leader sees the workers an old leader started.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Mutex;
@@ -48,6 +48,9 @@ pub(crate) struct LocalRuntime {
     /// The last signal sent to each instance: the tick asks again every tick until the worker
     /// is gone, and a second SIGTERM would make it exit at once.
     signalled: Mutex<HashMap<String, Signal>>,
+    /// Workers of ours that exited while the registry still lists them (until the leader
+    /// prunes a silent process, a minute or more): gone, whatever the registry says.
+    exited: Mutex<HashSet<String>>,
 }
 
 impl LocalRuntime {
@@ -65,6 +68,7 @@ impl LocalRuntime {
             queues,
             children: Mutex::new(HashMap::new()),
             signalled: Mutex::new(HashMap::new()),
+            exited: Mutex::new(HashSet::new()),
         })
     }
 
@@ -177,12 +181,23 @@ impl CapacityRuntime for LocalRuntime {
     }
 
     async fn inventory(&self) -> Result<Vec<Instance>, RuntimeError> {
-        let registered = self.registered().await?;
+        let mut registered = self.registered().await?;
         let mut found: BTreeMap<String, Instance> = BTreeMap::new();
         {
             let mut children = self.children();
-            // Reap exited workers: their instances are gone.
-            children.retain(|_, c| matches!(c.child.try_wait(), Ok(None)));
+            let mut exited = self.exited.lock().expect("exited lock poisoned");
+            // Reap exited workers: their instances are gone, though the registry lists them
+            // until their rows are pruned (a worker killed with SIGKILL leaves its row): taken
+            // for ready meanwhile, one was given reservations for over a minute.
+            children.retain(|id, c| {
+                let running = matches!(c.child.try_wait(), Ok(None));
+                if !running {
+                    exited.insert(id.clone());
+                }
+                running
+            });
+            exited.retain(|id| registered.contains_key(id));
+            registered.retain(|id, _| !exited.contains(id));
             self.signalled
                 .lock()
                 .expect("signalled lock poisoned")

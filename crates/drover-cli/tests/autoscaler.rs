@@ -303,6 +303,61 @@ fn a_slot_worker_left_by_its_server_never_takes_the_leadership() {
     }
 }
 
+/// A local slot worker killed with SIGKILL leaves its row in the process registry until the
+/// leader prunes it (a minute or more): its server, the worker's parent, knows it is gone at
+/// once, and its reservation moves to a replacement within a few ticks, not after the prune.
+#[test]
+fn a_killed_local_slot_worker_is_replaced_without_waiting_for_the_registry() {
+    let env = Env::new(&LOCAL.replace("idle_timeout = \"1s\"", "idle_timeout = \"1h\""));
+    let _workers = SlotWorkers(&env);
+    let _server = env.spawn("serve", &["serve"]);
+    let reservation: Value = serde_json::from_str(&env.ok(&[
+        "reserve", "--system", "gpu", "--ttl", "10m", "--wait", "--json",
+    ]))
+    .unwrap();
+    let first = reservation["instance_id"].as_str().unwrap().to_owned();
+    // Its worker's pid, once it has registered.
+    let deadline = Instant::now() + T;
+    let pid = loop {
+        let stats = env.stats();
+        let pid = stats["processes"].as_array().and_then(|processes| {
+            processes
+                .iter()
+                .find(|p| p["id"].as_str().is_some_and(|id| id.starts_with(&first)))
+                .and_then(|p| p["pid"].as_i64())
+        });
+        if let Some(pid) = pid {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slot worker never registered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let killed_at = Instant::now();
+    loop {
+        let now = slots(&env);
+        let held = now
+            .iter()
+            .find(|s| s["leases"] == 1 && s["state"] == "ready");
+        if held.is_some_and(|held| held["instance_id"].as_str() != Some(first.as_str())) {
+            break;
+        }
+        // The registry would have listed the dead worker as ready for 20 s and more.
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(15),
+            "the reservation stayed on the dead worker's slot: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// `drover slots interrupt` on a busy local slot: its job is handed back at once (not after
 /// its 30 s lease) and a replacement slot finishes it.
 #[test]
