@@ -9,7 +9,8 @@
 --   xc  `ready` alone, no lease or finished bookkeeping (not a usable design: the floor of xb)
 --
 -- Run: psql -q postgres://postgres@127.0.0.1:5432/test -f docs/experiments/pg-hot-claims.sql
--- It leaves the schemas xa, xb and xc behind; drop them after.
+-- xb and xc copy xa's table, so the parts run in order. It leaves the schemas xa, xb and xc
+-- behind; drop them after.
 
 \echo xa: the shipped layout
 DROP SCHEMA IF EXISTS xa CASCADE; CREATE SCHEMA xa; SET search_path=xa;
@@ -50,14 +51,10 @@ END $$;
 
 \echo xb: ready, running and finished tables
 DROP SCHEMA IF EXISTS xb CASCADE; CREATE SCHEMA xb; SET search_path=xb;
-CREATE TABLE jobs (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, queue text NOT NULL, kind text NOT NULL, args jsonb NOT NULL,
-    state text NOT NULL CHECK (state IN ('scheduled','available','running','retryable','completed','discarded','cancelled')),
-    priority integer NOT NULL DEFAULT 0, attempt integer NOT NULL DEFAULT 0, max_attempts integer NOT NULL CHECK (max_attempts > 0),
-    delivery text NOT NULL, unique_key text, scheduled_at timestamptz NOT NULL, created_at timestamptz NOT NULL,
-    attempted_at timestamptz, completed_at timestamptz, lease_owner text, lease_token bigint, lease_expires_at timestamptz,
-    cancel_requested_at timestamptz, step text, errors jsonb NOT NULL DEFAULT '[]', history jsonb NOT NULL DEFAULT '[]'
-) WITH (fillfactor=50, autovacuum_enabled=false);
+-- xa's columns, defaults and checks, without its partial indexes.
+CREATE TABLE jobs (LIKE xa.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY)
+    WITH (fillfactor=50, autovacuum_enabled=false);
+ALTER TABLE jobs ADD PRIMARY KEY (id);
 CREATE TABLE ready (queue text NOT NULL, priority int NOT NULL, id bigint NOT NULL) WITH (autovacuum_enabled=false);
 CREATE INDEX ON ready (queue, priority DESC, id);
 CREATE TABLE running (id bigint PRIMARY KEY, lease_expires_at timestamptz NOT NULL) WITH (autovacuum_enabled=false);
@@ -91,20 +88,12 @@ SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname='xb' A
 
 \echo xc: ready table alone
 DROP SCHEMA IF EXISTS xc CASCADE; CREATE SCHEMA xc; SET search_path=xc;
-CREATE TABLE jobs (
-    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, queue text NOT NULL, kind text NOT NULL, args jsonb NOT NULL,
-    state text NOT NULL CHECK (state IN ('scheduled','available','running','retryable','completed','discarded','cancelled')),
-    priority integer NOT NULL DEFAULT 0, attempt integer NOT NULL DEFAULT 0, max_attempts integer NOT NULL CHECK (max_attempts > 0),
-    delivery text NOT NULL, unique_key text, scheduled_at timestamptz NOT NULL, created_at timestamptz NOT NULL,
-    attempted_at timestamptz, completed_at timestamptz, lease_owner text, lease_token bigint, lease_expires_at timestamptz,
-    cancel_requested_at timestamptz, step text, errors jsonb NOT NULL DEFAULT '[]', history jsonb NOT NULL DEFAULT '[]'
-) WITH (fillfactor=50, autovacuum_enabled=false);
+-- xa's columns, defaults and checks, without its partial indexes.
+CREATE TABLE jobs (LIKE xa.jobs INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING IDENTITY)
+    WITH (fillfactor=50, autovacuum_enabled=false);
+ALTER TABLE jobs ADD PRIMARY KEY (id);
 CREATE TABLE ready (queue text NOT NULL, priority int NOT NULL, id bigint NOT NULL) WITH (autovacuum_enabled=false);
 CREATE INDEX ON ready (queue, priority DESC, id);
-CREATE TABLE running (id bigint PRIMARY KEY, lease_expires_at timestamptz NOT NULL) WITH (autovacuum_enabled=false);
-CREATE INDEX ON running (lease_expires_at);
-CREATE TABLE finished (id bigint NOT NULL, completed_at timestamptz NOT NULL) WITH (autovacuum_enabled=false);
-CREATE INDEX ON finished (completed_at);
 WITH j AS (INSERT INTO jobs (queue, kind, args, state, max_attempts, delivery, scheduled_at, created_at)
   SELECT 'q', 'noop', jsonb_build_object('i', g), 'available', 3, 'at-least-once', now(), now() FROM generate_series(1,40000) g RETURNING id, queue, priority)
   INSERT INTO ready SELECT queue, priority, id FROM j;

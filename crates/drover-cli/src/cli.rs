@@ -93,6 +93,16 @@ pub(crate) enum Command {
     /// Run the autoscaler on simulated time against a demand trace (CSV: time,system,jobs,
     /// duration) with the config's systems and [autoscaler.sim] capacity.
     Simulate(SimulateArgs),
+    /// The open reservations (pending and assigned), oldest first: what holds or waits for
+    /// each system's capacity.
+    Reservations {
+        /// Only this system's.
+        #[arg(long)]
+        system: Option<String>,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// Release a reservation.
     Release {
         /// The reservation's id.

@@ -131,6 +131,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Slots { command } => commands::slots::run(&url, &config, command).await?,
         Command::Simulate(args) => commands::simulate::run(&config, args).await?,
         Command::Reserve(args) => commands::reserve::reserve(&url, &config, args).await?,
+        Command::Reservations { system, json } => {
+            commands::reserve::list(&url, &config, system, json).await?
+        }
         Command::Release { id, json } => {
             commands::reserve::release(&url, &config, id, json).await?
         }

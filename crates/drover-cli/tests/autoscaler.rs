@@ -93,8 +93,15 @@ fn reserve_interrupt_and_release_through_the_cli() {
     }
 
     let id = reservation["id"].as_i64().unwrap().to_string();
+    // An operator who lost the id finds it among the open reservations.
+    let open: Value = serde_json::from_str(&env.ok(&["reservations", "--json"])).unwrap();
+    assert_eq!(open[0]["id"], reservation["id"], "{open}");
+    assert_eq!(open[0]["phase"], "assigned", "{open}");
+    let listed = env.ok(&["reservations", "--system", "gpu"]);
+    assert!(listed.contains("HOLDER") && listed.contains("cli"), "{listed}");
     let released: Value = serde_json::from_str(&env.ok(&["release", &id, "--json"])).unwrap();
     assert_eq!(released["phase"], "released");
+    assert_eq!(env.ok(&["reservations"]).trim(), "no open reservation");
 }
 
 /// Giving up on `reserve --wait` (Ctrl-C) releases the reservation it made: left pending, it

@@ -273,6 +273,17 @@ fn answers(server: &Server) -> Vec<Sample> {
         &format!("/api/v1/reservations/{}/release", defaulted.1["id"]),
         &json!(null),
     );
+    // The open ones: the first, not the one just released.
+    let open = server.get("/api/v1/reservations?system=gpu");
+    let ids: Vec<i64> = open
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, vec![reservation], "{}", open.1);
+    out.push(sample("get", "/api/v1/reservations", open));
     out.push(sample(
         "post",
         "/api/v1/reservations/{id}/release",

@@ -1,5 +1,5 @@
-//! `drover reserve` and `drover release`: explicit reservations of capacity, through
-//! `drover::autoscaler::admin`.
+//! `drover reserve`, `drover reservations` and `drover release`: explicit reservations of
+//! capacity, through `drover::autoscaler::admin`.
 
 use std::time::Duration;
 
@@ -80,16 +80,57 @@ pub(crate) async fn release(url: &str, config: &Config, id: i64, json: bool) -> 
     Ok(())
 }
 
+pub(crate) async fn list(
+    url: &str,
+    config: &Config,
+    system: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    // Nothing to list in a database that does not exist: a mistyped path must not create one.
+    let store = backend::open_existing(url, config).await?;
+    let result = admin::reservations(store.as_ref(), system).await;
+    store.close().await;
+    let records = result?;
+    if json {
+        return output::json(&records);
+    }
+    if records.is_empty() {
+        outln!("no open reservation");
+        return Ok(());
+    }
+    table(&records);
+    if records.len() == admin::RESERVATION_LIST_LIMIT {
+        outln!(
+            "(the oldest {}; more are open)",
+            admin::RESERVATION_LIST_LIMIT
+        );
+    }
+    Ok(())
+}
+
 fn print(r: &ReservationRecord) {
+    table(std::slice::from_ref(r));
+}
+
+fn table(records: &[ReservationRecord]) {
+    let rows: Vec<Vec<String>> = records
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.system.clone(),
+                r.phase.to_string(),
+                r.holder.clone(),
+                r.slot_id.map_or_else(|| "-".into(), |s| s.to_string()),
+                r.instance_id.clone().unwrap_or_else(|| "-".into()),
+                output::time(r.expires_at),
+            ]
+        })
+        .collect();
     output::table(
-        &["ID", "SYSTEM", "PHASE", "SLOT", "INSTANCE", "EXPIRES"],
-        &[vec![
-            r.id.to_string(),
-            r.system.clone(),
-            r.phase.to_string(),
-            r.slot_id.map_or_else(|| "-".into(), |s| s.to_string()),
-            r.instance_id.clone().unwrap_or_else(|| "-".into()),
-            output::time(r.expires_at),
-        ]],
+        &[
+            "ID", "SYSTEM", "PHASE", "HOLDER", "SLOT", "INSTANCE", "EXPIRES",
+        ],
+        &rows,
     );
 }

@@ -51,6 +51,15 @@ impl Admin {
         Ok(capacity::reserve(self.store(), self.clock.as_ref(), request).await?)
     }
 
+    /// The open reservations (pending and assigned), oldest first, at most
+    /// [`capacity::RESERVATION_LIST_LIMIT`]; only those of `system` when given.
+    pub async fn reservations(
+        &self,
+        system: Option<String>,
+    ) -> Result<Vec<ReservationRecord>, Error> {
+        Ok(capacity::reservations(self.store(), system).await?)
+    }
+
     /// One reservation: pending, or assigned with its slot and instance.
     pub async fn reservation(&self, id: ReservationId) -> Result<ReservationRecord, Error> {
         Ok(capacity::reservation(self.store(), id).await?)

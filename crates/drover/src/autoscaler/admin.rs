@@ -215,6 +215,26 @@ pub async fn reserve(
         .await?)
 }
 
+/// Most open reservations a list returns.
+pub const RESERVATION_LIST_LIMIT: usize = 1_000;
+
+/// The open reservations (pending and assigned), oldest first, at most
+/// [`RESERVATION_LIST_LIMIT`]; only those of `system` when given. How an operator finds one
+/// whose id was lost, and sees what holds a system's capacity.
+pub async fn reservations(
+    store: &dyn Store,
+    system: Option<String>,
+) -> Result<Vec<ReservationRecord>, AdminError> {
+    Ok(store
+        .reservation_list(ReservationListParams {
+            system,
+            phases: vec![ReservationPhase::Pending, ReservationPhase::Assigned],
+            limit: RESERVATION_LIST_LIMIT,
+            ..Default::default()
+        })
+        .await?)
+}
+
 /// One reservation.
 pub async fn reservation(
     store: &dyn Store,

@@ -110,6 +110,26 @@ pub(crate) async fn reserve(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
+/// Which reservations.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReservationQuery {
+    /// Only this system's.
+    system: Option<String>,
+}
+
+/// The open reservations (pending and assigned), oldest first, at most 1,000: what holds or
+/// waits for each system's capacity, and how to find a reservation whose id was lost.
+#[utoipa::path(get, path = "/api/v1/reservations", tag = "capacity", params(ReservationQuery),
+    responses((status = 200, description = "The open reservations", body = Vec<ReservationRecord>)))]
+pub(crate) async fn list_reservations(
+    State(state): State<AppState>,
+    Query(query): Query<ReservationQuery>,
+) -> Result<Json<Vec<ReservationRecord>>, ApiError> {
+    Ok(Json(state.admin.reservations(query.system).await?))
+}
+
 /// One reservation.
 #[utoipa::path(get, path = "/api/v1/reservations/{id}", tag = "capacity",
     params(("id" = i64, Path, description = "Reservation id")),

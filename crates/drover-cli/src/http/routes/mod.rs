@@ -86,7 +86,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(capacity::list_slots))
         .routes(routes!(capacity::drain_slot))
         .routes(routes!(capacity::interrupt_slot))
-        .routes(routes!(capacity::reserve))
+        .routes(routes!(capacity::reserve, capacity::list_reservations))
         .routes(routes!(capacity::get_reservation))
         .routes(routes!(capacity::release))
         .routes(routes!(cluster::healthz))
