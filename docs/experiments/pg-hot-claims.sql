@@ -5,7 +5,8 @@
 --
 --   xa  the shipped layout: partial indexes on `state`, so no claim or completion is HOT
 --   xb  available jobs in a `ready` table, leases in `running`, finished ones in `finished`:
---       the jobs table has only its primary key and its updates are HOT (89 % of them)
+--       the jobs table has only its primary key and its updates are HOT (89 % of them, by
+--       pg_stat_user_tables read a while after: its counters lag the statements)
 --   xc  `ready` alone, no lease or finished bookkeeping (not a usable design: the floor of xb)
 --
 -- Run: psql -q postgres://postgres@127.0.0.1:5432/test -f docs/experiments/pg-hot-claims.sql
@@ -84,7 +85,6 @@ BEGIN
   END LOOP;
 END $$;
 \timing off
-SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname='xb' AND relname='jobs';
 
 \echo xc: ready table alone
 DROP SCHEMA IF EXISTS xc CASCADE; CREATE SCHEMA xc; SET search_path=xc;
@@ -114,5 +114,4 @@ BEGIN
   END LOOP;
 END $$;
 \timing off
-SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE schemaname='xc' AND relname='jobs';
 RESET search_path;
