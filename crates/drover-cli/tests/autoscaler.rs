@@ -98,7 +98,10 @@ fn reserve_interrupt_and_release_through_the_cli() {
     assert_eq!(open[0]["id"], reservation["id"], "{open}");
     assert_eq!(open[0]["phase"], "assigned", "{open}");
     let listed = env.ok(&["reservations", "--system", "gpu"]);
-    assert!(listed.contains("HOLDER") && listed.contains("cli"), "{listed}");
+    assert!(
+        listed.contains("HOLDER") && listed.contains("cli"),
+        "{listed}"
+    );
     let released: Value = serde_json::from_str(&env.ok(&["release", &id, "--json"])).unwrap();
     assert_eq!(released["phase"], "released");
     assert_eq!(env.ok(&["reservations"]).trim(), "no open reservation");
