@@ -148,7 +148,7 @@ impl SimSection {
             bail!("autoscaler.sim.launch_failure_rate: must be between 0 and 1");
         }
         if !(sim.interruption_rate >= 0.0 && sim.interruption_rate.is_finite()) {
-            bail!("autoscaler.sim.interruption_rate: must be zero or more");
+            bail!("autoscaler.sim.interruption_rate: must be a finite number, zero or more");
         }
         if sim.boot_max < sim.boot_min {
             bail!("autoscaler.sim.boot_max: shorter than boot_min");
@@ -187,7 +187,7 @@ pub(crate) fn autoscaler_config(config: &Config) -> anyhow::Result<Option<Autosc
         if let Some(price) = s.price_per_hour
             && !(price >= 0.0 && price.is_finite())
         {
-            bail!("systems.{name}.price_per_hour: must be zero or more");
+            bail!("systems.{name}.price_per_hour: must be a finite number, zero or more");
         }
         systems.insert(
             name.clone(),

@@ -53,7 +53,7 @@ async fn dispatch(store: &dyn drover_core::Store, command: SlotsCommand) -> anyh
         SlotsCommand::Interrupt { id } => {
             let slot = admin::interrupt(store, &SystemClock, id).await?;
             outln!(
-                "slot {} is interrupted: its work was handed back; the autoscaler terminates it and launches a replacement if needed",
+                "slot {} is interrupted: at its next tick the autoscaler hands its work back, terminates it, and launches a replacement if needed",
                 slot.id
             );
         }
