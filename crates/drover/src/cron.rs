@@ -80,6 +80,15 @@ pub struct ParsedSchedule {
 }
 
 impl CronSchedule {
+    /// How a process's presence row names it: what another process compares with its own.
+    pub fn signature(&self) -> drover_core::CronSignature {
+        drover_core::CronSignature {
+            name: self.name.clone(),
+            schedule: self.expression.clone(),
+            timezone: self.timezone.clone(),
+        }
+    }
+
     /// The enqueue it makes at each fire (the kind's task defaults still to apply).
     pub fn request(&self) -> crate::client::EnqueueRequest {
         let mut request = crate::client::EnqueueRequest::raw(self.kind.clone(), self.args.clone());

@@ -283,6 +283,13 @@ impl Engine {
     pub fn start(self) -> EngineHandle {
         let (outcomes, outcomes_rx) = mpsc::channel(crate::runtime::OUTCOME_QUEUE);
         let hook_concurrency = self.config.hook_concurrency;
+        // What its presence row says it fires while it leads: nothing, if it may not lead.
+        let cron_fired = self
+            .cron
+            .iter()
+            .filter(|_| self.config.leader_eligible)
+            .map(|job| job.schedule.schedule.signature())
+            .collect();
         let (claims, claims_rx) = completer::ClaimDesk::new();
         let shared = Arc::new(Shared {
             store: self.store,
@@ -301,18 +308,7 @@ impl Engine {
             failed: CancellationToken::new(),
             failure: Mutex::new(None),
             store_gave_up: Default::default(),
-            cron: self
-                .cron
-                .iter()
-                .map(|job| {
-                    let schedule = &job.schedule.schedule;
-                    drover_core::CronSignature {
-                        name: schedule.name.clone(),
-                        schedule: schedule.expression.clone(),
-                        timezone: schedule.timezone.clone(),
-                    }
-                })
-                .collect(),
+            cron: cron_fired,
         });
         let retention_policies: Vec<_> = self.retention.iter().map(|p| p.policy.clone()).collect();
         let cron_schedules: Vec<CronSchedule> = self

@@ -120,7 +120,6 @@ pub(crate) async fn run(
         Err(code) => {
             progress.finish_and_clear();
             target.remove_all(config).await;
-            crate::process::kill_all();
             return Err(anyhow::anyhow!("the runs' databases were removed")
                 .context(crate::signals::Interrupted("benchmarking", code)));
         }

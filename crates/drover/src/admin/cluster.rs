@@ -155,13 +155,9 @@ impl Admin {
                     last_job_id: state.and_then(|s| s.last_job_id),
                     next_fire_at: next.first().copied(),
                     next_fire_times: next,
-                    leader_fires: leader_fires.as_ref().map(|fired| {
-                        fired.contains(&CronSignature {
-                            name: schedule.name.clone(),
-                            schedule: schedule.expression.clone(),
-                            timezone: schedule.timezone.clone(),
-                        })
-                    }),
+                    leader_fires: leader_fires
+                        .as_ref()
+                        .map(|fired| fired.contains(&schedule.signature())),
                 })
             })
             .collect()

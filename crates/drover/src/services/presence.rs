@@ -105,12 +105,7 @@ fn upsert_params(shared: &Shared, remote: &RemoteWorkers, draining: bool) -> Pro
             .collect(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         http_workers: keep_recorded(remote.http_workers()),
-        // A process that may not lead fires nothing.
-        cron: if shared.config.leader_eligible {
-            shared.cron.clone()
-        } else {
-            Vec::new()
-        },
+        cron: shared.cron.clone(),
         draining,
         now: shared.clock.store_now(),
     }
