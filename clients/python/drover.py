@@ -257,7 +257,7 @@ class Client:
         headers = {"Accept": "application/json"}
         data = None
         if body is not None:
-            data = _dumps(body, f"the body of {method} {path.split('?')[0]}").encode()
+            data = _dumps(body, f"the body of {method} {_shown(path)}").encode()
             headers["Content-Type"] = "application/json"
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -278,7 +278,8 @@ class Client:
                 unknown = "" if retry or method == "GET" or unsent else (
                     "; the answer was lost, so whether the server acted on the request is "
                     "unknown")
-                raise DroverError(0, "unreachable", f"{method} {path}: {err}{unknown}") from err
+                raise DroverError(0, "unreachable",
+                                  f"{method} {_shown(path)}: {err}{unknown}") from err
             if response.status == 204:
                 return None
             try:
@@ -295,6 +296,18 @@ class Client:
                               error.get("message", payload.decode(errors="replace")[:500]),
                               error.get("field"))
         raise AssertionError("unreachable")
+
+
+def _shown(path: str) -> str:
+    """A request path fit for an error message or a log: without its query, and with a lease
+    token cut out (it lets whoever holds it complete or fail the job)."""
+    path = path.split("?")[0]
+    prefix = "/api/v1/leases/"
+    if path.startswith(prefix):
+        token, _, rest = path[len(prefix):].partition("/")
+        if token and rest:
+            return f"{prefix}…/{rest}"
+    return path
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:

@@ -259,6 +259,14 @@ class Unreachable(unittest.TestCase):
         self.assertIn("refused", caught.exception.message)
         self.assertNotIn("unknown", caught.exception.message)
 
+    def test_a_lease_token_is_kept_out_of_the_message(self):
+        # Logged by the worker's warnings: whoever reads the log must not get the lease.
+        token = "7-1-c0ffee5ecret"
+        with self.assertRaises(DroverError) as caught:
+            Client(NOWHERE).heartbeat(token)
+        self.assertNotIn("c0ffee5ecret", str(caught.exception))
+        self.assertIn("POST /api/v1/leases/…/heartbeat", caught.exception.message)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -130,7 +130,7 @@ impl CommandRuntime {
             .envs(env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|err| {
@@ -139,6 +139,7 @@ impl CommandRuntime {
         let mut stdin = child.stdin.take().expect("piped");
         let body = input.to_string();
         let mut stdout = child.stdout.take().expect("piped");
+        let stderr = StderrTail::follow(child.stderr.take().expect("piped"));
         let io = async {
             // A script that does not read its input must not block us.
             let _ = stdin.write_all(body.as_bytes()).await;
@@ -164,15 +165,16 @@ impl CommandRuntime {
                 ));
             }
         };
+        let said = last_line(&stderr.last().await);
         match status.code() {
             Some(0) => Ok(out),
             Some(RETRYABLE) => Err(RuntimeError::retryable(
                 format!("exit_{RETRYABLE}"),
-                format!("the {what} command failed (retryable)"),
+                format!("the {what} command failed (retryable){said}"),
             )),
             Some(code) => Err(RuntimeError::permanent(
                 format!("exit_{code}"),
-                format!("the {what} command failed with exit status {code}"),
+                format!("the {what} command failed with exit status {code}{said}"),
             )),
             None => Err(RuntimeError::retryable(
                 "signal",
@@ -180,6 +182,59 @@ impl CommandRuntime {
             )),
         }
     }
+}
+
+/// A script's standard error, passed on to the server's as it comes (the operator reads the
+/// script's own words in the server's log) with its last bytes kept for the slot's reason.
+struct StderrTail {
+    kept: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl StderrTail {
+    const KEEP: usize = 4096;
+
+    fn follow(mut stderr: tokio::process::ChildStderr) -> Self {
+        let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tail = kept.clone();
+        let reader = tokio::spawn(async move {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut stderr, &mut chunk).await {
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), &chunk[..n]);
+                let mut kept = tail.lock().unwrap_or_else(|p| p.into_inner());
+                kept.extend_from_slice(&chunk[..n]);
+                let excess = kept.len().saturating_sub(Self::KEEP);
+                kept.drain(..excess);
+            }
+        });
+        Self { kept, reader }
+    }
+
+    /// What the script wrote last. A process the script left running in the background may
+    /// hold its standard error open for good: past a moment, what came so far is the answer.
+    async fn last(mut self) -> Vec<u8> {
+        if tokio::time::timeout(Duration::from_millis(200), &mut self.reader)
+            .await
+            .is_err()
+        {
+            self.reader.abort();
+        }
+        std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// The last line a failed script wrote to its standard error, as `: LINE`, at most 200
+/// characters and without control characters (it is shown on the dashboard and the CLI).
+fn last_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let Some(line) = text.lines().map(str::trim).rfind(|line| !line.is_empty()) else {
+        return String::new();
+    };
+    let mut clean: String = line.chars().filter(|c| !c.is_control()).take(200).collect();
+    if line.chars().count() > 200 {
+        clean.push('…');
+    }
+    format!(": {clean}")
 }
 
 fn bad_output(what: &str, err: serde_json::Error) -> RuntimeError {
@@ -329,16 +384,43 @@ mod tests {
             (err.kind, err.category.as_str()),
             (RuntimeErrorKind::Retryable, "exit_75")
         );
-        let err = runtime(&["sh", "-c", "exit 3"], 5_000)
-            .launch(&request())
-            .await
-            .unwrap_err();
+        let err = runtime(
+            &[
+                "sh",
+                "-c",
+                "echo booting >&2; echo 'quota exceeded: 0 of 8 GPUs' >&2; exit 3",
+            ],
+            5_000,
+        )
+        .launch(&request())
+        .await
+        .unwrap_err();
         assert_eq!(err.kind, RuntimeErrorKind::Permanent);
+        assert!(
+            err.message
+                .ends_with("exit status 3: quota exceeded: 0 of 8 GPUs"),
+            "{}",
+            err.message
+        );
         let err = runtime(&["echo", "not json"], 5_000)
             .launch(&request())
             .await
             .unwrap_err();
         assert_eq!(err.category, "bad_output");
+    }
+
+    /// A launch script that starts its instance in the background, which keeps the script's
+    /// standard error open, still answers once the script exits.
+    #[tokio::test]
+    async fn a_background_child_holding_stderr_does_not_hold_the_launch() {
+        let script = r#"cat >/dev/null; (sleep 30 >/dev/null) & echo '{"instance_id":"i-bg"}'"#;
+        let started = std::time::Instant::now();
+        let id = runtime(&["sh", "-c", script], 20_000)
+            .launch(&request())
+            .await
+            .unwrap();
+        assert_eq!(id, "i-bg");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[tokio::test]

@@ -505,6 +505,126 @@ async fn a_token_guards_the_pages_and_read_only_hides_the_actions() {
     browser.close().await;
 }
 
+/// The autoscaler's capacity on its page: a reservation made through the API is shown assigned
+/// to its slot, released from the page, and the slot it held is drained from the page and
+/// terminated by the autoscaler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_releases_a_reservation_and_drains_a_slot() {
+    let env = Env::new(
+        r#"
+[systems.gpu]
+max = 2
+warm = 0
+max_leases_per_slot = 2
+idle_timeout = "1h"
+[queues.render]
+concurrency = 1
+system = "gpu"
+[autoscaler]
+runtime = "sim"
+interval = "100ms"
+[autoscaler.sim]
+boot_min = "0s"
+"#,
+    );
+    let server = blocking(|| env.serve("serve", &[]));
+    let browser = Browser::start(1280, 900, false).await;
+    let session = Session { server, browser };
+    let (server, browser) = (&session.server, &session.browser);
+    let reservation = blocking(|| {
+        let made = server.ok(
+            "/api/v1/reservations",
+            &json!({"system": "gpu", "holder": "render-farm-7"}),
+        );
+        let id = made["id"].as_i64().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (status, now) = server.get(&format!("/api/v1/reservations/{id}"));
+            assert_eq!(status, 200, "{now}");
+            if now["phase"] == "assigned" {
+                return now;
+            }
+            assert!(std::time::Instant::now() < deadline, "not assigned: {now}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let (id, slot) = (
+        reservation["id"].as_i64().unwrap(),
+        reservation["slot_id"].as_i64().unwrap(),
+    );
+
+    browser
+        .client
+        .goto(&session.url("/capacity"))
+        .await
+        .unwrap();
+    assert_eq!(browser.find("h1").await.text().await.unwrap(), "Capacity");
+    let system = browser
+        .find("tr[data-system='gpu']")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        system.contains("1 ready") && system.contains("render"),
+        "{system}"
+    );
+    let row = format!("tr[data-reservation='{id}']");
+    let text = browser.find(&row).await.text().await.unwrap();
+    assert!(
+        text.contains("assigned") && text.contains("render-farm-7"),
+        "{text}"
+    );
+    let slot_row = format!("tr[data-slot='{slot}']");
+    let text = browser.find(&slot_row).await.text().await.unwrap();
+    assert!(text.contains("ready") && text.contains("1 / 2"), "{text}");
+    screenshot(browser, "capacity").await;
+
+    click_and_confirm(
+        browser,
+        &format!("{row} button[data-post$='/release']"),
+        &format!("Release reservation {id} of gpu?"),
+        "Release",
+    )
+    .await;
+    browser
+        .until(
+            "the released reservation leaves the list",
+            &format!("!document.querySelector(\"{row}\")"),
+        )
+        .await;
+    let (_, released) = blocking(|| server.get(&format!("/api/v1/reservations/{id}")));
+    assert_eq!(released["phase"], "released", "{released}");
+
+    click_and_confirm(
+        browser,
+        &format!("{slot_row} button[data-post$='/drain']"),
+        &format!("Drain slot {slot}?"),
+        "Drain",
+    )
+    .await;
+    // Holding no lease, the draining slot is terminated at the autoscaler's next tick.
+    browser
+        .until(
+            "the drained slot leaves the list",
+            &format!("!document.querySelector(\"{slot_row}\")"),
+        )
+        .await;
+    let (_, slots) = blocking(|| server.get("/api/v1/slots?all=true"));
+    let drained = slots
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == slot)
+        .unwrap();
+    assert_eq!(drained["state"], "empty", "{drained}");
+    assert!(
+        ["drained", "terminated"].contains(&drained["reason"].as_str().unwrap()),
+        "{drained}"
+    );
+    session.browser.close().await;
+}
+
 /// `drover bench --scenario pages` on both backends: every page and API read it times answers
 /// 200 on a filled table (the bench fails otherwise), and it reports each of them.
 #[test]
@@ -536,7 +656,15 @@ fn the_page_benchmark_fetches_every_page_on_both_backends() {
             })
             .collect();
         let names: Vec<&str> = pages.iter().map(|p| p["page"].as_str().unwrap()).collect();
-        for page in ["/", "/jobs", "/queues", "/cron", "/retention", "/processes"] {
+        for page in [
+            "/",
+            "/jobs",
+            "/queues",
+            "/cron",
+            "/retention",
+            "/processes",
+            "/capacity",
+        ] {
             assert!(
                 names.contains(&page),
                 "{name}: {page} not measured: {names:?}"

@@ -312,6 +312,31 @@ async fn pooled_sessions_carry_their_settings() {
     assert_eq!(show("search_path").await, guard.0);
     assert_eq!(show("application_name").await, "drover");
     assert_eq!(show("jit").await, "off");
+    assert_eq!(show("backend_flush_after").await, "256kB");
+    drop(client);
+    store.close().await;
+}
+
+/// A `backend_flush_after` the URL sets (or the role, the database, the server) is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_setting_of_the_operator_is_kept() {
+    let (store, guard) = fresh_store().await;
+    store.close().await;
+    let url = test_url();
+    let join = if url.contains('?') { '&' } else { '?' };
+    let mut config =
+        PgConfig::from_url(&format!("{url}{join}options=-c%20backend_flush_after%3D0"))
+            .expect("url");
+    config.schema = Some(guard.0.clone());
+    config.listen = false;
+    let store = PgStore::connect(config).await.expect("connect");
+    let client = store.client().await.expect("connection");
+    let value: String = client
+        .query_one("SHOW backend_flush_after", &[])
+        .await
+        .expect("show")
+        .get(0);
+    assert_eq!(value, "0");
     drop(client);
     store.close().await;
 }

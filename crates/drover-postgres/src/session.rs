@@ -107,10 +107,13 @@ pub(crate) fn pool(
 /// engine's statements are short, and once a table is big enough for the planner to call for
 /// it, compiling cost more than it saved (the leader's refresh of the queue counts took
 /// 240 ms with JIT compilation, in the middle of a drain).
+///
+/// And [`FLUSH_AFTER`], unless the server, the database, the role or the URL set
+/// `backend_flush_after` themselves.
 fn session_setup(config: &PgConfig, schema: Option<&str>) -> String {
     let mut sql = format!(
         "SET statement_timeout = {}; SET idle_in_transaction_session_timeout = {}; \
-         SET jit = off;",
+         SET jit = off; {FLUSH_AFTER}",
         millis(config.statement_timeout),
         millis(config.idle_in_transaction_timeout)
     );
@@ -120,6 +123,20 @@ fn session_setup(config: &PgConfig, schema: Option<&str>) -> String {
     }
     sql
 }
+
+/// Pages a session writes out of shared buffers (its inserts and updates evict dirty pages,
+/// and its vacuum writes) are handed to the disk every 256 kB rather than left in the kernel's
+/// cache. Left there (PostgreSQL's default, 0), they pile up to the next checkpoint, whose
+/// `fsync` then writes hundreds of megabytes at once while every commit's WAL flush waits
+/// behind it: under a steady 32,000 jobs/s the enqueue-to-start p99 was 59 / 15 / 84 ms
+/// without and 18 / 20 / 27 ms with it (alternated runs, one sitting). A server that cannot
+/// take the setting keeps its own: this is a tuning, not a requirement.
+const FLUSH_AFTER: &str = "DO $$ BEGIN \
+    IF (SELECT source FROM pg_settings WHERE name = 'backend_flush_after') = 'default' THEN \
+        PERFORM set_config('backend_flush_after', '256kB', false); \
+    END IF; \
+    EXCEPTION WHEN OTHERS THEN NULL; \
+END $$;";
 
 /// Milliseconds for a timeout setting; 0 would mean "no timeout", so round up to 1.
 fn millis(d: Duration) -> u128 {

@@ -337,17 +337,10 @@ impl Engine {
             &stop_claiming,
             &stop_services,
         );
-        let systems: Vec<(String, Duration)> = self
+        let systems = self
             .autoscaler
             .as_ref()
-            .map(|parts| {
-                parts
-                    .config
-                    .systems
-                    .iter()
-                    .map(|(name, system)| (name.clone(), system.reservation_ttl))
-                    .collect()
-            })
+            .map(|parts| parts.config.systems.clone())
             .unwrap_or_default();
         let leader_services = leader_services(&shared, self.cron, self.retention, self.autoscaler);
         // Leadership ends as the shutdown begins, with the claiming: a process draining its
@@ -364,9 +357,9 @@ impl Engine {
             cron_schedules,
         )
         .with_retention(retention_policies)
-        .with_systems(systems)
         .with_http_workers(remote.clone(), shared.process_id.clone())
         .with_hooks(shared.hooks.clone())
+        .with_systems(systems)
         .with_metrics(shared.metrics.clone());
         EngineHandle {
             admin,

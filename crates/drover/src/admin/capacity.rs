@@ -39,8 +39,11 @@ impl Admin {
         let ttl = ttl.unwrap_or_else(|| {
             self.systems
                 .as_ref()
-                .and_then(|systems| systems.get(system).copied())
-                .unwrap_or(crate::autoscaler::SystemConfig::default().reservation_ttl)
+                .and_then(|systems| systems.get(system))
+                .map_or(
+                    crate::autoscaler::SystemConfig::default().reservation_ttl,
+                    |config| config.reservation_ttl,
+                )
         });
         let request = capacity::Reservation {
             system,

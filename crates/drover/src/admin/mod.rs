@@ -63,9 +63,9 @@ pub struct Admin {
     retention: Arc<Vec<RetentionPolicy>>,
     metrics: Option<Arc<Metrics>>,
     search_budget: drover_core::JobId,
-    /// The autoscaler's systems, when known, with their default reservation time to live: a
-    /// reservation of any other would wait in vain.
-    systems: Option<Arc<std::collections::BTreeMap<String, std::time::Duration>>>,
+    /// The autoscaler's systems, when this process runs it: a reservation of any other would
+    /// wait in vain, and the capacity views show their pools.
+    systems: Option<Arc<std::collections::BTreeMap<String, crate::autoscaler::SystemConfig>>>,
     /// The HTTP workers this process serves, and its id, for the cluster's view.
     remote: Option<(crate::remote::RemoteWorkers, String)>,
     /// The job-end hooks of the process, run when an operator's action ends a job.
@@ -150,15 +150,23 @@ impl Admin {
         self
     }
 
-    /// The systems the autoscaler serves, each with its default reservation time to live:
-    /// reservations of any other are refused. Without this, every system is taken (the
-    /// autoscaler may run in another process).
+    /// The systems the autoscaler serves, with their settings: reservations of any other are
+    /// refused, and one made without a time to live gets its system's. Without this, every
+    /// system is taken (the autoscaler may run in another process).
     pub fn with_systems(
         mut self,
-        systems: impl IntoIterator<Item = (String, std::time::Duration)>,
+        systems: impl IntoIterator<Item = (String, crate::autoscaler::SystemConfig)>,
     ) -> Self {
         self.systems = Some(Arc::new(systems.into_iter().collect()));
         self
+    }
+
+    /// The systems the autoscaler of this process serves, with their settings (none when it
+    /// runs no autoscaler); `None` when this admin was not told (a library user's).
+    pub fn systems(
+        &self,
+    ) -> Option<&std::collections::BTreeMap<String, crate::autoscaler::SystemConfig>> {
+        self.systems.as_deref()
     }
 
     /// Lists the HTTP workers `remote` serves in [`Admin::cluster`] as they are now, rather

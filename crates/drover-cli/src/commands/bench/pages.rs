@@ -141,6 +141,7 @@ pub(super) async fn pages(
         "/cron".to_owned(),
         "/retention".to_owned(),
         "/processes".to_owned(),
+        "/capacity".to_owned(),
         "/api/v1/jobs?limit=50".to_owned(),
         "/api/v1/queues".to_owned(),
         "/api/v1/jobs/count?state=discarded".to_owned(),

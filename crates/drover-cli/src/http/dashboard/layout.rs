@@ -12,17 +12,19 @@ pub(super) enum Nav {
     Cron,
     Retention,
     Processes,
+    Capacity,
     /// Login and error pages.
     None,
 }
 
-const ENTRIES: [(Nav, &str, &str); 6] = [
+const ENTRIES: [(Nav, &str, &str); 7] = [
     (Nav::Overview, "/", "Overview"),
     (Nav::Jobs, "/jobs", "Jobs"),
     (Nav::Queues, "/queues", "Queues"),
     (Nav::Cron, "/cron", "Cron"),
     (Nav::Retention, "/retention", "Retention"),
     (Nav::Processes, "/processes", "Processes"),
+    (Nav::Capacity, "/capacity", "Capacity"),
 ];
 
 /// A whole page. `signed_in` shows the sign-out button (only when a token guards the server).

@@ -7,6 +7,7 @@
 //! Pages stay fast at millions of jobs because they read only what the API reads: cached
 //! counts, one page of a list, one job.
 
+mod capacity;
 mod chart;
 mod cron;
 mod format;
@@ -37,6 +38,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/cron", get(cron::page))
         .route("/retention", get(retention::page))
         .route("/processes", get(processes::page))
+        .route("/capacity", get(capacity::page))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", axum::routing::post(session::logout))
         .route("/assets/dashboard.css", get(stylesheet))
