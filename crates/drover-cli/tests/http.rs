@@ -539,6 +539,20 @@ fn errors(server: &Server) {
             "lease_lost",
         ),
         (
+            "/api/v1/leases/987654.1/heartbeat",
+            b"{}".to_vec(),
+            "application/json",
+            404,
+            "not_found",
+        ),
+        (
+            "/api/v1/leases/987654.1/complete",
+            Vec::new(),
+            "application/json",
+            404,
+            "not_found",
+        ),
+        (
             "/api/v1/leases/1.1/heartbeat",
             b"{\"colour\":1}".to_vec(),
             "application/json",

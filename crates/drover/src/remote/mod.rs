@@ -543,6 +543,12 @@ impl RemoteWorkers {
             .next()
             .ok_or_else(|| StoreError::Internal("heartbeat returned nothing".into()))?;
         if !status.held {
+            // A lost heartbeat is rare, so the lookup that tells a token of a job that is
+            // not there (a mistyped token) from a lease that ran out costs next to nothing; it
+            // is answered as an outcome for such a token is.
+            if let Ok(None) = self.store.job_get(lease.id).await {
+                return Err(Error::Store(StoreError::NotFound(lease.id)));
+            }
             return Err(Error::LeaseLost(format!(
                 "job {} is no longer running under this lease (it expired and was rescued, or \
                  the run was already recorded)",

@@ -109,6 +109,7 @@ impl From<HeartbeatAnswer> for Renewed {
     request_body(content = Option<StepBody>, description = "Optional: the step reached"),
     responses(
         (status = 200, description = "Renewed", body = Renewed),
+        (status = 404, description = "No such job (a mistyped token)", body = ErrorBody),
         (status = 409, description = "The lease is lost (expired and rescued, or finished)", body = ErrorBody),
     ))]
 pub(crate) async fn heartbeat(
@@ -147,6 +148,7 @@ impl From<Recorded> for Done {
     request_body(content = Option<StepBody>, description = "Optional: the last step"),
     responses(
         (status = 200, description = "Recorded", body = Done),
+        (status = 404, description = "No such job (a mistyped token)", body = ErrorBody),
         (status = 409, description = "The lease is lost: not recorded", body = ErrorBody),
     ))]
 pub(crate) async fn complete(
@@ -179,6 +181,7 @@ pub(crate) struct FailBody {
     request_body = FailBody,
     responses(
         (status = 200, description = "Recorded", body = Done),
+        (status = 404, description = "No such job (a mistyped token)", body = ErrorBody),
         (status = 409, description = "The lease is lost: not recorded", body = ErrorBody),
     ))]
 pub(crate) async fn fail(
@@ -227,6 +230,7 @@ pub(crate) struct HandBackBody {
     request_body(content = Option<HandBackBody>, description = "Optional"),
     responses(
         (status = 200, description = "Recorded", body = Done),
+        (status = 404, description = "No such job (a mistyped token)", body = ErrorBody),
         (status = 409, description = "The lease is lost", body = ErrorBody),
     ))]
 pub(crate) async fn hand_back(
