@@ -157,6 +157,21 @@ impl SimSection {
     }
 }
 
+/// A `--system` that filters a list: a well-formed name, and one the config declares when it
+/// declares any. (A system the config does not declare has no slots or reservations to show,
+/// unless another config once did: only a config that declares systems can tell a typo.)
+pub(crate) fn check_system_flag(config: &Config, system: &str) -> anyhow::Result<()> {
+    drover_core::validate::check_name("system", system)?;
+    let declared: Vec<String> = autoscaler_config(config)?
+        .map(|autoscaler| autoscaler.systems.keys().cloned().collect())
+        .unwrap_or_default();
+    if !declared.is_empty() {
+        drover::autoscaler::admin::check_declared(system, &declared)
+            .map_err(|err| anyhow::anyhow!("--system: {err}"))?;
+    }
+    Ok(())
+}
+
 /// The runtimes a config may name.
 pub(crate) const RUNTIMES: [&str; 3] = ["local", "command", "sim"];
 

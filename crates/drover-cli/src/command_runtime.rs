@@ -138,18 +138,18 @@ impl CommandRuntime {
             })?;
         let mut stdin = child.stdin.take().expect("piped");
         let body = input.to_string();
-        let mut stdout = child.stdout.take().expect("piped");
-        let stderr = StderrTail::follow(child.stderr.take().expect("piped"));
+        // Read by tasks of their own: the answer is what the script wrote by the time it
+        // exited, even when a process it left running (the instance it launched) holds its
+        // pipes open.
+        let stdout = Pipe::follow(child.stdout.take().expect("piped"), Pipe::ANSWER, false);
+        let stderr = Pipe::follow(child.stderr.take().expect("piped"), Pipe::TAIL, true);
         let io = async {
             // A script that does not read its input must not block us.
             let _ = stdin.write_all(body.as_bytes()).await;
             drop(stdin);
-            let mut out = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut stdout, &mut out).await?;
-            let status = child.wait().await?;
-            Ok::<_, std::io::Error>((status, out))
+            child.wait().await
         };
-        let (status, out) = match tokio::time::timeout(timeout, io).await {
+        let status = match tokio::time::timeout(timeout, io).await {
             Ok(Ok(done)) => done,
             Ok(Err(err)) => return Err(RuntimeError::retryable("io", err.to_string())),
             Err(_) => {
@@ -165,7 +165,8 @@ impl CommandRuntime {
                 ));
             }
         };
-        let said = last_line(&stderr.last().await);
+        let out = stdout.written().await;
+        let said = last_line(&stderr.written().await);
         match status.code() {
             Some(0) => Ok(out),
             Some(RETRYABLE) => Err(RuntimeError::retryable(
@@ -184,35 +185,46 @@ impl CommandRuntime {
     }
 }
 
-/// A script's standard error, passed on to the server's as it comes (the operator reads the
-/// script's own words in the server's log) with its last bytes kept for the slot's reason.
-struct StderrTail {
+/// One of a script's output pipes, read as it comes by a task of its own; standard error is
+/// passed on to the server's too (the operator reads the script's own words in the server's
+/// log).
+struct Pipe {
     kept: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
     reader: tokio::task::JoinHandle<()>,
 }
 
-impl StderrTail {
-    const KEEP: usize = 4096;
+impl Pipe {
+    /// The most of standard output kept: an answer (a list of instances) is far smaller.
+    const ANSWER: usize = 16 << 20;
+    /// The most of standard error kept: its last line goes into a slot's reason.
+    const TAIL: usize = 4096;
 
-    fn follow(mut stderr: tokio::process::ChildStderr) -> Self {
+    /// Reads `pipe` to its end, keeping its last `keep` bytes.
+    fn follow(
+        mut pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+        keep: usize,
+        pass_on: bool,
+    ) -> Self {
         let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let tail = kept.clone();
         let reader = tokio::spawn(async move {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut stderr, &mut chunk).await {
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), &chunk[..n]);
+            let mut chunk = vec![0u8; 8192];
+            while let Ok(n @ 1..) = tokio::io::AsyncReadExt::read(&mut pipe, &mut chunk).await {
+                if pass_on {
+                    let _ = std::io::Write::write_all(&mut std::io::stderr(), &chunk[..n]);
+                }
                 let mut kept = tail.lock().unwrap_or_else(|p| p.into_inner());
                 kept.extend_from_slice(&chunk[..n]);
-                let excess = kept.len().saturating_sub(Self::KEEP);
+                let excess = kept.len().saturating_sub(keep);
                 kept.drain(..excess);
             }
         });
         Self { kept, reader }
     }
 
-    /// What the script wrote last. A process the script left running in the background may
-    /// hold its standard error open for good: past a moment, what came so far is the answer.
-    async fn last(mut self) -> Vec<u8> {
+    /// What the script wrote, once it exited. A process it left running in the background
+    /// may hold the pipe open for good: past a moment, what came so far is the answer.
+    async fn written(mut self) -> Vec<u8> {
         if tokio::time::timeout(Duration::from_millis(200), &mut self.reader)
             .await
             .is_err()
@@ -220,6 +232,13 @@ impl StderrTail {
             self.reader.abort();
         }
         std::mem::take(&mut *self.kept.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+impl Drop for Pipe {
+    /// A script given up on (past its timeout) leaves no reader behind.
+    fn drop(&mut self) {
+        self.reader.abort();
     }
 }
 
@@ -410,10 +429,10 @@ mod tests {
     }
 
     /// A launch script that starts its instance in the background, which keeps the script's
-    /// standard error open, still answers once the script exits.
+    /// standard output and error open, still answers once the script exits.
     #[tokio::test]
     async fn a_background_child_holding_stderr_does_not_hold_the_launch() {
-        let script = r#"cat >/dev/null; (sleep 30 >/dev/null) & echo '{"instance_id":"i-bg"}'"#;
+        let script = r#"cat >/dev/null; sleep 30 & echo '{"instance_id":"i-bg"}'"#;
         let started = std::time::Instant::now();
         let id = runtime(&["sh", "-c", script], 20_000)
             .launch(&request())

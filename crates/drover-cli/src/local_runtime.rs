@@ -132,24 +132,19 @@ impl CapacityRuntime for LocalRuntime {
             .get(&request.system)
             .cloned()
             .unwrap_or_default();
-        if queues.is_empty() {
-            return Err(RuntimeError::permanent(
-                "no_queues",
-                format!(
-                    "no queue is bound to system {:?} ([queues.NAME] system = ...)",
-                    request.system
-                ),
-            ));
-        }
         let mut command = tokio::process::Command::new(&self.exe);
         command
             .arg("worker")
             .arg("--slot")
             .arg(request.slot.to_string())
             .arg("--slot-generation")
-            .arg(request.generation.to_string())
-            .arg("--queues")
-            .arg(queues.join(","))
+            .arg(request.generation.to_string());
+        // A system no queue is bound to serves reservations only: its worker holds the slot
+        // and claims no job.
+        if !queues.is_empty() {
+            command.arg("--queues").arg(queues.join(","));
+        }
+        command
             .env("DROVER_DATABASE_URL", &self.database_url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

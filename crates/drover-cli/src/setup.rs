@@ -74,6 +74,11 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
             queues.insert(queue.clone(), DEFAULT_CONCURRENCY);
         }
     }
+    if args.slot.is_some() && args.queues.is_empty() {
+        // A slot's worker works what its runtime names and nothing else: none for a system
+        // that serves reservations only.
+        queues.clear();
+    }
     if !args.queues.is_empty() {
         queues = args
             .queues

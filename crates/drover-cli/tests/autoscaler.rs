@@ -161,6 +161,13 @@ fn bad_capacity_input_is_refused() {
         let err = env.fails(&["reserve", "--system", "gpu", "--ttl", ttl]);
         assert!(err.contains("at most 30 days"), "{ttl}: {err}");
     }
+    for list in [&["slots", "list"][..], &["reservations"][..]] {
+        let err = env.fails(&[list, &["--system", "nope"]].concat());
+        assert!(
+            err.contains("--system") && err.contains("[systems.nope]"),
+            "{list:?}: {err}"
+        );
+    }
     let err = env.fails(&["slots", "drain", "999"]);
     assert!(err.contains("no slot with id 999"), "{err}");
     let err = env.fails(&["release", "999"]);
@@ -366,6 +373,32 @@ fn a_killed_local_slot_worker_is_replaced_without_waiting_for_the_registry() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A system no queue is bound to serves reservations only: the local runtime starts a worker
+/// that holds the slot and claims no job (it was refused, "no queue is bound", and retried
+/// forever).
+#[test]
+fn a_reservation_only_system_gets_a_local_worker() {
+    let env = Env::new(&format!(
+        "{LOCAL}\n[systems.lease]\nmax = 1\nidle_timeout = \"1h\"\nboot_timeout = \"30s\"\n"
+    ));
+    let _workers = SlotWorkers(&env);
+    let _server = env.spawn("serve", &["serve"]);
+    let reservation: Value = serde_json::from_str(&env.ok(&[
+        "reserve", "--system", "lease", "--ttl", "10m", "--wait", "--json",
+    ]))
+    .unwrap();
+    assert_eq!(reservation["phase"], "assigned", "{reservation}");
+    let instance = reservation["instance_id"].as_str().unwrap().to_owned();
+    let stats = env.stats();
+    let worker = stats["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"].as_str().is_some_and(|id| id.starts_with(&instance)))
+        .unwrap_or_else(|| panic!("no registered worker for {instance}: {stats}"));
+    assert_eq!(worker["queues"], serde_json::json!([]), "{worker}");
 }
 
 /// `drover slots interrupt` on a busy local slot: its job is handed back at once (not after

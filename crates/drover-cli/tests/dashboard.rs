@@ -579,6 +579,15 @@ boot_min = "0s"
     let text = browser.find(&slot_row).await.text().await.unwrap();
     assert!(text.contains("ready") && text.contains("1 / 2"), "{text}");
     screenshot(browser, "capacity").await;
+    // A phone's width: the wide tables scroll inside their cards, the page does not.
+    browser.client.set_window_size(390, 844).await.unwrap();
+    browser
+        .until(
+            "the page is no wider than the window",
+            "document.documentElement.scrollWidth <= window.innerWidth",
+        )
+        .await;
+    browser.client.set_window_size(1280, 900).await.unwrap();
 
     click_and_confirm(
         browser,

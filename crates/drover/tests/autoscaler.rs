@@ -76,6 +76,7 @@ on_both_backends!(
     never_past_max_slots_or_the_lease_limit,
     min_and_warm_pools_are_kept,
     an_interruption_drains_hands_back_and_replaces,
+    a_draining_slot_holding_a_lease_can_be_interrupted,
     a_vanished_instance_is_handled_as_interrupted,
     a_launch_the_list_does_not_show_yet_is_not_vanished,
     a_failed_launch_is_counted_and_retried_after_the_cooldown,
@@ -356,6 +357,45 @@ async fn an_interruption_drains_hands_back_and_replaces(store: DynStore) {
     let now_held = h.reservations(ReservationPhase::Assigned).await;
     assert_eq!(now_held.len(), 1);
     assert_ne!(now_held[0].instance_id.as_deref(), Some(instance.as_str()));
+}
+
+/// A slot an operator drained keeps its lease for as long as the reservation lives; an
+/// interruption then hands it back at once (it was refused: "only a booting, binding or ready
+/// slot").
+async fn a_draining_slot_holding_a_lease_can_be_interrupted(store: DynStore) {
+    use drover::autoscaler::admin;
+    let h = Harness::new(store, gpu(SystemConfig::default()));
+    let reservation = h.reserve(1, HOUR).await.remove(0);
+    h.tick().await;
+    h.run_for(BOOT + Duration::from_secs(5)).await;
+    let slot = h.slots(SlotState::Ready).await.remove(0);
+    admin::drain(h.store.as_ref(), &h.clock, slot.id)
+        .await
+        .unwrap();
+    h.tick().await;
+    assert_eq!(
+        h.slots(SlotState::Draining).await[0].leases,
+        1,
+        "still held"
+    );
+
+    let interrupted = admin::interrupt(h.store.as_ref(), &h.clock, slot.id)
+        .await
+        .unwrap();
+    assert!(interrupted.notice_at.is_some());
+    let again = admin::interrupt(h.store.as_ref(), &h.clock, slot.id).await;
+    assert!(again.is_err(), "interrupted once: {again:?}");
+    assert_eq!(h.reservations(ReservationPhase::Pending).await.len(), 1);
+    let report = h.tick().await;
+    assert_eq!(report.terminated, 1);
+    let instance = slot.instance_id.unwrap();
+    assert!(!h.runtime.live_instances().contains(&instance));
+    h.run_for(BOOT + Duration::from_secs(5)).await;
+    assert!(h.slots(SlotState::Draining).await.is_empty());
+    let held = h.reservations(ReservationPhase::Assigned).await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].id, reservation.id);
+    assert_ne!(held[0].instance_id.as_deref(), Some(instance.as_str()));
 }
 
 async fn a_vanished_instance_is_handled_as_interrupted(store: DynStore) {

@@ -86,6 +86,9 @@ pub(crate) async fn list(
     system: Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
+    if let Some(system) = &system {
+        crate::capacity_config::check_system_flag(config, system)?;
+    }
     // Nothing to list in a database that does not exist: a mistyped path must not create one.
     let store = backend::open_existing(url, config).await?;
     let result = admin::reservations(store.as_ref(), system).await;

@@ -14,16 +14,7 @@ pub(crate) async fn run(url: &str, config: &Config, command: SlotsCommand) -> an
         ..
     } = &command
     {
-        drover_core::validate::check_name("system", system)?;
-        // A system the config does not declare has no slots to show, unless another config
-        // once did: only a config that declares systems can tell a typo.
-        let declared: Vec<String> = crate::capacity_config::autoscaler_config(config)?
-            .map(|autoscaler| autoscaler.systems.keys().cloned().collect())
-            .unwrap_or_default();
-        if !declared.is_empty() {
-            admin::check_declared(system, &declared)
-                .map_err(|err| anyhow::anyhow!("--system: {err}"))?;
-        }
+        crate::capacity_config::check_system_flag(config, system)?;
     }
     // Every slot command reads or acts on slots that exist: a mistyped path must not leave an
     // empty database behind.
@@ -73,7 +64,7 @@ fn print_slots(slots: &[SlotRecord]) {
                 s.generation.to_string(),
                 s.leases.to_string(),
                 output::time(s.state_changed_at),
-                output::cut(&s.reason, 60),
+                output::cut(&s.reason, 100),
             ]
         })
         .collect();

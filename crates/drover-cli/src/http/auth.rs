@@ -252,6 +252,13 @@ mod tests {
         assert!(!is_operator_action(&Method::POST, "/api/v1/jobs"));
         assert!(!is_operator_action(&Method::POST, "/api/v1/jobs/batch"));
         assert!(!is_operator_action(&Method::POST, "/api/v1/leases"));
+        assert!(is_operator_action(&Method::POST, "/api/v1/slots/2/drain"));
+        // A program's own reservation, as its leases: what a read-only server still serves.
+        assert!(!is_operator_action(&Method::POST, "/api/v1/reservations"));
+        assert!(!is_operator_action(
+            &Method::POST,
+            "/api/v1/reservations/3/release"
+        ));
         assert!(!is_operator_action(&Method::GET, "/api/v1/jobs/7"));
     }
 }

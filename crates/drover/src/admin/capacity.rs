@@ -63,6 +63,11 @@ impl Admin {
         Ok(capacity::reservations(self.store(), system).await?)
     }
 
+    /// How many reservations are open, per system and phase (exact, unlike a list).
+    pub async fn reservation_counts(&self) -> Result<Vec<drover_core::ReservationCount>, Error> {
+        Ok(capacity::reservation_counts(self.store()).await?)
+    }
+
     /// One reservation: pending, or assigned with its slot and instance.
     pub async fn reservation(&self, id: ReservationId) -> Result<ReservationRecord, Error> {
         Ok(capacity::reservation(self.store(), id).await?)

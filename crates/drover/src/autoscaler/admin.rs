@@ -73,15 +73,26 @@ async fn to_draining(
     interrupt: bool,
 ) -> Result<SlotRecord, AdminError> {
     let current = slot(store, id).await?;
-    if !matches!(
+    // A draining slot may still hold leases for as long as their reservations live; an
+    // interruption hands them back at once, once.
+    let interruptible = current.state == SlotState::Draining && current.notice_at.is_none();
+    if !(matches!(
         current.state,
         SlotState::Booting | SlotState::Binding | SlotState::Ready
-    ) {
-        return Err(AdminError::Conflict(format!(
-            "slot {id} is {}: only a booting, binding or ready slot can be {}",
-            current.state,
-            if interrupt { "interrupted" } else { "drained" }
-        )));
+    ) || interrupt && interruptible)
+    {
+        return Err(AdminError::Conflict(if interrupt {
+            format!(
+                "slot {id} is {}: only a booting, binding, ready or draining slot can be \
+                 interrupted, once",
+                current.state
+            )
+        } else {
+            format!(
+                "slot {id} is {}: only a booting, binding or ready slot can be drained",
+                current.state
+            )
+        }));
     }
     let now = clock.now();
     let updated = store
@@ -233,6 +244,14 @@ pub async fn reservations(
             ..Default::default()
         })
         .await?)
+}
+
+/// How many reservations are open, per system and phase: exact, where a list stops at
+/// [`RESERVATION_LIST_LIMIT`].
+pub async fn reservation_counts(
+    store: &dyn Store,
+) -> Result<Vec<drover_core::ReservationCount>, AdminError> {
+    Ok(store.reservation_count().await?)
 }
 
 /// One reservation.

@@ -117,9 +117,14 @@ pub trait CapacityRuntime: Send + Sync {
 /// The database and config reach it through `DROVER_DATABASE_URL` and `DROVER_CONFIG`, which
 /// the runtime sets up on the instance (secrets never appear in the script).
 pub fn bootstrap_script(slot: SlotId, generation: i64, system: &str, queues: &[String]) -> String {
+    // A system no queue is bound to serves reservations only: its worker claims no job.
+    let queues = if queues.is_empty() {
+        String::new()
+    } else {
+        format!(" --queues {}", queues.join(","))
+    };
     format!(
         "#!/bin/sh\n# drover slot {slot} (generation {generation}) of system {system}\n\
-         exec drover worker --slot {slot} --slot-generation {generation} --queues {}\n",
-        queues.join(",")
+         exec drover worker --slot {slot} --slot-generation {generation}{queues}\n"
     )
 }

@@ -573,7 +573,9 @@ async fn make_launch(
         }
         Err(err) => {
             tracing::warn!(slot = slot.id, system = %slot.system, error = %err, "launch failed");
-            let reason = format!("launch failed: {err}");
+            // The runtime's own words, first: the category and kind are in the log line above
+            // and the launch metric, and a reason is read cut to a table's column.
+            let reason = format!("launch failed: {}", err.message);
             if transition(cx, slot, SlotState::Error, reason, Change::default()).await? {
                 cx.metrics.launch(&slot.system, &err.category);
                 report.launch_failures += 1;

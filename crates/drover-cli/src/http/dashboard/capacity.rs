@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use drover::autoscaler::SystemConfig;
-use drover_core::{ReservationPhase, ReservationRecord, SlotRecord, SlotState};
+use drover_core::{ReservationCount, ReservationPhase, ReservationRecord, SlotRecord, SlotState};
 use jiff::Timestamp;
 use maud::{Markup, html};
 
@@ -16,14 +16,13 @@ use crate::http::AppState;
 pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     let slots = state.admin.slots(None, false).await?;
     let reservations = state.admin.reservations(None).await?;
+    let counts = state.admin.reservation_counts().await?;
     let configured = state.admin.systems().cloned().unwrap_or_default();
     let now = Timestamp::now();
     let actions = !state.settings.read_only;
     let held: u32 = slots.iter().map(|s| s.leases).sum();
-    let pending = reservations
-        .iter()
-        .filter(|r| r.phase == ReservationPhase::Pending)
-        .count();
+    let pending = Pending(&counts);
+    let open: u64 = counts.iter().map(|c| c.count).sum();
     let body = html! {
         div #capacity data-live {
             div.stats {
@@ -31,12 +30,13 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                 (layout::stat("ready", html! { (slots.iter().filter(|s| s.state == SlotState::Ready).count()) }))
                 (layout::stat("leases held", html! { (held) }))
                 (layout::stat("reservations waiting", html! {
-                    @if pending > 0 { span.warn { (pending) } } @else { "0" }
+                    @let waiting = pending.of(None);
+                    @if waiting > 0 { span.warn { (format::count(waiting)) } } @else { "0" }
                 }))
             }
-            (systems(&configured, &slots, &reservations))
+            (systems(&configured, &slots, pending))
             (slot_table(&slots, &configured, now, actions))
-            (reservation_table(&reservations, now, actions))
+            (reservation_table(&reservations, open, now, actions))
         }
     };
     Ok(layout::page(
@@ -47,15 +47,36 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     ))
 }
 
+/// The pending reservations, counted by the store (a list stops at 1,000).
+#[derive(Clone, Copy)]
+struct Pending<'a>(&'a [ReservationCount]);
+
+impl Pending<'_> {
+    /// Those of `system`, or of every system.
+    fn of(self, system: Option<&str>) -> u64 {
+        self.0
+            .iter()
+            .filter(|c| c.phase == ReservationPhase::Pending)
+            .filter(|c| system.is_none_or(|s| s == c.system))
+            .map(|c| c.count)
+            .sum()
+    }
+}
+
 /// One row per system: the configured pools (when this process runs the autoscaler) beside
 /// what the slots hold now.
 fn systems(
     configured: &BTreeMap<String, SystemConfig>,
     slots: &[SlotRecord],
-    reservations: &[ReservationRecord],
+    pending: Pending<'_>,
 ) -> Markup {
     let mut names: Vec<&str> = configured.keys().map(String::as_str).collect();
-    for name in slots.iter().map(|s| s.system.as_str()) {
+    let with_reservations = pending.0.iter().map(|c| c.system.as_str());
+    for name in slots
+        .iter()
+        .map(|s| s.system.as_str())
+        .chain(with_reservations)
+    {
         if !names.contains(&name) {
             names.push(name);
         }
@@ -66,9 +87,9 @@ fn systems(
             h2 { "Systems" }
             @if names.is_empty() {
                 p.muted {
-                    "No system is declared and no slot exists. Declare one with a "
-                    code { "[systems.NAME]" } " table and start the autoscaler with "
-                    code { "[autoscaler]" } " in drover.toml."
+                    "No system is declared and no slot exists. A " code { "[systems.NAME]" }
+                    " table in drover.toml starts the autoscaler (" code { "[autoscaler]" }
+                    " picks its runtime)."
                 }
             } @else {
                 div.scroll {
@@ -95,7 +116,7 @@ fn systems(
                                     }
                                     td { (by_state(&mine)) }
                                     td.num { (mine.iter().map(|s| s.leases).sum::<u32>()) }
-                                    td.num { (reservations.iter().filter(|r| r.system == *name && r.phase == ReservationPhase::Pending).count()) }
+                                    td.num { (format::count(pending.of(Some(name)))) }
                                     td {
                                         @if let Some(c) = config {
                                             @for (i, q) in c.queues.iter().enumerate() {
@@ -162,15 +183,18 @@ fn slot_table(
                                         @if let Some(c) = configured.get(&s.system) { span.muted { " / " (c.max_leases_per_slot) } }
                                     }
                                     td { (format::when(s.state_changed_at, now)) }
-                                    td title=(s.reason) { (format::clip(&s.reason, 80)) }
+                                    td title=(s.reason) { (format::clip(&s.reason, 200)) }
                                     @if actions {
                                         td.actions {
-                                            @if matches!(s.state, SlotState::Booting | SlotState::Binding | SlotState::Ready) {
+                                            @let serving = matches!(s.state, SlotState::Booting | SlotState::Binding | SlotState::Ready);
+                                            @if serving {
                                                 (layout::action_button("Drain", &format!("/api/v1/slots/{}/drain", s.id),
-                                                    &format!("Drain slot {}? It takes no new lease, finishes its {} lease(s), then its instance is terminated.", s.id, s.leases), false))
+                                                    &format!("Drain slot {}? It takes no new lease, and its instance is terminated {}.", s.id, held_leases(s.leases)), false))
                                                 " "
+                                            }
+                                            @if serving || s.state == SlotState::Draining && s.notice_at.is_none() {
                                                 (layout::action_button("Interrupt", &format!("/api/v1/slots/{}/interrupt", s.id),
-                                                    &format!("Interrupt slot {} as a provider's notice would? Its {} lease(s) go back to waiting at once, its instance is terminated, and a replacement is launched if demand needs one.", s.id, s.leases), true))
+                                                    &format!("Interrupt slot {} as a provider's notice would? {} back to waiting at once, its instance is terminated, and a replacement is launched if demand needs one.", s.id, handed_back(s.leases)), true))
                                             }
                                         }
                                     }
@@ -182,6 +206,24 @@ fn slot_table(
                 p.note { "A slot is capacity for one instance of its system. Draining: it takes no new lease and is terminated once its leases are given back. An error slot is relaunched after its cool-down." }
             }
         }
+    }
+}
+
+/// When a drained slot's instance goes, for a drain's question.
+fn held_leases(n: u32) -> String {
+    match n {
+        0 => "at the autoscaler's next tick (it holds no lease)".to_owned(),
+        1 => "once its lease is given back".to_owned(),
+        n => format!("once its {n} leases are given back"),
+    }
+}
+
+/// "Its 2 leases go", for an interruption's question.
+fn handed_back(n: u32) -> String {
+    match n {
+        0 => "It holds no lease to hand".to_owned(),
+        1 => "Its lease goes".to_owned(),
+        n => format!("Its {n} leases go"),
     }
 }
 
@@ -206,7 +248,12 @@ fn slot_badge(slot: &SlotRecord, now: Timestamp) -> Markup {
     }
 }
 
-fn reservation_table(reservations: &[ReservationRecord], now: Timestamp, actions: bool) -> Markup {
+fn reservation_table(
+    reservations: &[ReservationRecord],
+    open: u64,
+    now: Timestamp,
+    actions: bool,
+) -> Markup {
     html! {
         section.card #reservations {
             h2 { "Open reservations" }
@@ -256,6 +303,9 @@ fn reservation_table(reservations: &[ReservationRecord], now: Timestamp, actions
                             }
                         }
                     }
+                }
+                @if open > reservations.len() as u64 {
+                    p.warn { "The oldest " (format::count(reservations.len() as u64)) " of " (format::count(open)) " open reservations." }
                 }
                 p.note { "Oldest first, at most 1,000. A pending reservation waits for a ready slot with a free lease; one not released by its expiry time is expired and its lease given back." }
             }

@@ -196,10 +196,23 @@ pub(crate) async fn method_not_allowed(request: Request) -> Response {
         format!(
             "{} is not allowed on {}",
             request.method(),
-            request.uri().path()
+            shown_path(request.uri().path())
         ),
     )
     .into_response()
+}
+
+/// A path to echo in an error: a lease token in it is cut out, since whoever reads the answer
+/// (a worker's log, a proxy's) could record its job's outcome with it.
+fn shown_path(path: &str) -> std::borrow::Cow<'_, str> {
+    const LEASES: &str = "/api/v1/leases/";
+    match path
+        .strip_prefix(LEASES)
+        .and_then(|rest| rest.split_once('/'))
+    {
+        Some((token, rest)) if !token.is_empty() => format!("{LEASES}…/{rest}").into(),
+        _ => path.into(),
+    }
 }
 
 pub(crate) async fn not_found(request: Request) -> Response {
@@ -209,7 +222,7 @@ pub(crate) async fn not_found(request: Request) -> Response {
     ApiError::not_found(format!(
         "no route {} {}",
         request.method(),
-        request.uri().path()
+        shown_path(request.uri().path())
     ))
     .into_response()
 }
@@ -244,4 +257,22 @@ pub(crate) fn whole(
                 ),
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_path;
+
+    #[test]
+    fn a_lease_token_is_cut_from_an_echoed_path() {
+        assert_eq!(
+            shown_path("/api/v1/leases/2.1924003370077040017/heartbeatz"),
+            "/api/v1/leases/…/heartbeatz"
+        );
+        assert_eq!(
+            shown_path("/api/v1/leases/complete"),
+            "/api/v1/leases/complete"
+        );
+        assert_eq!(shown_path("/api/v1/jobs/7/nope"), "/api/v1/jobs/7/nope");
+    }
 }
