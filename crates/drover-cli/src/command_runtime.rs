@@ -431,7 +431,7 @@ mod tests {
     /// A launch script that starts its instance in the background, which keeps the script's
     /// standard output and error open, still answers once the script exits.
     #[tokio::test]
-    async fn a_background_child_holding_stderr_does_not_hold_the_launch() {
+    async fn a_background_child_holding_the_pipes_does_not_hold_the_launch() {
         let script = r#"cat >/dev/null; sleep 30 & echo '{"instance_id":"i-bg"}'"#;
         let started = std::time::Instant::now();
         let id = runtime(&["sh", "-c", script], 20_000)

@@ -28,8 +28,10 @@ pub(crate) fn limits(config: &Config) -> Limits {
     limits
 }
 
-/// The engine settings for `serve` or `worker`.
-pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Result<EngineConfig> {
+/// The queues the config has a process work, and their concurrency: `[queues]` (or `default`),
+/// without those bound to a system when `drop_bound` (their slots work them), with the queues
+/// of `[tasks]` it does not list.
+fn config_queues(config: &Config, drop_bound: bool) -> BTreeMap<String, usize> {
     let mut queues: BTreeMap<String, usize> = if config.queues.is_empty() {
         BTreeMap::from([("default".to_owned(), DEFAULT_CONCURRENCY)])
     } else {
@@ -48,7 +50,7 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
         .collect();
     // The sim runtime's instances run nothing: there the server works every queue.
     let slots_run_jobs = config.autoscaler.runtime.as_deref() != Some("sim");
-    if args.queues.is_empty() && slots_run_jobs {
+    if drop_bound && slots_run_jobs {
         for (queue, system) in &bound {
             queues.remove(*queue);
             tracing::info!(
@@ -74,11 +76,18 @@ pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Resul
             queues.insert(queue.clone(), DEFAULT_CONCURRENCY);
         }
     }
-    if args.slot.is_some() && args.queues.is_empty() {
+    queues
+}
+
+/// The engine settings for `serve` or `worker`.
+pub(crate) fn engine_config(config: &Config, args: &WorkerArgs) -> anyhow::Result<EngineConfig> {
+    let mut queues = if args.slot.is_some() && args.queues.is_empty() {
         // A slot's worker works what its runtime names and nothing else: none for a system
         // that serves reservations only.
-        queues.clear();
-    }
+        BTreeMap::new()
+    } else {
+        config_queues(config, args.queues.is_empty())
+    };
     if !args.queues.is_empty() {
         queues = args
             .queues

@@ -73,14 +73,12 @@ async fn to_draining(
     interrupt: bool,
 ) -> Result<SlotRecord, AdminError> {
     let current = slot(store, id).await?;
-    // A draining slot may still hold leases for as long as their reservations live; an
-    // interruption hands them back at once, once.
-    let interruptible = current.state == SlotState::Draining && current.notice_at.is_none();
-    if !(matches!(
-        current.state,
-        SlotState::Booting | SlotState::Binding | SlotState::Ready
-    ) || interrupt && interruptible)
-    {
+    let allowed = if interrupt {
+        can_interrupt(&current)
+    } else {
+        can_drain(&current)
+    };
+    if !allowed {
         return Err(AdminError::Conflict(if interrupt {
             format!(
                 "slot {id} is {}: only a booting, binding, ready or draining slot can be \
@@ -117,6 +115,21 @@ async fn to_draining(
             "slot {id} changed meanwhile (the autoscaler moved it); look again"
         ))
     })
+}
+
+/// Whether an operator may drain `slot`: it serves or is about to.
+pub fn can_drain(slot: &SlotRecord) -> bool {
+    matches!(
+        slot.state,
+        SlotState::Booting | SlotState::Binding | SlotState::Ready
+    )
+}
+
+/// Whether an operator may interrupt `slot`: a slot that may be drained, or a draining one not
+/// interrupted yet (it may hold leases for as long as their reservations live; an interruption
+/// hands them back at once, once).
+pub fn can_interrupt(slot: &SlotRecord) -> bool {
+    can_drain(slot) || slot.state == SlotState::Draining && slot.notice_at.is_none()
 }
 
 /// Drains a slot: it takes no new lease, finishes those it holds, then its instance is

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
-use drover::autoscaler::SystemConfig;
+use drover::autoscaler::{SystemConfig, admin};
 use drover_core::{ReservationCount, ReservationPhase, ReservationRecord, SlotRecord, SlotState};
 use jiff::Timestamp;
 use maud::{Markup, html};
@@ -17,7 +17,8 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
     let slots = state.admin.slots(None, false).await?;
     let reservations = state.admin.reservations(None).await?;
     let counts = state.admin.reservation_counts().await?;
-    let configured = state.admin.systems().cloned().unwrap_or_default();
+    let none = BTreeMap::new();
+    let configured = state.admin.systems().unwrap_or(&none);
     let now = Timestamp::now();
     let actions = !state.settings.read_only;
     let held: u32 = slots.iter().map(|s| s.leases).sum();
@@ -34,8 +35,8 @@ pub(super) async fn page(State(state): State<AppState>) -> PageResult {
                     @if waiting > 0 { span.warn { (format::count(waiting)) } } @else { "0" }
                 }))
             }
-            (systems(&configured, &slots, pending))
-            (slot_table(&slots, &configured, now, actions))
+            (systems(configured, &slots, pending))
+            (slot_table(&slots, configured, now, actions))
             (reservation_table(&reservations, open, now, actions))
         }
     };
@@ -70,18 +71,12 @@ fn systems(
     slots: &[SlotRecord],
     pending: Pending<'_>,
 ) -> Markup {
-    let mut names: Vec<&str> = configured.keys().map(String::as_str).collect();
-    let with_reservations = pending.0.iter().map(|c| c.system.as_str());
-    for name in slots
-        .iter()
-        .map(|s| s.system.as_str())
-        .chain(with_reservations)
-    {
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    names.sort_unstable();
+    let names: std::collections::BTreeSet<&str> = configured
+        .keys()
+        .map(String::as_str)
+        .chain(slots.iter().map(|s| s.system.as_str()))
+        .chain(pending.0.iter().map(|c| c.system.as_str()))
+        .collect();
     html! {
         section.card #systems {
             h2 { "Systems" }
@@ -186,13 +181,12 @@ fn slot_table(
                                     td title=(s.reason) { (format::clip(&s.reason, 200)) }
                                     @if actions {
                                         td.actions {
-                                            @let serving = matches!(s.state, SlotState::Booting | SlotState::Binding | SlotState::Ready);
-                                            @if serving {
+                                            @if admin::can_drain(s) {
                                                 (layout::action_button("Drain", &format!("/api/v1/slots/{}/drain", s.id),
                                                     &format!("Drain slot {}? It takes no new lease, and its instance is terminated {}.", s.id, held_leases(s.leases)), false))
                                                 " "
                                             }
-                                            @if serving || s.state == SlotState::Draining && s.notice_at.is_none() {
+                                            @if admin::can_interrupt(s) {
                                                 (layout::action_button("Interrupt", &format!("/api/v1/slots/{}/interrupt", s.id),
                                                     &format!("Interrupt slot {} as a provider's notice would? {} back to waiting at once, its instance is terminated, and a replacement is launched if demand needs one.", s.id, handed_back(s.leases)), true))
                                             }
